@@ -1,0 +1,1 @@
+//! kalamstore's criterion benches live in `benches/`; this library holds what they share.

@@ -1,0 +1,240 @@
+//! The foyer cache against the conformance suite, a stale-read stress test and the range cache.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
+
+use async_trait::async_trait;
+use kalamstore_storage::MemoryBackend;
+use kalamstore_storage::conformance::BackendFactory;
+use object_store::memory::InMemory;
+use object_store::{ObjectStoreExt, PutPayload};
+
+use super::*;
+
+/// A hybrid cache (small memory tier, disk tier in a temp dir) over a fresh `MemoryBackend`.
+struct OverMemory(tempfile::TempDir);
+
+#[async_trait]
+impl BackendFactory for OverMemory {
+    async fn open(&self) -> Result<Arc<dyn StorageBackend>> {
+        let config = FoyerConfig::hybrid(1 << 20, self.0.path(), 16 << 20);
+        Ok(Arc::new(
+            FoyerBackend::new(Arc::new(MemoryBackend::new()), config).await?,
+        ))
+    }
+}
+
+kalamstore_storage::conformance_suite!(OverMemory(tempfile::tempdir().expect("temp dir")));
+
+fn p(name: &str) -> Partition {
+    Partition::new(name).unwrap()
+}
+
+/// Many tasks put, delete and get overlapping keys through a tiny cache (so entries are evicted
+/// to disk and dropped all the time); every read must return the value of the last
+/// acknowledged write of that key, which each task tracks for the keys it owns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_and_readers_never_see_a_stale_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = FoyerConfig {
+        block_bytes: 64 << 10,
+        ..FoyerConfig::hybrid(32 << 10, dir.path(), 4 << 20)
+    };
+    let backend = Arc::new(
+        FoyerBackend::new(Arc::new(MemoryBackend::new()), config)
+            .await
+            .unwrap(),
+    );
+    backend.create_partition(&p("t")).await.unwrap();
+    let tasks = 8u64;
+    let keys_per_task = 40u64;
+    let rounds = 600u64;
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let backend = backend.clone();
+            tokio::spawn(async move {
+                // Each task owns the keys k % tasks == t (so it knows their latest value) and
+                // reads every key (so it races with the other writers).
+                let mut model: HashMap<u64, Option<Bytes>> = HashMap::new();
+                let mut state = t.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                for round in 0..rounds {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    let key_id = (state % keys_per_task) * tasks + t;
+                    let key = Bytes::from(key_id.to_be_bytes().to_vec());
+                    match state % 5 {
+                        0 => {
+                            backend.delete(&p("t"), &key).await.unwrap();
+                            model.insert(key_id, None);
+                        }
+                        1 | 2 => {
+                            let value = Bytes::from(format!(
+                                "{t}-{round}-{}",
+                                "x".repeat((state % 900) as usize)
+                            ));
+                            backend.put(&p("t"), key, value.clone()).await.unwrap();
+                            model.insert(key_id, Some(value));
+                        }
+                        _ => {
+                            let got = backend.get(&p("t"), &key).await.unwrap();
+                            let expected = model.get(&key_id).cloned().flatten();
+                            assert_eq!(
+                                got, expected,
+                                "stale read of key {key_id} in round {round}"
+                            );
+                            // Also read someone else's key to race with their writes.
+                            let other = Bytes::from(
+                                ((state >> 8) % (keys_per_task * tasks))
+                                    .to_be_bytes()
+                                    .to_vec(),
+                            );
+                            backend.get(&p("t"), &other).await.unwrap();
+                        }
+                    }
+                }
+                model
+            })
+        })
+        .collect();
+    let mut all = HashMap::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    // After the storm, every key reads as its last write.
+    for (key_id, expected) in all {
+        let got = backend.get(&p("t"), &key_id.to_be_bytes()).await.unwrap();
+        assert_eq!(got, expected, "key {key_id}");
+    }
+    backend.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_and_recreated_partition_serves_no_cached_values() {
+    let backend = FoyerBackend::new(Arc::new(MemoryBackend::new()), FoyerConfig::memory(1 << 20))
+        .await
+        .unwrap();
+    backend.create_partition(&p("t")).await.unwrap();
+    backend
+        .put(&p("t"), Bytes::from_static(b"k"), Bytes::from_static(b"v"))
+        .await
+        .unwrap();
+    assert!(backend.get(&p("t"), b"k").await.unwrap().is_some());
+    backend.drop_partition(&p("t")).await.unwrap();
+    backend.create_partition(&p("t")).await.unwrap();
+    assert_eq!(backend.get(&p("t"), b"k").await.unwrap(), None);
+}
+
+/// Counts `get_ranges` calls that reach the wrapped store.
+#[derive(Debug)]
+struct Counting {
+    inner: InMemory,
+    ranges: AtomicUsize,
+}
+
+impl std::fmt::Display for Counting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Counting")
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Counting {
+    async fn put_opts(
+        &self,
+        l: &object_store::path::Path,
+        p: PutPayload,
+        o: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.inner.put_opts(l, p, o).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        l: &object_store::path::Path,
+        o: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(l, o).await
+    }
+    async fn get_opts(
+        &self,
+        l: &object_store::path::Path,
+        o: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.inner.get_opts(l, o).await
+    }
+    async fn get_ranges(
+        &self,
+        l: &object_store::path::Path,
+        r: &[std::ops::Range<u64>],
+    ) -> object_store::Result<Vec<Bytes>> {
+        self.ranges.fetch_add(1, Ordering::SeqCst);
+        self.inner.get_ranges(l, r).await
+    }
+    fn delete_stream(
+        &self,
+        l: futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.inner.delete_stream(l)
+    }
+    fn list(
+        &self,
+        p: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list(p)
+    }
+    async fn list_with_delimiter(
+        &self,
+        p: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(p).await
+    }
+    async fn copy_opts(
+        &self,
+        f: &object_store::path::Path,
+        t: &object_store::path::Path,
+        o: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(f, t, o).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_range_reads_are_served_by_the_cache() {
+    let counting = Arc::new(Counting {
+        inner: InMemory::new(),
+        ranges: AtomicUsize::new(0),
+    });
+    let path = object_store::path::Path::from("t/part-1.parquet");
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    counting
+        .put(&path, PutPayload::from(data.clone()))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cached = RangeCachedStore::new(
+        counting.clone(),
+        FoyerConfig::hybrid(1 << 20, dir.path(), 8 << 20),
+    )
+    .await
+    .unwrap();
+
+    let ranges = [0..100, 5_000..9_000, 99_000..100_000];
+    let first = cached.get_ranges(&path, &ranges).await.unwrap();
+    assert_eq!(counting.ranges.load(Ordering::SeqCst), 1);
+    for _ in 0..10 {
+        let again = cached.get_ranges(&path, &ranges).await.unwrap();
+        assert_eq!(again, first);
+    }
+    assert_eq!(
+        counting.ranges.load(Ordering::SeqCst),
+        1,
+        "repeats never reach the inner store"
+    );
+    assert_eq!(first[1].as_ref(), &data[5_000..9_000]);
+
+    // A partly cached request fetches only the missing range.
+    let mixed = cached.get_ranges(&path, &[0..100, 200..300]).await.unwrap();
+    assert_eq!(mixed[1].as_ref(), &data[200..300]);
+    assert_eq!(counting.ranges.load(Ordering::SeqCst), 2);
+    cached.close().await.unwrap();
+}

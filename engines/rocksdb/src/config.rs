@@ -1,0 +1,44 @@
+//! `RocksDbConfig`: where the database lives and how RocksDB is tuned.
+
+use std::path::PathBuf;
+
+/// Settings of a [`RocksDbBackend`](crate::RocksDbBackend). The defaults suit a write-heavy
+/// workload on a small machine.
+#[derive(Debug, Clone)]
+pub struct RocksDbConfig {
+    /// Directory of the database; created when missing.
+    pub path: PathBuf,
+    /// Shared LRU block cache for every partition, in bytes.
+    pub block_cache_bytes: usize,
+    /// Memtable size per partition before it is flushed, in bytes.
+    pub write_buffer_bytes: usize,
+    /// Memtable budget across all partitions, in bytes.
+    pub total_write_buffer_bytes: usize,
+    /// Background flush and compaction threads.
+    pub max_background_jobs: i32,
+    /// fsync the WAL before acknowledging each write (survives power loss, not only a crash).
+    pub sync_writes: bool,
+    /// Bloom filter bits per key (0 disables the filter).
+    pub bloom_bits_per_key: f64,
+}
+
+impl RocksDbConfig {
+    /// Defaults for a database at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            block_cache_bytes: 64 << 20,
+            write_buffer_bytes: 32 << 20,
+            total_write_buffer_bytes: 256 << 20,
+            max_background_jobs: 2,
+            sync_writes: false,
+            bloom_bits_per_key: 10.0,
+        }
+    }
+
+    /// Sets `sync_writes`.
+    pub fn with_sync_writes(mut self, sync: bool) -> Self {
+        self.sync_writes = sync;
+        self
+    }
+}

@@ -1,0 +1,212 @@
+//! The core crate's error types: [`Error`] for every operation and [`DecodeError`] for bad bytes.
+
+/// Result alias used throughout kalamstore.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in kalamstore's core and, mapped into [`Error::Engine`], in an engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The named partition does not exist.
+    #[error("partition `{partition}` not found")]
+    PartitionNotFound {
+        /// The partition that was asked for.
+        partition: String,
+    },
+    /// A partition name broke the naming rules.
+    #[error("invalid partition name `{name}`: {reason}")]
+    InvalidPartitionName {
+        /// The refused name.
+        name: String,
+        /// Which rule it broke.
+        reason: &'static str,
+    },
+    /// An identifier (namespace, table, user, storage) broke the naming rules.
+    #[error("invalid {kind} `{value}`: {reason}")]
+    InvalidId {
+        /// What kind of identifier it was meant to be.
+        kind: &'static str,
+        /// The refused text.
+        value: String,
+        /// Which rule it broke.
+        reason: &'static str,
+    },
+    /// A data type was malformed or had out-of-range parameters.
+    #[error("invalid data type: {reason}")]
+    InvalidType {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An arrow type that no `KalamDataType` maps to.
+    #[error("arrow type {data_type} has no kalamstore equivalent")]
+    UnsupportedArrowType {
+        /// The arrow type, as arrow prints it.
+        data_type: String,
+    },
+    /// A value did not fit its column.
+    #[error("column `{column}`: {reason}")]
+    InvalidValue {
+        /// The column the value was meant for.
+        column: String,
+        /// Why it does not fit.
+        reason: String,
+    },
+    /// A table definition is inconsistent.
+    #[error("invalid definition of table {table}: {reason}")]
+    InvalidSchema {
+        /// The table, as `namespace.table`.
+        table: String,
+        /// What is inconsistent.
+        reason: String,
+    },
+    /// Stored bytes could not be decoded.
+    #[error("could not decode {what}")]
+    Decode {
+        /// What was being decoded (a row, a key, a table definition, ...).
+        what: &'static str,
+        /// The precise problem.
+        #[source]
+        source: DecodeError,
+    },
+    /// An arrow computation failed.
+    #[error("arrow failed while {op}")]
+    Arrow {
+        /// What kalamstore was doing.
+        op: &'static str,
+        /// arrow's error.
+        #[source]
+        source: arrow::error::ArrowError,
+    },
+    /// The engine cannot do this at all.
+    #[error("{engine} does not support {op}")]
+    Unsupported {
+        /// The engine's name.
+        engine: &'static str,
+        /// The refused operation.
+        op: &'static str,
+    },
+    /// The backend was closed (or fenced by another opener) and takes no more requests.
+    #[error("{engine} is closed: {reason}")]
+    Closed {
+        /// The engine's name.
+        engine: &'static str,
+        /// Why it closed.
+        reason: &'static str,
+    },
+    /// An engine's own failure, with the engine's error as the source.
+    #[error("{engine} failed while {op}")]
+    Engine {
+        /// The engine's name.
+        engine: &'static str,
+        /// What it was doing, e.g. "writing a batch to partition `p`".
+        op: String,
+        /// The engine's own error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl Error {
+    /// Wraps an engine's own error with the engine name and what it was doing.
+    pub fn engine(
+        engine: &'static str,
+        op: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Engine {
+            engine,
+            op: op.into(),
+            source: source.into(),
+        }
+    }
+
+    /// Wraps a decode failure with what was being decoded.
+    pub fn decode(what: &'static str, source: DecodeError) -> Self {
+        Self::Decode { what, source }
+    }
+}
+
+/// Why a byte string is not a valid encoding. Decoders of untrusted bytes return this, never panic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The input ended before a field was complete.
+    #[error("input ends at byte {at}, {needed} more bytes needed")]
+    Truncated {
+        /// Offset where the missing field starts.
+        at: usize,
+        /// How many bytes the field needs.
+        needed: usize,
+    },
+    /// A length prefix claims more bytes than the input holds.
+    #[error("length {len} at byte {at} exceeds the {remaining} bytes left")]
+    LengthTooLarge {
+        /// Offset of the length prefix.
+        at: usize,
+        /// The claimed length.
+        len: usize,
+        /// Bytes actually left.
+        remaining: usize,
+    },
+    /// A value tag that no type has.
+    #[error("unknown value tag 0x{tag:02x} at byte {at}")]
+    UnknownTag {
+        /// The tag byte.
+        tag: u8,
+        /// Its offset.
+        at: usize,
+    },
+    /// A value tag that does not match the column's type.
+    #[error("column {column} expects tag 0x{expected:02x}, found 0x{found:02x}")]
+    TagMismatch {
+        /// Column position.
+        column: usize,
+        /// Tag of the column's type.
+        expected: u8,
+        /// Tag in the bytes.
+        found: u8,
+    },
+    /// A text or JSON payload that is not UTF-8.
+    #[error("invalid UTF-8 at byte {at}")]
+    InvalidUtf8 {
+        /// Offset of the payload.
+        at: usize,
+    },
+    /// A byte that must be 0 or 1 was something else.
+    #[error("invalid boolean byte {byte} at {at}")]
+    InvalidBool {
+        /// The byte.
+        byte: u8,
+        /// Its offset.
+        at: usize,
+    },
+    /// A format version this build cannot read.
+    #[error("unsupported format version {version}")]
+    UnsupportedVersion {
+        /// The version found.
+        version: u32,
+    },
+    /// Bytes left over after a complete encoding.
+    #[error("{extra} unexpected trailing bytes")]
+    TrailingBytes {
+        /// How many.
+        extra: usize,
+    },
+    /// More columns in a row than its schema has.
+    #[error("row has {found} columns, schema has {expected}")]
+    TooManyColumns {
+        /// Columns in the schema.
+        expected: usize,
+        /// Columns in the row.
+        found: usize,
+    },
+    /// A field is out of its valid range (a bad DECIMAL precision, an empty name, ...).
+    #[error("invalid field: {reason}")]
+    Invalid {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A protobuf message that prost cannot decode.
+    #[error("protobuf: {0}")]
+    Protobuf(#[from] prost::DecodeError),
+}
