@@ -1,1 +1,139 @@
-//! kalamstore's criterion benches live in `benches/`; this library holds what they share.
+//! What kalamstore's criterion benches share: an object store with injected latency, and the
+//! result records the engine bench writes and `bench-report` turns into README's table and chart.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
+};
+use serde::{Deserialize, Serialize};
+
+/// An object store that sleeps `latency` before every request, like a remote store would.
+#[derive(Debug)]
+pub struct LatencyStore {
+    inner: Arc<dyn ObjectStore>,
+    latency: Duration,
+}
+
+impl LatencyStore {
+    /// Wraps `inner`, delaying each request by `latency`.
+    pub fn new(inner: Arc<dyn ObjectStore>, latency: Duration) -> Self {
+        Self { inner, latency }
+    }
+}
+
+impl fmt::Display for LatencyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LatencyStore({}, {:?})", self.inner, self.latency)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for LatencyStore {
+    async fn put_opts(
+        &self,
+        l: &Path,
+        p: PutPayload,
+        o: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        tokio::time::sleep(self.latency).await;
+        self.inner.put_opts(l, p, o).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        l: &Path,
+        o: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        tokio::time::sleep(self.latency).await;
+        self.inner.put_multipart_opts(l, o).await
+    }
+    async fn get_opts(&self, l: &Path, o: GetOptions) -> object_store::Result<GetResult> {
+        tokio::time::sleep(self.latency).await;
+        self.inner.get_opts(l, o).await
+    }
+    async fn get_ranges(&self, l: &Path, r: &[Range<u64>]) -> object_store::Result<Vec<Bytes>> {
+        tokio::time::sleep(self.latency).await;
+        self.inner.get_ranges(l, r).await
+    }
+    fn delete_stream(
+        &self,
+        l: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(l)
+    }
+    fn list(&self, p: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(p)
+    }
+    async fn list_with_delimiter(&self, p: Option<&Path>) -> object_store::Result<ListResult> {
+        tokio::time::sleep(self.latency).await;
+        self.inner.list_with_delimiter(p).await
+    }
+    async fn copy_opts(&self, f: &Path, t: &Path, o: CopyOptions) -> object_store::Result<()> {
+        tokio::time::sleep(self.latency).await;
+        self.inner.copy_opts(f, t, o).await
+    }
+    async fn rename_opts(&self, f: &Path, t: &Path, o: RenameOptions) -> object_store::Result<()> {
+        tokio::time::sleep(self.latency).await;
+        self.inner.rename_opts(f, t, o).await
+    }
+}
+
+/// One engine on one workload, as measured by the engines bench.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkloadResult {
+    /// Engine label, e.g. `rocksdb` or `plain rust-rocksdb`.
+    pub engine: String,
+    /// Workload label, e.g. `load`, `ycsb-a`.
+    pub workload: String,
+    /// Operations (rows for `load`) per second.
+    pub ops_per_sec: f64,
+    /// Median latency of one operation, microseconds.
+    pub p50_us: f64,
+    /// 99th percentile latency, microseconds.
+    pub p99_us: f64,
+}
+
+/// Where the engines bench writes its results (one JSON record per line).
+pub fn results_path() -> PathBuf {
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+    target.join("kalamstore-bench").join("engines.jsonl")
+}
+
+/// Median and 99th percentile of latencies, in microseconds.
+pub fn percentiles(latencies: &mut [Duration]) -> (f64, f64) {
+    if latencies.is_empty() {
+        return (0.0, 0.0);
+    }
+    latencies.sort_unstable();
+    let at = |q: f64| {
+        let i = ((latencies.len() - 1) as f64 * q).round() as usize;
+        latencies[i].as_secs_f64() * 1e6
+    };
+    (at(0.50), at(0.99))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_the_right_ranks() {
+        let mut l: Vec<Duration> = (1..=100).rev().map(Duration::from_micros).collect();
+        let (p50, p99) = percentiles(&mut l);
+        assert!(
+            (p50 - 50.0).abs() <= 1.0 && (p99 - 99.0).abs() <= 1.0,
+            "{p50} {p99}"
+        );
+        assert_eq!(percentiles(&mut []), (0.0, 0.0));
+    }
+}

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use kalamstore_storage::MemoryBackend;
 use kalamstore_storage::conformance::BackendFactory;
 use object_store::memory::InMemory;
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::*;
 

@@ -30,7 +30,6 @@ mod error;
 use std::collections::HashMap;
 use std::future::Future;
 use std::ops::Bound;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -336,10 +335,7 @@ impl StorageBackend for ObjectStoreBackend {
         };
         let mut batch = slatedb::WriteBatch::new();
         batch.delete(registry_key(partition));
-        batch.put(
-            dropped_key(generation),
-            partition.as_str().as_bytes().to_vec(),
-        );
+        batch.put(dropped_key(generation), partition.as_str().as_bytes());
         self.write(batch, format!("dropping partition `{partition}`"))
             .await?;
         self.partitions.write().await.remove(partition);

@@ -393,9 +393,7 @@ impl Builder {
             ),
             T::Embedding { dim } => {
                 let dim = dim as usize;
-                let DataType::FixedSizeList(item, _) = data_type.to_arrow() else {
-                    unreachable!("EMBEDDING always maps to a FixedSizeList");
-                };
+                let item = crate::types::embedding_item();
                 let values = Float32Builder::with_capacity(capacity * dim);
                 Self::Embedding(
                     FixedSizeListBuilder::with_capacity(values, dim as i32, capacity)
@@ -492,8 +490,6 @@ impl Builder {
         }
     }
 }
-
-use arrow::datatypes::DataType;
 
 /// Decodes rows into one `RecordBatch` with the user columns of `schema`, followed by `_seq`,
 /// `_updated` and `_deleted` when `with_system` is set.

@@ -22,8 +22,8 @@ use arrow::array::{
 };
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{
-    DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type,
-    Int64Type, Time64MicrosecondType, TimestampMicrosecondType,
+    Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
+    Time64MicrosecondType, TimestampMicrosecondType,
 };
 
 use crate::error::{Error, Result};
@@ -119,13 +119,10 @@ pub fn array_from_values(
                     other => return Err(mismatch(other)),
                 }
             }
-            let DataType::FixedSizeList(item, size) = data_type.to_arrow() else {
-                unreachable!("EMBEDDING always maps to a FixedSizeList");
-            };
             Arc::new(
                 FixedSizeListArray::try_new(
-                    item,
-                    size,
+                    crate::types::embedding_item(),
+                    dim as i32,
                     Arc::new(Float32Array::from(flat)),
                     Some(NullBuffer::from(valid)),
                 )

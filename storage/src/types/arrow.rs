@@ -18,6 +18,11 @@ const UTC: &str = "UTC";
 static EMBEDDING_ITEM: LazyLock<FieldRef> =
     LazyLock::new(|| Arc::new(Field::new("item", DataType::Float32, false)));
 
+/// The element field of `EMBEDDING` lists (`item`, non-null f32).
+pub(crate) fn embedding_item() -> FieldRef {
+    EMBEDDING_ITEM.clone()
+}
+
 impl KalamDataType {
     /// The arrow type that holds values of this type.
     ///
@@ -117,34 +122,9 @@ pub fn kalam_type_of_field(field: &Field) -> Result<KalamDataType> {
 mod tests {
     use super::*;
 
-    fn all_types() -> Vec<KalamDataType> {
-        vec![
-            KalamDataType::Null,
-            KalamDataType::Boolean,
-            KalamDataType::SmallInt,
-            KalamDataType::Int,
-            KalamDataType::BigInt,
-            KalamDataType::Float,
-            KalamDataType::Double,
-            KalamDataType::Text,
-            KalamDataType::Timestamp,
-            KalamDataType::Date,
-            KalamDataType::DateTime,
-            KalamDataType::Time,
-            KalamDataType::Json,
-            KalamDataType::Bytes,
-            KalamDataType::Uuid,
-            KalamDataType::Decimal {
-                precision: 18,
-                scale: 4,
-            },
-            KalamDataType::Embedding { dim: 3 },
-        ]
-    }
-
     #[test]
     fn every_type_round_trips_through_an_arrow_field() {
-        for t in all_types() {
+        for t in KalamDataType::examples() {
             let field = arrow_field("c", t, true);
             assert_eq!(kalam_type_of_field(&field).unwrap(), t, "{t}");
         }

@@ -3,6 +3,7 @@
 mod arrow;
 mod sql;
 
+pub(crate) use self::arrow::embedding_item;
 pub use self::arrow::{arrow_field, kalam_type_of_field};
 pub use sql::parse_sql_type;
 
@@ -187,30 +188,37 @@ impl fmt::Display for KalamDataType {
 mod tests {
     use super::*;
 
+    impl KalamDataType {
+        /// One of every type, for tests.
+        pub(crate) fn examples() -> [KalamDataType; 17] {
+            [
+                KalamDataType::Null,
+                KalamDataType::Boolean,
+                KalamDataType::SmallInt,
+                KalamDataType::Int,
+                KalamDataType::BigInt,
+                KalamDataType::Float,
+                KalamDataType::Double,
+                KalamDataType::Text,
+                KalamDataType::Timestamp,
+                KalamDataType::Date,
+                KalamDataType::DateTime,
+                KalamDataType::Time,
+                KalamDataType::Json,
+                KalamDataType::Bytes,
+                KalamDataType::Uuid,
+                KalamDataType::Decimal {
+                    precision: 10,
+                    scale: 2,
+                },
+                KalamDataType::Embedding { dim: 4 },
+            ]
+        }
+    }
+
     #[test]
     fn every_type_has_its_own_tag() {
-        let all = [
-            KalamDataType::Null,
-            KalamDataType::Boolean,
-            KalamDataType::SmallInt,
-            KalamDataType::Int,
-            KalamDataType::BigInt,
-            KalamDataType::Float,
-            KalamDataType::Double,
-            KalamDataType::Text,
-            KalamDataType::Timestamp,
-            KalamDataType::Date,
-            KalamDataType::DateTime,
-            KalamDataType::Time,
-            KalamDataType::Json,
-            KalamDataType::Bytes,
-            KalamDataType::Uuid,
-            KalamDataType::Decimal {
-                precision: 10,
-                scale: 2,
-            },
-            KalamDataType::Embedding { dim: 4 },
-        ];
+        let all = KalamDataType::examples();
         let mut tags: Vec<u8> = all.iter().map(|t| t.tag()).collect();
         tags.sort_unstable();
         tags.dedup();

@@ -1,0 +1,171 @@
+//! Turns the engines bench results into a markdown table and an SVG bar chart.
+//!
+//! `bench-report [OUT_DIR]` reads `$CARGO_TARGET_DIR/kalamstore-bench/engines.jsonl` (the latest
+//! record of each engine and workload wins), prints the table and writes `engines.md` and
+//! `engines.svg` into OUT_DIR (default `docs/bench`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use kalamstore_benches::{WorkloadResult, results_path};
+
+const WORKLOADS: [&str; 5] = ["load", "ycsb-a", "ycsb-b", "ycsb-c", "ycsb-e"];
+const BASELINE: &str = "plain rust-rocksdb";
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let out_dir = std::env::args()
+        .nth(1)
+        .map_or_else(|| PathBuf::from("docs/bench"), PathBuf::from);
+    let path = results_path();
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "reading {}: {e} (run `cargo bench --bench engines` first)",
+            path.display()
+        )
+    })?;
+    let mut latest: BTreeMap<(String, String), WorkloadResult> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let r: WorkloadResult =
+            serde_json::from_str(line).map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?;
+        if !order.contains(&r.engine) {
+            order.push(r.engine.clone());
+        }
+        latest.insert((r.engine.clone(), r.workload.clone()), r);
+    }
+    let table = markdown(&order, &latest);
+    let svg = chart(&order, &latest);
+    std::fs::create_dir_all(&out_dir)?;
+    std::fs::write(out_dir.join("engines.md"), &table)?;
+    std::fs::write(out_dir.join("engines.svg"), svg)?;
+    print!("{table}");
+    Ok(())
+}
+
+fn fmt_ops(ops: f64) -> String {
+    if ops >= 1e6 {
+        format!("{:.2} M", ops / 1e6)
+    } else if ops >= 1e3 {
+        format!("{:.1} k", ops / 1e3)
+    } else {
+        format!("{ops:.0}")
+    }
+}
+
+fn fmt_us(us: f64) -> String {
+    if us >= 1000.0 {
+        format!("{:.1} ms", us / 1000.0)
+    } else {
+        format!("{us:.0} µs")
+    }
+}
+
+fn markdown(order: &[String], results: &BTreeMap<(String, String), WorkloadResult>) -> String {
+    let mut out = String::from(
+        "| engine | bulk load rows/s | A ops/s (p50 / p99) | B ops/s (p50 / p99) | C ops/s (p50 / p99) | E ops/s (p50 / p99) |\n|---|---|---|---|---|---|\n",
+    );
+    for engine in order {
+        let _ = write!(out, "| {engine} |");
+        for workload in WORKLOADS {
+            let cell = match results.get(&(engine.clone(), workload.to_owned())) {
+                None => "n/a".to_owned(),
+                Some(r) => {
+                    let ratio = results
+                        .get(&(BASELINE.to_owned(), workload.to_owned()))
+                        .filter(|_| engine != BASELINE)
+                        .map(|b| format!(" ({:.2}x)", r.ops_per_sec / b.ops_per_sec))
+                        .unwrap_or_default();
+                    if workload == "load" {
+                        format!("{}{ratio}", fmt_ops(r.ops_per_sec))
+                    } else {
+                        format!(
+                            "{}{ratio} ({} / {})",
+                            fmt_ops(r.ops_per_sec),
+                            fmt_us(r.p50_us),
+                            fmt_us(r.p99_us)
+                        )
+                    }
+                }
+            };
+            let _ = write!(out, " {cell} |");
+        }
+        out.push('\n');
+    }
+    out.push_str("\nRatios are against plain rust-rocksdb in the same run. 16 concurrent tasks; load in batches of 1000 rows of 100 bytes.\n");
+    out
+}
+
+/// Grouped horizontal bars of ops/s per workload, log scale.
+fn chart(order: &[String], results: &BTreeMap<(String, String), WorkloadResult>) -> String {
+    const COLORS: [&str; 8] = [
+        "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#9c755f",
+    ];
+    let bar = 12.0;
+    let group_gap = 18.0;
+    let left = 70.0;
+    let width = 720.0;
+    let plot = width - left - 20.0;
+    let max = results
+        .values()
+        .map(|r| r.ops_per_sec)
+        .fold(1.0, f64::max)
+        .log10()
+        .ceil()
+        .max(1.0);
+    let x = |ops: f64| left + plot * (ops.max(1.0).log10() / max);
+    let group_h = bar * order.len() as f64 + group_gap;
+    let legend_h = 16.0 * order.len() as f64 + 10.0;
+    let height = 30.0 + group_h * WORKLOADS.len() as f64 + legend_h;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"16\" font-size=\"13\">ops/s per workload (log scale)</text>\n"
+    );
+    for decade in 0..=max as i32 {
+        let gx = left + plot * decade as f64 / max;
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{gx}\" y1=\"24\" x2=\"{gx}\" y2=\"{}\" stroke=\"#ddd\"/><text x=\"{gx}\" y=\"{}\" text-anchor=\"middle\" fill=\"#666\">1e{decade}</text>",
+            24.0 + group_h * WORKLOADS.len() as f64,
+            34.0 + group_h * WORKLOADS.len() as f64
+        );
+    }
+    for (w, workload) in WORKLOADS.iter().enumerate() {
+        let y0 = 28.0 + group_h * w as f64;
+        let _ = writeln!(
+            svg,
+            "<text x=\"4\" y=\"{}\">{workload}</text>",
+            y0 + bar * order.len() as f64 / 2.0 + 4.0
+        );
+        for (e, engine) in order.iter().enumerate() {
+            if let Some(r) = results.get(&(engine.clone(), (*workload).to_owned())) {
+                let y = y0 + bar * e as f64;
+                let _ = writeln!(
+                    svg,
+                    "<rect x=\"{left}\" y=\"{y}\" width=\"{:.1}\" height=\"{}\" fill=\"{}\"><title>{engine}: {:.0} ops/s</title></rect>",
+                    x(r.ops_per_sec) - left,
+                    bar - 2.0,
+                    COLORS[e % COLORS.len()],
+                    r.ops_per_sec
+                );
+            }
+        }
+    }
+    let ly = 40.0 + group_h * WORKLOADS.len() as f64;
+    for (e, engine) in order.iter().enumerate() {
+        let y = ly + 16.0 * e as f64;
+        let _ = writeln!(
+            svg,
+            "<rect x=\"{left}\" y=\"{y}\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{}</text>",
+            COLORS[e % COLORS.len()],
+            left + 16.0,
+            y + 9.0,
+            engine.replace('&', "&amp;").replace('<', "&lt;")
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
