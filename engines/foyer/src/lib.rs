@@ -20,7 +20,7 @@ mod error;
 mod range_cache;
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -136,6 +136,7 @@ pub struct FoyerBackend<B: ?Sized> {
     inner: Arc<B>,
     cache: OwnedCache<CacheKey, CacheValue>,
     stripes: Box<[Mutex<()>]>,
+    stripe_hasher: std::hash::RandomState,
     /// Current epoch of each partition seen so far.
     epochs: parking_lot::RwLock<HashMap<Partition, u64>>,
     next_epoch: AtomicU64,
@@ -160,6 +161,7 @@ impl<B: StorageBackend + ?Sized> FoyerBackend<B> {
             inner,
             cache,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            stripe_hasher: std::hash::RandomState::new(),
             epochs: parking_lot::RwLock::new(HashMap::new()),
             next_epoch: AtomicU64::new(1),
             closed: AtomicBool::new(false),
@@ -200,13 +202,7 @@ impl<B: StorageBackend + ?Sized> FoyerBackend<B> {
     }
 
     fn stripe_of(&self, key: &CacheKey) -> usize {
-        (self.stripes_hasher().hash_one(key) as usize) % STRIPES
-    }
-
-    fn stripes_hasher(
-        &self,
-    ) -> std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher> {
-        std::hash::BuildHasherDefault::default()
+        (self.stripe_hasher.hash_one(key) as usize) % STRIPES
     }
 
     /// Locks the stripes of `keys` in ascending order (no deadlock between batches).
@@ -228,14 +224,11 @@ impl<B: StorageBackend + ?Sized> FoyerBackend<B> {
         self.cache.cache.insert(key, value);
     }
 
-    async fn cached(&self, key: &CacheKey) -> Result<Option<CacheValue>> {
-        let entry = self
-            .cache
-            .cache
-            .get(key)
-            .await
-            .map_err(|e| FoyerError::from(e).during("reading the cache"))?;
-        Ok(entry.map(|e| e.value().clone()))
+    /// The cached entry of `key`; a cache failure (e.g. a disk read error) is only a miss,
+    /// since the inner engine still has the data.
+    async fn cached(&self, key: &CacheKey) -> Option<CacheValue> {
+        let entry = self.cache.cache.get(key).await.ok().flatten()?;
+        Some(entry.value().clone())
     }
 }
 
@@ -276,11 +269,11 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
     async fn get(&self, partition: &Partition, key: &[u8]) -> Result<Option<Bytes>> {
         self.check_open()?;
         let ck = self.cache_key(partition, key);
-        if let Some(value) = self.cached(&ck).await? {
+        if let Some(value) = self.cached(&ck).await {
             return Ok(value);
         }
         let _stripe = self.stripes[self.stripe_of(&ck)].lock().await;
-        if let Some(value) = self.cached(&ck).await? {
+        if let Some(value) = self.cached(&ck).await {
             return Ok(value);
         }
         let value = self.inner.get(partition, key).await?;
