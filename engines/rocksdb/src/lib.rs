@@ -7,6 +7,7 @@
 mod config;
 mod error;
 
+use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -36,8 +37,9 @@ const CF_PREFIX: &str = "p:";
 pub struct RocksDbBackend {
     /// `None` once closed.
     db: RwLock<Option<Arc<Db>>>,
-    /// Serialises partition creation and drops (RocksDB refuses a duplicate family).
-    ddl: Mutex<()>,
+    /// Partitions that exist; also serialises creation and drops (RocksDB refuses a
+    /// duplicate family).
+    partitions: Mutex<BTreeSet<Partition>>,
     config: RocksDbConfig,
     cf_options: Options,
     write_options: WriteOptions,
@@ -99,6 +101,11 @@ impl RocksDbBackend {
         } else {
             vec!["default".to_owned()]
         };
+        let partitions = families
+            .iter()
+            .filter_map(|name| name.strip_prefix(CF_PREFIX))
+            .map(Partition::new)
+            .collect::<Result<BTreeSet<_>>>()?;
         let descriptors = families
             .into_iter()
             .map(|name| rocksdb::ColumnFamilyDescriptor::new(name, cf_options.clone()));
@@ -109,7 +116,7 @@ impl RocksDbBackend {
         write_options.set_sync(config.sync_writes);
         Ok(Self {
             db: RwLock::new(Some(Arc::new(db))),
-            ddl: Mutex::new(()),
+            partitions: Mutex::new(partitions),
             config,
             cf_options,
             write_options,
@@ -162,36 +169,31 @@ impl StorageBackend for RocksDbBackend {
 
     async fn create_partition(&self, partition: &Partition) -> Result<()> {
         let db = self.db()?;
-        let _ddl = self.ddl.lock();
-        if db.cf_handle(&cf_name(partition)).is_some() {
+        let mut partitions = self.partitions.lock();
+        if partitions.contains(partition) {
             return Ok(());
         }
         db.create_cf(cf_name(partition), &self.cf_options)
-            .map_err(rocks(format!("creating partition `{partition}`")))
+            .map_err(rocks(format!("creating partition `{partition}`")))?;
+        partitions.insert(partition.clone());
+        Ok(())
     }
 
     async fn drop_partition(&self, partition: &Partition) -> Result<()> {
         let db = self.db()?;
-        let _ddl = self.ddl.lock();
-        if db.cf_handle(&cf_name(partition)).is_none() {
+        let mut partitions = self.partitions.lock();
+        if !partitions.contains(partition) {
             return Ok(());
         }
         db.drop_cf(&cf_name(partition))
-            .map_err(rocks(format!("dropping partition `{partition}`")))
+            .map_err(rocks(format!("dropping partition `{partition}`")))?;
+        partitions.remove(partition);
+        Ok(())
     }
 
     async fn list_partitions(&self) -> Result<Vec<Partition>> {
-        let db = self.db()?;
-        let families =
-            Db::list_cf(&Options::default(), db.path()).map_err(rocks("listing partitions"))?;
-        let mut out = families
-            .iter()
-            .filter_map(|name| name.strip_prefix(CF_PREFIX))
-            .filter(|name| db.cf_handle(&format!("{CF_PREFIX}{name}")).is_some())
-            .map(Partition::new)
-            .collect::<Result<Vec<_>>>()?;
-        out.sort();
-        Ok(out)
+        self.db()?;
+        Ok(self.partitions.lock().iter().cloned().collect())
     }
 
     async fn partition_exists(&self, partition: &Partition) -> Result<bool> {
