@@ -132,6 +132,15 @@ fn slow_store(dir: &std::path::Path) -> OpenedStore {
     }
 }
 
+/// `inner` behind a foyer hybrid cache (64 MiB memory, 256 MiB disk under `dir`).
+async fn with_cache<B: StorageBackend + 'static>(
+    inner: Arc<B>,
+    dir: &std::path::Path,
+) -> Arc<dyn StorageBackend> {
+    let config = FoyerConfig::hybrid(64 << 20, dir.join("cache"), 256 << 20);
+    Arc::new(FoyerBackend::new(inner, config).await.expect("cache"))
+}
+
 async fn open(engine: Engine, dir: &std::path::Path) -> Target {
     let backend: Arc<dyn StorageBackend> = match engine {
         Engine::PlainRocksDb => return Target::Plain(Arc::new(plain_rocksdb(dir))),
@@ -148,14 +157,7 @@ async fn open(engine: Engine, dir: &std::path::Path) -> Target {
             let inner = Arc::new(
                 RocksDbBackend::open(RocksDbConfig::new(dir.join("db"))).expect("open rocksdb"),
             );
-            Arc::new(
-                FoyerBackend::new(
-                    inner,
-                    FoyerConfig::hybrid(64 << 20, dir.join("cache"), 256 << 20),
-                )
-                .await
-                .expect("cache"),
-            )
+            with_cache(inner, dir).await
         }
         Engine::ObjectStoreSlow => Arc::new(
             ObjectStoreBackend::open_with_store(slow_store(dir), ObjectStoreConfig::new("slow"))
@@ -171,14 +173,7 @@ async fn open(engine: Engine, dir: &std::path::Path) -> Target {
                 .await
                 .expect("open object store"),
             );
-            Arc::new(
-                FoyerBackend::new(
-                    inner,
-                    FoyerConfig::hybrid(64 << 20, dir.join("cache"), 256 << 20),
-                )
-                .await
-                .expect("cache"),
-            )
+            with_cache(inner, dir).await
         }
     };
     backend
