@@ -93,6 +93,148 @@ pub enum Error {
         /// Why it closed.
         reason: &'static str,
     },
+    /// An object store URL that cannot be opened.
+    #[error("bad object store URL `{url}`: {reason}")]
+    BadUrl {
+        /// The URL.
+        url: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// An object store request failed.
+    #[error("object store failed while {op}")]
+    ObjectStore {
+        /// What kalamstore was doing, naming the object.
+        op: String,
+        /// object_store's error.
+        #[source]
+        source: object_store::Error,
+    },
+    /// Reading or writing a Parquet file failed.
+    #[error("parquet failed while {op}")]
+    Parquet {
+        /// What kalamstore was doing, naming the file.
+        op: String,
+        /// parquet's error.
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    /// A local file-system operation failed.
+    #[error("I/O failed while {op}")]
+    Io {
+        /// What kalamstore was doing, naming the path.
+        op: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No namespace with this name.
+    #[error("namespace `{namespace}` not found")]
+    NamespaceNotFound {
+        /// The namespace asked for.
+        namespace: String,
+    },
+    /// A namespace with this name exists already.
+    #[error("namespace `{namespace}` already exists")]
+    NamespaceExists {
+        /// The namespace.
+        namespace: String,
+    },
+    /// A namespace still holds tables.
+    #[error("namespace `{namespace}` still holds {tables} table(s); drop them or use CASCADE")]
+    NamespaceNotEmpty {
+        /// The namespace.
+        namespace: String,
+        /// How many tables it holds.
+        tables: usize,
+    },
+    /// No table with this id.
+    #[error("table {table} not found")]
+    TableNotFound {
+        /// `namespace.table`.
+        table: String,
+    },
+    /// A table with this id exists already.
+    #[error("table {table} already exists")]
+    TableExists {
+        /// `namespace.table`.
+        table: String,
+    },
+    /// No storage with this id.
+    #[error("storage `{storage}` not found")]
+    StorageNotFound {
+        /// The storage id.
+        storage: String,
+    },
+    /// A storage with this id exists already.
+    #[error("storage `{storage}` already exists")]
+    StorageExists {
+        /// The storage id.
+        storage: String,
+    },
+    /// A storage cannot be dropped while a table lives on it.
+    #[error("storage `{storage}` is used by table {table}")]
+    StorageInUse {
+        /// The storage id.
+        storage: String,
+        /// One table that uses it.
+        table: String,
+    },
+    /// A storage failed its write/read/list/delete check.
+    #[error("storage `{storage}` failed its check while {step}")]
+    StorageCheck {
+        /// The storage id.
+        storage: String,
+        /// The step that failed, e.g. "writing an object to file:///data/cold".
+        step: String,
+        /// The failure.
+        #[source]
+        source: Box<Error>,
+    },
+    /// An insert of a key that exists already.
+    #[error("table {table}: a row with key {key} already exists")]
+    DuplicateKey {
+        /// `namespace.table`.
+        table: String,
+        /// The key, as its values.
+        key: String,
+    },
+    /// A USER table was used without naming a user, or a non-USER table with one.
+    #[error("table {table}: {reason}")]
+    Scope {
+        /// `namespace.table`.
+        table: String,
+        /// What was wrong, e.g. "a USER table needs a user id".
+        reason: &'static str,
+    },
+    /// A filter or projection that does not fit the table.
+    #[error("table {table}: {reason}")]
+    InvalidQuery {
+        /// `namespace.table`.
+        table: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No job with this id.
+    #[error("job `{job}` not found")]
+    JobNotFound {
+        /// The job id.
+        job: String,
+    },
+    /// A job was cancelled before it committed.
+    #[error("job `{job}` was cancelled")]
+    JobCancelled {
+        /// The job id.
+        job: String,
+    },
+    /// Stored metadata is inconsistent (a manifest entry, a deletion vector, a catalog record).
+    #[error("corrupt {what}: {reason}")]
+    Corrupt {
+        /// What was being read, naming the table or file.
+        what: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// An engine's own failure, with the engine's error as the source.
     #[error("{engine} failed while {op}")]
     Engine {

@@ -1,16 +1,23 @@
 //! kalamstore's engine-neutral core: the [`StorageBackend`] trait, the in-memory engine, value,
-//! row and key codecs, data types, schemas and typed ids.
+//! row and key codecs, data types, schemas, typed ids, the catalog, and the table layer (writes,
+//! flush to Parquet with deletion vectors, merge-on-read, compaction, jobs) behind [`Store`].
 //!
 //! Engines live in their own crates (`kalamstore-rocksdb`, `kalamstore-object-store`,
 //! `kalamstore-foyer`); this crate depends on none of them.
 
 pub mod backend;
+pub mod catalog;
 pub mod codec;
 pub mod error;
+pub mod flush;
 pub mod ids;
+pub mod location;
 pub mod memory;
+pub mod merge;
 pub mod schema;
 pub mod seq;
+pub mod store;
+pub mod table;
 pub mod types;
 
 #[cfg(feature = "conformance")]
@@ -31,3 +38,11 @@ pub use schema::{
     TableType,
 };
 pub use types::KalamDataType;
+
+pub use catalog::{CacheSpec, HotEngine, JobKind, JobRecord, JobStatus, StorageDefinition};
+pub use flush::compact::CompactionPolicy;
+pub use location::S3Options;
+pub use merge::ScanOptions;
+pub use store::{EngineProvider, MemoryEngines, Scope, ScopeStats, Store, StoreConfig};
+pub use table::filter::{CmpOp, Filter};
+pub use table::{Mutation, WriteSummary};

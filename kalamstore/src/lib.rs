@@ -1,0 +1,79 @@
+//! kalamstore, embedded: [`open`] a data directory as a [`Store`] whose storages can use every
+//! engine: RocksDB (the default), the object-store engine and a foyer cache in front of either.
+//!
+//! ```no_run
+//! # async fn demo() -> kalamstore::Result<()> {
+//! let store = kalamstore::open("./kalamstore-data").await?;
+//! store.create_namespace(&"app".parse()?, true).await?;
+//! # Ok(()) }
+//! ```
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use kalamstore_foyer::{FoyerBackend, FoyerConfig};
+use kalamstore_object_store::{ObjectStoreBackend, ObjectStoreConfig};
+use kalamstore_rocksdb::{RocksDbBackend, RocksDbConfig};
+pub use kalamstore_storage::*;
+
+/// The engines of a full build: `rocksdb`, `object_store` and `memory`, each optionally behind
+/// a foyer hybrid cache.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Engines;
+
+async fn cached<B: StorageBackend + 'static>(
+    inner: B,
+    cache: Option<&CacheSpec>,
+) -> Result<Arc<dyn StorageBackend>> {
+    let Some(cache) = cache else {
+        return Ok(Arc::new(inner));
+    };
+    let memory = usize::try_from(cache.memory_bytes).unwrap_or(usize::MAX);
+    let config = if cache.disk_bytes == 0 {
+        FoyerConfig::memory(memory)
+    } else {
+        FoyerConfig::hybrid(
+            memory,
+            &cache.disk_path,
+            usize::try_from(cache.disk_bytes).unwrap_or(usize::MAX),
+        )
+    };
+    Ok(Arc::new(FoyerBackend::new(Arc::new(inner), config).await?))
+}
+
+#[async_trait]
+impl EngineProvider for Engines {
+    fn default_engine(&self, dir: &Path) -> HotEngine {
+        HotEngine::RocksDb {
+            path: dir.to_string_lossy().into_owned(),
+        }
+    }
+
+    async fn open(
+        &self,
+        engine: &HotEngine,
+        s3: &S3Options,
+        cache: Option<&CacheSpec>,
+    ) -> Result<Arc<dyn StorageBackend>> {
+        match engine {
+            HotEngine::RocksDb { path } => {
+                let config = RocksDbConfig::new(path);
+                let backend = tokio::task::spawn_blocking(move || RocksDbBackend::open(config))
+                    .await
+                    .map_err(|e| Error::engine("rocksdb", "opening", e))??;
+                cached(backend, cache).await
+            }
+            HotEngine::ObjectStore { url } => {
+                let config = ObjectStoreConfig::new(url.clone()).with_s3(s3.clone());
+                cached(ObjectStoreBackend::open(config).await?, cache).await
+            }
+            HotEngine::Memory => cached(MemoryBackend::new(), cache).await,
+        }
+    }
+}
+
+/// Opens a data directory with every engine available and background work on.
+pub async fn open(data_dir: impl AsRef<Path>) -> Result<Store> {
+    Store::open(StoreConfig::new(data_dir.as_ref(), Arc::new(Engines))).await
+}

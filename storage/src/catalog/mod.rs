@@ -1,0 +1,261 @@
+//! The catalog's records (storages, namespaces, jobs) and their binary (protobuf) form.
+//!
+//! The catalog lives in the system storage's hot engine, one partition per record kind, keyed
+//! by the record's id. Table definitions use the schema module's own protobuf format.
+
+mod proto;
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+use crate::ids::{StorageId, TableId, UserId};
+use crate::location::S3Options;
+
+/// Which engine holds a storage's hot (row-level) data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HotEngine {
+    /// RocksDB in a local directory.
+    RocksDb {
+        /// The directory.
+        path: String,
+    },
+    /// SlateDB on an object store URL (local directory, `memory://`, `s3://`).
+    ObjectStore {
+        /// The URL.
+        url: String,
+    },
+    /// Process memory: gone when the store closes.
+    Memory,
+}
+
+impl HotEngine {
+    /// The engine's short name: `rocksdb`, `object_store` or `memory`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::RocksDb { .. } => "rocksdb",
+            Self::ObjectStore { .. } => "object_store",
+            Self::Memory => "memory",
+        }
+    }
+
+    /// Where the engine keeps its data (empty for memory).
+    pub fn location(&self) -> &str {
+        match self {
+            Self::RocksDb { path } => path,
+            Self::ObjectStore { url } => url,
+            Self::Memory => "",
+        }
+    }
+}
+
+/// A foyer cache in front of a storage's hot engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSpec {
+    /// Memory tier capacity in bytes.
+    pub memory_bytes: u64,
+    /// Disk tier capacity in bytes (0: memory only).
+    pub disk_bytes: u64,
+    /// Directory of the disk tier.
+    pub disk_path: String,
+}
+
+/// A registered storage: where a table's hot rows and Parquet files live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageDefinition {
+    /// The storage's id, used by `CREATE TABLE ... STORAGE <id>`.
+    pub id: StorageId,
+    /// The engine of the hot tier.
+    pub hot: HotEngine,
+    /// Object store URL of the cold tier (Parquet files).
+    pub cold_url: String,
+    /// S3 settings for `s3://` URLs (hot and cold).
+    pub s3: S3Options,
+    /// Optional foyer cache over the hot engine.
+    pub cache: Option<CacheSpec>,
+    /// When it was registered, ms since the epoch.
+    pub created_at_ms: i64,
+}
+
+impl StorageDefinition {
+    /// Encodes the definition (protobuf).
+    pub fn encode(&self) -> Vec<u8> {
+        proto::encode_storage(self)
+    }
+
+    /// Decodes a stored definition.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        proto::decode_storage(bytes)
+    }
+}
+
+/// What a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    /// Buffered rows to Parquet.
+    Flush,
+    /// Rewrites Parquet files without deleted rows.
+    Compaction,
+    /// Removes old job records and orphaned files.
+    Cleanup,
+    /// Moves a table to another storage.
+    Move,
+    /// Reclaims expired STREAM rows.
+    Expiry,
+}
+
+/// Where a job is in its life: `new -> queued -> running -> completed | failed | retrying |
+/// cancelled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobStatus {
+    /// Recorded, not yet scheduled.
+    New,
+    /// Waiting for its turn.
+    Queued,
+    /// Running now.
+    Running,
+    /// Finished successfully.
+    Completed,
+    /// Finished with an error.
+    Failed,
+    /// Failed and will run again.
+    Retrying,
+    /// Stopped on request before it committed.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Whether the job has finished (completed, failed or cancelled).
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+}
+
+macro_rules! names {
+    ($ty:ident { $($variant:ident = $name:literal),* $(,)? }) => {
+        impl $ty {
+            /// The lower-case name.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $name),* }
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl FromStr for $ty {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self> {
+                match s.to_ascii_lowercase().as_str() {
+                    $($name => Ok(Self::$variant),)*
+                    _ => Err(Error::InvalidValue {
+                        column: stringify!($ty).into(),
+                        reason: format!("unknown value `{s}`"),
+                    }),
+                }
+            }
+        }
+    };
+}
+
+names!(JobKind { Flush = "flush", Compaction = "compaction", Cleanup = "cleanup", Move = "move", Expiry = "expiry" });
+names!(JobStatus {
+    New = "new",
+    Queued = "queued",
+    Running = "running",
+    Completed = "completed",
+    Failed = "failed",
+    Retrying = "retrying",
+    Cancelled = "cancelled",
+});
+
+/// One job as recorded in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRecord {
+    /// `j-<hex>`, unique and increasing.
+    pub id: String,
+    /// What it does.
+    pub kind: JobKind,
+    /// The table it works on, if any.
+    pub table: Option<TableId>,
+    /// The user scope it works on (USER tables), if limited to one.
+    pub user: Option<UserId>,
+    /// Where it is in its life.
+    pub status: JobStatus,
+    /// When it was recorded, ms since the epoch.
+    pub created_at_ms: i64,
+    /// When it started running.
+    pub started_at_ms: Option<i64>,
+    /// When it finished.
+    pub ended_at_ms: Option<i64>,
+    /// Rows written (flush, compaction) or removed (expiry, cleanup).
+    pub rows: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Files written.
+    pub files: u64,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+impl JobRecord {
+    /// Encodes the record (protobuf).
+    pub fn encode(&self) -> Vec<u8> {
+        proto::encode_job(self)
+    }
+
+    /// Decodes a stored record.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        proto::decode_job(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_definitions_round_trip() {
+        let def = StorageDefinition {
+            id: StorageId::new("s3_cold").unwrap(),
+            hot: HotEngine::ObjectStore {
+                url: "s3://b/hot".into(),
+            },
+            cold_url: "s3://b/cold".into(),
+            s3: S3Options {
+                endpoint: Some("http://127.0.0.1:9555".into()),
+                allow_http: true,
+                ..Default::default()
+            },
+            cache: Some(CacheSpec {
+                memory_bytes: 1 << 20,
+                disk_bytes: 1 << 24,
+                disk_path: "/tmp/c".into(),
+            }),
+            created_at_ms: 7,
+        };
+        assert_eq!(StorageDefinition::decode(&def.encode()).unwrap(), def);
+        assert!(StorageDefinition::decode(&[0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn job_records_round_trip() {
+        let job = JobRecord {
+            id: "j-1".into(),
+            kind: JobKind::Flush,
+            table: Some("app.messages".parse().unwrap()),
+            user: Some(UserId::new("alice").unwrap()),
+            status: JobStatus::Completed,
+            created_at_ms: 1,
+            started_at_ms: Some(2),
+            ended_at_ms: Some(3),
+            rows: 10,
+            bytes: 100,
+            files: 1,
+            error: None,
+        };
+        assert_eq!(JobRecord::decode(&job.encode()).unwrap(), job);
+        assert_eq!("Running".parse::<JobStatus>().unwrap(), JobStatus::Running);
+    }
+}

@@ -1,0 +1,171 @@
+//! Protobuf messages (prost) of the catalog records. Fields are numbered, so a newer writer's
+//! extra fields are ignored and an older writer's missing fields read as defaults.
+
+use prost::Message;
+
+use super::{CacheSpec, HotEngine, JobKind, JobRecord, JobStatus, StorageDefinition};
+use crate::error::{Error, Result};
+use crate::ids::{StorageId, TableId, UserId};
+use crate::location::S3Options;
+
+#[derive(Clone, PartialEq, Message)]
+struct StorageProto {
+    #[prost(string, tag = "1")]
+    id: String,
+    #[prost(string, tag = "2")]
+    hot_kind: String,
+    #[prost(string, tag = "3")]
+    hot_location: String,
+    #[prost(string, tag = "4")]
+    cold_url: String,
+    #[prost(string, optional, tag = "5")]
+    s3_endpoint: Option<String>,
+    #[prost(string, optional, tag = "6")]
+    s3_region: Option<String>,
+    #[prost(string, optional, tag = "7")]
+    s3_access_key_id: Option<String>,
+    #[prost(string, optional, tag = "8")]
+    s3_secret_access_key: Option<String>,
+    #[prost(bool, tag = "9")]
+    s3_allow_http: bool,
+    #[prost(uint64, optional, tag = "10")]
+    cache_memory_bytes: Option<u64>,
+    #[prost(uint64, tag = "11")]
+    cache_disk_bytes: u64,
+    #[prost(string, tag = "12")]
+    cache_disk_path: String,
+    #[prost(int64, tag = "13")]
+    created_at_ms: i64,
+}
+
+pub(super) fn encode_storage(def: &StorageDefinition) -> Vec<u8> {
+    StorageProto {
+        id: def.id.to_string(),
+        hot_kind: def.hot.kind().into(),
+        hot_location: def.hot.location().into(),
+        cold_url: def.cold_url.clone(),
+        s3_endpoint: def.s3.endpoint.clone(),
+        s3_region: def.s3.region.clone(),
+        s3_access_key_id: def.s3.access_key_id.clone(),
+        s3_secret_access_key: def.s3.secret_access_key.clone(),
+        s3_allow_http: def.s3.allow_http,
+        cache_memory_bytes: def.cache.as_ref().map(|c| c.memory_bytes),
+        cache_disk_bytes: def.cache.as_ref().map_or(0, |c| c.disk_bytes),
+        cache_disk_path: def
+            .cache
+            .as_ref()
+            .map_or_else(String::new, |c| c.disk_path.clone()),
+        created_at_ms: def.created_at_ms,
+    }
+    .encode_to_vec()
+}
+
+fn bad(what: &'static str, reason: String) -> Error {
+    Error::Corrupt {
+        what: what.into(),
+        reason,
+    }
+}
+
+fn prost_error(what: &'static str) -> impl Fn(prost::DecodeError) -> Error {
+    move |e| bad(what, e.to_string())
+}
+
+pub(super) fn decode_storage(bytes: &[u8]) -> Result<StorageDefinition> {
+    const WHAT: &str = "storage definition";
+    let p = StorageProto::decode(bytes).map_err(prost_error(WHAT))?;
+    let hot = match p.hot_kind.as_str() {
+        "rocksdb" => HotEngine::RocksDb {
+            path: p.hot_location,
+        },
+        "object_store" => HotEngine::ObjectStore {
+            url: p.hot_location,
+        },
+        "memory" => HotEngine::Memory,
+        other => return Err(bad(WHAT, format!("unknown engine `{other}`"))),
+    };
+    Ok(StorageDefinition {
+        id: StorageId::new(p.id)?,
+        hot,
+        cold_url: p.cold_url,
+        s3: S3Options {
+            endpoint: p.s3_endpoint,
+            region: p.s3_region,
+            access_key_id: p.s3_access_key_id,
+            secret_access_key: p.s3_secret_access_key,
+            allow_http: p.s3_allow_http,
+        },
+        cache: p.cache_memory_bytes.map(|memory_bytes| CacheSpec {
+            memory_bytes,
+            disk_bytes: p.cache_disk_bytes,
+            disk_path: p.cache_disk_path,
+        }),
+        created_at_ms: p.created_at_ms,
+    })
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct JobProto {
+    #[prost(string, tag = "1")]
+    id: String,
+    #[prost(string, tag = "2")]
+    kind: String,
+    #[prost(string, optional, tag = "3")]
+    table: Option<String>,
+    #[prost(string, optional, tag = "4")]
+    user: Option<String>,
+    #[prost(string, tag = "5")]
+    status: String,
+    #[prost(int64, tag = "6")]
+    created_at_ms: i64,
+    #[prost(int64, optional, tag = "7")]
+    started_at_ms: Option<i64>,
+    #[prost(int64, optional, tag = "8")]
+    ended_at_ms: Option<i64>,
+    #[prost(uint64, tag = "9")]
+    rows: u64,
+    #[prost(uint64, tag = "10")]
+    bytes: u64,
+    #[prost(uint64, tag = "11")]
+    files: u64,
+    #[prost(string, optional, tag = "12")]
+    error: Option<String>,
+}
+
+pub(super) fn encode_job(job: &JobRecord) -> Vec<u8> {
+    JobProto {
+        id: job.id.clone(),
+        kind: job.kind.as_str().into(),
+        table: job.table.as_ref().map(ToString::to_string),
+        user: job.user.as_ref().map(ToString::to_string),
+        status: job.status.as_str().into(),
+        created_at_ms: job.created_at_ms,
+        started_at_ms: job.started_at_ms,
+        ended_at_ms: job.ended_at_ms,
+        rows: job.rows,
+        bytes: job.bytes,
+        files: job.files,
+        error: job.error.clone(),
+    }
+    .encode_to_vec()
+}
+
+pub(super) fn decode_job(bytes: &[u8]) -> Result<JobRecord> {
+    const WHAT: &str = "job record";
+    let p = JobProto::decode(bytes).map_err(prost_error(WHAT))?;
+    Ok(JobRecord {
+        id: p.id,
+        kind: p.kind.parse::<JobKind>()?,
+        table: p.table.map(|t| t.parse::<TableId>()).transpose()?,
+        user: p.user.map(UserId::new).transpose()?,
+        status: p.status.parse::<JobStatus>()?,
+        created_at_ms: p.created_at_ms,
+        started_at_ms: p.started_at_ms,
+        ended_at_ms: p.ended_at_ms,
+        rows: p.rows,
+        bytes: p.bytes,
+        files: p.files,
+        error: p.error,
+    })
+}
+

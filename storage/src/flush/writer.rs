@@ -1,0 +1,163 @@
+//! Writing one Parquet file of a table: the current user columns, `_seq`, `_updated` and the
+//! encoded primary key `_key` (sorted, with a bloom filter), zstd-compressed, with page-level
+//! statistics and the page index.
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Int64Type, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use object_store::ObjectStoreExt;
+use object_store::buffered::BufWriter;
+use object_store::path::Path as ObjectPath;
+use parquet::arrow::AsyncArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+
+use crate::error::{Error, Result};
+use crate::merge::read::{KEY_COLUMN, output_schema, project};
+use crate::schema::{SCHEMA_VERSION_METADATA, SEQ_COLUMN, TableDefinition};
+use crate::table::TableHandle;
+use crate::table::manifest::FileMeta;
+
+/// Rows per row group: small enough for pruning and bounded flush memory.
+pub const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// The writer properties of every table file.
+pub fn writer_properties(schema_version: u32) -> WriterProperties {
+    let key = ColumnPath::from(KEY_COLUMN);
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(1).expect("1 is a valid zstd level"),
+        ))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_column_bloom_filter_enabled(key.clone(), true)
+        .set_column_bloom_filter_fpp(key.clone(), 0.01)
+        .set_column_bloom_filter_max_ndv(key, ROW_GROUP_ROWS as u64)
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            SCHEMA_VERSION_METADATA.to_owned(),
+            schema_version.to_string(),
+        )]))
+        .build()
+}
+
+/// The arrow schema of a table file for `def`'s current version.
+pub fn file_schema(def: &TableDefinition) -> SchemaRef {
+    output_schema(def.columns(), true, true)
+}
+
+/// An open file being written.
+pub(crate) struct FileWriter {
+    writer: AsyncArrowWriter<BufWriter>,
+    schema: SchemaRef,
+    path: String,
+    id: i64,
+    schema_version: u32,
+    rows: u64,
+    min_key: Option<Vec<u8>>,
+    max_key: Vec<u8>,
+    min_seq: i64,
+    max_seq: i64,
+}
+
+impl FileWriter {
+    /// Starts `<cold>/<ns>/<table>/[<user>/]<id>.parquet`.
+    pub(crate) fn create(
+        table: &TableHandle,
+        scope: &str,
+        def: &TableDefinition,
+        id: i64,
+    ) -> Result<Self> {
+        let path = format!("{}/{id:016x}.parquet", table.cold_dir(scope));
+        let schema = file_schema(def);
+        let sink = BufWriter::new(table.storage.cold.store.clone(), ObjectPath::from(path.as_str()));
+        let writer = AsyncArrowWriter::try_new(
+            sink,
+            schema.clone(),
+            Some(writer_properties(def.schema.version)),
+        )
+        .map_err(|source| Error::Parquet {
+            op: format!("starting {path}"),
+            source,
+        })?;
+        Ok(Self {
+            writer,
+            schema,
+            path,
+            id,
+            schema_version: def.schema.version,
+            rows: 0,
+            min_key: None,
+            max_key: Vec::new(),
+            min_seq: i64::MAX,
+            max_seq: i64::MIN,
+        })
+    }
+
+    /// Appends rows, which must come in increasing `_key` order across calls.
+    pub(crate) async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let batch = project(batch, &self.schema)?;
+        let keys = batch
+            .column_by_name(KEY_COLUMN)
+            .expect("file schema has `_key`")
+            .as_binary::<i32>();
+        if self.min_key.is_none() {
+            self.min_key = Some(keys.value(0).to_vec());
+        }
+        self.max_key = keys.value(keys.len() - 1).to_vec();
+        let seqs = batch
+            .column_by_name(SEQ_COLUMN)
+            .expect("file schema has `_seq`")
+            .as_primitive::<Int64Type>();
+        if let (Some(lo), Some(hi)) = (
+            arrow::compute::min(seqs),
+            arrow::compute::max(seqs),
+        ) {
+            self.min_seq = self.min_seq.min(lo);
+            self.max_seq = self.max_seq.max(hi);
+        }
+        self.rows += batch.num_rows() as u64;
+        self.writer
+            .write(&batch)
+            .await
+            .map_err(|source| Error::Parquet {
+                op: format!("writing {}", self.path),
+                source,
+            })
+    }
+
+    /// Closes the file and returns its manifest entry (not yet committed).
+    pub(crate) async fn finish(self, table: &TableHandle) -> Result<FileMeta> {
+        let path = self.path;
+        self.writer.close().await.map_err(|source| Error::Parquet {
+            op: format!("closing {path}"),
+            source,
+        })?;
+        let head = table
+            .storage
+            .cold
+            .store
+            .head(&ObjectPath::from(path.as_str()))
+            .await
+            .map_err(|source| Error::ObjectStore {
+                op: format!("reading the size of {path}"),
+                source,
+            })?;
+        Ok(FileMeta {
+            id: self.id,
+            path,
+            rows: self.rows,
+            size: head.size,
+            min_key: self.min_key.unwrap_or_default(),
+            max_key: self.max_key,
+            min_seq: self.min_seq,
+            max_seq: self.max_seq,
+            schema_version: self.schema_version,
+            created_at_ms: crate::seq::now_nanos() / 1_000_000,
+        })
+    }
+}

@@ -1,0 +1,498 @@
+//! Reading one flushed Parquet file: row groups pruned by key range, statistics and bloom
+//! filter, the deletion vector applied as a `RowSelection` before decoding, predicates pushed
+//! into the decoder, and old schema versions adapted to the current one.
+
+use std::collections::HashSet;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Scalar, new_null_array,
+};
+use arrow::compute::kernels::{boolean, cmp};
+use arrow::compute::{cast, filter_record_batch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+use futures::TryStreamExt;
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
+use parquet::arrow::arrow_reader::{
+    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, RowFilter, RowSelection,
+};
+use parquet::file::metadata::PageIndexPolicy;
+
+use super::object_reader::ObjectFileReader;
+use crate::codec::{KalamValue, array_from_values, value_at};
+use crate::error::{Error, Result};
+use crate::schema::{ColumnDefinition, SEQ_COLUMN, UPDATED_COLUMN};
+use crate::table::filter::{BoundFilter, ColumnStats};
+use crate::table::{FileEntry, TableHandle};
+
+/// The hidden column holding each row's encoded primary key (sort key, bloom filter, pruning).
+pub const KEY_COLUMN: &str = "_key";
+
+/// Rows read per decoded batch.
+pub(crate) const BATCH_ROWS: usize = 8192;
+
+/// Inclusive or exclusive bounds on encoded keys.
+pub(crate) type KeyBounds = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+/// What to read from a file.
+pub(crate) struct FilePlan<'a> {
+    /// User columns to return, in the current schema.
+    pub columns: &'a [ColumnDefinition],
+    /// All current columns (for evaluating the filter).
+    pub all_columns: &'a [ColumnDefinition],
+    /// Also return `_seq` and `_updated`.
+    pub with_system: bool,
+    /// Also return `_key`.
+    pub with_key: bool,
+    /// Rows must match this.
+    pub filter: Option<&'a BoundFilter>,
+    /// Rows must have keys within these bounds.
+    pub keys: &'a KeyBounds,
+    /// Keys whose flushed rows are replaced by hot entries.
+    pub hidden: Option<&'a HashSet<Vec<u8>>>,
+    /// Stop after this many rows.
+    pub limit: Option<usize>,
+}
+
+/// The arrow schema of a file read or a scan result.
+pub(crate) fn output_schema(
+    columns: &[ColumnDefinition],
+    with_system: bool,
+    with_key: bool,
+) -> SchemaRef {
+    let mut fields: Vec<Field> = columns.iter().map(ColumnDefinition::arrow_field).collect();
+    if with_system {
+        fields.push(Field::new(SEQ_COLUMN, DataType::Int64, false));
+        fields.push(Field::new(UPDATED_COLUMN, DataType::Int64, false));
+    }
+    if with_key {
+        fields.push(Field::new(KEY_COLUMN, DataType::Binary, false));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+fn parquet_err(op: String) -> impl FnOnce(parquet::errors::ParquetError) -> Error {
+    move |source| Error::Parquet { op, source }
+}
+
+fn arrow_err(op: &'static str) -> impl Fn(ArrowError) -> Error {
+    move |source| Error::Arrow { op, source }
+}
+
+pub(crate) fn reader(table: &TableHandle, entry: &FileEntry) -> ObjectFileReader {
+    ObjectFileReader::new(
+        table.storage.cold.store.clone(),
+        &entry.meta.path,
+        entry.meta.size,
+    )
+}
+
+/// The file's footer and page index, cached per table and file.
+pub(crate) async fn file_metadata(
+    table: &TableHandle,
+    entry: &FileEntry,
+) -> Result<ArrowReaderMetadata> {
+    if let Some(meta) = table.parquet_meta.lock().get(&entry.meta.id) {
+        return Ok(meta.clone());
+    }
+    let mut r = reader(table, entry);
+    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+    let meta = ArrowReaderMetadata::load_async(&mut r, options)
+        .await
+        .map_err(parquet_err(format!(
+            "reading the footer of {} (table {})",
+            entry.meta.path, table.id
+        )))?;
+    table
+        .parquet_meta
+        .lock()
+        .insert(entry.meta.id, meta.clone());
+    Ok(meta)
+}
+
+fn bounds_overlap(min: &[u8], max: &[u8], keys: &KeyBounds) -> bool {
+    let below = match &keys.1 {
+        Bound::Included(hi) => min > hi.as_slice(),
+        Bound::Excluded(hi) => min >= hi.as_slice(),
+        Bound::Unbounded => false,
+    };
+    let above = match &keys.0 {
+        Bound::Included(lo) => max < lo.as_slice(),
+        Bound::Excluded(lo) => max <= lo.as_slice(),
+        Bound::Unbounded => false,
+    };
+    !below && !above
+}
+
+fn point_key(keys: &KeyBounds) -> Option<&[u8]> {
+    match keys {
+        (Bound::Included(lo), Bound::Included(hi)) if lo == hi => Some(lo),
+        _ => None,
+    }
+}
+
+/// Reads the rows of one file that survive its deletion vector, the plan's filter, key bounds
+/// and hidden keys, in the plan's output schema.
+pub(crate) async fn read_file(
+    table: &TableHandle,
+    entry: &FileEntry,
+    plan: &FilePlan<'_>,
+) -> Result<Vec<RecordBatch>> {
+    let out_schema = output_schema(plan.columns, plan.with_system, plan.with_key);
+    if !bounds_overlap(&entry.meta.min_key, &entry.meta.max_key, plan.keys)
+        || entry.dv.len() >= entry.meta.rows
+    {
+        return Ok(Vec::new());
+    }
+    let meta = file_metadata(table, entry).await?;
+    let file_schema = meta.schema().clone();
+    let parquet_schema = meta.parquet_schema();
+    let row_groups = meta.metadata().row_groups();
+    let n = row_groups.len();
+    let what = || format!("reading {} (table {})", entry.meta.path, table.id);
+
+    // Row groups: key range from the `_key` statistics, then the filter's statistics.
+    let mut keep = vec![true; n];
+    if let Ok(conv) = StatisticsConverter::try_new(KEY_COLUMN, &file_schema, parquet_schema) {
+        let mins = conv.row_group_mins(row_groups.iter());
+        let maxes = conv.row_group_maxes(row_groups.iter());
+        if let (Ok(mins), Ok(maxes)) = (mins, maxes) {
+            let (mins, maxes) = (mins.as_binary::<i32>(), maxes.as_binary::<i32>());
+            for (i, k) in keep.iter_mut().enumerate() {
+                if mins.is_valid(i) && maxes.is_valid(i) {
+                    *k = bounds_overlap(mins.value(i), maxes.value(i), plan.keys);
+                }
+            }
+        }
+    }
+    if let Some(filter) = plan.filter {
+        let stats = |column: &str| -> Option<ColumnStats> {
+            let conv = StatisticsConverter::try_new(column, &file_schema, parquet_schema).ok()?;
+            Some(ColumnStats {
+                mins: conv.row_group_mins(row_groups.iter()).ok()?,
+                maxes: conv.row_group_maxes(row_groups.iter()).ok()?,
+                null_counts: conv.row_group_null_counts(row_groups.iter()).ok(),
+                row_counts: conv.row_group_row_counts(row_groups.iter()).ok().flatten(),
+            })
+        };
+        for (k, may) in keep.iter_mut().zip(filter.may_match(n, &stats)) {
+            *k &= may;
+        }
+    }
+    let key_index = file_schema.index_of(KEY_COLUMN).ok();
+    if let (Some(point), Some(key_index)) = (point_key(plan.keys), key_index) {
+        let mut probe =
+            ParquetRecordBatchStreamBuilder::new_with_metadata(reader(table, entry), meta.clone());
+        for (i, k) in keep.iter_mut().enumerate() {
+            if *k
+                && let Some(bloom) = probe
+                    .get_row_group_column_bloom_filter(i, key_index)
+                    .await
+                    .map_err(parquet_err(what()))?
+            {
+                *k = bloom.check(point);
+            }
+        }
+    }
+
+    // The deletion vector becomes a selection over the kept row groups, before decoding.
+    let mut ranges = Vec::new();
+    let mut kept = Vec::new();
+    let (mut selected_rows, mut start) = (0u64, 0u64);
+    let mut dead_positions = entry.dv.iter().peekable();
+    for (i, rg) in row_groups.iter().enumerate() {
+        let rows = rg.num_rows() as u64;
+        while dead_positions.next_if(|d| *d < start).is_some() {}
+        if keep[i] {
+            kept.push(i);
+            let mut run_start = start;
+            while let Some(dead) = dead_positions.next_if(|d| *d < start + rows) {
+                if dead > run_start {
+                    ranges.push(
+                        (selected_rows + run_start - start) as usize
+                            ..(selected_rows + dead - start) as usize,
+                    );
+                }
+                run_start = dead + 1;
+            }
+            if run_start < start + rows {
+                ranges.push(
+                    (selected_rows + run_start - start) as usize
+                        ..(selected_rows + rows) as usize,
+                );
+            }
+            selected_rows += rows;
+        }
+        start += rows;
+    }
+    if ranges.is_empty() {
+        return Ok(Vec::new());
+    }
+    let selection = RowSelection::from_consecutive_ranges(ranges.into_iter(), selected_rows as usize);
+
+    // Columns to decode: output, filter, key and system columns that the file has.
+    let filter_columns: Vec<&str> = plan.filter.map(|f| f.columns()).unwrap_or_default();
+    let needs_key = plan.with_key
+        || plan.hidden.is_some()
+        || !matches!(plan.keys, (Bound::Unbounded, Bound::Unbounded));
+    let needed: Vec<&ColumnDefinition> = plan
+        .all_columns
+        .iter()
+        .filter(|c| {
+            plan.columns.iter().any(|o| o.name == c.name)
+                || filter_columns.contains(&c.name.as_str())
+        })
+        .collect();
+    let mut wanted: Vec<&str> = needed.iter().map(|c| c.name.as_str()).collect();
+    if plan.with_system {
+        wanted.extend([SEQ_COLUMN, UPDATED_COLUMN]);
+    }
+    if needs_key {
+        wanted.push(KEY_COLUMN);
+    }
+    let indices: Vec<usize> = wanted
+        .iter()
+        .filter_map(|name| file_schema.index_of(name).ok())
+        .collect();
+    let mut builder =
+        ParquetRecordBatchStreamBuilder::new_with_metadata(reader(table, entry), meta.clone())
+            .with_projection(ProjectionMask::roots(parquet_schema, indices))
+            .with_row_groups(kept)
+            .with_row_selection(selection)
+            .with_batch_size(BATCH_ROWS);
+
+    // Push the filter into the decoder when the file has every column it reads, with the
+    // current type; otherwise evaluate it after adapting the batch.
+    let pushed = match plan.filter {
+        Some(filter) => {
+            let same = filter_columns.iter().all(|name| {
+                let current = plan.all_columns.iter().find(|c| c.name == *name);
+                match (file_schema.field_with_name(name), current) {
+                    (Ok(f), Some(c)) => f.data_type() == &c.data_type.to_arrow(),
+                    _ => false,
+                }
+            });
+            if same {
+                let idx: Vec<usize> = filter_columns
+                    .iter()
+                    .filter_map(|c| file_schema.index_of(c).ok())
+                    .collect();
+                let f = filter.clone();
+                let predicate = ArrowPredicateFn::new(
+                    ProjectionMask::roots(parquet_schema, idx),
+                    move |batch: RecordBatch| {
+                        f.evaluate(&batch)
+                            .map_err(|e| ArrowError::ExternalError(Box::new(e)))
+                    },
+                );
+                builder = builder.with_row_filter(RowFilter::new(vec![Box::new(predicate)]));
+            }
+            same
+        }
+        None => true,
+    };
+    if let Some(limit) = plan.limit
+        && pushed
+        && !needs_key
+    {
+        builder = builder.with_limit(limit);
+    }
+    let mut stream = builder.build().map_err(parquet_err(what()))?;
+    let mut out = Vec::new();
+    let mut returned = 0usize;
+    while let Some(batch) = stream.try_next().await.map_err(parquet_err(what()))? {
+        let adapted = adapt(&batch, &needed, plan.with_system, needs_key)?;
+        let mut mask: Option<BooleanArray> = None;
+        let mut and = |m: BooleanArray| -> Result<()> {
+            mask = Some(match mask.take() {
+                None => m,
+                Some(prev) => boolean::and_kleene(&prev, &m).map_err(arrow_err("masking"))?,
+            });
+            Ok(())
+        };
+        if !pushed && let Some(filter) = plan.filter {
+            and(filter.evaluate(&adapted)?)?;
+        }
+        if needs_key {
+            let keys = adapted
+                .column_by_name(KEY_COLUMN)
+                .expect("adapt adds `_key` when asked")
+                .as_binary::<i32>()
+                .clone();
+            and(key_mask(&keys, plan.keys, plan.hidden)?)?;
+        }
+        let filtered = match mask {
+            Some(m) => filter_record_batch(&adapted, &m).map_err(arrow_err("filtering"))?,
+            None => adapted,
+        };
+        let mut projected = project(&filtered, &out_schema)?;
+        if let Some(limit) = plan.limit {
+            let left = limit - returned;
+            if projected.num_rows() > left {
+                projected = projected.slice(0, left);
+            }
+        }
+        returned += projected.num_rows();
+        if projected.num_rows() > 0 {
+            out.push(projected);
+        }
+        if plan.limit.is_some_and(|l| returned >= l) {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Keeps rows whose key is within `keys` and not hidden by a hot entry.
+pub(crate) fn key_mask(
+    keys: &BinaryArray,
+    bounds: &KeyBounds,
+    hidden: Option<&HashSet<Vec<u8>>>,
+) -> Result<BooleanArray> {
+    let mut mask = BooleanArray::from(vec![true; keys.len()]);
+    let bound = |b: &Vec<u8>| Scalar::new(BinaryArray::from_vec(vec![b.as_slice()]));
+    let and = |m: BooleanArray, n: std::result::Result<BooleanArray, ArrowError>| {
+        boolean::and(&m, &n.map_err(arrow_err("key bounds"))?).map_err(arrow_err("key bounds"))
+    };
+    match &bounds.0 {
+        Bound::Included(lo) => mask = and(mask, cmp::gt_eq(keys, &bound(lo)))?,
+        Bound::Excluded(lo) => mask = and(mask, cmp::gt(keys, &bound(lo)))?,
+        Bound::Unbounded => {}
+    }
+    match &bounds.1 {
+        Bound::Included(hi) => mask = and(mask, cmp::lt_eq(keys, &bound(hi)))?,
+        Bound::Excluded(hi) => mask = and(mask, cmp::lt(keys, &bound(hi)))?,
+        Bound::Unbounded => {}
+    }
+    if let Some(hidden) = hidden.filter(|h| !h.is_empty()) {
+        let visible: BooleanArray = keys
+            .iter()
+            .map(|k| Some(!k.is_some_and(|k| hidden.contains(k))))
+            .collect();
+        mask = boolean::and(&mask, &visible).map_err(arrow_err("hiding keys"))?;
+    }
+    Ok(mask)
+}
+
+/// Builds a batch with `columns` in their current types (cast from an older type, or filled
+/// with the default / NULL when the file predates them), plus system and key columns.
+fn adapt(
+    batch: &RecordBatch,
+    columns: &[&ColumnDefinition],
+    with_system: bool,
+    with_key: bool,
+) -> Result<RecordBatch> {
+    let rows = batch.num_rows();
+    let mut fields = Vec::new();
+    let mut arrays: Vec<ArrayRef> = Vec::new();
+    for c in columns {
+        let field = c.arrow_field();
+        let target = field.data_type().clone();
+        let array = match batch.column_by_name(&c.name) {
+            Some(a) if a.data_type() == &target => a.clone(),
+            Some(a) => cast(a, &target).map_err(arrow_err("casting an old column"))?,
+            None => fill(c, rows)?,
+        };
+        fields.push(field.with_nullable(true));
+        arrays.push(array);
+    }
+    let mut take = |name: &str, data_type: DataType| -> Result<()> {
+        let array = batch
+            .column_by_name(name)
+            .cloned()
+            .ok_or_else(|| Error::Corrupt {
+                what: "Parquet file".into(),
+                reason: format!("column `{name}` missing"),
+            })?;
+        fields.push(Field::new(name, data_type, false));
+        arrays.push(array);
+        Ok(())
+    };
+    if with_system {
+        take(SEQ_COLUMN, DataType::Int64)?;
+        take(UPDATED_COLUMN, DataType::Int64)?;
+    }
+    if with_key {
+        take(KEY_COLUMN, DataType::Binary)?;
+    }
+    RecordBatch::try_new_with_options(
+        Arc::new(Schema::new(fields)),
+        arrays,
+        &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows)),
+    )
+    .map_err(arrow_err("adapting a batch to the current schema"))
+}
+
+/// A column that a file predates: its default, or NULL.
+fn fill(c: &ColumnDefinition, rows: usize) -> Result<ArrayRef> {
+    match &c.default {
+        Some(v) if !v.is_null() => array_from_values(&c.name, c.data_type, &vec![v.clone(); rows]),
+        _ => Ok(new_null_array(&c.data_type.to_arrow(), rows)),
+    }
+}
+
+/// Selects `schema`'s columns from `batch` by name (types already match).
+pub(crate) fn project(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let arrays = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            batch
+                .column_by_name(f.name())
+                .cloned()
+                .ok_or_else(|| Error::Corrupt {
+                    what: "scan batch".into(),
+                    reason: format!("column `{}` missing", f.name()),
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    RecordBatch::try_new_with_options(
+        schema.clone(),
+        arrays,
+        &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )
+    .map_err(arrow_err("projecting a batch"))
+}
+
+/// The current values of the flushed row with encoded key `key` in `scope`, if a live one
+/// exists: files pruned by key range, row-group statistics and bloom filter.
+pub(crate) async fn get_flushed(
+    table: &TableHandle,
+    scope: &str,
+    key: &[u8],
+) -> Result<Option<Vec<KalamValue>>> {
+    let files = table.files(scope);
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let def = table.definition();
+    let keys: KeyBounds = (Bound::Included(key.to_vec()), Bound::Included(key.to_vec()));
+    for entry in files.iter().rev().filter(|f| f.meta.may_hold(key)) {
+        let plan = FilePlan {
+            columns: def.columns(),
+            all_columns: def.columns(),
+            with_system: false,
+            with_key: false,
+            filter: None,
+            keys: &keys,
+            hidden: None,
+            limit: Some(1),
+        };
+        let batches = read_file(table, entry, &plan).await?;
+        if let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) {
+            let values = def
+                .columns()
+                .iter()
+                .enumerate()
+                .map(|(i, c)| value_at(batch.column(i).as_ref(), c.data_type, 0))
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(Some(values));
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,334 @@
+//! Store behaviour on the in-memory engine with Parquet in a temp dir.
+
+use std::sync::Arc;
+
+use arrow::array::AsArray;
+use arrow::datatypes::Int64Type;
+
+use super::*;
+use crate::schema::{ColumnDefinition, TableOptions};
+use crate::table::filter::{CmpOp, Filter};
+use crate::types::KalamDataType;
+
+async fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::new(dir.path(), Arc::new(MemoryEngines));
+    config.background = false;
+    let store = Store::open(config).await.unwrap();
+    store
+        .create_namespace(&NamespaceId::new("app").unwrap(), false)
+        .await
+        .unwrap();
+    (dir, store)
+}
+
+fn messages(kind: TableType) -> TableDefinition {
+    let options = TableOptions {
+        ttl_seconds: (kind == TableType::Stream).then_some(3600),
+        ..TableOptions::default()
+    };
+    TableDefinition::new(
+        "app.messages".parse().unwrap(),
+        kind,
+        vec![
+            ColumnDefinition::new("id", KalamDataType::BigInt).primary_key(),
+            ColumnDefinition::new("body", KalamDataType::Text),
+            ColumnDefinition::new("score", KalamDataType::Int)
+                .not_null()
+                .with_default(KalamValue::Int(0)),
+        ],
+        StorageId::local(),
+        options,
+        0,
+    )
+    .unwrap()
+}
+
+fn row(id: i64, body: &str) -> Vec<(String, KalamValue)> {
+    vec![
+        ("id".into(), KalamValue::BigInt(id)),
+        ("body".into(), KalamValue::Text(body.into())),
+    ]
+}
+
+fn t() -> TableId {
+    "app.messages".parse().unwrap()
+}
+
+async fn ids(store: &Store, user: Option<&UserId>, filter: Option<Filter>) -> Vec<i64> {
+    let options = ScanOptions {
+        filter,
+        ..ScanOptions::default()
+    };
+    let mut out: Vec<i64> = store
+        .scan(&t(), user, &options)
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+#[tokio::test]
+async fn insert_flush_delete_flush_returns_nothing_also_after_compaction() {
+    let (_dir, store) = store().await;
+    store.create_table(messages(TableType::Shared), false).await.unwrap();
+    store
+        .insert(&t(), None, (0..10).map(|i| row(i, "hi")).collect())
+        .await
+        .unwrap();
+    let job = store.flush_table(&t(), Scope::All).await.unwrap();
+    assert_eq!((job.status, job.rows, job.files), (JobStatus::Completed, 10, 1));
+    assert_eq!(ids(&store, None, None).await, (0..10).collect::<Vec<_>>());
+
+    let deleted = store
+        .write(
+            &t(),
+            None,
+            vec![Mutation::Delete {
+                key: vec![KalamValue::BigInt(3)],
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(deleted.deleted, 1);
+    assert!(!ids(&store, None, None).await.contains(&3), "hot tombstone hides it");
+    store.flush_table(&t(), Scope::All).await.unwrap();
+    let stats = store.table_stats(&t()).await.unwrap();
+    assert_eq!((stats[0].hot_rows, stats[0].deleted_rows), (0, 1));
+    assert!(!ids(&store, None, None).await.contains(&3), "deletion vector hides it");
+    assert_eq!(store.get(&t(), None, &[KalamValue::BigInt(3)]).await.unwrap(), None);
+
+    store
+        .write(
+            &t(),
+            None,
+            vec![Mutation::Update {
+                key: vec![KalamValue::BigInt(4)],
+                set: vec![("body".into(), KalamValue::Text("new".into()))],
+            }],
+        )
+        .await
+        .unwrap();
+    store.flush_table(&t(), Scope::All).await.unwrap();
+    let got = store.get(&t(), None, &[KalamValue::BigInt(4)]).await.unwrap();
+    assert_eq!(got.unwrap()[1], KalamValue::Text("new".into()));
+    assert_eq!(ids(&store, None, None).await.len(), 9);
+
+    store
+        .compact_table(&t(), Scope::All, CompactionPolicy::all())
+        .await
+        .unwrap();
+    let stats = store.table_stats(&t()).await.unwrap();
+    assert_eq!((stats[0].files, stats[0].deleted_rows, stats[0].file_rows), (1, 0, 9));
+    assert_eq!(ids(&store, None, None).await.len(), 9);
+    let got = store.get(&t(), None, &[KalamValue::BigInt(4)]).await.unwrap();
+    assert_eq!(got.unwrap()[1], KalamValue::Text("new".into()));
+    assert_eq!(store.get(&t(), None, &[KalamValue::BigInt(3)]).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn insert_of_an_existing_key_fails_and_changes_nothing() {
+    let (_dir, store) = store().await;
+    store.create_table(messages(TableType::Shared), false).await.unwrap();
+    store.insert(&t(), None, vec![row(1, "a")]).await.unwrap();
+    store.flush_table(&t(), Scope::All).await.unwrap();
+    let err = store
+        .insert(&t(), None, vec![row(2, "b"), row(1, "again")])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::DuplicateKey { .. }), "{err}");
+    assert_eq!(ids(&store, None, None).await, [1], "the batch is all-or-nothing");
+    let up = store
+        .write(&t(), None, vec![Mutation::Upsert(row(1, "again"))])
+        .await
+        .unwrap();
+    assert_eq!(up.updated, 1);
+}
+
+#[tokio::test]
+async fn type_and_null_errors_name_the_column() {
+    let (_dir, store) = store().await;
+    store.create_table(messages(TableType::Shared), false).await.unwrap();
+    let err = store
+        .insert(
+            &t(),
+            None,
+            vec![vec![
+                ("id".into(), KalamValue::BigInt(1)),
+                ("score".into(), KalamValue::Text("x".into())),
+            ]],
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("score"), "{err}");
+    let err = store
+        .insert(&t(), None, vec![vec![("body".into(), KalamValue::Text("x".into()))]])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("`id`"), "{err}");
+    let err = store
+        .insert(&t(), None, vec![vec![("nope".into(), KalamValue::Int(1))]])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("nope"), "{err}");
+}
+
+#[tokio::test]
+async fn user_tables_keep_users_apart() {
+    let (dir, store) = store().await;
+    store.create_table(messages(TableType::User), false).await.unwrap();
+    let (alice, bob) = (UserId::new("alice").unwrap(), UserId::new("bob").unwrap());
+    store.insert(&t(), Some(&alice), vec![row(1, "a1"), row(2, "a2")]).await.unwrap();
+    store.insert(&t(), Some(&bob), vec![row(1, "b1")]).await.unwrap();
+    assert!(matches!(
+        store.scan(&t(), None, &ScanOptions::all()).await,
+        Err(Error::Scope { .. })
+    ));
+    store.flush_table(&t(), Scope::User(alice.clone())).await.unwrap();
+    assert_eq!(ids(&store, Some(&alice), None).await, [1, 2]);
+    assert_eq!(ids(&store, Some(&bob), None).await, [1]);
+    let b = store.get(&t(), Some(&bob), &[KalamValue::BigInt(1)]).await.unwrap();
+    assert_eq!(b.unwrap()[1], KalamValue::Text("b1".into()));
+    store.flush_table(&t(), Scope::All).await.unwrap();
+    assert!(dir.path().join("cold/app/messages/alice").is_dir());
+    assert!(dir.path().join("cold/app/messages/bob").is_dir());
+    assert_eq!(ids(&store, Some(&bob), None).await, [1]);
+    assert_eq!(ids(&store, Some(&UserId::new("carol").unwrap()), None).await, Vec::<i64>::new());
+}
+
+#[tokio::test]
+async fn filters_apply_to_hot_and_flushed_rows() {
+    let (_dir, store) = store().await;
+    store.create_table(messages(TableType::Shared), false).await.unwrap();
+    store
+        .insert(&t(), None, (0..50).map(|i| row(i, if i % 2 == 0 { "even" } else { "odd" })).collect())
+        .await
+        .unwrap();
+    store.flush_table(&t(), Scope::All).await.unwrap();
+    store
+        .insert(&t(), None, (50..60).map(|i| row(i, "hot")).collect())
+        .await
+        .unwrap();
+    let f = Filter::cmp("id", CmpOp::GtEq, KalamValue::BigInt(45))
+        .and(Filter::cmp("id", CmpOp::Lt, KalamValue::BigInt(55)));
+    assert_eq!(ids(&store, None, Some(f)).await, (45..55).collect::<Vec<_>>());
+    let f = Filter::eq("body", KalamValue::Text("odd".into()));
+    assert_eq!(ids(&store, None, Some(f)).await.len(), 25);
+    let f = Filter::In {
+        column: "id".into(),
+        values: vec![KalamValue::BigInt(3), KalamValue::BigInt(57), KalamValue::BigInt(99)],
+        negated: false,
+    };
+    assert_eq!(ids(&store, None, Some(f)).await, [3, 57]);
+    let limited = store
+        .scan(
+            &t(),
+            None,
+            &ScanOptions {
+                limit: Some(7),
+                ..ScanOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(limited.iter().map(|b| b.num_rows()).sum::<usize>(), 7);
+}
+
+#[tokio::test]
+async fn stream_rows_are_not_flushed_and_expire() {
+    let (_dir, store) = store().await;
+    let mut def = messages(TableType::Stream);
+    def.options.ttl_seconds = Some(1);
+    store.create_table(def, false).await.unwrap();
+    store.insert(&t(), None, vec![row(1, "x")]).await.unwrap();
+    assert_eq!(ids(&store, None, None).await, [1]);
+    assert!(store.flush_table(&t(), Scope::All).await.is_err());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(ids(&store, None, None).await, Vec::<i64>::new());
+    let job = store.cleanup().await.unwrap();
+    assert_eq!(job.rows, 1);
+    assert_eq!(store.table_stats(&t()).await.unwrap()[0].hot_rows, 0);
+}
+
+#[tokio::test]
+async fn catalog_refuses_bad_requests_clearly() {
+    let (_dir, store) = store().await;
+    let mut def = messages(TableType::Shared);
+    def.storage_id = StorageId::new("nowhere").unwrap();
+    assert!(matches!(
+        store.create_table(def, false).await,
+        Err(Error::StorageNotFound { .. })
+    ));
+    store.create_table(messages(TableType::Shared), false).await.unwrap();
+    assert!(matches!(
+        store.create_table(messages(TableType::Shared), false).await,
+        Err(Error::TableExists { .. })
+    ));
+    assert!(!store.create_table(messages(TableType::Shared), true).await.unwrap());
+    let app = NamespaceId::new("app").unwrap();
+    assert!(matches!(
+        store.drop_namespace(&app, false).await,
+        Err(Error::NamespaceNotEmpty { .. })
+    ));
+    assert!(matches!(
+        store.drop_storage(&StorageId::local(), false).await,
+        Err(Error::StorageInUse { .. })
+    ));
+    store.drop_namespace(&app, true).await.unwrap();
+    assert!(store.tables(None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_storage_that_cannot_write_is_refused_with_the_failing_step() {
+    let (dir, store) = store().await;
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let err = store
+        .create_storage(StorageDefinition {
+            id: StorageId::new("bad").unwrap(),
+            hot: HotEngine::Memory,
+            cold_url: blocker.join("sub").to_string_lossy().into_owned(),
+            s3: S3Options::default(),
+            cache: None,
+            created_at_ms: 0,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::StorageCheck { .. }), "{err}");
+    store
+        .create_storage(StorageDefinition {
+            id: StorageId::new("mem").unwrap(),
+            hot: HotEngine::Memory,
+            cold_url: "memory://".into(),
+            s3: S3Options::default(),
+            cache: None,
+            created_at_ms: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.storages().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn jobs_record_their_life() {
+    let (_dir, store) = store().await;
+    store.create_table(messages(TableType::Shared), false).await.unwrap();
+    store.insert(&t(), None, vec![row(1, "a")]).await.unwrap();
+    let job = store.flush_table(&t(), Scope::All).await.unwrap();
+    let jobs = store.jobs().await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0], job);
+    assert!(job.started_at_ms.is_some() && job.ended_at_ms.is_some());
+    assert!(matches!(
+        store.cancel_job("j-nope").await,
+        Err(Error::JobNotFound { .. })
+    ));
+}

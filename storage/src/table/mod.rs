@@ -1,0 +1,693 @@
+//! The table layer: one open table (its partitions, manifest, counters and locks) and the write
+//! path. One code path serves USER, SHARED and STREAM tables; the kind only decides the key
+//! scope (per user or shared) and whether rows are ever flushed.
+//!
+//! Layout in the hot engine of the table's storage:
+//!
+//! | partition            | key                                  | value                         |
+//! |----------------------|--------------------------------------|-------------------------------|
+//! | `t.<ns>.<table>.hot` | `[<user> 0x00]` + encoded primary key | row (`codec::Row`), tombstones with `_deleted` |
+//! | `t.<ns>.<table>.meta`| `d`                                  | the table definition          |
+//! |                      | `c` + `<user>`                       | buffered hot rows, u64 LE     |
+//! |                      | `f` + `<user>` 0x00 + file id (BE)   | `FileMeta`                    |
+//! |                      | `v` + `<user>` 0x00 + file id (BE)   | deletion vector               |
+//!
+//! `<user>` is empty for SHARED and STREAM tables. User ids never contain 0x00, so the scope
+//! prefix is unambiguous.
+
+pub mod filter;
+pub mod manifest;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use parquet::arrow::arrow_reader::ArrowReaderMetadata;
+
+use crate::backend::{Partition, ScanRequest, StorageBackend, WriteBatch, WriteOp};
+use crate::catalog::StorageDefinition;
+use crate::codec::{KalamValue, Row, SystemColumns, encode_key, read_system_columns};
+use crate::error::{Error, Result};
+use crate::ids::{TableId, UserId};
+use crate::location::OpenedStore;
+use crate::merge::dv::DeletionVector;
+use crate::schema::{TableDefinition, TableType};
+use crate::seq::{SeqGenerator, now_nanos};
+use manifest::FileMeta;
+
+/// A storage opened for use: its definition, hot engine and cold object store.
+pub struct StorageHandle {
+    /// The registered definition.
+    pub def: StorageDefinition,
+    /// The hot engine.
+    pub hot: Arc<dyn StorageBackend>,
+    /// The cold object store (Parquet files).
+    pub cold: OpenedStore,
+}
+
+impl std::fmt::Debug for StorageHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageHandle")
+            .field("id", &self.def.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One live file of a scope with its current deletion vector.
+#[derive(Debug, Clone)]
+pub struct FileEntry {
+    /// The manifest entry.
+    pub meta: FileMeta,
+    /// Dead row positions.
+    pub dv: Arc<DeletionVector>,
+    /// Shared by every copy of the entry: while a reader holds one, a compaction that
+    /// replaced the file waits before deleting it.
+    pub(crate) pin: Arc<()>,
+}
+
+impl FileEntry {
+    /// An entry for a newly committed file.
+    pub(crate) fn new(meta: FileMeta, dv: DeletionVector) -> Self {
+        Self {
+            meta,
+            dv: Arc::new(dv),
+            pin: Arc::new(()),
+        }
+    }
+}
+
+/// The in-memory state of a table, mirrored from its meta partition.
+#[derive(Debug, Default)]
+pub(crate) struct TableState {
+    /// Buffered hot entries per scope (user id, or "" for shared).
+    pub counters: HashMap<String, u64>,
+    /// Live files per scope, in file id order.
+    pub files: BTreeMap<String, Vec<FileEntry>>,
+}
+
+/// One change to a table.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mutation {
+    /// Adds a row; an existing key is an error. Omitted columns take their default or NULL.
+    Insert(Vec<(String, KalamValue)>),
+    /// Adds or replaces a row.
+    Upsert(Vec<(String, KalamValue)>),
+    /// Changes columns of the row with this primary key, if it exists.
+    Update {
+        /// Primary-key values, in key column order.
+        key: Vec<KalamValue>,
+        /// New values.
+        set: Vec<(String, KalamValue)>,
+    },
+    /// Deletes the row with this primary key, if it exists.
+    Delete {
+        /// Primary-key values, in key column order.
+        key: Vec<KalamValue>,
+    },
+}
+
+/// What a write changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteSummary {
+    /// Rows inserted (incl. upserts of new keys).
+    pub inserted: u64,
+    /// Rows replaced or changed.
+    pub updated: u64,
+    /// Rows deleted.
+    pub deleted: u64,
+}
+
+/// An open table.
+pub struct TableHandle {
+    /// `namespace.table`.
+    pub id: TableId,
+    pub(crate) def: parking_lot::RwLock<Arc<TableDefinition>>,
+    pub(crate) storage: Arc<StorageHandle>,
+    pub(crate) hot: Partition,
+    pub(crate) meta: Partition,
+    /// Serializes writes (counters are read-modify-write) and flush commits.
+    pub(crate) write_lock: tokio::sync::Mutex<()>,
+    /// Readers snapshot hot rows + manifest under `read`; commits that move rows between the
+    /// tiers take `write`, so a reader never sees a row twice or not at all.
+    pub(crate) commit: tokio::sync::RwLock<()>,
+    /// Serializes flush and compaction of the table, so neither loses the other's vectors.
+    pub(crate) maintenance: tokio::sync::Mutex<()>,
+    pub(crate) state: parking_lot::RwLock<TableState>,
+    pub(crate) parquet_meta: parking_lot::Mutex<HashMap<i64, ArrowReaderMetadata>>,
+    pub(crate) last_flush: parking_lot::Mutex<Instant>,
+}
+
+impl std::fmt::Debug for TableHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableHandle")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) const META_DEFINITION: &[u8] = b"d";
+const META_COUNTER: u8 = b'c';
+const META_FILE: u8 = b'f';
+const META_DV: u8 = b'v';
+
+/// The hot-row partition of a table.
+pub fn hot_partition(id: &TableId) -> Partition {
+    Partition::new(format!("t.{}.{}.hot", id.namespace, id.table))
+        .expect("namespace and table names are partition-safe")
+}
+
+/// The manifest partition of a table.
+pub fn meta_partition(id: &TableId) -> Partition {
+    Partition::new(format!("t.{}.{}.meta", id.namespace, id.table))
+        .expect("namespace and table names are partition-safe")
+}
+
+pub(crate) fn counter_key(scope: &str) -> Bytes {
+    let mut k = vec![META_COUNTER];
+    k.extend_from_slice(scope.as_bytes());
+    k.into()
+}
+
+pub(crate) fn file_key(tag: u8, scope: &str, id: i64) -> Bytes {
+    let mut k = vec![tag];
+    k.extend_from_slice(scope.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&id.to_be_bytes());
+    k.into()
+}
+
+pub(crate) fn manifest_key(scope: &str, id: i64) -> Bytes {
+    file_key(META_FILE, scope, id)
+}
+
+pub(crate) fn dv_key(scope: &str, id: i64) -> Bytes {
+    file_key(META_DV, scope, id)
+}
+
+fn split_file_key(key: &[u8]) -> Option<(String, i64)> {
+    let body = &key[1..];
+    let zero = body.iter().rposition(|b| *b == 0)?;
+    let scope = String::from_utf8(body[..zero].to_vec()).ok()?;
+    let id = i64::from_be_bytes(body[zero + 1..].try_into().ok()?);
+    Some((scope, id))
+}
+
+impl TableHandle {
+    /// Opens a table whose partitions exist, loading counters and manifest.
+    pub(crate) async fn open(def: TableDefinition, storage: Arc<StorageHandle>) -> Result<Self> {
+        let id = def.id.clone();
+        let table = Self {
+            hot: hot_partition(&id),
+            meta: meta_partition(&id),
+            id,
+            def: parking_lot::RwLock::new(Arc::new(def)),
+            storage,
+            write_lock: tokio::sync::Mutex::new(()),
+            commit: tokio::sync::RwLock::new(()),
+            maintenance: tokio::sync::Mutex::new(()),
+            state: parking_lot::RwLock::new(TableState::default()),
+            parquet_meta: parking_lot::Mutex::new(HashMap::new()),
+            last_flush: parking_lot::Mutex::new(Instant::now()),
+        };
+        table.reload().await?;
+        Ok(table)
+    }
+
+    /// Creates the table's partitions and writes its definition into its storage.
+    pub(crate) async fn create_in_storage(
+        def: &TableDefinition,
+        storage: &StorageHandle,
+    ) -> Result<()> {
+        let (hot, meta) = (hot_partition(&def.id), meta_partition(&def.id));
+        storage.hot.create_partition(&hot).await?;
+        storage.hot.create_partition(&meta).await?;
+        storage
+            .hot
+            .put(&meta, Bytes::from_static(META_DEFINITION), def.encode().into())
+            .await
+    }
+
+    /// Re-reads counters, manifest and deletion vectors from the meta partition.
+    pub(crate) async fn reload(&self) -> Result<()> {
+        let table = self.id.to_string();
+        let entries = crate::backend::scan_all(
+            self.storage.hot.as_ref(),
+            &self.meta,
+            ScanRequest::default(),
+        )
+        .await?;
+        let mut state = TableState::default();
+        let mut metas: BTreeMap<(String, i64), FileMeta> = BTreeMap::new();
+        let mut dvs: HashMap<(String, i64), DeletionVector> = HashMap::new();
+        for (key, value) in entries {
+            match key.first() {
+                Some(&META_COUNTER) => {
+                    let scope = String::from_utf8_lossy(&key[1..]).into_owned();
+                    let n = value
+                        .as_ref()
+                        .try_into()
+                        .map(u64::from_le_bytes)
+                        .map_err(|_| Error::Corrupt {
+                            what: format!("row counter of table {table}"),
+                            reason: format!("{} bytes", value.len()),
+                        })?;
+                    state.counters.insert(scope, n);
+                }
+                Some(&META_FILE) => {
+                    let at = split_file_key(&key).ok_or_else(|| Error::Corrupt {
+                        what: format!("manifest of table {table}"),
+                        reason: "bad file key".into(),
+                    })?;
+                    metas.insert(at, FileMeta::decode(&value, &table)?);
+                }
+                Some(&META_DV) => {
+                    let at = split_file_key(&key).ok_or_else(|| Error::Corrupt {
+                        what: format!("manifest of table {table}"),
+                        reason: "bad deletion vector key".into(),
+                    })?;
+                    let dv = DeletionVector::decode(&value, &format!("{table} file {}", at.1))?;
+                    dvs.insert(at, dv);
+                }
+                _ => {}
+            }
+        }
+        for ((scope, id), meta) in metas {
+            let dv = dvs.remove(&(scope.clone(), id)).unwrap_or_default();
+            state
+                .files
+                .entry(scope)
+                .or_default()
+                .push(FileEntry::new(meta, dv));
+        }
+        *self.state.write() = state;
+        Ok(())
+    }
+
+    /// The current definition.
+    pub fn definition(&self) -> Arc<TableDefinition> {
+        self.def.read().clone()
+    }
+
+    /// The scope name of `user` for this table, checking that a USER table gets a user and
+    /// other kinds do not.
+    pub fn scope(&self, user: Option<&UserId>) -> Result<String> {
+        let kind = self.definition().table_type;
+        match (kind, user) {
+            (TableType::User, Some(u)) => Ok(u.to_string()),
+            (TableType::User, None) => Err(Error::Scope {
+                table: self.id.to_string(),
+                reason: "a USER table needs a user id (e.g. --user or EXECUTE AS USER)",
+            }),
+            (_, None) => Ok(String::new()),
+            (_, Some(_)) => Err(Error::Scope {
+                table: self.id.to_string(),
+                reason: "only USER tables take a user id",
+            }),
+        }
+    }
+
+    /// The key prefix of a scope in the hot partition.
+    pub(crate) fn scope_prefix(&self, scope: &str) -> Vec<u8> {
+        if scope.is_empty() {
+            Vec::new()
+        } else {
+            let mut p = scope.as_bytes().to_vec();
+            p.push(0);
+            p
+        }
+    }
+
+    /// The scope a hot key belongs to, and the encoded primary key after its prefix.
+    pub(crate) fn split_hot_key<'k>(&self, key: &'k [u8]) -> (&'k [u8], &'k [u8]) {
+        if self.definition().table_type == TableType::User {
+            match key.iter().position(|b| *b == 0) {
+                Some(zero) => (&key[..zero], &key[zero + 1..]),
+                None => (key, &[]),
+            }
+        } else {
+            (&[], key)
+        }
+    }
+
+    /// Where a scope's Parquet files live in the cold store.
+    pub(crate) fn cold_dir(&self, scope: &str) -> String {
+        let mut parts = Vec::new();
+        if !self.storage.cold.prefix.is_empty() {
+            parts.push(self.storage.cold.prefix.clone());
+        }
+        parts.push(self.id.namespace.to_string());
+        parts.push(self.id.table.to_string());
+        if !scope.is_empty() {
+            parts.push(scope.to_owned());
+        }
+        parts.join("/")
+    }
+
+    /// Buffered hot entries of a scope.
+    pub fn buffered(&self, scope: &str) -> u64 {
+        self.state.read().counters.get(scope).copied().unwrap_or(0)
+    }
+
+    /// Scopes with buffered hot entries, and how many each holds.
+    pub fn buffered_scopes(&self) -> Vec<(String, u64)> {
+        self.state
+            .read()
+            .counters
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(s, n)| (s.clone(), *n))
+            .collect()
+    }
+
+    /// The live files of a scope.
+    pub fn files(&self, scope: &str) -> Vec<FileEntry> {
+        self.state
+            .read()
+            .files
+            .get(scope)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Every scope that has files.
+    pub fn file_scopes(&self) -> Vec<String> {
+        self.state.read().files.keys().cloned().collect()
+    }
+
+    /// Encodes primary-key values, checking count and types.
+    pub fn encode_primary_key(&self, key: &[KalamValue]) -> Result<Vec<u8>> {
+        let def = self.definition();
+        let columns: Vec<_> = def.primary_key().collect();
+        if key.len() != columns.len() {
+            return Err(Error::InvalidQuery {
+                table: self.id.to_string(),
+                reason: format!(
+                    "the primary key has {} column(s), {} value(s) given",
+                    columns.len(),
+                    key.len()
+                ),
+            });
+        }
+        let mut values = Vec::with_capacity(key.len());
+        for (c, v) in columns.iter().zip(key) {
+            let v = filter::coerce(v, c.data_type)
+                .filter(|v| !v.is_null())
+                .ok_or_else(|| Error::InvalidValue {
+                    column: c.name.clone(),
+                    reason: format!("key value {v:?} is not a {}", c.data_type),
+                })?;
+            values.push(v);
+        }
+        let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+        encode_key(&values, &names)
+    }
+
+    fn key_of_row(&self, def: &TableDefinition, values: &[KalamValue]) -> Result<Vec<u8>> {
+        let (names, key): (Vec<&str>, Vec<KalamValue>) = def
+            .columns()
+            .iter()
+            .zip(values)
+            .filter(|(c, _)| c.primary_key)
+            .map(|(c, v)| (c.name.as_str(), v.clone()))
+            .unzip();
+        encode_key(&key, &names)
+    }
+
+    /// Builds a full row from named values: unknown columns, type mismatches, over-long values
+    /// and missing NOT NULL values are errors naming the column.
+    fn row_from_named(
+        &self,
+        def: &TableDefinition,
+        named: &[(String, KalamValue)],
+        base: Option<Vec<KalamValue>>,
+    ) -> Result<Vec<KalamValue>> {
+        let columns = def.columns();
+        let mut given: Vec<Option<KalamValue>> = vec![None; columns.len()];
+        for (name, value) in named {
+            let (i, c) = columns
+                .iter()
+                .enumerate()
+                .find(|(_, c)| c.name == *name)
+                .ok_or_else(|| Error::InvalidValue {
+                    column: name.clone(),
+                    reason: format!("table {} has no such column", self.id),
+                })?;
+            if given[i].is_some() {
+                return Err(Error::InvalidValue {
+                    column: name.clone(),
+                    reason: "given twice".into(),
+                });
+            }
+            let value = filter::coerce(value, c.data_type).ok_or_else(|| Error::InvalidValue {
+                column: name.clone(),
+                reason: format!("{value:?} is not a {}", c.data_type),
+            })?;
+            check_length(&c.name, &value)?;
+            given[i] = Some(value);
+        }
+        let updating = base.is_some();
+        let mut base = base.unwrap_or_default();
+        base.resize(columns.len(), KalamValue::Null);
+        let mut row = Vec::with_capacity(columns.len());
+        for ((c, given), old) in columns.iter().zip(given).zip(base) {
+            if updating && c.primary_key && given.as_ref().is_some_and(|v| *v != old) {
+                return Err(Error::InvalidValue {
+                    column: c.name.clone(),
+                    reason: "primary-key columns cannot be updated".into(),
+                });
+            }
+            let value = match given {
+                Some(v) => v,
+                None if updating => old,
+                None => c.default.clone().unwrap_or(KalamValue::Null),
+            };
+            if value.is_null() && !c.nullable {
+                return Err(Error::InvalidValue {
+                    column: c.name.clone(),
+                    reason: "NOT NULL column needs a value".into(),
+                });
+            }
+            row.push(value);
+        }
+        Ok(row)
+    }
+
+    /// The hot entry of a key: `Some(None)` for a tombstone, `None` when the key is not hot.
+    pub(crate) async fn hot_entry(&self, hot_key: &[u8]) -> Result<Option<Option<Row>>> {
+        let Some(bytes) = self.storage.hot.get(&self.hot, hot_key).await? else {
+            return Ok(None);
+        };
+        let row = Row::decode(&bytes).map_err(|e| Error::decode("hot row", e))?;
+        Ok(Some((!row.system.deleted).then_some(row)))
+    }
+
+    /// Applies mutations atomically: all of them or none. Each write gets its own `_seq`.
+    pub(crate) async fn write(
+        &self,
+        seq: &SeqGenerator,
+        user: Option<&UserId>,
+        mutations: Vec<Mutation>,
+    ) -> Result<WriteSummary> {
+        let scope = self.scope(user)?;
+        let prefix = self.scope_prefix(&scope);
+        let def = self.definition();
+        let _guard = self.write_lock.lock().await;
+        let mut summary = WriteSummary::default();
+        // key -> (row or tombstone, was hot before this batch)
+        let mut staged: BTreeMap<Vec<u8>, (Option<Vec<KalamValue>>, bool)> = BTreeMap::new();
+        for mutation in mutations {
+            let (key, named, base_needed) = match &mutation {
+                Mutation::Insert(named) | Mutation::Upsert(named) => {
+                    let row = self.row_from_named(&def, named, None)?;
+                    let key = self.key_of_row(&def, &row)?;
+                    let (current, was_hot) = self.current(&prefix, &key, &staged, &scope).await?;
+                    if matches!(mutation, Mutation::Insert(_)) && current.is_some() {
+                        let names: Vec<String> = def
+                            .columns()
+                            .iter()
+                            .zip(&row)
+                            .filter(|(c, _)| c.primary_key)
+                            .map(|(_, v)| format!("{v:?}"))
+                            .collect();
+                        return Err(Error::DuplicateKey {
+                            table: self.id.to_string(),
+                            key: names.join(", "),
+                        });
+                    }
+                    if current.is_some() {
+                        summary.updated += 1;
+                    } else {
+                        summary.inserted += 1;
+                    }
+                    staged.insert(key, (Some(row), was_hot));
+                    continue;
+                }
+                Mutation::Update { key, set } => (self.encode_primary_key(key)?, Some(set), true),
+                Mutation::Delete { key } => (self.encode_primary_key(key)?, None, true),
+            };
+            debug_assert!(base_needed);
+            let (current, was_hot) = self.current(&prefix, &key, &staged, &scope).await?;
+            let Some(current) = current else { continue };
+            match named {
+                Some(set) => {
+                    let row = self.row_from_named(&def, set, Some(current))?;
+                    summary.updated += 1;
+                    staged.insert(key, (Some(row), was_hot));
+                }
+                None => {
+                    summary.deleted += 1;
+                    staged.insert(key, (None, was_hot));
+                }
+            }
+        }
+        if staged.is_empty() {
+            return Ok(summary);
+        }
+        let pk_columns: Vec<usize> = def
+            .columns()
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.primary_key)
+            .map(|(i, _)| i)
+            .collect();
+        let mut batch = WriteBatch::new();
+        let mut added = 0u64;
+        let updated = now_nanos();
+        for (key, (row, was_hot)) in staged {
+            let deleted = row.is_none();
+            let values = match row {
+                Some(values) => values,
+                // A tombstone keeps the key columns, so a flush can still read its key.
+                None => {
+                    let types: Vec<_> = pk_columns
+                        .iter()
+                        .map(|i| def.columns()[*i].data_type)
+                        .collect();
+                    let key_values = crate::codec::decode_key(&key, &types)?;
+                    let mut v = vec![KalamValue::Null; def.columns().len()];
+                    for (i, kv) in pk_columns.iter().zip(key_values) {
+                        v[*i] = kv;
+                    }
+                    v
+                }
+            };
+            let row = Row {
+                schema_version: def.schema.version,
+                values,
+                system: SystemColumns {
+                    seq: seq.next(),
+                    updated,
+                    deleted,
+                },
+            };
+            if !was_hot {
+                added += 1;
+            }
+            let mut hot_key = prefix.clone();
+            hot_key.extend_from_slice(&key);
+            batch.ops.push(WriteOp::Put {
+                partition: self.hot.clone(),
+                key: hot_key.into(),
+                value: row.encode().into(),
+            });
+        }
+        let count = self.buffered(&scope) + added;
+        batch.ops.push(WriteOp::Put {
+            partition: self.meta.clone(),
+            key: counter_key(&scope),
+            value: Bytes::copy_from_slice(&count.to_le_bytes()),
+        });
+        self.storage.hot.batch(batch).await?;
+        self.state.write().counters.insert(scope, count);
+        Ok(summary)
+    }
+
+    /// The current values of a key (staged in this batch, hot, or flushed), and whether the
+    /// key has a hot entry.
+    async fn current(
+        &self,
+        prefix: &[u8],
+        key: &[u8],
+        staged: &BTreeMap<Vec<u8>, (Option<Vec<KalamValue>>, bool)>,
+        scope: &str,
+    ) -> Result<(Option<Vec<KalamValue>>, bool)> {
+        if let Some((row, was_hot)) = staged.get(key) {
+            return Ok((row.clone(), *was_hot));
+        }
+        let mut hot_key = prefix.to_vec();
+        hot_key.extend_from_slice(key);
+        match self.hot_entry(&hot_key).await? {
+            Some(Some(row)) if !self.expired(row.system.updated) => {
+                let values = self.upgrade_values(row)?;
+                Ok((Some(values), true))
+            }
+            Some(_) => Ok((None, true)),
+            None => Ok((
+                crate::merge::read::get_flushed(self, scope, key).await?,
+                false,
+            )),
+        }
+    }
+
+    /// Whether a STREAM row written at `updated_ns` is past its TTL.
+    pub(crate) fn expired(&self, updated_ns: i64) -> bool {
+        let def = self.definition();
+        match (def.table_type, def.options.ttl_seconds) {
+            (TableType::Stream, Some(ttl)) => {
+                let ttl_ns = i64::try_from(ttl.saturating_mul(1_000_000_000)).unwrap_or(i64::MAX);
+                updated_ns.saturating_add(ttl_ns) < now_nanos()
+            }
+            _ => false,
+        }
+    }
+
+    /// A hot row's values in the current schema (columns matched by name; added columns take
+    /// their default or NULL).
+    pub(crate) fn upgrade_values(&self, row: Row) -> Result<Vec<KalamValue>> {
+        let def = self.definition();
+        if row.schema_version == def.schema.version {
+            let mut values = row.values;
+            values.resize(def.columns().len(), KalamValue::Null);
+            return Ok(values);
+        }
+        let old = def
+            .version(row.schema_version)
+            .ok_or_else(|| Error::Corrupt {
+                what: format!("row of table {}", self.id),
+                reason: format!("unknown schema version {}", row.schema_version),
+            })?;
+        Ok(def
+            .columns()
+            .iter()
+            .map(|c| {
+                old.columns
+                    .iter()
+                    .position(|o| o.name == c.name)
+                    .and_then(|i| row.values.get(i).cloned())
+                    .and_then(|v| filter::coerce(&v, c.data_type))
+                    .unwrap_or_else(|| c.default.clone().unwrap_or(KalamValue::Null))
+            })
+            .collect())
+    }
+
+    /// Reads a hot entry's system columns.
+    pub(crate) fn system_of(bytes: &[u8]) -> Result<SystemColumns> {
+        read_system_columns(bytes).map_err(|e| Error::decode("hot row", e))
+    }
+}
+
+fn check_length(column: &str, value: &KalamValue) -> Result<()> {
+    let len = match value {
+        KalamValue::Text(s) | KalamValue::Json(s) => s.len(),
+        KalamValue::Bytes(b) => b.len(),
+        _ => 0,
+    };
+    if len > crate::codec::MAX_VALUE_LEN {
+        return Err(Error::InvalidValue {
+            column: column.to_owned(),
+            reason: format!("{len} bytes exceed the limit of {}", crate::codec::MAX_VALUE_LEN),
+        });
+    }
+    Ok(())
+}
