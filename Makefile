@@ -10,8 +10,13 @@ S3_BUCKET ?= kalamstore-test
 
 .PHONY: demo test setup build bench fmt clippy s3-start s3-stop
 
+# A fresh data dir for every demo run.
+DEMO_DATA ?= $(CARGO_TARGET_DIR)/demo-data
+
 demo: setup
-	cargo run --quiet -p kalamstore-storage --example demo
+	cargo build --workspace --bins
+	rm -rf "$(DEMO_DATA)"
+	"$(CARGO_TARGET_DIR)/debug/kalamstore" --data-dir "$(DEMO_DATA)" --file examples/chat.sql
 
 test: setup
 	@set -e; \

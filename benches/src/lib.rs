@@ -109,6 +109,28 @@ pub fn results_path() -> PathBuf {
     target.join("kalamstore-bench").join("engines.jsonl")
 }
 
+/// One table-layer measurement next to its raw-library baseline, as the tables bench records it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RatioResult {
+    /// What was measured, e.g. `flush 1M rows`.
+    pub bench: String,
+    /// What kalamstore ran.
+    pub ours: String,
+    /// What the raw library ran.
+    pub baseline: String,
+    /// Mean seconds per iteration of ours.
+    pub ours_secs: f64,
+    /// Mean seconds per iteration of the baseline.
+    pub baseline_secs: f64,
+    /// The target, as text (e.g. `>= 0.7x speed`).
+    pub target: String,
+}
+
+/// Where the tables bench writes its results (one JSON record per line).
+pub fn tables_results_path() -> PathBuf {
+    results_path().with_file_name("tables.jsonl")
+}
+
 /// Median and 99th percentile of latencies, in microseconds.
 pub fn percentiles(latencies: &mut [Duration]) -> (f64, f64) {
     if latencies.is_empty() {

@@ -12,7 +12,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use kalamstore_foyer::{FoyerBackend, FoyerConfig};
+use kalamstore_foyer::{FoyerBackend, FoyerConfig, RangeCachedStore};
+use object_store::ObjectStore;
 use kalamstore_object_store::{ObjectStoreBackend, ObjectStoreConfig};
 use kalamstore_rocksdb::{RocksDbBackend, RocksDbConfig};
 pub use kalamstore_storage::*;
@@ -70,6 +71,27 @@ impl EngineProvider for Engines {
             }
             HotEngine::Memory => cached(MemoryBackend::new(), cache).await,
         }
+    }
+
+    async fn cold_store(
+        &self,
+        store: Arc<dyn ObjectStore>,
+        cache: Option<&CacheSpec>,
+    ) -> Result<Arc<dyn ObjectStore>> {
+        let Some(cache) = cache else {
+            return Ok(store);
+        };
+        let memory = usize::try_from(cache.memory_bytes).unwrap_or(usize::MAX);
+        let config = if cache.disk_bytes == 0 {
+            FoyerConfig::memory(memory)
+        } else {
+            FoyerConfig::hybrid(
+                memory,
+                format!("{}-ranges", cache.disk_path),
+                usize::try_from(cache.disk_bytes).unwrap_or(usize::MAX),
+            )
+        };
+        Ok(Arc::new(RangeCachedStore::new(store, config).await?))
     }
 }
 

@@ -262,6 +262,18 @@ impl Error {
         }
     }
 
+    /// The error and every source below it, joined by `: ` (for logs and job records).
+    pub fn report(&self) -> String {
+        let mut out = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            out.push_str(": ");
+            out.push_str(&s.to_string());
+            source = s.source();
+        }
+        out
+    }
+
     /// Wraps a decode failure with what was being decoded.
     pub fn decode(what: &'static str, source: DecodeError) -> Self {
         Self::Decode { what, source }

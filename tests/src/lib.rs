@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+pub mod tables;
+
 use async_trait::async_trait;
 use kalamstore_foyer::{FoyerBackend, FoyerConfig};
 use kalamstore_object_store::{ObjectStoreBackend, ObjectStoreConfig, S3Options};

@@ -13,7 +13,7 @@
 //!    and every row still hot; after it, the rows are in the file.
 
 pub mod compact;
-pub(crate) mod writer;
+pub mod writer;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -65,12 +65,21 @@ impl FlushOutcome {
     }
 }
 
-/// Aborts the process at a named point when `KALAMSTORE_FAILPOINT` names it (crash tests).
+/// Aborts the process at a named point when `KALAMSTORE_FAILPOINT` names it (crash tests);
+/// `KALAMSTORE_FAILPOINT_SKIP=n` lets the first `n` hits pass.
 #[cfg(feature = "failpoints")]
 pub fn failpoint(name: &str) {
+    use std::sync::atomic::AtomicUsize;
+    static HITS: AtomicUsize = AtomicUsize::new(0);
     if std::env::var("KALAMSTORE_FAILPOINT").is_ok_and(|v| v == name) {
-        eprintln!("failpoint {name}: aborting");
-        std::process::abort();
+        let skip: usize = std::env::var("KALAMSTORE_FAILPOINT_SKIP")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if HITS.fetch_add(1, Ordering::SeqCst) >= skip {
+            eprintln!("failpoint {name}: aborting");
+            std::process::abort();
+        }
     }
 }
 

@@ -42,6 +42,17 @@ pub trait EngineProvider: Send + Sync + 'static {
         s3: &S3Options,
         cache: Option<&CacheSpec>,
     ) -> Result<Arc<dyn StorageBackend>>;
+
+    /// The object store the table layer reads Parquet from: `store` itself, or a cache of
+    /// its byte ranges when the storage has a cache (files are immutable and never renamed,
+    /// so a range cached under a path never goes stale).
+    async fn cold_store(
+        &self,
+        store: Arc<dyn object_store::ObjectStore>,
+        _cache: Option<&CacheSpec>,
+    ) -> Result<Arc<dyn object_store::ObjectStore>> {
+        Ok(store)
+    }
 }
 
 /// A provider with only the in-memory engine (for tests of the core).
@@ -378,7 +389,13 @@ impl Store {
                 .open(&def.hot, &def.s3, def.cache.as_ref())
                 .await?
         };
-        let cold = open_store(&def.cold_url, &def.s3)?;
+        let mut cold = open_store(&def.cold_url, &def.s3)?;
+        cold.store = self
+            .inner
+            .config
+            .engines
+            .cold_store(cold.store, def.cache.as_ref())
+            .await?;
         Ok(StorageHandle {
             def: def.clone(),
             hot,
@@ -886,7 +903,7 @@ impl Store {
             }
             Err(e) => {
                 job.status = JobStatus::Failed;
-                job.error = Some(error_chain(&e));
+                job.error = Some(e.report());
                 Err(e)
             }
         };
@@ -1027,17 +1044,6 @@ pub(crate) async fn expire_stream(table: &TableHandle) -> Result<u64> {
     table.storage.hot.batch(batch).await?;
     table.state.write().counters.insert(scope, kept);
     Ok(removed)
-}
-
-fn error_chain(e: &Error) -> String {
-    let mut out = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// Deletes every object under `dir` of a storage's cold store.

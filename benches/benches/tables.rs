@@ -1,0 +1,425 @@
+//! The table layer against the raw libraries, side by side in one run:
+//! - flush of 1M rows vs plain arrow-rs `ArrowWriter` writing the same batches (same writer
+//!   properties);
+//! - full scan of 1M flushed rows with 10% deleted or updated after their flush (deletion
+//!   vectors, hot tier empty), and with those 10% still hot, vs a plain
+//!   `ParquetRecordBatchReader` over the same data files with no deletes applied;
+//! - point get of a flushed row vs plain rust-rocksdb `get` of the same bytes;
+//! - inserts vs plain rust-rocksdb `WriteBatch` puts of the same keys and row bytes.
+//!
+//! Each pair's mean times go to `$CARGO_TARGET_DIR/kalamstore-bench/tables.jsonl` for
+//! `bench-report`.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::array::{Int32Array, Int64Array, RecordBatch, StringArray};
+use criterion::{Criterion, criterion_group, criterion_main};
+use kalamstore::{
+    ColumnDefinition, KalamDataType, KalamValue, Mutation, NamespaceId, Row, Scope, ScanOptions,
+    StorageId, Store, StoreConfig, SystemColumns, TableDefinition, TableId, TableOptions,
+    TableType,
+};
+use kalamstore_benches::{RatioResult, tables_results_path};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+const ROWS: i64 = 1_000_000;
+const INSERT_BATCH: i64 = 1000;
+
+static TIMES: Mutex<Option<HashMap<String, (Duration, u64)>>> = Mutex::new(None);
+
+fn record(label: &str, elapsed: Duration, iters: u64) {
+    let mut times = TIMES.lock().unwrap();
+    let entry = times
+        .get_or_insert_with(HashMap::new)
+        .entry(label.to_owned())
+        .or_default();
+    entry.0 += elapsed;
+    entry.1 += iters;
+}
+
+fn mean(label: &str) -> f64 {
+    let times = TIMES.lock().unwrap();
+    times
+        .as_ref()
+        .and_then(|t| t.get(label))
+        .map_or(f64::NAN, |(d, n)| d.as_secs_f64() / (*n).max(1) as f64)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn table_def() -> TableDefinition {
+    TableDefinition::new(
+        "bench.chat".parse().unwrap(),
+        TableType::Shared,
+        vec![
+            ColumnDefinition::new("id", KalamDataType::BigInt).primary_key(),
+            ColumnDefinition::new("body", KalamDataType::Text),
+            ColumnDefinition::new("n", KalamDataType::Int),
+        ],
+        StorageId::local(),
+        TableOptions::default(),
+        0,
+    )
+    .unwrap()
+}
+
+fn body(i: i64) -> String {
+    format!("message {i} from a chat history, long enough to look like one {}", i % 97)
+}
+
+fn row(i: i64) -> Vec<(String, KalamValue)> {
+    vec![
+        ("id".into(), KalamValue::BigInt(i)),
+        ("body".into(), KalamValue::Text(body(i))),
+        ("n".into(), KalamValue::Int((i % 1000) as i32)),
+    ]
+}
+
+fn table() -> TableId {
+    "bench.chat".parse().unwrap()
+}
+
+async fn fresh_store(dir: &std::path::Path) -> Store {
+    let mut config = StoreConfig::new(dir, Arc::new(kalamstore::Engines));
+    config.background = false;
+    let store = Store::open(config).await.unwrap();
+    store
+        .create_namespace(&NamespaceId::new("bench").unwrap(), true)
+        .await
+        .unwrap();
+    store.create_table(table_def(), true).await.unwrap();
+    store
+}
+
+async fn load(store: &Store, range: std::ops::Range<i64>) {
+    let mut at = range.start;
+    while at < range.end {
+        let end = (at + INSERT_BATCH).min(range.end);
+        store
+            .insert(&table(), None, (at..end).map(row).collect())
+            .await
+            .unwrap();
+        at = end;
+    }
+}
+
+fn batches() -> Vec<RecordBatch> {
+    let schema = table_def().arrow_schema(false);
+    (0..ROWS)
+        .step_by(8192)
+        .map(|start| {
+            let end = (start + 8192).min(ROWS);
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from_iter_values(start..end)),
+                    Arc::new(StringArray::from_iter_values((start..end).map(body))),
+                    Arc::new(Int32Array::from_iter_values(
+                        (start..end).map(|i| (i % 1000) as i32),
+                    )),
+                ],
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+fn flush(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("flush 1M rows");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(30));
+    group.bench_function("kalamstore flush_table", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = tempfile::tempdir().unwrap();
+                total += rt.block_on(async {
+                    let store = fresh_store(dir.path()).await;
+                    load(&store, 0..ROWS).await;
+                    let start = Instant::now();
+                    store.flush_table(&table(), Scope::All).await.unwrap();
+                    let elapsed = start.elapsed();
+                    store.close().await.unwrap();
+                    elapsed
+                });
+            }
+            record("flush/ours", total, iters);
+            total
+        })
+    });
+    let data = batches();
+    let props = kalamstore::flush::writer::writer_properties(1);
+    group.bench_function("arrow-rs ArrowWriter", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = tempfile::tempdir().unwrap();
+                let start = Instant::now();
+                let file = std::fs::File::create(dir.path().join("plain.parquet")).unwrap();
+                let mut w =
+                    ArrowWriter::try_new(file, data[0].schema(), Some(props.clone())).unwrap();
+                for batch in &data {
+                    w.write(batch).unwrap();
+                }
+                w.close().unwrap();
+                total += start.elapsed();
+            }
+            record("flush/baseline", total, iters);
+            total
+        })
+    });
+    group.finish();
+}
+
+/// A store with 1M flushed rows, then 5% deleted and 5% updated; `flush_changes` decides
+/// whether those changes are flushed (deletion vectors) or stay hot.
+async fn scan_fixture(dir: &std::path::Path, flush_changes: bool) -> (Store, Vec<std::path::PathBuf>) {
+    let store = fresh_store(dir).await;
+    load(&store, 0..ROWS).await;
+    store.flush_table(&table(), Scope::All).await.unwrap();
+    let data_files: Vec<std::path::PathBuf> = store
+        .manifest(&table())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, f)| dir.join("cold").join(&f.meta.path))
+        .collect();
+    let mut changes = Vec::new();
+    for i in (0..ROWS).step_by(10) {
+        changes.push(if (i / 10) % 2 == 0 {
+            Mutation::Delete {
+                key: vec![KalamValue::BigInt(i)],
+            }
+        } else {
+            Mutation::Update {
+                key: vec![KalamValue::BigInt(i)],
+                set: vec![("n".into(), KalamValue::Int(-1))],
+            }
+        });
+        if changes.len() == 1000 {
+            store.write(&table(), None, std::mem::take(&mut changes)).await.unwrap();
+        }
+    }
+    if !changes.is_empty() {
+        store.write(&table(), None, changes).await.unwrap();
+    }
+    if flush_changes {
+        store.flush_table(&table(), Scope::All).await.unwrap();
+    }
+    (store, data_files)
+}
+
+fn plain_scan(files: &[std::path::PathBuf]) -> usize {
+    let mut rows = 0;
+    for path in files {
+        let file = std::fs::File::open(path).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .with_batch_size(8192)
+            .build()
+            .unwrap();
+        for batch in reader {
+            rows += batch.unwrap().num_rows();
+        }
+    }
+    rows
+}
+
+fn scan(c: &mut Criterion) {
+    let rt = runtime();
+    for (flushed, label) in [(true, "deletion vectors"), (false, "hot tombstones")] {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, files) = rt.block_on(scan_fixture(dir.path(), flushed));
+        let mut group = c.benchmark_group(format!("scan 1M rows, 10% changed ({label})"));
+        group.sample_size(10);
+        let key = format!("scan-{flushed}");
+        group.bench_function("kalamstore scan", |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let rows: usize = rt
+                        .block_on(store.scan(&table(), None, &ScanOptions::all()))
+                        .unwrap()
+                        .iter()
+                        .map(RecordBatch::num_rows)
+                        .sum();
+                    assert_eq!(rows as i64, ROWS - ROWS / 20);
+                }
+                let total = start.elapsed();
+                record(&format!("{key}/ours"), total, iters);
+                total
+            })
+        });
+        group.bench_function("ParquetRecordBatchReader, no deletes", |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    assert_eq!(plain_scan(&files) as i64, ROWS);
+                }
+                let total = start.elapsed();
+                record(&format!("{key}/baseline"), total, iters);
+                total
+            })
+        });
+        group.finish();
+        rt.block_on(store.close()).unwrap();
+    }
+}
+
+fn point_ops(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store = rt.block_on(async {
+        let store = fresh_store(dir.path()).await;
+        load(&store, 0..ROWS).await;
+        store.flush_table(&table(), Scope::All).await.unwrap();
+        store
+    });
+    let plain_dir = tempfile::tempdir().unwrap();
+    let plain = rocksdb::DB::open_default(plain_dir.path()).unwrap();
+    let encoded = |i: i64| -> (Vec<u8>, Vec<u8>) {
+        let values = row(i).into_iter().map(|(_, v)| v).collect();
+        let bytes = Row {
+            schema_version: 1,
+            values,
+            system: SystemColumns::default(),
+        }
+        .encode();
+        (i.to_be_bytes().to_vec(), bytes)
+    };
+    for i in 0..ROWS {
+        let (k, v) = encoded(i);
+        plain.put(k, v).unwrap();
+    }
+    let mut group = c.benchmark_group("point get of a flushed row");
+    let mut n = 0i64;
+    group.bench_function("kalamstore get", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                n = (n + 7919) % ROWS;
+                let got = rt
+                    .block_on(store.get(&table(), None, &[KalamValue::BigInt(n)]))
+                    .unwrap();
+                assert!(got.is_some());
+            }
+            let total = start.elapsed();
+            record("get/ours", total, iters);
+            total
+        })
+    });
+    group.bench_function("rust-rocksdb get", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                n = (n + 7919) % ROWS;
+                assert!(plain.get(n.to_be_bytes()).unwrap().is_some());
+            }
+            let total = start.elapsed();
+            record("get/baseline", total, iters);
+            total
+        })
+    });
+    group.finish();
+    rt.block_on(store.close()).unwrap();
+
+    let mut group = c.benchmark_group("insert 100k rows");
+    group.sample_size(10);
+    const INSERTS: i64 = 100_000;
+    group.bench_function("kalamstore insert", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = tempfile::tempdir().unwrap();
+                total += rt.block_on(async {
+                    let store = fresh_store(dir.path()).await;
+                    let start = Instant::now();
+                    load(&store, 0..INSERTS).await;
+                    let elapsed = start.elapsed();
+                    store.close().await.unwrap();
+                    elapsed
+                });
+            }
+            record("insert/ours", total, iters);
+            total
+        })
+    });
+    group.bench_function("rust-rocksdb WriteBatch put", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = tempfile::tempdir().unwrap();
+                let db = rocksdb::DB::open_default(dir.path()).unwrap();
+                let start = Instant::now();
+                for chunk in (0..INSERTS).collect::<Vec<_>>().chunks(INSERT_BATCH as usize) {
+                    let mut batch = rocksdb::WriteBatch::default();
+                    for i in chunk {
+                        let (k, v) = encoded(*i);
+                        batch.put(k, v);
+                    }
+                    db.write(batch).unwrap();
+                }
+                total += start.elapsed();
+            }
+            record("insert/baseline", total, iters);
+            total
+        })
+    });
+    group.finish();
+}
+
+fn report(_: &mut Criterion) {
+    let results = [
+        ("flush 1M rows", "flush", "flush_table", "ArrowWriter, same batches", ">= 0.7x speed"),
+        (
+            "scan 1M rows, 10% changed (deletion vectors)",
+            "scan-true",
+            "scan",
+            "ParquetRecordBatchReader, no deletes",
+            "<= 1.10x time",
+        ),
+        (
+            "scan 1M rows, 10% changed (hot tombstones)",
+            "scan-false",
+            "scan",
+            "ParquetRecordBatchReader, no deletes",
+            "<= 1.3x time",
+        ),
+        ("point get of a flushed row", "get", "get", "rust-rocksdb get", "-"),
+        ("insert 100k rows", "insert", "insert", "rust-rocksdb WriteBatch put", ">= 0.7x speed"),
+    ];
+    let path = tables_results_path();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
+    for (bench, key, ours, baseline, target) in results {
+        let r = RatioResult {
+            bench: bench.into(),
+            ours: ours.into(),
+            baseline: baseline.into(),
+            ours_secs: mean(&format!("{key}/ours")),
+            baseline_secs: mean(&format!("{key}/baseline")),
+            target: target.into(),
+        };
+        if r.ours_secs.is_finite() && r.baseline_secs.is_finite() {
+            writeln!(out, "{}", serde_json::to_string(&r).unwrap()).unwrap();
+        }
+    }
+}
+
+criterion_group!(benches, flush, scan, point_ops, report);
+criterion_main!(benches);

@@ -1,0 +1,285 @@
+//! `kalamstore`: a shell speaking kalamstore's SQL dialect over an embedded data directory.
+
+mod error;
+mod exec;
+mod export;
+mod output;
+mod parse;
+mod value;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser as _;
+use kalamstore::UserId;
+
+use crate::error::CliError;
+use crate::exec::{Session, note};
+use crate::output::Format;
+
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("KALAMSTORE_GIT_COMMIT"),
+    ", built ",
+    env!("KALAMSTORE_BUILD_DATE"),
+    ")"
+);
+
+/// kalamstore: SQL over an embedded multi-tenant storage engine.
+#[derive(Debug, clap::Parser)]
+#[command(name = "kalamstore", version = VERSION)]
+struct Args {
+    /// The data directory.
+    #[arg(long, default_value = "./kalamstore-data")]
+    data_dir: PathBuf,
+    /// Whose rows USER tables show.
+    #[arg(long)]
+    user: Option<String>,
+    /// How query results are printed.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// A statement to run (repeatable); no shell.
+    #[arg(short = 'c', long = "command")]
+    commands: Vec<String>,
+    /// A script to run; no shell.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Values of `$1, $2, ...`, in order.
+    #[arg(long = "param")]
+    params: Vec<String>,
+    /// Run every statement and fail at the end instead of at the first error.
+    #[arg(long)]
+    continue_on_error: bool,
+}
+
+/// A statement with where it came from, for error messages.
+struct Source {
+    sql: String,
+    origin: String,
+}
+
+fn elapsed(start: Instant) -> String {
+    let ms = start.elapsed().as_millis();
+    if ms == 0 {
+        "<1 ms".into()
+    } else {
+        format!("{ms} ms")
+    }
+}
+
+async fn run_one(session: &Session, format: Format, sql: &str) -> Result<(), CliError> {
+    let start = Instant::now();
+    let command = parse::parse(sql)?;
+    let outcome = session.execute(command).await?;
+    if let Some(rows) = &outcome.rows {
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = output::print(rows, format, &mut out)
+            && e.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            return Err(CliError::Io {
+                op: "writing results".into(),
+                source: e,
+            });
+        }
+    }
+    note(&format!("{} ({})", outcome.summary, elapsed(start)));
+    Ok(())
+}
+
+async fn run_batch(session: &Session, args: &Args, sources: Vec<Source>) -> ExitCode {
+    let mut failed = 0usize;
+    let bar = (session.progress && sources.len() > 50).then(|| {
+        let b = indicatif::ProgressBar::new(sources.len() as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} statements")
+                .expect("a valid template"),
+        );
+        b
+    });
+    for s in &sources {
+        if let Err(e) = run_one(session, args.format, &s.sql).await {
+            note(&format!("error at {}: {e}", s.origin));
+            failed += 1;
+            if !args.continue_on_error {
+                return ExitCode::FAILURE;
+            }
+        }
+        if let Some(b) = &bar {
+            b.inc(1);
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if failed > 0 {
+        note(&format!("{failed} statement(s) failed"));
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn sources(args: &Args) -> Result<Vec<Source>, String> {
+    let mut out = Vec::new();
+    for (i, c) in args.commands.iter().enumerate() {
+        let parts = parse::split(c).map_err(|e| format!("-c #{}: {e}", i + 1))?;
+        for p in parts {
+            out.push(Source {
+                sql: p.sql,
+                origin: format!("-c #{} line {}", i + 1, p.line),
+            });
+        }
+    }
+    if let Some(file) = &args.file {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("reading {}: {e}", file.display()))?;
+        let parts = parse::split(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+        for p in parts {
+            out.push(Source {
+                sql: p.sql,
+                origin: format!("{}:{}", file.display(), p.line),
+            });
+        }
+    }
+    Ok(out)
+}
+
+const HELP: &str = "\
+statements end with `;`. Shell commands:
+  \\help        this help
+  \\dt [ns]     list tables
+  \\d ns.t      describe a table
+  \\q           quit
+SQL: CREATE/DROP NAMESPACE, CREATE [USER|SHARED|STREAM] TABLE, INSERT, UPDATE, DELETE, SELECT,
+     CREATE/DROP/SHOW STORAGE(S), STORAGE CHECK|FLUSH|COMPACT, SHOW MANIFEST|STATS FOR,
+     KILL JOB, EXPORT USER DATA, EXECUTE AS USER '<id>' (...)";
+
+async fn shell(session: &Session, format: Format) -> ExitCode {
+    let mut editor = match rustyline::DefaultEditor::new() {
+        Ok(e) => e,
+        Err(e) => {
+            note(&format!("cannot start the shell: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let history = session.store.data_dir().join(".kalamstore_history");
+    let _ = editor.load_history(&history);
+    note(&format!("kalamstore {VERSION} — \\help for help, \\q to quit"));
+    let mut buffer = String::new();
+    loop {
+        let prompt = if buffer.is_empty() { "kalamstore> " } else { "        ...> " };
+        let line = match editor.readline(prompt) {
+            Ok(l) => l,
+            Err(rustyline::error::ReadlineError::Interrupted) => {
+                buffer.clear();
+                continue;
+            }
+            Err(_) => break,
+        };
+        let trimmed = line.trim();
+        if buffer.is_empty() && trimmed.starts_with('\\') {
+            let _ = editor.add_history_entry(trimmed);
+            let mut words = trimmed.split_whitespace();
+            let sql = match (words.next(), words.next()) {
+                (Some("\\q"), _) => break,
+                (Some("\\help" | "\\h" | "\\?"), _) => {
+                    note(HELP);
+                    continue;
+                }
+                (Some("\\dt"), Some(ns)) => format!("SHOW TABLES IN {ns}"),
+                (Some("\\dt"), None) => "SHOW TABLES".into(),
+                (Some("\\d"), Some(t)) => format!("DESCRIBE TABLE {t}"),
+                _ => {
+                    note("unknown command; \\help lists them");
+                    continue;
+                }
+            };
+            if let Err(e) = run_one(session, format, &sql).await {
+                note(&format!("error: {e}"));
+            }
+            continue;
+        }
+        buffer.push_str(&line);
+        buffer.push('\n');
+        let parts = match parse::split(&buffer) {
+            Ok(p) => p,
+            Err(e) => {
+                note(&format!("error: {e}"));
+                buffer.clear();
+                continue;
+            }
+        };
+        if !buffer.trim_end().ends_with(';') {
+            continue;
+        }
+        let _ = editor.add_history_entry(buffer.trim());
+        buffer.clear();
+        for p in parts {
+            if let Err(e) = run_one(session, format, &p.sql).await {
+                note(&format!("error: {e}"));
+            }
+        }
+    }
+    let _ = editor.save_history(&history);
+    ExitCode::SUCCESS
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            note(&format!("cannot start the runtime: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let user = match args.user.clone().map(UserId::new).transpose() {
+            Ok(u) => u,
+            Err(e) => {
+                note(&format!("--user: {e}"));
+                return ExitCode::FAILURE;
+            }
+        };
+        let sources = match sources(&args) {
+            Ok(s) => s,
+            Err(e) => {
+                note(&format!("error: {e}"));
+                return ExitCode::FAILURE;
+            }
+        };
+        let store = match kalamstore::open(&args.data_dir).await {
+            Ok(s) => s,
+            Err(e) => {
+                note(&format!(
+                    "cannot open {}: {}",
+                    args.data_dir.display(),
+                    CliError::from(e)
+                ));
+                return ExitCode::FAILURE;
+            }
+        };
+        let session = Session {
+            store: store.clone(),
+            user,
+            params: args.params.clone(),
+            progress: std::io::stderr().is_terminal(),
+        };
+        let code = if args.commands.is_empty() && args.file.is_none() {
+            shell(&session, args.format).await
+        } else {
+            run_batch(&session, &args, sources).await
+        };
+        if let Err(e) = store.close().await {
+            note(&format!("closing the store: {}", CliError::from(e)));
+            return ExitCode::FAILURE;
+        }
+        code
+    })
+}

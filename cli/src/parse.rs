@@ -1,0 +1,936 @@
+//! kalamstore's SQL dialect: statements parsed with `sqlparser` (its tokenizer and parser
+//! primitives for the custom statements, its full parser for INSERT, UPDATE, DELETE and SELECT)
+//! into [`Command`]s.
+
+use sqlparser::ast::{
+    self, BinaryOperator, Expr, FromTable, GroupByExpr, LimitClause, ObjectName, OrderByKind,
+    SelectItem, SetExpr, TableFactor, UnaryOperator, Value,
+};
+use sqlparser::dialect::GenericDialect;
+use sqlparser::keywords::Keyword;
+use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::{Token, Tokenizer};
+
+use kalamstore::CmpOp as Cmp;
+
+use crate::error::CliError;
+
+/// A literal as written, typed later against its column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Literal {
+    /// `NULL`.
+    Null,
+    /// `TRUE` / `FALSE`.
+    Bool(bool),
+    /// A number as written (sign included).
+    Number(String),
+    /// A quoted string.
+    String(String),
+    /// `$n`, 1-based.
+    Placeholder(usize),
+}
+
+/// A WHERE predicate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pred {
+    /// `column <op> literal`.
+    Cmp(String, Cmp, Literal),
+    /// `column IS NULL`.
+    IsNull(String),
+    /// `column IS NOT NULL`.
+    IsNotNull(String),
+    /// `column [NOT] IN (...)`.
+    In(String, Vec<Literal>, bool),
+    /// Both.
+    And(Box<Pred>, Box<Pred>),
+    /// Either.
+    Or(Box<Pred>, Box<Pred>),
+    /// Not.
+    Not(Box<Pred>),
+}
+
+/// A column of `CREATE TABLE`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnSpec {
+    /// Name.
+    pub name: String,
+    /// Type as written.
+    pub data_type: String,
+    /// `NOT NULL`.
+    pub not_null: bool,
+    /// `DEFAULT`.
+    pub default: Option<Literal>,
+    /// `PRIMARY KEY`.
+    pub primary_key: bool,
+}
+
+/// What a SELECT returns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Projection {
+    /// `*`.
+    All,
+    /// Named columns.
+    Columns(Vec<String>),
+    /// `COUNT(*)`.
+    CountStar,
+}
+
+/// One statement of the dialect.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// `CREATE STORAGE`.
+    CreateStorage {
+        /// Storage id.
+        id: String,
+        /// `filesystem`, `s3` or `memory`.
+        kind: String,
+        /// `PATH` / `BASE_DIRECTORY`.
+        path: Option<String>,
+        /// `ENGINE`.
+        engine: Option<String>,
+        /// `CACHE (MEMORY '..', DISK '..')`.
+        cache: Option<(String, Option<String>)>,
+        /// `CONFIG '<json>'`.
+        config: Option<String>,
+    },
+    /// `DROP STORAGE`.
+    DropStorage {
+        /// Storage id.
+        id: String,
+        /// `IF EXISTS`.
+        if_exists: bool,
+    },
+    /// `SHOW STORAGES`.
+    ShowStorages,
+    /// `STORAGE CHECK <id>`.
+    StorageCheck(String),
+    /// `CREATE NAMESPACE`.
+    CreateNamespace {
+        /// Name.
+        name: String,
+        /// `IF NOT EXISTS`.
+        if_not_exists: bool,
+    },
+    /// `DROP NAMESPACE`.
+    DropNamespace {
+        /// Name.
+        name: String,
+        /// `IF EXISTS`.
+        if_exists: bool,
+        /// `CASCADE`.
+        cascade: bool,
+    },
+    /// `SHOW NAMESPACES`.
+    ShowNamespaces,
+    /// `CREATE [USER|SHARED|STREAM] TABLE`.
+    CreateTable {
+        /// `USER`, `SHARED` (default) or `STREAM`.
+        kind: String,
+        /// `IF NOT EXISTS`.
+        if_not_exists: bool,
+        /// `ns.t`.
+        table: String,
+        /// Columns.
+        columns: Vec<ColumnSpec>,
+        /// `WITH (K = v, ...)`, keys upper-cased.
+        options: Vec<(String, Literal)>,
+    },
+    /// `DROP TABLE`.
+    DropTable {
+        /// `ns.t`.
+        table: String,
+        /// `IF EXISTS`.
+        if_exists: bool,
+    },
+    /// `SHOW TABLES [IN ns]`.
+    ShowTables(Option<String>),
+    /// `DESCRIBE TABLE ns.t`.
+    Describe(String),
+    /// `INSERT INTO`.
+    Insert {
+        /// `ns.t`.
+        table: String,
+        /// Column list, if given.
+        columns: Option<Vec<String>>,
+        /// Rows of literals.
+        rows: Vec<Vec<Literal>>,
+    },
+    /// `UPDATE`.
+    Update {
+        /// `ns.t`.
+        table: String,
+        /// Assignments.
+        set: Vec<(String, Literal)>,
+        /// `WHERE`.
+        filter: Option<Pred>,
+    },
+    /// `DELETE FROM`.
+    Delete {
+        /// `ns.t`.
+        table: String,
+        /// `WHERE`.
+        filter: Option<Pred>,
+    },
+    /// `SELECT`.
+    Select {
+        /// What to return.
+        projection: Projection,
+        /// `ns.t` (or a system view).
+        table: String,
+        /// `WHERE`.
+        filter: Option<Pred>,
+        /// `ORDER BY` columns, ascending?
+        order_by: Vec<(String, bool)>,
+        /// `LIMIT`.
+        limit: Option<usize>,
+        /// `OFFSET`.
+        offset: usize,
+    },
+    /// `STORAGE FLUSH TABLE ns.t [FOR USER 'u']` / `STORAGE FLUSH ALL [IN ns]`.
+    Flush {
+        /// One table, or all.
+        table: Option<String>,
+        /// Namespace of `ALL IN ns`.
+        namespace: Option<String>,
+        /// One user.
+        user: Option<String>,
+    },
+    /// `STORAGE COMPACT TABLE ns.t`.
+    Compact(String),
+    /// `SHOW MANIFEST FOR ns.t`.
+    ShowManifest(String),
+    /// `SHOW STATS FOR TABLE ns.t`.
+    ShowStats(String),
+    /// `KILL JOB 'id'`.
+    KillJob(String),
+    /// `EXPORT USER DATA 'u' TO 'file.zip'`.
+    Export {
+        /// The user.
+        user: String,
+        /// The zip file.
+        path: String,
+    },
+    /// `EXECUTE AS USER 'u' (statement)`.
+    ExecuteAs {
+        /// The user.
+        user: String,
+        /// The statement.
+        inner: Box<Command>,
+    },
+}
+
+/// One statement of a script and where it starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Located {
+    /// The statement text.
+    pub sql: String,
+    /// 1-based line of its first token.
+    pub line: u64,
+}
+
+/// Splits a script into statements at top-level `;`, skipping comments and blank statements;
+/// quoted strings may contain `;` and `--`.
+pub fn split(script: &str) -> Result<Vec<Located>, CliError> {
+    let dialect = GenericDialect {};
+    let tokens = Tokenizer::new(&dialect, script)
+        .tokenize_with_location()
+        .map_err(|e| CliError::Parse(e.to_string()))?;
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut line = 0u64;
+    let mut depth = 0i32;
+    for t in tokens {
+        match &t.token {
+            Token::SemiColon if depth == 0 => {
+                if !current.trim().is_empty() {
+                    out.push(Located {
+                        sql: current.trim().to_owned(),
+                        line,
+                    });
+                }
+                current.clear();
+                line = 0;
+                continue;
+            }
+            Token::Whitespace(sqlparser::tokenizer::Whitespace::SingleLineComment { .. })
+            | Token::Whitespace(sqlparser::tokenizer::Whitespace::MultiLineComment(_)) => {
+                current.push(' ');
+                continue;
+            }
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            _ => {}
+        }
+        if line == 0 && !matches!(t.token, Token::Whitespace(_)) {
+            line = t.span.start.line;
+        }
+        current.push_str(&t.token.to_string());
+    }
+    if !current.trim().is_empty() {
+        out.push(Located {
+            sql: current.trim().to_owned(),
+            line,
+        });
+    }
+    Ok(out)
+}
+
+fn err(e: ParserError) -> CliError {
+    CliError::Parse(e.to_string())
+}
+
+fn bad(msg: impl Into<String>) -> CliError {
+    CliError::Parse(msg.into())
+}
+
+/// Parses one statement.
+pub fn parse(sql: &str) -> Result<Command, CliError> {
+    let dialect = GenericDialect {};
+    let mut p = Parser::new(&dialect).try_with_sql(sql).map_err(err)?;
+    let command = parse_command(&mut p, sql)?;
+    p.consume_token(&Token::SemiColon);
+    if p.peek_token().token != Token::EOF {
+        return Err(bad(format!(
+            "unexpected `{}` after the end of the statement",
+            p.peek_token().token
+        )));
+    }
+    Ok(command)
+}
+
+fn ident_word(p: &Parser<'_>, word: &str) -> bool {
+    matches!(&p.peek_token().token, Token::Word(w) if w.value.eq_ignore_ascii_case(word))
+}
+
+fn expect_word(p: &mut Parser<'_>, word: &str) -> Result<(), CliError> {
+    if ident_word(p, word) {
+        p.next_token();
+        Ok(())
+    } else {
+        Err(bad(format!("expected {word}, found `{}`", p.peek_token().token)))
+    }
+}
+
+fn name(p: &mut Parser<'_>) -> Result<String, CliError> {
+    Ok(p.parse_identifier().map_err(err)?.value)
+}
+
+fn object(p: &mut Parser<'_>) -> Result<String, CliError> {
+    Ok(object_name(&p.parse_object_name(false).map_err(err)?))
+}
+
+fn object_name(n: &ObjectName) -> String {
+    n.0.iter()
+        .map(|part| match part.as_ident() {
+            Some(i) => i.value.clone(),
+            None => part.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn string(p: &mut Parser<'_>) -> Result<String, CliError> {
+    p.parse_literal_string().map_err(err)
+}
+
+fn parse_command(p: &mut Parser<'_>, sql: &str) -> Result<Command, CliError> {
+    if p.parse_keyword(Keyword::CREATE) {
+        if ident_word(p, "STORAGE") {
+            p.next_token();
+            return create_storage(p);
+        }
+        if ident_word(p, "NAMESPACE") || p.parse_keyword(Keyword::SCHEMA) {
+            if ident_word(p, "NAMESPACE") {
+                p.next_token();
+            }
+            let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+            return Ok(Command::CreateNamespace {
+                name: name(p)?,
+                if_not_exists,
+            });
+        }
+        let mut kind = "SHARED".to_owned();
+        for k in ["USER", "SHARED", "STREAM"] {
+            if ident_word(p, k) {
+                p.next_token();
+                kind = k.to_owned();
+            }
+        }
+        p.expect_keyword(Keyword::TABLE).map_err(err)?;
+        return create_table(p, kind);
+    }
+    if p.parse_keyword(Keyword::DROP) {
+        if ident_word(p, "STORAGE") {
+            p.next_token();
+            let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+            return Ok(Command::DropStorage {
+                id: name(p)?,
+                if_exists,
+            });
+        }
+        if ident_word(p, "NAMESPACE") || p.parse_keyword(Keyword::SCHEMA) {
+            if ident_word(p, "NAMESPACE") {
+                p.next_token();
+            }
+            let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+            let n = name(p)?;
+            let cascade = p.parse_keyword(Keyword::CASCADE);
+            return Ok(Command::DropNamespace {
+                name: n,
+                if_exists,
+                cascade,
+            });
+        }
+        p.expect_keyword(Keyword::TABLE).map_err(err)?;
+        let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        return Ok(Command::DropTable {
+            table: object(p)?,
+            if_exists,
+        });
+    }
+    if p.parse_keyword(Keyword::SHOW) {
+        if ident_word(p, "STORAGES") {
+            p.next_token();
+            return Ok(Command::ShowStorages);
+        }
+        if ident_word(p, "NAMESPACES") {
+            p.next_token();
+            return Ok(Command::ShowNamespaces);
+        }
+        if p.parse_keyword(Keyword::TABLES) {
+            let ns = if p.parse_keyword(Keyword::IN) || p.parse_keyword(Keyword::FROM) {
+                Some(name(p)?)
+            } else {
+                None
+            };
+            return Ok(Command::ShowTables(ns));
+        }
+        if ident_word(p, "MANIFEST") {
+            p.next_token();
+            p.expect_keyword(Keyword::FOR).map_err(err)?;
+            p.parse_keyword(Keyword::TABLE);
+            return Ok(Command::ShowManifest(object(p)?));
+        }
+        if ident_word(p, "STATS") {
+            p.next_token();
+            p.expect_keyword(Keyword::FOR).map_err(err)?;
+            p.parse_keyword(Keyword::TABLE);
+            return Ok(Command::ShowStats(object(p)?));
+        }
+        return Err(bad(format!(
+            "unknown SHOW `{}` (STORAGES, NAMESPACES, TABLES, MANIFEST FOR, STATS FOR TABLE)",
+            p.peek_token().token
+        )));
+    }
+    if ident_word(p, "STORAGE") {
+        p.next_token();
+        if ident_word(p, "CHECK") {
+            p.next_token();
+            return Ok(Command::StorageCheck(name(p)?));
+        }
+        if ident_word(p, "FLUSH") {
+            p.next_token();
+            if p.parse_keyword(Keyword::ALL) {
+                let namespace = if p.parse_keyword(Keyword::IN) {
+                    Some(name(p)?)
+                } else {
+                    None
+                };
+                return Ok(Command::Flush {
+                    table: None,
+                    namespace,
+                    user: None,
+                });
+            }
+            p.expect_keyword(Keyword::TABLE).map_err(err)?;
+            let table = object(p)?;
+            let user = if p.parse_keywords(&[Keyword::FOR, Keyword::USER]) {
+                Some(string(p)?)
+            } else {
+                None
+            };
+            return Ok(Command::Flush {
+                table: Some(table),
+                namespace: None,
+                user,
+            });
+        }
+        if ident_word(p, "COMPACT") {
+            p.next_token();
+            p.expect_keyword(Keyword::TABLE).map_err(err)?;
+            return Ok(Command::Compact(object(p)?));
+        }
+        return Err(bad("expected STORAGE CHECK, STORAGE FLUSH or STORAGE COMPACT"));
+    }
+    if p.parse_keyword(Keyword::DESCRIBE) || p.parse_keyword(Keyword::DESC) {
+        p.parse_keyword(Keyword::TABLE);
+        return Ok(Command::Describe(object(p)?));
+    }
+    if p.parse_keyword(Keyword::KILL) {
+        expect_word(p, "JOB")?;
+        return Ok(Command::KillJob(string(p)?));
+    }
+    if p.parse_keyword(Keyword::EXPORT) {
+        p.expect_keyword(Keyword::USER).map_err(err)?;
+        expect_word(p, "DATA")?;
+        let user = string(p)?;
+        p.expect_keyword(Keyword::TO).map_err(err)?;
+        return Ok(Command::Export {
+            user,
+            path: string(p)?,
+        });
+    }
+    if p.parse_keyword(Keyword::EXECUTE) {
+        p.expect_keyword(Keyword::AS).map_err(err)?;
+        p.expect_keyword(Keyword::USER).map_err(err)?;
+        let user = string(p)?;
+        p.expect_token(&Token::LParen).map_err(err)?;
+        let inner = parse_command(p, sql)?;
+        p.expect_token(&Token::RParen).map_err(err)?;
+        if matches!(inner, Command::ExecuteAs { .. }) {
+            return Err(bad("EXECUTE AS cannot be nested"));
+        }
+        return Ok(Command::ExecuteAs {
+            user,
+            inner: Box::new(inner),
+        });
+    }
+    let statement = p.parse_statement().map_err(err)?;
+    from_statement(statement)
+}
+
+fn create_storage(p: &mut Parser<'_>) -> Result<Command, CliError> {
+    let id = name(p)?;
+    let mut kind = None;
+    let mut path = None;
+    let mut engine = None;
+    let mut cache = None;
+    let mut config = None;
+    loop {
+        if p.parse_keyword(Keyword::TYPE) {
+            kind = Some(name(p)?.to_ascii_lowercase());
+        } else if p.parse_keyword(Keyword::PATH) || ident_word(p, "BASE_DIRECTORY") {
+            if ident_word(p, "BASE_DIRECTORY") {
+                p.next_token();
+            }
+            path = Some(string(p)?);
+        } else if p.parse_keyword(Keyword::ENGINE) {
+            engine = Some(name(p)?.to_ascii_lowercase());
+        } else if p.parse_keyword(Keyword::CACHE) {
+            p.expect_token(&Token::LParen).map_err(err)?;
+            let mut memory = None;
+            let mut disk = None;
+            loop {
+                if ident_word(p, "MEMORY") {
+                    p.next_token();
+                    memory = Some(string(p)?);
+                } else if ident_word(p, "DISK") {
+                    p.next_token();
+                    disk = Some(string(p)?);
+                } else {
+                    return Err(bad("CACHE takes (MEMORY '<size>', DISK '<size>')"));
+                }
+                if !p.consume_token(&Token::Comma) {
+                    break;
+                }
+            }
+            p.expect_token(&Token::RParen).map_err(err)?;
+            cache = Some((memory.ok_or_else(|| bad("CACHE needs MEMORY '<size>'"))?, disk));
+        } else if ident_word(p, "CONFIG") {
+            p.next_token();
+            config = Some(string(p)?);
+        } else {
+            break;
+        }
+    }
+    Ok(Command::CreateStorage {
+        id,
+        kind: kind.ok_or_else(|| bad("CREATE STORAGE needs TYPE filesystem|s3|memory"))?,
+        path,
+        engine,
+        cache,
+        config,
+    })
+}
+
+fn create_table(p: &mut Parser<'_>, kind: String) -> Result<Command, CliError> {
+    let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let table = object(p)?;
+    let (defs, constraints) = p.parse_columns().map_err(err)?;
+    let mut columns = Vec::new();
+    for c in defs {
+        let mut spec = ColumnSpec {
+            name: c.name.value.clone(),
+            data_type: c.data_type.to_string(),
+            not_null: false,
+            default: None,
+            primary_key: false,
+        };
+        for o in c.options {
+            match o.option {
+                ast::ColumnOption::NotNull => spec.not_null = true,
+                ast::ColumnOption::Null => {}
+                ast::ColumnOption::Default(e) => spec.default = Some(literal(&e)?),
+                ast::ColumnOption::PrimaryKey(_) => spec.primary_key = true,
+                other => return Err(bad(format!("column option `{other}` is not supported"))),
+            }
+        }
+        columns.push(spec);
+    }
+    for c in constraints {
+        match c {
+            ast::TableConstraint::PrimaryKey(pk) => {
+                for col in pk.columns {
+                    let n = col.column.expr.to_string();
+                    let spec = columns
+                        .iter_mut()
+                        .find(|s| s.name == n)
+                        .ok_or_else(|| bad(format!("PRIMARY KEY names unknown column `{n}`")))?;
+                    spec.primary_key = true;
+                }
+            }
+            other => return Err(bad(format!("constraint `{other}` is not supported"))),
+        }
+    }
+    let mut options = Vec::new();
+    if p.parse_keyword(Keyword::WITH) {
+        p.expect_token(&Token::LParen).map_err(err)?;
+        loop {
+            let key = name(p)?.to_ascii_uppercase();
+            p.expect_token(&Token::Eq).map_err(err)?;
+            let value = literal(&p.parse_expr().map_err(err)?)?;
+            options.push((key, value));
+            if !p.consume_token(&Token::Comma) {
+                break;
+            }
+        }
+        p.expect_token(&Token::RParen).map_err(err)?;
+    }
+    if ident_word(p, "STORAGE") {
+        p.next_token();
+        options.push(("STORAGE_ID".into(), Literal::String(name(p)?)));
+    }
+    Ok(Command::CreateTable {
+        kind,
+        if_not_exists,
+        table,
+        columns,
+        options,
+    })
+}
+
+/// A literal expression: number, string, boolean, NULL, `-number` or `$n`.
+pub fn literal(e: &Expr) -> Result<Literal, CliError> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::Null => Ok(Literal::Null),
+            Value::Boolean(b) => Ok(Literal::Bool(*b)),
+            Value::Number(n, _) => Ok(Literal::Number(n.clone())),
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => {
+                Ok(Literal::String(s.clone()))
+            }
+            Value::Placeholder(s) => s
+                .strip_prefix('$')
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|n| *n > 0)
+                .map(Literal::Placeholder)
+                .ok_or_else(|| bad(format!("placeholder `{s}` is not $1, $2, ..."))),
+            other => Err(bad(format!("`{other}` is not a supported literal"))),
+        },
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => match literal(expr)? {
+            Literal::Number(n) => Ok(Literal::Number(format!("-{n}"))),
+            _ => Err(bad(format!("`{e}` is not a literal"))),
+        },
+        Expr::Nested(inner) => literal(inner),
+        other => Err(bad(format!("`{other}` is not a literal"))),
+    }
+}
+
+fn column_of(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Identifier(i) => Some(i.value.clone()),
+        Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.clone()),
+        Expr::Nested(inner) => column_of(inner),
+        _ => None,
+    }
+}
+
+fn flip(op: Cmp) -> Cmp {
+    match op {
+        Cmp::Lt => Cmp::Gt,
+        Cmp::LtEq => Cmp::GtEq,
+        Cmp::Gt => Cmp::Lt,
+        Cmp::GtEq => Cmp::LtEq,
+        other => other,
+    }
+}
+
+/// A WHERE expression as a predicate the scan can push down.
+pub fn predicate(e: &Expr) -> Result<Pred, CliError> {
+    match e {
+        Expr::Nested(inner) => predicate(inner),
+        Expr::BinaryOp { left, op, right } => {
+            let cmp = match op {
+                BinaryOperator::And => {
+                    return Ok(Pred::And(
+                        Box::new(predicate(left)?),
+                        Box::new(predicate(right)?),
+                    ));
+                }
+                BinaryOperator::Or => {
+                    return Ok(Pred::Or(
+                        Box::new(predicate(left)?),
+                        Box::new(predicate(right)?),
+                    ));
+                }
+                BinaryOperator::Eq => Cmp::Eq,
+                BinaryOperator::NotEq => Cmp::NotEq,
+                BinaryOperator::Lt => Cmp::Lt,
+                BinaryOperator::LtEq => Cmp::LtEq,
+                BinaryOperator::Gt => Cmp::Gt,
+                BinaryOperator::GtEq => Cmp::GtEq,
+                other => return Err(bad(format!("operator `{other}` is not supported in WHERE"))),
+            };
+            if let Some(c) = column_of(left) {
+                Ok(Pred::Cmp(c, cmp, literal(right)?))
+            } else if let Some(c) = column_of(right) {
+                Ok(Pred::Cmp(c, flip(cmp), literal(left)?))
+            } else {
+                Err(bad(format!("`{e}` compares no column")))
+            }
+        }
+        Expr::IsNull(inner) => Ok(Pred::IsNull(
+            column_of(inner).ok_or_else(|| bad(format!("`{inner}` is not a column")))?,
+        )),
+        Expr::IsNotNull(inner) => Ok(Pred::IsNotNull(
+            column_of(inner).ok_or_else(|| bad(format!("`{inner}` is not a column")))?,
+        )),
+        Expr::InList {
+            expr,
+            list,
+            negated,
+        } => Ok(Pred::In(
+            column_of(expr).ok_or_else(|| bad(format!("`{expr}` is not a column")))?,
+            list.iter().map(literal).collect::<Result<_, _>>()?,
+            *negated,
+        )),
+        Expr::Between {
+            expr,
+            negated,
+            low,
+            high,
+        } => {
+            let c = column_of(expr).ok_or_else(|| bad(format!("`{expr}` is not a column")))?;
+            let range = Pred::And(
+                Box::new(Pred::Cmp(c.clone(), Cmp::GtEq, literal(low)?)),
+                Box::new(Pred::Cmp(c, Cmp::LtEq, literal(high)?)),
+            );
+            Ok(if *negated {
+                Pred::Not(Box::new(range))
+            } else {
+                range
+            })
+        }
+        Expr::UnaryOp {
+            op: UnaryOperator::Not,
+            expr,
+        } => Ok(Pred::Not(Box::new(predicate(expr)?))),
+        other => Err(bad(format!("`{other}` is not a supported predicate"))),
+    }
+}
+
+fn single_table(from: &[ast::TableWithJoins]) -> Result<String, CliError> {
+    match from {
+        [t] if t.joins.is_empty() => match &t.relation {
+            TableFactor::Table { name, .. } => Ok(object_name(name)),
+            other => Err(bad(format!("`{other}` is not a table"))),
+        },
+        [] => Err(bad("a table is needed (FROM ns.table)")),
+        _ => Err(bad("joins and multiple tables are not supported")),
+    }
+}
+
+fn from_statement(statement: ast::Statement) -> Result<Command, CliError> {
+    match statement {
+        ast::Statement::Insert(insert) => {
+            let table = match &insert.table {
+                ast::TableObject::TableName(n) => object_name(n),
+                other => return Err(bad(format!("cannot insert into `{other}`"))),
+            };
+            let columns = (!insert.columns.is_empty())
+                .then(|| insert.columns.iter().map(object_name).collect());
+            let source = insert.source.ok_or_else(|| bad("INSERT needs VALUES"))?;
+            let SetExpr::Values(values) = *source.body else {
+                return Err(bad("INSERT supports VALUES only"));
+            };
+            let rows = values
+                .rows
+                .iter()
+                .map(|r| r.content().iter().map(literal).collect::<Result<Vec<_>, _>>())
+                .collect::<Result<_, _>>()?;
+            Ok(Command::Insert {
+                table,
+                columns,
+                rows,
+            })
+        }
+        ast::Statement::Update(update) => {
+            let table = single_table(std::slice::from_ref(&update.table))?;
+            let set = update
+                .assignments
+                .iter()
+                .map(|a| {
+                    let column = match &a.target {
+                        ast::AssignmentTarget::ColumnName(n) => object_name(n),
+                        other => return Err(bad(format!("cannot assign to `{other}`"))),
+                    };
+                    Ok((column, literal(&a.value)?))
+                })
+                .collect::<Result<_, CliError>>()?;
+            Ok(Command::Update {
+                table,
+                set,
+                filter: update.selection.as_ref().map(predicate).transpose()?,
+            })
+        }
+        ast::Statement::Delete(delete) => {
+            let from = match &delete.from {
+                FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
+            };
+            Ok(Command::Delete {
+                table: single_table(from)?,
+                filter: delete.selection.as_ref().map(predicate).transpose()?,
+            })
+        }
+        ast::Statement::Query(query) => select(*query),
+        other => Err(bad(format!(
+            "`{}` is not supported",
+            other.to_string().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        ))),
+    }
+}
+
+fn select(query: ast::Query) -> Result<Command, CliError> {
+    let SetExpr::Select(s) = *query.body else {
+        return Err(bad("only plain SELECT ... FROM ... is supported"));
+    };
+    if s.distinct.is_some() || s.having.is_some() {
+        return Err(bad("DISTINCT and HAVING are not supported"));
+    }
+    if !matches!(&s.group_by, GroupByExpr::Expressions(e, _) if e.is_empty()) {
+        return Err(bad("GROUP BY is not supported"));
+    }
+    let table = single_table(&s.from)?;
+    let projection = match s.projection.as_slice() {
+        [SelectItem::Wildcard(_)] => Projection::All,
+        [SelectItem::UnnamedExpr(Expr::Function(f))]
+            if f.name.to_string().eq_ignore_ascii_case("count")
+                && f.args.to_string().trim_matches(|c| c == '(' || c == ')') == "*" =>
+        {
+            Projection::CountStar
+        }
+        items => Projection::Columns(
+            items
+                .iter()
+                .map(|i| match i {
+                    SelectItem::UnnamedExpr(e) => {
+                        column_of(e).ok_or_else(|| bad(format!("`{e}` is not a column")))
+                    }
+                    other => Err(bad(format!("`{other}` is not supported in SELECT"))),
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    };
+    let mut order_by = Vec::new();
+    if let Some(ob) = &query.order_by {
+        match &ob.kind {
+            OrderByKind::Expressions(exprs) => {
+                for e in exprs {
+                    let c = column_of(&e.expr)
+                        .ok_or_else(|| bad(format!("ORDER BY `{}` is not a column", e.expr)))?;
+                    order_by.push((c, e.options.asc.unwrap_or(true)));
+                }
+            }
+            OrderByKind::All(_) => return Err(bad("ORDER BY ALL is not supported")),
+        }
+    }
+    let number = |e: &Expr| -> Result<usize, CliError> {
+        match literal(e)? {
+            Literal::Number(n) => n
+                .parse()
+                .map_err(|_| bad(format!("`{n}` is not a row count"))),
+            _ => Err(bad(format!("`{e}` is not a row count"))),
+        }
+    };
+    let (mut limit, mut offset) = (None, 0);
+    match &query.limit_clause {
+        Some(LimitClause::LimitOffset {
+            limit: l,
+            offset: o,
+            ..
+        }) => {
+            limit = l.as_ref().map(number).transpose()?;
+            offset = o.as_ref().map(|o| number(&o.value)).transpose()?.unwrap_or(0);
+        }
+        Some(LimitClause::OffsetCommaLimit { offset: o, limit: l }) => {
+            limit = Some(number(l)?);
+            offset = number(o)?;
+        }
+        None => {}
+    }
+    Ok(Command::Select {
+        projection,
+        table,
+        filter: s.selection.as_ref().map(predicate).transpose()?,
+        order_by,
+        limit,
+        offset,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_split_at_top_level_semicolons_with_lines() {
+        let script = "-- a comment; with a semicolon\nCREATE NAMESPACE app;\n\n\
+                      INSERT INTO app.t VALUES ('a;b -- not a comment');\n;\nSELECT 1";
+        let parts = split(script).unwrap();
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[0].line, 2);
+        assert_eq!(parts[1].line, 4);
+        assert!(parts[1].sql.contains("'a;b -- not a comment'"));
+        assert_eq!(parts[2].line, 6);
+    }
+
+    #[test]
+    fn custom_statements_parse() {
+        assert_eq!(
+            parse("STORAGE FLUSH TABLE app.t FOR USER 'alice'").unwrap(),
+            Command::Flush {
+                table: Some("app.t".into()),
+                namespace: None,
+                user: Some("alice".into())
+            }
+        );
+        assert!(matches!(
+            parse("CREATE USER TABLE IF NOT EXISTS app.m (id BIGINT PRIMARY KEY, body TEXT NOT NULL DEFAULT 'x') WITH (FLUSH_POLICY = 'rows:10')").unwrap(),
+            Command::CreateTable { ref kind, if_not_exists: true, ref columns, .. } if kind == "USER" && columns.len() == 2
+        ));
+        assert!(matches!(
+            parse("EXECUTE AS USER 'bob' (SELECT * FROM app.m WHERE id > 3 ORDER BY id DESC LIMIT 2)").unwrap(),
+            Command::ExecuteAs { .. }
+        ));
+        assert!(matches!(
+            parse("CREATE STORAGE s3c TYPE s3 PATH 's3://b/p' ENGINE rocksdb CACHE (MEMORY '64MB', DISK '1GB') CONFIG '{}'").unwrap(),
+            Command::CreateStorage { .. }
+        ));
+        assert!(parse("SELECT * FROM app.m WHERE body LIKE 'x%'").is_err());
+        assert!(parse("INSERT INTO app.m VALUES ('unterminated)").is_err());
+        assert!(parse("SELECT * FROM app.m; SELECT 1").is_err());
+    }
+}

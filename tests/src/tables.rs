@@ -1,0 +1,101 @@
+//! Fixtures for table tests: a store in a temp dir, storages on each engine, a chat table.
+
+use std::sync::Arc;
+
+use arrow::array::AsArray;
+use arrow::datatypes::Int64Type;
+use kalamstore::{
+    ColumnDefinition, HotEngine, KalamDataType, KalamValue, S3Options, ScanOptions,
+    StorageDefinition, StorageId, Store, StoreConfig, TableDefinition, TableId, TableOptions,
+    TableType, UserId,
+};
+
+/// A two-thread runtime for tests that drive async code from sync test functions.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Opens a store in `dir` with every engine and no background work (tests drive jobs).
+pub async fn open_store(dir: &std::path::Path) -> Store {
+    let mut config = StoreConfig::new(dir, Arc::new(kalamstore::Engines));
+    config.background = false;
+    Store::open(config).await.expect("open store")
+}
+
+/// The storages a table test runs on: `local` (RocksDB) and an object-store engine storage
+/// with its Parquet in a local directory under `dir`.
+pub async fn storages(store: &Store, dir: &std::path::Path) -> Vec<StorageId> {
+    let id = StorageId::new("objects").unwrap();
+    if !store.storages().await.unwrap().iter().any(|s| s.id == id) {
+        store
+            .create_storage(StorageDefinition {
+                id: id.clone(),
+                hot: HotEngine::ObjectStore {
+                    url: dir.join("objects-hot").to_string_lossy().into_owned(),
+                },
+                cold_url: dir.join("objects-cold").to_string_lossy().into_owned(),
+                s3: S3Options::default(),
+                cache: None,
+                created_at_ms: 0,
+            })
+            .await
+            .unwrap();
+    }
+    vec![StorageId::local(), id]
+}
+
+/// `app.<name>`: `id BIGINT PRIMARY KEY, body TEXT, n INT`.
+pub fn chat_table(name: &str, kind: TableType, storage: &StorageId) -> TableDefinition {
+    TableDefinition::new(
+        format!("app.{name}").parse().unwrap(),
+        kind,
+        vec![
+            ColumnDefinition::new("id", KalamDataType::BigInt).primary_key(),
+            ColumnDefinition::new("body", KalamDataType::Text),
+            ColumnDefinition::new("n", KalamDataType::Int),
+        ],
+        storage.clone(),
+        TableOptions::default(),
+        0,
+    )
+    .unwrap()
+}
+
+/// A row of the chat table.
+pub fn chat_row(id: i64, body: &str) -> Vec<(String, KalamValue)> {
+    vec![
+        ("id".into(), KalamValue::BigInt(id)),
+        ("body".into(), KalamValue::Text(body.into())),
+        ("n".into(), KalamValue::Int(id as i32)),
+    ]
+}
+
+/// `(id, body)` of every visible row, sorted by id.
+pub async fn contents(store: &Store, table: &TableId, user: Option<&UserId>) -> Vec<(i64, String)> {
+    let options = ScanOptions {
+        columns: Some(vec!["id".into(), "body".into()]),
+        ..ScanOptions::default()
+    };
+    let mut out: Vec<(i64, String)> = store
+        .scan(table, user, &options)
+        .await
+        .expect("scan")
+        .iter()
+        .flat_map(|b| {
+            let ids = b.column(0).as_primitive::<Int64Type>().clone();
+            let bodies = b.column(1).as_string::<i32>().clone();
+            (0..b.num_rows())
+                .map(|i| (ids.value(i), bodies.value(i).to_owned()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    out.sort();
+    let before = out.len();
+    out.dedup_by_key(|(id, _)| *id);
+    assert_eq!(before, out.len(), "a key was returned twice");
+    out
+}

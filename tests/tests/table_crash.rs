@@ -1,0 +1,168 @@
+//! Crash safety of flush and compaction: a child process runs a table workload and aborts at a
+//! failpoint (`KALAMSTORE_FAILPOINT`); the parent reopens the data directory and checks that no
+//! acknowledged row is lost, none is duplicated, no deleted row is back, no job is left
+//! `running`, and the orphaned file is collected.
+
+use std::process::{Command, Stdio};
+
+use kalamstore::{
+    CompactionPolicy, JobStatus, KalamValue, Mutation, NamespaceId, Scope, StorageId, TableId,
+    TableType,
+};
+use kalamstore_tests::tables::{chat_row, chat_table, contents, open_store, runtime, storages};
+
+const CHILD_DIR: &str = "KALAMSTORE_TABLE_CRASH_DIR";
+const CHILD_STORAGE: &str = "KALAMSTORE_TABLE_CRASH_STORAGE";
+
+fn table() -> TableId {
+    "app.chat".parse().unwrap()
+}
+
+/// The child: when started by a parent below, runs the workload until its failpoint aborts
+/// it. As a plain test it does nothing.
+#[test]
+fn table_crash_child() {
+    let (Ok(dir), Ok(storage)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_STORAGE)) else {
+        return;
+    };
+    let rt = runtime();
+    rt.block_on(async move {
+        let dir = std::path::Path::new(&dir);
+        let store = open_store(dir).await;
+        store
+            .create_namespace(&NamespaceId::new("app").unwrap(), true)
+            .await
+            .unwrap();
+        storages(&store, dir).await;
+        let storage = StorageId::new(storage).unwrap();
+        store
+            .create_table(chat_table("chat", TableType::Shared, &storage), false)
+            .await
+            .unwrap();
+        let t = table();
+        store
+            .insert(&t, None, (0..1000).map(|i| chat_row(i, "v1")).collect())
+            .await
+            .unwrap();
+        store.flush_table(&t, Scope::All).await.unwrap();
+        store
+            .write(
+                &t,
+                None,
+                vec![
+                    Mutation::Delete {
+                        key: vec![KalamValue::BigInt(10)],
+                    },
+                    Mutation::Update {
+                        key: vec![KalamValue::BigInt(20)],
+                        set: vec![("body".into(), KalamValue::Text("v2".into()))],
+                    },
+                ],
+            )
+            .await
+            .unwrap();
+        store
+            .insert(&t, None, (1000..1100).map(|i| chat_row(i, "v1")).collect())
+            .await
+            .unwrap();
+        store.flush_table(&t, Scope::All).await.unwrap();
+        store
+            .compact_table(&t, Scope::All, CompactionPolicy::all())
+            .await
+            .unwrap();
+        println!("COMPLETED");
+    });
+}
+
+fn crash_at(storage: &str, failpoint: &str, skip: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "table_crash_child", "--nocapture", "--test-threads=1"])
+        .env(CHILD_DIR, dir.path())
+        .env(CHILD_STORAGE, storage)
+        .env("KALAMSTORE_FAILPOINT", failpoint)
+        .env("KALAMSTORE_FAILPOINT_SKIP", skip.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains(&format!("failpoint {failpoint}")),
+        "the child did not stop at {failpoint}: {}\n{stderr}",
+        output.status
+    );
+
+    let rt = runtime();
+    rt.block_on(async move {
+        let mut config =
+            kalamstore::StoreConfig::new(dir.path(), std::sync::Arc::new(kalamstore::Engines));
+        config.background = false;
+        config.orphan_grace = std::time::Duration::ZERO;
+        let store = kalamstore::Store::open(config).await.unwrap();
+        let t = table();
+        let check = |rows: Vec<(i64, String)>, when: &str| {
+            assert_eq!(rows.len(), 1099, "{storage} {failpoint} {when}");
+            assert!(!rows.iter().any(|(id, _)| *id == 10), "{when}: deleted row is back");
+            assert!(rows.contains(&(20, "v2".into())), "{when}: update lost");
+        };
+        check(contents(&store, &t, None).await, "after reopen");
+        let jobs = store.jobs().await.unwrap();
+        assert!(jobs.iter().all(|j| j.status.is_final()), "{jobs:?}");
+        assert!(jobs.iter().any(|j| j.status == JobStatus::Failed));
+
+        // Orphans go; what the manifest references stays.
+        store.cleanup().await.unwrap();
+        let referenced: std::collections::HashSet<String> = store
+            .manifest(&t)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, f)| f.meta.path.rsplit('/').next().unwrap().to_owned())
+            .collect();
+        let cold = if storage == "local" { "cold" } else { "objects-cold" };
+        let on_disk: std::collections::HashSet<String> =
+            std::fs::read_dir(dir.path().join(cold).join("app/chat"))
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".parquet"))
+                .collect();
+        assert_eq!(on_disk, referenced, "{storage} {failpoint}");
+
+        store.flush_table(&t, Scope::All).await.unwrap();
+        store
+            .compact_table(&t, Scope::All, CompactionPolicy::all())
+            .await
+            .unwrap();
+        check(contents(&store, &t, None).await, "after flush + compaction");
+        store.close().await.unwrap();
+    });
+}
+
+/// Crashes at each failpoint on the RocksDB storage and on the object-store storage.
+fn crash_on_every_storage(failpoint: &str, skip: usize) {
+    for storage in ["local", "objects"] {
+        crash_at(storage, failpoint, skip);
+    }
+}
+
+#[test]
+fn crash_before_a_flush_commits_loses_nothing() {
+    crash_on_every_storage("flush.before_commit", 1);
+}
+
+#[test]
+fn crash_after_a_flush_commits_loses_nothing() {
+    crash_on_every_storage("flush.after_commit", 1);
+}
+
+#[test]
+fn crash_before_a_compaction_commits_loses_nothing() {
+    crash_on_every_storage("compaction.before_commit", 0);
+}
+
+#[test]
+fn crash_after_a_compaction_commits_loses_nothing() {
+    crash_on_every_storage("compaction.after_commit", 0);
+}

@@ -1,0 +1,244 @@
+//! Tables end to end on a RocksDB storage and on an object-store storage: writes, flush with
+//! deletion vectors, merge-on-read, compaction, restart, user isolation, jobs and cleanup.
+
+use std::time::Duration;
+
+use kalamstore::{
+    CompactionPolicy, JobStatus, KalamValue, Mutation, NamespaceId, Scope, StorageId, Store,
+    TableId, TableType, UserId,
+};
+use kalamstore_tests::tables::{chat_row, chat_table, contents, open_store, storages};
+
+async fn setup(dir: &std::path::Path) -> (Store, Vec<StorageId>) {
+    let store = open_store(dir).await;
+    store
+        .create_namespace(&NamespaceId::new("app").unwrap(), true)
+        .await
+        .unwrap();
+    let s = storages(&store, dir).await;
+    (store, s)
+}
+
+fn delete(id: i64) -> Mutation {
+    Mutation::Delete {
+        key: vec![KalamValue::BigInt(id)],
+    }
+}
+
+fn update(id: i64, body: &str) -> Mutation {
+    Mutation::Update {
+        key: vec![KalamValue::BigInt(id)],
+        set: vec![("body".into(), KalamValue::Text(body.into()))],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_and_update_of_flushed_rows_survive_flush_compaction_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, storages) = setup(dir.path()).await;
+    let mut tables = Vec::new();
+    for (i, storage) in storages.iter().enumerate() {
+        let def = chat_table(&format!("t{i}"), TableType::Shared, storage);
+        let t = def.id.clone();
+        store.create_table(def, false).await.unwrap();
+        store
+            .insert(&t, None, (0..100).map(|i| chat_row(i, "v1")).collect())
+            .await
+            .unwrap();
+        store.flush_table(&t, Scope::All).await.unwrap();
+        store.write(&t, None, vec![delete(10), update(20, "v2")]).await.unwrap();
+        store.flush_table(&t, Scope::All).await.unwrap();
+        let rows = contents(&store, &t, None).await;
+        assert_eq!(rows.len(), 99, "{storage}");
+        assert!(!rows.iter().any(|(id, _)| *id == 10));
+        assert!(rows.contains(&(20, "v2".into())));
+        tables.push(t);
+    }
+    store.close().await.unwrap();
+
+    let (store, _) = setup(dir.path()).await;
+    for t in &tables {
+        let rows = contents(&store, t, None).await;
+        assert_eq!(rows.len(), 99, "{t} after restart");
+        assert!(rows.contains(&(20, "v2".into())));
+        store
+            .compact_table(t, Scope::All, CompactionPolicy::all())
+            .await
+            .unwrap();
+        let stats = store.table_stats(t).await.unwrap();
+        assert_eq!((stats[0].files, stats[0].deleted_rows), (1, 0), "{t}");
+    }
+    store.close().await.unwrap();
+
+    let (store, _) = setup(dir.path()).await;
+    for t in &tables {
+        let rows = contents(&store, t, None).await;
+        assert_eq!(rows.len(), 99, "{t} after compaction and restart");
+        assert!(!rows.iter().any(|(id, _)| *id == 10));
+        assert!(rows.contains(&(20, "v2".into())));
+        assert_eq!(
+            store.get(t, None, &[KalamValue::BigInt(10)]).await.unwrap(),
+            None
+        );
+    }
+    store.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_rows_stay_apart_on_every_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, storages) = setup(dir.path()).await;
+    let (alice, bob) = (UserId::new("alice").unwrap(), UserId::new("bob").unwrap());
+    for (i, storage) in storages.iter().enumerate() {
+        let def = chat_table(&format!("u{i}"), TableType::User, storage);
+        let t = def.id.clone();
+        store.create_table(def, false).await.unwrap();
+        store
+            .insert(&t, Some(&alice), vec![chat_row(1, "alice's"), chat_row(2, "x")])
+            .await
+            .unwrap();
+        store
+            .insert(&t, Some(&bob), vec![chat_row(1, "bob's")])
+            .await
+            .unwrap();
+        store.flush_table(&t, Scope::User(alice.clone())).await.unwrap();
+        store.write(&t, Some(&bob), vec![delete(1)]).await.unwrap();
+        store.flush_table(&t, Scope::All).await.unwrap();
+        assert_eq!(
+            contents(&store, &t, Some(&alice)).await,
+            [(1, "alice's".into()), (2, "x".into())]
+        );
+        assert_eq!(contents(&store, &t, Some(&bob)).await, []);
+        assert!(store.scan(&t, None, &Default::default()).await.is_err());
+    }
+    store.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_written_during_a_flush_are_not_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, storages) = setup(dir.path()).await;
+    for (i, storage) in storages.iter().enumerate() {
+        let def = chat_table(&format!("c{i}"), TableType::Shared, storage);
+        let t = def.id.clone();
+        store.create_table(def, false).await.unwrap();
+        store
+            .insert(&t, None, (0..20_000).map(|i| chat_row(i, "old")).collect())
+            .await
+            .unwrap();
+        let writer = {
+            let (store, t) = (store.clone(), t.clone());
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for round in 0..200i64 {
+                    let id = (round * 97) % 20_000;
+                    let body = format!("new{round}");
+                    store.write(&t, None, vec![update(id, &body)]).await.unwrap();
+                    acked.push((id, body));
+                    store
+                        .insert(&t, None, vec![chat_row(100_000 + round, "fresh")])
+                        .await
+                        .unwrap();
+                    tokio::task::yield_now().await;
+                }
+                acked
+            })
+        };
+        store.flush_table(&t, Scope::All).await.unwrap();
+        let acked = writer.await.unwrap();
+        store.flush_table(&t, Scope::All).await.unwrap();
+        let rows = contents(&store, &t, None).await;
+        assert_eq!(rows.len(), 20_200, "{storage}");
+        let latest: std::collections::HashMap<i64, String> = acked.into_iter().collect();
+        for (id, body) in &rows {
+            match latest.get(id) {
+                Some(expected) => assert_eq!(body, expected, "{storage}: row {id}"),
+                None if *id >= 100_000 => assert_eq!(body, "fresh"),
+                None => assert_eq!(body, "old"),
+            }
+        }
+    }
+    store.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rows_policy_flushes_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = kalamstore::StoreConfig::new(dir.path(), std::sync::Arc::new(kalamstore::Engines));
+    config.scheduler_interval = Duration::from_millis(50);
+    let store = Store::open(config).await.unwrap();
+    store
+        .create_namespace(&NamespaceId::new("app").unwrap(), false)
+        .await
+        .unwrap();
+    let mut def = chat_table("policy", TableType::Shared, &StorageId::local());
+    def.options.flush_policy = "rows:10".parse().unwrap();
+    let t = def.id.clone();
+    store.create_table(def, false).await.unwrap();
+    store
+        .insert(&t, None, (0..15).map(|i| chat_row(i, "x")).collect())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = store.table_stats(&t).await.unwrap();
+        if stats.first().is_some_and(|s| s.files == 1 && s.hot_rows == 0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no background flush: {stats:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let jobs = store.jobs().await.unwrap();
+    assert!(jobs.iter().any(|j| j.status == JobStatus::Completed && j.rows == 15));
+    assert_eq!(contents(&store, &t, None).await.len(), 15);
+    store.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_table_leaves_no_files_and_orphans_are_collected() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = kalamstore::StoreConfig::new(dir.path(), std::sync::Arc::new(kalamstore::Engines));
+    config.background = false;
+    config.orphan_grace = Duration::ZERO;
+    let store = Store::open(config).await.unwrap();
+    store
+        .create_namespace(&NamespaceId::new("app").unwrap(), false)
+        .await
+        .unwrap();
+    let def = chat_table("gone", TableType::Shared, &StorageId::local());
+    let t: TableId = def.id.clone();
+    store.create_table(def, false).await.unwrap();
+    store.insert(&t, None, vec![chat_row(1, "x")]).await.unwrap();
+    store.flush_table(&t, Scope::All).await.unwrap();
+    let table_dir = dir.path().join("cold/app/gone");
+    let orphan = table_dir.join("00000000000000ff.parquet");
+    std::fs::write(&orphan, b"not referenced").unwrap();
+    let job = store.cleanup().await.unwrap();
+    assert_eq!(job.files, 1);
+    assert!(!orphan.exists());
+    assert_eq!(contents(&store, &t, None).await.len(), 1);
+    store.drop_table(&t, false).await.unwrap();
+    let left: Vec<_> = walk(&table_dir);
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(matches!(
+        store.scan(&t, None, &Default::default()).await,
+        Err(kalamstore::Error::TableNotFound { .. })
+    ));
+    store.close().await.unwrap();
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            if e.path().is_dir() {
+                walk(&e.path())
+            } else {
+                vec![e.path()]
+            }
+        })
+        .collect()
+}
