@@ -30,7 +30,7 @@ pub fn print(rows: &ResultSet, format: Format, out: &mut dyn Write) -> std::io::
     match format {
         Format::Table => {
             let mut table = comfy_table::Table::new();
-            table.load_preset(comfy_table::presets::ASCII_MARKDOWN);
+            table.load_style(comfy_table::presets::ASCII_MARKDOWN);
             table.set_header(rows.columns.iter().map(|(n, _)| n.clone()));
             for r in &rows.rows {
                 table.add_row(

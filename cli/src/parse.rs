@@ -229,46 +229,54 @@ pub struct Located {
 }
 
 /// Splits a script into statements at top-level `;`, skipping comments and blank statements;
-/// quoted strings may contain `;` and `--`.
+/// quoted strings may contain `;` and `--`. Each statement is the script's own text.
 pub fn split(script: &str) -> Result<Vec<Located>, CliError> {
     let dialect = GenericDialect {};
     let tokens = Tokenizer::new(&dialect, script)
         .tokenize_with_location()
         .map_err(|e| CliError::Parse(e.to_string()))?;
+    // Byte offset of every line start, to turn (line, column) locations into slices.
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(script.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    let offset = |loc: sqlparser::tokenizer::Location| -> usize {
+        let start = line_starts
+            .get(loc.line.saturating_sub(1) as usize)
+            .copied()
+            .unwrap_or(script.len());
+        script[start..]
+            .char_indices()
+            .nth(loc.column.saturating_sub(1) as usize)
+            .map_or(script.len(), |(i, _)| start + i)
+    };
     let mut out = Vec::new();
-    let mut current = String::new();
-    let mut line = 0u64;
+    let mut first: Option<(usize, u64)> = None;
+    let mut last_end = 0usize;
     let mut depth = 0i32;
-    for t in tokens {
+    for t in &tokens {
         match &t.token {
             Token::SemiColon if depth == 0 => {
-                if !current.trim().is_empty() {
+                if let Some((start, line)) = first.take() {
                     out.push(Located {
-                        sql: current.trim().to_owned(),
+                        sql: script[start..last_end].trim().to_owned(),
                         line,
                     });
                 }
-                current.clear();
-                line = 0;
                 continue;
             }
-            Token::Whitespace(sqlparser::tokenizer::Whitespace::SingleLineComment { .. })
-            | Token::Whitespace(sqlparser::tokenizer::Whitespace::MultiLineComment(_)) => {
-                current.push(' ');
-                continue;
-            }
+            Token::Whitespace(_) => continue,
             Token::LParen => depth += 1,
             Token::RParen => depth -= 1,
             _ => {}
         }
-        if line == 0 && !matches!(t.token, Token::Whitespace(_)) {
-            line = t.span.start.line;
+        if first.is_none() {
+            first = Some((offset(t.span.start), t.span.start.line));
         }
-        current.push_str(&t.token.to_string());
+        last_end = offset(t.span.end);
     }
-    if !current.trim().is_empty() {
+    if let Some((start, line)) = first {
         out.push(Located {
-            sql: current.trim().to_owned(),
+            sql: script[start..last_end.max(start)].trim().to_owned(),
             line,
         });
     }
@@ -288,7 +296,7 @@ pub fn parse(sql: &str) -> Result<Command, CliError> {
     let dialect = GenericDialect {};
     let mut p = Parser::new(&dialect).try_with_sql(sql).map_err(err)?;
     let command = parse_command(&mut p, sql)?;
-    p.consume_token(&Token::SemiColon);
+    let _ = p.consume_token(&Token::SemiColon);
     if p.peek_token().token != Token::EOF {
         return Err(bad(format!(
             "unexpected `{}` after the end of the statement",
@@ -408,13 +416,13 @@ fn parse_command(p: &mut Parser<'_>, sql: &str) -> Result<Command, CliError> {
         if ident_word(p, "MANIFEST") {
             p.next_token();
             p.expect_keyword(Keyword::FOR).map_err(err)?;
-            p.parse_keyword(Keyword::TABLE);
+            let _ = p.parse_keyword(Keyword::TABLE);
             return Ok(Command::ShowManifest(object(p)?));
         }
         if ident_word(p, "STATS") {
             p.next_token();
             p.expect_keyword(Keyword::FOR).map_err(err)?;
-            p.parse_keyword(Keyword::TABLE);
+            let _ = p.parse_keyword(Keyword::TABLE);
             return Ok(Command::ShowStats(object(p)?));
         }
         return Err(bad(format!(
@@ -463,7 +471,7 @@ fn parse_command(p: &mut Parser<'_>, sql: &str) -> Result<Command, CliError> {
         return Err(bad("expected STORAGE CHECK, STORAGE FLUSH or STORAGE COMPACT"));
     }
     if p.parse_keyword(Keyword::DESCRIBE) || p.parse_keyword(Keyword::DESC) {
-        p.parse_keyword(Keyword::TABLE);
+        let _ = p.parse_keyword(Keyword::TABLE);
         return Ok(Command::Describe(object(p)?));
     }
     if p.parse_keyword(Keyword::KILL) {
@@ -708,10 +716,11 @@ pub fn predicate(e: &Expr) -> Result<Pred, CliError> {
         Expr::IsNotNull(inner) => Ok(Pred::IsNotNull(
             column_of(inner).ok_or_else(|| bad(format!("`{inner}` is not a column")))?,
         )),
-        Expr::InList {
+        Expr::In {
             expr,
-            list,
+            target: ast::InTarget::List(list),
             negated,
+            ..
         } => Ok(Pred::In(
             column_of(expr).ok_or_else(|| bad(format!("`{expr}` is not a column")))?,
             list.iter().map(literal).collect::<Result<_, _>>()?,
@@ -769,7 +778,7 @@ fn from_statement(statement: ast::Statement) -> Result<Command, CliError> {
             let rows = values
                 .rows
                 .iter()
-                .map(|r| r.content().iter().map(literal).collect::<Result<Vec<_>, _>>())
+                .map(|r| r.content.iter().map(literal).collect::<Result<Vec<_>, _>>())
                 .collect::<Result<_, _>>()?;
             Ok(Command::Insert {
                 table,
@@ -851,7 +860,7 @@ fn select(query: ast::Query) -> Result<Command, CliError> {
                 for e in exprs {
                     let c = column_of(&e.expr)
                         .ok_or_else(|| bad(format!("ORDER BY `{}` is not a column", e.expr)))?;
-                    order_by.push((c, e.options.asc.unwrap_or(true)));
+                    order_by.push((c, !matches!(e.options.sort, Some(ast::OrderBySort::Desc))));
                 }
             }
             OrderByKind::All(_) => return Err(bad("ORDER BY ALL is not supported")),

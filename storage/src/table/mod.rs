@@ -185,11 +185,15 @@ pub(crate) fn dv_key(scope: &str, id: i64) -> Bytes {
     file_key(META_DV, scope, id)
 }
 
+/// `(scope, file id)` of a `f`/`v` key: the id is the last 8 bytes, after a 0x00.
 fn split_file_key(key: &[u8]) -> Option<(String, i64)> {
-    let body = &key[1..];
-    let zero = body.iter().rposition(|b| *b == 0)?;
-    let scope = String::from_utf8(body[..zero].to_vec()).ok()?;
-    let id = i64::from_be_bytes(body[zero + 1..].try_into().ok()?);
+    let body = key.get(1..)?;
+    let at = body.len().checked_sub(9)?;
+    if body[at] != 0 {
+        return None;
+    }
+    let scope = String::from_utf8(body[..at].to_vec()).ok()?;
+    let id = i64::from_be_bytes(body[at + 1..].try_into().ok()?);
     Some((scope, id))
 }
 
@@ -674,6 +678,20 @@ impl TableHandle {
     /// Reads a hot entry's system columns.
     pub(crate) fn system_of(bytes: &[u8]) -> Result<SystemColumns> {
         read_system_columns(bytes).map_err(|e| Error::decode("hot row", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_keys_split_back_even_when_the_id_holds_zero_bytes() {
+        for (scope, id) in [("", 0x0100_0000_0000_0000i64), ("alice", 0), ("bob", i64::MAX)] {
+            let key = manifest_key(scope, id);
+            assert_eq!(split_file_key(&key), Some((scope.to_owned(), id)));
+        }
+        assert_eq!(split_file_key(b"f"), None);
     }
 }
 
