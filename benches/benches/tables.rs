@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use arrow::array::{Int32Array, Int64Array, RecordBatch, StringArray};
 use criterion::{Criterion, criterion_group, criterion_main};
 use kalamstore::{
-    ColumnDefinition, KalamDataType, KalamValue, Mutation, NamespaceId, Row, Scope, ScanOptions,
+    ColumnDefinition, KalamDataType, KalamValue, Mutation, NamespaceId, Row, ScanOptions, Scope,
     StorageId, Store, StoreConfig, SystemColumns, TableDefinition, TableId, TableOptions,
     TableType,
 };
@@ -74,7 +74,10 @@ fn table_def() -> TableDefinition {
 }
 
 fn body(i: i64) -> String {
-    format!("message {i} from a chat history, long enough to look like one {}", i % 97)
+    format!(
+        "message {i} from a chat history, long enough to look like one {}",
+        i % 97
+    )
 }
 
 fn row(i: i64) -> Vec<(String, KalamValue)> {
@@ -184,7 +187,10 @@ fn flush(c: &mut Criterion) {
 
 /// A store with 1M flushed rows, then 5% deleted and 5% updated; `flush_changes` decides
 /// whether those changes are flushed (deletion vectors) or stay hot.
-async fn scan_fixture(dir: &std::path::Path, flush_changes: bool) -> (Store, Vec<std::path::PathBuf>) {
+async fn scan_fixture(
+    dir: &std::path::Path,
+    flush_changes: bool,
+) -> (Store, Vec<std::path::PathBuf>) {
     let store = fresh_store(dir).await;
     load(&store, 0..ROWS).await;
     store.flush_table(&table(), Scope::All).await.unwrap();
@@ -208,7 +214,10 @@ async fn scan_fixture(dir: &std::path::Path, flush_changes: bool) -> (Store, Vec
             }
         });
         if changes.len() == 1000 {
-            store.write(&table(), None, std::mem::take(&mut changes)).await.unwrap();
+            store
+                .write(&table(), None, std::mem::take(&mut changes))
+                .await
+                .unwrap();
         }
     }
     if !changes.is_empty() {
@@ -362,7 +371,10 @@ fn point_ops(c: &mut Criterion) {
                 let dir = tempfile::tempdir().unwrap();
                 let db = rocksdb::DB::open_default(dir.path()).unwrap();
                 let start = Instant::now();
-                for chunk in (0..INSERTS).collect::<Vec<_>>().chunks(INSERT_BATCH as usize) {
+                for chunk in (0..INSERTS)
+                    .collect::<Vec<_>>()
+                    .chunks(INSERT_BATCH as usize)
+                {
                     let mut batch = rocksdb::WriteBatch::default();
                     for i in chunk {
                         let (k, v) = encoded(*i);
@@ -381,7 +393,13 @@ fn point_ops(c: &mut Criterion) {
 
 fn report(_: &mut Criterion) {
     let results = [
-        ("flush 1M rows", "flush", "flush_table", "ArrowWriter, same batches", ">= 0.7x speed"),
+        (
+            "flush 1M rows",
+            "flush",
+            "flush_table",
+            "ArrowWriter, same batches",
+            ">= 0.7x speed",
+        ),
         (
             "scan 1M rows, 10% changed (deletion vectors)",
             "scan-true",
@@ -396,8 +414,20 @@ fn report(_: &mut Criterion) {
             "ParquetRecordBatchReader, no deletes",
             "<= 1.3x time",
         ),
-        ("point get of a flushed row", "get", "get", "rust-rocksdb get", "-"),
-        ("insert 100k rows", "insert", "insert", "rust-rocksdb WriteBatch put", ">= 0.7x speed"),
+        (
+            "point get of a flushed row",
+            "get",
+            "get",
+            "rust-rocksdb get",
+            "-",
+        ),
+        (
+            "insert 100k rows",
+            "insert",
+            "insert",
+            "rust-rocksdb WriteBatch put",
+            ">= 0.7x speed",
+        ),
     ];
     let path = tables_results_path();
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

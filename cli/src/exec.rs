@@ -5,14 +5,17 @@ use std::io::Write as _;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch};
-use arrow::compute::{SortColumn, SortOptions, concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch};
+use arrow::compute::{
+    SortColumn, SortOptions, concat_batches, filter_record_batch, lexsort_to_indices,
+    take_record_batch,
+};
 use kalamstore::codec::array_from_values;
 use kalamstore::merge::row_values;
 use kalamstore::{
-    AccessLevel, CacheSpec, ColumnDefinition, CompactionPolicy, Filter, FlushPolicy,
-    HotEngine, JobRecord, KalamDataType, KalamValue, Mutation, NamespaceId, S3Options,
-    ScanOptions, SchemaVersion, Scope, StorageDefinition, StorageId, Store, TableDefinition,
-    TableId, TableOptions, TableType, UserId,
+    AccessLevel, CacheSpec, ColumnDefinition, CompactionPolicy, Filter, FlushPolicy, HotEngine,
+    JobRecord, KalamDataType, KalamValue, Mutation, NamespaceId, S3Options, ScanOptions,
+    SchemaVersion, Scope, StorageDefinition, StorageId, Store, TableDefinition, TableId,
+    TableOptions, TableType, UserId,
 };
 
 use crate::error::{CliError, invalid};
@@ -74,7 +77,11 @@ fn parse_size(s: &str) -> Result<u64, CliError> {
         "KB" | "K" | "KIB" => 1 << 10,
         "MB" | "M" | "MIB" => 1 << 20,
         "GB" | "G" | "GIB" => 1 << 30,
-        _ => return Err(invalid(format!("`{s}` has an unknown unit (B, KB, MB, GB)"))),
+        _ => {
+            return Err(invalid(format!(
+                "`{s}` has an unknown unit (B, KB, MB, GB)"
+            )));
+        }
     };
     n.checked_mul(mult)
         .ok_or_else(|| invalid(format!("`{s}` is too large")))
@@ -169,7 +176,9 @@ impl Session {
             } => {
                 let ns = NamespaceId::new(&name)?;
                 if if_exists && !store.namespaces().await?.contains(&ns) {
-                    return Ok(Outcome::summary(format!("DROP NAMESPACE {name}: did not exist")));
+                    return Ok(Outcome::summary(format!(
+                        "DROP NAMESPACE {name}: did not exist"
+                    )));
                 }
                 store.drop_namespace(&ns, cascade).await?;
                 Ok(Outcome::summary(format!("DROP NAMESPACE {name}")))
@@ -259,18 +268,19 @@ impl Session {
             Command::Update { table, set, filter } => {
                 let id = table_id(&table)?;
                 let def = store.table(&id).await?;
-                let set = set
-                    .iter()
-                    .map(|(n, l)| {
-                        let c = def
-                            .schema
-                            .column(n)
-                            .ok_or_else(|| invalid(format!("table {table} has no column `{n}`")))?;
-                        Ok((n.clone(), self.value(l, c)?))
-                    })
-                    .collect::<Result<Vec<_>, CliError>>()?;
+                let set =
+                    set.iter()
+                        .map(|(n, l)| {
+                            let c = def.schema.column(n).ok_or_else(|| {
+                                invalid(format!("table {table} has no column `{n}`"))
+                            })?;
+                            Ok((n.clone(), self.value(l, c)?))
+                        })
+                        .collect::<Result<Vec<_>, CliError>>()?;
                 let u = self.scope_user(&def, user)?;
-                let keys = self.matching_keys(&def, u.as_ref(), filter.as_ref()).await?;
+                let keys = self
+                    .matching_keys(&def, u.as_ref(), filter.as_ref())
+                    .await?;
                 let mutations = keys
                     .into_iter()
                     .map(|key| Mutation::Update {
@@ -285,8 +295,13 @@ impl Session {
                 let id = table_id(&table)?;
                 let def = store.table(&id).await?;
                 let u = self.scope_user(&def, user)?;
-                let keys = self.matching_keys(&def, u.as_ref(), filter.as_ref()).await?;
-                let mutations = keys.into_iter().map(|key| Mutation::Delete { key }).collect();
+                let keys = self
+                    .matching_keys(&def, u.as_ref(), filter.as_ref())
+                    .await?;
+                let mutations = keys
+                    .into_iter()
+                    .map(|key| Mutation::Delete { key })
+                    .collect();
                 let summary = store.write(&id, u.as_ref(), mutations).await?;
                 Ok(Outcome::summary(format!("DELETE {}", summary.deleted)))
             }
@@ -299,7 +314,15 @@ impl Session {
                 offset,
             } => {
                 let rows = self
-                    .select(&projection, &table, filter.as_ref(), &order_by, limit, offset, user)
+                    .select(
+                        &projection,
+                        &table,
+                        filter.as_ref(),
+                        &order_by,
+                        limit,
+                        offset,
+                        user,
+                    )
                     .await?;
                 let n = rows.rows.len();
                 Ok(Outcome {
@@ -417,12 +440,15 @@ impl Session {
             }
             Command::KillJob(id) => {
                 store.cancel_job(&id).await?;
-                Ok(Outcome::summary(format!("KILL JOB {id}: cancellation requested")))
+                Ok(Outcome::summary(format!(
+                    "KILL JOB {id}: cancellation requested"
+                )))
             }
             Command::Export { user: u, path } => {
                 let u = UserId::new(u)?;
                 let bar = self.spinner(&format!("exporting {u}"));
-                let result = crate::export::export_user(store, &u, std::path::Path::new(&path)).await;
+                let result =
+                    crate::export::export_user(store, &u, std::path::Path::new(&path)).await;
                 if let Some(b) = bar {
                     b.finish_and_clear();
                 }
@@ -499,7 +525,8 @@ impl Session {
                 (hot, base.join("cold").to_string_lossy().into_owned())
             }
             "s3" => {
-                let base = path.ok_or_else(|| invalid("TYPE s3 needs PATH 's3://bucket/prefix'"))?;
+                let base =
+                    path.ok_or_else(|| invalid("TYPE s3 needs PATH 's3://bucket/prefix'"))?;
                 if !base.starts_with("s3://") {
                     return Err(invalid(format!("`{base}` is not an s3:// URL")));
                 }
@@ -584,7 +611,10 @@ impl Session {
                 "FLUSH_POLICY" => opts.flush_policy = text()?.parse::<FlushPolicy>()?,
                 "TTL_SECONDS" => {
                     opts.ttl_seconds = Some(text()?.parse().map_err(|_| {
-                        invalid(format!("TTL_SECONDS `{}` is not a whole number", text().unwrap_or_default()))
+                        invalid(format!(
+                            "TTL_SECONDS `{}` is not a whole number",
+                            text().unwrap_or_default()
+                        ))
                     })?)
                 }
                 "ACCESS_LEVEL" => opts.access_level = text()?.parse::<AccessLevel>()?,
@@ -597,7 +627,9 @@ impl Session {
             }
         }
         let now = chrono::Utc::now().timestamp_millis();
-        Ok(TableDefinition::new(id, table_type, defs, storage, opts, now)?)
+        Ok(TableDefinition::new(
+            id, table_type, defs, storage, opts, now,
+        )?)
     }
 
     async fn matching_keys(
@@ -649,7 +681,12 @@ impl Session {
             let mut columns: Vec<String> = match projection {
                 Projection::All => def.columns().iter().map(|c| c.name.clone()).collect(),
                 Projection::Columns(c) => c.clone(),
-                Projection::CountStar => vec![def.primary_key().next().map(|c| c.name.clone()).unwrap_or_default()],
+                Projection::CountStar => vec![
+                    def.primary_key()
+                        .next()
+                        .map(|c| c.name.clone())
+                        .unwrap_or_default(),
+                ],
             };
             for (c, _) in order_by {
                 if !columns.contains(c) {
@@ -666,7 +703,8 @@ impl Session {
             };
             let batches = self.store.scan(&id, u.as_ref(), &options).await?;
             let schema = def.schema.clone();
-            let arrow_schema = kalamstore_schema(&schema, options.columns.as_deref().unwrap_or_default());
+            let arrow_schema =
+                kalamstore_schema(&schema, options.columns.as_deref().unwrap_or_default());
             let batch = concat_batches(&arrow_schema, &batches).map_err(arrow_err)?;
             (batch, schema)
         };
@@ -856,14 +894,22 @@ async fn storages_view(store: &Store) -> Result<ResultSet, CliError> {
                 KalamValue::Text(s.hot.kind().into()),
                 KalamValue::Text(s.hot.location().into()),
                 KalamValue::Text(s.cold_url.clone()),
-                opt_text(s.cache.as_ref().map(|c| {
-                    format!("memory {} B, disk {} B", c.memory_bytes, c.disk_bytes)
-                })),
+                opt_text(
+                    s.cache
+                        .as_ref()
+                        .map(|c| format!("memory {} B, disk {} B", c.memory_bytes, c.disk_bytes)),
+                ),
             ]
         })
         .collect();
     Ok(result(
-        &[("storage_id", t), ("engine", t), ("hot", t), ("cold", t), ("cache", t)],
+        &[
+            ("storage_id", t),
+            ("engine", t),
+            ("hot", t),
+            ("cold", t),
+            ("cache", t),
+        ],
         rows,
     ))
 }

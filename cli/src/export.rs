@@ -11,7 +11,11 @@ use parquet::arrow::ArrowWriter;
 use crate::error::CliError;
 
 /// Writes the zip; returns (tables, rows).
-pub async fn export_user(store: &Store, user: &UserId, path: &Path) -> Result<(usize, u64), CliError> {
+pub async fn export_user(
+    store: &Store,
+    user: &UserId,
+    path: &Path,
+) -> Result<(usize, u64), CliError> {
     let io = |op: String| move |source| CliError::Io { op, source };
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     let mut rows = 0u64;
@@ -24,9 +28,8 @@ pub async fn export_user(store: &Store, user: &UserId, path: &Path) -> Result<(u
         let schema = def.arrow_schema(false);
         let mut parquet = Vec::new();
         {
-            let mut w = ArrowWriter::try_new(&mut parquet, schema, None).map_err(|e| {
-                CliError::Invalid(format!("writing {}: {e}", def.id))
-            })?;
+            let mut w = ArrowWriter::try_new(&mut parquet, schema, None)
+                .map_err(|e| CliError::Invalid(format!("writing {}: {e}", def.id)))?;
             for b in &batches {
                 w.write(b)
                     .map_err(|e| CliError::Invalid(format!("writing {}: {e}", def.id)))?;

@@ -167,10 +167,16 @@ async fn shell(session: &Session, format: Format) -> ExitCode {
     };
     let history = session.store.data_dir().join(".kalamstore_history");
     let _ = editor.load_history(&history);
-    note(&format!("kalamstore {VERSION} — \\help for help, \\q to quit"));
+    note(&format!(
+        "kalamstore {VERSION} — \\help for help, \\q to quit"
+    ));
     let mut buffer = String::new();
     loop {
-        let prompt = if buffer.is_empty() { "kalamstore> " } else { "        ...> " };
+        let prompt = if buffer.is_empty() {
+            "kalamstore> "
+        } else {
+            "        ...> "
+        };
         let line = match editor.readline(prompt) {
             Ok(l) => l,
             Err(rustyline::error::ReadlineError::Interrupted) => {

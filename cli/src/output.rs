@@ -48,7 +48,13 @@ pub fn print(rows: &ResultSet, format: Format, out: &mut dyn Write) -> std::io::
                 let fields: Vec<String> = r
                     .iter()
                     .zip(&rows.columns)
-                    .map(|(v, (_, t))| if v.is_null() { String::new() } else { csv_field(&to_text(v, *t)) })
+                    .map(|(v, (_, t))| {
+                        if v.is_null() {
+                            String::new()
+                        } else {
+                            csv_field(&to_text(v, *t))
+                        }
+                    })
                     .collect();
                 writeln!(out, "{}", fields.join(","))?;
             }

@@ -295,7 +295,7 @@ fn bad(msg: impl Into<String>) -> CliError {
 pub fn parse(sql: &str) -> Result<Command, CliError> {
     let dialect = GenericDialect {};
     let mut p = Parser::new(&dialect).try_with_sql(sql).map_err(err)?;
-    let command = parse_command(&mut p, sql)?;
+    let command = parse_command(&mut p)?;
     let _ = p.consume_token(&Token::SemiColon);
     if p.peek_token().token != Token::EOF {
         return Err(bad(format!(
@@ -315,7 +315,10 @@ fn expect_word(p: &mut Parser<'_>, word: &str) -> Result<(), CliError> {
         p.next_token();
         Ok(())
     } else {
-        Err(bad(format!("expected {word}, found `{}`", p.peek_token().token)))
+        Err(bad(format!(
+            "expected {word}, found `{}`",
+            p.peek_token().token
+        )))
     }
 }
 
@@ -341,7 +344,7 @@ fn string(p: &mut Parser<'_>) -> Result<String, CliError> {
     p.parse_literal_string().map_err(err)
 }
 
-fn parse_command(p: &mut Parser<'_>, sql: &str) -> Result<Command, CliError> {
+fn parse_command(p: &mut Parser<'_>) -> Result<Command, CliError> {
     if p.parse_keyword(Keyword::CREATE) {
         if ident_word(p, "STORAGE") {
             p.next_token();
@@ -468,7 +471,9 @@ fn parse_command(p: &mut Parser<'_>, sql: &str) -> Result<Command, CliError> {
             p.expect_keyword(Keyword::TABLE).map_err(err)?;
             return Ok(Command::Compact(object(p)?));
         }
-        return Err(bad("expected STORAGE CHECK, STORAGE FLUSH or STORAGE COMPACT"));
+        return Err(bad(
+            "expected STORAGE CHECK, STORAGE FLUSH or STORAGE COMPACT",
+        ));
     }
     if p.parse_keyword(Keyword::DESCRIBE) || p.parse_keyword(Keyword::DESC) {
         let _ = p.parse_keyword(Keyword::TABLE);
@@ -493,7 +498,7 @@ fn parse_command(p: &mut Parser<'_>, sql: &str) -> Result<Command, CliError> {
         p.expect_keyword(Keyword::USER).map_err(err)?;
         let user = string(p)?;
         p.expect_token(&Token::LParen).map_err(err)?;
-        let inner = parse_command(p, sql)?;
+        let inner = parse_command(p)?;
         p.expect_token(&Token::RParen).map_err(err)?;
         if matches!(inner, Command::ExecuteAs { .. }) {
             return Err(bad("EXECUTE AS cannot be nested"));
@@ -543,7 +548,10 @@ fn create_storage(p: &mut Parser<'_>) -> Result<Command, CliError> {
                 }
             }
             p.expect_token(&Token::RParen).map_err(err)?;
-            cache = Some((memory.ok_or_else(|| bad("CACHE needs MEMORY '<size>'"))?, disk));
+            cache = Some((
+                memory.ok_or_else(|| bad("CACHE needs MEMORY '<size>'"))?,
+                disk,
+            ));
         } else if ident_word(p, "CONFIG") {
             p.next_token();
             config = Some(string(p)?);
@@ -710,12 +718,16 @@ pub fn predicate(e: &Expr) -> Result<Pred, CliError> {
                 Err(bad(format!("`{e}` compares no column")))
             }
         }
-        Expr::IsNull(inner) => Ok(Pred::IsNull(
-            column_of(inner).ok_or_else(|| bad(format!("`{inner}` is not a column")))?,
-        )),
-        Expr::IsNotNull(inner) => Ok(Pred::IsNotNull(
-            column_of(inner).ok_or_else(|| bad(format!("`{inner}` is not a column")))?,
-        )),
+        Expr::IsNull(inner) => {
+            Ok(Pred::IsNull(column_of(inner).ok_or_else(|| {
+                bad(format!("`{inner}` is not a column"))
+            })?))
+        }
+        Expr::IsNotNull(inner) => {
+            Ok(Pred::IsNotNull(column_of(inner).ok_or_else(|| {
+                bad(format!("`{inner}` is not a column"))
+            })?))
+        }
         Expr::In {
             expr,
             target: ast::InTarget::List(list),
@@ -817,7 +829,12 @@ fn from_statement(statement: ast::Statement) -> Result<Command, CliError> {
         ast::Statement::Query(query) => select(*query),
         other => Err(bad(format!(
             "`{}` is not supported",
-            other.to_string().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+            other
+                .to_string()
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
         ))),
     }
 }
@@ -882,9 +899,16 @@ fn select(query: ast::Query) -> Result<Command, CliError> {
             ..
         }) => {
             limit = l.as_ref().map(number).transpose()?;
-            offset = o.as_ref().map(|o| number(&o.value)).transpose()?.unwrap_or(0);
+            offset = o
+                .as_ref()
+                .map(|o| number(&o.value))
+                .transpose()?
+                .unwrap_or(0);
         }
-        Some(LimitClause::OffsetCommaLimit { offset: o, limit: l }) => {
+        Some(LimitClause::OffsetCommaLimit {
+            offset: o,
+            limit: l,
+        }) => {
             limit = Some(number(l)?);
             offset = number(o)?;
         }
@@ -931,7 +955,10 @@ mod tests {
             Command::CreateTable { ref kind, if_not_exists: true, ref columns, .. } if kind == "USER" && columns.len() == 2
         ));
         assert!(matches!(
-            parse("EXECUTE AS USER 'bob' (SELECT * FROM app.m WHERE id > 3 ORDER BY id DESC LIMIT 2)").unwrap(),
+            parse(
+                "EXECUTE AS USER 'bob' (SELECT * FROM app.m WHERE id > 3 ORDER BY id DESC LIMIT 2)"
+            )
+            .unwrap(),
             Command::ExecuteAs { .. }
         ));
         assert!(matches!(

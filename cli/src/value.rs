@@ -23,7 +23,10 @@ pub fn to_value(
         Literal::Null => return Ok(V::Null),
         Literal::Placeholder(n) => {
             let p = params.get(n - 1).ok_or_else(|| {
-                invalid(format!("${n} has no value ({} --param given)", params.len()))
+                invalid(format!(
+                    "${n} has no value ({} --param given)",
+                    params.len()
+                ))
             })?;
             return from_text(p, data_type, column);
         }
@@ -48,7 +51,13 @@ pub fn to_value(
             }
             if matches!(
                 data_type,
-                T::SmallInt | T::Int | T::BigInt | T::Float | T::Double | T::Boolean | T::Decimal { .. }
+                T::SmallInt
+                    | T::Int
+                    | T::BigInt
+                    | T::Float
+                    | T::Double
+                    | T::Boolean
+                    | T::Decimal { .. }
             ) {
                 return Err(wrong(&format!("the string '{s}'")));
             }
@@ -62,7 +71,11 @@ pub fn to_value(
 pub fn from_text(s: &str, data_type: KalamDataType, column: &str) -> Result<KalamValue, CliError> {
     use KalamDataType as T;
     use KalamValue as V;
-    let bad = || invalid(format!("column `{column}`: `{s}` is not a valid {data_type}"));
+    let bad = || {
+        invalid(format!(
+            "column `{column}`: `{s}` is not a valid {data_type}"
+        ))
+    };
     let t = s.trim();
     Ok(match data_type {
         T::Null => return Err(bad()),
@@ -74,13 +87,22 @@ pub fn from_text(s: &str, data_type: KalamDataType, column: &str) -> Result<Kala
         T::SmallInt => V::SmallInt(t.parse().map_err(|_| bad())?),
         T::Int => V::Int(t.parse().map_err(|_| bad())?),
         T::BigInt => V::BigInt(t.parse().map_err(|_| bad())?),
-        T::Float => V::Float(t.parse().ok().filter(|f: &f32| f.is_finite()).ok_or_else(bad)?),
-        T::Double => V::Double(t.parse().ok().filter(|f: &f64| f.is_finite()).ok_or_else(bad)?),
+        T::Float => V::Float(
+            t.parse()
+                .ok()
+                .filter(|f: &f32| f.is_finite())
+                .ok_or_else(bad)?,
+        ),
+        T::Double => V::Double(
+            t.parse()
+                .ok()
+                .filter(|f: &f64| f.is_finite())
+                .ok_or_else(bad)?,
+        ),
         T::Text => V::Text(s.to_owned()),
         T::Json => {
-            serde_json::from_str::<serde_json::Value>(s).map_err(|e| {
-                invalid(format!("column `{column}`: not valid JSON: {e}"))
-            })?;
+            serde_json::from_str::<serde_json::Value>(s)
+                .map_err(|e| invalid(format!("column `{column}`: not valid JSON: {e}")))?;
             V::Json(s.to_owned())
         }
         T::Bytes => V::Bytes(s.as_bytes().to_vec()),
@@ -151,7 +173,11 @@ fn parse_timestamp(t: &str) -> Option<i64> {
     if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
         return Some(dt.timestamp_micros());
     }
-    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S"] {
+    for format in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S",
+    ] {
         if let Ok(dt) = NaiveDateTime::parse_from_str(t, format) {
             return Some(dt.and_utc().timestamp_micros());
         }
@@ -193,7 +219,14 @@ pub fn to_text(v: &KalamValue, data_type: KalamDataType) -> String {
         ),
         V::Uuid(u) => {
             let h: String = u.iter().map(|x| format!("{x:02x}")).collect();
-            format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+            format!(
+                "{}-{}-{}-{}-{}",
+                &h[..8],
+                &h[8..12],
+                &h[12..16],
+                &h[16..20],
+                &h[20..]
+            )
         }
         V::Decimal(d) => match data_type {
             KalamDataType::Decimal { scale, .. } if scale > 0 => {
@@ -241,19 +274,38 @@ mod tests {
     #[test]
     fn literals_follow_their_column_type() {
         let v = |l: Literal, t| to_value(&l, t, "c", &[]);
-        assert_eq!(v(Literal::Number("-5".into()), KalamDataType::Int).unwrap(), KalamValue::Int(-5));
+        assert_eq!(
+            v(Literal::Number("-5".into()), KalamDataType::Int).unwrap(),
+            KalamValue::Int(-5)
+        );
         assert!(v(Literal::Number("99999999999".into()), KalamDataType::Int).is_err());
         assert!(v(Literal::String("x".into()), KalamDataType::BigInt).is_err());
         assert!(v(Literal::Number("1".into()), KalamDataType::Text).is_err());
-        let ts = v(Literal::String("2024-05-01T10:00:00Z".into()), KalamDataType::Timestamp).unwrap();
-        assert_eq!(to_text(&ts, KalamDataType::Timestamp), "2024-05-01T10:00:00Z");
-        let d = KalamDataType::Decimal { precision: 10, scale: 2 };
+        let ts = v(
+            Literal::String("2024-05-01T10:00:00Z".into()),
+            KalamDataType::Timestamp,
+        )
+        .unwrap();
+        assert_eq!(
+            to_text(&ts, KalamDataType::Timestamp),
+            "2024-05-01T10:00:00Z"
+        );
+        let d = KalamDataType::Decimal {
+            precision: 10,
+            scale: 2,
+        };
         let dec = v(Literal::Number("12.5".into()), d).unwrap();
         assert_eq!(dec, KalamValue::Decimal(1250));
         assert_eq!(to_text(&dec, d), "12.50");
         assert!(v(Literal::Placeholder(2), KalamDataType::Int).is_err());
         assert_eq!(
-            to_value(&Literal::Placeholder(1), KalamDataType::Int, "c", &["7".into()]).unwrap(),
+            to_value(
+                &Literal::Placeholder(1),
+                KalamDataType::Int,
+                "c",
+                &["7".into()]
+            )
+            .unwrap(),
             KalamValue::Int(7)
         );
     }

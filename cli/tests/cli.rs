@@ -41,7 +41,10 @@ fn a_script_with_comments_runs_and_reports_per_statement() {
         ),
     )
     .unwrap();
-    let (success, stdout, stderr) = run(dir.path(), &["--format", "csv", "--file", script.to_str().unwrap()]);
+    let (success, stdout, stderr) = run(
+        dir.path(),
+        &["--format", "csv", "--file", script.to_str().unwrap()],
+    );
     assert!(success, "{stderr}");
     assert_eq!(stdout, "k,v\ngreeting,hi; -- not a comment\n");
     assert!(stderr.contains("INSERT 1"), "{stderr}");
@@ -52,18 +55,78 @@ fn a_script_with_comments_runs_and_reports_per_statement() {
 fn user_rows_stay_apart_and_survive_a_restart_and_a_flush() {
     let dir = tempfile::tempdir().unwrap();
     ok(dir.path(), &["-c", SETUP]);
-    ok(dir.path(), &["--user", "alice", "-c", "INSERT INTO app.notes (id, body, at) VALUES (1, 'a1', '2026-01-02T03:04:05Z'), (2, 'a2', NULL)"]);
-    ok(dir.path(), &["--user", "bob", "-c", "INSERT INTO app.notes (id, body) VALUES (1, 'b1')"]);
+    ok(
+        dir.path(),
+        &[
+            "--user",
+            "alice",
+            "-c",
+            "INSERT INTO app.notes (id, body, at) VALUES (1, 'a1', '2026-01-02T03:04:05Z'), (2, 'a2', NULL)",
+        ],
+    );
+    ok(
+        dir.path(),
+        &[
+            "--user",
+            "bob",
+            "-c",
+            "INSERT INTO app.notes (id, body) VALUES (1, 'b1')",
+        ],
+    );
     ok(dir.path(), &["-c", "STORAGE FLUSH TABLE app.notes"]);
-    ok(dir.path(), &["--user", "alice", "-c", "UPDATE app.notes SET body = 'a1 edited' WHERE id = 1", "-c", "DELETE FROM app.notes WHERE id = 2"]);
-    ok(dir.path(), &["-c", "STORAGE FLUSH TABLE app.notes FOR USER 'alice'"]);
-    let alice = ok(dir.path(), &["--user", "alice", "--format", "json", "-c", "SELECT id, body, n, at FROM app.notes ORDER BY id"]);
-    assert_eq!(alice, "{\"id\":1,\"body\":\"a1 edited\",\"n\":0,\"at\":\"2026-01-02T03:04:05Z\"}\n");
-    let bob = ok(dir.path(), &["--format", "csv", "-c", "EXECUTE AS USER 'bob' (SELECT id, body FROM app.notes)"]);
+    ok(
+        dir.path(),
+        &[
+            "--user",
+            "alice",
+            "-c",
+            "UPDATE app.notes SET body = 'a1 edited' WHERE id = 1",
+            "-c",
+            "DELETE FROM app.notes WHERE id = 2",
+        ],
+    );
+    ok(
+        dir.path(),
+        &["-c", "STORAGE FLUSH TABLE app.notes FOR USER 'alice'"],
+    );
+    let alice = ok(
+        dir.path(),
+        &[
+            "--user",
+            "alice",
+            "--format",
+            "json",
+            "-c",
+            "SELECT id, body, n, at FROM app.notes ORDER BY id",
+        ],
+    );
+    assert_eq!(
+        alice,
+        "{\"id\":1,\"body\":\"a1 edited\",\"n\":0,\"at\":\"2026-01-02T03:04:05Z\"}\n"
+    );
+    let bob = ok(
+        dir.path(),
+        &[
+            "--format",
+            "csv",
+            "-c",
+            "EXECUTE AS USER 'bob' (SELECT id, body FROM app.notes)",
+        ],
+    );
     assert_eq!(bob, "id,body\n1,b1\n");
     let (success, _, stderr) = run(dir.path(), &["-c", "SELECT * FROM app.notes"]);
     assert!(!success && stderr.contains("USER table"), "{stderr}");
-    let count = ok(dir.path(), &["--user", "alice", "--format", "csv", "-c", "SELECT COUNT(*) FROM app.notes"]);
+    let count = ok(
+        dir.path(),
+        &[
+            "--user",
+            "alice",
+            "--format",
+            "csv",
+            "-c",
+            "SELECT COUNT(*) FROM app.notes",
+        ],
+    );
     assert_eq!(count, "count\n1\n");
 }
 
@@ -71,8 +134,28 @@ fn user_rows_stay_apart_and_survive_a_restart_and_a_flush() {
 fn parameters_fill_placeholders() {
     let dir = tempfile::tempdir().unwrap();
     ok(dir.path(), &["-c", SETUP]);
-    ok(dir.path(), &["--param", "k1", "--param", "v1", "-c", "INSERT INTO app.config VALUES ($1, $2)"]);
-    let out = ok(dir.path(), &["--format", "csv", "--param", "k1", "-c", "SELECT v FROM app.config WHERE k = $1"]);
+    ok(
+        dir.path(),
+        &[
+            "--param",
+            "k1",
+            "--param",
+            "v1",
+            "-c",
+            "INSERT INTO app.config VALUES ($1, $2)",
+        ],
+    );
+    let out = ok(
+        dir.path(),
+        &[
+            "--format",
+            "csv",
+            "--param",
+            "k1",
+            "-c",
+            "SELECT v FROM app.config WHERE k = $1",
+        ],
+    );
     assert_eq!(out, "v\nv1\n");
 }
 
@@ -80,29 +163,95 @@ fn parameters_fill_placeholders() {
 fn system_views_and_maintenance_statements_work() {
     let dir = tempfile::tempdir().unwrap();
     ok(dir.path(), &["-c", SETUP]);
-    ok(dir.path(), &["-c", "INSERT INTO app.config VALUES ('a', '1'), ('b', '2')"]);
+    ok(
+        dir.path(),
+        &["-c", "INSERT INTO app.config VALUES ('a', '1'), ('b', '2')"],
+    );
     ok(dir.path(), &["-c", "STORAGE FLUSH ALL IN app"]);
-    ok(dir.path(), &["-c", "DELETE FROM app.config WHERE k = 'a'", "-c", "STORAGE FLUSH TABLE app.config"]);
+    ok(
+        dir.path(),
+        &[
+            "-c",
+            "DELETE FROM app.config WHERE k = 'a'",
+            "-c",
+            "STORAGE FLUSH TABLE app.config",
+        ],
+    );
     ok(dir.path(), &["-c", "STORAGE COMPACT TABLE app.config"]);
-    let manifest = ok(dir.path(), &["--format", "csv", "-c", "SHOW MANIFEST FOR app.config"]);
+    let manifest = ok(
+        dir.path(),
+        &["--format", "csv", "-c", "SHOW MANIFEST FOR app.config"],
+    );
     assert_eq!(manifest.lines().count(), 2, "{manifest}");
-    let stats = ok(dir.path(), &["--format", "json", "-c", "SHOW STATS FOR TABLE app.config"]);
+    let stats = ok(
+        dir.path(),
+        &["--format", "json", "-c", "SHOW STATS FOR TABLE app.config"],
+    );
     assert!(stats.contains("\"file_rows\":1"), "{stats}");
-    let jobs = ok(dir.path(), &["--format", "csv", "-c", "SELECT kind, status FROM system.jobs WHERE status = 'completed' ORDER BY kind"]);
-    assert!(jobs.contains("compaction,completed") && jobs.contains("flush,completed"), "{jobs}");
-    let cols = ok(dir.path(), &["--format", "csv", "-c", "SELECT column_name FROM information_schema.columns WHERE table_name = 'config' ORDER BY ordinal"]);
+    let jobs = ok(
+        dir.path(),
+        &[
+            "--format",
+            "csv",
+            "-c",
+            "SELECT kind, status FROM system.jobs WHERE status = 'completed' ORDER BY kind",
+        ],
+    );
+    assert!(
+        jobs.contains("compaction,completed") && jobs.contains("flush,completed"),
+        "{jobs}"
+    );
+    let cols = ok(
+        dir.path(),
+        &[
+            "--format",
+            "csv",
+            "-c",
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'config' ORDER BY ordinal",
+        ],
+    );
     assert_eq!(cols, "column_name\nk\nv\n");
-    let tables = ok(dir.path(), &["--format", "csv", "-c", "SELECT table_name, table_type FROM information_schema.tables ORDER BY table_name"]);
+    let tables = ok(
+        dir.path(),
+        &[
+            "--format",
+            "csv",
+            "-c",
+            "SELECT table_name, table_type FROM information_schema.tables ORDER BY table_name",
+        ],
+    );
     assert_eq!(tables, "table_name,table_type\nconfig,SHARED\nnotes,USER\n");
     let storages = ok(dir.path(), &["--format", "csv", "-c", "SHOW STORAGES"]);
     assert!(storages.contains("local,rocksdb"), "{storages}");
     ok(dir.path(), &["-c", "STORAGE CHECK local"]);
     let mem = dir.path().join("mem");
-    ok(dir.path(), &["-c", &format!("CREATE STORAGE fast TYPE filesystem PATH '{}' ENGINE object_store", mem.display())]);
-    ok(dir.path(), &["-c", "CREATE TABLE app.kv (k TEXT PRIMARY KEY, v TEXT) WITH (STORAGE_ID = 'fast')", "-c", "INSERT INTO app.kv VALUES ('x', 'y')", "-c", "STORAGE FLUSH TABLE app.kv"]);
+    ok(
+        dir.path(),
+        &[
+            "-c",
+            &format!(
+                "CREATE STORAGE fast TYPE filesystem PATH '{}' ENGINE object_store",
+                mem.display()
+            ),
+        ],
+    );
+    ok(
+        dir.path(),
+        &[
+            "-c",
+            "CREATE TABLE app.kv (k TEXT PRIMARY KEY, v TEXT) WITH (STORAGE_ID = 'fast')",
+            "-c",
+            "INSERT INTO app.kv VALUES ('x', 'y')",
+            "-c",
+            "STORAGE FLUSH TABLE app.kv",
+        ],
+    );
     assert!(mem.join("cold/app/kv").is_dir());
     let (success, _, stderr) = run(dir.path(), &["-c", "DROP STORAGE fast"]);
-    assert!(!success && stderr.contains("used by table app.kv"), "{stderr}");
+    assert!(
+        !success && stderr.contains("used by table app.kv"),
+        "{stderr}"
+    );
     ok(dir.path(), &["-c", "DROP NAMESPACE app CASCADE"]);
     ok(dir.path(), &["-c", "DROP STORAGE fast"]);
 }
@@ -111,9 +260,27 @@ fn system_views_and_maintenance_statements_work() {
 fn export_writes_one_users_resolved_rows() {
     let dir = tempfile::tempdir().unwrap();
     ok(dir.path(), &["-c", SETUP]);
-    ok(dir.path(), &["--user", "alice", "-c", "INSERT INTO app.notes (id, body) VALUES (1, 'a'), (2, 'b')", "-c", "STORAGE FLUSH ALL", "-c", "DELETE FROM app.notes WHERE id = 1"]);
+    ok(
+        dir.path(),
+        &[
+            "--user",
+            "alice",
+            "-c",
+            "INSERT INTO app.notes (id, body) VALUES (1, 'a'), (2, 'b')",
+            "-c",
+            "STORAGE FLUSH ALL",
+            "-c",
+            "DELETE FROM app.notes WHERE id = 1",
+        ],
+    );
     let zip = dir.path().join("alice.zip");
-    let (success, _, stderr) = run(dir.path(), &["-c", &format!("EXPORT USER DATA 'alice' TO '{}'", zip.display())]);
+    let (success, _, stderr) = run(
+        dir.path(),
+        &[
+            "-c",
+            &format!("EXPORT USER DATA 'alice' TO '{}'", zip.display()),
+        ],
+    );
     assert!(success, "{stderr}");
     assert!(stderr.contains("1 table(s), 1 row(s)"), "{stderr}");
     assert!(std::fs::metadata(&zip).unwrap().len() > 0);
@@ -121,7 +288,11 @@ fn export_writes_one_users_resolved_rows() {
 
 #[test]
 fn version_names_commit_and_build_date() {
-    let out = Command::cargo_bin("kalamstore").unwrap().arg("--version").output().unwrap();
+    let out = Command::cargo_bin("kalamstore")
+        .unwrap()
+        .arg("--version")
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("commit") && text.contains("built"), "{text}");
 }
@@ -131,8 +302,19 @@ fn version_names_commit_and_build_date() {
 fn malformed_input_fails_cleanly_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     ok(dir.path(), &["-c", SETUP]);
-    ok(dir.path(), &["-c", "INSERT INTO app.config VALUES ('a', '1')"]);
-    ok(dir.path(), &["--user", "u1", "-c", "INSERT INTO app.notes (id, body) VALUES (1, 'x')"]);
+    ok(
+        dir.path(),
+        &["-c", "INSERT INTO app.config VALUES ('a', '1')"],
+    );
+    ok(
+        dir.path(),
+        &[
+            "--user",
+            "u1",
+            "-c",
+            "INSERT INTO app.notes (id, body) VALUES (1, 'x')",
+        ],
+    );
     let bad: Vec<String> = [
         "INSERT INTO app.config VALUES ('b', 2)",
         "INSERT INTO app.config VALUES (1, '2')",
@@ -196,12 +378,36 @@ fn malformed_input_fails_cleanly_and_changes_nothing() {
     }
     // Too large for a command line: a huge literal comes from a file.
     let huge = dir.path().join("huge.sql");
-    std::fs::write(&huge, format!("INSERT INTO app.config VALUES ('h', '{}');", "x".repeat(17 << 20))).unwrap();
+    std::fs::write(
+        &huge,
+        format!(
+            "INSERT INTO app.config VALUES ('h', '{}');",
+            "x".repeat(17 << 20)
+        ),
+    )
+    .unwrap();
     let (success, _, stderr) = run(dir.path(), &["--file", huge.to_str().unwrap()]);
-    assert!(!success && stderr.contains("limit"), "{}", &stderr[..stderr.len().min(300)]);
-    let config = ok(dir.path(), &["--format", "csv", "-c", "SELECT * FROM app.config"]);
+    assert!(
+        !success && stderr.contains("limit"),
+        "{}",
+        &stderr[..stderr.len().min(300)]
+    );
+    let config = ok(
+        dir.path(),
+        &["--format", "csv", "-c", "SELECT * FROM app.config"],
+    );
     assert_eq!(config, "k,v\na,1\n");
-    let notes = ok(dir.path(), &["--user", "u1", "--format", "csv", "-c", "SELECT id, body FROM app.notes"]);
+    let notes = ok(
+        dir.path(),
+        &[
+            "--user",
+            "u1",
+            "--format",
+            "csv",
+            "-c",
+            "SELECT id, body FROM app.notes",
+        ],
+    );
     assert_eq!(notes, "id,body\n1,x\n");
     let tables = ok(dir.path(), &["--format", "csv", "-c", "SHOW TABLES"]);
     assert_eq!(tables.lines().count(), 3, "{tables}");
@@ -215,10 +421,22 @@ fn a_failing_statement_in_a_file_names_its_line_and_stops() {
     let (success, _, stderr) = run(dir.path(), &["--file", script.to_str().unwrap()]);
     assert!(!success);
     assert!(stderr.contains("s.sql:5"), "{stderr}");
-    let out = ok(dir.path(), &["--format", "csv", "-c", "SELECT COUNT(*) FROM app.config"]);
-    assert_eq!(out, "count\n0\n", "execution stopped at the failing statement");
-    let (success, _, stderr) = run(dir.path(), &["--continue-on-error", "--file", script.to_str().unwrap()]);
+    let out = ok(
+        dir.path(),
+        &["--format", "csv", "-c", "SELECT COUNT(*) FROM app.config"],
+    );
+    assert_eq!(
+        out, "count\n0\n",
+        "execution stopped at the failing statement"
+    );
+    let (success, _, stderr) = run(
+        dir.path(),
+        &["--continue-on-error", "--file", script.to_str().unwrap()],
+    );
     assert!(!success && stderr.contains("failed"), "{stderr}");
-    let out = ok(dir.path(), &["--format", "csv", "-c", "SELECT COUNT(*) FROM app.config"]);
+    let out = ok(
+        dir.path(),
+        &["--format", "csv", "-c", "SELECT COUNT(*) FROM app.config"],
+    );
     assert_eq!(out, "count\n1\n");
 }

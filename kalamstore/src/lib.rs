@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use kalamstore_foyer::{FoyerBackend, FoyerConfig, RangeCachedStore};
-use object_store::ObjectStore;
 use kalamstore_object_store::{ObjectStoreBackend, ObjectStoreConfig};
 use kalamstore_rocksdb::{RocksDbBackend, RocksDbConfig};
 pub use kalamstore_storage::*;
+use object_store::ObjectStore;
 
 /// The engines of a full build: `rocksdb`, `object_store` and `memory`, each optionally behind
 /// a foyer hybrid cache.

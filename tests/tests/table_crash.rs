@@ -77,7 +77,12 @@ fn table_crash_child() {
 fn crash_at(storage: &str, failpoint: &str, skip: usize) {
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "table_crash_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "table_crash_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_DIR, dir.path())
         .env(CHILD_STORAGE, storage)
         .env("KALAMSTORE_FAILPOINT", failpoint)
@@ -103,7 +108,10 @@ fn crash_at(storage: &str, failpoint: &str, skip: usize) {
         let t = table();
         let check = |rows: Vec<(i64, String)>, when: &str| {
             assert_eq!(rows.len(), 1099, "{storage} {failpoint} {when}");
-            assert!(!rows.iter().any(|(id, _)| *id == 10), "{when}: deleted row is back");
+            assert!(
+                !rows.iter().any(|(id, _)| *id == 10),
+                "{when}: deleted row is back"
+            );
             assert!(rows.contains(&(20, "v2".into())), "{when}: update lost");
         };
         check(contents(&store, &t, None).await, "after reopen");
@@ -120,7 +128,11 @@ fn crash_at(storage: &str, failpoint: &str, skip: usize) {
             .into_iter()
             .map(|(_, f)| f.meta.path.rsplit('/').next().unwrap().to_owned())
             .collect();
-        let cold = if storage == "local" { "cold" } else { "objects-cold" };
+        let cold = if storage == "local" {
+            "cold"
+        } else {
+            "objects-cold"
+        };
         let on_disk: std::collections::HashSet<String> =
             std::fs::read_dir(dir.path().join(cold).join("app/chat"))
                 .unwrap()

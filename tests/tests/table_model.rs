@@ -44,7 +44,10 @@ fn run(ops: Vec<Op>) {
             .await
             .unwrap();
         store
-            .create_table(chat_table("model", TableType::Shared, &StorageId::local()), false)
+            .create_table(
+                chat_table("model", TableType::Shared, &StorageId::local()),
+                false,
+            )
             .await
             .unwrap();
         let t: TableId = "app.model".parse().unwrap();
@@ -54,11 +57,15 @@ fn run(ops: Vec<Op>) {
                 Op::Insert(k, v) => {
                     let body = format!("i{v}");
                     let result = store.insert(&t, None, vec![chat_row(k, &body)]).await;
-                    if model.contains_key(&k) {
-                        assert!(matches!(result, Err(Error::DuplicateKey { .. })), "{result:?}");
-                    } else {
-                        result.unwrap();
-                        model.insert(k, body);
+                    match model.entry(k) {
+                        std::collections::btree_map::Entry::Occupied(_) => assert!(
+                            matches!(result, Err(Error::DuplicateKey { .. })),
+                            "{result:?}"
+                        ),
+                        std::collections::btree_map::Entry::Vacant(slot) => {
+                            result.unwrap();
+                            slot.insert(body);
+                        }
                     }
                 }
                 Op::Upsert(k, v) => {
@@ -114,8 +121,7 @@ fn run(ops: Vec<Op>) {
                     store = open_store(dir.path()).await;
                 }
             }
-            let expected: Vec<(i64, String)> =
-                model.iter().map(|(k, v)| (*k, v.clone())).collect();
+            let expected: Vec<(i64, String)> = model.iter().map(|(k, v)| (*k, v.clone())).collect();
             assert_eq!(contents(&store, &t, None).await, expected);
             for k in [0i64, 7, 13, 23] {
                 let got = store.get(&t, None, &[KalamValue::BigInt(k)]).await.unwrap();
@@ -131,7 +137,7 @@ fn run(ops: Vec<Op>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
     #[test]
     fn every_read_matches_a_btreemap_model(ops in proptest::collection::vec(op(), 1..40)) {
         run(ops);

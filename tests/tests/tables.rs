@@ -46,7 +46,10 @@ async fn delete_and_update_of_flushed_rows_survive_flush_compaction_and_restart(
             .await
             .unwrap();
         store.flush_table(&t, Scope::All).await.unwrap();
-        store.write(&t, None, vec![delete(10), update(20, "v2")]).await.unwrap();
+        store
+            .write(&t, None, vec![delete(10), update(20, "v2")])
+            .await
+            .unwrap();
         store.flush_table(&t, Scope::All).await.unwrap();
         let rows = contents(&store, &t, None).await;
         assert_eq!(rows.len(), 99, "{storage}");
@@ -94,14 +97,21 @@ async fn user_rows_stay_apart_on_every_storage() {
         let t = def.id.clone();
         store.create_table(def, false).await.unwrap();
         store
-            .insert(&t, Some(&alice), vec![chat_row(1, "alice's"), chat_row(2, "x")])
+            .insert(
+                &t,
+                Some(&alice),
+                vec![chat_row(1, "alice's"), chat_row(2, "x")],
+            )
             .await
             .unwrap();
         store
             .insert(&t, Some(&bob), vec![chat_row(1, "bob's")])
             .await
             .unwrap();
-        store.flush_table(&t, Scope::User(alice.clone())).await.unwrap();
+        store
+            .flush_table(&t, Scope::User(alice.clone()))
+            .await
+            .unwrap();
         store.write(&t, Some(&bob), vec![delete(1)]).await.unwrap();
         store.flush_table(&t, Scope::All).await.unwrap();
         assert_eq!(
@@ -133,7 +143,10 @@ async fn rows_written_during_a_flush_are_not_lost() {
                 for round in 0..200i64 {
                     let id = (round * 97) % 20_000;
                     let body = format!("new{round}");
-                    store.write(&t, None, vec![update(id, &body)]).await.unwrap();
+                    store
+                        .write(&t, None, vec![update(id, &body)])
+                        .await
+                        .unwrap();
                     acked.push((id, body));
                     store
                         .insert(&t, None, vec![chat_row(100_000 + round, "fresh")])
@@ -164,7 +177,8 @@ async fn rows_written_during_a_flush_are_not_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rows_policy_flushes_in_the_background() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = kalamstore::StoreConfig::new(dir.path(), std::sync::Arc::new(kalamstore::Engines));
+    let mut config =
+        kalamstore::StoreConfig::new(dir.path(), std::sync::Arc::new(kalamstore::Engines));
     config.scheduler_interval = Duration::from_millis(50);
     let store = Store::open(config).await.unwrap();
     store
@@ -182,14 +196,23 @@ async fn a_rows_policy_flushes_in_the_background() {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let stats = store.table_stats(&t).await.unwrap();
-        if stats.first().is_some_and(|s| s.files == 1 && s.hot_rows == 0) {
+        if stats
+            .first()
+            .is_some_and(|s| s.files == 1 && s.hot_rows == 0)
+        {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no background flush: {stats:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no background flush: {stats:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let jobs = store.jobs().await.unwrap();
-    assert!(jobs.iter().any(|j| j.status == JobStatus::Completed && j.rows == 15));
+    assert!(
+        jobs.iter()
+            .any(|j| j.status == JobStatus::Completed && j.rows == 15)
+    );
     assert_eq!(contents(&store, &t, None).await.len(), 15);
     store.close().await.unwrap();
 }
@@ -197,7 +220,8 @@ async fn a_rows_policy_flushes_in_the_background() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_table_leaves_no_files_and_orphans_are_collected() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = kalamstore::StoreConfig::new(dir.path(), std::sync::Arc::new(kalamstore::Engines));
+    let mut config =
+        kalamstore::StoreConfig::new(dir.path(), std::sync::Arc::new(kalamstore::Engines));
     config.background = false;
     config.orphan_grace = Duration::ZERO;
     let store = Store::open(config).await.unwrap();
@@ -208,7 +232,10 @@ async fn drop_table_leaves_no_files_and_orphans_are_collected() {
     let def = chat_table("gone", TableType::Shared, &StorageId::local());
     let t: TableId = def.id.clone();
     store.create_table(def, false).await.unwrap();
-    store.insert(&t, None, vec![chat_row(1, "x")]).await.unwrap();
+    store
+        .insert(&t, None, vec![chat_row(1, "x")])
+        .await
+        .unwrap();
     store.flush_table(&t, Scope::All).await.unwrap();
     let table_dir = dir.path().join("cold/app/gone");
     let orphan = table_dir.join("00000000000000ff.parquet");

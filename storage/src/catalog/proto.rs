@@ -168,4 +168,3 @@ pub(super) fn decode_job(bytes: &[u8]) -> Result<JobRecord> {
         error: p.error,
     })
 }
-

@@ -100,13 +100,16 @@ pub(crate) async fn compact_scope(
     let mut outcome = FlushOutcome::default();
     let mut output = None;
     if all.num_rows() > 0 {
-        let keys = all.column_by_name(KEY_COLUMN).expect("plan asks for `_key`");
-        let order = sort_to_indices(keys, Some(SortOptions::default()), None).map_err(
-            |source| Error::Arrow {
-                op: "sorting rows to compact",
-                source,
-            },
-        )?;
+        let keys = all
+            .column_by_name(KEY_COLUMN)
+            .expect("plan asks for `_key`");
+        let order =
+            sort_to_indices(keys, Some(SortOptions::default()), None).map_err(|source| {
+                Error::Arrow {
+                    op: "sorting rows to compact",
+                    source,
+                }
+            })?;
         let sorted = take_record_batch(&all, &order).map_err(|source| Error::Arrow {
             op: "sorting rows to compact",
             source,
@@ -237,4 +240,3 @@ pub(crate) async fn collect_orphans(table: &TableHandle, grace: Duration) -> Res
 fn chrono_cutoff(grace: Duration) -> i64 {
     crate::seq::now_nanos() / 1_000_000 - i64::try_from(grace.as_millis()).unwrap_or(i64::MAX)
 }
-

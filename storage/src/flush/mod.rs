@@ -27,14 +27,13 @@ use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
-use parquet::bloom_filter::Sbbf;
 
 use crate::backend::{ScanRequest, WriteBatch, WriteOp};
 use crate::error::{Error, Result};
 use crate::merge::dv::DeletionVector;
-use crate::merge::read::{KEY_COLUMN, file_metadata};
 use crate::merge::hot_batch;
 use crate::merge::object_reader::ObjectFileReader;
+use crate::merge::read::{KEY_COLUMN, file_metadata, key_bloom};
 use crate::schema::DELETED_COLUMN;
 use crate::seq::SeqGenerator;
 use crate::table::{FileEntry, TableHandle, counter_key, dv_key, manifest_key};
@@ -90,7 +89,9 @@ pub fn failpoint(_name: &str) {}
 
 pub(crate) fn check_cancel(cancel: &AtomicBool, job: &str) -> Result<()> {
     if cancel.load(Ordering::Relaxed) {
-        return Err(Error::JobCancelled { job: job.to_owned() });
+        return Err(Error::JobCancelled {
+            job: job.to_owned(),
+        });
     }
     Ok(())
 }
@@ -105,7 +106,6 @@ struct KeyCursor {
     key_index: usize,
     rg: usize,
     loaded: Option<(usize, BinaryArray)>,
-    blooms: HashMap<usize, Option<Sbbf>>,
 }
 
 impl KeyCursor {
@@ -123,7 +123,10 @@ impl KeyCursor {
                 source,
             })?;
         let to_vec = |a: arrow::array::ArrayRef| -> Vec<Option<Vec<u8>>> {
-            a.as_binary::<i32>().iter().map(|v| v.map(<[u8]>::to_vec)).collect()
+            a.as_binary::<i32>()
+                .iter()
+                .map(|v| v.map(<[u8]>::to_vec))
+                .collect()
         };
         let stats_err = |source| Error::Parquet {
             op: format!("reading key statistics of {}", entry.meta.path),
@@ -146,7 +149,6 @@ impl KeyCursor {
             key_index,
             rg: 0,
             loaded: None,
-            blooms: HashMap::new(),
         })
     }
 
@@ -167,18 +169,7 @@ impl KeyCursor {
         }
         let rg = self.rg;
         if self.loaded.as_ref().is_none_or(|(at, _)| *at != rg) {
-            if !self.blooms.contains_key(&rg) {
-                let mut probe = ParquetRecordBatchStreamBuilder::new_with_metadata(
-                    self.reader(table),
-                    self.meta.clone(),
-                );
-                let bloom = probe
-                    .get_row_group_column_bloom_filter(rg, self.key_index)
-                    .await
-                    .map_err(|source| Error::Parquet { op: what(), source })?;
-                self.blooms.insert(rg, bloom);
-            }
-            if let Some(Some(bloom)) = self.blooms.get(&rg)
+            if let Some(bloom) = key_bloom(table, &self.entry, &self.meta, rg).await?
                 && !bloom.check(key)
             {
                 return Ok(None);

@@ -31,7 +31,12 @@ pub fn writer_properties(schema_version: u32) -> WriterProperties {
             ZstdLevel::try_new(1).expect("1 is a valid zstd level"),
         ))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        // Small pages keep a point read to a few thousand decoded keys.
+        .set_data_page_row_count_limit(8192)
         .set_statistics_enabled(EnabledStatistics::Page)
+        // Keys are unique: a dictionary would only grow until it spills, and a point read
+        // would decode all of it.
+        .set_column_dictionary_enabled(key.clone(), false)
         .set_column_bloom_filter_enabled(key.clone(), true)
         .set_column_bloom_filter_fpp(key.clone(), 0.01)
         .set_column_bloom_filter_max_ndv(key, ROW_GROUP_ROWS as u64)
@@ -71,7 +76,10 @@ impl FileWriter {
     ) -> Result<Self> {
         let path = format!("{}/{id:016x}.parquet", table.cold_dir(scope));
         let schema = file_schema(def);
-        let sink = BufWriter::new(table.storage.cold.store.clone(), ObjectPath::from(path.as_str()));
+        let sink = BufWriter::new(
+            table.storage.cold.store.clone(),
+            ObjectPath::from(path.as_str()),
+        );
         let writer = AsyncArrowWriter::try_new(
             sink,
             schema.clone(),
@@ -113,10 +121,7 @@ impl FileWriter {
             .column_by_name(SEQ_COLUMN)
             .expect("file schema has `_seq`")
             .as_primitive::<Int64Type>();
-        if let (Some(lo), Some(hi)) = (
-            arrow::compute::min(seqs),
-            arrow::compute::max(seqs),
-        ) {
+        if let (Some(lo), Some(hi)) = (arrow::compute::min(seqs), arrow::compute::max(seqs)) {
             self.min_seq = self.min_seq.min(lo);
             self.max_seq = self.max_seq.max(hi);
         }

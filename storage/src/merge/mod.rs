@@ -19,8 +19,8 @@ use crate::backend::{KeyRange, ScanRequest, scan_all};
 use crate::codec::{KalamValue, Row, decode_batch, encode_key, value_at};
 use crate::error::{Error, Result};
 use crate::schema::{ColumnDefinition, DELETED_COLUMN, TableDefinition};
-use crate::table::filter::{BoundFilter, Filter};
 use crate::table::TableHandle;
+use crate::table::filter::{BoundFilter, Filter};
 pub use read::KEY_COLUMN;
 use read::{FilePlan, KeyBounds, key_mask, output_schema, project, read_file};
 
@@ -91,8 +91,9 @@ fn hot_range(prefix: &[u8], keys: &KeyBounds) -> KeyRange {
         Bound::Included(k) => Bound::Included(with_prefix(k)),
         Bound::Excluded(k) => Bound::Excluded(with_prefix(k)),
         Bound::Unbounded if prefix.is_empty() => Bound::Unbounded,
-        Bound::Unbounded => crate::backend::prefix_successor(prefix)
-            .map_or(Bound::Unbounded, Bound::Excluded),
+        Bound::Unbounded => {
+            crate::backend::prefix_successor(prefix).map_or(Bound::Unbounded, Bound::Excluded)
+        }
     };
     KeyRange::Range(start, end)
 }
@@ -126,7 +127,11 @@ pub(crate) struct Snapshot {
     pub hot: Vec<(Bytes, Bytes)>,
 }
 
-pub(crate) async fn snapshot(table: &TableHandle, scope: &str, keys: &KeyBounds) -> Result<Snapshot> {
+pub(crate) async fn snapshot(
+    table: &TableHandle,
+    scope: &str,
+    keys: &KeyBounds,
+) -> Result<Snapshot> {
     let _read = table.commit.read().await;
     let files = table.files(scope);
     let hot = if table.buffered(scope) > 0 {
@@ -150,9 +155,9 @@ pub(crate) fn hot_batch(table: &TableHandle, entries: &[(Bytes, Bytes)]) -> Resu
     let current = def.schema.version;
     let mut upgraded: Vec<Vec<u8>> = Vec::new();
     let mut rows: Vec<&[u8]> = Vec::with_capacity(entries.len());
-    let needs_upgrade = entries.iter().any(|(_, v)| {
-        crate::codec::read_header(v).map_or(true, |h| h.schema_version != current)
-    });
+    let needs_upgrade = entries
+        .iter()
+        .any(|(_, v)| crate::codec::read_header(v).map_or(true, |h| h.schema_version != current));
     if needs_upgrade {
         for (_, v) in entries {
             let row = Row::decode(v).map_err(|e| Error::decode("hot row", e))?;
@@ -241,11 +246,12 @@ pub(crate) async fn scan(
         let alive: arrow::array::BooleanArray = (0..batch.num_rows())
             .map(|i| Some(!deleted.value(i) && !table.expired(updated.value(i))))
             .collect();
-        let mut mask = arrow::compute::and(&alive, &key_mask(&keys_array, &keys, None)?)
-            .map_err(|source| Error::Arrow {
+        let mut mask = arrow::compute::and(&alive, &key_mask(&keys_array, &keys, None)?).map_err(
+            |source| Error::Arrow {
                 op: "masking hot rows",
                 source,
-            })?;
+            },
+        )?;
         if let Some(f) = &bound {
             mask = arrow::compute::and_kleene(&mask, &f.evaluate(&batch)?).map_err(|source| {
                 Error::Arrow {

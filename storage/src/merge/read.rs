@@ -2,13 +2,11 @@
 //! filter, the deletion vector applied as a `RowSelection` before decoding, predicates pushed
 //! into the decoder, and old schema versions adapted to the current one.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Scalar, new_null_array,
-};
+use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Scalar, new_null_array};
 use arrow::compute::kernels::{boolean, cmp};
 use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -21,6 +19,7 @@ use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::arrow_reader::{
     ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, RowFilter, RowSelection,
 };
+use parquet::bloom_filter::Sbbf;
 use parquet::file::metadata::PageIndexPolicy;
 
 use super::object_reader::ObjectFileReader;
@@ -184,21 +183,16 @@ pub(crate) async fn read_file(
             *k &= may;
         }
     }
-    let key_index = file_schema.index_of(KEY_COLUMN).ok();
-    if let (Some(point), Some(key_index)) = (point_key(plan.keys), key_index) {
-        let mut probe =
-            ParquetRecordBatchStreamBuilder::new_with_metadata(reader(table, entry), meta.clone());
+    if let Some(point) = point_key(plan.keys) {
         for (i, k) in keep.iter_mut().enumerate() {
-            if *k
-                && let Some(bloom) = probe
-                    .get_row_group_column_bloom_filter(i, key_index)
-                    .await
-                    .map_err(parquet_err(what()))?
-            {
+            if *k && let Some(bloom) = key_bloom(table, entry, &meta, i).await? {
                 *k = bloom.check(point);
             }
         }
     }
+
+    // Pages: within kept row groups, only the `_key` pages whose range meets the key bounds.
+    let pages = key_page_ranges(&meta, &keep, plan.keys);
 
     // The deletion vector becomes a selection over the kept row groups, before decoding.
     let mut ranges = Vec::new();
@@ -210,21 +204,33 @@ pub(crate) async fn read_file(
         while dead_positions.next_if(|d| *d < start).is_some() {}
         if keep[i] {
             kept.push(i);
+            let allowed = pages.get(&i);
+            // Adds the live positions [from, to) (absolute), limited to the allowed pages.
+            let mut push = |from: u64, to: u64| {
+                let (from, to) = (from - start, to - start);
+                let mut add = |lo: u64, hi: u64| {
+                    if lo < hi {
+                        ranges.push((selected_rows + lo) as usize..(selected_rows + hi) as usize);
+                    }
+                };
+                match allowed {
+                    None => add(from, to),
+                    Some(allowed) => {
+                        for a in allowed {
+                            add(from.max(a.start), to.min(a.end));
+                        }
+                    }
+                }
+            };
             let mut run_start = start;
             while let Some(dead) = dead_positions.next_if(|d| *d < start + rows) {
                 if dead > run_start {
-                    ranges.push(
-                        (selected_rows + run_start - start) as usize
-                            ..(selected_rows + dead - start) as usize,
-                    );
+                    push(run_start, dead);
                 }
                 run_start = dead + 1;
             }
             if run_start < start + rows {
-                ranges.push(
-                    (selected_rows + run_start - start) as usize
-                        ..(selected_rows + rows) as usize,
-                );
+                push(run_start, start + rows);
             }
             selected_rows += rows;
         }
@@ -233,7 +239,8 @@ pub(crate) async fn read_file(
     if ranges.is_empty() {
         return Ok(Vec::new());
     }
-    let selection = RowSelection::from_consecutive_ranges(ranges.into_iter(), selected_rows as usize);
+    let selection =
+        RowSelection::from_consecutive_ranges(ranges.into_iter(), selected_rows as usize);
 
     // Columns to decode: output, filter, key and system columns that the file has.
     let filter_columns: Vec<&str> = plan.filter.map(|f| f.columns()).unwrap_or_default();
@@ -268,6 +275,7 @@ pub(crate) async fn read_file(
 
     // Push the filter into the decoder when the file has every column it reads, with the
     // current type; otherwise evaluate it after adapting the batch.
+    let mut predicates: Vec<Box<dyn parquet::arrow::arrow_reader::ArrowPredicate>> = Vec::new();
     let pushed = match plan.filter {
         Some(filter) => {
             let same = filter_columns.iter().all(|name| {
@@ -290,12 +298,28 @@ pub(crate) async fn read_file(
                             .map_err(|e| ArrowError::ExternalError(Box::new(e)))
                     },
                 );
-                builder = builder.with_row_filter(RowFilter::new(vec![Box::new(predicate)]));
+                predicates.push(Box::new(predicate));
             }
             same
         }
         None => true,
     };
+    // Key bounds are checked on `_key` alone before other columns are decoded.
+    if !matches!(plan.keys, (Bound::Unbounded, Bound::Unbounded))
+        && let Ok(key_index) = file_schema.index_of(KEY_COLUMN)
+    {
+        let bounds = plan.keys.clone();
+        predicates.push(Box::new(ArrowPredicateFn::new(
+            ProjectionMask::roots(parquet_schema, [key_index]),
+            move |batch: RecordBatch| {
+                key_mask(batch.column(0).as_binary::<i32>(), &bounds, None)
+                    .map_err(|e| ArrowError::ExternalError(Box::new(e)))
+            },
+        )));
+    }
+    if !predicates.is_empty() {
+        builder = builder.with_row_filter(RowFilter::new(predicates));
+    }
     if let Some(limit) = plan.limit
         && pushed
         && !needs_key
@@ -346,6 +370,78 @@ pub(crate) async fn read_file(
         }
     }
     Ok(out)
+}
+
+/// The `_key` bloom filter of one row group, cached per table.
+pub(crate) async fn key_bloom(
+    table: &TableHandle,
+    entry: &FileEntry,
+    meta: &ArrowReaderMetadata,
+    row_group: usize,
+) -> Result<Option<Arc<Sbbf>>> {
+    if let Some(b) = table.blooms.lock().get(&(entry.meta.id, row_group)) {
+        return Ok(b.clone());
+    }
+    let Ok(key_index) = meta.schema().index_of(KEY_COLUMN) else {
+        return Ok(None);
+    };
+    let mut probe =
+        ParquetRecordBatchStreamBuilder::new_with_metadata(reader(table, entry), meta.clone());
+    let bloom = probe
+        .get_row_group_column_bloom_filter(row_group, key_index)
+        .await
+        .map_err(parquet_err(format!(
+            "reading the bloom filter of {} (table {})",
+            entry.meta.path, table.id
+        )))?
+        .map(Arc::new);
+    table
+        .blooms
+        .lock()
+        .insert((entry.meta.id, row_group), bloom.clone());
+    Ok(bloom)
+}
+
+/// For each kept row group, the row ranges (relative to the group) of the `_key` pages whose
+/// min/max meet the key bounds; row groups without a page index are absent (all rows).
+fn key_page_ranges(
+    meta: &ArrowReaderMetadata,
+    keep: &[bool],
+    keys: &KeyBounds,
+) -> HashMap<usize, Vec<std::ops::Range<u64>>> {
+    let mut out = HashMap::new();
+    if matches!(keys, (Bound::Unbounded, Bound::Unbounded)) {
+        return out;
+    }
+    let metadata = meta.metadata();
+    let (Some(index), Ok(conv)) = (
+        metadata.page_index(),
+        StatisticsConverter::try_new(KEY_COLUMN, meta.schema(), meta.parquet_schema()),
+    ) else {
+        return out;
+    };
+    for (rg, _) in keep.iter().enumerate().filter(|(_, k)| **k) {
+        let mins = conv.data_page_mins(index.as_ref(), [&rg]);
+        let maxes = conv.data_page_maxes(index.as_ref(), [&rg]);
+        let counts = conv.data_page_row_counts(index.as_ref(), metadata.row_groups(), [&rg]);
+        let (Ok(mins), Ok(maxes), Ok(Some(counts))) = (mins, maxes, counts) else {
+            continue;
+        };
+        let (mins, maxes) = (mins.as_binary::<i32>(), maxes.as_binary::<i32>());
+        let mut at = 0u64;
+        let mut allowed = Vec::new();
+        for page in 0..counts.len() {
+            let rows = counts.value(page);
+            let overlaps = !(mins.is_valid(page) && maxes.is_valid(page))
+                || bounds_overlap(mins.value(page), maxes.value(page), keys);
+            if overlaps {
+                allowed.push(at..at + rows);
+            }
+            at += rows;
+        }
+        out.insert(rg, allowed);
+    }
+    out
 }
 
 /// Keeps rows whose key is within `keys` and not hidden by a hot entry.

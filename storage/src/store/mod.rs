@@ -210,9 +210,7 @@ impl Store {
             op: format!("creating {}", config.data_dir.display()),
             source,
         })?;
-        let engine = config
-            .engines
-            .default_engine(&config.data_dir.join("hot"));
+        let engine = config.engines.default_engine(&config.data_dir.join("hot"));
         let system = config
             .engines
             .open(&engine, &S3Options::default(), None)
@@ -252,7 +250,11 @@ impl Store {
             store
                 .inner
                 .system
-                .put(&sys(STORAGES), local.to_string().into(), def.encode().into())
+                .put(
+                    &sys(STORAGES),
+                    local.to_string().into(),
+                    def.encode().into(),
+                )
                 .await?;
         }
         store.fail_interrupted_jobs().await?;
@@ -299,7 +301,13 @@ impl Store {
         self.check_open()?;
         let _ddl = self.inner.ddl.lock().await;
         let p = sys(NAMESPACES);
-        if self.inner.system.get(&p, ns.as_str().as_bytes()).await?.is_some() {
+        if self
+            .inner
+            .system
+            .get(&p, ns.as_str().as_bytes())
+            .await?
+            .is_some()
+        {
             if if_not_exists {
                 return Ok(false);
             }
@@ -336,7 +344,13 @@ impl Store {
     pub async fn drop_namespace(&self, ns: &NamespaceId, cascade: bool) -> Result<()> {
         self.check_open()?;
         let p = sys(NAMESPACES);
-        if self.inner.system.get(&p, ns.as_str().as_bytes()).await?.is_none() {
+        if self
+            .inner
+            .system
+            .get(&p, ns.as_str().as_bytes())
+            .await?
+            .is_none()
+        {
             return Err(Error::NamespaceNotFound {
                 namespace: ns.to_string(),
             });
@@ -432,11 +446,14 @@ impl Store {
         if def.created_at_ms == 0 {
             def.created_at_ms = now_ms();
         }
-        let handle = self.open_storage_def(&def).await.map_err(|e| Error::StorageCheck {
-            storage: def.id.to_string(),
-            step: format!("opening {} at `{}`", def.hot.kind(), def.hot.location()),
-            source: Box::new(e),
-        })?;
+        let handle = self
+            .open_storage_def(&def)
+            .await
+            .map_err(|e| Error::StorageCheck {
+                storage: def.id.to_string(),
+                step: format!("opening {} at `{}`", def.hot.kind(), def.hot.location()),
+                source: Box::new(e),
+            })?;
         check_storage_handle(&handle).await?;
         self.inner
             .system
@@ -645,8 +662,12 @@ impl Store {
         user: Option<&UserId>,
         rows: Vec<Vec<(String, KalamValue)>>,
     ) -> Result<WriteSummary> {
-        self.write(table, user, rows.into_iter().map(Mutation::Insert).collect())
-            .await
+        self.write(
+            table,
+            user,
+            rows.into_iter().map(Mutation::Insert).collect(),
+        )
+        .await
     }
 
     /// Merge-on-read scan of a table (one user's rows of a USER table).
@@ -756,15 +777,20 @@ impl Store {
             Scope::All => None,
         };
         let store = self.clone();
-        self.run_job(JobKind::Flush, Some(table.clone()), user, move |job, cancel| async move {
-            let _m = handle.maintenance.lock().await;
-            let mut total = FlushOutcome::default();
-            for s in Self::scopes_of(&handle, &scope, false)? {
-                total.add(flush_scope(&handle, &s, &store.inner.seq, &job, &cancel).await?);
-            }
-            *handle.last_flush.lock() = std::time::Instant::now();
-            Ok(total)
-        })
+        self.run_job(
+            JobKind::Flush,
+            Some(table.clone()),
+            user,
+            move |job, cancel| async move {
+                let _m = handle.maintenance.lock().await;
+                let mut total = FlushOutcome::default();
+                for s in Self::scopes_of(&handle, &scope, false)? {
+                    total.add(flush_scope(&handle, &s, &store.inner.seq, &job, &cancel).await?);
+                }
+                *handle.last_flush.lock() = std::time::Instant::now();
+                Ok(total)
+            },
+        )
         .await
     }
 
@@ -795,8 +821,7 @@ impl Store {
                         continue;
                     }
                     total.add(
-                        compact_scope(&handle, &s, &store.inner.seq, policy, &job, &cancel)
-                            .await?,
+                        compact_scope(&handle, &s, &store.inner.seq, policy, &job, &cancel).await?,
                     );
                 }
                 Ok(total)
@@ -809,30 +834,40 @@ impl Store {
     /// past the grace period and expired STREAM rows.
     pub async fn cleanup(&self) -> Result<JobRecord> {
         let store = self.clone();
-        self.run_job(JobKind::Cleanup, None, None, move |_job, _cancel| async move {
-            let mut total = FlushOutcome::default();
-            total.rows += store.remove_old_jobs().await?;
-            for def in store.all_tables().await? {
-                let handle = store.handle(&def.id).await?;
-                if def.table_type == TableType::Stream {
-                    total.rows += expire_stream(&handle).await?;
-                } else {
-                    let _m = handle.maintenance.lock().await;
-                    total.files += collect_orphans(&handle, store.inner.config.orphan_grace).await?;
+        self.run_job(
+            JobKind::Cleanup,
+            None,
+            None,
+            move |_job, _cancel| async move {
+                let mut total = FlushOutcome::default();
+                total.rows += store.remove_old_jobs().await?;
+                for def in store.all_tables().await? {
+                    let handle = store.handle(&def.id).await?;
+                    if def.table_type == TableType::Stream {
+                        total.rows += expire_stream(&handle).await?;
+                    } else {
+                        let _m = handle.maintenance.lock().await;
+                        total.files +=
+                            collect_orphans(&handle, store.inner.config.orphan_grace).await?;
+                    }
                 }
-            }
-            Ok(total)
-        })
+                Ok(total)
+            },
+        )
         .await
     }
 
     /// Every job record, oldest first.
     pub async fn jobs(&self) -> Result<Vec<JobRecord>> {
-        scan_all(self.inner.system.as_ref(), &sys(JOBS), ScanRequest::default())
-            .await?
-            .into_iter()
-            .map(|(_, v)| JobRecord::decode(&v))
-            .collect()
+        scan_all(
+            self.inner.system.as_ref(),
+            &sys(JOBS),
+            ScanRequest::default(),
+        )
+        .await?
+        .into_iter()
+        .map(|(_, v)| JobRecord::decode(&v))
+        .collect()
     }
 
     /// Asks a running job to stop before it commits.
@@ -881,7 +916,10 @@ impl Store {
         };
         self.put_job(&job).await?;
         let cancel = Arc::new(AtomicBool::new(false));
-        self.inner.cancels.lock().insert(job.id.clone(), cancel.clone());
+        self.inner
+            .cancels
+            .lock()
+            .insert(job.id.clone(), cancel.clone());
         job.status = JobStatus::Running;
         job.started_at_ms = Some(now_ms());
         self.put_job(&job).await?;

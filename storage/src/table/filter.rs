@@ -237,7 +237,9 @@ pub fn coerce(value: &KalamValue, data_type: KalamDataType) -> Option<KalamValue
         T::Timestamp => V::Timestamp(int),
         T::DateTime => V::DateTime(int),
         T::Decimal { scale, .. } => {
-            let v = V::Decimal(i128::from(int).checked_mul(10i128.checked_pow(u32::try_from(scale).ok()?)?)?);
+            let v = V::Decimal(
+                i128::from(int).checked_mul(10i128.checked_pow(u32::try_from(scale).ok()?)?)?,
+            );
             v.fits(data_type).then_some(v)?
         }
         _ => return None,
@@ -367,16 +369,15 @@ impl BoundFilter {
             Self::And(all) => {
                 let mut acc = BooleanArray::from(vec![true; batch.num_rows()]);
                 for f in all {
-                    acc = boolean::and_kleene(&acc, &f.evaluate(batch)?)
-                        .map_err(arrow_err("AND"))?;
+                    acc =
+                        boolean::and_kleene(&acc, &f.evaluate(batch)?).map_err(arrow_err("AND"))?;
                 }
                 acc
             }
             Self::Or(all) => {
                 let mut acc = BooleanArray::from(vec![false; batch.num_rows()]);
                 for f in all {
-                    acc = boolean::or_kleene(&acc, &f.evaluate(batch)?)
-                        .map_err(arrow_err("OR"))?;
+                    acc = boolean::or_kleene(&acc, &f.evaluate(batch)?).map_err(arrow_err("OR"))?;
                 }
                 acc
             }
@@ -387,11 +388,7 @@ impl BoundFilter {
     /// For each of `n` units (row groups or pages), whether it may hold a matching row, from
     /// min/max statistics. `stats(column)` returns `None` when a column has none; unknown is
     /// always "may match", so pruning never drops a matching row.
-    pub fn may_match(
-        &self,
-        n: usize,
-        stats: &dyn Fn(&str) -> Option<ColumnStats>,
-    ) -> Vec<bool> {
+    pub fn may_match(&self, n: usize, stats: &dyn Fn(&str) -> Option<ColumnStats>) -> Vec<bool> {
         let verdict = self.may_match_inner(n, stats);
         (0..n)
             .map(|i| verdict.as_ref().is_none_or(|v| v.is_null(i) || v.value(i)))
@@ -512,7 +509,12 @@ mod tests {
             ])),
             vec![
                 Arc::new(Int64Array::from(vec![1, 2, 3, 4])),
-                Arc::new(StringArray::from(vec![Some("a"), None, Some("c"), Some("d")])),
+                Arc::new(StringArray::from(vec![
+                    Some("a"),
+                    None,
+                    Some("c"),
+                    Some("d"),
+                ])),
             ],
         )
         .unwrap()
@@ -529,7 +531,10 @@ mod tests {
     #[test]
     fn predicates_follow_sql_semantics() {
         use KalamValue as V;
-        assert_eq!(eval(Filter::eq("id", V::Int(2))), [false, true, false, false]);
+        assert_eq!(
+            eval(Filter::eq("id", V::Int(2))),
+            [false, true, false, false]
+        );
         assert_eq!(
             eval(Filter::cmp("id", CmpOp::GtEq, V::BigInt(3))),
             [false, false, true, true]
@@ -539,7 +544,10 @@ mod tests {
             [false, false, true, true],
             "NULL <> 'a' is not true"
         );
-        assert_eq!(eval(Filter::IsNull("body".into())), [false, true, false, false]);
+        assert_eq!(
+            eval(Filter::IsNull("body".into())),
+            [false, true, false, false]
+        );
         assert_eq!(
             eval(Filter::In {
                 column: "id".into(),

@@ -24,6 +24,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
+use parquet::bloom_filter::Sbbf;
 
 use crate::backend::{Partition, ScanRequest, StorageBackend, WriteBatch, WriteOp};
 use crate::catalog::StorageDefinition;
@@ -118,6 +119,9 @@ pub struct WriteSummary {
     pub deleted: u64,
 }
 
+/// `_key` bloom filters per (file id, row group); `None`: the row group has none.
+pub(crate) type BloomCache = HashMap<(i64, usize), Option<Arc<Sbbf>>>;
+
 /// An open table.
 pub struct TableHandle {
     /// `namespace.table`.
@@ -135,6 +139,8 @@ pub struct TableHandle {
     pub(crate) maintenance: tokio::sync::Mutex<()>,
     pub(crate) state: parking_lot::RwLock<TableState>,
     pub(crate) parquet_meta: parking_lot::Mutex<HashMap<i64, ArrowReaderMetadata>>,
+    /// Bloom filters of `_key` per (file, row group); `None`: the row group has none.
+    pub(crate) blooms: parking_lot::Mutex<BloomCache>,
     pub(crate) last_flush: parking_lot::Mutex<Instant>,
 }
 
@@ -212,6 +218,7 @@ impl TableHandle {
             maintenance: tokio::sync::Mutex::new(()),
             state: parking_lot::RwLock::new(TableState::default()),
             parquet_meta: parking_lot::Mutex::new(HashMap::new()),
+            blooms: parking_lot::Mutex::new(HashMap::new()),
             last_flush: parking_lot::Mutex::new(Instant::now()),
         };
         table.reload().await?;
@@ -228,7 +235,11 @@ impl TableHandle {
         storage.hot.create_partition(&meta).await?;
         storage
             .hot
-            .put(&meta, Bytes::from_static(META_DEFINITION), def.encode().into())
+            .put(
+                &meta,
+                Bytes::from_static(META_DEFINITION),
+                def.encode().into(),
+            )
             .await
     }
 
@@ -681,20 +692,6 @@ impl TableHandle {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn file_keys_split_back_even_when_the_id_holds_zero_bytes() {
-        for (scope, id) in [("", 0x0100_0000_0000_0000i64), ("alice", 0), ("bob", i64::MAX)] {
-            let key = manifest_key(scope, id);
-            assert_eq!(split_file_key(&key), Some((scope.to_owned(), id)));
-        }
-        assert_eq!(split_file_key(b"f"), None);
-    }
-}
-
 fn check_length(column: &str, value: &KalamValue) -> Result<()> {
     let len = match value {
         KalamValue::Text(s) | KalamValue::Json(s) => s.len(),
@@ -704,8 +701,29 @@ fn check_length(column: &str, value: &KalamValue) -> Result<()> {
     if len > crate::codec::MAX_VALUE_LEN {
         return Err(Error::InvalidValue {
             column: column.to_owned(),
-            reason: format!("{len} bytes exceed the limit of {}", crate::codec::MAX_VALUE_LEN),
+            reason: format!(
+                "{len} bytes exceed the limit of {}",
+                crate::codec::MAX_VALUE_LEN
+            ),
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_keys_split_back_even_when_the_id_holds_zero_bytes() {
+        for (scope, id) in [
+            ("", 0x0100_0000_0000_0000i64),
+            ("alice", 0),
+            ("bob", i64::MAX),
+        ] {
+            let key = manifest_key(scope, id);
+            assert_eq!(split_file_key(&key), Some((scope.to_owned(), id)));
+        }
+        assert_eq!(split_file_key(b"f"), None);
+    }
 }
