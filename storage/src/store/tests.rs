@@ -459,8 +459,8 @@ async fn deletion_vectors_stay_aligned_when_row_groups_are_pruned() {
     let f = Filter::In {
         column: "id".into(),
         values: vec![
-            KalamValue::BigInt(7),
-            KalamValue::BigInt(8),
+            KalamValue::BigInt(97),
+            KalamValue::BigInt(98),
             KalamValue::BigInt(n - 1),
         ],
         negated: false,
