@@ -440,3 +440,171 @@ fn a_failing_statement_in_a_file_names_its_line_and_stops() {
     );
     assert_eq!(out, "count\n1\n");
 }
+
+#[test]
+fn catalog_statements_and_views_cover_every_kind_of_object() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["-c", SETUP]);
+    let ns = ok(dir.path(), &["--format", "csv", "-c", "SHOW NAMESPACES"]);
+    assert_eq!(ns, "namespace\napp\n");
+    let described = ok(
+        dir.path(),
+        &["--format", "csv", "-c", "DESCRIBE TABLE app.notes"],
+    );
+    assert!(
+        described.contains("notes,id,0,BIGINT,false,true"),
+        "{described}"
+    );
+    assert!(
+        described.contains("notes,n,2,INT,true,false,0"),
+        "{described}"
+    );
+    let in_ns = ok(dir.path(), &["--format", "csv", "-c", "SHOW TABLES IN app"]);
+    assert_eq!(in_ns.lines().count(), 3, "{in_ns}");
+    ok(
+        dir.path(),
+        &[
+            "-c",
+            "CREATE STORAGE scratch TYPE memory",
+            "-c",
+            "CREATE STREAM TABLE app.events (id BIGINT PRIMARY KEY, kind TEXT) WITH (TTL_SECONDS = 60, STORAGE_ID = 'scratch')",
+        ],
+    );
+    let cached = dir.path().join("cached");
+    ok(
+        dir.path(),
+        &[
+            "-c",
+            &format!(
+                "CREATE STORAGE warm TYPE filesystem PATH '{}' CACHE (MEMORY '8MB', DISK '32MB')",
+                cached.display()
+            ),
+        ],
+    );
+    ok(
+        dir.path(),
+        &[
+            "-c",
+            "CREATE TABLE app.kv (k TEXT PRIMARY KEY, v TEXT) WITH (STORAGE_ID = 'warm')",
+            "-c",
+            "INSERT INTO app.kv VALUES ('a', NULL), ('b', 'x'), ('c', 'y')",
+            "-c",
+            "STORAGE FLUSH TABLE app.kv",
+        ],
+    );
+    let nulls = ok(
+        dir.path(),
+        &[
+            "--format",
+            "csv",
+            "-c",
+            "SELECT k FROM app.kv WHERE v IS NULL",
+        ],
+    );
+    assert_eq!(nulls, "k\na\n");
+    let paged = ok(
+        dir.path(),
+        &[
+            "--format",
+            "csv",
+            "-c",
+            "SELECT k FROM app.kv WHERE v IS NOT NULL ORDER BY k DESC LIMIT 1 OFFSET 1",
+        ],
+    );
+    assert_eq!(paged, "k\nb\n");
+    let storages = ok(
+        dir.path(),
+        &[
+            "--format",
+            "csv",
+            "-c",
+            "SELECT storage_id, engine FROM system.storages ORDER BY storage_id",
+        ],
+    );
+    assert_eq!(
+        storages,
+        "storage_id,engine\nlocal,rocksdb\nscratch,memory\nwarm,rocksdb\n"
+    );
+    let tables = ok(
+        dir.path(),
+        &[
+            "--format",
+            "csv",
+            "-c",
+            "SELECT table_name, storage_id FROM system.tables WHERE table_type = 'STREAM'",
+        ],
+    );
+    assert_eq!(tables, "table_name,storage_id\nevents,scratch\n");
+    ok(
+        dir.path(),
+        &[
+            "-c",
+            "DROP TABLE app.kv",
+            "-c",
+            "DROP TABLE IF EXISTS app.kv",
+        ],
+    );
+    assert!(
+        !cached
+            .join("cold/app/kv")
+            .read_dir()
+            .is_ok_and(|mut d| d.next().is_some())
+    );
+    ok(dir.path(), &["-c", "DROP STORAGE warm"]);
+}
+
+/// A storage on the local S3-compatible server that `make test` starts.
+#[test]
+fn an_s3_storage_holds_a_table() {
+    let (Ok(endpoint), Ok(bucket)) = (
+        std::env::var("KALAMSTORE_S3_ENDPOINT"),
+        std::env::var("KALAMSTORE_S3_BUCKET"),
+    ) else {
+        assert!(std::env::var("CI").is_err(), "CI needs the S3 test server");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("cli-{}", std::process::id());
+    let config = format!(
+        r#"{{"endpoint": "{endpoint}", "region": "us-east-1", "access_key_id": "test", "secret_access_key": "test", "allow_http": true}}"#
+    );
+    ok(dir.path(), &["-c", SETUP]);
+    ok(
+        dir.path(),
+        &[
+            "-c",
+            &format!(
+                "CREATE STORAGE remote TYPE s3 PATH 's3://{bucket}/{prefix}' CONFIG '{config}'"
+            ),
+        ],
+    );
+    ok(
+        dir.path(),
+        &[
+            "-c",
+            "CREATE TABLE app.remote_kv (k TEXT PRIMARY KEY, v TEXT) WITH (STORAGE_ID = 'remote')",
+            "-c",
+            "INSERT INTO app.remote_kv VALUES ('a', '1'), ('b', '2')",
+            "-c",
+            "STORAGE FLUSH TABLE app.remote_kv",
+            "-c",
+            "DELETE FROM app.remote_kv WHERE k = 'a'",
+        ],
+    );
+    let rows = ok(
+        dir.path(),
+        &["--format", "csv", "-c", "SELECT * FROM app.remote_kv"],
+    );
+    assert_eq!(rows, "k,v\nb,2\n");
+    ok(
+        dir.path(),
+        &[
+            "-c",
+            "STORAGE CHECK remote",
+            "-c",
+            "DROP TABLE app.remote_kv",
+            "-c",
+            "DROP STORAGE remote",
+        ],
+    );
+}
