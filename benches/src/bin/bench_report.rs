@@ -1,14 +1,15 @@
-//! Turns the engines bench results into a markdown table and an SVG bar chart.
+//! Turns the bench results into markdown tables and an SVG bar chart.
 //!
 //! `bench-report [OUT_DIR]` reads `$CARGO_TARGET_DIR/kalamstore-bench/engines.jsonl` (the latest
 //! record of each engine and workload wins), prints the table and writes `engines.md` and
-//! `engines.svg` into OUT_DIR (default `docs/bench`).
+//! `engines.svg` into OUT_DIR (default `docs/bench`); when the tables bench has run, it also
+//! writes `tables.md` from `tables.jsonl` (latest record of each workload).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use kalamstore_benches::{WorkloadResult, results_path};
+use kalamstore_benches::{RatioResult, WorkloadResult, results_path, tables_results_path};
 
 const WORKLOADS: [&str; 5] = ["load", "ycsb-a", "ycsb-b", "ycsb-c", "ycsb-e"];
 const BASELINE: &str = "plain rust-rocksdb";
@@ -44,7 +45,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(out_dir.join("engines.md"), &table)?;
     std::fs::write(out_dir.join("engines.svg"), svg)?;
     print!("{table}");
+    if let Ok(text) = std::fs::read_to_string(tables_results_path()) {
+        let tables = ratio_table(&text)?;
+        std::fs::write(out_dir.join("tables.md"), &tables)?;
+        print!("\n{tables}");
+    }
     Ok(())
+}
+
+/// The tables bench as markdown: each workload's latest pair, with the ratio to the baseline.
+fn ratio_table(text: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let mut latest: BTreeMap<String, RatioResult> = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let r: RatioResult = serde_json::from_str(line)?;
+        latest.insert(r.bench.clone(), r);
+    }
+    let mut out = String::from(
+        "| workload | kalamstore | baseline | time ratio (ours / baseline) | target |\n|---|---|---|---|---|\n",
+    );
+    for r in latest.values() {
+        writeln!(
+            out,
+            "| {} | {} {:.1} ms | {} {:.1} ms | {:.2}x | {} |",
+            r.bench,
+            r.ours,
+            r.ours_secs * 1e3,
+            r.baseline,
+            r.baseline_secs * 1e3,
+            r.ours_secs / r.baseline_secs,
+            r.target
+        )?;
+    }
+    Ok(out)
 }
 
 fn fmt_ops(ops: f64) -> String {
