@@ -23,6 +23,20 @@ use object_store::ObjectStore;
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Engines;
 
+/// The foyer settings of a storage's cache; `dir` is where its disk tier lives.
+fn foyer_config(cache: &CacheSpec, dir: String) -> FoyerConfig {
+    let memory = usize::try_from(cache.memory_bytes).unwrap_or(usize::MAX);
+    if cache.disk_bytes == 0 {
+        FoyerConfig::memory(memory)
+    } else {
+        FoyerConfig::hybrid(
+            memory,
+            dir,
+            usize::try_from(cache.disk_bytes).unwrap_or(usize::MAX),
+        )
+    }
+}
+
 async fn cached<B: StorageBackend + 'static>(
     inner: B,
     cache: Option<&CacheSpec>,
@@ -30,16 +44,7 @@ async fn cached<B: StorageBackend + 'static>(
     let Some(cache) = cache else {
         return Ok(Arc::new(inner));
     };
-    let memory = usize::try_from(cache.memory_bytes).unwrap_or(usize::MAX);
-    let config = if cache.disk_bytes == 0 {
-        FoyerConfig::memory(memory)
-    } else {
-        FoyerConfig::hybrid(
-            memory,
-            &cache.disk_path,
-            usize::try_from(cache.disk_bytes).unwrap_or(usize::MAX),
-        )
-    };
+    let config = foyer_config(cache, cache.disk_path.clone());
     Ok(Arc::new(FoyerBackend::new(Arc::new(inner), config).await?))
 }
 
@@ -81,16 +86,7 @@ impl EngineProvider for Engines {
         let Some(cache) = cache else {
             return Ok(store);
         };
-        let memory = usize::try_from(cache.memory_bytes).unwrap_or(usize::MAX);
-        let config = if cache.disk_bytes == 0 {
-            FoyerConfig::memory(memory)
-        } else {
-            FoyerConfig::hybrid(
-                memory,
-                format!("{}-ranges", cache.disk_path),
-                usize::try_from(cache.disk_bytes).unwrap_or(usize::MAX),
-            )
-        };
+        let config = foyer_config(cache, format!("{}-ranges", cache.disk_path));
         Ok(Arc::new(RangeCachedStore::new(store, config).await?))
     }
 }

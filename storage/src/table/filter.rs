@@ -90,24 +90,6 @@ impl Filter {
         }
     }
 
-    /// The columns the filter reads.
-    pub fn columns(&self) -> Vec<&str> {
-        let mut out = Vec::new();
-        self.collect_columns(&mut out);
-        out.sort_unstable();
-        out.dedup();
-        out
-    }
-
-    fn collect_columns<'a>(&'a self, out: &mut Vec<&'a str>) {
-        match self {
-            Self::Compare { column, .. } | Self::In { column, .. } => out.push(column),
-            Self::IsNull(c) | Self::IsNotNull(c) => out.push(c),
-            Self::And(all) | Self::Or(all) => all.iter().for_each(|f| f.collect_columns(out)),
-            Self::Not(f) => f.collect_columns(out),
-        }
-    }
-
     /// Bounds on `column` implied by the filter's top-level conjunction (inclusive, so they
     /// only narrow; the filter itself still decides each row).
     pub fn bounds_of(&self, column: &str) -> (Bound<KalamValue>, Bound<KalamValue>) {
