@@ -134,6 +134,16 @@ pub enum Scope {
     User(UserId),
 }
 
+impl Scope {
+    /// The user of a one-user scope.
+    pub fn user(&self) -> Option<&UserId> {
+        match self {
+            Self::User(u) => Some(u),
+            Self::All => None,
+        }
+    }
+}
+
 /// Rows and files of one scope.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScopeStats {
@@ -772,10 +782,7 @@ impl Store {
                 reason: "STREAM tables are never flushed".into(),
             });
         }
-        let user = match &scope {
-            Scope::User(u) => Some(u.clone()),
-            Scope::All => None,
-        };
+        let user = scope.user().cloned();
         let store = self.clone();
         self.run_job(
             JobKind::Flush,
@@ -802,10 +809,7 @@ impl Store {
         policy: CompactionPolicy,
     ) -> Result<JobRecord> {
         let handle = self.handle(table).await?;
-        let user = match &scope {
-            Scope::User(u) => Some(u.clone()),
-            Scope::All => None,
-        };
+        let user = scope.user().cloned();
         let store = self.clone();
         self.run_job(
             JobKind::Compaction,
