@@ -304,6 +304,23 @@ impl Store {
         Ok(())
     }
 
+    /// Every record of a catalog partition, decoded, in key order.
+    async fn catalog<T>(
+        &self,
+        partition: &'static str,
+        decode: impl Fn(&[u8], &[u8]) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        scan_all(
+            self.inner.system.as_ref(),
+            &sys(partition),
+            ScanRequest::default(),
+        )
+        .await?
+        .iter()
+        .map(|(k, v)| decode(k, v))
+        .collect()
+    }
+
     // ----- namespaces -----
 
     /// Creates a namespace; an existing one is an error unless `if_not_exists`.
@@ -338,15 +355,10 @@ impl Store {
 
     /// Every namespace, sorted.
     pub async fn namespaces(&self) -> Result<Vec<NamespaceId>> {
-        scan_all(
-            self.inner.system.as_ref(),
-            &sys(NAMESPACES),
-            ScanRequest::default(),
-        )
-        .await?
-        .into_iter()
-        .map(|(k, _)| NamespaceId::new(String::from_utf8_lossy(&k).into_owned()))
-        .collect()
+        self.catalog(NAMESPACES, |k, _| {
+            NamespaceId::new(String::from_utf8_lossy(k).into_owned())
+        })
+        .await
     }
 
     /// Drops a namespace; with `cascade` its tables and their data go too, without it a
@@ -392,15 +404,8 @@ impl Store {
 
     /// Every registered storage, sorted by id.
     pub async fn storages(&self) -> Result<Vec<StorageDefinition>> {
-        scan_all(
-            self.inner.system.as_ref(),
-            &sys(STORAGES),
-            ScanRequest::default(),
-        )
-        .await?
-        .into_iter()
-        .map(|(_, v)| StorageDefinition::decode(&v))
-        .collect()
+        self.catalog(STORAGES, |_, v| StorageDefinition::decode(v))
+            .await
     }
 
     async fn open_storage_def(&self, def: &StorageDefinition) -> Result<StorageHandle> {
@@ -529,15 +534,8 @@ impl Store {
     // ----- tables -----
 
     async fn all_tables(&self) -> Result<Vec<TableDefinition>> {
-        scan_all(
-            self.inner.system.as_ref(),
-            &sys(TABLES),
-            ScanRequest::default(),
-        )
-        .await?
-        .into_iter()
-        .map(|(_, v)| TableDefinition::decode(&v))
-        .collect()
+        self.catalog(TABLES, |_, v| TableDefinition::decode(v))
+            .await
     }
 
     /// Table definitions, of one namespace or all, sorted by id.
@@ -863,15 +861,7 @@ impl Store {
 
     /// Every job record, oldest first.
     pub async fn jobs(&self) -> Result<Vec<JobRecord>> {
-        scan_all(
-            self.inner.system.as_ref(),
-            &sys(JOBS),
-            ScanRequest::default(),
-        )
-        .await?
-        .into_iter()
-        .map(|(_, v)| JobRecord::decode(&v))
-        .collect()
+        self.catalog(JOBS, |_, v| JobRecord::decode(v)).await
     }
 
     /// Asks a running job to stop before it commits.
