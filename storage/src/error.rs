@@ -160,6 +160,31 @@ pub enum Error {
         /// `namespace.table`.
         table: String,
     },
+    /// The table moved to another storage or was dropped while the operation waited for it;
+    /// the store retries on the table's new home.
+    #[error("table {table} moved or was dropped while the operation waited")]
+    TableRetired {
+        /// `namespace.table`.
+        table: String,
+    },
+    /// Another job (a move or a drop) is working on the table.
+    #[error("table {table} is busy with job {job}")]
+    TableBusy {
+        /// `namespace.table`.
+        table: String,
+        /// The job.
+        job: String,
+    },
+    /// A storage move that cannot start (same location, in progress, unreachable target).
+    #[error("cannot move table {table} to storage `{storage}`: {reason}")]
+    MoveRefused {
+        /// `namespace.table`.
+        table: String,
+        /// The target storage id.
+        storage: String,
+        /// Why.
+        reason: String,
+    },
     /// No storage with this id.
     #[error("storage `{storage}` not found")]
     StorageNotFound {

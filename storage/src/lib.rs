@@ -34,15 +34,19 @@ pub use error::{DecodeError, Error, Result};
 pub use ids::{NamespaceId, StorageId, TableId, TableName, UserId};
 pub use memory::MemoryBackend;
 pub use schema::{
-    AccessLevel, ColumnDefinition, FlushPolicy, SchemaVersion, TableDefinition, TableOptions,
-    TableType,
+    AccessLevel, ColumnDefinition, FlushPolicy, SchemaChange, SchemaVersion, TableDefinition,
+    TableOptions, TableType,
 };
 pub use types::KalamDataType;
 
-pub use catalog::{CacheSpec, HotEngine, JobKind, JobRecord, JobStatus, StorageDefinition};
+pub use catalog::{
+    CacheSpec, HotEngine, JobKind, JobRecord, JobStatus, StorageDefinition, TableTask, TableTaskOp,
+};
 pub use flush::compact::CompactionPolicy;
 pub use location::S3Options;
 pub use merge::ScanOptions;
-pub use store::{EngineProvider, MemoryEngines, Scope, ScopeStats, Store, StoreConfig};
+pub use store::{
+    EngineProvider, MemoryEngines, OptionsChange, Scope, ScopeStats, Store, StoreConfig,
+};
 pub use table::filter::{CmpOp, Filter};
 pub use table::{Mutation, WriteSummary};

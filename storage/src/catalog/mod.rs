@@ -100,6 +100,8 @@ pub enum JobKind {
     Cleanup,
     /// Moves a table to another storage.
     Move,
+    /// Removes a dropped table's data from its storage.
+    Drop,
     /// Reclaims expired STREAM rows.
     Expiry,
 }
@@ -159,7 +161,7 @@ macro_rules! names {
     };
 }
 
-names!(JobKind { Flush = "flush", Compaction = "compaction", Cleanup = "cleanup", Move = "move", Expiry = "expiry" });
+names!(JobKind { Flush = "flush", Compaction = "compaction", Cleanup = "cleanup", Move = "move", Drop = "drop", Expiry = "expiry" });
 names!(JobStatus {
     New = "new",
     Queued = "queued",
@@ -211,6 +213,51 @@ impl JobRecord {
     }
 }
 
+/// A multi-step table operation in progress, recorded before its first step so that a
+/// restart finishes or undoes it. Keyed by table: a table has at most one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableTask {
+    /// The job doing it.
+    pub job: String,
+    /// The table.
+    pub table: TableId,
+    /// What is being done.
+    pub op: TableTaskOp,
+}
+
+/// The operation of a [`TableTask`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableTaskOp {
+    /// Copying the table from `from` to `to`. Before `switched` the catalog points at `from`
+    /// and a restart removes the partial copy; after it, at `to`, and a restart removes the
+    /// source.
+    Move {
+        /// The source storage.
+        from: StorageId,
+        /// The target storage.
+        to: StorageId,
+        /// Whether the catalog already points at `to`.
+        switched: bool,
+    },
+    /// Removing a dropped table's data from `storage`.
+    Drop {
+        /// Where the data is.
+        storage: StorageId,
+    },
+}
+
+impl TableTask {
+    /// Encodes the record (protobuf).
+    pub fn encode(&self) -> Vec<u8> {
+        proto::encode_task(self)
+    }
+
+    /// Decodes a stored record.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        proto::decode_task(bytes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,6 +303,23 @@ mod tests {
             error: None,
         };
         assert_eq!(JobRecord::decode(&job.encode()).unwrap(), job);
+        for op in [
+            TableTaskOp::Move {
+                from: StorageId::local(),
+                to: StorageId::new("s3").unwrap(),
+                switched: true,
+            },
+            TableTaskOp::Drop {
+                storage: StorageId::local(),
+            },
+        ] {
+            let task = TableTask {
+                job: "j-2".into(),
+                table: "app.t".parse().unwrap(),
+                op,
+            };
+            assert_eq!(TableTask::decode(&task.encode()).unwrap(), task);
+        }
         assert_eq!("Running".parse::<JobStatus>().unwrap(), JobStatus::Running);
     }
 }

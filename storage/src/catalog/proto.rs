@@ -3,7 +3,9 @@
 
 use prost::Message;
 
-use super::{CacheSpec, HotEngine, JobKind, JobRecord, JobStatus, StorageDefinition};
+use super::{
+    CacheSpec, HotEngine, JobKind, JobRecord, JobStatus, StorageDefinition, TableTask, TableTaskOp,
+};
 use crate::error::{Error, Result};
 use crate::ids::{StorageId, TableId, UserId};
 use crate::location::S3Options;
@@ -166,5 +168,62 @@ pub(super) fn decode_job(bytes: &[u8]) -> Result<JobRecord> {
         bytes: p.bytes,
         files: p.files,
         error: p.error,
+    })
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct TableTaskProto {
+    #[prost(string, tag = "1")]
+    job: String,
+    #[prost(string, tag = "2")]
+    table: String,
+    /// `move` or `drop`.
+    #[prost(string, tag = "3")]
+    op: String,
+    /// The source of a move; the storage of a drop.
+    #[prost(string, tag = "4")]
+    from: String,
+    #[prost(string, tag = "5")]
+    to: String,
+    #[prost(bool, tag = "6")]
+    switched: bool,
+}
+
+pub(super) fn encode_task(task: &TableTask) -> Vec<u8> {
+    let (op, from, to, switched) = match &task.op {
+        TableTaskOp::Move { from, to, switched } => {
+            ("move", from.to_string(), to.to_string(), *switched)
+        }
+        TableTaskOp::Drop { storage } => ("drop", storage.to_string(), String::new(), false),
+    };
+    TableTaskProto {
+        job: task.job.clone(),
+        table: task.table.to_string(),
+        op: op.into(),
+        from,
+        to,
+        switched,
+    }
+    .encode_to_vec()
+}
+
+pub(super) fn decode_task(bytes: &[u8]) -> Result<TableTask> {
+    const WHAT: &str = "table task";
+    let p = TableTaskProto::decode(bytes).map_err(prost_error(WHAT))?;
+    let op = match p.op.as_str() {
+        "move" => TableTaskOp::Move {
+            from: StorageId::new(&p.from)?,
+            to: StorageId::new(&p.to)?,
+            switched: p.switched,
+        },
+        "drop" => TableTaskOp::Drop {
+            storage: StorageId::new(&p.from)?,
+        },
+        other => return Err(bad(WHAT, format!("unknown operation `{other}`"))),
+    };
+    Ok(TableTask {
+        job: p.job,
+        table: p.table.parse()?,
+        op,
     })
 }

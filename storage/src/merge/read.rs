@@ -154,6 +154,27 @@ pub(crate) async fn read_file(
     let row_groups = meta.metadata().row_groups();
     let n = row_groups.len();
     let what = || format!("reading {} (table {})", entry.meta.path, table.id);
+    // Current columns map to the file's by id: the file may predate a rename, a widening, an
+    // added or a dropped-and-re-added column.
+    let def = table.definition();
+    let file_version = def.version(entry.meta.schema_version);
+    let source = |c: &ColumnDefinition| -> Option<String> {
+        match file_version {
+            Some(v) => v.column_by_id(c.id).map(|o| o.name.clone()),
+            None => Some(c.name.clone()),
+        }
+    };
+    // Whether the file holds current column `name` under that name and in its current type,
+    // so statistics and decoder predicates can use it as is.
+    let unchanged = |name: &str| -> bool {
+        let current = plan.all_columns.iter().find(|c| c.name == name);
+        match (file_schema.field_with_name(name), current) {
+            (Ok(f), Some(c)) => {
+                source(c).as_deref() == Some(name) && f.data_type() == &c.data_type.to_arrow()
+            }
+            _ => false,
+        }
+    };
 
     // Row groups: key range from the `_key` statistics, then the filter's statistics.
     let mut keep = vec![true; n];
@@ -171,6 +192,9 @@ pub(crate) async fn read_file(
     }
     if let Some(filter) = plan.filter {
         let stats = |column: &str| -> Option<ColumnStats> {
+            if !unchanged(column) {
+                return None;
+            }
             let conv = StatisticsConverter::try_new(column, &file_schema, parquet_schema).ok()?;
             Some(ColumnStats {
                 mins: conv.row_group_mins(row_groups.iter()).ok()?,
@@ -255,7 +279,8 @@ pub(crate) async fn read_file(
                 || filter_columns.contains(&c.name.as_str())
         })
         .collect();
-    let mut wanted: Vec<&str> = needed.iter().map(|c| c.name.as_str()).collect();
+    let sources: Vec<Option<String>> = needed.iter().map(|c| source(c)).collect();
+    let mut wanted: Vec<&str> = sources.iter().flatten().map(String::as_str).collect();
     if plan.with_system {
         wanted.extend([SEQ_COLUMN, UPDATED_COLUMN]);
     }
@@ -278,13 +303,7 @@ pub(crate) async fn read_file(
     let mut predicates: Vec<Box<dyn parquet::arrow::arrow_reader::ArrowPredicate>> = Vec::new();
     let pushed = match plan.filter {
         Some(filter) => {
-            let same = filter_columns.iter().all(|name| {
-                let current = plan.all_columns.iter().find(|c| c.name == *name);
-                match (file_schema.field_with_name(name), current) {
-                    (Ok(f), Some(c)) => f.data_type() == &c.data_type.to_arrow(),
-                    _ => false,
-                }
-            });
+            let same = filter_columns.iter().all(|name| unchanged(name));
             if same {
                 let idx: Vec<usize> = filter_columns
                     .iter()
@@ -330,7 +349,7 @@ pub(crate) async fn read_file(
     let mut out = Vec::new();
     let mut returned = 0usize;
     while let Some(batch) = stream.try_next().await.map_err(parquet_err(what()))? {
-        let adapted = adapt(&batch, &needed, plan.with_system, needs_key)?;
+        let adapted = adapt(&batch, &needed, &sources, plan.with_system, needs_key)?;
         let mut mask: Option<BooleanArray> = None;
         let mut and = |m: BooleanArray| -> Result<()> {
             mask = Some(match mask.take() {
@@ -475,21 +494,23 @@ pub(crate) fn key_mask(
     Ok(mask)
 }
 
-/// Builds a batch with `columns` in their current types (cast from an older type, or filled
-/// with the default / NULL when the file predates them), plus system and key columns.
+/// Builds a batch with `columns` under their current names and types (read from the file's
+/// column `sources[i]`, cast from an older type, or filled with the default / NULL when the
+/// file predates them), plus system and key columns.
 fn adapt(
     batch: &RecordBatch,
     columns: &[&ColumnDefinition],
+    sources: &[Option<String>],
     with_system: bool,
     with_key: bool,
 ) -> Result<RecordBatch> {
     let rows = batch.num_rows();
     let mut fields = Vec::new();
     let mut arrays: Vec<ArrayRef> = Vec::new();
-    for c in columns {
+    for (c, source) in columns.iter().zip(sources) {
         let field = c.arrow_field();
         let target = field.data_type().clone();
-        let array = match batch.column_by_name(&c.name) {
+        let array = match source.as_deref().and_then(|s| batch.column_by_name(s)) {
             Some(a) if a.data_type() == &target => a.clone(),
             Some(a) => cast(a, &target).map_err(arrow_err("casting an old column"))?,
             None => fill(c, rows)?,

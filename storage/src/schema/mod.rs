@@ -1,6 +1,7 @@
 //! Table schemas, the single source of truth: `TableDefinition`, `ColumnDefinition`,
 //! `SchemaVersion`, their validation, their arrow schema and their binary (protobuf) form.
 
+mod evolve;
 mod proto;
 
 use std::collections::HashSet;
@@ -16,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::ids::{StorageId, TableId};
 use crate::types::{KalamDataType, arrow_field};
 
+pub use evolve::{SchemaChange, can_widen};
 pub use proto::DEFINITION_FORMAT_VERSION;
 
 /// Name of the system column holding the write sequence.
@@ -164,6 +166,9 @@ pub struct TableOptions {
 /// One column of a table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ColumnDefinition {
+    /// Stable id, from 1: a rename keeps it, a dropped column's id is never reused, so old
+    /// rows and files are matched to the current columns by id, not by name.
+    pub id: u32,
     /// Column name, `^[a-z][a-z0-9_]*$`.
     pub name: String,
     /// Position in the row, from 0.
@@ -184,6 +189,7 @@ impl ColumnDefinition {
     /// A nullable, non-key column without default.
     pub fn new(name: impl Into<String>, data_type: KalamDataType) -> Self {
         Self {
+            id: 0,
             name: name.into(),
             ordinal: 0,
             data_type,
@@ -274,7 +280,8 @@ pub struct TableDefinition {
 }
 
 impl TableDefinition {
-    /// A validated version-1 definition; ordinals are assigned from the column order.
+    /// A validated version-1 definition; ordinals and column ids are assigned from the column
+    /// order.
     pub fn new(
         id: TableId,
         table_type: TableType,
@@ -288,6 +295,7 @@ impl TableDefinition {
             .enumerate()
             .map(|(i, mut c)| {
                 c.ordinal = i as u32;
+                c.id = i as u32 + 1;
                 c
             })
             .collect();
@@ -349,7 +357,11 @@ impl TableDefinition {
             ));
         }
         let mut names = HashSet::new();
+        let mut ids = HashSet::new();
         for (i, c) in columns.iter().enumerate() {
+            if c.id == 0 || !ids.insert(c.id) {
+                return bad(format!("column `{}` has a missing or repeated id {}", c.name, c.id));
+            }
             if let Err(e) = crate::ids::validate_name("column name", &c.name) {
                 return bad(e.to_string());
             }

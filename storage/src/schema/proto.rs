@@ -81,6 +81,10 @@ pub(super) struct ColumnProto {
     pub default_value: Option<Vec<u8>>,
     #[prost(string, optional, tag = "7")]
     pub comment: Option<String>,
+    /// Stable column id; 0 from writers before ids existed (they had no schema changes,
+    /// so the id is the ordinal + 1).
+    #[prost(uint32, tag = "8")]
+    pub id: u32,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -157,6 +161,7 @@ fn column_to_proto(c: &ColumnDefinition) -> ColumnProto {
             out
         }),
         comment: c.comment.clone(),
+        id: c.id,
     }
 }
 
@@ -276,6 +281,7 @@ fn column_from_proto(p: ColumnProto) -> Result<ColumnDefinition> {
         .transpose()
         .map_err(|e| Error::decode("column default", e))?;
     Ok(ColumnDefinition {
+        id: if p.id == 0 { p.ordinal + 1 } else { p.id },
         name: p.name,
         ordinal: p.ordinal,
         data_type,

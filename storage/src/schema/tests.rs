@@ -45,6 +45,7 @@ fn a_definition_round_trips_through_its_binary_form() {
     def.schema.version = 2;
     def.schema.change = "ADD COLUMN x".into();
     def.schema.columns.push(ColumnDefinition {
+        id: 5,
         ordinal: 4,
         ..ColumnDefinition::new("x", KalamDataType::Uuid)
     });

@@ -16,7 +16,10 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 
 use crate::backend::{Partition, ScanRequest, StorageBackend, WriteBatch, WriteOp, scan_all};
-use crate::catalog::{CacheSpec, HotEngine, JobKind, JobRecord, JobStatus, StorageDefinition};
+use crate::catalog::{
+    CacheSpec, HotEngine, JobKind, JobRecord, JobStatus, StorageDefinition, TableTask,
+    TableTaskOp,
+};
 use crate::codec::KalamValue;
 use crate::error::{Error, Result};
 use crate::flush::compact::{CompactionPolicy, collect_orphans, compact_scope};
@@ -26,7 +29,15 @@ use crate::location::{S3Options, open_store};
 use crate::merge::ScanOptions;
 use crate::schema::{TableDefinition, TableType};
 use crate::seq::{SeqGenerator, now_nanos};
-use crate::table::{Mutation, StorageHandle, TableHandle, WriteSummary, counter_key};
+use crate::table::{
+    META_DEFINITION, Mutation, StorageHandle, TableHandle, WriteSummary, counter_key,
+};
+
+mod alter;
+mod moves;
+mod tasks;
+
+pub use alter::OptionsChange;
 
 /// Opens hot engines by kind. The core knows no engine; the `kalamstore` crate supplies a
 /// provider with RocksDB, the object-store engine and foyer.
@@ -225,7 +236,7 @@ impl Store {
             .engines
             .open(&engine, &S3Options::default(), None)
             .await?;
-        for p in [NAMESPACES, STORAGES, TABLES, JOBS] {
+        for p in [NAMESPACES, STORAGES, TABLES, JOBS, tasks::TASKS] {
             system.create_partition(&sys(p)).await?;
         }
         let store = Self {
@@ -267,6 +278,7 @@ impl Store {
                 )
                 .await?;
         }
+        store.resume_tasks().await?;
         store.fail_interrupted_jobs().await?;
         if store.inner.config.background {
             let weak = Arc::downgrade(&store.inner);
@@ -521,6 +533,15 @@ impl Store {
                 table: t.id.to_string(),
             });
         }
+        if let Some(task) = self.table_tasks().await?.into_iter().find(|t| match &t.op {
+            TableTaskOp::Move { from, to, .. } => from == id || to == id,
+            TableTaskOp::Drop { storage } => storage == id,
+        }) {
+            return Err(Error::StorageInUse {
+                storage: id.to_string(),
+                table: format!("{} (unfinished job {})", task.table, task.job),
+            });
+        }
         if let Some(handle) = self.inner.storages.lock().await.remove(id) {
             handle.hot.close().await?;
         }
@@ -569,6 +590,15 @@ impl Store {
             })?;
         let def = TableDefinition::decode(&bytes)?;
         let storage = self.storage(&def.storage_id).await?;
+        // The catalog is the source of truth; an ALTER interrupted between its two writes
+        // left the storage's copy behind.
+        let meta = crate::table::meta_partition(id);
+        if storage.hot.get(&meta, META_DEFINITION).await?.as_ref() != Some(&bytes) {
+            storage
+                .hot
+                .put(&meta, Bytes::from_static(META_DEFINITION), bytes.clone())
+                .await?;
+        }
         let handle = Arc::new(TableHandle::open(def, storage).await?);
         let max_seq = handle
             .state
@@ -616,6 +646,8 @@ impl Store {
             }
             return Err(Error::TableExists { table: key });
         }
+        // A drop of an earlier table with this id may still have data to remove.
+        self.settle_task(&def.id).await?;
         let storage = self.storage(&def.storage_id).await?;
         TableHandle::create_in_storage(&def, &storage).await?;
         self.inner
@@ -625,29 +657,69 @@ impl Store {
         Ok(true)
     }
 
-    /// Drops a table: its hot rows, manifest, Parquet files and definition.
+    /// Drops a table, as a job (kind `drop`): the catalog entry goes together with a task
+    /// record, then the hot rows, manifest and Parquet files leave the table's storage. A crash
+    /// in between is finished on the next open.
     pub async fn drop_table(&self, id: &TableId, if_exists: bool) -> Result<bool> {
         self.check_open()?;
-        let handle = match self.handle(id).await {
-            Ok(h) => h,
-            Err(Error::TableNotFound { .. }) if if_exists => return Ok(false),
-            Err(e) => return Err(e),
-        };
-        let _ddl = self.inner.ddl.lock().await;
-        let _maintenance = handle.maintenance.lock().await;
-        let _commit = handle.commit.write().await;
-        let _writes = handle.write_lock.lock().await;
-        // Catalog first: once it is gone the table is gone, and what is left of the data is
-        // only garbage.
-        self.inner
-            .system
-            .delete(&sys(TABLES), id.to_string().as_bytes())
+        loop {
+            let handle = match self.handle(id).await {
+                Ok(h) => h,
+                Err(Error::TableNotFound { .. }) if if_exists => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            let _ddl = self.inner.ddl.lock().await;
+            let _maintenance = handle.maintenance.lock().await;
+            let _commit = handle.commit.write().await;
+            let _writes = handle.write_lock.lock().await;
+            if handle.is_retired() {
+                continue;
+            }
+            self.settle_task(id).await?;
+            let store = self.clone();
+            let handle = handle.clone();
+            self.run_job(JobKind::Drop, Some(id.clone()), None, |job, _cancel| async move {
+                let task = TableTask {
+                    job,
+                    table: handle.id.clone(),
+                    op: TableTaskOp::Drop {
+                        storage: handle.storage.def.id.clone(),
+                    },
+                };
+                // Catalog entry and task in one batch: once the entry is gone, what is left
+                // of the data is the task's to remove.
+                let mut batch = WriteBatch::new();
+                batch.delete(&sys(TABLES), handle.id.to_string());
+                batch.put(&sys(tasks::TASKS), handle.id.to_string(), task.encode());
+                store.inner.system.batch(batch).await?;
+                handle.retired.store(true, Ordering::Release);
+                store.inner.tables.lock().await.remove(&handle.id);
+                crate::flush::failpoint("drop.recorded");
+                tasks::remove_table_data(&handle.storage, &handle.id).await?;
+                crate::flush::failpoint("drop.data_removed");
+                store.delete_task(&handle.id).await?;
+                Ok(FlushOutcome::default())
+            })
             .await?;
-        self.inner.tables.lock().await.remove(id);
-        handle.storage.hot.drop_partition(&handle.hot).await?;
-        handle.storage.hot.drop_partition(&handle.meta).await?;
-        delete_prefix(&handle.storage, &handle.cold_dir("")).await?;
-        Ok(true)
+            return Ok(true);
+        }
+    }
+
+    /// Runs `op` on a table's open handle; when the table moved while `op` waited (a move
+    /// retires the old handle), runs it again on the new one.
+    async fn on_table<T, F, Fut>(&self, table: &TableId, op: F) -> Result<T>
+    where
+        F: Fn(Arc<TableHandle>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut attempts = 0;
+        loop {
+            let handle = self.handle(table).await?;
+            match op(handle.clone()).await {
+                Err(_) if handle.is_retired() && attempts < 3 => attempts += 1,
+                result => return result,
+            }
+        }
     }
 
     // ----- data -----
@@ -659,8 +731,11 @@ impl Store {
         user: Option<&UserId>,
         mutations: Vec<Mutation>,
     ) -> Result<WriteSummary> {
-        let handle = self.handle(table).await?;
-        handle.write(&self.inner.seq, user, mutations).await
+        let mutations = &mutations;
+        self.on_table(table, |handle| async move {
+            handle.write(&self.inner.seq, user, mutations).await
+        })
+        .await
     }
 
     /// Inserts rows given as `(column, value)` pairs.
@@ -685,9 +760,11 @@ impl Store {
         user: Option<&UserId>,
         options: &ScanOptions,
     ) -> Result<Vec<RecordBatch>> {
-        let handle = self.handle(table).await?;
-        let scope = handle.scope(user)?;
-        crate::merge::scan(&handle, &scope, options).await
+        self.on_table(table, |handle| async move {
+            let scope = handle.scope(user)?;
+            crate::merge::scan(&handle, &scope, options).await
+        })
+        .await
     }
 
     /// Point read by primary key; values in column order.
@@ -697,9 +774,11 @@ impl Store {
         user: Option<&UserId>,
         key: &[KalamValue],
     ) -> Result<Option<Vec<KalamValue>>> {
-        let handle = self.handle(table).await?;
-        let scope = handle.scope(user)?;
-        crate::merge::get(&handle, &scope, key).await
+        self.on_table(table, |handle| async move {
+            let scope = handle.scope(user)?;
+            crate::merge::get(&handle, &scope, key).await
+        })
+        .await
     }
 
     /// Per-scope rows, files and deletes of a table.
@@ -788,6 +867,7 @@ impl Store {
             user,
             move |job, cancel| async move {
                 let _m = handle.maintenance.lock().await;
+                handle.check_live()?;
                 let mut total = FlushOutcome::default();
                 for s in Self::scopes_of(&handle, &scope, false)? {
                     total.add(flush_scope(&handle, &s, &store.inner.seq, &job, &cancel).await?);
@@ -815,6 +895,7 @@ impl Store {
             user,
             move |job, cancel| async move {
                 let _m = handle.maintenance.lock().await;
+                handle.check_live()?;
                 let mut total = FlushOutcome::default();
                 for s in handle.file_scopes() {
                     if let Scope::User(u) = &scope
@@ -843,12 +924,16 @@ impl Store {
             move |_job, _cancel| async move {
                 let mut total = FlushOutcome::default();
                 total.rows += store.remove_old_jobs().await?;
+                store.resume_tasks().await?;
                 for def in store.all_tables().await? {
                     let handle = store.handle(&def.id).await?;
                     if def.table_type == TableType::Stream {
                         total.rows += expire_stream(&handle).await?;
                     } else {
                         let _m = handle.maintenance.lock().await;
+                        if handle.is_retired() {
+                            continue;
+                        }
                         total.files +=
                             collect_orphans(&handle, store.inner.config.orphan_grace).await?;
                     }
@@ -857,6 +942,16 @@ impl Store {
             },
         )
         .await
+    }
+
+    /// One job record.
+    pub async fn job(&self, id: &str) -> Result<Option<JobRecord>> {
+        self.inner
+            .system
+            .get(&sys(JOBS), id.as_bytes())
+            .await?
+            .map(|b| JobRecord::decode(&b))
+            .transpose()
     }
 
     /// Every job record, oldest first.
@@ -1046,6 +1141,9 @@ pub(crate) async fn expire_stream(table: &TableHandle) -> Result<u64> {
         return Ok(0);
     }
     let _writes = table.write_lock.lock().await;
+    if table.is_retired() {
+        return Ok(0);
+    }
     let mut batch = WriteBatch::new();
     let mut kept = 0u64;
     let mut next = Some(ScanRequest::default().chunk_size(4096));

@@ -482,3 +482,5 @@ async fn deletion_vectors_stay_aligned_when_row_groups_are_pruned() {
         assert_eq!(got.is_some(), probe % 97 != 0, "get({probe})");
     }
 }
+
+mod alter;

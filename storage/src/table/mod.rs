@@ -142,6 +142,9 @@ pub struct TableHandle {
     /// Bloom filters of `_key` per (file, row group); `None`: the row group has none.
     pub(crate) blooms: parking_lot::Mutex<BloomCache>,
     pub(crate) last_flush: parking_lot::Mutex<Instant>,
+    /// Set when the table moved to another storage or was dropped: this handle's storage no
+    /// longer holds the table, and operations that find it set go back to the store.
+    pub(crate) retired: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for TableHandle {
@@ -154,7 +157,7 @@ impl std::fmt::Debug for TableHandle {
 
 pub(crate) const META_DEFINITION: &[u8] = b"d";
 const META_COUNTER: u8 = b'c';
-const META_FILE: u8 = b'f';
+pub(crate) const META_FILE: u8 = b'f';
 const META_DV: u8 = b'v';
 
 /// The hot-row partition of a table.
@@ -203,6 +206,21 @@ fn split_file_key(key: &[u8]) -> Option<(String, i64)> {
     Some((scope, id))
 }
 
+/// Where a table's Parquet files of `scope` live in a storage's cold store (`scope` empty:
+/// the table's directory).
+pub(crate) fn cold_dir(storage: &StorageHandle, id: &TableId, scope: &str) -> String {
+    let mut parts = Vec::new();
+    if !storage.cold.prefix.is_empty() {
+        parts.push(storage.cold.prefix.clone());
+    }
+    parts.push(id.namespace.to_string());
+    parts.push(id.table.to_string());
+    if !scope.is_empty() {
+        parts.push(scope.to_owned());
+    }
+    parts.join("/")
+}
+
 impl TableHandle {
     /// Opens a table whose partitions exist, loading counters and manifest.
     pub(crate) async fn open(def: TableDefinition, storage: Arc<StorageHandle>) -> Result<Self> {
@@ -220,6 +238,7 @@ impl TableHandle {
             parquet_meta: parking_lot::Mutex::new(HashMap::new()),
             blooms: parking_lot::Mutex::new(HashMap::new()),
             last_flush: parking_lot::Mutex::new(Instant::now()),
+            retired: std::sync::atomic::AtomicBool::new(false),
         };
         table.reload().await?;
         Ok(table)
@@ -299,6 +318,21 @@ impl TableHandle {
         Ok(())
     }
 
+    /// Whether the table left this handle's storage (moved or dropped).
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Fails with [`Error::TableRetired`] when the table left this handle's storage.
+    pub(crate) fn check_live(&self) -> Result<()> {
+        if self.is_retired() {
+            return Err(Error::TableRetired {
+                table: self.id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
     /// The current definition.
     pub fn definition(&self) -> Arc<TableDefinition> {
         self.def.read().clone()
@@ -347,16 +381,7 @@ impl TableHandle {
 
     /// Where a scope's Parquet files live in the cold store.
     pub(crate) fn cold_dir(&self, scope: &str) -> String {
-        let mut parts = Vec::new();
-        if !self.storage.cold.prefix.is_empty() {
-            parts.push(self.storage.cold.prefix.clone());
-        }
-        parts.push(self.id.namespace.to_string());
-        parts.push(self.id.table.to_string());
-        if !scope.is_empty() {
-            parts.push(scope.to_owned());
-        }
-        parts.join("/")
+        cold_dir(&self.storage, &self.id, scope)
     }
 
     /// Buffered hot entries of a scope.
@@ -502,17 +527,19 @@ impl TableHandle {
         &self,
         seq: &SeqGenerator,
         user: Option<&UserId>,
-        mutations: Vec<Mutation>,
+        mutations: &[Mutation],
     ) -> Result<WriteSummary> {
         let scope = self.scope(user)?;
         let prefix = self.scope_prefix(&scope);
-        let def = self.definition();
         let _guard = self.write_lock.lock().await;
+        self.check_live()?;
+        // Read under the lock: ALTER TABLE swaps the definition while holding it.
+        let def = self.definition();
         let mut summary = WriteSummary::default();
         // key -> (row or tombstone, was hot before this batch)
         let mut staged: BTreeMap<Vec<u8>, (Option<Vec<KalamValue>>, bool)> = BTreeMap::new();
         for mutation in mutations {
-            let (key, named, base_needed) = match &mutation {
+            let (key, named, base_needed) = match mutation {
                 Mutation::Insert(named) | Mutation::Upsert(named) => {
                     let row = self.row_from_named(&def, named, None)?;
                     let key = self.key_of_row(&def, &row)?;
@@ -657,8 +684,9 @@ impl TableHandle {
         }
     }
 
-    /// A hot row's values in the current schema (columns matched by name; added columns take
-    /// their default or NULL).
+    /// A hot row's values in the current schema: columns matched by id (so renames keep their
+    /// values and a re-added column does not see the dropped one's), widened types cast, added
+    /// columns take their default or NULL.
     pub(crate) fn upgrade_values(&self, row: Row) -> Result<Vec<KalamValue>> {
         let def = self.definition();
         if row.schema_version == def.schema.version {
@@ -678,7 +706,7 @@ impl TableHandle {
             .map(|c| {
                 old.columns
                     .iter()
-                    .position(|o| o.name == c.name)
+                    .position(|o| o.id == c.id)
                     .and_then(|i| row.values.get(i).cloned())
                     .and_then(|v| filter::coerce(&v, c.data_type))
                     .unwrap_or_else(|| c.default.clone().unwrap_or(KalamValue::Null))

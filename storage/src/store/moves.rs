@@ -1,0 +1,453 @@
+//! Storage moves (`ALTER TABLE ... SET STORAGE`): a table's Parquet files, deletion vectors,
+//! manifest, definition and buffered rows are copied to another storage and verified, the
+//! catalog switches in one atomic write, and the source is removed.
+//!
+//! | step | what                                                    | writes | after a crash  |
+//! |------|---------------------------------------------------------|--------|----------------|
+//! | 1    | `sys.tasks` records the move (not switched)             | run    | rolled back    |
+//! | 2    | remove leftovers of an earlier attempt from the target  | run    | rolled back    |
+//! | 3    | copy + verify every Parquet file (size, CRC32, rows)    | run    | rolled back    |
+//! | 4    | copy + verify hot rows and the meta partition           | wait   | rolled back    |
+//! | 5    | one system batch: catalog -> target, task switched      | wait   | finished       |
+//! | 6    | wait for readers of the old files, remove the source    | run    | finished       |
+//! | 7    | delete the task record                                  | run    | (done)         |
+//!
+//! The move holds the table's maintenance lock throughout (no flush, compaction or ALTER
+//! changes files or vectors meanwhile). Writes pause only during steps 4 and 5, which copy
+//! the buffered rows (bounded by the flush policy); waiting writers then retry on the moved
+//! table. Reads use the source until the switch and the target after it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use tokio::io::AsyncWriteExt;
+
+use super::tasks::{TASKS, remove_table_data};
+use super::{Store, TABLES, check_storage_handle, sys};
+use crate::backend::{Partition, ScanRequest, WriteBatch};
+use crate::catalog::{JobKind, JobRecord, TableTask, TableTaskOp};
+use crate::error::{Error, Result};
+use crate::flush::{FlushOutcome, check_cancel, failpoint};
+use crate::ids::{StorageId, TableId};
+use crate::merge::object_reader::ObjectFileReader;
+use crate::schema::TableDefinition;
+use crate::table::manifest::FileMeta;
+use crate::table::{META_DEFINITION, META_FILE, StorageHandle, TableHandle};
+
+/// How long a move waits for readers of the source files before removing them anyway.
+const READER_WAIT: Duration = Duration::from_secs(30);
+/// Entries per batch when copying a partition.
+const COPY_BATCH: usize = 1024;
+
+impl Store {
+    /// Moves a table with all its data to storage `to`, as a job (kind `move`). `Ok(None)`
+    /// when the table already lives there. Fails before touching data when the target is
+    /// unknown, cannot be opened, fails its write/read/list/delete check or shares a location
+    /// with the source.
+    pub async fn move_table(&self, table: &TableId, to: &StorageId) -> Result<Option<JobRecord>> {
+        self.check_open()?;
+        let handle = self.handle(table).await?;
+        let from = handle.definition().storage_id.clone();
+        if from == *to {
+            return Ok(None);
+        }
+        let refuse = |reason: String| Error::MoveRefused {
+            table: table.to_string(),
+            storage: to.to_string(),
+            reason,
+        };
+        let target = self.storage(to).await?;
+        check_storage_handle(&target).await?;
+        let source = handle.storage.clone();
+        if Arc::ptr_eq(&source.hot, &target.hot) {
+            return Err(refuse(format!(
+                "it shares its hot engine with storage `{from}`"
+            )));
+        }
+        if source.def.cold_url.trim_end_matches('/') == target.def.cold_url.trim_end_matches('/')
+        {
+            return Err(refuse(format!(
+                "it shares its cold location {} with storage `{from}`",
+                target.def.cold_url
+            )));
+        }
+        let store = self.clone();
+        let (table, to) = (table.clone(), to.clone());
+        self.run_job(
+            JobKind::Move,
+            Some(table.clone()),
+            None,
+            move |job, cancel| async move {
+                store
+                    .run_move(&table, &from, &to, &source, &target, &job, &cancel)
+                    .await
+            },
+        )
+        .await
+        .map(Some)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_move(
+        &self,
+        id: &TableId,
+        from: &StorageId,
+        to: &StorageId,
+        source: &Arc<StorageHandle>,
+        target: &Arc<StorageHandle>,
+        job: &str,
+        cancel: &AtomicBool,
+    ) -> Result<FlushOutcome> {
+        let handle = self.handle(id).await?;
+        let _maintenance = handle.maintenance.lock().await;
+        handle.check_live()?;
+        self.settle_task(id).await?;
+        if !Arc::ptr_eq(&handle.storage, source) {
+            return Err(Error::TableRetired {
+                table: id.to_string(),
+            });
+        }
+        let mut task = TableTask {
+            job: job.to_owned(),
+            table: id.clone(),
+            op: TableTaskOp::Move {
+                from: from.clone(),
+                to: to.clone(),
+                switched: false,
+            },
+        };
+        self.put_task(&task).await?;
+        failpoint("move.recorded");
+        let copied = self
+            .copy_and_switch(&handle, &mut task, source, target, job, cancel)
+            .await;
+        let outcome = match copied {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // Nothing switched: the source is intact, the partial copy goes.
+                remove_table_data(target, id).await?;
+                self.delete_task(id).await?;
+                return Err(e);
+            }
+        };
+        failpoint("move.switched");
+        // Readers that took a snapshot of the old handle finish before its data goes.
+        {
+            let _readers = handle.commit.write().await;
+            let pins: Vec<_> = handle
+                .state
+                .read()
+                .files
+                .values()
+                .flatten()
+                .map(|f| f.pin.clone())
+                .collect();
+            let deadline = Instant::now() + READER_WAIT;
+            while pins.iter().any(|p| Arc::strong_count(p) > 2) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            drop(pins);
+            // A failure here leaves the task (switched) for cleanup or the next open: the
+            // table already lives on the target.
+            if remove_table_data(source, id).await.is_err() {
+                return Ok(outcome);
+            }
+        }
+        failpoint("move.source_removed");
+        self.delete_task(id).await?;
+        Ok(outcome)
+    }
+
+    /// Steps 2 to 5: copies and verifies everything, then switches the catalog.
+    async fn copy_and_switch(
+        &self,
+        handle: &TableHandle,
+        task: &mut TableTask,
+        source: &StorageHandle,
+        target: &StorageHandle,
+        job: &str,
+        cancel: &AtomicBool,
+    ) -> Result<FlushOutcome> {
+        let id = &handle.id;
+        remove_table_data(target, id).await?;
+        let mut outcome = FlushOutcome::default();
+        let files: Vec<FileMeta> = handle
+            .state
+            .read()
+            .files
+            .values()
+            .flatten()
+            .map(|f| f.meta.clone())
+            .collect();
+        let mut new_paths = HashMap::new();
+        for meta in &files {
+            check_cancel(cancel, job)?;
+            let to_path = relocate(source, target, &meta.path, id)?;
+            copy_file(source, target, meta, &to_path, id).await?;
+            outcome.files += 1;
+            outcome.bytes += meta.size;
+            outcome.rows += meta.rows;
+            new_paths.insert(meta.path.clone(), to_path);
+            self.job_progress(job, &outcome).await?;
+        }
+        failpoint("move.files_copied");
+
+        // Writes wait from here to the switch.
+        let _writes = handle.write_lock.lock().await;
+        check_cancel(cancel, job)?;
+        let def = TableDefinition {
+            storage_id: target.def.id.clone(),
+            ..(*handle.definition()).clone()
+        };
+        let hot_rows = copy_partition(source, target, &handle.hot, |k, v| Ok((k, v))).await?;
+        let table = id.to_string();
+        copy_partition(source, target, &handle.meta, |k, v| {
+            if k.as_ref() == META_DEFINITION {
+                return Ok((k, def.encode().into()));
+            }
+            if k.first() == Some(&META_FILE) {
+                let mut meta = FileMeta::decode(&v, &table)?;
+                meta.path = new_paths
+                    .get(&meta.path)
+                    .cloned()
+                    .ok_or_else(|| Error::Corrupt {
+                        what: format!("manifest of table {table}"),
+                        reason: format!(
+                            "file {} appeared during the move although flushes were held",
+                            meta.path
+                        ),
+                    })?;
+                return Ok((k, meta.encode().into()));
+            }
+            Ok((k, v))
+        })
+        .await?;
+        outcome.rows += hot_rows;
+        failpoint("move.rows_copied");
+
+        // The switch: the catalog and the task flip together.
+        if let TableTaskOp::Move { switched, .. } = &mut task.op {
+            *switched = true;
+        }
+        let mut batch = WriteBatch::new();
+        batch.put(&sys(TABLES), id.to_string(), def.encode());
+        batch.put(&sys(TASKS), id.to_string(), task.encode());
+        self.inner.system.batch(batch).await?;
+        handle
+            .retired
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.inner.tables.lock().await.remove(id);
+        Ok(outcome)
+    }
+}
+
+/// The path of a source file under the target's cold prefix.
+fn relocate(
+    source: &StorageHandle,
+    target: &StorageHandle,
+    path: &str,
+    id: &TableId,
+) -> Result<String> {
+    let relative = if source.cold.prefix.is_empty() {
+        Some(path)
+    } else {
+        path.strip_prefix(source.cold.prefix.as_str())
+            .and_then(|p| p.strip_prefix('/'))
+    }
+    .ok_or_else(|| Error::Corrupt {
+        what: format!("manifest of table {id}"),
+        reason: format!(
+            "file {path} is outside the storage prefix {}",
+            source.cold.prefix
+        ),
+    })?;
+    Ok(if target.cold.prefix.is_empty() {
+        relative.to_owned()
+    } else {
+        format!("{}/{relative}", target.cold.prefix)
+    })
+}
+
+fn os_err(op: String) -> impl FnOnce(object_store::Error) -> Error {
+    move |source| Error::ObjectStore { op, source }
+}
+
+/// Streams one object to `to` in the target, then verifies the copy: the same size, the same
+/// CRC32 read back, and a Parquet footer with the manifest's row count.
+async fn copy_file(
+    source: &StorageHandle,
+    target: &StorageHandle,
+    meta: &FileMeta,
+    to: &str,
+    id: &TableId,
+) -> Result<()> {
+    let from = ObjectPath::from(meta.path.as_str());
+    let to_path = ObjectPath::from(to);
+    let what = format!("copying {} of table {id} to {to}", meta.path);
+    let mut stream = source
+        .cold
+        .store
+        .get(&from)
+        .await
+        .map_err(os_err(what.clone()))?
+        .into_stream();
+    let mut sink = object_store::buffered::BufWriter::new(target.cold.store.clone(), to_path);
+    let mut crc = crc32fast::Hasher::new();
+    let mut written = 0u64;
+    while let Some(chunk) = stream.try_next().await.map_err(os_err(what.clone()))? {
+        crc.update(&chunk);
+        written += chunk.len() as u64;
+        sink.write_all(&chunk).await.map_err(|source| Error::Io {
+            op: what.clone(),
+            source,
+        })?;
+    }
+    sink.shutdown().await.map_err(|source| Error::Io {
+        op: what.clone(),
+        source,
+    })?;
+    let expected = crc.finalize();
+    let corrupt = |reason: String| Error::Corrupt {
+        what: format!("copy {to} of {} (table {id})", meta.path),
+        reason,
+    };
+    if written != meta.size {
+        return Err(corrupt(format!(
+            "read {written} bytes, the manifest says {}",
+            meta.size
+        )));
+    }
+    let (read_back, crc_back) = checksum(&target.cold.store, to).await?;
+    if read_back != meta.size || crc_back != expected {
+        return Err(corrupt(format!(
+            "read back {read_back} bytes with CRC32 {crc_back:08x}, wrote {written} with \
+             {expected:08x}"
+        )));
+    }
+    let mut reader = ObjectFileReader::new(target.cold.store.clone(), to, meta.size);
+    let footer = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
+        .await
+        .map_err(|source| Error::Parquet {
+            op: format!("reading the footer of {to} (table {id})"),
+            source,
+        })?;
+    let rows = footer.metadata().file_metadata().num_rows();
+    if u64::try_from(rows).ok() != Some(meta.rows) {
+        return Err(corrupt(format!(
+            "{rows} rows in the copy, {} in the manifest",
+            meta.rows
+        )));
+    }
+    Ok(())
+}
+
+/// Size and CRC32 of an object, streamed.
+async fn checksum(store: &Arc<dyn ObjectStore>, path: &str) -> Result<(u64, u32)> {
+    let what = format!("verifying {path}");
+    let mut stream = store
+        .get(&ObjectPath::from(path))
+        .await
+        .map_err(os_err(what.clone()))?
+        .into_stream();
+    let mut crc = crc32fast::Hasher::new();
+    let mut n = 0u64;
+    while let Some(chunk) = stream.try_next().await.map_err(os_err(what.clone()))? {
+        crc.update(&chunk);
+        n += chunk.len() as u64;
+    }
+    Ok((n, crc.finalize()))
+}
+
+/// Copies a partition entry by entry (`map` may rewrite an entry), then verifies the target
+/// holds exactly the mapped entries (count and CRC32 over keys and values). Returns the count.
+async fn copy_partition(
+    source: &StorageHandle,
+    target: &StorageHandle,
+    partition: &Partition,
+    map: impl Fn(Bytes, Bytes) -> Result<(Bytes, Bytes)>,
+) -> Result<u64> {
+    target.hot.create_partition(partition).await?;
+    let mut expected = EntryDigest::default();
+    let mut next = Some(ScanRequest::default().chunk_size(COPY_BATCH));
+    while let Some(request) = next {
+        let chunk = source.hot.scan(partition, &request).await?;
+        next = chunk.resume;
+        let mut batch = WriteBatch::new();
+        for (k, v) in chunk.entries {
+            let (k, v) = map(k, v)?;
+            expected.add(&k, &v);
+            batch.put(partition, k, v);
+        }
+        if !batch.is_empty() {
+            target.hot.batch(batch).await?;
+        }
+    }
+    let mut actual = EntryDigest::default();
+    let mut next = Some(ScanRequest::default().chunk_size(COPY_BATCH));
+    while let Some(request) = next {
+        let chunk = target.hot.scan(partition, &request).await?;
+        next = chunk.resume;
+        for (k, v) in &chunk.entries {
+            actual.add(k, v);
+        }
+    }
+    if actual != expected {
+        return Err(Error::Corrupt {
+            what: format!(
+                "copy of partition {partition} in storage `{}`",
+                target.def.id
+            ),
+            reason: format!(
+                "{} entries with CRC32 {:08x} read back, {} with {:08x} written",
+                actual.entries,
+                actual.crc.clone().finalize(),
+                expected.entries,
+                expected.crc.clone().finalize()
+            ),
+        });
+    }
+    Ok(expected.entries)
+}
+
+/// Count and CRC32 of a sequence of entries, each as key length, key, value length, value.
+#[derive(Default, Clone)]
+struct EntryDigest {
+    entries: u64,
+    crc: crc32fast::Hasher,
+}
+
+impl EntryDigest {
+    fn add(&mut self, key: &[u8], value: &[u8]) {
+        self.entries += 1;
+        self.crc.update(&(key.len() as u64).to_le_bytes());
+        self.crc.update(key);
+        self.crc.update(&(value.len() as u64).to_le_bytes());
+        self.crc.update(value);
+    }
+}
+
+impl PartialEq for EntryDigest {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries && self.crc.clone().finalize() == other.crc.clone().finalize()
+    }
+}
+
+impl Store {
+    /// Records a running job's progress.
+    pub(super) async fn job_progress(&self, job: &str, done: &FlushOutcome) -> Result<()> {
+        if let Some(mut record) = self.job(job).await? {
+            record.rows = done.rows;
+            record.bytes = done.bytes;
+            record.files = done.files;
+            self.put_job(&record).await?;
+        }
+        Ok(())
+    }
+}
