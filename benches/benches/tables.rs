@@ -5,7 +5,9 @@
 //!   vectors, hot tier empty), and with those 10% still hot, vs a plain
 //!   `ParquetRecordBatchReader` over the same data files with no deletes applied;
 //! - point get of a flushed row vs plain rust-rocksdb `get` of the same bytes;
-//! - inserts vs plain rust-rocksdb `WriteBatch` puts of the same keys and row bytes.
+//! - inserts vs plain rust-rocksdb `WriteBatch` puts of the same keys and row bytes;
+//! - a storage move of 1M flushed rows + 10k hot rows (RocksDB + local Parquet to another
+//!   RocksDB + local directory, verified) vs a plain `object_store` get + put of the same files.
 //!
 //! Each pair's mean times go to `$CARGO_TARGET_DIR/kalamstore-bench/tables.jsonl` for
 //! `bench-report`.
@@ -391,6 +393,101 @@ fn point_ops(c: &mut Criterion) {
     group.finish();
 }
 
+static MOVED_BYTES: Mutex<Option<u64>> = Mutex::new(None);
+
+fn move_table(c: &mut Criterion) {
+    use object_store::{ObjectStore, ObjectStoreExt};
+
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let (store, bytes) = rt.block_on(async {
+        let store = fresh_store(dir.path()).await;
+        load(&store, 0..ROWS).await;
+        store.flush_table(&table(), Scope::All).await.unwrap();
+        load(&store, ROWS..ROWS + 10_000).await;
+        store
+            .create_storage(kalamstore::StorageDefinition {
+                id: StorageId::new("second").unwrap(),
+                hot: kalamstore::HotEngine::RocksDb {
+                    path: dir.path().join("second-hot").to_string_lossy().into_owned(),
+                },
+                cold_url: dir.path().join("second-cold").to_string_lossy().into_owned(),
+                s3: kalamstore::S3Options::default(),
+                cache: None,
+                created_at_ms: 0,
+            })
+            .await
+            .unwrap();
+        let bytes: u64 = store
+            .manifest(&table())
+            .await
+            .unwrap()
+            .iter()
+            .map(|(_, f)| f.meta.size)
+            .sum();
+        (store, bytes)
+    });
+    *MOVED_BYTES.lock().unwrap() = Some(bytes);
+    let mut group = c.benchmark_group("move 1M flushed + 10k hot rows");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(30));
+    let storages = [StorageId::new("second").unwrap(), StorageId::local()];
+    let mut next = 0;
+    group.bench_function("kalamstore move_table", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let to = &storages[next % 2];
+                next += 1;
+                let start = Instant::now();
+                rt.block_on(store.move_table(&table(), to)).unwrap();
+                total += start.elapsed();
+            }
+            record("move/ours", total, iters);
+            total
+        })
+    });
+    // The baseline copies the same files from wherever the moves left them.
+    let holder = rt.block_on(store.table(&table())).unwrap().storage_id.clone();
+    let holder_dir = if holder == StorageId::local() {
+        dir.path().join("cold")
+    } else {
+        dir.path().join("second-cold")
+    };
+    let source: Arc<dyn ObjectStore> =
+        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(holder_dir).unwrap());
+    let plain_files: Vec<String> = rt
+        .block_on(store.manifest(&table()))
+        .unwrap()
+        .into_iter()
+        .map(|(_, f)| f.meta.path.clone())
+        .collect();
+    group.bench_function("object_store get + put", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let target_dir = tempfile::tempdir().unwrap();
+                let target =
+                    object_store::local::LocalFileSystem::new_with_prefix(target_dir.path())
+                        .unwrap();
+                let start = Instant::now();
+                rt.block_on(async {
+                    for path in &plain_files {
+                        let path = object_store::path::Path::from(path.as_str());
+                        let data = source.get(&path).await.unwrap().bytes().await.unwrap();
+                        target.put(&path, data.into()).await.unwrap();
+                    }
+                });
+                total += start.elapsed();
+            }
+            record("move/baseline", total, iters);
+            total
+        })
+    });
+    group.finish();
+    rt.block_on(store.close()).unwrap();
+}
+
 fn report(_: &mut Criterion) {
     let results = [
         (
@@ -428,6 +525,13 @@ fn report(_: &mut Criterion) {
             "rust-rocksdb WriteBatch put",
             ">= 0.7x speed",
         ),
+        (
+            "move 1M flushed + 10k hot rows",
+            "move",
+            "move_table (copy + verify + switch)",
+            "object_store get + put",
+            "MB/s reported",
+        ),
     ];
     let path = tables_results_path();
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -444,6 +548,7 @@ fn report(_: &mut Criterion) {
             ours_secs: mean(&format!("{key}/ours")),
             baseline_secs: mean(&format!("{key}/baseline")),
             target: target.into(),
+            bytes: (key == "move").then(|| *MOVED_BYTES.lock().unwrap()).flatten(),
         };
         if r.ours_secs.is_finite() && r.baseline_secs.is_finite() {
             writeln!(out, "{}", serde_json::to_string(&r).unwrap()).unwrap();
@@ -451,5 +556,5 @@ fn report(_: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, flush, scan, point_ops, report);
+criterion_group!(benches, flush, scan, point_ops, move_table, report);
 criterion_main!(benches);

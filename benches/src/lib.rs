@@ -124,6 +124,9 @@ pub struct RatioResult {
     pub baseline_secs: f64,
     /// The target, as text (e.g. `>= 0.7x speed`).
     pub target: String,
+    /// Bytes each iteration moved, for workloads reported as throughput.
+    #[serde(default)]
+    pub bytes: Option<u64>,
 }
 
 /// Where the tables bench writes its results (one JSON record per line).

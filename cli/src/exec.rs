@@ -13,13 +13,13 @@ use kalamstore::codec::array_from_values;
 use kalamstore::merge::row_values;
 use kalamstore::{
     AccessLevel, CacheSpec, ColumnDefinition, CompactionPolicy, Filter, FlushPolicy, HotEngine,
-    JobRecord, KalamDataType, KalamValue, Mutation, NamespaceId, S3Options, ScanOptions,
-    SchemaVersion, Scope, StorageDefinition, StorageId, Store, TableDefinition, TableId,
-    TableOptions, TableType, UserId,
+    JobRecord, KalamDataType, KalamValue, Mutation, NamespaceId, OptionsChange, S3Options,
+    ScanOptions, SchemaChange, SchemaVersion, Scope, StorageDefinition, StorageId, Store,
+    TableDefinition, TableId, TableOptions, TableType, UserId,
 };
 
 use crate::error::{CliError, invalid};
-use crate::parse::{ColumnSpec, Command, Literal, Pred, Projection};
+use crate::parse::{AlterAction, ColumnSpec, Command, Literal, Pred, Projection};
 use crate::value::to_value;
 
 /// Rows and their column names and types.
@@ -210,6 +210,7 @@ impl Session {
                     format!("CREATE TABLE {table}: exists")
                 }))
             }
+            Command::AlterTable { table, action } => self.alter(&table, action).await,
             Command::DropTable { table, if_exists } => {
                 let dropped = store.drop_table(&table_id(&table)?, if_exists).await?;
                 Ok(Outcome::summary(if dropped {
@@ -582,54 +583,94 @@ impl Session {
             "STREAM" => TableType::Stream,
             _ => TableType::Shared,
         };
-        let mut defs = Vec::new();
-        for c in columns {
-            let data_type = kalamstore::types::parse_sql_type(&c.data_type)
-                .map_err(|e| invalid(format!("column `{}`: {e}", c.name)))?;
-            let mut def = ColumnDefinition::new(c.name.to_ascii_lowercase(), data_type);
-            if c.primary_key {
-                def = def.primary_key();
-            }
-            if c.not_null {
-                def = def.not_null();
-            }
-            if let Some(l) = &c.default {
-                let v = to_value(l, data_type, &c.name, &self.params)?;
-                def = def.with_default(v);
-            }
-            defs.push(def);
-        }
-        let mut opts = TableOptions::default();
-        let mut storage = StorageId::local();
-        for (key, value) in options {
-            let text = || match value {
-                Literal::String(s) | Literal::Number(s) => Ok(s.clone()),
-                _ => Err(invalid(format!("{key} needs a value"))),
-            };
-            match key.as_str() {
-                "STORAGE_ID" | "STORAGE" => storage = StorageId::new(text()?)?,
-                "FLUSH_POLICY" => opts.flush_policy = text()?.parse::<FlushPolicy>()?,
-                "TTL_SECONDS" => {
-                    opts.ttl_seconds = Some(text()?.parse().map_err(|_| {
-                        invalid(format!(
-                            "TTL_SECONDS `{}` is not a whole number",
-                            text().unwrap_or_default()
-                        ))
-                    })?)
-                }
-                "ACCESS_LEVEL" => opts.access_level = text()?.parse::<AccessLevel>()?,
-                "COMMENT" => opts.comment = Some(text()?),
-                other => {
-                    return Err(invalid(format!(
-                        "unknown table option `{other}` (STORAGE_ID, FLUSH_POLICY, TTL_SECONDS, ACCESS_LEVEL, COMMENT)"
-                    )));
-                }
-            }
-        }
+        let defs = columns
+            .iter()
+            .map(|c| self.column_definition(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (change, storage) = table_properties(options)?;
+        let opts = TableOptions {
+            flush_policy: change.flush_policy.unwrap_or_default(),
+            ttl_seconds: change.ttl_seconds,
+            access_level: change.access_level.unwrap_or_default(),
+            comment: change.comment,
+        };
+        let storage = storage.unwrap_or_else(StorageId::local);
         let now = chrono::Utc::now().timestamp_millis();
         Ok(TableDefinition::new(
             id, table_type, defs, storage, opts, now,
         )?)
+    }
+
+    fn column_definition(&self, c: &ColumnSpec) -> Result<ColumnDefinition, CliError> {
+        let data_type = kalamstore::types::parse_sql_type(&c.data_type)
+            .map_err(|e| invalid(format!("column `{}`: {e}", c.name)))?;
+        let mut def = ColumnDefinition::new(c.name.to_ascii_lowercase(), data_type);
+        if c.primary_key {
+            def = def.primary_key();
+        }
+        if c.not_null {
+            def = def.not_null();
+        }
+        if let Some(l) = &c.default {
+            let v = to_value(l, data_type, &c.name, &self.params)?;
+            def = def.with_default(v);
+        }
+        Ok(def)
+    }
+
+    async fn alter(&self, table: &str, action: AlterAction) -> Result<Outcome, CliError> {
+        let id = table_id(table)?;
+        let store = &self.store;
+        let change = match action {
+            AlterAction::AddColumn(c) => SchemaChange::AddColumn(self.column_definition(&c)?),
+            AlterAction::DropColumn(c) => SchemaChange::DropColumn(c.to_ascii_lowercase()),
+            AlterAction::RenameColumn { from, to } => SchemaChange::RenameColumn {
+                from: from.to_ascii_lowercase(),
+                to: to.to_ascii_lowercase(),
+            },
+            AlterAction::ModifyColumn { name, data_type } => SchemaChange::ModifyColumn {
+                data_type: kalamstore::types::parse_sql_type(&data_type)
+                    .map_err(|e| invalid(format!("column `{name}`: {e}")))?,
+                name: name.to_ascii_lowercase(),
+            },
+            AlterAction::SetStorage(storage) => return self.move_to(&id, &storage).await,
+            AlterAction::SetProperties(props) => {
+                let (change, storage) = table_properties(&props)?;
+                let mut lines = Vec::new();
+                if change != OptionsChange::default() {
+                    let def = store.set_table_options(&id, &change).await?;
+                    let o = &def.options;
+                    lines.push(format!(
+                        "ALTER TABLE {id}: FLUSH_POLICY {}, TTL_SECONDS {}, ACCESS_LEVEL {}",
+                        o.flush_policy,
+                        o.ttl_seconds.map_or("-".into(), |t| t.to_string()),
+                        o.access_level
+                    ));
+                }
+                if let Some(storage) = storage {
+                    lines.push(self.move_to(&id, storage.as_str()).await?.summary);
+                }
+                return Ok(Outcome::summary(lines.join("\n")));
+            }
+        };
+        let def = store.alter_table(&id, &change).await?;
+        Ok(Outcome::summary(format!(
+            "ALTER TABLE {id}: {change} (schema version {})",
+            def.schema.version
+        )))
+    }
+
+    async fn move_to(&self, id: &TableId, storage: &str) -> Result<Outcome, CliError> {
+        let storage = StorageId::new(storage)?;
+        let bar = self.spinner(&format!("moving {id} to storage {storage}"));
+        let job = self.store.move_table(id, &storage).await;
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        Ok(Outcome::summary(match job? {
+            Some(job) => job_line(&format!("MOVE to {storage}"), id, &job),
+            None => format!("MOVE {id}: already on storage {storage}"),
+        }))
     }
 
     async fn matching_keys(
@@ -869,6 +910,39 @@ fn result(columns: &[(&str, KalamDataType)], rows: Vec<Vec<KalamValue>>) -> Resu
         columns: columns.iter().map(|(n, t)| ((*n).to_owned(), *t)).collect(),
         rows,
     }
+}
+
+/// Table options of `WITH (...)` / `SET TBLPROPERTIES (...)`, and the storage they name.
+fn table_properties(
+    options: &[(String, Literal)],
+) -> Result<(OptionsChange, Option<StorageId>), CliError> {
+    let mut change = OptionsChange::default();
+    let mut storage = None;
+    for (key, value) in options {
+        let text = || match value {
+            Literal::String(s) | Literal::Number(s) => Ok(s.clone()),
+            _ => Err(invalid(format!("{key} needs a value"))),
+        };
+        match key.as_str() {
+            "STORAGE_ID" | "STORAGE" => storage = Some(StorageId::new(text()?)?),
+            "FLUSH_POLICY" => change.flush_policy = Some(text()?.parse::<FlushPolicy>()?),
+            "TTL_SECONDS" => {
+                let t = text()?;
+                change.ttl_seconds = Some(t.parse().map_err(|_| {
+                    invalid(format!("TTL_SECONDS `{t}` is not a whole number"))
+                })?)
+            }
+            "ACCESS_LEVEL" => change.access_level = Some(text()?.parse::<AccessLevel>()?),
+            "COMMENT" => change.comment = Some(text()?),
+            other => {
+                return Err(invalid(format!(
+                    "unknown table option `{other}` (STORAGE_ID, FLUSH_POLICY, TTL_SECONDS, \
+                     ACCESS_LEVEL, COMMENT)"
+                )));
+            }
+        }
+    }
+    Ok((change, storage))
 }
 
 fn opt_text(s: Option<String>) -> KalamValue {

@@ -64,6 +64,33 @@ pub struct ColumnSpec {
     pub primary_key: bool,
 }
 
+/// What `ALTER TABLE` changes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlterAction {
+    /// `ADD [COLUMN] c <type> [NOT NULL] [DEFAULT v]`.
+    AddColumn(ColumnSpec),
+    /// `DROP [COLUMN] c`.
+    DropColumn(String),
+    /// `RENAME COLUMN a TO b`.
+    RenameColumn {
+        /// The current name.
+        from: String,
+        /// The new name.
+        to: String,
+    },
+    /// `MODIFY [COLUMN] c <type>` or `ALTER COLUMN c TYPE <type>`.
+    ModifyColumn {
+        /// The column.
+        name: String,
+        /// The new type as written.
+        data_type: String,
+    },
+    /// `SET TBLPROPERTIES (K = v, ...)`, keys upper-cased.
+    SetProperties(Vec<(String, Literal)>),
+    /// `SET STORAGE <id>`.
+    SetStorage(String),
+}
+
 /// What a SELECT returns.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Projection {
@@ -134,6 +161,13 @@ pub enum Command {
         columns: Vec<ColumnSpec>,
         /// `WITH (K = v, ...)`, keys upper-cased.
         options: Vec<(String, Literal)>,
+    },
+    /// `ALTER TABLE ns.t <action>`.
+    AlterTable {
+        /// `ns.t`.
+        table: String,
+        /// What changes.
+        action: AlterAction,
     },
     /// `DROP TABLE`.
     DropTable {
@@ -475,6 +509,14 @@ fn parse_command(p: &mut Parser<'_>) -> Result<Command, CliError> {
             "expected STORAGE CHECK, STORAGE FLUSH or STORAGE COMPACT",
         ));
     }
+    if p.parse_keyword(Keyword::ALTER) {
+        p.expect_keyword(Keyword::TABLE).map_err(err)?;
+        let table = object(p)?;
+        return Ok(Command::AlterTable {
+            table,
+            action: alter_action(p)?,
+        });
+    }
     if p.parse_keyword(Keyword::DESCRIBE) || p.parse_keyword(Keyword::DESC) {
         let _ = p.parse_keyword(Keyword::TABLE);
         return Ok(Command::Describe(object(p)?));
@@ -569,30 +611,108 @@ fn create_storage(p: &mut Parser<'_>) -> Result<Command, CliError> {
     })
 }
 
+fn column_spec(c: ast::ColumnDef) -> Result<ColumnSpec, CliError> {
+    let mut spec = ColumnSpec {
+        name: c.name.value.clone(),
+        data_type: c.data_type.to_string(),
+        not_null: false,
+        default: None,
+        primary_key: false,
+    };
+    for o in c.options {
+        match o.option {
+            ast::ColumnOption::NotNull => spec.not_null = true,
+            ast::ColumnOption::Null => {}
+            ast::ColumnOption::Default(e) => spec.default = Some(literal(&e)?),
+            ast::ColumnOption::PrimaryKey(_) => spec.primary_key = true,
+            other => return Err(bad(format!("column option `{other}` is not supported"))),
+        }
+    }
+    Ok(spec)
+}
+
+/// `K = v, ...` inside parentheses, keys upper-cased.
+fn properties(p: &mut Parser<'_>) -> Result<Vec<(String, Literal)>, CliError> {
+    p.expect_token(&Token::LParen).map_err(err)?;
+    let mut out = Vec::new();
+    loop {
+        let key = name(p)?.to_ascii_uppercase();
+        p.expect_token(&Token::Eq).map_err(err)?;
+        let value = literal(&p.parse_expr().map_err(err)?)?;
+        out.push((key, value));
+        if !p.consume_token(&Token::Comma) {
+            break;
+        }
+    }
+    p.expect_token(&Token::RParen).map_err(err)?;
+    Ok(out)
+}
+
+fn alter_action(p: &mut Parser<'_>) -> Result<AlterAction, CliError> {
+    let column_type = |p: &mut Parser<'_>| -> Result<String, CliError> {
+        Ok(p.parse_data_type().map_err(err)?.to_string())
+    };
+    if p.parse_keyword(Keyword::ADD) {
+        let _ = p.parse_keyword(Keyword::COLUMN);
+        return Ok(AlterAction::AddColumn(column_spec(
+            p.parse_column_def().map_err(err)?,
+        )?));
+    }
+    if p.parse_keyword(Keyword::DROP) {
+        let _ = p.parse_keyword(Keyword::COLUMN);
+        return Ok(AlterAction::DropColumn(name(p)?));
+    }
+    if p.parse_keyword(Keyword::RENAME) {
+        p.expect_keyword(Keyword::COLUMN).map_err(err)?;
+        let from = name(p)?;
+        p.expect_keyword(Keyword::TO).map_err(err)?;
+        return Ok(AlterAction::RenameColumn { from, to: name(p)? });
+    }
+    if ident_word(p, "MODIFY") {
+        p.next_token();
+        let _ = p.parse_keyword(Keyword::COLUMN);
+        let name = name(p)?;
+        return Ok(AlterAction::ModifyColumn {
+            name,
+            data_type: column_type(p)?,
+        });
+    }
+    if p.parse_keyword(Keyword::ALTER) {
+        let _ = p.parse_keyword(Keyword::COLUMN);
+        let name = name(p)?;
+        let _ = p.parse_keywords(&[Keyword::SET, Keyword::DATA]);
+        p.expect_keyword(Keyword::TYPE).map_err(err)?;
+        return Ok(AlterAction::ModifyColumn {
+            name,
+            data_type: column_type(p)?,
+        });
+    }
+    if p.parse_keyword(Keyword::SET) {
+        if ident_word(p, "TBLPROPERTIES") {
+            p.next_token();
+            return Ok(AlterAction::SetProperties(properties(p)?));
+        }
+        if ident_word(p, "STORAGE") {
+            p.next_token();
+            return Ok(AlterAction::SetStorage(name(p)?));
+        }
+    }
+    Err(bad(format!(
+        "expected ADD COLUMN, DROP COLUMN, RENAME COLUMN, MODIFY COLUMN, SET TBLPROPERTIES or \
+         SET STORAGE, found `{}`",
+        p.peek_token().token
+    )))
+}
+
 fn create_table(p: &mut Parser<'_>, kind: String) -> Result<Command, CliError> {
     let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
     let table = object(p)?;
     let (defs, constraints) = p.parse_columns().map_err(err)?;
-    let mut columns = Vec::new();
-    for c in defs {
-        let mut spec = ColumnSpec {
-            name: c.name.value.clone(),
-            data_type: c.data_type.to_string(),
-            not_null: false,
-            default: None,
-            primary_key: false,
-        };
-        for o in c.options {
-            match o.option {
-                ast::ColumnOption::NotNull => spec.not_null = true,
-                ast::ColumnOption::Null => {}
-                ast::ColumnOption::Default(e) => spec.default = Some(literal(&e)?),
-                ast::ColumnOption::PrimaryKey(_) => spec.primary_key = true,
-                other => return Err(bad(format!("column option `{other}` is not supported"))),
-            }
-        }
-        columns.push(spec);
-    }
+    let columns = defs
+        .into_iter()
+        .map(column_spec)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut columns = columns;
     for c in constraints {
         match c {
             ast::TableConstraint::PrimaryKey(pk) => {
@@ -610,17 +730,7 @@ fn create_table(p: &mut Parser<'_>, kind: String) -> Result<Command, CliError> {
     }
     let mut options = Vec::new();
     if p.parse_keyword(Keyword::WITH) {
-        p.expect_token(&Token::LParen).map_err(err)?;
-        loop {
-            let key = name(p)?.to_ascii_uppercase();
-            p.expect_token(&Token::Eq).map_err(err)?;
-            let value = literal(&p.parse_expr().map_err(err)?)?;
-            options.push((key, value));
-            if !p.consume_token(&Token::Comma) {
-                break;
-            }
-        }
-        p.expect_token(&Token::RParen).map_err(err)?;
+        options = properties(p)?;
     }
     if ident_word(p, "STORAGE") {
         p.next_token();
@@ -965,6 +1075,50 @@ mod tests {
             parse("CREATE STORAGE s3c TYPE s3 PATH 's3://b/p' ENGINE rocksdb CACHE (MEMORY '64MB', DISK '1GB') CONFIG '{}'").unwrap(),
             Command::CreateStorage { .. }
         ));
+        let alter = |sql: &str| match parse(sql).unwrap() {
+            Command::AlterTable { table, action } if table == "app.m" => action,
+            other => panic!("{sql}: {other:?}"),
+        };
+        assert!(matches!(
+            alter("ALTER TABLE app.m ADD COLUMN tag TEXT NOT NULL DEFAULT 'none'"),
+            AlterAction::AddColumn(ColumnSpec { ref name, not_null: true, default: Some(_), .. }) if name == "tag"
+        ));
+        assert_eq!(
+            alter("ALTER TABLE app.m DROP COLUMN tag"),
+            AlterAction::DropColumn("tag".into())
+        );
+        assert_eq!(
+            alter("ALTER TABLE app.m RENAME COLUMN a TO b"),
+            AlterAction::RenameColumn {
+                from: "a".into(),
+                to: "b".into()
+            }
+        );
+        for sql in [
+            "ALTER TABLE app.m MODIFY COLUMN n BIGINT",
+            "ALTER TABLE app.m ALTER COLUMN n TYPE BIGINT",
+        ] {
+            assert_eq!(
+                alter(sql),
+                AlterAction::ModifyColumn {
+                    name: "n".into(),
+                    data_type: "BIGINT".into()
+                }
+            );
+        }
+        assert_eq!(
+            alter("ALTER TABLE app.m SET TBLPROPERTIES (STORAGE_ID = 's3', TTL_SECONDS = 60)"),
+            AlterAction::SetProperties(vec![
+                ("STORAGE_ID".into(), Literal::String("s3".into())),
+                ("TTL_SECONDS".into(), Literal::Number("60".into())),
+            ])
+        );
+        assert_eq!(
+            alter("ALTER TABLE app.m SET STORAGE s3"),
+            AlterAction::SetStorage("s3".into())
+        );
+        assert!(parse("ALTER TABLE app.m TRUNCATE").is_err());
+        assert!(parse("ALTER TABLE app.m SET TBLPROPERTIES ()").is_err());
         assert!(parse("SELECT * FROM app.m WHERE body LIKE 'x%'").is_err());
         assert!(parse("INSERT INTO app.m VALUES ('unterminated)").is_err());
         assert!(parse("SELECT * FROM app.m; SELECT 1").is_err());

@@ -99,3 +99,44 @@ pub async fn contents(store: &Store, table: &TableId, user: Option<&UserId>) -> 
     assert_eq!(before, out.len(), "a key was returned twice");
     out
 }
+
+/// Every file below `dir` (none when it does not exist).
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            if e.path().is_dir() {
+                files_under(&e.path())
+            } else {
+                vec![e.path()]
+            }
+        })
+        .collect()
+}
+
+/// The table partitions (`t.*`) of a storage's hot engine.
+pub async fn table_partitions(store: &Store, storage: &StorageId) -> Vec<String> {
+    store
+        .storage_engine(storage)
+        .await
+        .expect("storage engine")
+        .list_partitions()
+        .await
+        .expect("list partitions")
+        .into_iter()
+        .map(|p| p.as_str().to_owned())
+        .filter(|p| p.starts_with("t."))
+        .collect()
+}
+
+/// Where a storage made by [`storages`] keeps its Parquet files under `dir`.
+pub fn cold_dir(dir: &std::path::Path, storage: &StorageId) -> std::path::PathBuf {
+    if *storage == StorageId::local() {
+        dir.join("cold")
+    } else {
+        dir.join(format!("{storage}-cold"))
+    }
+}

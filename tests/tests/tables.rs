@@ -7,7 +7,7 @@ use kalamstore::{
     CompactionPolicy, JobStatus, KalamValue, Mutation, NamespaceId, Scope, StorageId, Store,
     TableId, TableType, UserId,
 };
-use kalamstore_tests::tables::{chat_row, chat_table, contents, open_store, storages};
+use kalamstore_tests::tables::{chat_row, chat_table, contents, files_under, open_store, storages};
 
 async fn setup(dir: &std::path::Path) -> (Store, Vec<StorageId>) {
     let store = open_store(dir).await;
@@ -245,27 +245,11 @@ async fn drop_table_leaves_no_files_and_orphans_are_collected() {
     assert!(!orphan.exists());
     assert_eq!(contents(&store, &t, None).await.len(), 1);
     store.drop_table(&t, false).await.unwrap();
-    let left: Vec<_> = walk(&table_dir);
+    let left: Vec<_> = files_under(&table_dir);
     assert!(left.is_empty(), "left behind: {left:?}");
     assert!(matches!(
         store.scan(&t, None, &Default::default()).await,
         Err(kalamstore::Error::TableNotFound { .. })
     ));
     store.close().await.unwrap();
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .flat_map(|e| {
-            if e.path().is_dir() {
-                walk(&e.path())
-            } else {
-                vec![e.path()]
-            }
-        })
-        .collect()
 }

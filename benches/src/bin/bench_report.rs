@@ -64,14 +64,19 @@ fn ratio_table(text: &str) -> Result<String, Box<dyn std::error::Error>> {
         "| workload | kalamstore | baseline | time ratio (ours / baseline) | target |\n|---|---|---|---|---|\n",
     );
     for r in latest.values() {
+        // Throughput workloads also show MB/s.
+        let cell = |secs: f64| match r.bytes {
+            Some(b) => format!("{:.1} ms, {:.0} MB/s", secs * 1e3, b as f64 / 1e6 / secs),
+            None => format!("{:.1} ms", secs * 1e3),
+        };
         writeln!(
             out,
-            "| {} | {} {:.1} ms | {} {:.1} ms | {:.2}x | {} |",
+            "| {} | {} {} | {} {} | {:.2}x | {} |",
             r.bench,
             r.ours,
-            r.ours_secs * 1e3,
+            cell(r.ours_secs),
             r.baseline,
-            r.baseline_secs * 1e3,
+            cell(r.baseline_secs),
             r.ours_secs / r.baseline_secs,
             r.target
         )?;

@@ -498,6 +498,11 @@ impl Store {
         Ok(())
     }
 
+    /// The hot engine of a registered storage, for inspection (partitions, stats).
+    pub async fn storage_engine(&self, id: &StorageId) -> Result<Arc<dyn StorageBackend>> {
+        Ok(self.storage(id).await?.hot.clone())
+    }
+
     /// Runs the write/read/list/delete check on a registered storage.
     pub async fn check_storage(&self, id: &StorageId) -> Result<()> {
         let handle = self.storage(id).await?;

@@ -1,0 +1,180 @@
+//! Crash safety of storage moves and drops: a child process moves (or drops) a table and
+//! aborts at a failpoint between two steps; the parent reopens the data directory and checks
+//! that the table is whole on exactly one storage (or gone, for a drop), that the other
+//! storage holds nothing of it, and that no task or running job is left.
+
+use std::process::{Command, Stdio};
+
+use kalamstore::{
+    JobStatus, KalamValue, Mutation, NamespaceId, Scope, StorageId, TableId, TableType,
+};
+use kalamstore_tests::tables::{
+    chat_row, chat_table, cold_dir, contents, files_under, open_store, runtime, storages,
+    table_partitions,
+};
+
+const CHILD_DIR: &str = "KALAMSTORE_MOVE_CRASH_DIR";
+const CHILD_OP: &str = "KALAMSTORE_MOVE_CRASH_OP";
+
+fn table() -> TableId {
+    "app.chat".parse().unwrap()
+}
+
+fn check_rows(rows: &[(i64, String)], when: &str) {
+    assert_eq!(rows.len(), 1099, "{when}");
+    assert!(!rows.iter().any(|(id, _)| *id == 10), "{when}: deleted row is back");
+    assert!(rows.contains(&(20, "v2".into())), "{when}: update lost");
+}
+
+/// The child: builds a table on `local` (flushed files, a deletion vector, hot rows), then
+/// moves it to `objects` or drops it, until its failpoint aborts it. As a plain test it does
+/// nothing.
+#[test]
+fn move_crash_child() {
+    let (Ok(dir), Ok(op)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_OP)) else {
+        return;
+    };
+    runtime().block_on(async move {
+        let dir = std::path::Path::new(&dir);
+        let store = open_store(dir).await;
+        store
+            .create_namespace(&NamespaceId::new("app").unwrap(), true)
+            .await
+            .unwrap();
+        storages(&store, dir).await;
+        let t = table();
+        store
+            .create_table(chat_table("chat", TableType::Shared, &StorageId::local()), false)
+            .await
+            .unwrap();
+        store
+            .insert(&t, None, (0..1000).map(|i| chat_row(i, "v1")).collect())
+            .await
+            .unwrap();
+        store.flush_table(&t, Scope::All).await.unwrap();
+        store
+            .write(
+                &t,
+                None,
+                vec![
+                    Mutation::Delete {
+                        key: vec![KalamValue::BigInt(10)],
+                    },
+                    Mutation::Update {
+                        key: vec![KalamValue::BigInt(20)],
+                        set: vec![("body".into(), KalamValue::Text("v2".into()))],
+                    },
+                ],
+            )
+            .await
+            .unwrap();
+        store.flush_table(&t, Scope::All).await.unwrap();
+        store
+            .insert(&t, None, (1000..1100).map(|i| chat_row(i, "v1")).collect())
+            .await
+            .unwrap();
+        check_rows(&contents(&store, &t, None).await, "before");
+        match op.as_str() {
+            "move" => {
+                store
+                    .move_table(&t, &StorageId::new("objects").unwrap())
+                    .await
+                    .unwrap();
+            }
+            _ => {
+                store.drop_table(&t, false).await.unwrap();
+            }
+        }
+        println!("COMPLETED");
+    });
+}
+
+fn run_child(dir: &std::path::Path, op: &str, failpoint: &str) {
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "move_crash_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DIR, dir)
+        .env(CHILD_OP, op)
+        .env("KALAMSTORE_FAILPOINT", failpoint)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains(&format!("failpoint {failpoint}")),
+        "the child did not stop at {failpoint}: {}\n{stderr}",
+        output.status
+    );
+}
+
+/// Kills a move at `failpoint`; after reopening, the table lives on `expected` only.
+fn crash_move_at(failpoint: &str, expected: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    run_child(dir.path(), "move", failpoint);
+    runtime().block_on(async move {
+        let store = open_store(dir.path()).await;
+        let t = table();
+        let (local, objects) = (StorageId::local(), StorageId::new("objects").unwrap());
+        let on = store.table(&t).await.unwrap().storage_id.clone();
+        assert_eq!(on.as_str(), expected, "{failpoint}");
+        check_rows(&contents(&store, &t, None).await, failpoint);
+        let other = if on == local { &objects } else { &local };
+        let left = files_under(&cold_dir(dir.path(), other).join("app/chat"));
+        assert!(left.is_empty(), "{failpoint}: {other} kept {left:?}");
+        assert!(
+            table_partitions(&store, other).await.is_empty(),
+            "{failpoint}: {other} kept partitions"
+        );
+        assert!(store.table_tasks().await.unwrap().is_empty());
+        let jobs = store.jobs().await.unwrap();
+        assert!(jobs.iter().all(|j| j.status.is_final()), "{jobs:?}");
+
+        // The table keeps working, and can move again.
+        store
+            .insert(&t, None, vec![chat_row(5000, "after")])
+            .await
+            .unwrap();
+        store.move_table(&t, other).await.unwrap();
+        let rows = contents(&store, &t, None).await;
+        assert_eq!(rows.len(), 1100, "{failpoint}: after moving again");
+        store.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_move_killed_before_its_switch_rolls_back() {
+    for failpoint in ["move.recorded", "move.files_copied", "move.rows_copied"] {
+        crash_move_at(failpoint, "local");
+    }
+}
+
+#[test]
+fn a_move_killed_after_its_switch_finishes() {
+    for failpoint in ["move.switched", "move.source_removed"] {
+        crash_move_at(failpoint, "objects");
+    }
+}
+
+#[test]
+fn a_drop_killed_midway_finishes_on_reopen() {
+    for failpoint in ["drop.recorded", "drop.data_removed"] {
+        let dir = tempfile::tempdir().unwrap();
+        run_child(dir.path(), "drop", failpoint);
+        runtime().block_on(async {
+            let store = open_store(dir.path()).await;
+            assert!(store.table(&table()).await.is_err(), "{failpoint}");
+            let left = files_under(&cold_dir(dir.path(), &StorageId::local()).join("app/chat"));
+            assert!(left.is_empty(), "{failpoint}: {left:?}");
+            assert!(table_partitions(&store, &StorageId::local()).await.is_empty());
+            assert!(store.table_tasks().await.unwrap().is_empty());
+            let drop = store.jobs().await.unwrap().pop().unwrap();
+            assert_eq!(drop.status, JobStatus::Completed, "{drop:?}");
+            store.close().await.unwrap();
+        });
+    }
+}
