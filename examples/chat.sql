@@ -52,10 +52,20 @@ EXECUTE AS USER 'alice' (UPDATE chat.messages SET body = 'Typo fixed: Lisbon' WH
 EXECUTE AS USER 'alice' (DELETE FROM chat.messages WHERE id = 2);
 STORAGE FLUSH TABLE chat.messages FOR USER 'alice';
 
-EXECUTE AS USER 'alice' (SELECT id, role, body FROM chat.messages ORDER BY id);
+-- Schema changes apply to old rows and Parquet files without rewriting them.
+ALTER TABLE chat.messages ADD COLUMN pinned BOOLEAN NOT NULL DEFAULT false;
+ALTER TABLE chat.messages RENAME COLUMN body TO content;
+
+-- Move the conversations, files and buffered rows, to a second storage (RocksDB + Parquet in
+-- <data-dir>/storages/archive), verified before the catalog switches.
+CREATE STORAGE archive TYPE filesystem;
+ALTER TABLE chat.conversations SET STORAGE archive;
+EXECUTE AS USER 'alice' (SELECT * FROM chat.conversations);
+
+EXECUTE AS USER 'alice' (SELECT id, role, content, pinned FROM chat.messages ORDER BY id);
 EXECUTE AS USER 'bob' (SELECT id, body FROM chat.messages ORDER BY id);
 EXECUTE AS USER 'alice' (SELECT COUNT(*) FROM chat.messages WHERE role = 'user');
 SELECT * FROM chat.rooms ORDER BY name;
 SELECT * FROM chat.typing;
 SHOW STATS FOR TABLE chat.messages;
-SELECT job_id, kind, table_name, user_id, status, rows FROM system.jobs ORDER BY job_id;
+SELECT job_id, kind, table_name, user_id, status, rows, files FROM system.jobs ORDER BY job_id;

@@ -511,8 +511,9 @@ impl Session {
         }
         let (hot, cold_url) = match kind {
             "filesystem" => {
-                let base = path.ok_or_else(|| invalid("TYPE filesystem needs PATH '<dir>'"))?;
-                let base = std::path::Path::new(&base);
+                // Without PATH the storage lives in the data directory.
+                let base = path.map_or_else(|| local_dir.clone(), std::path::PathBuf::from);
+                let base = base.as_path();
                 let hot = match engine.as_deref().unwrap_or("rocksdb") {
                     "rocksdb" => HotEngine::RocksDb {
                         path: base.join("hot").to_string_lossy().into_owned(),
@@ -1079,6 +1080,7 @@ fn jobs_view(jobs: &[JobRecord]) -> ResultSet {
                 at(j.ended_at_ms),
                 KalamValue::BigInt(j.rows as i64),
                 KalamValue::BigInt(j.bytes as i64),
+                KalamValue::BigInt(j.files as i64),
                 opt_text(j.error.clone()),
             ]
         })
@@ -1095,6 +1097,7 @@ fn jobs_view(jobs: &[JobRecord]) -> ResultSet {
             ("ended_at", ts),
             ("rows", b),
             ("bytes", b),
+            ("files", b),
             ("error", t),
         ],
         rows,

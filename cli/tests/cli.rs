@@ -351,7 +351,7 @@ fn malformed_input_fails_cleanly_and_changes_nothing() {
         "CREATE TABLE nons.bad (id BIGINT PRIMARY KEY)",
         "CREATE TABLE app.bad (id INT PRIMARY KEY DEFAULT 'x')",
         "CREATE STORAGE s TYPE ftp PATH '/tmp/x'",
-        "CREATE STORAGE s TYPE filesystem",
+        "CREATE STORAGE s TYPE filesystem ENGINE wibble",
         "CREATE STORAGE s TYPE s3 PATH 's3://b/p' CONFIG 'not json'",
         "DROP STORAGE local",
         "DROP TABLE app.nope",
@@ -364,6 +364,22 @@ fn malformed_input_fails_cleanly_and_changes_nothing() {
         "EXECUTE AS USER 'Bad User' (SELECT * FROM app.notes)",
         "INSERT INTO app.notes (id, body, at) VALUES (2, 'x', 'yesterday')",
         "INSERT INTO app.notes (id, body, n) VALUES (2, 'x', 99999999999)",
+        "ALTER TABLE app.notes DROP COLUMN id",
+        "ALTER TABLE app.notes RENAME COLUMN id TO key",
+        "ALTER TABLE app.notes MODIFY COLUMN n SMALLINT",
+        "ALTER TABLE app.notes MODIFY COLUMN body INT",
+        "ALTER TABLE app.notes ALTER COLUMN n TYPE WIBBLE",
+        "ALTER TABLE app.notes ADD COLUMN x INT NOT NULL",
+        "ALTER TABLE app.notes ADD COLUMN body TEXT",
+        "ALTER TABLE app.notes RENAME COLUMN body TO n",
+        "ALTER TABLE app.notes DROP COLUMN nope",
+        "ALTER TABLE app.notes SET STORAGE nowhere",
+        "ALTER TABLE app.notes SET TBLPROPERTIES (COLOUR = 'red')",
+        "ALTER TABLE app.notes SET TBLPROPERTIES (TTL_SECONDS = 5)",
+        "ALTER TABLE app.notes SET TBLPROPERTIES (FLUSH_POLICY = 'rows:0')",
+        "ALTER TABLE app.notes SET TBLPROPERTIES (ACCESS_LEVEL = 'everyone')",
+        "ALTER TABLE app.nope ADD COLUMN x INT",
+        "ALTER TABLE app.notes TRUNCATE",
     ]
     .into_iter()
     .map(str::to_owned)
@@ -411,6 +427,81 @@ fn malformed_input_fails_cleanly_and_changes_nothing() {
     assert_eq!(notes, "id,body\n1,x\n");
     let tables = ok(dir.path(), &["--format", "csv", "-c", "SHOW TABLES"]);
     assert_eq!(tables.lines().count(), 3, "{tables}");
+    let columns = ok(dir.path(), &["--format", "csv", "-c", "DESCRIBE TABLE app.notes"]);
+    assert!(columns.contains("body") && !columns.contains(",x,"), "{columns}");
+}
+
+#[test]
+fn alter_table_changes_columns_options_and_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["-c", SETUP]);
+    let notes = |sql: &str| ok(dir.path(), &["--user", "u1", "--format", "csv", "-c", sql]);
+    notes("INSERT INTO app.notes (id, body, n) VALUES (1, 'old', 7), (2, 'gone', 8)");
+    ok(dir.path(), &["-c", "STORAGE FLUSH TABLE app.notes"]);
+    notes("INSERT INTO app.notes (id, body) VALUES (3, 'hot')");
+    let archive = dir.path().join("archive");
+    let out = run(
+        dir.path(),
+        &[
+            "-c",
+            "ALTER TABLE app.notes ADD COLUMN tag TEXT NOT NULL DEFAULT 'none'",
+            "-c",
+            "ALTER TABLE app.notes RENAME COLUMN body TO text",
+            "-c",
+            "ALTER TABLE app.notes MODIFY COLUMN n BIGINT",
+            "-c",
+            &format!(
+                "CREATE STORAGE archive TYPE filesystem PATH '{}'",
+                archive.display()
+            ),
+            "-c",
+            "ALTER TABLE app.notes SET STORAGE archive",
+        ],
+    );
+    assert!(out.0, "{}", out.2);
+    assert!(out.2.contains("schema version 4"), "{}", out.2);
+    assert!(out.2.contains("MOVE to archive"), "{}", out.2);
+    notes("DELETE FROM app.notes WHERE id = 2");
+    assert_eq!(
+        notes("SELECT id, text, n, tag FROM app.notes ORDER BY id"),
+        "id,text,n,tag\n1,old,7,none\n3,hot,0,none\n"
+    );
+    let on = ok(
+        dir.path(),
+        &[
+            "--format",
+            "csv",
+            "-c",
+            "SELECT storage_id FROM system.tables WHERE table_name = 'notes'",
+        ],
+    );
+    assert_eq!(on, "storage_id\narchive\n");
+    assert!(std::fs::read_dir(archive.join("cold")).unwrap().next().is_some());
+    ok(
+        dir.path(),
+        &[
+            "-c",
+            "ALTER TABLE app.notes SET TBLPROPERTIES (STORAGE_ID = 'local', FLUSH_POLICY = 'rows:100')",
+        ],
+    );
+    let cold_files = std::fs::read_dir(archive.join("cold").join("app"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(cold_files, 0, "the archive storage still holds the table");
+    assert_eq!(
+        notes("SELECT id, text FROM app.notes ORDER BY id"),
+        "id,text\n1,old\n3,hot\n"
+    );
+    let jobs = ok(
+        dir.path(),
+        &[
+            "--format",
+            "csv",
+            "-c",
+            "SELECT kind, status FROM system.jobs WHERE kind = 'move'",
+        ],
+    );
+    assert_eq!(jobs, "kind,status\nmove,completed\nmove,completed\n");
 }
 
 #[test]
@@ -596,6 +687,31 @@ fn an_s3_storage_holds_a_table() {
         &["--format", "csv", "-c", "SELECT * FROM app.remote_kv"],
     );
     assert_eq!(rows, "k,v\nb,2\n");
+    // A table moves from the local RocksDB storage to S3 and back.
+    ok(
+        dir.path(),
+        &[
+            "-c",
+            "INSERT INTO app.config VALUES ('a', '1'), ('b', '2')",
+            "-c",
+            "STORAGE FLUSH TABLE app.config",
+            "-c",
+            "INSERT INTO app.config VALUES ('c', '3')",
+            "-c",
+            "ALTER TABLE app.config SET STORAGE remote",
+            "-c",
+            "DELETE FROM app.config WHERE k = 'a'",
+        ],
+    );
+    let config = || {
+        ok(
+            dir.path(),
+            &["--format", "csv", "-c", "SELECT * FROM app.config ORDER BY k"],
+        )
+    };
+    assert_eq!(config(), "k,v\nb,2\nc,3\n");
+    ok(dir.path(), &["-c", "ALTER TABLE app.config SET STORAGE local"]);
+    assert_eq!(config(), "k,v\nb,2\nc,3\n");
     ok(
         dir.path(),
         &[

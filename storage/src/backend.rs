@@ -14,9 +14,10 @@ pub const MAX_PARTITION_NAME_LEN: usize = 200;
 /// A validated partition name: 1..=200 bytes of `[A-Za-z0-9_.:-]`.
 ///
 /// The character set keeps names safe as RocksDB column-family names, file names and
-/// object-store path segments alike.
+/// object-store path segments alike. Cloning is cheap (a shared string): every op of a
+/// write batch carries its partition.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Partition(String);
+pub struct Partition(std::sync::Arc<str>);
 
 impl Partition {
     /// Validates and wraps a partition name.
@@ -36,7 +37,7 @@ impl Partition {
         };
         match reason {
             Some(reason) => Err(Error::InvalidPartitionName { name, reason }),
-            None => Ok(Self(name)),
+            None => Ok(Self(name.into())),
         }
     }
 

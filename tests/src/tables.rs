@@ -48,6 +48,53 @@ pub async fn storages(store: &Store, dir: &std::path::Path) -> Vec<StorageId> {
     vec![StorageId::local(), id]
 }
 
+/// A store in `dir` with namespace `app` and the storages of [`storages`].
+pub async fn store_with_storages(dir: &std::path::Path) -> (Store, Vec<StorageId>) {
+    let store = open_store(dir).await;
+    store
+        .create_namespace(&kalamstore::NamespaceId::new("app").unwrap(), true)
+        .await
+        .unwrap();
+    let s = storages(&store, dir).await;
+    (store, s)
+}
+
+/// Rows 0..1000 flushed, then 10 deleted and 20 updated to `v2` (still hot): the state the
+/// crash tests start from.
+pub async fn flushed_with_changes(store: &Store, t: &TableId) {
+    store
+        .insert(t, None, (0..1000).map(|i| chat_row(i, "v1")).collect())
+        .await
+        .unwrap();
+    store.flush_table(t, kalamstore::Scope::All).await.unwrap();
+    store
+        .write(
+            t,
+            None,
+            vec![
+                kalamstore::Mutation::Delete {
+                    key: vec![KalamValue::BigInt(10)],
+                },
+                kalamstore::Mutation::Update {
+                    key: vec![KalamValue::BigInt(20)],
+                    set: vec![("body".into(), KalamValue::Text("v2".into()))],
+                },
+            ],
+        )
+        .await
+        .unwrap();
+}
+
+/// Checks the rows of [`flushed_with_changes`] plus inserts 1000..1100.
+pub fn assert_changed_rows(rows: &[(i64, String)], when: &str) {
+    assert_eq!(rows.len(), 1099, "{when}");
+    assert!(
+        !rows.iter().any(|(id, _)| *id == 10),
+        "{when}: deleted row is back"
+    );
+    assert!(rows.contains(&(20, "v2".into())), "{when}: update lost");
+}
+
 /// `app.<name>`: `id BIGINT PRIMARY KEY, body TEXT, n INT`.
 pub fn chat_table(name: &str, kind: TableType, storage: &StorageId) -> TableDefinition {
     TableDefinition::new(

@@ -5,12 +5,10 @@
 
 use std::process::{Command, Stdio};
 
-use kalamstore::{
-    JobStatus, KalamValue, Mutation, NamespaceId, Scope, StorageId, TableId, TableType,
-};
+use kalamstore::{JobStatus, Scope, StorageId, TableId, TableType};
 use kalamstore_tests::tables::{
-    chat_row, chat_table, cold_dir, contents, files_under, open_store, runtime, storages,
-    table_partitions,
+    assert_changed_rows, chat_row, chat_table, cold_dir, contents, files_under,
+    flushed_with_changes, runtime, store_with_storages, table_partitions,
 };
 
 const CHILD_DIR: &str = "KALAMSTORE_MOVE_CRASH_DIR";
@@ -18,12 +16,6 @@ const CHILD_OP: &str = "KALAMSTORE_MOVE_CRASH_OP";
 
 fn table() -> TableId {
     "app.chat".parse().unwrap()
-}
-
-fn check_rows(rows: &[(i64, String)], when: &str) {
-    assert_eq!(rows.len(), 1099, "{when}");
-    assert!(!rows.iter().any(|(id, _)| *id == 10), "{when}: deleted row is back");
-    assert!(rows.contains(&(20, "v2".into())), "{when}: update lost");
 }
 
 /// The child: builds a table on `local` (flushed files, a deletion vector, hot rows), then
@@ -36,44 +28,19 @@ fn move_crash_child() {
     };
     runtime().block_on(async move {
         let dir = std::path::Path::new(&dir);
-        let store = open_store(dir).await;
-        store
-            .create_namespace(&NamespaceId::new("app").unwrap(), true)
-            .await
-            .unwrap();
-        storages(&store, dir).await;
+        let (store, _) = store_with_storages(dir).await;
         let t = table();
         store
             .create_table(chat_table("chat", TableType::Shared, &StorageId::local()), false)
             .await
             .unwrap();
-        store
-            .insert(&t, None, (0..1000).map(|i| chat_row(i, "v1")).collect())
-            .await
-            .unwrap();
-        store.flush_table(&t, Scope::All).await.unwrap();
-        store
-            .write(
-                &t,
-                None,
-                vec![
-                    Mutation::Delete {
-                        key: vec![KalamValue::BigInt(10)],
-                    },
-                    Mutation::Update {
-                        key: vec![KalamValue::BigInt(20)],
-                        set: vec![("body".into(), KalamValue::Text("v2".into()))],
-                    },
-                ],
-            )
-            .await
-            .unwrap();
+        flushed_with_changes(&store, &t).await;
         store.flush_table(&t, Scope::All).await.unwrap();
         store
             .insert(&t, None, (1000..1100).map(|i| chat_row(i, "v1")).collect())
             .await
             .unwrap();
-        check_rows(&contents(&store, &t, None).await, "before");
+        assert_changed_rows(&contents(&store, &t, None).await, "before");
         match op.as_str() {
             "move" => {
                 store
@@ -117,12 +84,12 @@ fn crash_move_at(failpoint: &str, expected: &str) {
     let dir = tempfile::tempdir().unwrap();
     run_child(dir.path(), "move", failpoint);
     runtime().block_on(async move {
-        let store = open_store(dir.path()).await;
+        let (store, _) = store_with_storages(dir.path()).await;
         let t = table();
         let (local, objects) = (StorageId::local(), StorageId::new("objects").unwrap());
         let on = store.table(&t).await.unwrap().storage_id.clone();
         assert_eq!(on.as_str(), expected, "{failpoint}");
-        check_rows(&contents(&store, &t, None).await, failpoint);
+        assert_changed_rows(&contents(&store, &t, None).await, failpoint);
         let other = if on == local { &objects } else { &local };
         let left = files_under(&cold_dir(dir.path(), other).join("app/chat"));
         assert!(left.is_empty(), "{failpoint}: {other} kept {left:?}");
@@ -166,7 +133,7 @@ fn a_drop_killed_midway_finishes_on_reopen() {
         let dir = tempfile::tempdir().unwrap();
         run_child(dir.path(), "drop", failpoint);
         runtime().block_on(async {
-            let store = open_store(dir.path()).await;
+            let (store, _) = store_with_storages(dir.path()).await;
             assert!(store.table(&table()).await.is_err(), "{failpoint}");
             let left = files_under(&cold_dir(dir.path(), &StorageId::local()).join("app/chat"));
             assert!(left.is_empty(), "{failpoint}: {left:?}");

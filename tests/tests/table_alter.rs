@@ -15,19 +15,10 @@ use kalamstore::{
     StorageId, Store, StoreConfig, TableId, TableType, UserId,
 };
 use kalamstore_tests::tables::{
-    chat_row, chat_table, cold_dir, contents, files_under, open_store, storages, table_partitions,
+    chat_row, chat_table, cold_dir, contents, files_under, open_store, storages,
+    store_with_storages, table_partitions,
 };
 use kalamstore_tests::{s3_server, unique_prefix};
-
-async fn setup(dir: &std::path::Path) -> (Store, Vec<StorageId>) {
-    let store = open_store(dir).await;
-    store
-        .create_namespace(&NamespaceId::new("app").unwrap(), true)
-        .await
-        .unwrap();
-    let s = storages(&store, dir).await;
-    (store, s)
-}
 
 /// Flushed rows 0..200 with 10..20 deleted and 20 updated, then hot rows 200..230, for
 /// `users` (or the shared keyspace when empty).
@@ -78,7 +69,7 @@ fn expected_rows() -> Vec<(i64, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schema_changes_read_old_rows_and_files_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, storages) = setup(dir.path()).await;
+    let (store, storages) = store_with_storages(dir.path()).await;
     let tables: Vec<TableId> = (0..storages.len())
         .map(|i| format!("app.s{i}").parse().unwrap())
         .collect();
@@ -179,7 +170,7 @@ async fn move_around(store: &Store, dir: &std::path::Path, t: &TableId, path: &[
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_moves_between_rocksdb_and_object_store_storages_and_back() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, storages) = setup(dir.path()).await;
+    let (store, storages) = store_with_storages(dir.path()).await;
     let t: TableId = "app.moving".parse().unwrap();
     store
         .create_table(chat_table("moving", TableType::User, &storages[0]), false)
@@ -210,7 +201,7 @@ async fn a_table_moves_between_rocksdb_and_object_store_storages_and_back() {
 async fn a_table_moves_from_rocksdb_to_s3_and_back() {
     let Some(server) = s3_server() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let (store, storages) = setup(dir.path()).await;
+    let (store, storages) = store_with_storages(dir.path()).await;
     let prefix = unique_prefix();
     let s3 = StorageId::new("s3").unwrap();
     store
@@ -257,7 +248,7 @@ async fn a_table_moves_from_rocksdb_to_s3_and_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writes_and_reads_during_a_move_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, storages) = setup(dir.path()).await;
+    let (store, storages) = store_with_storages(dir.path()).await;
     let t: TableId = "app.busy".parse().unwrap();
     store
         .create_table(chat_table("busy", TableType::Shared, &storages[0]), false)
@@ -383,7 +374,7 @@ async fn expired_stream_rows_are_reclaimed_in_the_background() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drops_leave_the_storage_empty() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, storages) = setup(dir.path()).await;
+    let (store, storages) = store_with_storages(dir.path()).await;
     for storage in &storages {
         let t: TableId = "app.doomed".parse().unwrap();
         store

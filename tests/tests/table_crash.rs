@@ -5,11 +5,11 @@
 
 use std::process::{Command, Stdio};
 
-use kalamstore::{
-    CompactionPolicy, JobStatus, KalamValue, Mutation, NamespaceId, Scope, StorageId, TableId,
-    TableType,
+use kalamstore::{CompactionPolicy, JobStatus, Scope, StorageId, TableId, TableType};
+use kalamstore_tests::tables::{
+    assert_changed_rows, chat_row, chat_table, contents, flushed_with_changes, runtime,
+    store_with_storages,
 };
-use kalamstore_tests::tables::{chat_row, chat_table, contents, open_store, runtime, storages};
 
 const CHILD_DIR: &str = "KALAMSTORE_TABLE_CRASH_DIR";
 const CHILD_STORAGE: &str = "KALAMSTORE_TABLE_CRASH_STORAGE";
@@ -28,39 +28,14 @@ fn table_crash_child() {
     let rt = runtime();
     rt.block_on(async move {
         let dir = std::path::Path::new(&dir);
-        let store = open_store(dir).await;
-        store
-            .create_namespace(&NamespaceId::new("app").unwrap(), true)
-            .await
-            .unwrap();
-        storages(&store, dir).await;
+        let (store, _) = store_with_storages(dir).await;
         let storage = StorageId::new(storage).unwrap();
         store
             .create_table(chat_table("chat", TableType::Shared, &storage), false)
             .await
             .unwrap();
         let t = table();
-        store
-            .insert(&t, None, (0..1000).map(|i| chat_row(i, "v1")).collect())
-            .await
-            .unwrap();
-        store.flush_table(&t, Scope::All).await.unwrap();
-        store
-            .write(
-                &t,
-                None,
-                vec![
-                    Mutation::Delete {
-                        key: vec![KalamValue::BigInt(10)],
-                    },
-                    Mutation::Update {
-                        key: vec![KalamValue::BigInt(20)],
-                        set: vec![("body".into(), KalamValue::Text("v2".into()))],
-                    },
-                ],
-            )
-            .await
-            .unwrap();
+        flushed_with_changes(&store, &t).await;
         store
             .insert(&t, None, (1000..1100).map(|i| chat_row(i, "v1")).collect())
             .await
@@ -106,15 +81,10 @@ fn crash_at(storage: &str, failpoint: &str, skip: usize) {
         config.orphan_grace = std::time::Duration::ZERO;
         let store = kalamstore::Store::open(config).await.unwrap();
         let t = table();
-        let check = |rows: Vec<(i64, String)>, when: &str| {
-            assert_eq!(rows.len(), 1099, "{storage} {failpoint} {when}");
-            assert!(
-                !rows.iter().any(|(id, _)| *id == 10),
-                "{when}: deleted row is back"
-            );
-            assert!(rows.contains(&(20, "v2".into())), "{when}: update lost");
-        };
-        check(contents(&store, &t, None).await, "after reopen");
+        assert_changed_rows(
+            &contents(&store, &t, None).await,
+            &format!("{storage} {failpoint} after reopen"),
+        );
         let jobs = store.jobs().await.unwrap();
         assert!(jobs.iter().all(|j| j.status.is_final()), "{jobs:?}");
         assert!(jobs.iter().any(|j| j.status == JobStatus::Failed));
@@ -147,7 +117,10 @@ fn crash_at(storage: &str, failpoint: &str, skip: usize) {
             .compact_table(&t, Scope::All, CompactionPolicy::all())
             .await
             .unwrap();
-        check(contents(&store, &t, None).await, "after flush + compaction");
+        assert_changed_rows(
+            &contents(&store, &t, None).await,
+            &format!("{storage} {failpoint} after flush + compaction"),
+        );
         store.close().await.unwrap();
     });
 }

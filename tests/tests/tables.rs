@@ -7,17 +7,9 @@ use kalamstore::{
     CompactionPolicy, JobStatus, KalamValue, Mutation, NamespaceId, Scope, StorageId, Store,
     TableId, TableType, UserId,
 };
-use kalamstore_tests::tables::{chat_row, chat_table, contents, files_under, open_store, storages};
-
-async fn setup(dir: &std::path::Path) -> (Store, Vec<StorageId>) {
-    let store = open_store(dir).await;
-    store
-        .create_namespace(&NamespaceId::new("app").unwrap(), true)
-        .await
-        .unwrap();
-    let s = storages(&store, dir).await;
-    (store, s)
-}
+use kalamstore_tests::tables::{
+    chat_row, chat_table, contents, files_under, open_store, store_with_storages,
+};
 
 fn delete(id: i64) -> Mutation {
     Mutation::Delete {
@@ -35,7 +27,7 @@ fn update(id: i64, body: &str) -> Mutation {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_and_update_of_flushed_rows_survive_flush_compaction_and_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, storages) = setup(dir.path()).await;
+    let (store, storages) = store_with_storages(dir.path()).await;
     let mut tables = Vec::new();
     for (i, storage) in storages.iter().enumerate() {
         let def = chat_table(&format!("t{i}"), TableType::Shared, storage);
@@ -59,7 +51,7 @@ async fn delete_and_update_of_flushed_rows_survive_flush_compaction_and_restart(
     }
     store.close().await.unwrap();
 
-    let (store, _) = setup(dir.path()).await;
+    let (store, _) = store_with_storages(dir.path()).await;
     for t in &tables {
         let rows = contents(&store, t, None).await;
         assert_eq!(rows.len(), 99, "{t} after restart");
@@ -73,7 +65,7 @@ async fn delete_and_update_of_flushed_rows_survive_flush_compaction_and_restart(
     }
     store.close().await.unwrap();
 
-    let (store, _) = setup(dir.path()).await;
+    let (store, _) = store_with_storages(dir.path()).await;
     for t in &tables {
         let rows = contents(&store, t, None).await;
         assert_eq!(rows.len(), 99, "{t} after compaction and restart");
@@ -90,7 +82,7 @@ async fn delete_and_update_of_flushed_rows_survive_flush_compaction_and_restart(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_rows_stay_apart_on_every_storage() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, storages) = setup(dir.path()).await;
+    let (store, storages) = store_with_storages(dir.path()).await;
     let (alice, bob) = (UserId::new("alice").unwrap(), UserId::new("bob").unwrap());
     for (i, storage) in storages.iter().enumerate() {
         let def = chat_table(&format!("u{i}"), TableType::User, storage);
@@ -127,7 +119,7 @@ async fn user_rows_stay_apart_on_every_storage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_written_during_a_flush_are_not_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, storages) = setup(dir.path()).await;
+    let (store, storages) = store_with_storages(dir.path()).await;
     for (i, storage) in storages.iter().enumerate() {
         let def = chat_table(&format!("c{i}"), TableType::Shared, storage);
         let t = def.id.clone();

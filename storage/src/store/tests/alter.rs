@@ -210,13 +210,14 @@ async fn options_change_and_a_shorter_ttl_expires_rows_already_stored() {
     assert!(left.is_empty(), "{} expired rows left", left.len());
 }
 
-async fn second_storage(store: &Store, dir: &std::path::Path) -> StorageId {
-    let id = StorageId::new("second").unwrap();
+/// Registers storage `id` on the memory engine with its Parquet in `cold`.
+async fn memory_storage(store: &Store, id: &str, cold: &std::path::Path) -> StorageId {
+    let id = StorageId::new(id).unwrap();
     store
         .create_storage(StorageDefinition {
             id: id.clone(),
             hot: HotEngine::Memory,
-            cold_url: dir.join("second").to_string_lossy().into_owned(),
+            cold_url: cold.to_string_lossy().into_owned(),
             s3: S3Options::default(),
             cache: None,
             created_at_ms: 0,
@@ -224,6 +225,10 @@ async fn second_storage(store: &Store, dir: &std::path::Path) -> StorageId {
         .await
         .unwrap();
     id
+}
+
+async fn second_storage(store: &Store, dir: &std::path::Path) -> StorageId {
+    memory_storage(store, "second", &dir.join("second")).await
 }
 
 fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -336,20 +341,15 @@ async fn a_move_to_an_unknown_or_shared_location_fails_before_touching_data() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::StorageNotFound { .. }), "{err}");
-    let twin = StorageId::new("twin").unwrap();
-    store
-        .create_storage(StorageDefinition {
-            id: twin.clone(),
-            hot: HotEngine::Memory,
-            cold_url: dir.path().join("cold").to_string_lossy().into_owned(),
-            s3: S3Options::default(),
-            cache: None,
-            created_at_ms: 0,
-        })
-        .await
-        .unwrap();
+    let twin = memory_storage(&store, "twin", &dir.path().join("cold")).await;
     let err = store.move_table(&t(), &twin).await.unwrap_err();
     assert!(matches!(err, Error::MoveRefused { .. }), "{err}");
+    // A storage that stopped accepting writes after it was registered.
+    let second = second_storage(&store, dir.path()).await;
+    let _ = std::fs::remove_dir_all(dir.path().join("second"));
+    std::fs::write(dir.path().join("second"), b"in the way").unwrap();
+    let err = store.move_table(&t(), &second).await.unwrap_err();
+    assert!(matches!(err, Error::StorageCheck { .. }), "{err}");
     assert_eq!(ids(&store, None, None).await, [1]);
     assert!(store.jobs().await.unwrap().is_empty());
 }
