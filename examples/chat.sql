@@ -63,7 +63,7 @@ ALTER TABLE chat.conversations SET STORAGE archive;
 EXECUTE AS USER 'alice' (SELECT * FROM chat.conversations);
 
 EXECUTE AS USER 'alice' (SELECT id, role, content, pinned FROM chat.messages ORDER BY id);
-EXECUTE AS USER 'bob' (SELECT id, body FROM chat.messages ORDER BY id);
+EXECUTE AS USER 'bob' (SELECT id, content FROM chat.messages ORDER BY id);
 EXECUTE AS USER 'alice' (SELECT COUNT(*) FROM chat.messages WHERE role = 'user');
 SELECT * FROM chat.rooms ORDER BY name;
 SELECT * FROM chat.typing;

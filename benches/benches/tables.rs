@@ -411,7 +411,11 @@ fn move_table(c: &mut Criterion) {
                 hot: kalamstore::HotEngine::RocksDb {
                     path: dir.path().join("second-hot").to_string_lossy().into_owned(),
                 },
-                cold_url: dir.path().join("second-cold").to_string_lossy().into_owned(),
+                cold_url: dir
+                    .path()
+                    .join("second-cold")
+                    .to_string_lossy()
+                    .into_owned(),
                 s3: kalamstore::S3Options::default(),
                 cache: None,
                 created_at_ms: 0,
@@ -448,7 +452,11 @@ fn move_table(c: &mut Criterion) {
         })
     });
     // The baseline copies the same files from wherever the moves left them.
-    let holder = rt.block_on(store.table(&table())).unwrap().storage_id.clone();
+    let holder = rt
+        .block_on(store.table(&table()))
+        .unwrap()
+        .storage_id
+        .clone();
     let holder_dir = if holder == StorageId::local() {
         dir.path().join("cold")
     } else {
@@ -548,7 +556,9 @@ fn report(_: &mut Criterion) {
             ours_secs: mean(&format!("{key}/ours")),
             baseline_secs: mean(&format!("{key}/baseline")),
             target: target.into(),
-            bytes: (key == "move").then(|| *MOVED_BYTES.lock().unwrap()).flatten(),
+            bytes: (key == "move")
+                .then(|| *MOVED_BYTES.lock().unwrap())
+                .flatten(),
         };
         if r.ours_secs.is_finite() && r.baseline_secs.is_finite() {
             writeln!(out, "{}", serde_json::to_string(&r).unwrap()).unwrap();

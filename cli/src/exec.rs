@@ -359,7 +359,7 @@ impl Session {
                     if let Some(b) = bar {
                         b.finish_and_clear();
                     }
-                    lines.push(job_line("FLUSH", &def.id, &job?));
+                    lines.push(job_line(&format!("FLUSH {}", def.id), &job?));
                 }
                 if lines.is_empty() {
                     lines.push("FLUSH: no tables".into());
@@ -375,7 +375,7 @@ impl Session {
                 if let Some(b) = bar {
                     b.finish_and_clear();
                 }
-                Ok(Outcome::summary(job_line("COMPACT", &id, &job?)))
+                Ok(Outcome::summary(job_line(&format!("COMPACT {id}"), &job?)))
             }
             Command::ShowManifest(table) => {
                 let id = table_id(&table)?;
@@ -669,7 +669,7 @@ impl Session {
             b.finish_and_clear();
         }
         Ok(Outcome::summary(match job? {
-            Some(job) => job_line(&format!("MOVE to {storage}"), id, &job),
+            Some(job) => job_line(&format!("MOVE {id} to {storage}"), &job),
             None => format!("MOVE {id}: already on storage {storage}"),
         }))
     }
@@ -929,9 +929,10 @@ fn table_properties(
             "FLUSH_POLICY" => change.flush_policy = Some(text()?.parse::<FlushPolicy>()?),
             "TTL_SECONDS" => {
                 let t = text()?;
-                change.ttl_seconds = Some(t.parse().map_err(|_| {
-                    invalid(format!("TTL_SECONDS `{t}` is not a whole number"))
-                })?)
+                change.ttl_seconds = Some(
+                    t.parse()
+                        .map_err(|_| invalid(format!("TTL_SECONDS `{t}` is not a whole number")))?,
+                )
             }
             "ACCESS_LEVEL" => change.access_level = Some(text()?.parse::<AccessLevel>()?),
             "COMMENT" => change.comment = Some(text()?),
@@ -950,9 +951,9 @@ fn opt_text(s: Option<String>) -> KalamValue {
     s.map_or(KalamValue::Null, KalamValue::Text)
 }
 
-fn job_line(verb: &str, table: &TableId, job: &JobRecord) -> String {
+fn job_line(what: &str, job: &JobRecord) -> String {
     format!(
-        "{verb} {table}: job {} {}, {} rows, {} files, {} bytes",
+        "{what}: job {} {}, {} rows, {} files, {} bytes",
         job.id, job.status, job.rows, job.files, job.bytes
     )
 }

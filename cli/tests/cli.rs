@@ -427,8 +427,14 @@ fn malformed_input_fails_cleanly_and_changes_nothing() {
     assert_eq!(notes, "id,body\n1,x\n");
     let tables = ok(dir.path(), &["--format", "csv", "-c", "SHOW TABLES"]);
     assert_eq!(tables.lines().count(), 3, "{tables}");
-    let columns = ok(dir.path(), &["--format", "csv", "-c", "DESCRIBE TABLE app.notes"]);
-    assert!(columns.contains("body") && !columns.contains(",x,"), "{columns}");
+    let columns = ok(
+        dir.path(),
+        &["--format", "csv", "-c", "DESCRIBE TABLE app.notes"],
+    );
+    assert!(
+        columns.contains("body") && !columns.contains(",x,"),
+        "{columns}"
+    );
 }
 
 #[test]
@@ -460,7 +466,11 @@ fn alter_table_changes_columns_options_and_storage() {
     );
     assert!(out.0, "{}", out.2);
     assert!(out.2.contains("schema version 4"), "{}", out.2);
-    assert!(out.2.contains("MOVE to archive"), "{}", out.2);
+    assert!(
+        out.2.contains("MOVE app.notes to archive: job"),
+        "{}",
+        out.2
+    );
     notes("DELETE FROM app.notes WHERE id = 2");
     assert_eq!(
         notes("SELECT id, text, n, tag FROM app.notes ORDER BY id"),
@@ -476,7 +486,12 @@ fn alter_table_changes_columns_options_and_storage() {
         ],
     );
     assert_eq!(on, "storage_id\narchive\n");
-    assert!(std::fs::read_dir(archive.join("cold")).unwrap().next().is_some());
+    assert!(
+        std::fs::read_dir(archive.join("cold"))
+            .unwrap()
+            .next()
+            .is_some()
+    );
     ok(
         dir.path(),
         &[
@@ -706,11 +721,19 @@ fn an_s3_storage_holds_a_table() {
     let config = || {
         ok(
             dir.path(),
-            &["--format", "csv", "-c", "SELECT * FROM app.config ORDER BY k"],
+            &[
+                "--format",
+                "csv",
+                "-c",
+                "SELECT * FROM app.config ORDER BY k",
+            ],
         )
     };
     assert_eq!(config(), "k,v\nb,2\nc,3\n");
-    ok(dir.path(), &["-c", "ALTER TABLE app.config SET STORAGE local"]);
+    ok(
+        dir.path(),
+        &["-c", "ALTER TABLE app.config SET STORAGE local"],
+    );
     assert_eq!(config(), "k,v\nb,2\nc,3\n");
     ok(
         dir.path(),

@@ -31,7 +31,10 @@ fn move_crash_child() {
         let (store, _) = store_with_storages(dir).await;
         let t = table();
         store
-            .create_table(chat_table("chat", TableType::Shared, &StorageId::local()), false)
+            .create_table(
+                chat_table("chat", TableType::Shared, &StorageId::local()),
+                false,
+            )
             .await
             .unwrap();
         flushed_with_changes(&store, &t).await;
@@ -137,7 +140,11 @@ fn a_drop_killed_midway_finishes_on_reopen() {
             assert!(store.table(&table()).await.is_err(), "{failpoint}");
             let left = files_under(&cold_dir(dir.path(), &StorageId::local()).join("app/chat"));
             assert!(left.is_empty(), "{failpoint}: {left:?}");
-            assert!(table_partitions(&store, &StorageId::local()).await.is_empty());
+            assert!(
+                table_partitions(&store, &StorageId::local())
+                    .await
+                    .is_empty()
+            );
             assert!(store.table_tasks().await.unwrap().is_empty());
             let drop = store.jobs().await.unwrap().pop().unwrap();
             assert_eq!(drop.status, JobStatus::Completed, "{drop:?}");

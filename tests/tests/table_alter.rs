@@ -147,7 +147,10 @@ async fn move_around(store: &Store, dir: &std::path::Path, t: &TableId, path: &[
     let mut from = store.table(t).await.unwrap().storage_id.clone();
     for to in path {
         let job = store.move_table(t, to).await.unwrap().unwrap();
-        assert_eq!((job.kind, job.status), (JobKind::Move, JobStatus::Completed));
+        assert_eq!(
+            (job.kind, job.status),
+            (JobKind::Move, JobStatus::Completed)
+        );
         assert!(job.files >= 4 && job.bytes > 0, "{job:?}");
         assert_eq!(store.table(t).await.unwrap().storage_id, *to);
         for u in &users {
@@ -178,7 +181,13 @@ async fn a_table_moves_between_rocksdb_and_object_store_storages_and_back() {
         .unwrap();
     let users = [UserId::new("alice").unwrap(), UserId::new("bob").unwrap()];
     fill(&store, &t, &users).await;
-    move_around(&store, dir.path(), &t, &[storages[1].clone(), storages[0].clone()]).await;
+    move_around(
+        &store,
+        dir.path(),
+        &t,
+        &[storages[1].clone(), storages[0].clone()],
+    )
+    .await;
     assert!(store.move_table(&t, &storages[0]).await.unwrap().is_none());
 
     // Unknown or unreachable targets fail before touching data.
@@ -290,7 +299,10 @@ async fn writes_and_reads_during_a_move_lose_nothing() {
             while !stop.load(Ordering::Relaxed) {
                 let floor = acked.load(Ordering::Acquire) as usize;
                 let seen = contents(&store, &t, None).await.len();
-                assert!(seen >= floor, "a scan saw {seen} of {floor} acknowledged rows");
+                assert!(
+                    seen >= floor,
+                    "a scan saw {seen} of {floor} acknowledged rows"
+                );
                 scans += 1;
             }
             scans

@@ -7,9 +7,7 @@ use kalamstore::{
     CompactionPolicy, JobStatus, KalamValue, Mutation, NamespaceId, Scope, StorageId, Store,
     TableId, TableType, UserId,
 };
-use kalamstore_tests::tables::{
-    chat_row, chat_table, contents, files_under, open_store, store_with_storages,
-};
+use kalamstore_tests::tables::{chat_row, chat_table, contents, files_under, store_with_storages};
 
 fn delete(id: i64) -> Mutation {
     Mutation::Delete {

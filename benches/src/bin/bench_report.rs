@@ -66,8 +66,8 @@ fn ratio_table(text: &str) -> Result<String, Box<dyn std::error::Error>> {
     for r in latest.values() {
         // Throughput workloads also show MB/s.
         let cell = |secs: f64| match r.bytes {
-            Some(b) => format!("{:.1} ms, {:.0} MB/s", secs * 1e3, b as f64 / 1e6 / secs),
-            None => format!("{:.1} ms", secs * 1e3),
+            Some(b) => format!("{}, {:.0} MB/s", fmt_us(secs * 1e6), b as f64 / 1e6 / secs),
+            None => fmt_us(secs * 1e6),
         };
         writeln!(
             out,

@@ -24,7 +24,10 @@ impl RocksDbError {
     }
 }
 
-/// Shorthand: map a RocksDB error with the operation it interrupted.
-pub(crate) fn rocks(op: impl Into<String>) -> impl FnOnce(rocksdb::Error) -> Error {
-    move |e| RocksDbError::from(e).during(op)
+/// Shorthand: map a RocksDB error with the operation it interrupted. The description is
+/// built only on error: these calls sit on every read and write.
+pub(crate) fn rocks<S: Into<String>>(
+    op: impl FnOnce() -> S,
+) -> impl FnOnce(rocksdb::Error) -> Error {
+    move |e| RocksDbError::from(e).during(op())
 }

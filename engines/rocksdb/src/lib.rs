@@ -94,10 +94,9 @@ impl RocksDbBackend {
 
         // Opening must name every existing family, so list them first; a new directory has none.
         let families = if path.join("CURRENT").exists() {
-            Db::list_cf(&db_options, path).map_err(rocks(format!(
-                "listing column families in {}",
-                path.display()
-            )))?
+            Db::list_cf(&db_options, path).map_err(rocks(|| {
+                format!("listing column families in {}", path.display())
+            }))?
         } else {
             vec!["default".to_owned()]
         };
@@ -110,7 +109,7 @@ impl RocksDbBackend {
             .into_iter()
             .map(|name| rocksdb::ColumnFamilyDescriptor::new(name, cf_options.clone()));
         let db = Db::open_cf_descriptors(&db_options, path, descriptors)
-            .map_err(rocks(format!("opening {}", path.display())))?;
+            .map_err(rocks(|| format!("opening {}", path.display())))?;
 
         let mut write_options = WriteOptions::default();
         write_options.set_sync(config.sync_writes);
@@ -174,7 +173,7 @@ impl StorageBackend for RocksDbBackend {
             return Ok(());
         }
         db.create_cf(cf_name(partition), &self.cf_options)
-            .map_err(rocks(format!("creating partition `{partition}`")))?;
+            .map_err(rocks(|| format!("creating partition `{partition}`")))?;
         partitions.insert(partition.clone());
         Ok(())
     }
@@ -186,7 +185,7 @@ impl StorageBackend for RocksDbBackend {
             return Ok(());
         }
         db.drop_cf(&cf_name(partition))
-            .map_err(rocks(format!("dropping partition `{partition}`")))?;
+            .map_err(rocks(|| format!("dropping partition `{partition}`")))?;
         partitions.remove(partition);
         Ok(())
     }
@@ -203,9 +202,9 @@ impl StorageBackend for RocksDbBackend {
     async fn get(&self, partition: &Partition, key: &[u8]) -> Result<Option<Bytes>> {
         let db = self.db()?;
         let cf = family(&db, partition)?;
-        let value = db
-            .get_pinned_cf(&cf, key)
-            .map_err(rocks(format!("reading a key of partition `{partition}`")))?;
+        let value = db.get_pinned_cf(&cf, key).map_err(rocks(|| {
+            format!("reading a key of partition `{partition}`")
+        }))?;
         Ok(value.map(|v| Bytes::copy_from_slice(&v)))
     }
 
@@ -213,14 +212,18 @@ impl StorageBackend for RocksDbBackend {
         let db = self.db()?;
         let cf = family(&db, partition)?;
         db.put_cf_opt(&cf, key, value, &self.write_options)
-            .map_err(rocks(format!("writing a key of partition `{partition}`")))
+            .map_err(rocks(|| {
+                format!("writing a key of partition `{partition}`")
+            }))
     }
 
     async fn delete(&self, partition: &Partition, key: &[u8]) -> Result<()> {
         let db = self.db()?;
         let cf = family(&db, partition)?;
         db.delete_cf_opt(&cf, key, &self.write_options)
-            .map_err(rocks(format!("deleting a key of partition `{partition}`")))
+            .map_err(rocks(|| {
+                format!("deleting a key of partition `{partition}`")
+            }))
     }
 
     async fn batch(&self, batch: WriteBatch) -> Result<()> {
@@ -241,7 +244,7 @@ impl StorageBackend for RocksDbBackend {
             }
         }
         db.write_opt(rocks_batch, &self.write_options)
-            .map_err(rocks(format!("writing a batch of {} ops", batch.len())))
+            .map_err(rocks(|| format!("writing a batch of {} ops", batch.len())))
     }
 
     async fn scan(&self, partition: &Partition, request: &ScanRequest) -> Result<ScanChunk> {
@@ -267,7 +270,7 @@ impl StorageBackend for RocksDbBackend {
         let mut entries = Vec::with_capacity(budget.min(1024));
         if budget > 0 && !kalamstore_storage::backend::is_empty_range(&start, &end) {
             for item in db.iterator_cf_opt(&cf, options, mode) {
-                let (k, v) = item.map_err(rocks(format!("scanning partition `{partition}`")))?;
+                let (k, v) = item.map_err(rocks(|| format!("scanning partition `{partition}`")))?;
                 entries.push((Bytes::from(k.into_vec()), Bytes::from(v.into_vec())));
                 if entries.len() == budget {
                     break;
@@ -279,7 +282,9 @@ impl StorageBackend for RocksDbBackend {
     }
 
     async fn flush(&self) -> Result<()> {
-        self.db()?.flush_wal(true).map_err(rocks("syncing the WAL"))
+        self.db()?
+            .flush_wal(true)
+            .map_err(rocks(|| "syncing the WAL"))
     }
 
     async fn stats(&self) -> Result<BackendStats> {
@@ -292,7 +297,7 @@ impl StorageBackend for RocksDbBackend {
             let int = |name: &std::ffi::CStr| -> Result<u64> {
                 Ok(db
                     .property_int_value_cf(&cf, name)
-                    .map_err(rocks(format!("reading statistics of `{partition}`")))?
+                    .map_err(rocks(|| format!("reading statistics of `{partition}`")))?
                     .unwrap_or(0))
             };
             keys += int(rocksdb::properties::ESTIMATE_NUM_KEYS)?;
@@ -313,7 +318,7 @@ impl StorageBackend for RocksDbBackend {
             return Ok(());
         };
         db.flush_wal(true)
-            .map_err(rocks("syncing the WAL on close"))?;
+            .map_err(rocks(|| "syncing the WAL on close"))?;
         // The database closes when the last in-flight call drops its handle.
         drop(db);
         Ok(())

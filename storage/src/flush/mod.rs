@@ -222,9 +222,9 @@ pub(crate) async fn flush_scope(
     if table.buffered(scope) == 0 {
         return Ok(FlushOutcome::default());
     }
-    let s0 = {
+    let (s0, generation) = {
         let _writes = table.write_lock.lock().await;
-        seq.next()
+        (seq.next(), table.write_generation.load(Ordering::Acquire))
     };
     let def = table.definition();
     let prefix = table.scope_prefix(scope);
@@ -233,6 +233,9 @@ pub(crate) async fn flush_scope(
     let mut new_dvs: HashMap<i64, DeletionVector> = HashMap::new();
     let mut writer: Option<FileWriter> = None;
     let mut outcome = FlushOutcome::default();
+    // The hot keys this flush writes; if no write happens before the commit they are exactly
+    // the keys to remove, and the commit needs no second scan.
+    let mut flushed_keys: Vec<Bytes> = Vec::new();
 
     let mut next = Some(ScanRequest::prefix(prefix.clone()).chunk_size(FLUSH_CHUNK));
     while let Some(request) = next {
@@ -248,6 +251,7 @@ pub(crate) async fn flush_scope(
         if entries.is_empty() {
             continue;
         }
+        flushed_keys.extend(entries.iter().map(|(k, _)| k.clone()));
         // Merge-join: every flushed key replaces the live row with that key in older files.
         for (key, _) in &entries {
             let pk = table.split_hot_key(key).1;
@@ -305,7 +309,14 @@ pub(crate) async fn flush_scope(
     let _writes = table.write_lock.lock().await;
     let mut batch = WriteBatch::new();
     let mut remaining = 0u64;
-    let mut next = Some(ScanRequest::prefix(prefix.clone()).chunk_size(FLUSH_CHUNK));
+    let unchanged = table.write_generation.load(Ordering::Acquire) == generation;
+    if unchanged {
+        for key in flushed_keys {
+            batch.delete(&table.hot, key);
+        }
+    }
+    let mut next =
+        (!unchanged).then(|| ScanRequest::prefix(prefix.clone()).chunk_size(FLUSH_CHUNK));
     while let Some(request) = next {
         let chunk = table.storage.hot.scan(&table.hot, &request).await?;
         next = chunk.resume;

@@ -23,6 +23,9 @@ use crate::table::manifest::FileMeta;
 /// Rows per row group: small enough for pruning and bounded flush memory.
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 
+/// Largest dictionary page per column chunk.
+const DICTIONARY_PAGE_BYTES: usize = 64 * 1024;
+
 /// The writer properties of every table file.
 pub fn writer_properties(schema_version: u32) -> WriterProperties {
     let key = ColumnPath::from(KEY_COLUMN);
@@ -32,8 +35,11 @@ pub fn writer_properties(schema_version: u32) -> WriterProperties {
         ))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         // Small pages keep a point read to a few thousand decoded keys.
-        .set_data_page_row_count_limit(8192)
+        .set_data_page_row_count_limit(1024)
         .set_statistics_enabled(EnabledStatistics::Page)
+        // Reading any row of a column chunk decodes its whole dictionary page: a small limit
+        // keeps point reads cheap; high-cardinality columns fall back to plain pages early.
+        .set_dictionary_page_size_limit(DICTIONARY_PAGE_BYTES)
         // Keys are unique: a dictionary would only grow until it spills, and a point read
         // would decode all of it.
         .set_column_dictionary_enabled(key.clone(), false)

@@ -360,7 +360,10 @@ impl TableDefinition {
         let mut ids = HashSet::new();
         for (i, c) in columns.iter().enumerate() {
             if c.id == 0 || !ids.insert(c.id) {
-                return bad(format!("column `{}` has a missing or repeated id {}", c.name, c.id));
+                return bad(format!(
+                    "column `{}` has a missing or repeated id {}",
+                    c.name, c.id
+                ));
             }
             if let Err(e) = crate::ids::validate_name("column name", &c.name) {
                 return bad(e.to_string());

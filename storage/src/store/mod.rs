@@ -17,8 +17,7 @@ use object_store::path::Path as ObjectPath;
 
 use crate::backend::{Partition, ScanRequest, StorageBackend, WriteBatch, WriteOp, scan_all};
 use crate::catalog::{
-    CacheSpec, HotEngine, JobKind, JobRecord, JobStatus, StorageDefinition, TableTask,
-    TableTaskOp,
+    CacheSpec, HotEngine, JobKind, JobRecord, JobStatus, StorageDefinition, TableTask, TableTaskOp,
 };
 use crate::codec::KalamValue;
 use crate::error::{Error, Result};
@@ -683,28 +682,33 @@ impl Store {
             self.settle_task(id).await?;
             let store = self.clone();
             let handle = handle.clone();
-            self.run_job(JobKind::Drop, Some(id.clone()), None, |job, _cancel| async move {
-                let task = TableTask {
-                    job,
-                    table: handle.id.clone(),
-                    op: TableTaskOp::Drop {
-                        storage: handle.storage.def.id.clone(),
-                    },
-                };
-                // Catalog entry and task in one batch: once the entry is gone, what is left
-                // of the data is the task's to remove.
-                let mut batch = WriteBatch::new();
-                batch.delete(&sys(TABLES), handle.id.to_string());
-                batch.put(&sys(tasks::TASKS), handle.id.to_string(), task.encode());
-                store.inner.system.batch(batch).await?;
-                handle.retired.store(true, Ordering::Release);
-                store.inner.tables.lock().await.remove(&handle.id);
-                crate::flush::failpoint("drop.recorded");
-                tasks::remove_table_data(&handle.storage, &handle.id).await?;
-                crate::flush::failpoint("drop.data_removed");
-                store.delete_task(&handle.id).await?;
-                Ok(FlushOutcome::default())
-            })
+            self.run_job(
+                JobKind::Drop,
+                Some(id.clone()),
+                None,
+                |job, _cancel| async move {
+                    let task = TableTask {
+                        job,
+                        table: handle.id.clone(),
+                        op: TableTaskOp::Drop {
+                            storage: handle.storage.def.id.clone(),
+                        },
+                    };
+                    // Catalog entry and task in one batch: once the entry is gone, what is left
+                    // of the data is the task's to remove.
+                    let mut batch = WriteBatch::new();
+                    batch.delete(&sys(TABLES), handle.id.to_string());
+                    batch.put(&sys(tasks::TASKS), handle.id.to_string(), task.encode());
+                    store.inner.system.batch(batch).await?;
+                    handle.retired.store(true, Ordering::Release);
+                    store.inner.tables.lock().await.remove(&handle.id);
+                    crate::flush::failpoint("drop.recorded");
+                    tasks::remove_table_data(&handle.storage, &handle.id).await?;
+                    crate::flush::failpoint("drop.data_removed");
+                    store.delete_task(&handle.id).await?;
+                    Ok(FlushOutcome::default())
+                },
+            )
             .await?;
             return Ok(true);
         }

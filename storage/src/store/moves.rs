@@ -71,8 +71,7 @@ impl Store {
                 "it shares its hot engine with storage `{from}`"
             )));
         }
-        if source.def.cold_url.trim_end_matches('/') == target.def.cold_url.trim_end_matches('/')
-        {
+        if source.def.cold_url.trim_end_matches('/') == target.def.cold_url.trim_end_matches('/') {
             return Err(refuse(format!(
                 "it shares its cold location {} with storage `{from}`",
                 target.def.cold_url

@@ -145,6 +145,9 @@ pub struct TableHandle {
     /// Set when the table moved to another storage or was dropped: this handle's storage no
     /// longer holds the table, and operations that find it set go back to the store.
     pub(crate) retired: std::sync::atomic::AtomicBool,
+    /// Bumped by every write batch (under `write_lock`): a flush that sees it unchanged at its
+    /// commit knows no row changed since its sequence cut.
+    pub(crate) write_generation: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for TableHandle {
@@ -239,6 +242,7 @@ impl TableHandle {
             blooms: parking_lot::Mutex::new(HashMap::new()),
             last_flush: parking_lot::Mutex::new(Instant::now()),
             retired: std::sync::atomic::AtomicBool::new(false),
+            write_generation: std::sync::atomic::AtomicU64::new(0),
         };
         table.reload().await?;
         Ok(table)
@@ -641,6 +645,8 @@ impl TableHandle {
             value: Bytes::copy_from_slice(&count.to_le_bytes()),
         });
         self.storage.hot.batch(batch).await?;
+        self.write_generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.state.write().counters.insert(scope, count);
         Ok(summary)
     }

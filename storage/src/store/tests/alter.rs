@@ -61,12 +61,20 @@ async fn old_hot_rows_and_files_read_through_every_schema_change() {
         .unwrap();
     // Version 1: rows 0..4 flushed, 4..6 hot.
     store
-        .insert(&t(), None, (0..4).map(|i| row(i, &format!("f{i}"))).collect())
+        .insert(
+            &t(),
+            None,
+            (0..4).map(|i| row(i, &format!("f{i}"))).collect(),
+        )
         .await
         .unwrap();
     store.flush_table(&t(), Scope::All).await.unwrap();
     store
-        .insert(&t(), None, (4..6).map(|i| row(i, &format!("h{i}"))).collect())
+        .insert(
+            &t(),
+            None,
+            (4..6).map(|i| row(i, &format!("h{i}"))).collect(),
+        )
         .await
         .unwrap();
 
@@ -96,7 +104,11 @@ async fn old_hot_rows_and_files_read_through_every_schema_change() {
 
     let expected: Rows = (0..6)
         .map(|i| {
-            let text = if i < 4 { format!("f{i}") } else { format!("h{i}") };
+            let text = if i < 4 {
+                format!("f{i}")
+            } else {
+                format!("h{i}")
+            };
             (i, (Some(text), 0, Some("none".into()), None))
         })
         .collect();
@@ -295,20 +307,36 @@ async fn a_move_takes_files_vectors_and_hot_rows_and_leaves_nothing_behind() {
     let before = ids(&store, None, None).await;
     assert_eq!(before, (10..60).collect::<Vec<_>>());
 
-    assert!(store.move_table(&t(), &StorageId::local()).await.unwrap().is_none());
+    assert!(
+        store
+            .move_table(&t(), &StorageId::local())
+            .await
+            .unwrap()
+            .is_none()
+    );
     let job = store.move_table(&t(), &second).await.unwrap().unwrap();
-    assert_eq!((job.kind, job.status), (JobKind::Move, JobStatus::Completed));
+    assert_eq!(
+        (job.kind, job.status),
+        (JobKind::Move, JobStatus::Completed)
+    );
     assert!(job.files >= 1 && job.bytes > 0);
     assert_eq!(store.table(&t()).await.unwrap().storage_id, second);
     assert_eq!(ids(&store, None, None).await, before);
     assert_eq!(store.table_stats(&t()).await.unwrap()[0].deleted_rows, 10);
     let local_cold = dir.path().join("cold");
-    assert!(files_under(&local_cold).is_empty(), "{:?}", files_under(&local_cold));
+    assert!(
+        files_under(&local_cold).is_empty(),
+        "{:?}",
+        files_under(&local_cold)
+    );
     assert!(table_partitions(&store).await.is_empty());
     assert!(store.table_tasks().await.unwrap().is_empty());
 
     // Writes go to the new storage; deletes of rows flushed before the move still hold.
-    store.insert(&t(), None, vec![row(100, "new")]).await.unwrap();
+    store
+        .insert(&t(), None, vec![row(100, "new")])
+        .await
+        .unwrap();
     store.flush_table(&t(), Scope::All).await.unwrap();
     store
         .compact_table(&t(), Scope::All, CompactionPolicy::all())
@@ -367,7 +395,9 @@ async fn writes_and_reads_during_a_move_lose_nothing() {
             .insert(
                 &t(),
                 None,
-                (chunk * 500..(chunk + 1) * 500).map(|i| row(i, "old")).collect(),
+                (chunk * 500..(chunk + 1) * 500)
+                    .map(|i| row(i, "old"))
+                    .collect(),
             )
             .await
             .unwrap();
@@ -380,7 +410,10 @@ async fn writes_and_reads_during_a_move_lose_nothing() {
         tokio::spawn(async move {
             let mut next = 2000;
             while !stop.load(Ordering::Relaxed) {
-                store.insert(&t(), None, vec![row(next, "new")]).await.unwrap();
+                store
+                    .insert(&t(), None, vec![row(next, "new")])
+                    .await
+                    .unwrap();
                 next += 1;
                 acked.store(next as u64, Ordering::Release);
             }
@@ -393,7 +426,11 @@ async fn writes_and_reads_during_a_move_lose_nothing() {
             while !stop.load(Ordering::Relaxed) {
                 let floor = acked.load(Ordering::Acquire) as usize;
                 let seen = ids(&store, None, None).await;
-                assert!(seen.len() >= floor, "a scan saw {} of {floor} rows", seen.len());
+                assert!(
+                    seen.len() >= floor,
+                    "a scan saw {} of {floor} rows",
+                    seen.len()
+                );
                 scans += 1;
             }
             scans
@@ -441,7 +478,10 @@ async fn drop_table_removes_rows_files_and_manifest_from_its_storage() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
     let job = store.jobs().await.unwrap().pop().unwrap();
-    assert_eq!((job.kind, job.status), (JobKind::Drop, JobStatus::Completed));
+    assert_eq!(
+        (job.kind, job.status),
+        (JobKind::Drop, JobStatus::Completed)
+    );
     // The same name can be created again, empty.
     store
         .create_table(messages(TableType::User), false)
