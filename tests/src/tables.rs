@@ -187,3 +187,21 @@ pub fn cold_dir(dir: &std::path::Path, storage: &StorageId) -> std::path::PathBu
         dir.join(format!("{storage}-cold"))
     }
 }
+
+/// Runs test `child` of the current test binary with `env` and the failpoint set, and checks
+/// that it aborted there (crash tests: the child does the work, the parent checks the data).
+pub fn run_child_to_failpoint(child: &str, env: &[(&str, &str)], failpoint: &str, skip: usize) {
+    let output = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", child, "--nocapture", "--test-threads=1"])
+        .envs(env.iter().copied())
+        .env("KALAMSTORE_FAILPOINT", failpoint)
+        .env("KALAMSTORE_FAILPOINT_SKIP", skip.to_string())
+        .output()
+        .expect("run the child");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains(&format!("failpoint {failpoint}")),
+        "the child did not stop at {failpoint}: {}\n{stderr}",
+        output.status
+    );
+}

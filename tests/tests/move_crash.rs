@@ -3,12 +3,10 @@
 //! that the table is whole on exactly one storage (or gone, for a drop), that the other
 //! storage holds nothing of it, and that no task or running job is left.
 
-use std::process::{Command, Stdio};
-
 use kalamstore::{JobStatus, Scope, StorageId, TableId, TableType};
 use kalamstore_tests::tables::{
     assert_changed_rows, chat_row, chat_table, cold_dir, contents, files_under,
-    flushed_with_changes, runtime, store_with_storages, table_partitions,
+    flushed_with_changes, run_child_to_failpoint, runtime, store_with_storages, table_partitions,
 };
 
 const CHILD_DIR: &str = "KALAMSTORE_MOVE_CRASH_DIR";
@@ -60,25 +58,12 @@ fn move_crash_child() {
 }
 
 fn run_child(dir: &std::path::Path, op: &str, failpoint: &str) {
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "move_crash_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_DIR, dir)
-        .env(CHILD_OP, op)
-        .env("KALAMSTORE_FAILPOINT", failpoint)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !output.status.success() && stderr.contains(&format!("failpoint {failpoint}")),
-        "the child did not stop at {failpoint}: {}\n{stderr}",
-        output.status
+    let dir = dir.to_string_lossy().into_owned();
+    run_child_to_failpoint(
+        "move_crash_child",
+        &[(CHILD_DIR, &dir), (CHILD_OP, op)],
+        failpoint,
+        0,
     );
 }
 

@@ -3,12 +3,10 @@
 //! acknowledged row is lost, none is duplicated, no deleted row is back, no job is left
 //! `running`, and the orphaned file is collected.
 
-use std::process::{Command, Stdio};
-
 use kalamstore::{CompactionPolicy, JobStatus, Scope, StorageId, TableId, TableType};
 use kalamstore_tests::tables::{
-    assert_changed_rows, chat_row, chat_table, contents, flushed_with_changes, runtime,
-    store_with_storages,
+    assert_changed_rows, chat_row, chat_table, contents, flushed_with_changes,
+    run_child_to_failpoint, runtime, store_with_storages,
 };
 
 const CHILD_DIR: &str = "KALAMSTORE_TABLE_CRASH_DIR";
@@ -51,26 +49,12 @@ fn table_crash_child() {
 
 fn crash_at(storage: &str, failpoint: &str, skip: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "table_crash_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_DIR, dir.path())
-        .env(CHILD_STORAGE, storage)
-        .env("KALAMSTORE_FAILPOINT", failpoint)
-        .env("KALAMSTORE_FAILPOINT_SKIP", skip.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !output.status.success() && stderr.contains(&format!("failpoint {failpoint}")),
-        "the child did not stop at {failpoint}: {}\n{stderr}",
-        output.status
+    let dir_text = dir.path().to_string_lossy().into_owned();
+    run_child_to_failpoint(
+        "table_crash_child",
+        &[(CHILD_DIR, &dir_text), (CHILD_STORAGE, storage)],
+        failpoint,
+        skip,
     );
 
     let rt = runtime();
