@@ -93,7 +93,10 @@ impl Store {
         .map(Some)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "both storages and the job of one move"
+    )]
     async fn run_move(
         &self,
         id: &TableId,
