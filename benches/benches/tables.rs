@@ -1,6 +1,6 @@
 //! The table layer against the raw libraries, side by side in one run:
-//! - flush of 1M rows vs plain arrow-rs `ArrowWriter` writing the same batches (same writer
-//!   properties);
+//! - flush of 1M rows vs plain arrow-rs `ArrowWriter` writing the same batches (the columns a
+//!   flush writes: user columns, `_seq`, `_updated`, `_key`; same writer properties);
 //! - full scan of 1M flushed rows with 10% deleted or updated after their flush (deletion
 //!   vectors, hot tier empty), and with those 10% still hot, vs a plain
 //!   `ParquetRecordBatchReader` over the same data files with no deletes applied;
@@ -17,7 +17,7 @@ use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arrow::array::{Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow::array::RecordBatch;
 use criterion::{Criterion, criterion_group, criterion_main};
 use kalamstore::{
     ColumnDefinition, KalamDataType, KalamValue, Mutation, NamespaceId, Row, ScanOptions, Scope,
@@ -118,25 +118,32 @@ async fn load(store: &Store, range: std::ops::Range<i64>) {
     }
 }
 
-fn batches() -> Vec<RecordBatch> {
-    let schema = table_def().arrow_schema(false);
-    (0..ROWS)
-        .step_by(8192)
-        .map(|start| {
-            let end = (start + 8192).min(ROWS);
-            RecordBatch::try_new(
-                schema.clone(),
-                vec![
-                    Arc::new(Int64Array::from_iter_values(start..end)),
-                    Arc::new(StringArray::from_iter_values((start..end).map(body))),
-                    Arc::new(Int32Array::from_iter_values(
-                        (start..end).map(|i| (i % 1000) as i32),
-                    )),
-                ],
-            )
-            .unwrap()
-        })
-        .collect()
+/// The batches a flush of `0..ROWS` writes: flushed once, read back from the file, so the
+/// baseline writes the very same columns (the user columns, `_seq`, `_updated` and `_key`).
+fn flushed_batches(rt: &tokio::runtime::Runtime) -> Vec<RecordBatch> {
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let store = fresh_store(dir.path()).await;
+        load(&store, 0..ROWS).await;
+        store.flush_table(&table(), Scope::All).await.unwrap();
+        let files = store.manifest(&table()).await.unwrap();
+        store.close().await.unwrap();
+        let mut out = Vec::new();
+        for (_, f) in files {
+            let file = std::fs::File::open(dir.path().join("cold").join(&f.meta.path)).unwrap();
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                .unwrap()
+                .with_batch_size(8192)
+                .build()
+                .unwrap();
+            out.extend(reader.map(Result::unwrap));
+        }
+        assert_eq!(
+            out.iter().map(RecordBatch::num_rows).sum::<usize>() as i64,
+            ROWS
+        );
+        out
+    })
 }
 
 fn flush(c: &mut Criterion) {
@@ -163,7 +170,7 @@ fn flush(c: &mut Criterion) {
             total
         })
     });
-    let data = batches();
+    let data = flushed_batches(&rt);
     let props = kalamstore::flush::writer::writer_properties(1);
     group.bench_function("arrow-rs ArrowWriter", |b| {
         b.iter_custom(|iters| {

@@ -219,20 +219,34 @@ pub enum WriteOp {
         /// Key bytes.
         key: Bytes,
     },
+    /// Remove every key in `[start, end)`. Only engines whose
+    /// [`Capabilities::delete_range`] is true take it; others refuse the whole batch with
+    /// [`Error::Unsupported`].
+    DeleteRange {
+        /// Target partition.
+        partition: Partition,
+        /// First key removed.
+        start: Bytes,
+        /// First key kept after the range.
+        end: Bytes,
+    },
 }
 
 impl WriteOp {
     /// The partition this op writes to.
     pub fn partition(&self) -> &Partition {
         match self {
-            Self::Put { partition, .. } | Self::Delete { partition, .. } => partition,
+            Self::Put { partition, .. }
+            | Self::Delete { partition, .. }
+            | Self::DeleteRange { partition, .. } => partition,
         }
     }
 
-    /// The key this op writes.
+    /// The key this op writes (a range delete: its first key).
     pub fn key(&self) -> &Bytes {
         match self {
             Self::Put { key, .. } | Self::Delete { key, .. } => key,
+            Self::DeleteRange { start, .. } => start,
         }
     }
 }
@@ -267,6 +281,21 @@ impl WriteBatch {
         });
     }
 
+    /// Adds a removal of every key in `[start, end)` (engines with
+    /// [`Capabilities::delete_range`] only).
+    pub fn delete_range(
+        &mut self,
+        partition: &Partition,
+        start: impl Into<Bytes>,
+        end: impl Into<Bytes>,
+    ) {
+        self.ops.push(WriteOp::DeleteRange {
+            partition: partition.clone(),
+            start: start.into(),
+            end: end.into(),
+        });
+    }
+
     /// Number of writes.
     pub fn len(&self) -> usize {
         self.ops.len()
@@ -287,6 +316,9 @@ pub struct Capabilities {
     pub durable_on_ack: bool,
     /// The engine may drop entries on its own (a pure cache).
     pub may_evict: bool,
+    /// Batches may hold [`WriteOp::DeleteRange`] (one range tombstone instead of a delete per
+    /// key, which also spares later scans from skipping each deleted key).
+    pub delete_range: bool,
 }
 
 /// Counters an engine reports.
@@ -349,6 +381,17 @@ pub trait StorageBackend: Send + Sync + fmt::Debug {
 
     /// The value of `key`, or `None`.
     async fn get(&self, partition: &Partition, key: &[u8]) -> Result<Option<Bytes>>;
+
+    /// The values of many keys, in the order given. Engines may answer a batch faster than
+    /// one `get` per key (RocksDB proves a sorted batch absent with one seek, or uses
+    /// `MultiGet`); the default asks one key at a time.
+    async fn get_many(&self, partition: &Partition, keys: &[Bytes]) -> Result<Vec<Option<Bytes>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.get(partition, key).await?);
+        }
+        Ok(out)
+    }
 
     /// Sets `key` to `value`.
     async fn put(&self, partition: &Partition, key: Bytes, value: Bytes) -> Result<()>;

@@ -16,6 +16,7 @@ pub mod memory;
 pub mod merge;
 pub mod schema;
 pub mod seq;
+mod spawn;
 pub mod store;
 pub mod table;
 pub mod types;

@@ -70,6 +70,7 @@ impl StorageBackend for MemoryBackend {
             durable: false,
             durable_on_ack: false,
             may_evict: false,
+            delete_range: true,
         }
     }
 
@@ -135,6 +136,20 @@ impl StorageBackend for MemoryBackend {
                     }
                     WriteOp::Delete { partition, key } => {
                         s.entry(partition).or_default().remove(&key);
+                    }
+                    WriteOp::DeleteRange {
+                        partition,
+                        start,
+                        end,
+                    } => {
+                        let tree = s.entry(partition).or_default();
+                        if start < end {
+                            let doomed: Vec<Bytes> =
+                                tree.range(start..end).map(|(k, _)| k.clone()).collect();
+                            for key in doomed {
+                                tree.remove(&key);
+                            }
+                        }
                     }
                 }
             }

@@ -239,8 +239,12 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
     }
 
     fn capabilities(&self) -> Capabilities {
-        // The cache never holds the only copy, so the wrapped engine's guarantees carry over.
-        self.inner.capabilities()
+        // The cache never holds the only copy, so the wrapped engine's guarantees carry over;
+        // range deletes are refused, as cached keys cannot be dropped by range.
+        Capabilities {
+            delete_range: false,
+            ..self.inner.capabilities()
+        }
     }
 
     async fn create_partition(&self, partition: &Partition) -> Result<()> {
@@ -301,13 +305,24 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
 
     async fn batch(&self, batch: WriteBatch) -> Result<()> {
         self.check_open()?;
+        if batch
+            .ops
+            .iter()
+            .any(|op| matches!(op, kalamstore_storage::WriteOp::DeleteRange { .. }))
+        {
+            return Err(Error::Unsupported {
+                engine: ENGINE,
+                op: "range deletes in a batch",
+            });
+        }
         let updates: Vec<(CacheKey, CacheValue)> = batch
             .ops
             .iter()
             .map(|op| {
                 let value = match op {
                     kalamstore_storage::WriteOp::Put { value, .. } => Some(value.clone()),
-                    kalamstore_storage::WriteOp::Delete { .. } => None,
+                    kalamstore_storage::WriteOp::Delete { .. }
+                    | kalamstore_storage::WriteOp::DeleteRange { .. } => None,
                 };
                 (self.cache_key(op.partition(), op.key()), value)
             })

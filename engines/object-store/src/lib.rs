@@ -296,6 +296,8 @@ impl StorageBackend for ObjectStoreBackend {
             durable: true,
             durable_on_ack: self.config.ack == AckMode::Durable && !self.in_memory,
             may_evict: false,
+            // SlateDB's write batch has no range tombstone.
+            delete_range: false,
         }
     }
 
@@ -402,6 +404,12 @@ impl StorageBackend for ObjectStoreBackend {
                     slate_batch.put(data_key(generation, key), value)
                 }
                 WriteOp::Delete { key, .. } => slate_batch.delete(data_key(generation, key)),
+                WriteOp::DeleteRange { .. } => {
+                    return Err(Error::Unsupported {
+                        engine: ENGINE,
+                        op: "range deletes in a batch",
+                    });
+                }
             }
         }
         self.write(

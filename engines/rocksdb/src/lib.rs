@@ -20,7 +20,7 @@ use kalamstore_storage::backend::{
 use kalamstore_storage::{Error, Result};
 use parking_lot::{Mutex, RwLock};
 use rocksdb::{
-    BlockBasedOptions, BoundColumnFamily, Cache, DBCompressionType, DBWithThreadMode, IteratorMode,
+    BlockBasedOptions, BoundColumnFamily, Cache, DBCompressionType, DBWithThreadMode,
     MultiThreaded, Options, ReadOptions, WriteOptions,
 };
 
@@ -163,6 +163,7 @@ impl StorageBackend for RocksDbBackend {
             // `sync_writes` they also survive power loss.
             durable_on_ack: true,
             may_evict: false,
+            delete_range: true,
         }
     }
 
@@ -208,6 +209,35 @@ impl StorageBackend for RocksDbBackend {
         Ok(value.map(|v| Bytes::copy_from_slice(&v)))
     }
 
+    async fn get_many(&self, partition: &Partition, keys: &[Bytes]) -> Result<Vec<Option<Bytes>>> {
+        let (Some(lo), Some(hi)) = (keys.iter().min(), keys.iter().max()) else {
+            return Ok(Vec::new());
+        };
+        let db = self.db()?;
+        let cf = family(&db, partition)?;
+        let what = || format!("reading {} keys of partition `{partition}`", keys.len());
+        // One seek proves the whole batch absent when no stored key lies in its range: the
+        // common case of new keys appended past the stored ones.
+        let mut options = ReadOptions::default();
+        options.set_iterate_upper_bound(successor(hi));
+        let mut it = db.raw_iterator_cf_opt(&cf, options);
+        it.seek(lo);
+        if !it.valid() {
+            it.status().map_err(rocks(what))?;
+            return Ok(vec![None; keys.len()]);
+        }
+        drop(it);
+        let sorted = keys.is_sorted();
+        db.batched_multi_get_cf(&cf, keys, sorted)
+            .into_iter()
+            .map(|value| {
+                value
+                    .map(|v| v.map(|v| Bytes::copy_from_slice(&v)))
+                    .map_err(rocks(what))
+            })
+            .collect()
+    }
+
     async fn put(&self, partition: &Partition, key: Bytes, value: Bytes) -> Result<()> {
         let db = self.db()?;
         let cf = family(&db, partition)?;
@@ -228,19 +258,36 @@ impl StorageBackend for RocksDbBackend {
 
     async fn batch(&self, batch: WriteBatch) -> Result<()> {
         let db = self.db()?;
-        // Resolve every family first: a missing partition fails the batch before anything is written.
-        let mut families = std::collections::HashMap::new();
+        // Resolve every family first: a missing partition fails the batch before anything is
+        // written. A batch touches a few partitions, mostly in runs: a short list beats hashing
+        // the name of every op.
+        let mut families: Vec<(&Partition, Arc<BoundColumnFamily<'_>>)> = Vec::new();
+        let mut at = 0usize;
+        let mut resolved = Vec::with_capacity(batch.ops.len());
         for op in &batch.ops {
-            if !families.contains_key(op.partition()) {
-                families.insert(op.partition().clone(), family(&db, op.partition())?);
+            let partition = op.partition();
+            if families.get(at).is_none_or(|(p, _)| *p != partition) {
+                at = match families.iter().position(|(p, _)| *p == partition) {
+                    Some(i) => i,
+                    None => {
+                        families.push((partition, family(&db, partition)?));
+                        families.len() - 1
+                    }
+                };
             }
+            resolved.push(at);
         }
         let mut rocks_batch = rocksdb::WriteBatch::default();
-        for op in &batch.ops {
-            let cf = &families[op.partition()];
+        for (op, at) in batch.ops.iter().zip(resolved) {
+            let cf = &families[at].1;
             match op {
                 WriteOp::Put { key, value, .. } => rocks_batch.put_cf(cf, key, value),
                 WriteOp::Delete { key, .. } => rocks_batch.delete_cf(cf, key),
+                // RocksDB rejects a range whose end sorts before its start; it is empty anyway.
+                WriteOp::DeleteRange { start, end, .. } if start < end => {
+                    rocks_batch.delete_range_cf(cf, start, end)
+                }
+                WriteOp::DeleteRange { .. } => {}
             }
         }
         db.write_opt(rocks_batch, &self.write_options)
@@ -262,20 +309,39 @@ impl StorageBackend for RocksDbBackend {
             Bound::Excluded(e) => options.set_iterate_upper_bound(e.to_vec()),
             Bound::Unbounded => {}
         }
-        let mode = match request.direction {
-            Direction::Forward => IteratorMode::Start,
-            Direction::Reverse => IteratorMode::End,
-        };
         let budget = request.chunk_budget();
-        let mut entries = Vec::with_capacity(budget.min(1024));
+        let mut entries = Vec::with_capacity(budget.min(8192));
         if budget > 0 && !kalamstore_storage::backend::is_empty_range(&start, &end) {
-            for item in db.iterator_cf_opt(&cf, options, mode) {
-                let (k, v) = item.map_err(rocks(|| format!("scanning partition `{partition}`")))?;
-                entries.push((Bytes::from(k.into_vec()), Bytes::from(v.into_vec())));
-                if entries.len() == budget {
+            // Copy the chunk into one buffer and hand out slices of it: two small allocations
+            // per entry were most of a large scan's cost.
+            let mut arena: Vec<u8> = Vec::new();
+            let mut spans: Vec<(usize, usize, usize)> = Vec::with_capacity(budget.min(8192));
+            let mut it = db.raw_iterator_cf_opt(&cf, options);
+            match request.direction {
+                Direction::Forward => it.seek_to_first(),
+                Direction::Reverse => it.seek_to_last(),
+            }
+            while spans.len() < budget {
+                let (Some(k), Some(v)) = (it.key(), it.value()) else {
                     break;
+                };
+                let at = arena.len();
+                arena.extend_from_slice(k);
+                arena.extend_from_slice(v);
+                spans.push((at, at + k.len(), arena.len()));
+                match request.direction {
+                    Direction::Forward => it.next(),
+                    Direction::Reverse => it.prev(),
                 }
             }
+            it.status()
+                .map_err(rocks(|| format!("scanning partition `{partition}`")))?;
+            let arena = Bytes::from(arena);
+            entries.extend(
+                spans
+                    .into_iter()
+                    .map(|(k, v, end)| (arena.slice(k..v), arena.slice(v..end))),
+            );
         }
         let resume = request.resume_after(entries.last().map(|(k, _)| k), entries.len());
         Ok(ScanChunk { entries, resume })

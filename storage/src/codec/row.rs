@@ -82,8 +82,8 @@ impl Row {
     /// [`MAX_VALUE_LEN`], at most [`MAX_COLUMNS`] columns): the table layer does that on write.
     pub fn encode(&self) -> Vec<u8> {
         let body: usize = self.values.iter().map(KalamValue::encoded_len).sum();
-        let mut out = vec![0; ROW_HEADER_LEN];
-        out.reserve(body + ROW_TRAILER_LEN);
+        let mut out = Vec::with_capacity(ROW_HEADER_LEN + body + ROW_TRAILER_LEN);
+        out.resize(ROW_HEADER_LEN, 0);
         debug_assert!(
             self.values.len() <= MAX_COLUMNS,
             "column count checked by the schema"

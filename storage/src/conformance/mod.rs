@@ -42,12 +42,14 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@cases $mode;
             missing_key_reads_none,
             put_then_get_returns_the_value,
+            get_many_answers_each_key_in_order,
             put_overwrites_the_previous_value,
             delete_removes_the_key_and_is_idempotent,
             empty_keys_and_values_are_valid,
             large_values_round_trip,
             batch_applies_every_op_across_partitions,
             batch_with_a_failing_op_applies_nothing,
+            delete_range_removes_exactly_its_range,
             scan_returns_keys_in_byte_order,
             scan_respects_range_bounds,
             scan_prefix_stays_inside_the_prefix,
@@ -132,6 +134,43 @@ pub async fn put_then_get_returns_the_value(factory: &dyn BackendFactory) {
     let backend = open_with(factory, &["t"]).await;
     backend.put(&p("t"), b(b"k"), b(b"v")).await.unwrap();
     assert_eq!(backend.get(&p("t"), b"k").await.unwrap(), Some(b(b"v")));
+    backend.close().await.unwrap();
+}
+
+/// Contract: `get_many` answers each key as `get` would, in the order given: sorted or not,
+/// present or absent, inside or outside the stored key range.
+pub async fn get_many_answers_each_key_in_order(factory: &dyn BackendFactory) {
+    let backend = open_with(factory, &["p", "q"]).await;
+    let part = p("p");
+    put_all(backend.as_ref(), "p", &[b"b", b"d", b"f"]).await;
+    put_all(backend.as_ref(), "q", &[b"c", b"e"]).await;
+    let ask = |keys: &[&'static [u8]]| {
+        keys.iter()
+            .map(|k| Bytes::from_static(k))
+            .collect::<Vec<_>>()
+    };
+    let cases: [&[&'static [u8]]; 5] = [
+        &[],
+        &[b"a", b"c", b"e", b"g"],
+        &[b"b", b"c", b"d", b"e", b"f"],
+        &[b"f", b"a", b"b"],
+        &[b"x", b"y"],
+    ];
+    for keys in cases {
+        let got = backend.get_many(&part, &ask(keys)).await.unwrap();
+        let mut expected = Vec::new();
+        for key in keys {
+            expected.push(backend.get(&part, key).await.unwrap());
+        }
+        assert_eq!(got, expected, "get_many of {keys:?}");
+    }
+    let got = backend
+        .get_many(&part, &ask(&[b"a", b"b", b"c"]))
+        .await
+        .unwrap();
+    assert_eq!(got[0], None);
+    assert!(got[1].is_some());
+    assert_eq!(got[2], None, "a key of another partition is not visible");
     backend.close().await.unwrap();
 }
 
@@ -229,6 +268,45 @@ pub async fn batch_applies_every_op_across_partitions(factory: &dyn BackendFacto
         .batch(WriteBatch::new())
         .await
         .expect("an empty batch is a no-op");
+    backend.close().await.unwrap();
+}
+
+/// Contract: with `capabilities().delete_range`, a `DeleteRange` removes exactly the keys in
+/// `[start, end)` of its partition, atomically with the rest of the batch; without it, a batch
+/// holding one is refused whole with `Error::Unsupported`.
+pub async fn delete_range_removes_exactly_its_range(factory: &dyn BackendFactory) {
+    let backend = open_with(factory, &["t", "u"]).await;
+    put_all(backend.as_ref(), "t", &[b"a", b"b", b"ba", b"c", b"d"]).await;
+    put_all(backend.as_ref(), "u", &[b"b", b"c"]).await;
+    let mut batch = WriteBatch::new();
+    batch.delete_range(&p("t"), b(b"b"), b(b"d"));
+    batch.put(&p("t"), b(b"e"), b(b"e"));
+    // An empty and an inverted range remove nothing.
+    batch.delete_range(&p("t"), b(b"a"), b(b"a"));
+    batch.delete_range(&p("t"), b(b"d"), b(b"a"));
+    let result = backend.batch(batch).await;
+    let everything = |names: &[&'static [u8]]| names.iter().map(|k| b(k)).collect::<Vec<_>>();
+    if backend.capabilities().delete_range {
+        result.unwrap();
+        assert_eq!(
+            keys(backend.as_ref(), "t", ScanRequest::default()).await,
+            everything(&[b"a", b"d", b"e"])
+        );
+    } else {
+        assert!(
+            matches!(result, Err(Error::Unsupported { .. })),
+            "{result:?}"
+        );
+        assert_eq!(
+            keys(backend.as_ref(), "t", ScanRequest::default()).await,
+            everything(&[b"a", b"b", b"ba", b"c", b"d"])
+        );
+    }
+    assert_eq!(
+        keys(backend.as_ref(), "u", ScanRequest::default()).await,
+        everything(&[b"b", b"c"]),
+        "other partitions keep their keys"
+    );
     backend.close().await.unwrap();
 }
 

@@ -83,7 +83,7 @@ pub(crate) async fn compact_scope(
         with_key: true,
         filter: None,
         keys: &unbounded,
-        hidden: None,
+        dead: None,
         limit: None,
     };
     let mut batches = Vec::new();
@@ -122,7 +122,7 @@ pub(crate) async fn compact_scope(
             writer.write(&sorted.slice(at, len)).await?;
             at += len;
         }
-        let meta = writer.finish(table).await?;
+        let meta = writer.finish(table.storage.cold.store.as_ref()).await?;
         outcome.rows = meta.rows;
         outcome.bytes = meta.size;
         outcome.files = 1;

@@ -4,13 +4,16 @@
 //! 1. Under the write lock, take a sequence `s0`: every write with `_seq <= s0` has committed,
 //!    every later write gets a larger `_seq`.
 //! 2. Stream the scope's hot entries in key order, skipping those newer than `s0`. Live rows go
-//!    to the new file; every entry (row or tombstone) is merge-joined against the older files'
+//!    to the new file (encoded by a writer task, so Parquet encoding overlaps the next chunk's
+//!    scan and decode); every entry (row or tombstone) is merge-joined against the older files'
 //!    sorted `_key` columns (pruned by min/max and bloom filter) and the position it replaces is
 //!    marked in that file's deletion vector. A tombstone of a key in no file just disappears.
 //! 3. Commit in one batch: the file's manifest entry, the grown deletion vectors, the removal
 //!    of the hot entries with `_seq <= s0` and the new row counter. A row written during the
-//!    flush stays hot. A crash before the commit leaves an unreferenced file (collected later)
-//!    and every row still hot; after it, the rows are in the file.
+//!    flush stays hot. When no write came in since the cut, the removal is one range delete
+//!    over the flushed keys (on engines that have it), else one delete per key. A crash before
+//!    the commit leaves an unreferenced file (collected later) and every row still hot; after
+//!    it, the rows are in the file.
 
 pub mod compact;
 pub mod writer;
@@ -19,23 +22,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use arrow::array::{Array, AsArray, BinaryArray};
+use arrow::array::AsArray;
 use arrow::compute::filter_record_batch;
+use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
-use futures::TryStreamExt;
-use parquet::arrow::ParquetRecordBatchStreamBuilder;
-use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ArrowReaderMetadata;
-use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 
 use crate::backend::{ScanRequest, WriteBatch, WriteOp};
 use crate::error::{Error, Result};
 use crate::merge::dv::DeletionVector;
 use crate::merge::hot_batch;
-use crate::merge::object_reader::ObjectFileReader;
-use crate::merge::read::{KEY_COLUMN, file_metadata, key_bloom};
+use crate::merge::keys::KeyCursor;
 use crate::schema::DELETED_COLUMN;
 use crate::seq::SeqGenerator;
+use crate::spawn::AbortOnDrop;
+use crate::table::manifest::FileMeta;
 use crate::table::{FileEntry, TableHandle, counter_key, dv_key, manifest_key};
 use writer::FileWriter;
 
@@ -96,118 +96,89 @@ pub(crate) fn check_cancel(cancel: &AtomicBool, job: &str) -> Result<()> {
     Ok(())
 }
 
-/// A cursor over the sorted `_key` column of one older file, for the merge-join.
-struct KeyCursor {
-    entry: FileEntry,
-    meta: ArrowReaderMetadata,
-    mins: Vec<Option<Vec<u8>>>,
-    maxes: Vec<Option<Vec<u8>>>,
-    starts: Vec<u64>,
-    key_index: usize,
-    rg: usize,
-    loaded: Option<(usize, BinaryArray)>,
+/// Keys stored back to back in one buffer (a flush of millions of rows holds their keys, not
+/// one allocation per key).
+#[derive(Default)]
+struct KeyBuffer {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
 }
 
-impl KeyCursor {
-    async fn open(table: &TableHandle, entry: FileEntry) -> Result<Self> {
-        let meta = file_metadata(table, &entry).await?;
-        let schema = meta.schema().clone();
-        let key_index = schema.index_of(KEY_COLUMN).map_err(|_| Error::Corrupt {
-            what: format!("file {} of table {}", entry.meta.path, table.id),
-            reason: "no `_key` column".into(),
-        })?;
-        let row_groups = meta.metadata().row_groups();
-        let conv = StatisticsConverter::try_new(KEY_COLUMN, &schema, meta.parquet_schema())
-            .map_err(|source| Error::Parquet {
-                op: format!("reading key statistics of {}", entry.meta.path),
-                source,
-            })?;
-        let to_vec = |a: arrow::array::ArrayRef| -> Vec<Option<Vec<u8>>> {
-            a.as_binary::<i32>()
-                .iter()
-                .map(|v| v.map(<[u8]>::to_vec))
-                .collect()
-        };
-        let stats_err = |source| Error::Parquet {
-            op: format!("reading key statistics of {}", entry.meta.path),
-            source,
-        };
-        let mins = to_vec(conv.row_group_mins(row_groups.iter()).map_err(stats_err)?);
-        let maxes = to_vec(conv.row_group_maxes(row_groups.iter()).map_err(stats_err)?);
-        let mut starts = Vec::with_capacity(row_groups.len());
-        let mut at = 0u64;
-        for rg in row_groups {
-            starts.push(at);
-            at += rg.num_rows() as u64;
-        }
-        Ok(Self {
-            entry,
-            meta,
-            mins,
-            maxes,
-            starts,
-            key_index,
-            rg: 0,
-            loaded: None,
-        })
+impl KeyBuffer {
+    fn push(&mut self, key: &[u8]) {
+        self.bytes.extend_from_slice(key);
+        self.ends.push(self.bytes.len());
     }
 
-    fn reader(&self, table: &TableHandle) -> ObjectFileReader {
-        crate::merge::read::reader(table, &self.entry)
+    /// The first and the last key pushed.
+    fn bounds(&self) -> Option<(&[u8], &[u8])> {
+        let last_end = *self.ends.last()?;
+        let first_end = self.ends[0];
+        let last_start = match self.ends.len() {
+            1 => 0,
+            n => self.ends[n - 2],
+        };
+        Some((&self.bytes[..first_end], &self.bytes[last_start..last_end]))
     }
 
-    /// The absolute position of `key` in the file, if the file holds it. Keys must be sought
-    /// in increasing order.
-    async fn seek(&mut self, table: &TableHandle, key: &[u8]) -> Result<Option<u64>> {
-        let what = || format!("merge-joining keys of {}", self.entry.meta.path);
-        let n = self.starts.len();
-        while self.rg < n && self.maxes[self.rg].as_deref().is_some_and(|max| max < key) {
-            self.rg += 1;
-        }
-        if self.rg == n || self.mins[self.rg].as_deref().is_some_and(|min| min > key) {
-            return Ok(None);
-        }
-        let rg = self.rg;
-        if self.loaded.as_ref().is_none_or(|(at, _)| *at != rg) {
-            if let Some(bloom) = key_bloom(table, &self.entry, &self.meta, rg).await?
-                && !bloom.check(key)
-            {
-                return Ok(None);
+    fn into_keys(self) -> impl Iterator<Item = Bytes> {
+        let bytes = Bytes::from(self.bytes);
+        let starts = std::iter::once(0).chain(self.ends.clone());
+        starts
+            .zip(self.ends)
+            .map(move |(start, end)| bytes.slice(start..end))
+    }
+}
+
+/// A file writer running as its own task, so Parquet encoding overlaps the hot scan and the
+/// row decoding of the next chunk. At most two batches wait between them.
+struct PipelinedWriter {
+    batches: Option<tokio::sync::mpsc::Sender<RecordBatch>>,
+    task: AbortOnDrop<Result<FileMeta>>,
+}
+
+impl PipelinedWriter {
+    fn start(mut file: FileWriter, table: &TableHandle) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<RecordBatch>(2);
+        let store = table.storage.cold.store.clone();
+        let task = AbortOnDrop::spawn(async move {
+            while let Some(batch) = rx.recv().await {
+                file.write(&batch).await?;
             }
-            let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
-                self.reader(table),
-                self.meta.clone(),
-            )
-            .with_projection(ProjectionMask::roots(
-                self.meta.parquet_schema(),
-                [self.key_index],
-            ))
-            .with_row_groups(vec![rg])
-            .with_batch_size(usize::MAX >> 1)
-            .build()
-            .map_err(|source| Error::Parquet { op: what(), source })?;
-            let batches: Vec<_> = stream
-                .try_collect()
-                .await
-                .map_err(|source| Error::Parquet { op: what(), source })?;
-            let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(0).as_ref()).collect();
-            let keys = arrow::compute::concat(&arrays).map_err(|source| Error::Arrow {
-                op: "collecting a row group's keys",
-                source,
-            })?;
-            self.loaded = Some((rg, keys.as_binary::<i32>().clone()));
+            file.finish(store.as_ref()).await
+        });
+        Self {
+            batches: Some(tx),
+            task,
         }
-        let (_, keys) = self.loaded.as_ref().expect("loaded just above");
-        let (mut lo, mut hi) = (0usize, keys.len());
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if keys.value(mid) < key {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
+    }
+
+    async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        let sent = match &self.batches {
+            Some(tx) => tx.send(batch).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
         }
-        Ok((lo < keys.len() && keys.value(lo) == key).then(|| self.starts[rg] + lo as u64))
+        // The task stopped early: its error says why.
+        self.batches = None;
+        match self.join().await {
+            Err(e) => Err(e),
+            Ok(_) => Err(Error::Corrupt {
+                what: "a flush's file writer".into(),
+                reason: "stopped before its last batch".into(),
+            }),
+        }
+    }
+
+    async fn finish(mut self) -> Result<FileMeta> {
+        self.batches = None;
+        self.join().await
+    }
+
+    async fn join(&mut self) -> Result<FileMeta> {
+        self.task.join().await?
     }
 }
 
@@ -231,27 +202,30 @@ pub(crate) async fn flush_scope(
     let older = table.files(scope);
     let mut cursors: Vec<Option<KeyCursor>> = older.iter().map(|_| None).collect();
     let mut new_dvs: HashMap<i64, DeletionVector> = HashMap::new();
-    let mut writer: Option<FileWriter> = None;
+    let mut writer: Option<PipelinedWriter> = None;
     let mut outcome = FlushOutcome::default();
-    // The hot keys this flush writes; if no write happens before the commit they are exactly
-    // the keys to remove, and the commit needs no second scan.
-    let mut flushed_keys: Vec<Bytes> = Vec::new();
+    // The hot keys this flush writes, back to back in one buffer; if no write happens before
+    // the commit they are exactly the keys to remove, and the commit needs no second scan.
+    let mut flushed_keys = KeyBuffer::default();
 
     let mut next = Some(ScanRequest::prefix(prefix.clone()).chunk_size(FLUSH_CHUNK));
     while let Some(request) = next {
         check_cancel(cancel, job)?;
         let chunk = table.storage.hot.scan(&table.hot, &request).await?;
         next = chunk.resume;
-        let entries: Vec<(Bytes, Bytes)> = chunk
-            .entries
-            .into_iter()
-            .map(|(k, v)| Ok((TableHandle::system_of(&v)?.seq <= s0).then_some((k, v))))
-            .filter_map(Result::transpose)
-            .collect::<Result<_>>()?;
+        let mut entries = chunk.entries;
+        let mut keep = Vec::with_capacity(entries.len());
+        for (_, v) in &entries {
+            keep.push(TableHandle::system_of(v)?.seq <= s0);
+        }
+        let mut keep = keep.into_iter();
+        entries.retain(|_| keep.next().unwrap_or(false));
         if entries.is_empty() {
             continue;
         }
-        flushed_keys.extend(entries.iter().map(|(k, _)| k.clone()));
+        for (key, _) in &entries {
+            flushed_keys.push(key);
+        }
         // Merge-join: every flushed key replaces the live row with that key in older files.
         for (key, _) in &entries {
             let pk = table.split_hot_key(key).1;
@@ -272,34 +246,38 @@ pub(crate) async fn flush_scope(
             }
         }
         let batch = hot_batch(table, &entries)?;
-        let live = arrow::compute::not(
+        drop(entries);
+        let deleted = batch
+            .column_by_name(DELETED_COLUMN)
+            .expect("hot_batch has `_deleted`")
+            .as_boolean();
+        let live = if deleted.true_count() == 0 {
             batch
-                .column_by_name(DELETED_COLUMN)
-                .expect("hot_batch has `_deleted`")
-                .as_boolean(),
-        )
-        .map_err(|source| Error::Arrow {
-            op: "selecting live rows",
-            source,
-        })?;
-        let live = filter_record_batch(&batch, &live).map_err(|source| Error::Arrow {
-            op: "selecting live rows",
-            source,
-        })?;
+        } else {
+            let keep = arrow::compute::not(deleted).map_err(|source| Error::Arrow {
+                op: "selecting live rows",
+                source,
+            })?;
+            filter_record_batch(&batch, &keep).map_err(|source| Error::Arrow {
+                op: "selecting live rows",
+                source,
+            })?
+        };
         if live.num_rows() > 0 {
             if writer.is_none() {
-                writer = Some(FileWriter::create(table, scope, &def, seq.next())?);
+                let file = FileWriter::create(table, scope, &def, seq.next())?;
+                writer = Some(PipelinedWriter::start(file, table));
             }
             writer
                 .as_mut()
                 .expect("created just above")
-                .write(&live)
+                .write(live)
                 .await?;
         }
     }
     check_cancel(cancel, job)?;
     let file = match writer {
-        Some(w) => Some(w.finish(table).await?),
+        Some(w) => Some(w.finish().await?),
         None => None,
     };
     failpoint("flush.before_commit");
@@ -310,8 +288,18 @@ pub(crate) async fn flush_scope(
     let mut batch = WriteBatch::new();
     let mut remaining = 0u64;
     let unchanged = table.write_generation.load(Ordering::Acquire) == generation;
-    if unchanged {
-        for key in flushed_keys {
+    if unchanged && table.storage.hot.capabilities().delete_range {
+        // Nothing was written since the cut: the scope's hot entries are exactly the flushed
+        // ones, so one range tombstone over them removes them (and spares later scans from
+        // stepping over a million point tombstones).
+        if let Some((first, last)) = flushed_keys.bounds() {
+            let mut end = Vec::with_capacity(last.len() + 1);
+            end.extend_from_slice(last);
+            end.push(0);
+            batch.delete_range(&table.hot, Bytes::copy_from_slice(first), end);
+        }
+    } else if unchanged {
+        for key in flushed_keys.into_keys() {
             batch.delete(&table.hot, key);
         }
     }

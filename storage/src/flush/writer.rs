@@ -5,9 +5,9 @@
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Int64Type, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use object_store::ObjectStoreExt;
 use object_store::buffered::BufWriter;
 use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
@@ -142,16 +142,13 @@ impl FileWriter {
     }
 
     /// Closes the file and returns its manifest entry (not yet committed).
-    pub(crate) async fn finish(self, table: &TableHandle) -> Result<FileMeta> {
+    pub(crate) async fn finish(self, store: &dyn ObjectStore) -> Result<FileMeta> {
         let path = self.path;
         self.writer.close().await.map_err(|source| Error::Parquet {
             op: format!("closing {path}"),
             source,
         })?;
-        let head = table
-            .storage
-            .cold
-            .store
+        let head = store
             .head(&ObjectPath::from(path.as_str()))
             .await
             .map_err(|source| Error::ObjectStore {

@@ -48,6 +48,16 @@ impl DeletionVector {
         self.0.is_empty()
     }
 
+    /// Every position of a file of `rows` rows except `live`: a vector that reads only those.
+    pub fn all_except(rows: u64, live: impl IntoIterator<Item = u64>) -> Self {
+        let mut all = RoaringTreemap::new();
+        all.insert_range(0..rows);
+        for position in live {
+            all.remove(position);
+        }
+        Self(all)
+    }
+
     /// Adds every position of `other`.
     pub fn union_with(&mut self, other: &Self) {
         self.0 |= &other.0;

@@ -1,11 +1,14 @@
 //! Merge-on-read: a scope's flushed files (deletion vectors applied) overlaid with its hot rows
-//! (a hot upsert replaces the flushed row with its key, a hot tombstone hides it).
+//! (a hot upsert replaces the flushed row with its key, a hot tombstone hides it). The flushed
+//! rows that hot keys replace are found by merge-joining the sorted hot keys with each file's
+//! `_key` column and join the file's deletion vector for that read, so the decoder skips them
+//! like flushed deletes; large reads decode their row groups in parallel.
 
 pub mod dv;
+pub(crate) mod keys;
 pub mod object_reader;
 pub(crate) mod read;
 
-use std::collections::HashSet;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -224,7 +227,7 @@ pub(crate) async fn scan(
     let left = |returned: usize| options.limit.map(|l| l.saturating_sub(returned));
 
     // Hot rows first: they are the newest, and their keys hide flushed rows.
-    let mut hidden: HashSet<Vec<u8>> = HashSet::new();
+    let mut hidden: Option<BinaryArray> = None;
     if !snap.hot.is_empty() {
         let batch = hot_batch(table, &snap.hot)?;
         let keys_array = batch
@@ -232,7 +235,7 @@ pub(crate) async fn scan(
             .expect("hot_batch adds `_key`")
             .as_binary::<i32>()
             .clone();
-        hidden.extend(keys_array.iter().flatten().map(<[u8]>::to_vec));
+        hidden = Some(keys_array.clone());
         let deleted = batch
             .column_by_name(DELETED_COLUMN)
             .expect("decode_batch adds `_deleted`")
@@ -246,12 +249,13 @@ pub(crate) async fn scan(
         let alive: arrow::array::BooleanArray = (0..batch.num_rows())
             .map(|i| Some(!deleted.value(i) && !table.expired(updated.value(i))))
             .collect();
-        let mut mask = arrow::compute::and(&alive, &key_mask(&keys_array, &keys, None)?).map_err(
-            |source| Error::Arrow {
-                op: "masking hot rows",
-                source,
-            },
-        )?;
+        let mut mask =
+            arrow::compute::and(&alive, &key_mask(&keys_array, &keys)?).map_err(|source| {
+                Error::Arrow {
+                    op: "masking hot rows",
+                    source,
+                }
+            })?;
         if let Some(f) = &bound {
             mask = arrow::compute::and_kleene(&mask, &f.evaluate(&batch)?).map_err(|source| {
                 Error::Arrow {
@@ -279,6 +283,12 @@ pub(crate) async fn scan(
         if left(returned) == Some(0) {
             break;
         }
+        // Flushed rows under a hot key (hot keys come sorted, like the file's) join the
+        // file's deletion vector for this read, so the decoder skips them like flushed deletes.
+        let dead = match &hidden {
+            Some(keys) => Some(keys::hide_keys(table, entry, keys.iter().flatten()).await?),
+            None => None,
+        };
         let plan = FilePlan {
             columns: &columns,
             all_columns: def.columns(),
@@ -286,7 +296,7 @@ pub(crate) async fn scan(
             with_key: false,
             filter: bound.as_ref(),
             keys: &keys,
-            hidden: Some(&hidden),
+            dead: dead.as_ref(),
             limit: left(returned),
         };
         for batch in read_file(table, entry, &plan).await? {

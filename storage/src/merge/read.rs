@@ -2,7 +2,7 @@
 //! filter, the deletion vector applied as a `RowSelection` before decoding, predicates pushed
 //! into the decoder, and old schema versions adapted to the current one.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -22,6 +22,7 @@ use parquet::arrow::arrow_reader::{
 use parquet::bloom_filter::Sbbf;
 use parquet::file::metadata::PageIndexPolicy;
 
+use super::dv::DeletionVector;
 use super::object_reader::ObjectFileReader;
 use crate::codec::{KalamValue, array_from_values, value_at};
 use crate::error::{Error, Result};
@@ -34,6 +35,9 @@ pub const KEY_COLUMN: &str = "_key";
 
 /// Rows read per decoded batch.
 pub(crate) const BATCH_ROWS: usize = 8192;
+
+/// Reads selecting at least this many rows decode their row groups in parallel.
+const PARALLEL_READ_ROWS: usize = 64 * 1024;
 
 /// Inclusive or exclusive bounds on encoded keys.
 pub(crate) type KeyBounds = (Bound<Vec<u8>>, Bound<Vec<u8>>);
@@ -52,8 +56,9 @@ pub(crate) struct FilePlan<'a> {
     pub filter: Option<&'a BoundFilter>,
     /// Rows must have keys within these bounds.
     pub keys: &'a KeyBounds,
-    /// Keys whose flushed rows are replaced by hot entries.
-    pub hidden: Option<&'a HashSet<Vec<u8>>>,
+    /// Positions to skip instead of the file's own deletion vector (it plus the rows that
+    /// hot entries replace).
+    pub dead: Option<&'a DeletionVector>,
     /// Stop after this many rows.
     pub limit: Option<usize>,
 }
@@ -144,7 +149,7 @@ pub(crate) async fn read_file(
 ) -> Result<Vec<RecordBatch>> {
     let out_schema = output_schema(plan.columns, plan.with_system, plan.with_key);
     if !bounds_overlap(&entry.meta.min_key, &entry.meta.max_key, plan.keys)
-        || entry.dv.len() >= entry.meta.rows
+        || plan.dead.unwrap_or(&entry.dv).len() >= entry.meta.rows
     {
         return Ok(Vec::new());
     }
@@ -218,23 +223,24 @@ pub(crate) async fn read_file(
     // Pages: within kept row groups, only the `_key` pages whose range meets the key bounds.
     let pages = key_page_ranges(&meta, &keep, plan.keys);
 
-    // The deletion vector becomes a selection over the kept row groups, before decoding.
-    let mut ranges = Vec::new();
-    let mut kept = Vec::new();
-    let (mut selected_rows, mut start) = (0u64, 0u64);
-    let mut dead_positions = entry.dv.iter().peekable();
+    // The deletion vector becomes a selection over the kept row groups, before decoding: per
+    // kept row group, its live row ranges (relative to the row group) and its row count.
+    let dead = plan.dead.unwrap_or(&entry.dv);
+    let mut kept: Vec<(usize, Vec<std::ops::Range<usize>>, usize)> = Vec::new();
+    let mut start = 0u64;
+    let mut dead_positions = dead.iter().peekable();
     for (i, rg) in row_groups.iter().enumerate() {
         let rows = rg.num_rows() as u64;
         while dead_positions.next_if(|d| *d < start).is_some() {}
         if keep[i] {
-            kept.push(i);
             let allowed = pages.get(&i);
+            let mut ranges = Vec::new();
             // Adds the live positions [from, to) (absolute), limited to the allowed pages.
             let mut push = |from: u64, to: u64| {
                 let (from, to) = (from - start, to - start);
                 let mut add = |lo: u64, hi: u64| {
                     if lo < hi {
-                        ranges.push((selected_rows + lo) as usize..(selected_rows + hi) as usize);
+                        ranges.push(lo as usize..hi as usize);
                     }
                 };
                 match allowed {
@@ -256,21 +262,19 @@ pub(crate) async fn read_file(
             if run_start < start + rows {
                 push(run_start, start + rows);
             }
-            selected_rows += rows;
+            if !ranges.is_empty() {
+                kept.push((i, ranges, rows as usize));
+            }
         }
         start += rows;
     }
-    if ranges.is_empty() {
+    if kept.is_empty() {
         return Ok(Vec::new());
     }
-    let selection =
-        RowSelection::from_consecutive_ranges(ranges.into_iter(), selected_rows as usize);
 
     // Columns to decode: output, filter, key and system columns that the file has.
     let filter_columns: Vec<&str> = plan.filter.map(|f| f.columns()).unwrap_or_default();
-    let needs_key = plan.with_key
-        || plan.hidden.is_some()
-        || !matches!(plan.keys, (Bound::Unbounded, Bound::Unbounded));
+    let needs_key = plan.with_key || !matches!(plan.keys, (Bound::Unbounded, Bound::Unbounded));
     let needed: Vec<&ColumnDefinition> = plan
         .all_columns
         .iter()
@@ -291,64 +295,112 @@ pub(crate) async fn read_file(
         .iter()
         .filter_map(|name| file_schema.index_of(name).ok())
         .collect();
-    let mut builder =
-        ParquetRecordBatchStreamBuilder::new_with_metadata(reader(table, entry), meta.clone())
-            .with_projection(ProjectionMask::roots(parquet_schema, indices))
-            .with_row_groups(kept)
-            .with_row_selection(selection)
-            .with_batch_size(BATCH_ROWS);
-
     // Push the filter into the decoder when the file has every column it reads, with the
     // current type; otherwise evaluate it after adapting the batch.
-    let mut predicates: Vec<Box<dyn parquet::arrow::arrow_reader::ArrowPredicate>> = Vec::new();
-    let pushed = match plan.filter {
-        Some(filter) => {
-            let same = filter_columns.iter().all(|name| unchanged(name));
-            if same {
-                let idx: Vec<usize> = filter_columns
-                    .iter()
-                    .filter_map(|c| file_schema.index_of(c).ok())
-                    .collect();
-                let f = filter.clone();
-                let predicate = ArrowPredicateFn::new(
-                    ProjectionMask::roots(parquet_schema, idx),
-                    move |batch: RecordBatch| {
-                        f.evaluate(&batch)
-                            .map_err(|e| ArrowError::ExternalError(Box::new(e)))
-                    },
-                );
-                predicates.push(Box::new(predicate));
-            }
-            same
+    let pushed = plan
+        .filter
+        .is_none_or(|_| filter_columns.iter().all(|name| unchanged(name)));
+    let key_index = file_schema.index_of(KEY_COLUMN).ok();
+    let build = |parts: &[(usize, Vec<std::ops::Range<usize>>, usize)]| {
+        let mut ranges = Vec::new();
+        let mut offset = 0usize;
+        for (_, live, rows) in parts {
+            ranges.extend(live.iter().map(|r| r.start + offset..r.end + offset));
+            offset += rows;
         }
-        None => true,
+        let selection = RowSelection::from_consecutive_ranges(ranges.into_iter(), offset);
+        let mut builder =
+            ParquetRecordBatchStreamBuilder::new_with_metadata(reader(table, entry), meta.clone())
+                .with_projection(ProjectionMask::roots(parquet_schema, indices.clone()))
+                .with_row_groups(parts.iter().map(|(i, _, _)| *i).collect())
+                .with_row_selection(selection)
+                .with_batch_size(BATCH_ROWS);
+        let mut predicates: Vec<Box<dyn parquet::arrow::arrow_reader::ArrowPredicate>> = Vec::new();
+        if let Some(filter) = plan.filter.filter(|_| pushed) {
+            let idx: Vec<usize> = filter_columns
+                .iter()
+                .filter_map(|c| file_schema.index_of(c).ok())
+                .collect();
+            let f = filter.clone();
+            predicates.push(Box::new(ArrowPredicateFn::new(
+                ProjectionMask::roots(parquet_schema, idx),
+                move |batch: RecordBatch| {
+                    f.evaluate(&batch)
+                        .map_err(|e| ArrowError::ExternalError(Box::new(e)))
+                },
+            )));
+        }
+        // Key bounds are checked on `_key` alone before other columns are decoded.
+        if !matches!(plan.keys, (Bound::Unbounded, Bound::Unbounded))
+            && let Some(key_index) = key_index
+        {
+            let bounds = plan.keys.clone();
+            predicates.push(Box::new(ArrowPredicateFn::new(
+                ProjectionMask::roots(parquet_schema, [key_index]),
+                move |batch: RecordBatch| {
+                    key_mask(batch.column(0).as_binary::<i32>(), &bounds)
+                        .map_err(|e| ArrowError::ExternalError(Box::new(e)))
+                },
+            )));
+        }
+        if !predicates.is_empty() {
+            builder = builder.with_row_filter(RowFilter::new(predicates));
+        }
+        if let Some(limit) = plan.limit
+            && pushed
+            && !needs_key
+        {
+            builder = builder.with_limit(limit);
+        }
+        builder.build().map_err(parquet_err(what()))
     };
-    // Key bounds are checked on `_key` alone before other columns are decoded.
-    if !matches!(plan.keys, (Bound::Unbounded, Bound::Unbounded))
-        && let Ok(key_index) = file_schema.index_of(KEY_COLUMN)
-    {
-        let bounds = plan.keys.clone();
-        predicates.push(Box::new(ArrowPredicateFn::new(
-            ProjectionMask::roots(parquet_schema, [key_index]),
-            move |batch: RecordBatch| {
-                key_mask(batch.column(0).as_binary::<i32>(), &bounds, None)
-                    .map_err(|e| ArrowError::ExternalError(Box::new(e)))
-            },
-        )));
+    // A large read without a limit decodes its row groups in parallel parts, one task each,
+    // on a multi-threaded runtime; results keep the file's order.
+    let selected: usize = kept
+        .iter()
+        .map(|(_, live, _)| live.iter().map(ExactSizeIterator::len).sum::<usize>())
+        .sum();
+    let parts = match tokio::runtime::Handle::try_current() {
+        Ok(rt)
+            if plan.limit.is_none()
+                && selected >= PARALLEL_READ_ROWS
+                && rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+        {
+            std::thread::available_parallelism()
+                .map_or(1, usize::from)
+                .min(kept.len())
+        }
+        _ => 1,
+    };
+    let mut decoded: Vec<Vec<RecordBatch>> = Vec::new();
+    let mut stream = None;
+    if parts > 1 {
+        let per_part = kept.len().div_ceil(parts);
+        let tasks = kept
+            .chunks(per_part)
+            .map(|chunk| {
+                let stream = build(chunk)?;
+                Ok(crate::spawn::AbortOnDrop::spawn(
+                    stream.try_collect::<Vec<RecordBatch>>(),
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for mut task in tasks {
+            decoded.push(task.join().await?.map_err(parquet_err(what()))?);
+        }
+    } else {
+        stream = Some(build(&kept)?);
     }
-    if !predicates.is_empty() {
-        builder = builder.with_row_filter(RowFilter::new(predicates));
-    }
-    if let Some(limit) = plan.limit
-        && pushed
-        && !needs_key
-    {
-        builder = builder.with_limit(limit);
-    }
-    let mut stream = builder.build().map_err(parquet_err(what()))?;
+    let mut decoded = decoded.into_iter().flatten();
+    let mut next_batch = async || -> Result<Option<RecordBatch>> {
+        match &mut stream {
+            Some(stream) => stream.try_next().await.map_err(parquet_err(what())),
+            None => Ok(decoded.next()),
+        }
+    };
     let mut out = Vec::new();
     let mut returned = 0usize;
-    while let Some(batch) = stream.try_next().await.map_err(parquet_err(what()))? {
+    while let Some(batch) = next_batch().await? {
         let adapted = adapt(&batch, &needed, &sources, plan.with_system, needs_key)?;
         let mut mask: Option<BooleanArray> = None;
         let mut and = |m: BooleanArray| -> Result<()> {
@@ -367,7 +419,7 @@ pub(crate) async fn read_file(
                 .expect("adapt adds `_key` when asked")
                 .as_binary::<i32>()
                 .clone();
-            and(key_mask(&keys, plan.keys, plan.hidden)?)?;
+            and(key_mask(&keys, plan.keys)?)?;
         }
         let filtered = match mask {
             Some(m) => filter_record_batch(&adapted, &m).map_err(arrow_err("filtering"))?,
@@ -463,12 +515,8 @@ fn key_page_ranges(
     out
 }
 
-/// Keeps rows whose key is within `keys` and not hidden by a hot entry.
-pub(crate) fn key_mask(
-    keys: &BinaryArray,
-    bounds: &KeyBounds,
-    hidden: Option<&HashSet<Vec<u8>>>,
-) -> Result<BooleanArray> {
+/// Keeps rows whose key is within `keys`.
+pub(crate) fn key_mask(keys: &BinaryArray, bounds: &KeyBounds) -> Result<BooleanArray> {
     let mut mask = BooleanArray::from(vec![true; keys.len()]);
     let bound = |b: &Vec<u8>| Scalar::new(BinaryArray::from_vec(vec![b.as_slice()]));
     let and = |m: BooleanArray, n: std::result::Result<BooleanArray, ArrowError>| {
@@ -483,13 +531,6 @@ pub(crate) fn key_mask(
         Bound::Included(hi) => mask = and(mask, cmp::lt_eq(keys, &bound(hi)))?,
         Bound::Excluded(hi) => mask = and(mask, cmp::lt(keys, &bound(hi)))?,
         Bound::Unbounded => {}
-    }
-    if let Some(hidden) = hidden.filter(|h| !h.is_empty()) {
-        let visible: BooleanArray = keys
-            .iter()
-            .map(|k| Some(!k.is_some_and(|k| hidden.contains(k))))
-            .collect();
-        mask = boolean::and(&mask, &visible).map_err(arrow_err("hiding keys"))?;
     }
     Ok(mask)
 }
@@ -583,33 +624,131 @@ pub(crate) async fn get_flushed(
     scope: &str,
     key: &[u8],
 ) -> Result<Option<Vec<KalamValue>>> {
-    let files = table.files(scope);
-    if files.is_empty() {
-        return Ok(None);
-    }
     let def = table.definition();
-    let keys: KeyBounds = (Bound::Included(key.to_vec()), Bound::Included(key.to_vec()));
-    for entry in files.iter().rev().filter(|f| f.meta.may_hold(key)) {
-        let plan = FilePlan {
-            columns: def.columns(),
-            all_columns: def.columns(),
-            with_system: false,
-            with_key: false,
-            filter: None,
-            keys: &keys,
-            hidden: None,
-            limit: Some(1),
-        };
-        let batches = read_file(table, entry, &plan).await?;
-        if let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) {
-            let values = def
-                .columns()
-                .iter()
-                .enumerate()
-                .map(|(i, c)| value_at(batch.column(i).as_ref(), c.data_type, 0))
-                .collect::<Result<Vec<_>>>()?;
+    for entry in table
+        .files(scope)
+        .iter()
+        .rev()
+        .filter(|f| f.meta.may_hold(key))
+    {
+        if let Some(values) = get_in_file(table, &def, entry, key).await? {
             return Ok(Some(values));
         }
     }
     Ok(None)
+}
+
+/// Keys a batch must look up in one file before a merge-join with the file's `_key` column
+/// beats one point read (bloom filter, one page) per key.
+const MERGE_JOIN_KEYS: usize = 32;
+
+/// The live flushed rows of many encoded keys of one scope (any order), by key. A file asked
+/// for a few keys takes point reads; one asked for many merge-joins them with its sorted
+/// `_key` column and reads only the matched rows.
+pub(crate) async fn get_flushed_many(
+    table: &TableHandle,
+    scope: &str,
+    keys: &[&[u8]],
+) -> Result<HashMap<Vec<u8>, Vec<KalamValue>>> {
+    let mut found: HashMap<Vec<u8>, Vec<KalamValue>> = HashMap::new();
+    let files = table.files(scope);
+    if files.is_empty() || keys.is_empty() {
+        return Ok(found);
+    }
+    let mut keys = keys.to_vec();
+    keys.sort_unstable();
+    keys.dedup();
+    let def = table.definition();
+    // Newest file first: a key has at most one live flushed row.
+    for entry in files.iter().rev() {
+        let wanted: Vec<&[u8]> = keys
+            .iter()
+            .copied()
+            .filter(|k| entry.meta.may_hold(k) && !found.contains_key(*k))
+            .collect();
+        let (Some(first), Some(last)) = (wanted.first(), wanted.last()) else {
+            continue;
+        };
+        if wanted.len() < MERGE_JOIN_KEYS {
+            for key in &wanted {
+                if let Some(values) = get_in_file(table, &def, entry, key).await? {
+                    found.insert(key.to_vec(), values);
+                }
+            }
+            continue;
+        }
+        let mut cursor = super::keys::KeyCursor::open(table, entry.clone()).await?;
+        let mut live = Vec::new();
+        for key in &wanted {
+            if let Some(pos) = cursor.seek(table, key).await?
+                && !entry.dv.contains(pos)
+            {
+                live.push(pos);
+            }
+        }
+        if live.is_empty() {
+            continue;
+        }
+        let dead = DeletionVector::all_except(entry.meta.rows, live);
+        let bounds: KeyBounds = (
+            Bound::Included(first.to_vec()),
+            Bound::Included(last.to_vec()),
+        );
+        let plan = FilePlan {
+            columns: def.columns(),
+            all_columns: def.columns(),
+            with_system: false,
+            with_key: true,
+            filter: None,
+            keys: &bounds,
+            dead: Some(&dead),
+            limit: None,
+        };
+        for batch in read_file(table, entry, &plan).await? {
+            let batch_keys = batch
+                .column_by_name(KEY_COLUMN)
+                .expect("read_file adds `_key` when asked")
+                .as_binary::<i32>();
+            for row in 0..batch.num_rows() {
+                let values = def
+                    .columns()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| value_at(batch.column(i).as_ref(), c.data_type, row))
+                    .collect::<Result<Vec<_>>>()?;
+                found.insert(batch_keys.value(row).to_vec(), values);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The live row of `key` in one file, by a point read.
+async fn get_in_file(
+    table: &TableHandle,
+    def: &crate::schema::TableDefinition,
+    entry: &FileEntry,
+    key: &[u8],
+) -> Result<Option<Vec<KalamValue>>> {
+    let keys: KeyBounds = (Bound::Included(key.to_vec()), Bound::Included(key.to_vec()));
+    let plan = FilePlan {
+        columns: def.columns(),
+        all_columns: def.columns(),
+        with_system: false,
+        with_key: false,
+        filter: None,
+        keys: &keys,
+        dead: None,
+        limit: Some(1),
+    };
+    let batches = read_file(table, entry, &plan).await?;
+    let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
+        return Ok(None);
+    };
+    def.columns()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| value_at(batch.column(i).as_ref(), c.data_type, 0))
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
 }

@@ -484,3 +484,4 @@ async fn deletion_vectors_stay_aligned_when_row_groups_are_pruned() {
 }
 
 mod alter;
+mod batches;

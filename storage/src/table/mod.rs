@@ -448,14 +448,19 @@ impl TableHandle {
     }
 
     fn key_of_row(&self, def: &TableDefinition, values: &[KalamValue]) -> Result<Vec<u8>> {
-        let (names, key): (Vec<&str>, Vec<KalamValue>) = def
+        let mut out = Vec::with_capacity(16);
+        for (c, v) in def
             .columns()
             .iter()
             .zip(values)
             .filter(|(c, _)| c.primary_key)
-            .map(|(c, v)| (c.name.as_str(), v.clone()))
-            .unzip();
-        encode_key(&key, &names)
+        {
+            crate::codec::encode_component(v, &mut out).map_err(|reason| Error::InvalidValue {
+                column: c.name.clone(),
+                reason: reason.to_owned(),
+            })?;
+        }
+        Ok(out)
     }
 
     /// Builds a full row from named values: unknown columns, type mismatches, over-long values
@@ -491,10 +496,13 @@ impl TableHandle {
             given[i] = Some(value);
         }
         let updating = base.is_some();
-        let mut base = base.unwrap_or_default();
-        base.resize(columns.len(), KalamValue::Null);
+        let mut base = base.map(Vec::into_iter);
         let mut row = Vec::with_capacity(columns.len());
-        for ((c, given), old) in columns.iter().zip(given).zip(base) {
+        for (c, given) in columns.iter().zip(given) {
+            let old = base
+                .as_mut()
+                .and_then(Iterator::next)
+                .unwrap_or(KalamValue::Null);
             if updating && c.primary_key && given.as_ref().is_some_and(|v| *v != old) {
                 return Err(Error::InvalidValue {
                     column: c.name.clone(),
@@ -541,13 +549,55 @@ impl TableHandle {
         let def = self.definition();
         let mut summary = WriteSummary::default();
         // key -> (row or tombstone, was hot before this batch)
-        let mut staged: BTreeMap<Vec<u8>, (Option<Vec<KalamValue>>, bool)> = BTreeMap::new();
+        // Resolve every mutation to its key first, so the hot entries of all keys are read in
+        // one `get_many` (for new keys appended past the stored ones: a single seek).
+        let mut planned: Vec<(Vec<u8>, Option<Vec<KalamValue>>)> =
+            Vec::with_capacity(mutations.len());
         for mutation in mutations {
-            let (key, named, base_needed) = match mutation {
+            planned.push(match mutation {
                 Mutation::Insert(named) | Mutation::Upsert(named) => {
                     let row = self.row_from_named(&def, named, None)?;
-                    let key = self.key_of_row(&def, &row)?;
-                    let (current, was_hot) = self.current(&prefix, &key, &staged, &scope).await?;
+                    (self.key_of_row(&def, &row)?, Some(row))
+                }
+                Mutation::Update { key, .. } | Mutation::Delete { key } => {
+                    (self.encode_primary_key(key)?, None)
+                }
+            });
+        }
+        let mut hot_keys: Vec<Bytes> = planned
+            .iter()
+            .map(|(key, _)| {
+                let mut hot_key = Vec::with_capacity(prefix.len() + key.len());
+                hot_key.extend_from_slice(&prefix);
+                hot_key.extend_from_slice(key);
+                Bytes::from(hot_key)
+            })
+            .collect();
+        hot_keys.sort_unstable();
+        hot_keys.dedup();
+        // Without a key written twice, no mutation needs to see an earlier one of the batch.
+        let repeated = hot_keys.len() < planned.len();
+        let values = self.storage.hot.get_many(&self.hot, &hot_keys).await?;
+        let hot: HashMap<Bytes, Bytes> = hot_keys
+            .into_iter()
+            .zip(values)
+            .filter_map(|(k, v)| Some((k.slice(prefix.len()..), v?)))
+            .collect();
+        // Keys without a hot entry may have a flushed row: read them all in one pass.
+        let cold: Vec<&[u8]> = planned
+            .iter()
+            .map(|(key, _)| key.as_slice())
+            .filter(|key| !hot.contains_key(*key))
+            .collect();
+        let flushed = crate::merge::read::get_flushed_many(self, &scope, &cold).await?;
+
+        // key -> (row or tombstone, was hot before this batch); only a batch that writes a
+        // key twice needs the lookup, the others just keep the order.
+        let mut staged = Staged::new(repeated);
+        for (mutation, (key, row)) in mutations.iter().zip(planned) {
+            let (current, was_hot) = self.current(&hot, &flushed, &key, &staged)?;
+            match (mutation, row) {
+                (Mutation::Insert(_) | Mutation::Upsert(_), Some(row)) => {
                     if matches!(mutation, Mutation::Insert(_)) && current.is_some() {
                         let names: Vec<String> = def
                             .columns()
@@ -567,23 +617,22 @@ impl TableHandle {
                         summary.inserted += 1;
                     }
                     staged.insert(key, (Some(row), was_hot));
-                    continue;
                 }
-                Mutation::Update { key, set } => (self.encode_primary_key(key)?, Some(set), true),
-                Mutation::Delete { key } => (self.encode_primary_key(key)?, None, true),
-            };
-            debug_assert!(base_needed);
-            let (current, was_hot) = self.current(&prefix, &key, &staged, &scope).await?;
-            let Some(current) = current else { continue };
-            match named {
-                Some(set) => {
+                (Mutation::Update { set, .. }, _) => {
+                    let Some(current) = current else { continue };
                     let row = self.row_from_named(&def, set, Some(current))?;
                     summary.updated += 1;
                     staged.insert(key, (Some(row), was_hot));
                 }
-                None => {
+                (Mutation::Delete { .. }, _) => {
+                    if current.is_none() {
+                        continue;
+                    }
                     summary.deleted += 1;
                     staged.insert(key, (None, was_hot));
+                }
+                (Mutation::Insert(_) | Mutation::Upsert(_), None) => {
+                    unreachable!("inserts and upserts are planned with their row")
                 }
             }
         }
@@ -600,7 +649,7 @@ impl TableHandle {
         let mut batch = WriteBatch::new();
         let mut added = 0u64;
         let updated = now_nanos();
-        for (key, (row, was_hot)) in staged {
+        for (key, (row, was_hot)) in staged.into_entries() {
             let deleted = row.is_none();
             let values = match row {
                 Some(values) => values,
@@ -652,30 +701,26 @@ impl TableHandle {
     }
 
     /// The current values of a key (staged in this batch, hot, or flushed), and whether the
-    /// key has a hot entry.
-    async fn current(
+    /// key has a hot entry. `hot` and `flushed` hold the batch's keys, read before it.
+    fn current(
         &self,
-        prefix: &[u8],
+        hot: &HashMap<Bytes, Bytes>,
+        flushed: &HashMap<Vec<u8>, Vec<KalamValue>>,
         key: &[u8],
-        staged: &BTreeMap<Vec<u8>, (Option<Vec<KalamValue>>, bool)>,
-        scope: &str,
+        staged: &Staged,
     ) -> Result<(Option<Vec<KalamValue>>, bool)> {
         if let Some((row, was_hot)) = staged.get(key) {
             return Ok((row.clone(), *was_hot));
         }
-        let mut hot_key = prefix.to_vec();
-        hot_key.extend_from_slice(key);
-        match self.hot_entry(&hot_key).await? {
-            Some(Some(row)) if !self.expired(row.system.updated) => {
-                let values = self.upgrade_values(row)?;
-                Ok((Some(values), true))
-            }
-            Some(_) => Ok((None, true)),
-            None => Ok((
-                crate::merge::read::get_flushed(self, scope, key).await?,
-                false,
-            )),
+        let Some(bytes) = hot.get(key) else {
+            return Ok((flushed.get(key).cloned(), false));
+        };
+        let system = Self::system_of(bytes)?;
+        if system.deleted || self.expired(system.updated) {
+            return Ok((None, true));
         }
+        let row = Row::decode(bytes).map_err(|e| Error::decode("hot row", e))?;
+        Ok((Some(self.upgrade_values(row)?), true))
     }
 
     /// Whether a STREAM row written at `updated_ns` is past its TTL.
@@ -723,6 +768,52 @@ impl TableHandle {
     /// Reads a hot entry's system columns.
     pub(crate) fn system_of(bytes: &[u8]) -> Result<SystemColumns> {
         read_system_columns(bytes).map_err(|e| Error::decode("hot row", e))
+    }
+}
+
+/// A write batch's staged entries: key -> (row or tombstone, was hot before the batch). A
+/// later write of a key replaces its earlier one.
+struct Staged {
+    /// `Some` when the batch writes some key twice.
+    by_key: Option<BTreeMap<Vec<u8>, StagedEntry>>,
+    in_order: Vec<(Vec<u8>, StagedEntry)>,
+}
+
+/// A staged row (`None`: a tombstone) and whether its key was hot before the batch.
+type StagedEntry = (Option<Vec<KalamValue>>, bool);
+
+impl Staged {
+    fn new(repeated: bool) -> Self {
+        Self {
+            by_key: repeated.then(BTreeMap::new),
+            in_order: Vec::new(),
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&StagedEntry> {
+        self.by_key.as_ref()?.get(key)
+    }
+
+    fn insert(&mut self, key: Vec<u8>, entry: StagedEntry) {
+        match &mut self.by_key {
+            Some(map) => {
+                map.insert(key, entry);
+            }
+            None => self.in_order.push((key, entry)),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_key
+            .as_ref()
+            .map_or(self.in_order.is_empty(), BTreeMap::is_empty)
+    }
+
+    fn into_entries(self) -> Vec<(Vec<u8>, StagedEntry)> {
+        match self.by_key {
+            Some(map) => map.into_iter().collect(),
+            None => self.in_order,
+        }
     }
 }
 

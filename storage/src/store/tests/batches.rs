@@ -1,0 +1,184 @@
+//! Large batches on the in-memory engine: writes that look up many flushed keys at once (the
+//! merge-join path), and scans big enough to decode row groups in parallel.
+
+use std::collections::BTreeMap;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Int32Type, Int64Type};
+
+use super::*;
+
+/// `id -> (body, score)` of every row a full scan returns.
+async fn contents(store: &Store) -> BTreeMap<i64, (Option<String>, i32)> {
+    let mut out = BTreeMap::new();
+    for b in store
+        .scan(&t(), None, &ScanOptions::default())
+        .await
+        .unwrap()
+    {
+        let ids = b.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+        let bodies = b.column_by_name("body").unwrap().as_string::<i32>();
+        let scores = b
+            .column_by_name("score")
+            .unwrap()
+            .as_primitive::<Int32Type>();
+        for i in 0..b.num_rows() {
+            let body = bodies.is_valid(i).then(|| bodies.value(i).to_owned());
+            let previous = out.insert(ids.value(i), (body, scores.value(i)));
+            assert!(previous.is_none(), "id {} returned twice", ids.value(i));
+        }
+    }
+    out
+}
+
+fn update(id: i64, score: i32) -> Mutation {
+    Mutation::Update {
+        key: vec![KalamValue::BigInt(id)],
+        set: vec![("score".into(), KalamValue::Int(score))],
+    }
+}
+
+fn delete(id: i64) -> Mutation {
+    Mutation::Delete {
+        key: vec![KalamValue::BigInt(id)],
+    }
+}
+
+#[tokio::test]
+async fn batches_over_many_flushed_keys_see_every_flushed_row() {
+    let (_dir, store) = store().await;
+    store
+        .create_table(messages(TableType::Shared), false)
+        .await
+        .unwrap();
+    let body = |id: i64| format!("m{id}");
+    let mut model: BTreeMap<i64, (Option<String>, i32)> = BTreeMap::new();
+    // Two files: 0..300, then 300..600 plus new versions of 0..100 (older rows marked dead).
+    store
+        .insert(&t(), None, (0..300).map(|i| row(i, &body(i))).collect())
+        .await
+        .unwrap();
+    store.flush_table(&t(), Scope::All).await.unwrap();
+    let mut second: Vec<Mutation> = (300..600)
+        .map(|i| Mutation::Insert(row(i, &body(i))))
+        .collect();
+    second.extend((0..100).map(|i| update(i, 1)));
+    store.write(&t(), None, second).await.unwrap();
+    store.flush_table(&t(), Scope::All).await.unwrap();
+    for i in 0..600 {
+        model.insert(i, (Some(body(i)), i32::from(i < 100)));
+    }
+    assert_eq!(contents(&store).await, model);
+
+    // One batch touching well over 32 flushed keys of each file, some twice.
+    let mut batch = Vec::new();
+    for i in (0..600).step_by(3) {
+        batch.push(update(i, 7));
+        model.get_mut(&i).unwrap().1 = 7;
+    }
+    for i in (1..600).step_by(3) {
+        batch.push(delete(i));
+        model.remove(&i);
+    }
+    batch.push(Mutation::Upsert(row(2, "again")));
+    model.insert(2, (Some("again".into()), 0));
+    batch.push(update(2, 9));
+    model.get_mut(&2).unwrap().1 = 9;
+    batch.push(update(5_000, 1));
+    batch.push(delete(5_001));
+    batch.push(Mutation::Insert(row(5_002, "new")));
+    model.insert(5_002, (Some("new".into()), 0));
+    let summary = store.write(&t(), None, batch).await.unwrap();
+    assert_eq!(summary.deleted, 200);
+    assert_eq!(summary.inserted, 1);
+    assert_eq!(summary.updated, 200 + 2);
+    assert_eq!(contents(&store).await, model);
+
+    // An insert of a flushed key among many new ones fails the batch and writes nothing.
+    let mut inserts: Vec<Mutation> = (10_000..10_100)
+        .map(|i| Mutation::Insert(row(i, "x")))
+        .collect();
+    inserts.push(Mutation::Insert(row(599, "dup")));
+    let err = store.write(&t(), None, inserts).await.unwrap_err();
+    assert!(matches!(err, Error::DuplicateKey { .. }), "{err}");
+    assert_eq!(contents(&store).await, model);
+
+    store.flush_table(&t(), Scope::All).await.unwrap();
+    assert_eq!(contents(&store).await, model);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_decoding_row_groups_in_parallel_keep_order_and_hide_changed_rows() {
+    let (_dir, store) = store().await;
+    store
+        .create_table(messages(TableType::Shared), false)
+        .await
+        .unwrap();
+    const ROWS: i64 = 300_000;
+    for start in (0..ROWS).step_by(20_000) {
+        store
+            .insert(
+                &t(),
+                None,
+                (start..start + 20_000).map(|i| row(i, "b")).collect(),
+            )
+            .await
+            .unwrap();
+    }
+    store.flush_table(&t(), Scope::All).await.unwrap();
+    let files = store.manifest(&t()).await.unwrap();
+    assert_eq!(files.len(), 1);
+    assert!(
+        files[0].1.meta.rows as usize > 2 * crate::flush::writer::ROW_GROUP_ROWS,
+        "the file has at least three row groups"
+    );
+    // Changes still hot, then flushed as deletion vectors: both scans hide the same rows.
+    let mut changes = Vec::new();
+    for i in (0..ROWS).step_by(7) {
+        changes.push(if i % 2 == 0 { delete(i) } else { update(i, 3) });
+    }
+    for chunk in changes.chunks(5_000) {
+        store.write(&t(), None, chunk.to_vec()).await.unwrap();
+    }
+    let expected = |id: i64| -> Option<i32> {
+        match (id % 7, id % 2) {
+            (0, 0) => None,
+            (0, _) => Some(3),
+            _ => Some(0),
+        }
+    };
+    for flushed in [false, true] {
+        if flushed {
+            store.flush_table(&t(), Scope::All).await.unwrap();
+        }
+        let batches = store
+            .scan(&t(), None, &ScanOptions::default())
+            .await
+            .unwrap();
+        let mut seen = 0i64;
+        let mut last_flushed: Option<i64> = None;
+        for b in &batches {
+            let ids = b.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+            let scores = b
+                .column_by_name("score")
+                .unwrap()
+                .as_primitive::<Int32Type>();
+            for i in 0..b.num_rows() {
+                let id = ids.value(i);
+                assert_eq!(
+                    Some(scores.value(i)),
+                    expected(id),
+                    "id {id} (flushed: {flushed})"
+                );
+                if scores.value(i) == 0 {
+                    // Unchanged rows come from the file, in key order across the parts.
+                    assert!(last_flushed.is_none_or(|l| l < id), "order at {id}");
+                    last_flushed = Some(id);
+                }
+                seen += 1;
+            }
+        }
+        let deleted = (0..ROWS).filter(|i| expected(*i).is_none()).count() as i64;
+        assert_eq!(seen, ROWS - deleted, "flushed: {flushed}");
+    }
+}
