@@ -29,8 +29,8 @@ use bytes::Bytes;
 
 use crate::backend::{ScanRequest, WriteBatch, WriteOp};
 use crate::error::{Error, Result};
+use crate::merge::decode_hot;
 use crate::merge::dv::DeletionVector;
-use crate::merge::hot_batch;
 use crate::merge::keys::KeyCursor;
 use crate::schema::DELETED_COLUMN;
 use crate::seq::SeqGenerator;
@@ -41,6 +41,10 @@ use writer::FileWriter;
 
 /// Hot entries read per step of a flush.
 const FLUSH_CHUNK: usize = 8192;
+
+/// Chunks that may wait between a flush's scan and its file writer: enough to ride out the
+/// writer's pauses at row-group ends, few enough to keep a flush's memory small.
+const PIPELINE_CHUNKS: usize = 8;
 
 /// What a flush or compaction did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -130,40 +134,55 @@ impl KeyBuffer {
     }
 }
 
-/// A file writer running as its own task, so Parquet encoding overlaps the hot scan and the
-/// row decoding of the next chunk. At most two batches wait between them.
+/// The second stage of a flush, running as its own task: decodes a chunk of hot entries into
+/// arrow, drops the tombstones and encodes the live rows into the Parquet file, while the
+/// first stage scans and merge-joins the next chunks. At most `PIPELINE_CHUNKS` wait between
+/// them.
 struct PipelinedWriter {
-    batches: Option<tokio::sync::mpsc::Sender<RecordBatch>>,
-    task: AbortOnDrop<Result<FileMeta>>,
+    chunks: Option<tokio::sync::mpsc::Sender<Vec<(Bytes, Bytes)>>>,
+    /// The file's manifest entry, or `None` when every entry was a tombstone.
+    task: AbortOnDrop<Result<Option<FileMeta>>>,
 }
 
 impl PipelinedWriter {
     fn start(mut file: FileWriter, table: &TableHandle) -> Self {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<RecordBatch>(2);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(Bytes, Bytes)>>(PIPELINE_CHUNKS);
         let store = table.storage.cold.store.clone();
+        let def = table.definition();
         let task = AbortOnDrop::spawn(async move {
-            while let Some(batch) = rx.recv().await {
-                file.write(&batch).await?;
+            let mut rows = 0usize;
+            while let Some(entries) = rx.recv().await {
+                let batch = decode_hot(&def, &entries)?;
+                drop(entries);
+                let live = live_rows(batch)?;
+                if live.num_rows() > 0 {
+                    rows += live.num_rows();
+                    file.write(&live).await?;
+                }
             }
-            file.finish(store.as_ref()).await
+            if rows == 0 {
+                // Nothing was written: no file (the unfinished writer uploads nothing).
+                return Ok(None);
+            }
+            file.finish(store.as_ref()).await.map(Some)
         });
         Self {
-            batches: Some(tx),
+            chunks: Some(tx),
             task,
         }
     }
 
-    async fn write(&mut self, batch: RecordBatch) -> Result<()> {
-        let sent = match &self.batches {
-            Some(tx) => tx.send(batch).await.is_ok(),
+    async fn write(&mut self, entries: Vec<(Bytes, Bytes)>) -> Result<()> {
+        let sent = match &self.chunks {
+            Some(tx) => tx.send(entries).await.is_ok(),
             None => false,
         };
         if sent {
             return Ok(());
         }
         // The task stopped early: its error says why.
-        self.batches = None;
-        match self.join().await {
+        self.chunks = None;
+        match self.task.join().await? {
             Err(e) => Err(e),
             Ok(_) => Err(Error::Corrupt {
                 what: "a flush's file writer".into(),
@@ -172,14 +191,29 @@ impl PipelinedWriter {
         }
     }
 
-    async fn finish(mut self) -> Result<FileMeta> {
-        self.batches = None;
-        self.join().await
-    }
-
-    async fn join(&mut self) -> Result<FileMeta> {
+    async fn finish(mut self) -> Result<Option<FileMeta>> {
+        self.chunks = None;
         self.task.join().await?
     }
+}
+
+/// The rows of a decoded hot batch that are not tombstones.
+fn live_rows(batch: RecordBatch) -> Result<RecordBatch> {
+    let deleted = batch
+        .column_by_name(DELETED_COLUMN)
+        .expect("decode_hot adds `_deleted`")
+        .as_boolean();
+    if deleted.true_count() == 0 {
+        return Ok(batch);
+    }
+    let keep = arrow::compute::not(deleted).map_err(|source| Error::Arrow {
+        op: "selecting live rows",
+        source,
+    })?;
+    filter_record_batch(&batch, &keep).map_err(|source| Error::Arrow {
+        op: "selecting live rows",
+        source,
+    })
 }
 
 /// Flushes one scope of a table. The caller holds `table.maintenance`.
@@ -245,39 +279,19 @@ pub(crate) async fn flush_scope(
                 }
             }
         }
-        let batch = hot_batch(table, &entries)?;
-        drop(entries);
-        let deleted = batch
-            .column_by_name(DELETED_COLUMN)
-            .expect("hot_batch has `_deleted`")
-            .as_boolean();
-        let live = if deleted.true_count() == 0 {
-            batch
-        } else {
-            let keep = arrow::compute::not(deleted).map_err(|source| Error::Arrow {
-                op: "selecting live rows",
-                source,
-            })?;
-            filter_record_batch(&batch, &keep).map_err(|source| Error::Arrow {
-                op: "selecting live rows",
-                source,
-            })?
-        };
-        if live.num_rows() > 0 {
-            if writer.is_none() {
-                let file = FileWriter::create(table, scope, &def, seq.next())?;
-                writer = Some(PipelinedWriter::start(file, table));
-            }
-            writer
-                .as_mut()
-                .expect("created just above")
-                .write(live)
-                .await?;
+        if writer.is_none() {
+            let file = FileWriter::create(table, scope, &def, seq.next())?;
+            writer = Some(PipelinedWriter::start(file, table));
         }
+        writer
+            .as_mut()
+            .expect("created just above")
+            .write(entries)
+            .await?;
     }
     check_cancel(cancel, job)?;
     let file = match writer {
-        Some(w) => Some(w.finish().await?),
+        Some(w) => w.finish().await?,
         None => None,
     };
     failpoint("flush.before_commit");

@@ -154,7 +154,11 @@ pub(crate) async fn snapshot(
 /// Decodes hot entries into a batch of the current user columns + `_seq`, `_updated`,
 /// `_deleted` + `_key` (the encoded primary key after the scope prefix).
 pub(crate) fn hot_batch(table: &TableHandle, entries: &[(Bytes, Bytes)]) -> Result<RecordBatch> {
-    let def = table.definition();
+    decode_hot(&table.definition(), entries)
+}
+
+/// [`hot_batch`] for a table definition, for tasks that do not hold the table.
+pub(crate) fn decode_hot(def: &TableDefinition, entries: &[(Bytes, Bytes)]) -> Result<RecordBatch> {
     let current = def.schema.version;
     let mut upgraded: Vec<Vec<u8>> = Vec::new();
     let mut rows: Vec<&[u8]> = Vec::with_capacity(entries.len());
@@ -165,7 +169,7 @@ pub(crate) fn hot_batch(table: &TableHandle, entries: &[(Bytes, Bytes)]) -> Resu
         for (_, v) in entries {
             let row = Row::decode(v).map_err(|e| Error::decode("hot row", e))?;
             let system = row.system;
-            let values = table.upgrade_values(row)?;
+            let values = crate::table::upgrade_row(def, row)?;
             upgraded.push(
                 Row {
                     schema_version: current,
@@ -190,7 +194,12 @@ pub(crate) fn hot_batch(table: &TableHandle, entries: &[(Bytes, Bytes)]) -> Resu
         schema.metadata().clone(),
     ));
     let batch = decode_batch(rows, &nullable, true)?;
-    let keys = BinaryArray::from_iter_values(entries.iter().map(|(k, _)| table.split_hot_key(k).1));
+    let kind = def.table_type;
+    let keys = BinaryArray::from_iter_values(
+        entries
+            .iter()
+            .map(|(k, _)| crate::table::split_hot_key(kind, k).1),
+    );
     let mut fields: Vec<Field> = batch
         .schema()
         .fields()

@@ -373,14 +373,7 @@ impl TableHandle {
 
     /// The scope a hot key belongs to, and the encoded primary key after its prefix.
     pub(crate) fn split_hot_key<'k>(&self, key: &'k [u8]) -> (&'k [u8], &'k [u8]) {
-        if self.definition().table_type == TableType::User {
-            match key.iter().position(|b| *b == 0) {
-                Some(zero) => (&key[..zero], &key[zero + 1..]),
-                None => (key, &[]),
-            }
-        } else {
-            (&[], key)
-        }
+        split_hot_key(self.definition().table_type, key)
     }
 
     /// Where a scope's Parquet files live in the cold store.
@@ -739,36 +732,53 @@ impl TableHandle {
     /// values and a re-added column does not see the dropped one's), widened types cast, added
     /// columns take their default or NULL.
     pub(crate) fn upgrade_values(&self, row: Row) -> Result<Vec<KalamValue>> {
-        let def = self.definition();
-        if row.schema_version == def.schema.version {
-            let mut values = row.values;
-            values.resize(def.columns().len(), KalamValue::Null);
-            return Ok(values);
-        }
-        let old = def
-            .version(row.schema_version)
-            .ok_or_else(|| Error::Corrupt {
-                what: format!("row of table {}", self.id),
-                reason: format!("unknown schema version {}", row.schema_version),
-            })?;
-        Ok(def
-            .columns()
-            .iter()
-            .map(|c| {
-                old.columns
-                    .iter()
-                    .position(|o| o.id == c.id)
-                    .and_then(|i| row.values.get(i).cloned())
-                    .and_then(|v| filter::coerce(&v, c.data_type))
-                    .unwrap_or_else(|| c.default.clone().unwrap_or(KalamValue::Null))
-            })
-            .collect())
+        upgrade_row(&self.definition(), row)
     }
 
     /// Reads a hot entry's system columns.
     pub(crate) fn system_of(bytes: &[u8]) -> Result<SystemColumns> {
         read_system_columns(bytes).map_err(|e| Error::decode("hot row", e))
     }
+}
+
+/// The scope a hot key of a table of kind `kind` belongs to, and the encoded primary key after
+/// its prefix.
+pub(crate) fn split_hot_key(kind: TableType, key: &[u8]) -> (&[u8], &[u8]) {
+    if kind == TableType::User {
+        match key.iter().position(|b| *b == 0) {
+            Some(zero) => (&key[..zero], &key[zero + 1..]),
+            None => (key, &[]),
+        }
+    } else {
+        (&[], key)
+    }
+}
+
+/// A hot row's values in `def`'s current schema (see [`TableHandle::upgrade_values`]).
+pub(crate) fn upgrade_row(def: &TableDefinition, row: Row) -> Result<Vec<KalamValue>> {
+    if row.schema_version == def.schema.version {
+        let mut values = row.values;
+        values.resize(def.columns().len(), KalamValue::Null);
+        return Ok(values);
+    }
+    let old = def
+        .version(row.schema_version)
+        .ok_or_else(|| Error::Corrupt {
+            what: format!("row of table {}", def.id),
+            reason: format!("unknown schema version {}", row.schema_version),
+        })?;
+    Ok(def
+        .columns()
+        .iter()
+        .map(|c| {
+            old.columns
+                .iter()
+                .position(|o| o.id == c.id)
+                .and_then(|i| row.values.get(i).cloned())
+                .and_then(|v| filter::coerce(&v, c.data_type))
+                .unwrap_or_else(|| c.default.clone().unwrap_or(KalamValue::Null))
+        })
+        .collect())
 }
 
 /// A write batch's staged entries: key -> (row or tombstone, was hot before the batch). A
