@@ -327,10 +327,7 @@ pub(crate) async fn get(
     let mut hot_key = table.scope_prefix(scope);
     hot_key.extend_from_slice(&pk);
     match table.hot_entry(&hot_key).await? {
-        Some(Some(row)) if !table.expired(row.system.updated) => {
-            Ok(Some(table.upgrade_values(row)?))
-        }
-        Some(_) => Ok(None),
+        Some(values) => Ok(values),
         None => read::get_flushed(table, scope, &pk).await,
     }
 }

@@ -518,13 +518,26 @@ impl TableHandle {
         Ok(row)
     }
 
-    /// The hot entry of a key: `Some(None)` for a tombstone, `None` when the key is not hot.
-    pub(crate) async fn hot_entry(&self, hot_key: &[u8]) -> Result<Option<Option<Row>>> {
-        let Some(bytes) = self.storage.hot.get(&self.hot, hot_key).await? else {
+    /// The hot entry of a key: `Some(None)` for a tombstone or an expired row, `None` when
+    /// the key is not hot.
+    pub(crate) async fn hot_entry(
+        &self,
+        hot_key: &[u8],
+    ) -> Result<Option<Option<Vec<KalamValue>>>> {
+        match self.storage.hot.get(&self.hot, hot_key).await? {
+            Some(bytes) => self.hot_values(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A hot entry's values in the current schema, `None` for a tombstone or an expired row.
+    fn hot_values(&self, bytes: &[u8]) -> Result<Option<Vec<KalamValue>>> {
+        let system = Self::system_of(bytes)?;
+        if system.deleted || self.expired(system.updated) {
             return Ok(None);
-        };
-        let row = Row::decode(&bytes).map_err(|e| Error::decode("hot row", e))?;
-        Ok(Some((!row.system.deleted).then_some(row)))
+        }
+        let row = Row::decode(bytes).map_err(|e| Error::decode("hot row", e))?;
+        self.upgrade_values(row).map(Some)
     }
 
     /// Applies mutations atomically: all of them or none. Each write gets its own `_seq`.
@@ -705,15 +718,10 @@ impl TableHandle {
         if let Some((row, was_hot)) = staged.get(key) {
             return Ok((row.clone(), *was_hot));
         }
-        let Some(bytes) = hot.get(key) else {
-            return Ok((flushed.get(key).cloned(), false));
-        };
-        let system = Self::system_of(bytes)?;
-        if system.deleted || self.expired(system.updated) {
-            return Ok((None, true));
+        match hot.get(key) {
+            Some(bytes) => Ok((self.hot_values(bytes)?, true)),
+            None => Ok((flushed.get(key).cloned(), false)),
         }
-        let row = Row::decode(bytes).map_err(|e| Error::decode("hot row", e))?;
-        Ok((Some(self.upgrade_values(row)?), true))
     }
 
     /// Whether a STREAM row written at `updated_ns` is past its TTL.
