@@ -385,7 +385,7 @@ pub trait StorageBackend: Send + Sync + fmt::Debug {
     /// The values of many keys, in the order given. Engines may answer a batch faster than
     /// one `get` per key (RocksDB proves a sorted batch absent with one seek, or uses
     /// `MultiGet`); the default asks one key at a time.
-    async fn get_many(&self, partition: &Partition, keys: &[Bytes]) -> Result<Vec<Option<Bytes>>> {
+    async fn get_many(&self, partition: &Partition, keys: &[&[u8]]) -> Result<Vec<Option<Bytes>>> {
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             out.push(self.get(partition, key).await?);

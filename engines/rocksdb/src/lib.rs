@@ -209,7 +209,7 @@ impl StorageBackend for RocksDbBackend {
         Ok(value.map(|v| Bytes::copy_from_slice(&v)))
     }
 
-    async fn get_many(&self, partition: &Partition, keys: &[Bytes]) -> Result<Vec<Option<Bytes>>> {
+    async fn get_many(&self, partition: &Partition, keys: &[&[u8]]) -> Result<Vec<Option<Bytes>>> {
         let (Some(lo), Some(hi)) = (keys.iter().min(), keys.iter().max()) else {
             return Ok(Vec::new());
         };

@@ -81,21 +81,36 @@ impl Row {
     /// Encodes the row. Values must have been checked against their columns (lengths below
     /// [`MAX_VALUE_LEN`], at most [`MAX_COLUMNS`] columns): the table layer does that on write.
     pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// The length of [`Row::encode`]'s output.
+    pub fn encoded_len(&self) -> usize {
         let body: usize = self.values.iter().map(KalamValue::encoded_len).sum();
-        let mut out = Vec::with_capacity(ROW_HEADER_LEN + body + ROW_TRAILER_LEN);
-        out.resize(ROW_HEADER_LEN, 0);
+        ROW_HEADER_LEN + body + ROW_TRAILER_LEN
+    }
+
+    /// Appends the encoded row to `out` (many rows can share one buffer).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
         debug_assert!(
             self.values.len() <= MAX_COLUMNS,
             "column count checked by the schema"
         );
-        write_header(&mut out, self.schema_version, self.values.len() as u16);
+        let start = out.len();
+        out.resize(start + ROW_HEADER_LEN, 0);
+        write_header(
+            &mut out[start..],
+            self.schema_version,
+            self.values.len() as u16,
+        );
         for value in &self.values {
-            value.encode(&mut out);
+            value.encode(out);
         }
         let at = out.len();
         out.resize(at + ROW_TRAILER_LEN, 0);
         write_trailer(&mut out[at..], &self.system);
-        out
     }
 
     /// Decodes a row from untrusted bytes.

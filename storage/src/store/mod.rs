@@ -740,11 +740,20 @@ impl Store {
         user: Option<&UserId>,
         mutations: Vec<Mutation>,
     ) -> Result<WriteSummary> {
-        let mutations = &mutations;
-        self.on_table(table, |handle| async move {
-            handle.write(&self.inner.seq, user, mutations).await
-        })
-        .await
+        let mut attempts = 0;
+        loop {
+            let handle = self.handle(table).await?;
+            // A move retires the handle while holding its write lock: on a retired handle
+            // nothing was written yet, so the mutations go to the table's new handle.
+            let writes = match handle.lock_writes().await {
+                Err(_) if handle.is_retired() && attempts < 3 => {
+                    attempts += 1;
+                    continue;
+                }
+                result => result?,
+            };
+            return handle.write(writes, &self.inner.seq, user, mutations).await;
+        }
     }
 
     /// Inserts rows given as `(column, value)` pairs.

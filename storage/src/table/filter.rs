@@ -228,6 +228,15 @@ pub fn coerce(value: &KalamValue, data_type: KalamDataType) -> Option<KalamValue
     })
 }
 
+/// [`coerce`] taking the value: a value that already fits moves through without a copy; one
+/// that does not convert comes back as the error.
+pub fn coerce_owned(value: KalamValue, data_type: KalamDataType) -> Result<KalamValue, KalamValue> {
+    if value.fits(data_type) {
+        return Ok(value);
+    }
+    coerce(&value, data_type).ok_or(value)
+}
+
 /// A filter checked against a schema, ready to evaluate.
 #[derive(Debug, Clone)]
 pub enum BoundFilter {

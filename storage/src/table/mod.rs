@@ -1,5 +1,5 @@
-//! The table layer: one open table (its partitions, manifest, counters and locks) and the write
-//! path. One code path serves USER, SHARED and STREAM tables; the kind only decides the key
+//! The table layer: one open table (its partitions, manifest, counters and locks); its write
+//! path is in `write`. One code path serves USER, SHARED and STREAM tables; the kind only decides the key
 //! scope (per user or shared) and whether rows are ever flushed.
 //!
 //! Layout in the hot engine of the table's storage:
@@ -17,6 +17,7 @@
 
 pub mod filter;
 pub mod manifest;
+mod write;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use bytes::Bytes;
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use parquet::bloom_filter::Sbbf;
 
-use crate::backend::{Partition, ScanRequest, StorageBackend, WriteBatch, WriteOp};
+use crate::backend::{Partition, ScanRequest, StorageBackend};
 use crate::catalog::StorageDefinition;
 use crate::codec::{KalamValue, Row, SystemColumns, encode_key, read_system_columns};
 use crate::error::{Error, Result};
@@ -34,7 +35,7 @@ use crate::ids::{TableId, UserId};
 use crate::location::OpenedStore;
 use crate::merge::dv::DeletionVector;
 use crate::schema::{TableDefinition, TableType};
-use crate::seq::{SeqGenerator, now_nanos};
+use crate::seq::now_nanos;
 use manifest::FileMeta;
 
 /// A storage opened for use: its definition, hot engine and cold object store.
@@ -440,84 +441,6 @@ impl TableHandle {
         encode_key(&values, &names)
     }
 
-    fn key_of_row(&self, def: &TableDefinition, values: &[KalamValue]) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(16);
-        for (c, v) in def
-            .columns()
-            .iter()
-            .zip(values)
-            .filter(|(c, _)| c.primary_key)
-        {
-            crate::codec::encode_component(v, &mut out).map_err(|reason| Error::InvalidValue {
-                column: c.name.clone(),
-                reason: reason.to_owned(),
-            })?;
-        }
-        Ok(out)
-    }
-
-    /// Builds a full row from named values: unknown columns, type mismatches, over-long values
-    /// and missing NOT NULL values are errors naming the column.
-    fn row_from_named(
-        &self,
-        def: &TableDefinition,
-        named: &[(String, KalamValue)],
-        base: Option<Vec<KalamValue>>,
-    ) -> Result<Vec<KalamValue>> {
-        let columns = def.columns();
-        let mut given: Vec<Option<KalamValue>> = vec![None; columns.len()];
-        for (name, value) in named {
-            let (i, c) = columns
-                .iter()
-                .enumerate()
-                .find(|(_, c)| c.name == *name)
-                .ok_or_else(|| Error::InvalidValue {
-                    column: name.clone(),
-                    reason: format!("table {} has no such column", self.id),
-                })?;
-            if given[i].is_some() {
-                return Err(Error::InvalidValue {
-                    column: name.clone(),
-                    reason: "given twice".into(),
-                });
-            }
-            let value = filter::coerce(value, c.data_type).ok_or_else(|| Error::InvalidValue {
-                column: name.clone(),
-                reason: format!("{value:?} is not a {}", c.data_type),
-            })?;
-            check_length(&c.name, &value)?;
-            given[i] = Some(value);
-        }
-        let updating = base.is_some();
-        let mut base = base.map(Vec::into_iter);
-        let mut row = Vec::with_capacity(columns.len());
-        for (c, given) in columns.iter().zip(given) {
-            let old = base
-                .as_mut()
-                .and_then(Iterator::next)
-                .unwrap_or(KalamValue::Null);
-            if updating && c.primary_key && given.as_ref().is_some_and(|v| *v != old) {
-                return Err(Error::InvalidValue {
-                    column: c.name.clone(),
-                    reason: "primary-key columns cannot be updated".into(),
-                });
-            }
-            let value = match given {
-                Some(v) => v,
-                None if updating => old,
-                None => c.default.clone().unwrap_or(KalamValue::Null),
-            };
-            if value.is_null() && !c.nullable {
-                return Err(Error::InvalidValue {
-                    column: c.name.clone(),
-                    reason: "NOT NULL column needs a value".into(),
-                });
-            }
-            row.push(value);
-        }
-        Ok(row)
-    }
-
     /// The hot entry of a key: `Some(None)` for a tombstone or an expired row, `None` when
     /// the key is not hot.
     pub(crate) async fn hot_entry(
@@ -538,190 +461,6 @@ impl TableHandle {
         }
         let row = Row::decode(bytes).map_err(|e| Error::decode("hot row", e))?;
         self.upgrade_values(row).map(Some)
-    }
-
-    /// Applies mutations atomically: all of them or none. Each write gets its own `_seq`.
-    pub(crate) async fn write(
-        &self,
-        seq: &SeqGenerator,
-        user: Option<&UserId>,
-        mutations: &[Mutation],
-    ) -> Result<WriteSummary> {
-        let scope = self.scope(user)?;
-        let prefix = self.scope_prefix(&scope);
-        let _guard = self.write_lock.lock().await;
-        self.check_live()?;
-        // Read under the lock: ALTER TABLE swaps the definition while holding it.
-        let def = self.definition();
-        let mut summary = WriteSummary::default();
-        // key -> (row or tombstone, was hot before this batch)
-        // Resolve every mutation to its key first, so the hot entries of all keys are read in
-        // one `get_many` (for new keys appended past the stored ones: a single seek).
-        let mut planned: Vec<(Vec<u8>, Option<Vec<KalamValue>>)> =
-            Vec::with_capacity(mutations.len());
-        for mutation in mutations {
-            planned.push(match mutation {
-                Mutation::Insert(named) | Mutation::Upsert(named) => {
-                    let row = self.row_from_named(&def, named, None)?;
-                    (self.key_of_row(&def, &row)?, Some(row))
-                }
-                Mutation::Update { key, .. } | Mutation::Delete { key } => {
-                    (self.encode_primary_key(key)?, None)
-                }
-            });
-        }
-        let mut hot_keys: Vec<Bytes> = planned
-            .iter()
-            .map(|(key, _)| {
-                let mut hot_key = Vec::with_capacity(prefix.len() + key.len());
-                hot_key.extend_from_slice(&prefix);
-                hot_key.extend_from_slice(key);
-                Bytes::from(hot_key)
-            })
-            .collect();
-        hot_keys.sort_unstable();
-        hot_keys.dedup();
-        // Without a key written twice, no mutation needs to see an earlier one of the batch.
-        let repeated = hot_keys.len() < planned.len();
-        let values = self.storage.hot.get_many(&self.hot, &hot_keys).await?;
-        let hot: HashMap<Bytes, Bytes> = hot_keys
-            .into_iter()
-            .zip(values)
-            .filter_map(|(k, v)| Some((k.slice(prefix.len()..), v?)))
-            .collect();
-        // Keys without a hot entry may have a flushed row: read them all in one pass.
-        let cold: Vec<&[u8]> = planned
-            .iter()
-            .map(|(key, _)| key.as_slice())
-            .filter(|key| !hot.contains_key(*key))
-            .collect();
-        let flushed = crate::merge::read::get_flushed_many(self, &scope, &cold).await?;
-
-        // key -> (row or tombstone, was hot before this batch); only a batch that writes a
-        // key twice needs the lookup, the others just keep the order.
-        let mut staged = Staged::new(repeated);
-        for (mutation, (key, row)) in mutations.iter().zip(planned) {
-            let (current, was_hot) = self.current(&hot, &flushed, &key, &staged)?;
-            match (mutation, row) {
-                (Mutation::Insert(_) | Mutation::Upsert(_), Some(row)) => {
-                    if matches!(mutation, Mutation::Insert(_)) && current.is_some() {
-                        let names: Vec<String> = def
-                            .columns()
-                            .iter()
-                            .zip(&row)
-                            .filter(|(c, _)| c.primary_key)
-                            .map(|(_, v)| format!("{v:?}"))
-                            .collect();
-                        return Err(Error::DuplicateKey {
-                            table: self.id.to_string(),
-                            key: names.join(", "),
-                        });
-                    }
-                    if current.is_some() {
-                        summary.updated += 1;
-                    } else {
-                        summary.inserted += 1;
-                    }
-                    staged.insert(key, (Some(row), was_hot));
-                }
-                (Mutation::Update { set, .. }, _) => {
-                    let Some(current) = current else { continue };
-                    let row = self.row_from_named(&def, set, Some(current))?;
-                    summary.updated += 1;
-                    staged.insert(key, (Some(row), was_hot));
-                }
-                (Mutation::Delete { .. }, _) => {
-                    if current.is_none() {
-                        continue;
-                    }
-                    summary.deleted += 1;
-                    staged.insert(key, (None, was_hot));
-                }
-                (Mutation::Insert(_) | Mutation::Upsert(_), None) => {
-                    unreachable!("inserts and upserts are planned with their row")
-                }
-            }
-        }
-        if staged.is_empty() {
-            return Ok(summary);
-        }
-        let pk_columns: Vec<usize> = def
-            .columns()
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.primary_key)
-            .map(|(i, _)| i)
-            .collect();
-        let mut batch = WriteBatch::new();
-        let mut added = 0u64;
-        let updated = now_nanos();
-        for (key, (row, was_hot)) in staged.into_entries() {
-            let deleted = row.is_none();
-            let values = match row {
-                Some(values) => values,
-                // A tombstone keeps the key columns, so a flush can still read its key.
-                None => {
-                    let types: Vec<_> = pk_columns
-                        .iter()
-                        .map(|i| def.columns()[*i].data_type)
-                        .collect();
-                    let key_values = crate::codec::decode_key(&key, &types)?;
-                    let mut v = vec![KalamValue::Null; def.columns().len()];
-                    for (i, kv) in pk_columns.iter().zip(key_values) {
-                        v[*i] = kv;
-                    }
-                    v
-                }
-            };
-            let row = Row {
-                schema_version: def.schema.version,
-                values,
-                system: SystemColumns {
-                    seq: seq.next(),
-                    updated,
-                    deleted,
-                },
-            };
-            if !was_hot {
-                added += 1;
-            }
-            let mut hot_key = prefix.clone();
-            hot_key.extend_from_slice(&key);
-            batch.ops.push(WriteOp::Put {
-                partition: self.hot.clone(),
-                key: hot_key.into(),
-                value: row.encode().into(),
-            });
-        }
-        let count = self.buffered(&scope) + added;
-        batch.ops.push(WriteOp::Put {
-            partition: self.meta.clone(),
-            key: counter_key(&scope),
-            value: Bytes::copy_from_slice(&count.to_le_bytes()),
-        });
-        self.storage.hot.batch(batch).await?;
-        self.write_generation
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        self.state.write().counters.insert(scope, count);
-        Ok(summary)
-    }
-
-    /// The current values of a key (staged in this batch, hot, or flushed), and whether the
-    /// key has a hot entry. `hot` and `flushed` hold the batch's keys, read before it.
-    fn current(
-        &self,
-        hot: &HashMap<Bytes, Bytes>,
-        flushed: &HashMap<Vec<u8>, Vec<KalamValue>>,
-        key: &[u8],
-        staged: &Staged,
-    ) -> Result<(Option<Vec<KalamValue>>, bool)> {
-        if let Some((row, was_hot)) = staged.get(key) {
-            return Ok((row.clone(), *was_hot));
-        }
-        match hot.get(key) {
-            Some(bytes) => Ok((self.hot_values(bytes)?, true)),
-            None => Ok((flushed.get(key).cloned(), false)),
-        }
     }
 
     /// Whether a STREAM row written at `updated_ns` is past its TTL.
@@ -787,70 +526,6 @@ pub(crate) fn upgrade_row(def: &TableDefinition, row: Row) -> Result<Vec<KalamVa
                 .unwrap_or_else(|| c.default.clone().unwrap_or(KalamValue::Null))
         })
         .collect())
-}
-
-/// A write batch's staged entries: key -> (row or tombstone, was hot before the batch). A
-/// later write of a key replaces its earlier one.
-struct Staged {
-    /// `Some` when the batch writes some key twice.
-    by_key: Option<BTreeMap<Vec<u8>, StagedEntry>>,
-    in_order: Vec<(Vec<u8>, StagedEntry)>,
-}
-
-/// A staged row (`None`: a tombstone) and whether its key was hot before the batch.
-type StagedEntry = (Option<Vec<KalamValue>>, bool);
-
-impl Staged {
-    fn new(repeated: bool) -> Self {
-        Self {
-            by_key: repeated.then(BTreeMap::new),
-            in_order: Vec::new(),
-        }
-    }
-
-    fn get(&self, key: &[u8]) -> Option<&StagedEntry> {
-        self.by_key.as_ref()?.get(key)
-    }
-
-    fn insert(&mut self, key: Vec<u8>, entry: StagedEntry) {
-        match &mut self.by_key {
-            Some(map) => {
-                map.insert(key, entry);
-            }
-            None => self.in_order.push((key, entry)),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.by_key
-            .as_ref()
-            .map_or(self.in_order.is_empty(), BTreeMap::is_empty)
-    }
-
-    fn into_entries(self) -> Vec<(Vec<u8>, StagedEntry)> {
-        match self.by_key {
-            Some(map) => map.into_iter().collect(),
-            None => self.in_order,
-        }
-    }
-}
-
-fn check_length(column: &str, value: &KalamValue) -> Result<()> {
-    let len = match value {
-        KalamValue::Text(s) | KalamValue::Json(s) => s.len(),
-        KalamValue::Bytes(b) => b.len(),
-        _ => 0,
-    };
-    if len > crate::codec::MAX_VALUE_LEN {
-        return Err(Error::InvalidValue {
-            column: column.to_owned(),
-            reason: format!(
-                "{len} bytes exceed the limit of {}",
-                crate::codec::MAX_VALUE_LEN
-            ),
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]

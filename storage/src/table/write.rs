@@ -1,0 +1,410 @@
+//! The write path: resolves a batch of mutations to keys, reads the current rows of all of them
+//! at once (hot engine, then flushed files), and commits the new rows, tombstones and the
+//! scope's buffered-row counter in one atomic batch.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use tokio::sync::MutexGuard;
+
+use super::{Mutation, TableHandle, WriteSummary, counter_key, filter};
+use crate::backend::{WriteBatch, WriteOp};
+use crate::codec::{KalamValue, Row, SystemColumns};
+use crate::error::{Error, Result};
+use crate::ids::UserId;
+use crate::schema::TableDefinition;
+use crate::seq::{SeqGenerator, now_nanos};
+
+/// A mutation resolved to its row (inserts and upserts) or its change.
+enum Planned {
+    Insert(Vec<KalamValue>),
+    Upsert(Vec<KalamValue>),
+    Update(Vec<(String, KalamValue)>),
+    Delete,
+}
+
+/// A staged write: the index of its mutation (whose hot key it writes), the row (`None`: a
+/// tombstone), and whether the key was hot before the batch.
+type Staged = (usize, Option<Vec<KalamValue>>, bool);
+
+impl TableHandle {
+    /// Takes the table's write lock; fails with [`Error::TableRetired`] when the table left
+    /// this handle's storage (the caller retries on the table's new handle).
+    pub(crate) async fn lock_writes(&self) -> Result<MutexGuard<'_, ()>> {
+        let guard = self.write_lock.lock().await;
+        self.check_live()?;
+        Ok(guard)
+    }
+
+    /// Applies mutations atomically: all of them or none. Each write gets its own `_seq`.
+    /// `_writes` is this table's write lock (see [`TableHandle::lock_writes`]), so neither a
+    /// move nor an ALTER can swap the table away underneath.
+    pub(crate) async fn write(
+        &self,
+        _writes: MutexGuard<'_, ()>,
+        seq: &SeqGenerator,
+        user: Option<&UserId>,
+        mutations: Vec<Mutation>,
+    ) -> Result<WriteSummary> {
+        let scope = self.scope(user)?;
+        let prefix = self.scope_prefix(&scope);
+        // Read under the lock: ALTER TABLE swaps the definition while holding it.
+        let def = self.definition();
+
+        // Resolve every mutation to its hot key (scope prefix + primary key), so the hot
+        // entries of all keys are read in one `get_many`. The keys share one buffer.
+        let mut keys = Vec::with_capacity(mutations.len() * (prefix.len() + 16));
+        let mut key_ends: Vec<usize> = Vec::with_capacity(mutations.len());
+        let mut planned: Vec<Planned> = Vec::with_capacity(mutations.len());
+        for mutation in mutations {
+            keys.extend_from_slice(&prefix);
+            planned.push(match mutation {
+                Mutation::Insert(named) => {
+                    let row = self.row_from_named(&def, named, None)?;
+                    self.key_of_row(&def, &row, &mut keys)?;
+                    Planned::Insert(row)
+                }
+                Mutation::Upsert(named) => {
+                    let row = self.row_from_named(&def, named, None)?;
+                    self.key_of_row(&def, &row, &mut keys)?;
+                    Planned::Upsert(row)
+                }
+                Mutation::Update { key, set } => {
+                    keys.extend_from_slice(&self.encode_primary_key(&key)?);
+                    Planned::Update(set)
+                }
+                Mutation::Delete { key } => {
+                    keys.extend_from_slice(&self.encode_primary_key(&key)?);
+                    Planned::Delete
+                }
+            });
+            key_ends.push(keys.len());
+        }
+
+        // The hot entry of each mutation's key. Bulk inserts come in key order: their keys go
+        // to the engine as they are (new keys past the stored ones: a single seek).
+        let mut asked: Vec<&[u8]> = Vec::with_capacity(key_ends.len());
+        let mut start = 0;
+        for end in &key_ends {
+            asked.push(&keys[start..*end]);
+            start = *end;
+        }
+        let in_order = asked.windows(2).all(|w| w[0] < w[1]);
+        let (hot, repeated) = if in_order {
+            (self.storage.hot.get_many(&self.hot, &asked).await?, false)
+        } else {
+            let mut sorted = asked.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            let values = self.storage.hot.get_many(&self.hot, &sorted).await?;
+            let mut hot = Vec::with_capacity(asked.len());
+            for k in &asked {
+                // Invariant: `sorted` holds every asked key, so the search finds it.
+                let at = sorted
+                    .binary_search(k)
+                    .expect("every asked key is in `sorted`");
+                hot.push(values[at].clone());
+            }
+            (hot, sorted.len() < asked.len())
+        };
+        // Keys without a hot entry may have a flushed row: read them all in one pass.
+        let cold: Vec<&[u8]> = asked
+            .iter()
+            .zip(&hot)
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| &k[prefix.len()..])
+            .collect();
+        let flushed = crate::merge::read::get_flushed_many(self, &scope, &cold).await?;
+
+        // Only a batch that writes a key twice needs to find a key's earlier write; the others
+        // just keep their order.
+        let mut staged: Vec<Staged> = Vec::with_capacity(planned.len());
+        let mut slots: Option<HashMap<&[u8], usize>> = repeated.then(HashMap::new);
+        let mut summary = WriteSummary::default();
+        for (i, plan) in planned.into_iter().enumerate() {
+            let key = &asked[i][prefix.len()..];
+            let slot = slots.as_ref().and_then(|s| s.get(key).copied());
+            let (current, was_hot) = match slot {
+                Some(at) => (staged[at].1.clone(), staged[at].2),
+                None => match &hot[i] {
+                    Some(bytes) => (self.hot_values(bytes)?, true),
+                    None if flushed.is_empty() => (None, false),
+                    None => (flushed.get(key).cloned(), false),
+                },
+            };
+            let row = match plan {
+                Planned::Insert(row) => {
+                    if current.is_some() {
+                        return Err(self.duplicate(&def, &row));
+                    }
+                    summary.inserted += 1;
+                    Some(row)
+                }
+                Planned::Upsert(row) => {
+                    if current.is_some() {
+                        summary.updated += 1;
+                    } else {
+                        summary.inserted += 1;
+                    }
+                    Some(row)
+                }
+                Planned::Update(set) => {
+                    let Some(current) = current else { continue };
+                    summary.updated += 1;
+                    Some(self.row_from_named(&def, set, Some(current))?)
+                }
+                Planned::Delete => {
+                    if current.is_none() {
+                        continue;
+                    }
+                    summary.deleted += 1;
+                    None
+                }
+            };
+            match slot {
+                Some(at) => staged[at] = (i, row, was_hot),
+                None => {
+                    if let Some(slots) = &mut slots {
+                        slots.insert(key, staged.len());
+                    }
+                    staged.push((i, row, was_hot));
+                }
+            }
+        }
+        if staged.is_empty() {
+            return Ok(summary);
+        }
+        let staged_len = staged.len();
+        let updated = now_nanos();
+
+        // Every key and row of the batch goes into one buffer; the ops share it.
+        let rows: Vec<(usize, Row, bool)> = staged
+            .into_iter()
+            .zip(seq.take(staged_len))
+            .map(|((i, row, was_hot), seq)| {
+                let deleted = row.is_none();
+                let values = match row {
+                    Some(values) => values,
+                    // A tombstone keeps the key columns, so a flush can still read its key.
+                    None => tombstone(&def, &asked[i][prefix.len()..])?,
+                };
+                let system = SystemColumns {
+                    seq,
+                    updated,
+                    deleted,
+                };
+                let row = Row {
+                    schema_version: def.schema.version,
+                    values,
+                    system,
+                };
+                Ok((i, row, was_hot))
+            })
+            .collect::<Result<_>>()?;
+        let size: usize = rows
+            .iter()
+            .map(|(i, row, _)| asked[*i].len() + row.encoded_len())
+            .sum();
+        let mut buffer = Vec::with_capacity(size);
+        let mut spans = Vec::with_capacity(rows.len());
+        let mut added = 0u64;
+        for (i, row, was_hot) in rows {
+            if !was_hot {
+                added += 1;
+            }
+            let at = buffer.len();
+            buffer.extend_from_slice(asked[i]);
+            let key_end = buffer.len();
+            row.encode_into(&mut buffer);
+            spans.push((at..key_end, key_end..buffer.len()));
+        }
+        let buffer = Bytes::from(buffer);
+        let mut batch = WriteBatch {
+            ops: Vec::with_capacity(spans.len() + 1),
+        };
+        for (key, value) in spans {
+            batch.ops.push(WriteOp::Put {
+                partition: self.hot.clone(),
+                key: buffer.slice(key),
+                value: buffer.slice(value),
+            });
+        }
+        let count = self.buffered(&scope) + added;
+        batch.ops.push(WriteOp::Put {
+            partition: self.meta.clone(),
+            key: counter_key(&scope),
+            value: Bytes::copy_from_slice(&count.to_le_bytes()),
+        });
+        self.storage.hot.batch(batch).await?;
+        self.write_generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.state.write().counters.insert(scope, count);
+        Ok(summary)
+    }
+
+    /// Appends the encoded primary key of a full row to `out`.
+    fn key_of_row(
+        &self,
+        def: &TableDefinition,
+        values: &[KalamValue],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        for (c, v) in def
+            .columns()
+            .iter()
+            .zip(values)
+            .filter(|(c, _)| c.primary_key)
+        {
+            crate::codec::encode_component(v, out).map_err(|reason| Error::InvalidValue {
+                column: c.name.clone(),
+                reason: reason.to_owned(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Builds a full row from named values: unknown columns, type mismatches, over-long values
+    /// and missing NOT NULL values are errors naming the column. `base` is the current row of
+    /// an update: columns not named keep its values.
+    fn row_from_named(
+        &self,
+        def: &TableDefinition,
+        named: Vec<(String, KalamValue)>,
+        base: Option<Vec<KalamValue>>,
+    ) -> Result<Vec<KalamValue>> {
+        let columns = def.columns();
+        let complete = base.is_none()
+            && named.len() == columns.len()
+            && named.iter().zip(columns).all(|((n, _), c)| *n == c.name);
+        if complete {
+            // Every column named in table order (a full row from a client or the SQL front):
+            // the values move into the row in place.
+            return named
+                .into_iter()
+                .enumerate()
+                .map(|(i, (name, value))| {
+                    let c = &columns[i];
+                    let value = filter::coerce_owned(value, c.data_type).map_err(|value| {
+                        Error::InvalidValue {
+                            column: name,
+                            reason: format!("{value:?} is not a {}", c.data_type),
+                        }
+                    })?;
+                    check_length(&c.name, &value)?;
+                    if value.is_null() && !c.nullable {
+                        return Err(Error::InvalidValue {
+                            column: c.name.clone(),
+                            reason: "NOT NULL column needs a value".into(),
+                        });
+                    }
+                    Ok(value)
+                })
+                .collect();
+        }
+        let mut given: Vec<Option<KalamValue>> = vec![None; columns.len()];
+        for (at, (name, value)) in named.into_iter().enumerate() {
+            // Rows mostly name their columns in table order: try that position first.
+            let i = match columns.get(at) {
+                Some(c) if c.name == name => at,
+                _ => columns.iter().position(|c| c.name == name).ok_or_else(|| {
+                    Error::InvalidValue {
+                        column: name.clone(),
+                        reason: format!("table {} has no such column", self.id),
+                    }
+                })?,
+            };
+            let c = &columns[i];
+            if given[i].is_some() {
+                return Err(Error::InvalidValue {
+                    column: name,
+                    reason: "given twice".into(),
+                });
+            }
+            let value =
+                filter::coerce_owned(value, c.data_type).map_err(|value| Error::InvalidValue {
+                    column: name,
+                    reason: format!("{value:?} is not a {}", c.data_type),
+                })?;
+            check_length(&c.name, &value)?;
+            given[i] = Some(value);
+        }
+        let updating = base.is_some();
+        let mut base = base.map(Vec::into_iter);
+        let mut row = Vec::with_capacity(columns.len());
+        for (c, given) in columns.iter().zip(given) {
+            let old = base
+                .as_mut()
+                .and_then(Iterator::next)
+                .unwrap_or(KalamValue::Null);
+            if updating && c.primary_key && given.as_ref().is_some_and(|v| *v != old) {
+                return Err(Error::InvalidValue {
+                    column: c.name.clone(),
+                    reason: "primary-key columns cannot be updated".into(),
+                });
+            }
+            let value = match given {
+                Some(v) => v,
+                None if updating => old,
+                None => c.default.clone().unwrap_or(KalamValue::Null),
+            };
+            if value.is_null() && !c.nullable {
+                return Err(Error::InvalidValue {
+                    column: c.name.clone(),
+                    reason: "NOT NULL column needs a value".into(),
+                });
+            }
+            row.push(value);
+        }
+        Ok(row)
+    }
+
+    /// The error for an insert of a key that exists, naming the key.
+    fn duplicate(&self, def: &TableDefinition, row: &[KalamValue]) -> Error {
+        let key: Vec<String> = def
+            .columns()
+            .iter()
+            .zip(row)
+            .filter(|(c, _)| c.primary_key)
+            .map(|(_, v)| format!("{v:?}"))
+            .collect();
+        Error::DuplicateKey {
+            table: self.id.to_string(),
+            key: key.join(", "),
+        }
+    }
+}
+
+/// A tombstone's values: the key columns decoded from `key`, NULL elsewhere.
+fn tombstone(def: &TableDefinition, key: &[u8]) -> Result<Vec<KalamValue>> {
+    let pk: Vec<usize> = def
+        .columns()
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.primary_key)
+        .map(|(i, _)| i)
+        .collect();
+    let types: Vec<_> = pk.iter().map(|i| def.columns()[*i].data_type).collect();
+    let mut values = vec![KalamValue::Null; def.columns().len()];
+    for (i, v) in pk.iter().zip(crate::codec::decode_key(key, &types)?) {
+        values[*i] = v;
+    }
+    Ok(values)
+}
+
+fn check_length(column: &str, value: &KalamValue) -> Result<()> {
+    let len = match value {
+        KalamValue::Text(s) | KalamValue::Json(s) => s.len(),
+        KalamValue::Bytes(b) => b.len(),
+        _ => 0,
+    };
+    if len > crate::codec::MAX_VALUE_LEN {
+        return Err(Error::InvalidValue {
+            column: column.to_owned(),
+            reason: format!(
+                "{len} bytes exceed the limit of {}",
+                crate::codec::MAX_VALUE_LEN
+            ),
+        });
+    }
+    Ok(())
+}
