@@ -1,6 +1,6 @@
 //! The table layer: one open table (its partitions, manifest, counters and locks); its write
-//! path is in `write`. One code path serves USER, SHARED and STREAM tables; the kind only decides the key
-//! scope (per user or shared) and whether rows are ever flushed.
+//! path is in `write`. One code path serves USER, SHARED and STREAM tables; the kind only
+//! decides the key scope (per user or shared) and whether rows are ever flushed.
 //!
 //! Layout in the hot engine of the table's storage:
 //!
