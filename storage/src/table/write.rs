@@ -178,6 +178,7 @@ impl TableHandle {
         let updated = now_nanos();
 
         // Every key and row of the batch goes into one buffer; the ops share it.
+        let tombstones = Tombstones::new(&def);
         let rows: Vec<(usize, Row, bool)> = staged
             .into_iter()
             .zip(seq.take(staged_len))
@@ -186,7 +187,7 @@ impl TableHandle {
                 let values = match row {
                     Some(values) => values,
                     // A tombstone keeps the key columns, so a flush can still read its key.
-                    None => tombstone(&def, &asked[i][prefix.len()..])?,
+                    None => tombstones.values(&asked[i][prefix.len()..])?,
                 };
                 let system = SystemColumns {
                     seq,
@@ -374,21 +375,42 @@ impl TableHandle {
     }
 }
 
-/// A tombstone's values: the key columns decoded from `key`, NULL elsewhere.
-fn tombstone(def: &TableDefinition, key: &[u8]) -> Result<Vec<KalamValue>> {
-    let pk: Vec<usize> = def
-        .columns()
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.primary_key)
-        .map(|(i, _)| i)
-        .collect();
-    let types: Vec<_> = pk.iter().map(|i| def.columns()[*i].data_type).collect();
-    let mut values = vec![KalamValue::Null; def.columns().len()];
-    for (i, v) in pk.iter().zip(crate::codec::decode_key(key, &types)?) {
-        values[*i] = v;
+/// Builds tombstone values for one table: the key columns decoded from a key, NULL elsewhere.
+struct Tombstones {
+    /// Positions of the primary-key columns.
+    pk: Vec<usize>,
+    types: Vec<crate::types::KalamDataType>,
+    columns: usize,
+}
+
+impl Tombstones {
+    fn new(def: &TableDefinition) -> Self {
+        let pk: Vec<usize> = def
+            .columns()
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.primary_key)
+            .map(|(i, _)| i)
+            .collect();
+        let types = pk.iter().map(|i| def.columns()[*i].data_type).collect();
+        Self {
+            pk,
+            types,
+            columns: def.columns().len(),
+        }
     }
-    Ok(values)
+
+    fn values(&self, key: &[u8]) -> Result<Vec<KalamValue>> {
+        let mut values = vec![KalamValue::Null; self.columns];
+        for (i, v) in self
+            .pk
+            .iter()
+            .zip(crate::codec::decode_key(key, &self.types)?)
+        {
+            values[*i] = v;
+        }
+        Ok(values)
+    }
 }
 
 fn check_length(column: &str, value: &KalamValue) -> Result<()> {
