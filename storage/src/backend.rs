@@ -405,6 +405,24 @@ pub trait StorageBackend: Send + Sync + fmt::Debug {
     /// One chunk of an ordered scan; continue with `resume`.
     async fn scan(&self, partition: &Partition, request: &ScanRequest) -> Result<ScanChunk>;
 
+    /// [`scan`](Self::scan) that hands each entry of the chunk to `visit` in scan order
+    /// instead of returning it, and returns the request for the next chunk (`None` when the
+    /// scan is complete). Engines that can lend entries out of their own buffers do so (no
+    /// copy per entry); the default collects the chunk first. An error from `visit` stops the
+    /// scan and is returned.
+    async fn scan_with(
+        &self,
+        partition: &Partition,
+        request: &ScanRequest,
+        visit: &mut (dyn for<'e> FnMut(&'e [u8], &'e [u8]) -> Result<()> + Send),
+    ) -> Result<Option<ScanRequest>> {
+        let chunk = self.scan(partition, request).await?;
+        for (key, value) in &chunk.entries {
+            visit(key, value)?;
+        }
+        Ok(chunk.resume)
+    }
+
     /// Makes every acknowledged write durable.
     async fn flush(&self) -> Result<()>;
 

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use kalamstore_storage::backend::{
-    BackendStats, Capabilities, Direction, Partition, ScanChunk, ScanRequest, StorageBackend,
-    WriteBatch, WriteOp,
+    BackendStats, Capabilities, Direction, KvPair, Partition, ScanChunk, ScanRequest,
+    StorageBackend, WriteBatch, WriteOp,
 };
 use kalamstore_storage::{Error, Result};
 use parking_lot::{Mutex, RwLock};
@@ -58,6 +58,54 @@ fn cf_name(partition: &Partition) -> String {
 }
 
 impl RocksDbBackend {
+    /// Walks one chunk of `request` with a raw iterator, handing every entry to `visit`;
+    /// returns how many entries it visited.
+    fn iterate(
+        &self,
+        partition: &Partition,
+        request: &ScanRequest,
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<()>,
+    ) -> Result<usize> {
+        let db = self.db()?;
+        let cf = family(&db, partition)?;
+        let budget = request.chunk_budget();
+        let (start, end) = request.range.bounds();
+        if budget == 0 || kalamstore_storage::backend::is_empty_range(&start, &end) {
+            return Ok(0);
+        }
+        let mut options = ReadOptions::default();
+        match &start {
+            Bound::Included(s) => options.set_iterate_lower_bound(s.to_vec()),
+            Bound::Excluded(s) => options.set_iterate_lower_bound(successor(s)),
+            Bound::Unbounded => {}
+        }
+        match &end {
+            Bound::Included(e) => options.set_iterate_upper_bound(successor(e)),
+            Bound::Excluded(e) => options.set_iterate_upper_bound(e.to_vec()),
+            Bound::Unbounded => {}
+        }
+        let mut it = db.raw_iterator_cf_opt(&cf, options);
+        match request.direction {
+            Direction::Forward => it.seek_to_first(),
+            Direction::Reverse => it.seek_to_last(),
+        }
+        let mut visited = 0usize;
+        while visited < budget {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            visit(k, v)?;
+            visited += 1;
+            match request.direction {
+                Direction::Forward => it.next(),
+                Direction::Reverse => it.prev(),
+            }
+        }
+        it.status()
+            .map_err(rocks(|| format!("scanning partition `{partition}`")))?;
+        Ok(visited)
+    }
+
     /// Opens (or creates) the database at `config.path`, with every existing partition.
     pub fn open(config: RocksDbConfig) -> Result<Self> {
         let path = &config.path;
@@ -75,12 +123,26 @@ impl RocksDbBackend {
             table.set_bloom_filter(config.bloom_bits_per_key, false);
         }
         table.set_cache_index_and_filter_blocks(true);
+        // 16 KiB blocks: a flush's scan of the hot rows pays per block (read, checksum, cache
+        // insert); a point read decodes one block either way.
+        table.set_block_size(16 << 10);
 
         let mut cf_options = Options::default();
         cf_options.set_block_based_table_factory(&table);
         cf_options.set_write_buffer_size(config.write_buffer_bytes);
         cf_options.set_max_write_buffer_number(4);
-        cf_options.set_compression_type(DBCompressionType::Lz4);
+        // Hot rows live in the newest levels until a table flush takes them to Parquet: those
+        // levels stay uncompressed (no compression on memtable flushes, none on the flush's
+        // scan); rows that stay longer (stream tables, idle scopes) move down and are compressed.
+        cf_options.set_compression_per_level(&[
+            DBCompressionType::None,
+            DBCompressionType::None,
+            DBCompressionType::Lz4,
+            DBCompressionType::Lz4,
+            DBCompressionType::Lz4,
+            DBCompressionType::Lz4,
+            DBCompressionType::Lz4,
+        ]);
         cf_options.set_bottommost_compression_type(DBCompressionType::Zstd);
         cf_options.set_level_compaction_dynamic_level_bytes(true);
 
@@ -90,6 +152,9 @@ impl RocksDbBackend {
         db_options.set_max_background_jobs(config.max_background_jobs);
         db_options.set_db_write_buffer_size(config.total_write_buffer_bytes);
         db_options.set_bytes_per_sync(1 << 20);
+        // Table files are read through a mapping: an uncompressed block (the newest levels,
+        // see above) is used in place, without a read call and a copy per block.
+        db_options.set_allow_mmap_reads(true);
         db_options.set_enable_pipelined_write(true);
 
         // Opening must name every existing family, so list them first; a new directory has none.
@@ -295,58 +360,44 @@ impl StorageBackend for RocksDbBackend {
     }
 
     async fn scan(&self, partition: &Partition, request: &ScanRequest) -> Result<ScanChunk> {
-        let db = self.db()?;
-        let cf = family(&db, partition)?;
-        let (start, end) = request.range.bounds();
-        let mut options = ReadOptions::default();
-        match &start {
-            Bound::Included(s) => options.set_iterate_lower_bound(s.to_vec()),
-            Bound::Excluded(s) => options.set_iterate_lower_bound(successor(s)),
-            Bound::Unbounded => {}
-        }
-        match &end {
-            Bound::Included(e) => options.set_iterate_upper_bound(successor(e)),
-            Bound::Excluded(e) => options.set_iterate_upper_bound(e.to_vec()),
-            Bound::Unbounded => {}
-        }
-        let budget = request.chunk_budget();
-        let mut entries = Vec::with_capacity(budget.min(8192));
-        if budget > 0 && !kalamstore_storage::backend::is_empty_range(&start, &end) {
-            // Copy the chunk into one buffer and hand out slices of it: two small allocations
-            // per entry were most of a large scan's cost.
-            let mut arena: Vec<u8> = Vec::new();
-            let mut spans: Vec<(usize, usize, usize)> = Vec::with_capacity(budget.min(8192));
-            let mut it = db.raw_iterator_cf_opt(&cf, options);
-            match request.direction {
-                Direction::Forward => it.seek_to_first(),
-                Direction::Reverse => it.seek_to_last(),
-            }
-            while spans.len() < budget {
-                let (Some(k), Some(v)) = (it.key(), it.value()) else {
-                    break;
-                };
-                let at = arena.len();
-                arena.extend_from_slice(k);
-                arena.extend_from_slice(v);
-                spans.push((at, at + k.len(), arena.len()));
-                match request.direction {
-                    Direction::Forward => it.next(),
-                    Direction::Reverse => it.prev(),
-                }
-            }
-            it.status()
-                .map_err(rocks(|| format!("scanning partition `{partition}`")))?;
-            let arena = Bytes::from(arena);
-            entries.extend(
-                spans
-                    .into_iter()
-                    .map(|(k, v, end)| (arena.slice(k..v), arena.slice(v..end))),
-            );
-        }
+        // Copy the chunk into one buffer and hand out slices of it: two small allocations per
+        // entry were most of a large scan's cost.
+        let mut arena: Vec<u8> = Vec::new();
+        let mut spans: Vec<(usize, usize, usize)> =
+            Vec::with_capacity(request.chunk_budget().min(8192));
+        self.iterate(partition, request, |k, v| {
+            let at = arena.len();
+            arena.extend_from_slice(k);
+            arena.extend_from_slice(v);
+            spans.push((at, at + k.len(), arena.len()));
+            Ok(())
+        })?;
+        let arena = Bytes::from(arena);
+        let entries: Vec<KvPair> = spans
+            .into_iter()
+            .map(|(k, v, end)| (arena.slice(k..v), arena.slice(v..end)))
+            .collect();
         let resume = request.resume_after(entries.last().map(|(k, _)| k), entries.len());
         Ok(ScanChunk { entries, resume })
     }
 
+    async fn scan_with(
+        &self,
+        partition: &Partition,
+        request: &ScanRequest,
+        visit: &mut (dyn for<'e> FnMut(&'e [u8], &'e [u8]) -> Result<()> + Send),
+    ) -> Result<Option<ScanRequest>> {
+        // Entries are lent straight out of RocksDB's blocks; only the last key is kept, to
+        // resume after it.
+        let mut last: Vec<u8> = Vec::new();
+        let returned = self.iterate(partition, request, |k, v| {
+            last.clear();
+            last.extend_from_slice(k);
+            visit(k, v)
+        })?;
+        let last = (returned > 0).then(|| Bytes::from(last));
+        Ok(request.resume_after(last.as_ref(), returned))
+    }
     async fn flush(&self) -> Result<()> {
         self.db()?
             .flush_wal(true)

@@ -502,49 +502,105 @@ pub fn decode_batch<'r>(
     with_system: bool,
 ) -> Result<RecordBatch> {
     let rows = rows.into_iter();
-    let capacity = rows.size_hint().0;
-    let types = schema
-        .fields()
-        .iter()
-        .map(|f| kalam_type_of_field(f))
-        .collect::<Result<Vec<_>>>()?;
-    let tags: Vec<u8> = types.iter().map(|t| t.tag()).collect();
-    let mut builders = types
-        .iter()
-        .map(|t| Builder::new(*t, capacity))
-        .collect::<Result<Vec<_>>>()?;
-    let mut seq = Int64Builder::with_capacity(capacity);
-    let mut updated = Int64Builder::with_capacity(capacity);
-    let mut deleted = BooleanBuilder::with_capacity(capacity);
+    let mut decoder = BatchDecoder::new(schema, with_system, rows.size_hint().0)?;
+    for bytes in rows {
+        decoder.push(bytes)?;
+    }
+    decoder.finish()
+}
 
-    for (index, bytes) in rows.enumerate() {
-        decode_one(
-            bytes,
-            &tags,
-            &mut builders,
-            with_system.then_some((&mut seq, &mut updated, &mut deleted)),
-        )
-        .map_err(|source| Error::Decode {
-            what: "row",
-            source: with_row(source, index),
-        })?;
+/// [`decode_batch`] a row at a time: for callers that decode rows while they visit them (a
+/// flush decodes hot rows straight out of the engine's iterator).
+pub struct BatchDecoder {
+    schema: SchemaRef,
+    tags: Vec<u8>,
+    builders: Vec<Builder>,
+    system: Option<(Int64Builder, Int64Builder, BooleanBuilder)>,
+    rows: usize,
+}
+
+impl BatchDecoder {
+    /// A decoder into `schema`'s user columns (plus the system columns when `with_system`),
+    /// sized for `capacity` rows.
+    pub fn new(schema: &SchemaRef, with_system: bool, capacity: usize) -> Result<Self> {
+        let types = schema
+            .fields()
+            .iter()
+            .map(|f| kalam_type_of_field(f))
+            .collect::<Result<Vec<_>>>()?;
+        let builders = types
+            .iter()
+            .map(|t| Builder::new(*t, capacity))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            schema: schema.clone(),
+            tags: types.iter().map(|t| t.tag()).collect(),
+            builders,
+            system: with_system.then(|| {
+                (
+                    Int64Builder::with_capacity(capacity),
+                    Int64Builder::with_capacity(capacity),
+                    BooleanBuilder::with_capacity(capacity),
+                )
+            }),
+            rows: 0,
+        })
     }
 
-    let mut arrays: Vec<ArrayRef> = builders.into_iter().map(Builder::finish).collect();
-    let out_schema = if with_system {
-        arrays.push(Arc::new(seq.finish()));
-        arrays.push(Arc::new(updated.finish()));
-        arrays.push(Arc::new(deleted.finish()));
-        let mut fields: Vec<_> = schema.fields().iter().cloned().collect();
-        fields.extend(system_fields());
-        Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
-    } else {
-        schema.clone()
-    };
-    RecordBatch::try_new(out_schema, arrays).map_err(|source| Error::Arrow {
-        op: "assembling decoded rows",
-        source,
-    })
+    /// Decodes one row. On error the decoder is left unusable: a half-appended row would
+    /// misalign its columns.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<()> {
+        let system = self
+            .system
+            .as_mut()
+            .map(|(seq, updated, deleted)| (seq, updated, deleted));
+        decode_one(bytes, &self.tags, &mut self.builders, system).map_err(|source| {
+            Error::Decode {
+                what: "row",
+                source: with_row(source, self.rows),
+            }
+        })?;
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Rows decoded so far.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// Whether no row was decoded.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// The decoded rows as one batch.
+    pub fn finish(self) -> Result<RecordBatch> {
+        let mut arrays: Vec<ArrayRef> = self.builders.into_iter().map(Builder::finish).collect();
+        let out_schema = match self.system {
+            Some((mut seq, mut updated, mut deleted)) => {
+                arrays.push(Arc::new(seq.finish()));
+                arrays.push(Arc::new(updated.finish()));
+                arrays.push(Arc::new(deleted.finish()));
+                let mut fields: Vec<_> = self.schema.fields().iter().cloned().collect();
+                fields.extend(system_fields());
+                Arc::new(Schema::new_with_metadata(
+                    fields,
+                    self.schema.metadata().clone(),
+                ))
+            }
+            None => self.schema,
+        };
+        RecordBatch::try_new_with_options(
+            out_schema,
+            arrays,
+            &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(self.rows)),
+        )
+        .map_err(|source| Error::Arrow {
+            op: "assembling decoded rows",
+            source,
+        })
+    }
 }
 
 fn with_row(e: DecodeError, index: usize) -> DecodeError {

@@ -5,7 +5,7 @@ mod key;
 mod row;
 mod value;
 
-pub use batch::{EncodedRows, decode_batch, encode_batch};
+pub use batch::{BatchDecoder, EncodedRows, decode_batch, encode_batch};
 pub use key::{decode_key, encode_component, encode_key};
 pub use row::{
     MAX_COLUMNS, MAX_VALUE_LEN, ROW_FORMAT_VERSION, ROW_HEADER_LEN, ROW_TRAILER_LEN, Row,

@@ -55,6 +55,7 @@ macro_rules! conformance_suite {
             scan_prefix_stays_inside_the_prefix,
             scan_reverse_returns_descending_keys,
             scan_limit_and_chunks_visit_each_key_once,
+            scan_with_visits_what_scan_returns,
             partitions_are_isolated,
             partitions_whose_names_prefix_each_other_are_isolated,
             create_partition_is_idempotent_and_listed,
@@ -487,6 +488,75 @@ pub async fn scan_limit_and_chunks_visit_each_key_once(factory: &dyn BackendFact
             .await
             .is_empty()
     );
+    backend.close().await.unwrap();
+}
+
+/// Contract: `scan_with` visits, chunk by chunk, exactly the entries `scan` returns (ranges,
+/// limits, both directions), resumes where `scan` would, and stops at the first error of its
+/// visitor.
+pub async fn scan_with_visits_what_scan_returns(factory: &dyn BackendFactory) {
+    let backend = open_with(factory, &["t"]).await;
+    let mut batch = WriteBatch::new();
+    for i in 0..120u32 {
+        batch.put(
+            &p("t"),
+            Bytes::from(format!("k{i:04}")),
+            Bytes::from(format!("value {i}")),
+        );
+    }
+    backend.batch(batch).await.unwrap();
+    let requests = [
+        ScanRequest::default().chunk_size(16),
+        ScanRequest::default().chunk_size(50).limit(73),
+        ScanRequest::new(KeyRange::Range(
+            Bound::Excluded(b(b"k0010")),
+            Bound::Included(b(b"k0090")),
+        ))
+        .chunk_size(7)
+        .direction(Direction::Reverse),
+        ScanRequest::prefix(b(b"k01")).chunk_size(3),
+        ScanRequest::prefix(b(b"none")),
+        ScanRequest::default().limit(0),
+    ];
+    for request in requests {
+        let mut expected = Vec::new();
+        let mut next = Some(request.clone());
+        while let Some(r) = next {
+            let chunk = backend.scan(&p("t"), &r).await.unwrap();
+            expected.push(chunk.entries);
+            next = chunk.resume;
+        }
+        let mut visited = Vec::new();
+        let mut next = Some(request.clone());
+        while let Some(r) = next {
+            let mut chunk = Vec::new();
+            next = backend
+                .scan_with(&p("t"), &r, &mut |k, v| {
+                    chunk.push((Bytes::copy_from_slice(k), Bytes::copy_from_slice(v)));
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            visited.push(chunk);
+        }
+        assert_eq!(visited, expected, "{request:?}");
+    }
+    let mut seen = 0;
+    let err = backend
+        .scan_with(&p("t"), &ScanRequest::default(), &mut |_, _| {
+            seen += 1;
+            if seen == 5 {
+                return Err(Error::Corrupt {
+                    what: "a visitor".into(),
+                    reason: "stops here".into(),
+                });
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    assert_eq!(seen, 5);
     backend.close().await.unwrap();
 }
 

@@ -3,9 +3,10 @@
 //!
 //! 1. Under the write lock, take a sequence `s0`: every write with `_seq <= s0` has committed,
 //!    every later write gets a larger `_seq`.
-//! 2. Stream the scope's hot entries in key order, skipping those newer than `s0`. Live rows go
-//!    to the new file (encoded by a writer task, so Parquet encoding overlaps the next chunk's
-//!    scan and decode); every entry (row or tombstone) is merge-joined against the older files'
+//! 2. Visit the scope's hot entries in key order (`scan_with`: no copy of the entries),
+//!    skipping those newer than `s0`. Live rows are decoded straight into arrow columns and go
+//!    to the new file, encoded by a writer task (Parquet encoding of one chunk overlaps the
+//!    scan and decode of the next); every entry (row or tombstone) is merge-joined against the older files'
 //!    sorted `_key` columns (pruned by min/max and bloom filter) and the position it replaces is
 //!    marked in that file's deletion vector. A tombstone of a key in no file just disappears.
 //! 3. Commit in one batch: the file's manifest entry, the grown deletion vectors, the removal
@@ -22,21 +23,22 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use arrow::array::AsArray;
-use arrow::compute::filter_record_batch;
+use arrow::array::BinaryBuilder;
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 
 use crate::backend::{ScanRequest, WriteBatch, WriteOp};
+use crate::codec::{BatchDecoder, read_header};
 use crate::error::{Error, Result};
-use crate::merge::decode_hot;
 use crate::merge::dv::DeletionVector;
 use crate::merge::keys::KeyCursor;
-use crate::schema::DELETED_COLUMN;
+use crate::merge::upgrade_hot_row;
+use crate::schema::TableDefinition;
 use crate::seq::SeqGenerator;
 use crate::spawn::AbortOnDrop;
 use crate::table::manifest::FileMeta;
-use crate::table::{FileEntry, TableHandle, counter_key, dv_key, manifest_key};
+use crate::table::{FileEntry, TableHandle, counter_key, dv_key, manifest_key, split_hot_key};
 use writer::FileWriter;
 
 /// Hot entries read per step of a flush.
@@ -114,6 +116,24 @@ impl KeyBuffer {
         self.ends.push(self.bytes.len());
     }
 
+    /// Keys pushed so far.
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// The keys pushed after the first `first`, in order.
+    fn keys_from(&self, first: usize) -> impl Iterator<Item = &[u8]> + '_ {
+        let mut start = match first {
+            0 => 0,
+            n => self.ends[n - 1],
+        };
+        self.ends[first..].iter().map(move |&end| {
+            let key = &self.bytes[start..end];
+            start = end;
+            key
+        })
+    }
+
     /// The first and the last key pushed.
     fn bounds(&self) -> Option<(&[u8], &[u8])> {
         let last_end = *self.ends.last()?;
@@ -134,37 +154,74 @@ impl KeyBuffer {
     }
 }
 
-/// The second stage of a flush, running as its own task: decodes a chunk of hot entries into
-/// arrow, drops the tombstones and encodes the live rows into the Parquet file, while the
-/// first stage scans and merge-joins the next chunks. At most `PIPELINE_CHUNKS` wait between
-/// them.
+/// Live hot rows of one flush step, decoded into the columns of a table file as the scan
+/// visits them (no copy of the entries in between).
+struct FileRows {
+    decoder: BatchDecoder,
+    keys: BinaryBuilder,
+    /// The file's arrow schema: user columns, `_seq`, `_updated`, `_key`.
+    schema: SchemaRef,
+    /// User columns in the decoder's output.
+    columns: usize,
+}
+
+impl FileRows {
+    fn new(def: &TableDefinition, schema: &SchemaRef, capacity: usize) -> Result<Self> {
+        Ok(Self {
+            decoder: BatchDecoder::new(&def.arrow_schema(false), true, capacity)?,
+            keys: BinaryBuilder::with_capacity(capacity, capacity * 16),
+            schema: schema.clone(),
+            columns: def.columns().len(),
+        })
+    }
+
+    /// Adds a live row: its encoded primary key and its hot value.
+    fn push(&mut self, def: &TableDefinition, key: &[u8], value: &[u8]) -> Result<()> {
+        let header = read_header(value).map_err(|e| Error::decode("hot row", e))?;
+        if header.schema_version == def.schema.version {
+            self.decoder.push(value)?;
+        } else {
+            self.decoder.push(&upgrade_hot_row(def, value)?)?;
+        }
+        self.keys.append_value(key);
+        Ok(())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.decoder.is_empty()
+    }
+
+    /// The rows as a batch of the file's schema.
+    fn finish(mut self) -> Result<RecordBatch> {
+        let decoded = self.decoder.finish()?;
+        // The decoder's output: the user columns, then `_seq`, `_updated`, `_deleted`.
+        let mut columns = decoded.columns()[..self.columns + 2].to_vec();
+        columns.push(Arc::new(self.keys.finish()));
+        RecordBatch::try_new(self.schema, columns).map_err(|source| Error::Arrow {
+            op: "assembling flushed rows",
+            source,
+        })
+    }
+}
+
+/// The second stage of a flush, running as its own task: encodes batches of live rows into
+/// the Parquet file while the first stage scans, decodes and merge-joins the next ones. At
+/// most `PIPELINE_CHUNKS` batches wait between them.
 struct PipelinedWriter {
-    chunks: Option<tokio::sync::mpsc::Sender<Vec<(Bytes, Bytes)>>>,
-    /// The file's manifest entry, or `None` when every entry was a tombstone.
-    task: AbortOnDrop<Result<Option<FileMeta>>>,
+    chunks: Option<tokio::sync::mpsc::Sender<RecordBatch>>,
+    /// The file's manifest entry.
+    task: AbortOnDrop<Result<FileMeta>>,
 }
 
 impl PipelinedWriter {
     fn start(mut file: FileWriter, table: &TableHandle) -> Self {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(Bytes, Bytes)>>(PIPELINE_CHUNKS);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<RecordBatch>(PIPELINE_CHUNKS);
         let store = table.storage.cold.store.clone();
-        let def = table.definition();
         let task = AbortOnDrop::spawn(async move {
-            let mut rows = 0usize;
-            while let Some(entries) = rx.recv().await {
-                let batch = decode_hot(&def, &entries)?;
-                drop(entries);
-                let live = live_rows(batch)?;
-                if live.num_rows() > 0 {
-                    rows += live.num_rows();
-                    file.write(&live).await?;
-                }
+            while let Some(batch) = rx.recv().await {
+                file.write(&batch).await?;
             }
-            if rows == 0 {
-                // Nothing was written: no file (the unfinished writer uploads nothing).
-                return Ok(None);
-            }
-            file.finish(store.as_ref()).await.map(Some)
+            file.finish(store.as_ref()).await
         });
         Self {
             chunks: Some(tx),
@@ -172,9 +229,9 @@ impl PipelinedWriter {
         }
     }
 
-    async fn write(&mut self, entries: Vec<(Bytes, Bytes)>) -> Result<()> {
+    async fn write(&mut self, batch: RecordBatch) -> Result<()> {
         let sent = match &self.chunks {
-            Some(tx) => tx.send(entries).await.is_ok(),
+            Some(tx) => tx.send(batch).await.is_ok(),
             None => false,
         };
         if sent {
@@ -191,29 +248,10 @@ impl PipelinedWriter {
         }
     }
 
-    async fn finish(mut self) -> Result<Option<FileMeta>> {
+    async fn finish(mut self) -> Result<FileMeta> {
         self.chunks = None;
         self.task.join().await?
     }
-}
-
-/// The rows of a decoded hot batch that are not tombstones.
-fn live_rows(batch: RecordBatch) -> Result<RecordBatch> {
-    let deleted = batch
-        .column_by_name(DELETED_COLUMN)
-        .expect("decode_hot adds `_deleted`")
-        .as_boolean();
-    if deleted.true_count() == 0 {
-        return Ok(batch);
-    }
-    let keep = arrow::compute::not(deleted).map_err(|source| Error::Arrow {
-        op: "selecting live rows",
-        source,
-    })?;
-    filter_record_batch(&batch, &keep).map_err(|source| Error::Arrow {
-        op: "selecting live rows",
-        source,
-    })
 }
 
 /// Flushes one scope of a table. The caller holds `table.maintenance`.
@@ -242,27 +280,32 @@ pub(crate) async fn flush_scope(
     // the commit they are exactly the keys to remove, and the commit needs no second scan.
     let mut flushed_keys = KeyBuffer::default();
 
+    let file_schema = writer::file_schema(&def);
+    let kind = def.table_type;
     let mut next = Some(ScanRequest::prefix(prefix.clone()).chunk_size(FLUSH_CHUNK));
     while let Some(request) = next {
         check_cancel(cancel, job)?;
-        let chunk = table.storage.hot.scan(&table.hot, &request).await?;
-        next = chunk.resume;
-        let mut entries = chunk.entries;
-        let mut keep = Vec::with_capacity(entries.len());
-        for (_, v) in &entries {
-            keep.push(TableHandle::system_of(v)?.seq <= s0);
-        }
-        let mut keep = keep.into_iter();
-        entries.retain(|_| keep.next().unwrap_or(false));
-        if entries.is_empty() {
-            continue;
-        }
-        for (key, _) in &entries {
-            flushed_keys.push(key);
-        }
+        let first = flushed_keys.len();
+        let mut rows = FileRows::new(&def, &file_schema, FLUSH_CHUNK)?;
+        next = table
+            .storage
+            .hot
+            .scan_with(&table.hot, &request, &mut |key, value| {
+                let system = TableHandle::system_of(value)?;
+                if system.seq > s0 {
+                    // Written after the cut: stays hot for the next flush.
+                    return Ok(());
+                }
+                flushed_keys.push(key);
+                if !system.deleted {
+                    rows.push(&def, split_hot_key(kind, key).1, value)?;
+                }
+                Ok(())
+            })
+            .await?;
         // Merge-join: every flushed key replaces the live row with that key in older files.
-        for (key, _) in &entries {
-            let pk = table.split_hot_key(key).1;
+        for key in flushed_keys.keys_from(first) {
+            let pk = split_hot_key(kind, key).1;
             for (i, file) in older.iter().enumerate() {
                 if !file.meta.may_hold(pk) {
                     continue;
@@ -279,6 +322,10 @@ pub(crate) async fn flush_scope(
                 }
             }
         }
+        if rows.is_empty() {
+            // Only tombstones (or nothing before the cut): no rows for the file.
+            continue;
+        }
         if writer.is_none() {
             let file = FileWriter::create(table, scope, &def, seq.next())?;
             writer = Some(PipelinedWriter::start(file, table));
@@ -286,12 +333,12 @@ pub(crate) async fn flush_scope(
         writer
             .as_mut()
             .expect("created just above")
-            .write(entries)
+            .write(rows.finish()?)
             .await?;
     }
     check_cancel(cancel, job)?;
     let file = match writer {
-        Some(w) => w.finish().await?,
+        Some(w) => Some(w.finish().await?),
         None => None,
     };
     failpoint("flush.before_commit");

@@ -154,11 +154,8 @@ pub(crate) async fn snapshot(
 /// Decodes hot entries into a batch of the current user columns + `_seq`, `_updated`,
 /// `_deleted` + `_key` (the encoded primary key after the scope prefix).
 pub(crate) fn hot_batch(table: &TableHandle, entries: &[(Bytes, Bytes)]) -> Result<RecordBatch> {
-    decode_hot(&table.definition(), entries)
-}
-
-/// [`hot_batch`] for a table definition, for tasks that do not hold the table.
-pub(crate) fn decode_hot(def: &TableDefinition, entries: &[(Bytes, Bytes)]) -> Result<RecordBatch> {
+    let def = table.definition();
+    let def = def.as_ref();
     let current = def.schema.version;
     let mut upgraded: Vec<Vec<u8>> = Vec::new();
     let mut rows: Vec<&[u8]> = Vec::with_capacity(entries.len());
@@ -167,17 +164,7 @@ pub(crate) fn decode_hot(def: &TableDefinition, entries: &[(Bytes, Bytes)]) -> R
         .any(|(_, v)| crate::codec::read_header(v).map_or(true, |h| h.schema_version != current));
     if needs_upgrade {
         for (_, v) in entries {
-            let row = Row::decode(v).map_err(|e| Error::decode("hot row", e))?;
-            let system = row.system;
-            let values = crate::table::upgrade_row(def, row)?;
-            upgraded.push(
-                Row {
-                    schema_version: current,
-                    values,
-                    system,
-                }
-                .encode(),
-            );
+            upgraded.push(upgrade_hot_row(def, v)?);
         }
         rows.extend(upgraded.iter().map(Vec::as_slice));
     } else {
@@ -213,6 +200,20 @@ pub(crate) fn decode_hot(def: &TableDefinition, entries: &[(Bytes, Bytes)]) -> R
         op: "adding keys to hot rows",
         source,
     })
+}
+
+/// A hot row written in an older schema version, re-encoded in `def`'s current one (added
+/// columns filled, dropped ones gone).
+pub(crate) fn upgrade_hot_row(def: &TableDefinition, bytes: &[u8]) -> Result<Vec<u8>> {
+    let row = Row::decode(bytes).map_err(|e| Error::decode("hot row", e))?;
+    let system = row.system;
+    let values = crate::table::upgrade_row(def, row)?;
+    Ok(Row {
+        schema_version: def.schema.version,
+        values,
+        system,
+    }
+    .encode())
 }
 
 /// Merge-on-read scan of one scope.

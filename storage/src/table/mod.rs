@@ -372,11 +372,6 @@ impl TableHandle {
         }
     }
 
-    /// The scope a hot key belongs to, and the encoded primary key after its prefix.
-    pub(crate) fn split_hot_key<'k>(&self, key: &'k [u8]) -> (&'k [u8], &'k [u8]) {
-        split_hot_key(self.definition().table_type, key)
-    }
-
     /// Where a scope's Parquet files live in the cold store.
     pub(crate) fn cold_dir(&self, scope: &str) -> String {
         cold_dir(&self.storage, &self.id, scope)
