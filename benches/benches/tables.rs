@@ -9,6 +9,8 @@
 //! - a storage move of 1M flushed rows + 10k hot rows (RocksDB + local Parquet to another
 //!   RocksDB + local directory, verified) vs a plain `object_store` get + put of the same files.
 //!
+//! Both sides of a pair run in this process, on the `kalamstore` binary's allocator (mimalloc).
+//!
 //! Each pair's mean times go to `$CARGO_TARGET_DIR/kalamstore-bench/tables.jsonl` for
 //! `bench-report`.
 
@@ -27,6 +29,10 @@ use kalamstore::{
 use kalamstore_benches::{RatioResult, tables_results_path};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+/// The allocator the `kalamstore` binary ships with; both sides of every pair run on it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ROWS: i64 = 1_000_000;
 const INSERT_BATCH: i64 = 1000;

@@ -19,6 +19,10 @@ use crate::error::CliError;
 use crate::exec::{Session, note};
 use crate::output::Format;
 
+/// mimalloc: write batches allocate and free many small values (see the workspace manifest).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (commit ",
