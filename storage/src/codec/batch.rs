@@ -364,7 +364,8 @@ enum Builder {
 }
 
 impl Builder {
-    fn new(data_type: KalamDataType, capacity: usize) -> Result<Self> {
+    /// A builder for `capacity` values; variable-length columns reserve `data` bytes.
+    fn new(data_type: KalamDataType, capacity: usize, data: usize) -> Result<Self> {
         use KalamDataType as T;
         Ok(match data_type {
             T::Null => Self::Null(0),
@@ -380,8 +381,8 @@ impl Builder {
             T::Time => Self::Time(Time64MicrosecondBuilder::with_capacity(capacity)),
             T::Float => Self::Float(Float32Builder::with_capacity(capacity)),
             T::Double => Self::Double(Float64Builder::with_capacity(capacity)),
-            T::Text | T::Json => Self::Str(StringBuilder::with_capacity(capacity, capacity * 16)),
-            T::Bytes => Self::Bin(BinaryBuilder::with_capacity(capacity, capacity * 16)),
+            T::Text | T::Json => Self::Str(StringBuilder::with_capacity(capacity, data)),
+            T::Bytes => Self::Bin(BinaryBuilder::with_capacity(capacity, data)),
             T::Uuid => Self::Uuid(FixedSizeBinaryBuilder::with_capacity(capacity, 16)),
             T::Decimal { precision, scale } => Self::Decimal(
                 Decimal128Builder::with_capacity(capacity)
@@ -523,6 +524,17 @@ impl BatchDecoder {
     /// A decoder into `schema`'s user columns (plus the system columns when `with_system`),
     /// sized for `capacity` rows.
     pub fn new(schema: &SchemaRef, with_system: bool, capacity: usize) -> Result<Self> {
+        Self::with_data_capacity(schema, with_system, capacity, capacity * 16)
+    }
+
+    /// [`BatchDecoder::new`] with `data` bytes reserved for each variable-length column (the
+    /// size of the rows to come, when the caller knows it: their values cannot be longer).
+    pub fn with_data_capacity(
+        schema: &SchemaRef,
+        with_system: bool,
+        capacity: usize,
+        data: usize,
+    ) -> Result<Self> {
         let types = schema
             .fields()
             .iter()
@@ -530,7 +542,7 @@ impl BatchDecoder {
             .collect::<Result<Vec<_>>>()?;
         let builders = types
             .iter()
-            .map(|t| Builder::new(*t, capacity))
+            .map(|t| Builder::new(*t, capacity, data))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             schema: schema.clone(),

@@ -166,9 +166,21 @@ struct FileRows {
 }
 
 impl FileRows {
-    fn new(def: &TableDefinition, schema: &SchemaRef, capacity: usize) -> Result<Self> {
+    /// Rows for `capacity` entries; `data` bytes (the previous step's row bytes) are reserved
+    /// for each variable-length column, so its buffer does not grow by doubling.
+    fn new(
+        def: &TableDefinition,
+        schema: &SchemaRef,
+        capacity: usize,
+        data: usize,
+    ) -> Result<Self> {
         Ok(Self {
-            decoder: BatchDecoder::new(&def.arrow_schema(false), true, capacity)?,
+            decoder: BatchDecoder::with_data_capacity(
+                &def.arrow_schema(false),
+                true,
+                capacity,
+                data,
+            )?,
             keys: BinaryBuilder::with_capacity(capacity, capacity * 16),
             schema: schema.clone(),
             columns: def.columns().len(),
@@ -282,11 +294,15 @@ pub(crate) async fn flush_scope(
 
     let file_schema = writer::file_schema(&def);
     let kind = def.table_type;
+    // Bytes of the live rows of the previous step: a bound for the next one's columns.
+    let mut row_bytes = 0usize;
     let mut next = Some(ScanRequest::prefix(prefix.clone()).chunk_size(FLUSH_CHUNK));
     while let Some(request) = next {
         check_cancel(cancel, job)?;
         let first = flushed_keys.len();
-        let mut rows = FileRows::new(&def, &file_schema, FLUSH_CHUNK)?;
+        let hint = row_bytes.max(FLUSH_CHUNK * 16);
+        let mut rows = FileRows::new(&def, &file_schema, FLUSH_CHUNK, hint)?;
+        row_bytes = 0;
         next = table
             .storage
             .hot
@@ -298,6 +314,7 @@ pub(crate) async fn flush_scope(
                 }
                 flushed_keys.push(key);
                 if !system.deleted {
+                    row_bytes += value.len();
                     rows.push(&def, split_hot_key(kind, key).1, value)?;
                 }
                 Ok(())
