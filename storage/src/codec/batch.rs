@@ -518,6 +518,8 @@ pub struct BatchDecoder {
     builders: Vec<Builder>,
     system: Option<(Int64Builder, Int64Builder, BooleanBuilder)>,
     rows: usize,
+    /// Set by a failed `push`: the failed row may be half appended.
+    failed: bool,
 }
 
 impl BatchDecoder {
@@ -556,12 +558,15 @@ impl BatchDecoder {
                 )
             }),
             rows: 0,
+            failed: false,
         })
     }
 
-    /// Decodes one row. On error the decoder is left unusable: a half-appended row would
-    /// misalign its columns.
+    /// Decodes one row. After an error the decoder refuses further rows and `finish` (the
+    /// failed row may be half appended, which would misalign the columns).
     pub fn push(&mut self, bytes: &[u8]) -> Result<()> {
+        self.check_usable()?;
+        self.failed = true;
         let system = self
             .system
             .as_mut()
@@ -572,7 +577,20 @@ impl BatchDecoder {
                 source: with_row(source, self.rows),
             }
         })?;
+        self.failed = false;
         self.rows += 1;
+        Ok(())
+    }
+
+    fn check_usable(&self) -> Result<()> {
+        if self.failed {
+            return Err(Error::Decode {
+                what: "row",
+                source: DecodeError::Invalid {
+                    reason: format!("row {} failed to decode before", self.rows),
+                },
+            });
+        }
         Ok(())
     }
 
@@ -588,6 +606,7 @@ impl BatchDecoder {
 
     /// The decoded rows as one batch.
     pub fn finish(self) -> Result<RecordBatch> {
+        self.check_usable()?;
         let mut arrays: Vec<ArrayRef> = self.builders.into_iter().map(Builder::finish).collect();
         let out_schema = match self.system {
             Some((mut seq, mut updated, mut deleted)) => {

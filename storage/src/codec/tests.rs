@@ -170,6 +170,35 @@ fn garbage_bytes_decode_to_errors() {
 }
 
 #[test]
+fn a_decoder_refuses_rows_and_its_batch_after_a_failed_row() {
+    let types = [KalamDataType::BigInt, KalamDataType::Text];
+    let good = batch_of(
+        &types,
+        &[vec![KalamValue::BigInt(1), KalamValue::Text("a".into())]],
+    );
+    let good = encode_batch(&good, 1, &[SystemColumns::default()]).unwrap();
+    // The first value decodes, the second has the wrong tag: the row is half appended.
+    let bad = batch_of(
+        &[KalamDataType::BigInt, KalamDataType::BigInt],
+        &[vec![KalamValue::BigInt(2), KalamValue::BigInt(3)]],
+    );
+    let bad = encode_batch(&bad, 1, &[SystemColumns::default()]).unwrap();
+
+    let mut decoder = BatchDecoder::with_data_capacity(&schema_of(&types), true, 4, 0).unwrap();
+    decoder.push(good.get(0).unwrap()).unwrap();
+    assert_eq!(decoder.len(), 1);
+    assert!(decoder.push(bad.get(0).unwrap()).is_err());
+    assert!(decoder.push(good.get(0).unwrap()).is_err());
+    assert!(decoder.finish().is_err());
+
+    let mut decoder = BatchDecoder::new(&schema_of(&types), false, 1).unwrap();
+    decoder.push(good.get(0).unwrap()).unwrap();
+    decoder.push(good.get(0).unwrap()).unwrap();
+    let batch = decoder.finish().unwrap();
+    assert_eq!((batch.num_rows(), batch.num_columns()), (2, 2));
+}
+
+#[test]
 fn values_of_the_wrong_type_are_refused_by_column() {
     let err =
         array_from_values("age", KalamDataType::Int, &[KalamValue::Text("x".into())]).unwrap_err();

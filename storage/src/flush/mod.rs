@@ -6,9 +6,10 @@
 //! 2. Visit the scope's hot entries in key order (`scan_with`: no copy of the entries),
 //!    skipping those newer than `s0`. Live rows are decoded straight into arrow columns and go
 //!    to the new file, encoded by a writer task (Parquet encoding of one chunk overlaps the
-//!    scan and decode of the next); every entry (row or tombstone) is merge-joined against the older files'
-//!    sorted `_key` columns (pruned by min/max and bloom filter) and the position it replaces is
-//!    marked in that file's deletion vector. A tombstone of a key in no file just disappears.
+//!    scan and decode of the next); every entry (row or tombstone) is merge-joined against the
+//!    older files' sorted `_key` columns (pruned by min/max and bloom filter) and the position
+//!    it replaces is marked in that file's deletion vector. A tombstone of a key in no file
+//!    just disappears.
 //! 3. Commit in one batch: the file's manifest entry, the grown deletion vectors, the removal
 //!    of the hot entries with `_seq <= s0` and the new row counter. A row written during the
 //!    flush stays hot. When no write came in since the cut, the removal is one range delete
