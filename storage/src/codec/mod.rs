@@ -9,7 +9,7 @@ pub use batch::{BatchDecoder, EncodedRows, decode_batch, encode_batch};
 pub use key::{decode_key, encode_component, encode_key};
 pub use row::{
     MAX_COLUMNS, MAX_VALUE_LEN, ROW_FORMAT_VERSION, ROW_HEADER_LEN, ROW_TRAILER_LEN, Row,
-    RowHeader, SystemColumns, read_header, read_system_columns,
+    RowHeader, SystemColumns, read_header, read_row_meta, read_system_columns,
 };
 pub use value::KalamValue;
 

@@ -155,13 +155,19 @@ pub fn read_header(bytes: &[u8]) -> Result<RowHeader, DecodeError> {
 
 /// Reads `_seq`, `_updated` and `_deleted` from the trailer without decoding any value.
 pub fn read_system_columns(bytes: &[u8]) -> Result<SystemColumns, DecodeError> {
-    read_header(bytes)?;
+    read_row_meta(bytes).map(|(_, system)| system)
+}
+
+/// The header and the system columns of a row, without decoding any value.
+pub fn read_row_meta(bytes: &[u8]) -> Result<(RowHeader, SystemColumns), DecodeError> {
+    let header = read_header(bytes)?;
     let mut reader = Reader::new(&bytes[bytes.len() - ROW_TRAILER_LEN..]);
-    Ok(SystemColumns {
+    let system = SystemColumns {
         seq: reader.i64()?,
         updated: reader.i64()?,
         deleted: reader.bool()?,
-    })
+    };
+    Ok((header, system))
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 
 use crate::backend::{ScanRequest, WriteBatch, WriteOp};
-use crate::codec::{BatchDecoder, read_header};
+use crate::codec::{BatchDecoder, read_row_meta};
 use crate::error::{Error, Result};
 use crate::merge::dv::DeletionVector;
 use crate::merge::keys::KeyCursor;
@@ -188,10 +188,16 @@ impl FileRows {
         })
     }
 
-    /// Adds a live row: its encoded primary key and its hot value.
-    fn push(&mut self, def: &TableDefinition, key: &[u8], value: &[u8]) -> Result<()> {
-        let header = read_header(value).map_err(|e| Error::decode("hot row", e))?;
-        if header.schema_version == def.schema.version {
+    /// Adds a live row: its encoded primary key and its hot value, written in schema version
+    /// `version`.
+    fn push(
+        &mut self,
+        def: &TableDefinition,
+        key: &[u8],
+        value: &[u8],
+        version: u32,
+    ) -> Result<()> {
+        if version == def.schema.version {
             self.decoder.push(value)?;
         } else {
             self.decoder.push(&upgrade_hot_row(def, value)?)?;
@@ -308,7 +314,8 @@ pub(crate) async fn flush_scope(
             .storage
             .hot
             .scan_with(&table.hot, &request, &mut |key, value| {
-                let system = TableHandle::system_of(value)?;
+                let (header, system) =
+                    read_row_meta(value).map_err(|e| Error::decode("hot row", e))?;
                 if system.seq > s0 {
                     // Written after the cut: stays hot for the next flush.
                     return Ok(());
@@ -316,7 +323,12 @@ pub(crate) async fn flush_scope(
                 flushed_keys.push(key);
                 if !system.deleted {
                     row_bytes += value.len();
-                    rows.push(&def, split_hot_key(kind, key).1, value)?;
+                    rows.push(
+                        &def,
+                        split_hot_key(kind, key).1,
+                        value,
+                        header.schema_version,
+                    )?;
                 }
                 Ok(())
             })
