@@ -354,6 +354,7 @@ pub struct BackendStats {
 ///   and is idempotent; every other operation on a missing partition fails with
 ///   [`Error::PartitionNotFound`]. `list_partitions` is sorted by name.
 /// - Concurrent writers from many tasks lose nothing.
+/// - `reclaim` changes no entry: reads before and after it agree.
 /// - After `flush` returns, every earlier acknowledged write is durable, when
 ///   `capabilities().durable`; then closing and reopening the same location keeps all data.
 /// - After `close`, every operation fails with [`Error::Closed`]; `close` is idempotent.
@@ -421,6 +422,19 @@ pub trait StorageBackend: Send + Sync + fmt::Debug {
             visit(key, value)?;
         }
         Ok(chunk.resume)
+    }
+
+    /// A hint that a range delete just removed most of a partition's entries: the engine may
+    /// reclaim them now rather than on its own schedule, so later scans do not step over them
+    /// (RocksDB flushes the partition's memtable in the background, which drops the entries
+    /// the range delete covers). Reads are unaffected; the default only checks the partition.
+    async fn reclaim(&self, partition: &Partition) -> Result<()> {
+        match self.partition_exists(partition).await? {
+            true => Ok(()),
+            false => Err(Error::PartitionNotFound {
+                partition: partition.to_string(),
+            }),
+        }
     }
 
     /// Makes every acknowledged write durable.

@@ -342,6 +342,11 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
         self.inner.scan(partition, request).await
     }
 
+    async fn reclaim(&self, partition: &Partition) -> Result<()> {
+        self.check_open()?;
+        self.inner.reclaim(partition).await
+    }
+
     async fn flush(&self) -> Result<()> {
         self.check_open()?;
         self.inner.flush().await

@@ -10,7 +10,7 @@ pub struct RocksDbConfig {
     pub path: PathBuf,
     /// Shared LRU block cache for every partition, in bytes.
     pub block_cache_bytes: usize,
-    /// Memtable size per partition before it is flushed, in bytes.
+    /// Memtable size per partition before it is flushed, in bytes (default: the whole budget).
     pub write_buffer_bytes: usize,
     /// Memtable budget across all partitions, in bytes.
     pub total_write_buffer_bytes: usize,
@@ -28,7 +28,12 @@ impl RocksDbConfig {
         Self {
             path: path.into(),
             block_cache_bytes: 64 << 20,
-            write_buffer_bytes: 32 << 20,
+            // One partition may fill the whole budget: a table's hot rows are a write buffer in
+            // front of its Parquet files and should stay in memory (and the WAL) until the
+            // table flush moves them. A memtable flush would write them to a level-0 file only
+            // for the table flush to read them back and delete them; with the whole budget per
+            // partition that happens only when the budget overflows.
+            write_buffer_bytes: 256 << 20,
             total_write_buffer_bytes: 256 << 20,
             max_background_jobs: 2,
             sync_writes: false,

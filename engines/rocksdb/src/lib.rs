@@ -398,6 +398,17 @@ impl StorageBackend for RocksDbBackend {
         let last = (returned > 0).then(|| Bytes::from(last));
         Ok(request.resume_after(last.as_ref(), returned))
     }
+    async fn reclaim(&self, partition: &Partition) -> Result<()> {
+        // A memtable flush drops the entries a range delete in the same memtable covers; until
+        // then every scan steps over them one by one. Scheduled, not awaited.
+        let db = self.db()?;
+        let cf = family(&db, partition)?;
+        let mut options = rocksdb::FlushOptions::default();
+        options.set_wait(false);
+        db.flush_cf_opt(&cf, &options)
+            .map_err(rocks(|| format!("flushing the memtable of `{partition}`")))
+    }
+
     async fn flush(&self) -> Result<()> {
         self.db()?
             .flush_wal(true)

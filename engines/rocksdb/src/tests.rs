@@ -62,3 +62,40 @@ async fn a_second_open_of_the_same_directory_fails_clearly() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn reclaim_after_a_range_delete_empties_the_memtable() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = RocksDbBackend::open(RocksDbConfig::new(dir.path())).unwrap();
+    let p = Partition::new("t").unwrap();
+    backend.create_partition(&p).await.unwrap();
+    let mut batch = WriteBatch::new();
+    for i in 0..10_000u32 {
+        batch.put(
+            &p,
+            Bytes::from(i.to_be_bytes().to_vec()),
+            Bytes::from(vec![7u8; 100]),
+        );
+    }
+    batch.delete_range(&p, Bytes::new(), Bytes::from_static(&[0xff; 5]));
+    backend.batch(batch).await.unwrap();
+    let memtable_entries = || {
+        let db = backend.db().unwrap();
+        let cf = family(&db, &p).unwrap();
+        let int = |name: &str| db.property_int_value_cf(&cf, name).unwrap().unwrap();
+        int("rocksdb.num-entries-active-mem-table") + int("rocksdb.num-entries-imm-mem-tables")
+    };
+    assert!(memtable_entries() >= 10_000);
+    backend.reclaim(&p).await.unwrap();
+    // The memtable flush runs in the background.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while memtable_entries() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(memtable_entries(), 0);
+    let all = kalamstore_storage::backend::scan_all(&backend, &p, ScanRequest::default())
+        .await
+        .unwrap();
+    assert!(all.is_empty());
+    backend.close().await.unwrap();
+}

@@ -56,6 +56,7 @@ macro_rules! conformance_suite {
             scan_reverse_returns_descending_keys,
             scan_limit_and_chunks_visit_each_key_once,
             scan_with_visits_what_scan_returns,
+            reclaim_changes_no_entry,
             partitions_are_isolated,
             partitions_whose_names_prefix_each_other_are_isolated,
             create_partition_is_idempotent_and_listed,
@@ -659,6 +660,7 @@ pub async fn operations_on_a_missing_partition_fail(factory: &dyn BackendFactory
             .scan(&missing, &ScanRequest::default())
             .await
             .map(|_| ()),
+        backend.reclaim(&missing).await,
     ];
     for result in results {
         assert!(
@@ -666,6 +668,74 @@ pub async fn operations_on_a_missing_partition_fail(factory: &dyn BackendFactory
             "{result:?}"
         );
     }
+    backend.close().await.unwrap();
+}
+
+/// Contract: `reclaim` changes no entry, after a range delete (where the engine has one) or
+/// point deletes, with keys written again over the deleted range.
+pub async fn reclaim_changes_no_entry(factory: &dyn BackendFactory) {
+    let backend = open_with(factory, &["t", "u"]).await;
+    let key = |i: u32| Bytes::from(format!("k{i:04}"));
+    let mut model = BTreeMap::new();
+    for partition in ["t", "u"] {
+        let mut batch = WriteBatch::new();
+        for i in 0..300 {
+            batch.put(
+                &p(partition),
+                key(i),
+                Bytes::from(format!("{partition} {i}")),
+            );
+        }
+        backend.batch(batch).await.unwrap();
+    }
+    for i in 0..300 {
+        model.insert(key(i), Bytes::from(format!("t {i}")));
+    }
+    let mut batch = WriteBatch::new();
+    if backend.capabilities().delete_range {
+        batch.delete_range(&p("t"), key(20), key(250));
+    } else {
+        for i in 20..250 {
+            batch.delete(&p("t"), key(i));
+        }
+    }
+    backend.batch(batch).await.unwrap();
+    model.retain(|k, _| k < &key(20) || k >= &key(250));
+    for i in [20, 100, 249] {
+        backend
+            .put(&p("t"), key(i), Bytes::from_static(b"again"))
+            .await
+            .unwrap();
+        model.insert(key(i), Bytes::from_static(b"again"));
+    }
+    backend.reclaim(&p("t")).await.unwrap();
+    let expected: Vec<(Bytes, Bytes)> = model.into_iter().collect();
+    let all = scan_all(
+        backend.as_ref(),
+        &p("t"),
+        ScanRequest::default().chunk_size(64),
+    )
+    .await
+    .unwrap();
+    assert_eq!(all, expected);
+    assert_eq!(backend.get(&p("t"), &key(50)).await.unwrap(), None);
+    assert_eq!(
+        backend.get(&p("t"), &key(100)).await.unwrap(),
+        Some(Bytes::from_static(b"again"))
+    );
+    assert_eq!(
+        keys(backend.as_ref(), "u", ScanRequest::default())
+            .await
+            .len(),
+        300
+    );
+    backend.reclaim(&p("u")).await.unwrap();
+    assert_eq!(
+        keys(backend.as_ref(), "u", ScanRequest::default())
+            .await
+            .len(),
+        300
+    );
     backend.close().await.unwrap();
 }
 

@@ -13,9 +13,9 @@
 //! 3. Commit in one batch: the file's manifest entry, the grown deletion vectors, the removal
 //!    of the hot entries with `_seq <= s0` and the new row counter. A row written during the
 //!    flush stays hot. When no write came in since the cut, the removal is one range delete
-//!    over the flushed keys (on engines that have it), else one delete per key. A crash before
-//!    the commit leaves an unreferenced file (collected later) and every row still hot; after
-//!    it, the rows are in the file.
+//!    over the flushed keys (on engines that have it; the engine is then asked to reclaim
+//!    them), else one delete per key. A crash before the commit leaves an unreferenced file
+//!    (collected later) and every row still hot; after it, the rows are in the file.
 
 pub mod compact;
 pub mod writer;
@@ -379,7 +379,8 @@ pub(crate) async fn flush_scope(
     let mut batch = WriteBatch::new();
     let mut remaining = 0u64;
     let unchanged = table.write_generation.load(Ordering::Acquire) == generation;
-    if unchanged && table.storage.hot.capabilities().delete_range {
+    let ranged = unchanged && table.storage.hot.capabilities().delete_range;
+    if ranged {
         // Nothing was written since the cut: the scope's hot entries are exactly the flushed
         // ones, so one range tombstone over them removes them (and spares later scans from
         // stepping over a million point tombstones).
@@ -457,5 +458,11 @@ pub(crate) async fn flush_scope(
         }
     }
     failpoint("flush.after_commit");
+    if ranged {
+        // The flushed entries are still in the engine under the range tombstone, and scans of
+        // the scope step over them until the engine drops them. The rows are committed: a hint
+        // that fails only leaves that to the engine's own schedule.
+        let _ = table.storage.hot.reclaim(&table.hot).await;
+    }
     Ok(outcome)
 }

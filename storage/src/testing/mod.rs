@@ -92,6 +92,9 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FailAfter<B> {
     async fn scan(&self, partition: &Partition, request: &ScanRequest) -> Result<ScanChunk> {
         self.inner.scan(partition, request).await
     }
+    async fn reclaim(&self, partition: &Partition) -> Result<()> {
+        self.inner.reclaim(partition).await
+    }
     async fn flush(&self) -> Result<()> {
         self.inner.flush().await
     }
