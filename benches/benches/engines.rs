@@ -87,7 +87,8 @@ impl Engine {
 /// What a workload drives: an engine through the trait, or RocksDB directly.
 #[derive(Clone)]
 enum Target {
-    Backend(Arc<dyn StorageBackend>),
+    /// An engine and its partition (made once, as a table holds its partitions).
+    Backend(Arc<dyn StorageBackend>, Partition),
     Plain(Arc<rocksdb::DB>),
 }
 
@@ -107,19 +108,25 @@ fn value(i: u64) -> Bytes {
 
 fn plain_rocksdb(dir: &std::path::Path) -> rocksdb::DB {
     // The same tuning RocksDbBackend applies, so the comparison isolates the layer.
+    use rocksdb::DBCompressionType as C;
     let cache = rocksdb::Cache::new_lru_cache(64 << 20);
     let mut table = rocksdb::BlockBasedOptions::default();
     table.set_block_cache(&cache);
     table.set_bloom_filter(10.0, false);
     table.set_cache_index_and_filter_blocks(true);
+    table.set_block_size(16 << 10);
     let mut opts = rocksdb::Options::default();
     opts.create_if_missing(true);
     opts.set_block_based_table_factory(&table);
-    opts.set_write_buffer_size(32 << 20);
+    opts.set_write_buffer_size(256 << 20);
     opts.set_max_write_buffer_number(4);
-    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-    opts.set_bottommost_compression_type(rocksdb::DBCompressionType::Zstd);
+    opts.set_compression_per_level(&[C::None, C::None, C::Lz4, C::Lz4, C::Lz4, C::Lz4, C::Lz4]);
+    opts.set_bottommost_compression_type(C::Zstd);
+    opts.set_level_compaction_dynamic_level_bytes(true);
     opts.set_max_background_jobs(2);
+    opts.set_db_write_buffer_size(256 << 20);
+    opts.set_bytes_per_sync(1 << 20);
+    opts.set_allow_mmap_reads(true);
     opts.set_enable_pipelined_write(true);
     rocksdb::DB::open(&opts, dir).expect("open plain rocksdb")
 }
@@ -176,18 +183,19 @@ async fn open(engine: Engine, dir: &std::path::Path) -> Target {
             with_cache(inner, dir).await
         }
     };
+    let partition = partition();
     backend
-        .create_partition(&partition())
+        .create_partition(&partition)
         .await
         .expect("create partition");
-    Target::Backend(backend)
+    Target::Backend(backend, partition)
 }
 
 impl Target {
     async fn get(&self, k: &[u8]) {
         match self {
-            Target::Backend(b) => {
-                b.get(&partition(), k).await.expect("get");
+            Target::Backend(b, p) => {
+                b.get(p, k).await.expect("get");
             }
             Target::Plain(db) => {
                 db.get_pinned(k).expect("get");
@@ -197,17 +205,17 @@ impl Target {
 
     async fn put(&self, k: Bytes, v: Bytes) {
         match self {
-            Target::Backend(b) => b.put(&partition(), k, v).await.expect("put"),
+            Target::Backend(b, p) => b.put(p, k, v).await.expect("put"),
             Target::Plain(db) => db.put(k, v).expect("put"),
         }
     }
 
     async fn load(&self, range: std::ops::Range<u64>) {
         match self {
-            Target::Backend(b) => {
+            Target::Backend(b, p) => {
                 let mut batch = WriteBatch::new();
                 for i in range {
-                    batch.put(&partition(), key(i), value(i));
+                    batch.put(p, key(i), value(i));
                 }
                 b.batch(batch).await.expect("batch");
             }
@@ -223,14 +231,14 @@ impl Target {
 
     async fn scan(&self, start: u64, len: usize) {
         match self {
-            Target::Backend(b) => {
+            Target::Backend(b, p) => {
                 let request = ScanRequest::new(KeyRange::Range(
                     Bound::Included(key(start)),
                     Bound::Unbounded,
                 ))
                 .limit(len)
                 .chunk_size(len);
-                b.scan(&partition(), &request).await.expect("scan");
+                b.scan(p, &request).await.expect("scan");
             }
             Target::Plain(db) => {
                 let start = key(start);
@@ -246,7 +254,7 @@ impl Target {
     }
 
     async fn close(self) {
-        if let Target::Backend(b) = self {
+        if let Target::Backend(b, _) = self {
             b.close().await.expect("close");
         }
     }

@@ -10,6 +10,8 @@
 //!   RocksDB + local directory, verified) vs a plain `object_store` get + put of the same files.
 //!
 //! Both sides of a pair run in this process, on the `kalamstore` binary's allocator (mimalloc).
+//! The flush and insert ratios pair each timed run with a baseline run just before or after
+//! it (alternately), so both sides of a ratio see the same machine.
 //!
 //! Each pair's mean times go to `$CARGO_TARGET_DIR/kalamstore-bench/tables.jsonl` for
 //! `bench-report`.
@@ -36,6 +38,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ROWS: i64 = 1_000_000;
 const INSERT_BATCH: i64 = 1000;
+/// Rows of the insert bench.
+const INSERTS: i64 = 100_000;
 
 static TIMES: Mutex<Option<HashMap<String, (Duration, u64)>>> = Mutex::new(None);
 
@@ -152,50 +156,61 @@ fn flushed_batches(rt: &tokio::runtime::Runtime) -> Vec<RecordBatch> {
     })
 }
 
+/// Writes `data` to a new local file with a plain `ArrowWriter`; the time it took.
+fn plain_write(
+    data: &[RecordBatch],
+    props: &parquet::file::properties::WriterProperties,
+) -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let file = std::fs::File::create(dir.path().join("plain.parquet")).unwrap();
+    let mut w = ArrowWriter::try_new(file, data[0].schema(), Some(props.clone())).unwrap();
+    for batch in data {
+        w.write(batch).unwrap();
+    }
+    w.close().unwrap();
+    start.elapsed()
+}
+
 fn flush(c: &mut Criterion) {
     let rt = runtime();
+    let data = flushed_batches(&rt);
+    let props = kalamstore::flush::writer::writer_properties(1);
     let mut group = c.benchmark_group("flush 1M rows");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(30));
+    let mut pairs = 0u64;
     group.bench_function("kalamstore flush_table", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
+            let mut paired = Duration::ZERO;
             for _ in 0..iters {
+                // Each flush is paired with a baseline write of the same minute, alternately
+                // right before and right after it: this VM's speed drifts by tens of percent
+                // within a minute, and the moments after a load or a close run slower.
+                pairs += 1;
+                let baseline_first = pairs.is_multiple_of(2);
                 let dir = tempfile::tempdir().unwrap();
-                total += rt.block_on(async {
+                let (ours, before) = rt.block_on(async {
                     let store = fresh_store(dir.path()).await;
                     load(&store, 0..ROWS).await;
+                    let before = baseline_first.then(|| plain_write(&data, &props));
                     let start = Instant::now();
                     store.flush_table(&table(), Scope::All).await.unwrap();
                     let elapsed = start.elapsed();
                     store.close().await.unwrap();
-                    elapsed
+                    (elapsed, before)
                 });
+                total += ours;
+                paired += before.unwrap_or_else(|| plain_write(&data, &props));
             }
             record("flush/ours", total, iters);
+            record("flush/baseline", paired, iters);
             total
         })
     });
-    let data = flushed_batches(&rt);
-    let props = kalamstore::flush::writer::writer_properties(1);
     group.bench_function("arrow-rs ArrowWriter", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = tempfile::tempdir().unwrap();
-                let start = Instant::now();
-                let file = std::fs::File::create(dir.path().join("plain.parquet")).unwrap();
-                let mut w =
-                    ArrowWriter::try_new(file, data[0].schema(), Some(props.clone())).unwrap();
-                for batch in &data {
-                    w.write(batch).unwrap();
-                }
-                w.close().unwrap();
-                total += start.elapsed();
-            }
-            record("flush/baseline", total, iters);
-            total
-        })
+        b.iter_custom(|iters| (0..iters).map(|_| plain_write(&data, &props)).sum())
     });
     group.finish();
 }
@@ -361,17 +376,44 @@ fn encoded(i: i64) -> (Vec<u8>, Vec<u8>) {
     (i.to_be_bytes().to_vec(), bytes)
 }
 
+/// `INSERTS` rows of `encoded` in batches of `INSERT_BATCH` into a fresh plain rust-rocksdb
+/// database; the time the writes took.
+fn plain_insert() -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let db = rocksdb::DB::open_default(dir.path()).unwrap();
+    let start = Instant::now();
+    for chunk in (0..INSERTS)
+        .collect::<Vec<_>>()
+        .chunks(INSERT_BATCH as usize)
+    {
+        let mut batch = rocksdb::WriteBatch::default();
+        for i in chunk {
+            let (k, v) = encoded(*i);
+            batch.put(k, v);
+        }
+        db.write(batch).unwrap();
+    }
+    start.elapsed()
+}
+
 /// Runs in its own function so the point-get fixtures (and the plain database's background
-/// compactions) are gone before either side is timed.
+/// compactions) are gone before either side is timed. Paired like the flush: each timed
+/// insert run next to a plain one, alternately before and after it.
 fn insert(c: &mut Criterion) {
     let rt = runtime();
     let mut group = c.benchmark_group("insert 100k rows");
     group.sample_size(10);
-    const INSERTS: i64 = 100_000;
+    let mut pairs = 0u64;
     group.bench_function("kalamstore insert", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
+            let mut paired = Duration::ZERO;
             for _ in 0..iters {
+                pairs += 1;
+                let baseline_first = pairs.is_multiple_of(2);
+                if baseline_first {
+                    paired += plain_insert();
+                }
                 let dir = tempfile::tempdir().unwrap();
                 total += rt.block_on(async {
                     let store = fresh_store(dir.path()).await;
@@ -381,34 +423,17 @@ fn insert(c: &mut Criterion) {
                     store.close().await.unwrap();
                     elapsed
                 });
+                if !baseline_first {
+                    paired += plain_insert();
+                }
             }
             record("insert/ours", total, iters);
+            record("insert/baseline", paired, iters);
             total
         })
     });
     group.bench_function("rust-rocksdb WriteBatch put", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = tempfile::tempdir().unwrap();
-                let db = rocksdb::DB::open_default(dir.path()).unwrap();
-                let start = Instant::now();
-                for chunk in (0..INSERTS)
-                    .collect::<Vec<_>>()
-                    .chunks(INSERT_BATCH as usize)
-                {
-                    let mut batch = rocksdb::WriteBatch::default();
-                    for i in chunk {
-                        let (k, v) = encoded(*i);
-                        batch.put(k, v);
-                    }
-                    db.write(batch).unwrap();
-                }
-                total += start.elapsed();
-            }
-            record("insert/baseline", total, iters);
-            total
-        })
+        b.iter_custom(|iters| (0..iters).map(|_| plain_insert()).sum())
     });
     group.finish();
 }
