@@ -183,26 +183,26 @@ async fn a_rows_policy_flushes_in_the_background() {
         .insert(&t, None, (0..15).map(|i| chat_row(i, "x")).collect())
         .await
         .unwrap();
+    // The table's state changes at the flush's commit; its job record completes just after.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let stats = store.table_stats(&t).await.unwrap();
+        let jobs = store.jobs().await.unwrap();
         if stats
             .first()
             .is_some_and(|s| s.files == 1 && s.hot_rows == 0)
+            && jobs
+                .iter()
+                .any(|j| j.status == JobStatus::Completed && j.rows == 15)
         {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "no background flush: {stats:?}"
+            "no completed background flush: {stats:?} {jobs:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let jobs = store.jobs().await.unwrap();
-    assert!(
-        jobs.iter()
-            .any(|j| j.status == JobStatus::Completed && j.rows == 15)
-    );
     assert_eq!(contents(&store, &t, None).await.len(), 15);
     store.close().await.unwrap();
 }
@@ -241,5 +241,53 @@ async fn drop_table_leaves_no_files_and_orphans_are_collected() {
         store.scan(&t, None, &Default::default()).await,
         Err(kalamstore::Error::TableNotFound { .. })
     ));
+    store.close().await.unwrap();
+}
+
+/// RocksDB table files of the data directory (files next to a `CURRENT`).
+fn rocksdb_tables(dir: &std::path::Path) -> usize {
+    files_under(dir)
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "sst"))
+        .filter(|p| p.parent().is_some_and(|d| d.join("CURRENT").exists()))
+        .count()
+}
+
+/// A table flush removes each scope's rows with one range delete, then has RocksDB drop them
+/// from its memtable: one memtable flush (one new level-0 file) for the whole table, not one
+/// per user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_flush_has_rocksdb_drop_the_flushed_rows_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = store_with_storages(dir.path()).await;
+    let def = chat_table("inbox", TableType::User, &StorageId::local());
+    let t = def.id.clone();
+    store.create_table(def, false).await.unwrap();
+    let users: Vec<UserId> = ["ann", "bob", "cy"]
+        .iter()
+        .map(|u| UserId::new(*u).unwrap())
+        .collect();
+    for user in &users {
+        store
+            .insert(
+                &t,
+                Some(user),
+                (0..200).map(|i| chat_row(i, "v1")).collect(),
+            )
+            .await
+            .unwrap();
+    }
+    let before = rocksdb_tables(dir.path());
+    store.flush_table(&t, Scope::All).await.unwrap();
+    // The memtable flush runs in the background.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while rocksdb_tables(dir.path()) == before && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rocksdb_tables(dir.path()), before + 1);
+    for user in &users {
+        assert_eq!(contents(&store, &t, Some(user)).await.len(), 200, "{user}");
+    }
     store.close().await.unwrap();
 }

@@ -13,8 +13,8 @@
 //! 3. Commit in one batch: the file's manifest entry, the grown deletion vectors, the removal
 //!    of the hot entries with `_seq <= s0` and the new row counter. A row written during the
 //!    flush stays hot. When no write came in since the cut, the removal is one range delete
-//!    over the flushed keys (on engines that have it; the engine is then asked to reclaim
-//!    them), else one delete per key. A crash before the commit leaves an unreferenced file
+//!    over the flushed keys (on engines that have it; after the table's flush the engine is
+//!    asked to reclaim them), else one delete per key. A crash before the commit leaves an unreferenced file
 //!    (collected later) and every row still hot; after it, the rows are in the file.
 
 pub mod compact;
@@ -101,6 +101,14 @@ pub(crate) fn check_cancel(cancel: &AtomicBool, job: &str) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// After flushes that removed their rows with range deletes: the flushed entries are still in
+/// the hot engine under the range tombstones, and scans of the table step over them until the
+/// engine drops them, so ask it to now. The rows are committed: a hint that fails only leaves
+/// that to the engine's own schedule.
+pub(crate) async fn reclaim_flushed(table: &TableHandle) {
+    let _ = table.storage.hot.reclaim(&table.hot).await;
 }
 
 /// Keys stored back to back in one buffer (a flush of millions of rows holds their keys, not
@@ -273,16 +281,18 @@ impl PipelinedWriter {
     }
 }
 
-/// Flushes one scope of a table. The caller holds `table.maintenance`.
+/// Flushes one scope of a table. The caller holds `table.maintenance`. Also says whether the
+/// flushed rows were removed by one range delete: the caller then asks the engine to reclaim
+/// them, once for all the scopes it flushes (see [`reclaim_flushed`]).
 pub(crate) async fn flush_scope(
     table: &TableHandle,
     scope: &str,
     seq: &SeqGenerator,
     job: &str,
     cancel: &AtomicBool,
-) -> Result<FlushOutcome> {
+) -> Result<(FlushOutcome, bool)> {
     if table.buffered(scope) == 0 {
-        return Ok(FlushOutcome::default());
+        return Ok((FlushOutcome::default(), false));
     }
     let (s0, generation) = {
         let _writes = table.write_lock.lock().await;
@@ -458,11 +468,5 @@ pub(crate) async fn flush_scope(
         }
     }
     failpoint("flush.after_commit");
-    if ranged {
-        // The flushed entries are still in the engine under the range tombstone, and scans of
-        // the scope step over them until the engine drops them. The rows are committed: a hint
-        // that fails only leaves that to the engine's own schedule.
-        let _ = table.storage.hot.reclaim(&table.hot).await;
-    }
-    Ok(outcome)
+    Ok((outcome, ranged))
 }

@@ -22,7 +22,7 @@ use crate::catalog::{
 use crate::codec::KalamValue;
 use crate::error::{Error, Result};
 use crate::flush::compact::{CompactionPolicy, collect_orphans, compact_scope};
-use crate::flush::{FlushOutcome, flush_scope};
+use crate::flush::{FlushOutcome, flush_scope, reclaim_flushed};
 use crate::ids::{NamespaceId, StorageId, TableId, UserId};
 use crate::location::{S3Options, open_store};
 use crate::merge::ScanOptions;
@@ -887,8 +887,16 @@ impl Store {
                 let _m = handle.maintenance.lock().await;
                 handle.check_live()?;
                 let mut total = FlushOutcome::default();
+                let mut ranged = false;
                 for s in Self::scopes_of(&handle, &scope, false)? {
-                    total.add(flush_scope(&handle, &s, &store.inner.seq, &job, &cancel).await?);
+                    let (outcome, by_range) =
+                        flush_scope(&handle, &s, &store.inner.seq, &job, &cancel).await?;
+                    total.add(outcome);
+                    ranged |= by_range;
+                }
+                if ranged {
+                    // Once per table flush, not per scope: one memtable flush for all users.
+                    reclaim_flushed(&handle).await;
                 }
                 *handle.last_flush.lock() = std::time::Instant::now();
                 Ok(total)
