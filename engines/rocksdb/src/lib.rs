@@ -398,9 +398,11 @@ impl StorageBackend for RocksDbBackend {
         let last = (returned > 0).then(|| Bytes::from(last));
         Ok(request.resume_after(last.as_ref(), returned))
     }
+
     async fn reclaim(&self, partition: &Partition) -> Result<()> {
         // A memtable flush drops the entries a range delete in the same memtable covers; until
-        // then every scan steps over them one by one. Scheduled, not awaited.
+        // then every scan steps over them one by one. Scheduled, not awaited (RocksDB first
+        // waits while switching the memtable would stall writes).
         let db = self.db()?;
         let cf = family(&db, partition)?;
         let mut options = rocksdb::FlushOptions::default();

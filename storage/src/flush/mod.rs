@@ -14,8 +14,9 @@
 //!    of the hot entries with `_seq <= s0` and the new row counter. A row written during the
 //!    flush stays hot. When no write came in since the cut, the removal is one range delete
 //!    over the flushed keys (on engines that have it; after the table's flush the engine is
-//!    asked to reclaim them), else one delete per key. A crash before the commit leaves an unreferenced file
-//!    (collected later) and every row still hot; after it, the rows are in the file.
+//!    asked to reclaim them), else one delete per key. A crash before the commit leaves an
+//!    unreferenced file (collected later) and every row still hot; after it, the rows are in
+//!    the file.
 
 pub mod compact;
 pub mod writer;
