@@ -263,7 +263,7 @@ impl<'a> Column<'a> {
                     buf[*c] = tag::EMBEDDING;
                     buf[*c + 1..*c + 5].copy_from_slice(&(*dim as u32).to_le_bytes());
                     *c += 5;
-                    let start = a.value_offset_at(i);
+                    let start = i * *dim;
                     for x in &values[start..start + dim] {
                         buf[*c..*c + 4].copy_from_slice(&x.to_le_bytes());
                         *c += 4;

@@ -485,16 +485,17 @@ fn key_page_ranges(
         return out;
     }
     let metadata = meta.metadata();
-    let (Some(index), Ok(conv)) = (
-        metadata.page_index(),
+    let (Some(columns), Some(offsets), Ok(conv)) = (
+        metadata.column_index(),
+        metadata.offset_index(),
         StatisticsConverter::try_new(KEY_COLUMN, meta.schema(), meta.parquet_schema()),
     ) else {
         return out;
     };
     for (rg, _) in keep.iter().enumerate().filter(|(_, k)| **k) {
-        let mins = conv.data_page_mins(index.as_ref(), [&rg]);
-        let maxes = conv.data_page_maxes(index.as_ref(), [&rg]);
-        let counts = conv.data_page_row_counts(index.as_ref(), metadata.row_groups(), [&rg]);
+        let mins = conv.data_page_mins(columns, offsets, [&rg]);
+        let maxes = conv.data_page_maxes(columns, offsets, [&rg]);
+        let counts = conv.data_page_row_counts(offsets, metadata.row_groups(), [&rg]);
         let (Ok(mins), Ok(maxes), Ok(Some(counts))) = (mins, maxes, counts) else {
             continue;
         };
