@@ -175,7 +175,7 @@ fn plain_write(
 fn flush(c: &mut Criterion) {
     let rt = runtime();
     let data = flushed_batches(&rt);
-    let props = kalamstore::flush::writer::writer_properties(1);
+    let props = kalamstore::format::writer_properties(1);
     let mut group = c.benchmark_group("flush 1M rows");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(30));

@@ -10,7 +10,7 @@ use arrow::compute::{
     take_record_batch,
 };
 use kalamstore::codec::array_from_values;
-use kalamstore::merge::row_values;
+use kalamstore::codec::row_values;
 use kalamstore::{
     AccessLevel, CacheSpec, ColumnDefinition, CompactionPolicy, Filter, FlushPolicy, HotEngine,
     JobRecord, KalamDataType, KalamValue, Mutation, NamespaceId, OptionsChange, S3Options,

@@ -299,6 +299,21 @@ impl Error {
         out
     }
 
+    /// Maps an arrow failure with what kalamstore was doing (for `map_err`).
+    pub fn arrow(op: &'static str) -> impl Fn(arrow::error::ArrowError) -> Self {
+        move |source| Self::Arrow { op, source }
+    }
+
+    /// Maps a helper task that died (panicked or was cancelled) into [`Error::Engine`] naming
+    /// the engine and what it was doing. Every engine that runs work on its own runtime or on
+    /// a blocking thread maps its join failures through this.
+    pub fn task(
+        engine: &'static str,
+        op: impl Into<String>,
+    ) -> impl FnOnce(tokio::task::JoinError) -> Self {
+        move |source| Self::engine(engine, op, source)
+    }
+
     /// Wraps a decode failure with what was being decoded.
     pub fn decode(what: &'static str, source: DecodeError) -> Self {
         Self::Decode { what, source }

@@ -155,6 +155,53 @@ impl FromStr for TableId {
     }
 }
 
+/// The keyspace of a table that a row belongs to: one per user of a USER table, one shared
+/// keyspace for SHARED and STREAM tables. Its stored name ([`as_str`](Self::as_str)) prefixes
+/// hot keys and manifest keys and names the user's folder of Parquet files.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KeyScope {
+    /// The one keyspace of a SHARED or STREAM table (stored as the empty name).
+    Shared,
+    /// One user's keyspace of a USER table.
+    User(UserId),
+}
+
+impl KeyScope {
+    /// The user of a USER-table scope.
+    pub fn user(&self) -> Option<&UserId> {
+        match self {
+            Self::User(u) => Some(u),
+            Self::Shared => None,
+        }
+    }
+
+    /// The scope's stored name: empty for the shared scope, else the user id. User ids never
+    /// contain 0x00 or `/`, so the name is safe as a key prefix and a path segment.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::User(u) => u.as_str(),
+            Self::Shared => "",
+        }
+    }
+
+    /// Parses a stored scope name (see [`as_str`](Self::as_str)).
+    pub fn from_stored(name: &str) -> Result<Self> {
+        match name {
+            "" => Ok(Self::Shared),
+            user => UserId::new(user).map(Self::User),
+        }
+    }
+}
+
+impl fmt::Display for KeyScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::User(u) => write!(f, "user {u}"),
+            Self::Shared => f.write_str("the shared scope"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +238,15 @@ mod tests {
         );
         let err = "messages".parse::<TableId>().unwrap_err().to_string();
         assert!(err.contains("namespace.table"), "{err}");
+    }
+
+    #[test]
+    fn key_scopes_round_trip_their_stored_names_and_sort_shared_first() {
+        let alice = KeyScope::User(UserId::new("alice").unwrap());
+        assert_eq!(KeyScope::from_stored("").unwrap(), KeyScope::Shared);
+        assert_eq!(KeyScope::from_stored(alice.as_str()).unwrap(), alice);
+        assert!(KeyScope::Shared < alice);
+        assert!(KeyScope::from_stored("Bad Name").is_err());
     }
 
     #[test]

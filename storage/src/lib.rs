@@ -1,25 +1,37 @@
 //! kalamstore's engine-neutral core: the [`StorageBackend`] trait, the in-memory engine, value,
-//! row and key codecs, data types, schemas, typed ids, the catalog, and the table layer (writes,
-//! flush to Parquet with deletion vectors, merge-on-read, compaction, jobs) behind [`Store`].
+//! row and key codecs, data types, schemas, typed ids, the catalog, the on-disk format, and the
+//! table layer (writes, flush to Parquet with deletion vectors, merge-on-read, compaction,
+//! jobs) behind [`Store`].
 //!
 //! Engines live in their own crates (`kalamstore-rocksdb`, `kalamstore-object-store`,
 //! `kalamstore-foyer`); this crate depends on none of them.
+//!
+//! Layers, each using only those above it in this list: `error`, `ids`, `types`, `backend`,
+//! `seq`, `location`, `spawn`, `failpoint` (foundations); `memory`, `codec`; `schema`,
+//! `catalog`; `filter`, `format`; `table`; `merge`; `write`, `flush`; `store`.
+
+#![warn(unreachable_pub)]
 
 pub mod backend;
 pub mod catalog;
 pub mod codec;
 pub mod error;
-pub mod flush;
+mod failpoint;
+mod filter;
+pub mod format;
 pub mod ids;
 pub mod location;
-pub mod memory;
-pub mod merge;
+mod memory;
+mod merge;
 pub mod schema;
-pub mod seq;
+mod seq;
 mod spawn;
-pub mod store;
-pub mod table;
+mod store;
+mod table;
 pub mod types;
+mod write;
+
+mod flush;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -32,7 +44,7 @@ pub use backend::{
 };
 pub use codec::{KalamValue, Row, SystemColumns};
 pub use error::{DecodeError, Error, Result};
-pub use ids::{NamespaceId, StorageId, TableId, TableName, UserId};
+pub use ids::{KeyScope, NamespaceId, StorageId, TableId, TableName, UserId};
 pub use memory::MemoryBackend;
 pub use schema::{
     AccessLevel, ColumnDefinition, FlushPolicy, SchemaChange, SchemaVersion, TableDefinition,
@@ -43,11 +55,15 @@ pub use types::KalamDataType;
 pub use catalog::{
     CacheSpec, HotEngine, JobKind, JobRecord, JobStatus, StorageDefinition, TableTask, TableTaskOp,
 };
+pub use filter::{CmpOp, Filter};
+pub use flush::FlushOutcome;
 pub use flush::compact::CompactionPolicy;
 pub use location::S3Options;
 pub use merge::ScanOptions;
+pub use seq::now_nanos;
 pub use store::{
-    EngineProvider, MemoryEngines, OptionsChange, Scope, ScopeStats, Store, StoreConfig,
+    BackgroundFailure, CleanupOutcome, EngineProvider, MemoryEngines, OptionsChange, Scope,
+    ScopeStats, Store, StoreConfig,
 };
-pub use table::filter::{CmpOp, Filter};
-pub use table::{Mutation, WriteSummary};
+pub use table::FileEntry;
+pub use write::{Mutation, WriteSummary};

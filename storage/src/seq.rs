@@ -6,11 +6,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::error::{Error, Result};
 
 /// Start of the id clock: 2024-01-01T00:00:00Z, in ms since the Unix epoch.
-pub const SEQ_EPOCH_MS: u64 = 1_704_067_200_000;
+pub(crate) const SEQ_EPOCH_MS: u64 = 1_704_067_200_000;
 const NODE_BITS: u32 = 10;
 const SEQUENCE_BITS: u32 = 12;
 /// Largest node id (10 bits).
-pub const MAX_NODE_ID: u16 = (1 << NODE_BITS) - 1;
+pub(crate) const MAX_NODE_ID: u16 = (1 << NODE_BITS) - 1;
 const MAX_SEQUENCE: u64 = (1 << SEQUENCE_BITS) - 1;
 
 /// Generates `_seq` values: `[41 bits ms since SEQ_EPOCH_MS][10 bits node][12 bits sequence]`.
@@ -19,7 +19,7 @@ const MAX_SEQUENCE: u64 = (1 << SEQUENCE_BITS) - 1;
 /// generator then keeps counting from its own last millisecond (borrowing from the future when
 /// 4096 ids are taken in one ms).
 #[derive(Debug)]
-pub struct SeqGenerator {
+pub(crate) struct SeqGenerator {
     node_id: u64,
     /// `(ms << SEQUENCE_BITS) | sequence` of the last id handed out.
     last: AtomicU64,
@@ -27,7 +27,7 @@ pub struct SeqGenerator {
 
 impl SeqGenerator {
     /// A generator for `node_id` (0..=1023).
-    pub fn new(node_id: u16) -> Result<Self> {
+    pub(crate) fn new(node_id: u16) -> Result<Self> {
         if node_id > MAX_NODE_ID {
             return Err(Error::InvalidValue {
                 column: "node_id".into(),
@@ -41,7 +41,7 @@ impl SeqGenerator {
     }
 
     /// The next id.
-    pub fn next(&self) -> i64 {
+    pub(crate) fn next(&self) -> i64 {
         let now = now_ms().saturating_sub(SEQ_EPOCH_MS);
         let mut current = self.last.load(Ordering::Relaxed);
         loop {
@@ -66,7 +66,7 @@ impl SeqGenerator {
     }
 
     /// Reserves `n` consecutive ids with one clock read (a write batch takes its ids at once).
-    pub fn take(&self, n: usize) -> SeqIds<'_> {
+    pub(crate) fn take(&self, n: usize) -> SeqIds<'_> {
         let now = now_ms().saturating_sub(SEQ_EPOCH_MS) << SEQUENCE_BITS;
         // Packed ids count up: a full millisecond rolls into the next one.
         let n = n as u64;
@@ -100,7 +100,7 @@ impl SeqGenerator {
     }
 
     /// Makes every later id larger than `seen` (call with the largest stored id after reopen).
-    pub fn observe(&self, seen: i64) {
+    pub(crate) fn observe(&self, seen: i64) {
         let seen = seen.max(0) as u64;
         let packed =
             ((seen >> (NODE_BITS + SEQUENCE_BITS)) << SEQUENCE_BITS) | (seen & MAX_SEQUENCE);
@@ -117,7 +117,7 @@ impl SeqGenerator {
 
 /// Ids reserved by [`SeqGenerator::take`], in increasing order.
 #[derive(Debug)]
-pub struct SeqIds<'g> {
+pub(crate) struct SeqIds<'g> {
     generator: &'g SeqGenerator,
     next: u64,
     end: u64,

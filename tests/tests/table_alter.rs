@@ -348,7 +348,7 @@ async fn expired_stream_rows_are_reclaimed_in_the_background() {
             .await
             .unwrap();
         let engine = store.storage_engine(storage).await.unwrap();
-        let hot = kalamstore::table::hot_partition(&t);
+        let hot = kalamstore::format::hot_partition(&t);
         let entries = || async {
             kalamstore::backend::scan_all(engine.as_ref(), &hot, Default::default())
                 .await

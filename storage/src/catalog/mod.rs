@@ -199,6 +199,8 @@ pub struct JobRecord {
     pub files: u64,
     /// Why it failed.
     pub error: Option<String>,
+    /// What it did, in words, where the counters do not say it all (cleanup).
+    pub summary: Option<String>,
 }
 
 impl JobRecord {
@@ -301,6 +303,7 @@ mod tests {
             bytes: 100,
             files: 1,
             error: None,
+            summary: Some("flushed".into()),
         };
         assert_eq!(JobRecord::decode(&job.encode()).unwrap(), job);
         for op in [

@@ -132,6 +132,8 @@ struct JobProto {
     files: u64,
     #[prost(string, optional, tag = "12")]
     error: Option<String>,
+    #[prost(string, optional, tag = "13")]
+    summary: Option<String>,
 }
 
 pub(super) fn encode_job(job: &JobRecord) -> Vec<u8> {
@@ -148,6 +150,7 @@ pub(super) fn encode_job(job: &JobRecord) -> Vec<u8> {
         bytes: job.bytes,
         files: job.files,
         error: job.error.clone(),
+        summary: job.summary.clone(),
     }
     .encode_to_vec()
 }
@@ -168,6 +171,7 @@ pub(super) fn decode_job(bytes: &[u8]) -> Result<JobRecord> {
         bytes: p.bytes,
         files: p.files,
         error: p.error,
+        summary: p.summary,
     })
 }
 

@@ -18,12 +18,11 @@ use arrow::datatypes::{
 };
 
 use super::row::{
-    MAX_COLUMNS, ROW_HEADER_LEN, ROW_TRAILER_LEN, SystemColumns, read_header, write_header,
-    write_trailer,
+    MAX_COLUMNS, ROW_HEADER_LEN, ROW_TRAILER_LEN, SystemColumns, read_header, system_fields,
+    write_header, write_trailer,
 };
 use super::value::{Reader, tag};
 use crate::error::{DecodeError, Error, Result};
-use crate::schema::system_fields;
 use crate::types::{KalamDataType, kalam_type_of_field};
 
 /// Many encoded rows in one buffer.

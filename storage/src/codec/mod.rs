@@ -8,8 +8,9 @@ mod value;
 pub use batch::{BatchDecoder, EncodedRows, decode_batch, encode_batch};
 pub use key::{decode_key, encode_component, encode_key};
 pub use row::{
-    MAX_COLUMNS, MAX_VALUE_LEN, ROW_FORMAT_VERSION, ROW_HEADER_LEN, ROW_TRAILER_LEN, Row,
-    RowHeader, SystemColumns, read_header, read_row_meta, read_system_columns,
+    DELETED_COLUMN, MAX_COLUMNS, MAX_VALUE_LEN, ROW_FORMAT_VERSION, ROW_HEADER_LEN,
+    ROW_TRAILER_LEN, Row, RowHeader, SEQ_COLUMN, SystemColumns, UPDATED_COLUMN, read_header,
+    read_row_meta, read_system_columns, system_fields,
 };
 pub use value::KalamValue;
 
@@ -181,6 +182,18 @@ pub fn value_at(array: &dyn Array, data_type: KalamDataType, i: usize) -> Result
             V::Embedding(list.as_primitive::<Float32Type>().values().to_vec())
         }
     })
+}
+
+/// The values of row `row` of a batch, in column order (each column's type from its arrow
+/// field).
+pub fn row_values(batch: &arrow::record_batch::RecordBatch, row: usize) -> Result<Vec<KalamValue>> {
+    batch
+        .schema()
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(f, a)| value_at(a.as_ref(), crate::types::kalam_type_of_field(f)?, row))
+        .collect()
 }
 
 #[cfg(test)]

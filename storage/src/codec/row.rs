@@ -14,6 +14,10 @@
 //! `_deleted` without walking the values. A row with fewer columns than its reader's schema was
 //! written before columns were added; the missing columns read as NULL.
 
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field};
+
 use super::value::{KalamValue, Reader};
 use crate::error::DecodeError;
 
@@ -27,6 +31,22 @@ pub const ROW_TRAILER_LEN: usize = 17;
 pub const MAX_VALUE_LEN: usize = u32::MAX as usize;
 /// Most columns a row can hold (the u16 column count).
 pub const MAX_COLUMNS: usize = u16::MAX as usize;
+
+/// Name of the system column holding the write sequence.
+pub const SEQ_COLUMN: &str = "_seq";
+/// Name of the system column holding the last-write time (ns).
+pub const UPDATED_COLUMN: &str = "_updated";
+/// Name of the system column marking tombstones.
+pub const DELETED_COLUMN: &str = "_deleted";
+
+/// The arrow fields of the system columns, in row order.
+pub fn system_fields() -> [Arc<Field>; 3] {
+    [
+        Arc::new(Field::new(SEQ_COLUMN, DataType::Int64, false)),
+        Arc::new(Field::new(UPDATED_COLUMN, DataType::Int64, false)),
+        Arc::new(Field::new(DELETED_COLUMN, DataType::Boolean, false)),
+    ]
+}
 
 /// The system columns every row carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

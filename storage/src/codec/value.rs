@@ -47,23 +47,23 @@ pub enum KalamValue {
 
 /// Tag bytes, named, for the decoders' `match`es.
 pub(crate) mod tag {
-    pub const NULL: u8 = 0x00;
-    pub const BOOLEAN: u8 = 0x01;
-    pub const INT: u8 = 0x02;
-    pub const BIGINT: u8 = 0x03;
-    pub const DOUBLE: u8 = 0x04;
-    pub const TEXT: u8 = 0x05;
-    pub const TIMESTAMP: u8 = 0x06;
-    pub const DATE: u8 = 0x07;
-    pub const DATETIME: u8 = 0x08;
-    pub const JSON: u8 = 0x09;
-    pub const BYTES: u8 = 0x0A;
-    pub const TIME: u8 = 0x0B;
-    pub const SMALLINT: u8 = 0x0C;
-    pub const FLOAT: u8 = 0x0D;
-    pub const UUID: u8 = 0x0E;
-    pub const DECIMAL: u8 = 0x0F;
-    pub const EMBEDDING: u8 = 0x10;
+    pub(crate) const NULL: u8 = 0x00;
+    pub(crate) const BOOLEAN: u8 = 0x01;
+    pub(crate) const INT: u8 = 0x02;
+    pub(crate) const BIGINT: u8 = 0x03;
+    pub(crate) const DOUBLE: u8 = 0x04;
+    pub(crate) const TEXT: u8 = 0x05;
+    pub(crate) const TIMESTAMP: u8 = 0x06;
+    pub(crate) const DATE: u8 = 0x07;
+    pub(crate) const DATETIME: u8 = 0x08;
+    pub(crate) const JSON: u8 = 0x09;
+    pub(crate) const BYTES: u8 = 0x0A;
+    pub(crate) const TIME: u8 = 0x0B;
+    pub(crate) const SMALLINT: u8 = 0x0C;
+    pub(crate) const FLOAT: u8 = 0x0D;
+    pub(crate) const UUID: u8 = 0x0E;
+    pub(crate) const DECIMAL: u8 = 0x0F;
+    pub(crate) const EMBEDDING: u8 = 0x10;
 }
 
 impl KalamValue {
@@ -106,6 +106,49 @@ impl KalamValue {
             }
             (v, t) => v.tag() == t.tag(),
         }
+    }
+
+    /// This value converted to `data_type` where SQL would (integers to wider integers,
+    /// floats, timestamps and decimals, in range; FLOAT to DOUBLE); `None` when it does not
+    /// fit.
+    pub fn coerce(&self, data_type: KalamDataType) -> Option<KalamValue> {
+        use KalamDataType as T;
+        use KalamValue as V;
+        if self.fits(data_type) {
+            return Some(self.clone());
+        }
+        let int = match self {
+            V::SmallInt(v) => i64::from(*v),
+            V::Int(v) => i64::from(*v),
+            V::BigInt(v) => *v,
+            V::Float(v) if data_type == T::Double => return Some(V::Double(f64::from(*v))),
+            _ => return None,
+        };
+        Some(match data_type {
+            T::SmallInt => V::SmallInt(i16::try_from(int).ok()?),
+            T::Int => V::Int(i32::try_from(int).ok()?),
+            T::BigInt => V::BigInt(int),
+            T::Double => V::Double(int as f64),
+            T::Float => V::Float(int as f32),
+            T::Timestamp => V::Timestamp(int),
+            T::DateTime => V::DateTime(int),
+            T::Decimal { scale, .. } => {
+                let v = V::Decimal(
+                    i128::from(int).checked_mul(10i128.checked_pow(u32::try_from(scale).ok()?)?)?,
+                );
+                v.fits(data_type).then_some(v)?
+            }
+            _ => return None,
+        })
+    }
+
+    /// [`coerce`](Self::coerce) taking the value: one that already fits moves through
+    /// without a copy; one that does not convert comes back as the error.
+    pub fn coerce_into(self, data_type: KalamDataType) -> Result<KalamValue, KalamValue> {
+        if self.fits(data_type) {
+            return Ok(self);
+        }
+        self.coerce(data_type).ok_or(self)
     }
 
     /// Compares two values of the same type; floats use IEEE total order. Values of different

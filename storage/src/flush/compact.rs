@@ -3,27 +3,29 @@
 //!
 //! Flush and compaction of a table hold its maintenance lock, so deletion vectors never change
 //! under a compaction: the output needs no remapping. Input files are deleted after the commit,
-//! once no reader still holds them; a crash in between leaves orphans that
-//! [`collect_orphans`] removes after a grace period.
+//! once no reader still holds them (`table::pins`); a crash in between, or a reader that
+//! outlives the wait, leaves orphans that [`collect_orphans`] removes after a grace period.
 
 use std::collections::HashSet;
-use std::ops::Bound;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::compute::{SortOptions, concat_batches, sort_to_indices, take_record_batch};
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 
-use super::writer::{FileWriter, ROW_GROUP_ROWS};
-use super::{FlushOutcome, check_cancel, failpoint};
-use crate::backend::{WriteBatch, WriteOp};
+use super::{FlushOutcome, check_cancel};
+use crate::backend::WriteBatch;
 use crate::error::{Error, Result};
-use crate::merge::read::{FilePlan, KEY_COLUMN, output_schema, read_file};
+use crate::failpoint::failpoint;
+use crate::format::{
+    FileMeta, FileWriter, ROW_GROUP_ROWS, dv_key, key_column, manifest_key, table_dir,
+};
+use crate::ids::KeyScope;
+use crate::merge::{FilePlan, read_file};
 use crate::seq::SeqGenerator;
-use crate::table::{FileEntry, TableHandle, dv_key, manifest_key};
+use crate::table::{FileEntry, READER_WAIT, TableHandle};
 
 /// Which files a compaction rewrites.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -50,14 +52,10 @@ impl CompactionPolicy {
     }
 }
 
-/// How long a compaction waits for readers of its input files before leaving them to the
-/// orphan collector.
-const READER_WAIT: Duration = Duration::from_secs(30);
-
 /// Compacts one scope. The caller holds `table.maintenance`.
 pub(crate) async fn compact_scope(
     table: &TableHandle,
-    scope: &str,
+    scope: &KeyScope,
     seq: &SeqGenerator,
     policy: CompactionPolicy,
     job: &str,
@@ -75,109 +73,97 @@ pub(crate) async fn compact_scope(
     if inputs.is_empty() || nothing_to_gain {
         return Ok(FlushOutcome::default());
     }
-    let unbounded = (Bound::Unbounded, Bound::Unbounded);
-    let plan = FilePlan {
-        columns: def.columns(),
-        all_columns: def.columns(),
-        with_system: true,
-        with_key: true,
-        filter: None,
-        keys: &unbounded,
-        dead: None,
-        limit: None,
+    let output = rewrite(table, scope, seq, &inputs, job, cancel).await?;
+    let mut outcome = FlushOutcome {
+        deleted: inputs.iter().map(|f| f.dv.len()).sum(),
+        ..FlushOutcome::default()
     };
-    let mut batches = Vec::new();
-    for input in &inputs {
-        check_cancel(cancel, job)?;
-        batches.extend(read_file(table, input, &plan).await?);
-    }
-    let schema = output_schema(def.columns(), true, true);
-    let all = concat_batches(&schema, &batches).map_err(|source| Error::Arrow {
-        op: "collecting rows to compact",
-        source,
-    })?;
-    drop(batches);
-    let mut outcome = FlushOutcome::default();
-    let mut output = None;
-    if all.num_rows() > 0 {
-        let keys = all
-            .column_by_name(KEY_COLUMN)
-            .expect("plan asks for `_key`");
-        let order =
-            sort_to_indices(keys, Some(SortOptions::default()), None).map_err(|source| {
-                Error::Arrow {
-                    op: "sorting rows to compact",
-                    source,
-                }
-            })?;
-        let sorted = take_record_batch(&all, &order).map_err(|source| Error::Arrow {
-            op: "sorting rows to compact",
-            source,
-        })?;
-        let mut writer = FileWriter::create(table, scope, &def, seq.next())?;
-        let mut at = 0;
-        while at < sorted.num_rows() {
-            check_cancel(cancel, job)?;
-            let len = ROW_GROUP_ROWS.min(sorted.num_rows() - at);
-            writer.write(&sorted.slice(at, len)).await?;
-            at += len;
-        }
-        let meta = writer.finish(table.storage.cold.store.as_ref()).await?;
+    if let Some(meta) = &output {
         outcome.rows = meta.rows;
         outcome.bytes = meta.size;
         outcome.files = 1;
-        output = Some(meta);
     }
-    outcome.deleted = inputs.iter().map(|f| f.dv.len()).sum();
     check_cancel(cancel, job)?;
     failpoint("compaction.before_commit");
-
-    {
-        let _commit = table.commit.write().await;
-        let mut batch = WriteBatch::new();
-        for input in &inputs {
-            for key in [
-                manifest_key(scope, input.meta.id),
-                dv_key(scope, input.meta.id),
-            ] {
-                batch.ops.push(WriteOp::Delete {
-                    partition: table.meta.clone(),
-                    key,
-                });
-            }
-        }
-        if let Some(meta) = &output {
-            batch.ops.push(WriteOp::Put {
-                partition: table.meta.clone(),
-                key: manifest_key(scope, meta.id),
-                value: meta.encode().into(),
-            });
-        }
-        table.storage.hot.batch(batch).await?;
-        let mut state = table.state.write();
-        let files = state.files.entry(scope.to_owned()).or_default();
-        let gone: HashSet<i64> = inputs.iter().map(|f| f.meta.id).collect();
-        files.retain(|f| !gone.contains(&f.meta.id));
-        if let Some(meta) = output {
-            files.push(FileEntry::new(meta, Default::default()));
-            files.sort_by_key(|f| f.meta.id);
-        }
-    }
+    commit(table, scope, &inputs, output).await?;
     failpoint("compaction.after_commit");
-
-    // The inputs are out of the manifest; delete them once no reader holds them.
-    let deadline = Instant::now() + READER_WAIT;
-    for input in inputs {
-        while Arc::strong_count(&input.pin) > 1 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    // The inputs are out of the manifest; delete them once no reader holds them. Readers that
+    // outlive the wait leave them to the orphan collector (see `table::pins`).
+    if table.pins.wait_for_readers(READER_WAIT).await {
+        for input in inputs {
+            table.file_index.forget(input.meta.id);
+            delete_object(table, &input.meta.path).await?;
         }
-        if Arc::strong_count(&input.pin) > 1 {
-            continue;
-        }
-        table.parquet_meta.lock().remove(&input.meta.id);
-        delete_object(table, &input.meta.path).await?;
     }
     Ok(outcome)
+}
+
+/// Reads the live rows of `inputs`, sorts them by key and writes them to one new file (none
+/// when every row is deleted).
+async fn rewrite(
+    table: &TableHandle,
+    scope: &KeyScope,
+    seq: &SeqGenerator,
+    inputs: &[FileEntry],
+    job: &str,
+    cancel: &AtomicBool,
+) -> Result<Option<FileMeta>> {
+    let def = table.definition();
+    let plan = FilePlan::all(def.clone(), true, true);
+    let mut batches = Vec::new();
+    for input in inputs {
+        check_cancel(cancel, job)?;
+        batches.extend(read_file(table, input, &plan, None).await?);
+    }
+    let all = concat_batches(&plan.output_schema(), &batches)
+        .map_err(Error::arrow("collecting rows to compact"))?;
+    drop(batches);
+    if all.num_rows() == 0 {
+        return Ok(None);
+    }
+    let keys = key_column(&all, "rows to compact")?;
+    let order = sort_to_indices(keys, Some(SortOptions::default()), None)
+        .map_err(Error::arrow("sorting rows to compact"))?;
+    let sorted =
+        take_record_batch(&all, &order).map_err(Error::arrow("sorting rows to compact"))?;
+    let store = &table.storage.cold.store;
+    let mut writer = FileWriter::create(store, &table.cold_dir(scope), &def, seq.next())?;
+    let mut at = 0;
+    while at < sorted.num_rows() {
+        check_cancel(cancel, job)?;
+        let len = ROW_GROUP_ROWS.min(sorted.num_rows() - at);
+        writer.write(&sorted.slice(at, len)).await?;
+        at += len;
+    }
+    writer.finish(store.as_ref()).await.map(Some)
+}
+
+/// Swaps the inputs for the output in the manifest, in one batch.
+async fn commit(
+    table: &TableHandle,
+    scope: &KeyScope,
+    inputs: &[FileEntry],
+    output: Option<FileMeta>,
+) -> Result<()> {
+    let _commit = table.commit.write().await;
+    let mut batch = WriteBatch::new();
+    for input in inputs {
+        batch.delete(&table.meta, manifest_key(scope, input.meta.id));
+        batch.delete(&table.meta, dv_key(scope, input.meta.id));
+    }
+    if let Some(meta) = &output {
+        batch.put(&table.meta, manifest_key(scope, meta.id), meta.encode());
+    }
+    table.storage.hot.batch(batch).await?;
+    let mut state = table.state.write();
+    let files = state.files.entry(scope.clone()).or_default();
+    let gone: HashSet<i64> = inputs.iter().map(|f| f.meta.id).collect();
+    files.retain(|f| !gone.contains(&f.meta.id));
+    if let Some(meta) = output {
+        files.push(FileEntry::new(meta, Default::default()));
+        files.sort_by_key(|f| f.meta.id);
+    }
+    Ok(())
 }
 
 async fn delete_object(table: &TableHandle, path: &str) -> Result<()> {
@@ -209,7 +195,7 @@ pub(crate) async fn collect_orphans(table: &TableHandle, grace: Duration) -> Res
             .map(|f| f.meta.path.clone())
             .collect()
     };
-    let dir = table.cold_dir("");
+    let dir = table_dir(&table.storage.cold.prefix, &table.id);
     let listed: Vec<_> = table
         .storage
         .cold

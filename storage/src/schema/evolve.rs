@@ -119,10 +119,7 @@ impl TableDefinition {
                 }
                 let c = &mut columns[i];
                 c.data_type = *data_type;
-                c.default = c
-                    .default
-                    .take()
-                    .map(|v| crate::table::filter::coerce(&v, *data_type).unwrap_or(v));
+                c.default = c.default.take().map(|v| v.coerce(*data_type).unwrap_or(v));
             }
         }
         for (i, c) in columns.iter_mut().enumerate() {

@@ -10,8 +10,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{Field, Schema, SchemaRef};
 
+pub use crate::codec::{DELETED_COLUMN, SEQ_COLUMN, UPDATED_COLUMN, system_fields};
 use crate::codec::{KalamValue, MAX_COLUMNS};
 use crate::error::{Error, Result};
 use crate::ids::{StorageId, TableId};
@@ -20,23 +21,8 @@ use crate::types::{KalamDataType, arrow_field};
 pub use evolve::{SchemaChange, can_widen};
 pub use proto::DEFINITION_FORMAT_VERSION;
 
-/// Name of the system column holding the write sequence.
-pub const SEQ_COLUMN: &str = "_seq";
-/// Name of the system column holding the last-write time (ns).
-pub const UPDATED_COLUMN: &str = "_updated";
-/// Name of the system column marking tombstones.
-pub const DELETED_COLUMN: &str = "_deleted";
 /// Arrow schema metadata key carrying the schema version.
 pub const SCHEMA_VERSION_METADATA: &str = "kalamstore.schema_version";
-
-/// The arrow fields of the system columns, in row order.
-pub fn system_fields() -> [Arc<Field>; 3] {
-    [
-        Arc::new(Field::new(SEQ_COLUMN, DataType::Int64, false)),
-        Arc::new(Field::new(UPDATED_COLUMN, DataType::Int64, false)),
-        Arc::new(Field::new(DELETED_COLUMN, DataType::Boolean, false)),
-    ]
-}
 
 /// The kind of a table: decides the key scope and whether rows are ever flushed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -8,9 +8,10 @@ use bytes::Bytes;
 
 use super::{Store, TABLES, now_ms, sys};
 use crate::error::{Error, Result};
+use crate::format::META_DEFINITION;
 use crate::ids::TableId;
 use crate::schema::{AccessLevel, FlushPolicy, SchemaChange, TableDefinition, TableType};
-use crate::table::{META_DEFINITION, TableHandle};
+use crate::table::TableHandle;
 
 /// Option changes of `ALTER TABLE ... SET TBLPROPERTIES`; `None` keeps an option as it is.
 #[derive(Debug, Clone, Default, PartialEq)]

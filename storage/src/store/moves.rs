@@ -20,7 +20,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -29,20 +28,20 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use tokio::io::AsyncWriteExt;
 
-use super::tasks::{TASKS, remove_table_data};
-use super::{Store, TABLES, check_storage_handle, sys};
+use super::jobs::JobOutcome;
+use super::probe::check_storage_handle;
+use super::tasks::remove_table_data;
+use super::{Store, TABLES, TASKS, sys};
 use crate::backend::{Partition, ScanRequest, WriteBatch};
 use crate::catalog::{JobKind, JobRecord, TableTask, TableTaskOp};
 use crate::error::{Error, Result};
-use crate::flush::{FlushOutcome, check_cancel, failpoint};
+use crate::failpoint::failpoint;
+use crate::flush::check_cancel;
+use crate::format::{FileMeta, META_DEFINITION, MetaKey, ObjectFileReader};
 use crate::ids::{StorageId, TableId};
-use crate::merge::object_reader::ObjectFileReader;
 use crate::schema::TableDefinition;
-use crate::table::manifest::FileMeta;
-use crate::table::{META_DEFINITION, META_FILE, StorageHandle, TableHandle};
+use crate::table::{READER_WAIT, StorageHandle, TableHandle};
 
-/// How long a move waits for readers of the source files before removing them anyway.
-const READER_WAIT: Duration = Duration::from_secs(30);
 /// Entries per batch when copying a partition.
 const COPY_BATCH: usize = 1024;
 
@@ -106,7 +105,7 @@ impl Store {
         target: &Arc<StorageHandle>,
         job: &str,
         cancel: &AtomicBool,
-    ) -> Result<FlushOutcome> {
+    ) -> Result<JobOutcome> {
         let handle = self.handle(id).await?;
         let _maintenance = handle.maintenance.lock().await;
         handle.check_live()?;
@@ -140,27 +139,13 @@ impl Store {
             }
         };
         failpoint("move.switched");
-        // Readers that took a snapshot of the old handle finish before its data goes.
+        // Readers that took a snapshot of the old handle finish before its data goes; ones
+        // that outlive the wait leave the removal to the next cleanup or open (the task stays,
+        // switched), as does a failed removal: the table already lives on the target.
+        if !handle.pins.wait_for_readers(READER_WAIT).await
+            || remove_table_data(source, id).await.is_err()
         {
-            let _readers = handle.commit.write().await;
-            let pins: Vec<_> = handle
-                .state
-                .read()
-                .files
-                .values()
-                .flatten()
-                .map(|f| f.pin.clone())
-                .collect();
-            let deadline = Instant::now() + READER_WAIT;
-            while pins.iter().any(|p| Arc::strong_count(p) > 2) && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            drop(pins);
-            // A failure here leaves the task (switched) for cleanup or the next open: the
-            // table already lives on the target.
-            if remove_table_data(source, id).await.is_err() {
-                return Ok(outcome);
-            }
+            return Ok(outcome);
         }
         failpoint("move.source_removed");
         self.delete_task(id).await?;
@@ -176,10 +161,10 @@ impl Store {
         target: &StorageHandle,
         job: &str,
         cancel: &AtomicBool,
-    ) -> Result<FlushOutcome> {
+    ) -> Result<JobOutcome> {
         let id = &handle.id;
         remove_table_data(target, id).await?;
-        let mut outcome = FlushOutcome::default();
+        let mut outcome = JobOutcome::default();
         let files: Vec<FileMeta> = handle
             .state
             .read()
@@ -214,7 +199,7 @@ impl Store {
             if k.as_ref() == META_DEFINITION {
                 return Ok((k, def.encode().into()));
             }
-            if k.first() == Some(&META_FILE) {
+            if let MetaKey::File(..) = MetaKey::decode(&k, id)? {
                 let mut meta = FileMeta::decode(&v, &table)?;
                 meta.path = new_paths
                     .get(&meta.path)
@@ -242,9 +227,7 @@ impl Store {
         batch.put(&sys(TABLES), id.to_string(), def.encode());
         batch.put(&sys(TASKS), id.to_string(), task.encode());
         self.inner.system.batch(batch).await?;
-        handle
-            .retired
-            .store(true, std::sync::atomic::Ordering::Release);
+        handle.retire();
         self.inner.tables.lock().await.remove(id);
         Ok(outcome)
     }
@@ -438,18 +421,5 @@ impl EntryDigest {
 impl PartialEq for EntryDigest {
     fn eq(&self, other: &Self) -> bool {
         self.entries == other.entries && self.crc.clone().finalize() == other.crc.clone().finalize()
-    }
-}
-
-impl Store {
-    /// Records a running job's progress.
-    pub(super) async fn job_progress(&self, job: &str, done: &FlushOutcome) -> Result<()> {
-        if let Some(mut record) = self.job(job).await? {
-            record.rows = done.rows;
-            record.bytes = done.bytes;
-            record.files = done.files;
-            self.put_job(&record).await?;
-        }
-        Ok(())
     }
 }

@@ -4,20 +4,20 @@
 
 use std::sync::Arc;
 
-use super::{Store, delete_prefix, now_ms, sys};
+use super::probe::delete_prefix;
+use super::{Store, TASKS, now_ms, sys};
 use crate::catalog::{JobStatus, TableTask, TableTaskOp};
 use crate::error::{Error, Result};
+use crate::format::{hot_partition, meta_partition, table_dir};
 use crate::ids::TableId;
-use crate::table::{StorageHandle, cold_dir, hot_partition, meta_partition};
-
-pub(super) const TASKS: &str = "sys.tasks";
+use crate::table::StorageHandle;
 
 /// Removes every trace of table `id` from a storage: its hot and meta partitions and its
 /// Parquet directory. Idempotent.
 pub(super) async fn remove_table_data(storage: &StorageHandle, id: &TableId) -> Result<()> {
     storage.hot.drop_partition(&hot_partition(id)).await?;
     storage.hot.drop_partition(&meta_partition(id)).await?;
-    delete_prefix(storage, &cold_dir(storage, id, "")).await
+    delete_prefix(storage, &table_dir(&storage.cold.prefix, id)).await
 }
 
 impl Store {
@@ -85,10 +85,6 @@ impl Store {
             });
         }
         self.resume_task(&task).await
-    }
-
-    fn job_is_running(&self, job: &str) -> bool {
-        self.inner.cancels.lock().contains_key(job)
     }
 
     async fn resume_task(&self, task: &TableTask) -> Result<()> {

@@ -1,14 +1,15 @@
 //! Store behaviour on the in-memory engine with Parquet in a temp dir.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
 
+use arrow::record_batch::RecordBatch;
+
 use super::*;
-use crate::schema::{ColumnDefinition, TableOptions};
-use crate::table::filter::{CmpOp, Filter};
-use crate::types::KalamDataType;
+use crate::*;
 
 async fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
@@ -431,7 +432,7 @@ async fn deletion_vectors_stay_aligned_when_row_groups_are_pruned() {
         .await
         .unwrap();
     // More rows than one row group holds, so pruning skips whole groups.
-    let n = crate::flush::writer::ROW_GROUP_ROWS as i64 + 20_000;
+    let n = crate::format::ROW_GROUP_ROWS as i64 + 20_000;
     for start in (0..n).step_by(10_000) {
         let rows = (start..(start + 10_000).min(n))
             .map(|i| row(i, "v1"))

@@ -1,154 +1,86 @@
-//! The table layer: one open table (its partitions, manifest, counters and locks); its write
-//! path is in `write`. One code path serves USER, SHARED and STREAM tables; the kind only
-//! decides the key scope (per user or shared) and whether rows are ever flushed.
+//! The table layer: one open table ([`TableHandle`]) with its definition, its state (buffered
+//! counters and manifest, mirrored from the meta partition), its locks and its reader pins.
+//! One code path serves USER, SHARED and STREAM tables; the kind only decides the key scope
+//! (per user or shared) and whether rows are ever flushed. The partitions' layout is in
+//! `format`.
 //!
-//! Layout in the hot engine of the table's storage:
+//! # Locking
+//! Every lock of the core, what it protects, and the order in which they are taken. A task
+//! holding a lock only ever takes locks further down the list (so no two tasks wait on each
+//! other); the synchronous locks are leaves, never held across an `.await`.
 //!
-//! | partition            | key                                  | value                         |
-//! |----------------------|--------------------------------------|-------------------------------|
-//! | `t.<ns>.<table>.hot` | `[<user> 0x00]` + encoded primary key | row (`codec::Row`), tombstones with `_deleted` |
-//! | `t.<ns>.<table>.meta`| `d`                                  | the table definition          |
-//! |                      | `c` + `<user>`                       | buffered hot rows, u64 LE     |
-//! |                      | `f` + `<user>` 0x00 + file id (BE)   | `FileMeta`                    |
-//! |                      | `v` + `<user>` 0x00 + file id (BE)   | deletion vector               |
+//! | # | lock | kind | protects |
+//! |---|------|------|----------|
+//! | 1 | `Store` `ddl` | async mutex | catalog changes: namespaces, storages, table create/drop, ALTER |
+//! | 2 | `TableHandle::maintenance` | async mutex | a table's files and vectors: one flush, compaction, move, ALTER or drop at a time |
+//! | 3 | `TableHandle::commit` | async rwlock | the hot rows and manifest as one snapshot: readers hold it shared while they snapshot both (and a point read while it reads); commits that move rows between the tiers or swap files hold it exclusive |
+//! | 4 | `TableHandle::write_lock` | async mutex | the write path (read-modify-write of rows and counters), a flush's sequence cut and commit, a move's copy of the hot rows |
+//! | 5 | `Store` `tables` | async mutex | the map of open table handles |
+//! | 6 | `Store` `storages` | async mutex | the map of open storages |
+//! | leaf | `TableHandle::def` | rwlock | the current definition (swapped by ALTER under 2 and 4) |
+//! | leaf | `TableHandle::state` | rwlock | counters and manifest in memory (changed by commits under 3 or 4) |
+//! | leaf | `TableHandle::last_flush` | mutex | when the table last flushed (interval policy) |
+//! | leaf | `FileIndexCache` (two) | mutex | cached footers and bloom filters |
+//! | leaf | `ReaderPins` | mutex | live reader pins per epoch |
+//! | leaf | `Store` `cancels`, `scheduler`, `background` | mutex | running jobs' cancel flags, the scheduler task, background failures |
 //!
-//! `<user>` is empty for SHARED and STREAM tables. User ids never contain 0x00, so the scope
-//! prefix is unambiguous.
+//! Examples: a flush takes 2, briefly 4 (the cut), then 3 and 4 for its commit; a drop takes
+//! 1, 2, 3, 4, then 5; a scan takes 3 shared and pins its files ([`pins`]) before releasing
+//! it; the write path takes 4 alone.
 
-pub mod filter;
-pub mod manifest;
-mod write;
+mod pins;
+mod state;
+mod storage;
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
-use parquet::arrow::arrow_reader::ArrowReaderMetadata;
-use parquet::bloom_filter::Sbbf;
 
-use crate::backend::{Partition, ScanRequest, StorageBackend};
-use crate::catalog::StorageDefinition;
+use crate::backend::{Partition, ScanRequest, WriteOp, scan_all};
 use crate::codec::{KalamValue, Row, SystemColumns, encode_key, read_system_columns};
 use crate::error::{Error, Result};
-use crate::ids::{TableId, UserId};
-use crate::location::OpenedStore;
-use crate::merge::dv::DeletionVector;
+use crate::format::{
+    DataFile, DeletionVector, FileIndexCache, FileMeta, META_DEFINITION, MetaKey, counter_key,
+    counter_value, hot_partition, meta_partition, scope_dir, scope_prefix,
+};
+use crate::ids::{KeyScope, TableId, UserId};
 use crate::schema::{TableDefinition, TableType};
 use crate::seq::now_nanos;
-use manifest::FileMeta;
 
-/// A storage opened for use: its definition, hot engine and cold object store.
-pub struct StorageHandle {
-    /// The registered definition.
-    pub def: StorageDefinition,
-    /// The hot engine.
-    pub hot: Arc<dyn StorageBackend>,
-    /// The cold object store (Parquet files).
-    pub cold: OpenedStore,
-}
-
-impl std::fmt::Debug for StorageHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StorageHandle")
-            .field("id", &self.def.id)
-            .finish_non_exhaustive()
-    }
-}
-
-/// One live file of a scope with its current deletion vector.
-#[derive(Debug, Clone)]
-pub struct FileEntry {
-    /// The manifest entry.
-    pub meta: FileMeta,
-    /// Dead row positions.
-    pub dv: Arc<DeletionVector>,
-    /// Shared by every copy of the entry: while a reader holds one, a compaction that
-    /// replaced the file waits before deleting it.
-    pub(crate) pin: Arc<()>,
-}
-
-impl FileEntry {
-    /// An entry for a newly committed file.
-    pub(crate) fn new(meta: FileMeta, dv: DeletionVector) -> Self {
-        Self {
-            meta,
-            dv: Arc::new(dv),
-            pin: Arc::new(()),
-        }
-    }
-}
-
-/// The in-memory state of a table, mirrored from its meta partition.
-#[derive(Debug, Default)]
-pub(crate) struct TableState {
-    /// Buffered hot entries per scope (user id, or "" for shared).
-    pub counters: HashMap<String, u64>,
-    /// Live files per scope, in file id order.
-    pub files: BTreeMap<String, Vec<FileEntry>>,
-}
-
-/// One change to a table.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Mutation {
-    /// Adds a row; an existing key is an error. Omitted columns take their default or NULL.
-    Insert(Vec<(String, KalamValue)>),
-    /// Adds or replaces a row.
-    Upsert(Vec<(String, KalamValue)>),
-    /// Changes columns of the row with this primary key, if it exists.
-    Update {
-        /// Primary-key values, in key column order.
-        key: Vec<KalamValue>,
-        /// New values.
-        set: Vec<(String, KalamValue)>,
-    },
-    /// Deletes the row with this primary key, if it exists.
-    Delete {
-        /// Primary-key values, in key column order.
-        key: Vec<KalamValue>,
-    },
-}
-
-/// What a write changed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WriteSummary {
-    /// Rows inserted (incl. upserts of new keys).
-    pub inserted: u64,
-    /// Rows replaced or changed.
-    pub updated: u64,
-    /// Rows deleted.
-    pub deleted: u64,
-}
-
-/// `_key` bloom filters per (file id, row group); `None`: the row group has none.
-pub(crate) type BloomCache = HashMap<(i64, usize), Option<Arc<Sbbf>>>;
+pub(crate) use pins::{READER_WAIT, ReaderPin, ReaderPins};
+pub use state::FileEntry;
+pub(crate) use state::TableState;
+pub(crate) use storage::StorageHandle;
 
 /// An open table.
-pub struct TableHandle {
+pub(crate) struct TableHandle {
     /// `namespace.table`.
-    pub id: TableId,
+    pub(crate) id: TableId,
     pub(crate) def: parking_lot::RwLock<Arc<TableDefinition>>,
     pub(crate) storage: Arc<StorageHandle>,
     pub(crate) hot: Partition,
     pub(crate) meta: Partition,
-    /// Serializes writes (counters are read-modify-write) and flush commits.
+    /// Lock 4 of the module's `# Locking` table.
     pub(crate) write_lock: tokio::sync::Mutex<()>,
-    /// Readers snapshot hot rows + manifest under `read`; commits that move rows between the
-    /// tiers take `write`, so a reader never sees a row twice or not at all.
+    /// Lock 3: readers snapshot hot rows + manifest under `read`; commits that move rows
+    /// between the tiers take `write`, so a reader never sees a row twice or not at all.
     pub(crate) commit: tokio::sync::RwLock<()>,
-    /// Serializes flush and compaction of the table, so neither loses the other's vectors.
+    /// Lock 2: one flush, compaction, move, ALTER or drop of the table at a time.
     pub(crate) maintenance: tokio::sync::Mutex<()>,
     pub(crate) state: parking_lot::RwLock<TableState>,
-    pub(crate) parquet_meta: parking_lot::Mutex<HashMap<i64, ArrowReaderMetadata>>,
-    /// Bloom filters of `_key` per (file, row group); `None`: the row group has none.
-    pub(crate) blooms: parking_lot::Mutex<BloomCache>,
+    /// Footers and bloom filters of the table's files.
+    pub(crate) file_index: FileIndexCache,
+    /// Readers of the table's files (see [`pins`]).
+    pub(crate) pins: Arc<ReaderPins>,
     pub(crate) last_flush: parking_lot::Mutex<Instant>,
     /// Set when the table moved to another storage or was dropped: this handle's storage no
     /// longer holds the table, and operations that find it set go back to the store.
-    pub(crate) retired: std::sync::atomic::AtomicBool,
+    pub(crate) retired: AtomicBool,
     /// Bumped by every write batch (under `write_lock`): a flush that sees it unchanged at its
     /// commit knows no row changed since its sequence cut.
-    pub(crate) write_generation: std::sync::atomic::AtomicU64,
+    pub(crate) write_generation: AtomicU64,
 }
 
 impl std::fmt::Debug for TableHandle {
@@ -159,70 +91,11 @@ impl std::fmt::Debug for TableHandle {
     }
 }
 
-pub(crate) const META_DEFINITION: &[u8] = b"d";
-const META_COUNTER: u8 = b'c';
-pub(crate) const META_FILE: u8 = b'f';
-const META_DV: u8 = b'v';
-
-/// The hot-row partition of a table.
-pub fn hot_partition(id: &TableId) -> Partition {
-    Partition::new(format!("t.{}.{}.hot", id.namespace, id.table))
-        .expect("namespace and table names are partition-safe")
-}
-
-/// The manifest partition of a table.
-pub fn meta_partition(id: &TableId) -> Partition {
-    Partition::new(format!("t.{}.{}.meta", id.namespace, id.table))
-        .expect("namespace and table names are partition-safe")
-}
-
-pub(crate) fn counter_key(scope: &str) -> Bytes {
-    let mut k = vec![META_COUNTER];
-    k.extend_from_slice(scope.as_bytes());
-    k.into()
-}
-
-pub(crate) fn file_key(tag: u8, scope: &str, id: i64) -> Bytes {
-    let mut k = vec![tag];
-    k.extend_from_slice(scope.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&id.to_be_bytes());
-    k.into()
-}
-
-pub(crate) fn manifest_key(scope: &str, id: i64) -> Bytes {
-    file_key(META_FILE, scope, id)
-}
-
-pub(crate) fn dv_key(scope: &str, id: i64) -> Bytes {
-    file_key(META_DV, scope, id)
-}
-
-/// `(scope, file id)` of a `f`/`v` key: the id is the last 8 bytes, after a 0x00.
-fn split_file_key(key: &[u8]) -> Option<(String, i64)> {
-    let body = key.get(1..)?;
-    let at = body.len().checked_sub(9)?;
-    if body[at] != 0 {
-        return None;
-    }
-    let scope = String::from_utf8(body[..at].to_vec()).ok()?;
-    let id = i64::from_be_bytes(body[at + 1..].try_into().ok()?);
-    Some((scope, id))
-}
-
-/// Where a table's Parquet files of `scope` live in a storage's cold store (`scope` empty:
-/// the table's directory).
-pub(crate) fn cold_dir(storage: &StorageHandle, id: &TableId, scope: &str) -> String {
-    let mut parts = Vec::new();
-    if !storage.cold.prefix.is_empty() {
-        parts.push(storage.cold.prefix.clone());
-    }
-    parts.push(id.namespace.to_string());
-    parts.push(id.table.to_string());
-    if !scope.is_empty() {
-        parts.push(scope.to_owned());
-    }
-    parts.join("/")
+/// A scope's files as one reader sees them, pinned until the view is dropped.
+pub(crate) struct FilesView {
+    /// The live files, oldest first.
+    pub(crate) files: Vec<FileEntry>,
+    _pin: ReaderPin,
 }
 
 impl TableHandle {
@@ -239,11 +112,11 @@ impl TableHandle {
             commit: tokio::sync::RwLock::new(()),
             maintenance: tokio::sync::Mutex::new(()),
             state: parking_lot::RwLock::new(TableState::default()),
-            parquet_meta: parking_lot::Mutex::new(HashMap::new()),
-            blooms: parking_lot::Mutex::new(HashMap::new()),
+            file_index: FileIndexCache::default(),
+            pins: Arc::new(ReaderPins::default()),
             last_flush: parking_lot::Mutex::new(Instant::now()),
-            retired: std::sync::atomic::AtomicBool::new(false),
-            write_generation: std::sync::atomic::AtomicU64::new(0),
+            retired: AtomicBool::new(false),
+            write_generation: AtomicU64::new(0),
         };
         table.reload().await?;
         Ok(table)
@@ -269,63 +142,51 @@ impl TableHandle {
 
     /// Re-reads counters, manifest and deletion vectors from the meta partition.
     pub(crate) async fn reload(&self) -> Result<()> {
-        let table = self.id.to_string();
-        let entries = crate::backend::scan_all(
+        let entries = scan_all(
             self.storage.hot.as_ref(),
             &self.meta,
             ScanRequest::default(),
         )
         .await?;
-        let mut state = TableState::default();
-        let mut metas: BTreeMap<(String, i64), FileMeta> = BTreeMap::new();
-        let mut dvs: HashMap<(String, i64), DeletionVector> = HashMap::new();
+        let mut loaded = state::Loaded::default();
         for (key, value) in entries {
-            match key.first() {
-                Some(&META_COUNTER) => {
-                    let scope = String::from_utf8_lossy(&key[1..]).into_owned();
+            match MetaKey::decode(&key, &self.id)? {
+                MetaKey::Counter(scope) => {
                     let n = value
                         .as_ref()
                         .try_into()
                         .map(u64::from_le_bytes)
                         .map_err(|_| Error::Corrupt {
-                            what: format!("row counter of table {table}"),
-                            reason: format!("{} bytes", value.len()),
+                            what: format!("row counter of {scope} of table {}", self.id),
+                            reason: format!("{} bytes, not 8", value.len()),
                         })?;
-                    state.counters.insert(scope, n);
+                    loaded.counters.insert(scope, n);
                 }
-                Some(&META_FILE) => {
-                    let at = split_file_key(&key).ok_or_else(|| Error::Corrupt {
-                        what: format!("manifest of table {table}"),
-                        reason: "bad file key".into(),
-                    })?;
-                    metas.insert(at, FileMeta::decode(&value, &table)?);
+                MetaKey::File(scope, id) => {
+                    let meta = FileMeta::decode(&value, &self.id.to_string())?;
+                    loaded.files.insert((scope, id), meta);
                 }
-                Some(&META_DV) => {
-                    let at = split_file_key(&key).ok_or_else(|| Error::Corrupt {
-                        what: format!("manifest of table {table}"),
-                        reason: "bad deletion vector key".into(),
-                    })?;
-                    let dv = DeletionVector::decode(&value, &format!("{table} file {}", at.1))?;
-                    dvs.insert(at, dv);
+                MetaKey::Dv(scope, id) => {
+                    let what = format!("{} file {id}", self.id);
+                    loaded
+                        .dvs
+                        .insert((scope, id), DeletionVector::decode(&value, &what)?);
                 }
-                _ => {}
+                MetaKey::Definition | MetaKey::Other => {}
             }
         }
-        for ((scope, id), meta) in metas {
-            let dv = dvs.remove(&(scope.clone(), id)).unwrap_or_default();
-            state
-                .files
-                .entry(scope)
-                .or_default()
-                .push(FileEntry::new(meta, dv));
-        }
-        *self.state.write() = state;
+        *self.state.write() = loaded.into_state();
         Ok(())
     }
 
     /// Whether the table left this handle's storage (moved or dropped).
-    pub fn is_retired(&self) -> bool {
-        self.retired.load(std::sync::atomic::Ordering::Acquire)
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    /// Marks the table as gone from this handle's storage.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
     }
 
     /// Fails with [`Error::TableRetired`] when the table left this handle's storage.
@@ -339,21 +200,21 @@ impl TableHandle {
     }
 
     /// The current definition.
-    pub fn definition(&self) -> Arc<TableDefinition> {
+    pub(crate) fn definition(&self) -> Arc<TableDefinition> {
         self.def.read().clone()
     }
 
-    /// The scope name of `user` for this table, checking that a USER table gets a user and
+    /// The key scope of `user` for this table, checking that a USER table gets a user and
     /// other kinds do not.
-    pub fn scope(&self, user: Option<&UserId>) -> Result<String> {
+    pub(crate) fn scope(&self, user: Option<&UserId>) -> Result<KeyScope> {
         let kind = self.definition().table_type;
         match (kind, user) {
-            (TableType::User, Some(u)) => Ok(u.to_string()),
+            (TableType::User, Some(u)) => Ok(KeyScope::User(u.clone())),
             (TableType::User, None) => Err(Error::Scope {
                 table: self.id.to_string(),
                 reason: "a USER table needs a user id (e.g. --user or EXECUTE AS USER)",
             }),
-            (_, None) => Ok(String::new()),
+            (_, None) => Ok(KeyScope::Shared),
             (_, Some(_)) => Err(Error::Scope {
                 table: self.id.to_string(),
                 reason: "only USER tables take a user id",
@@ -362,28 +223,31 @@ impl TableHandle {
     }
 
     /// The key prefix of a scope in the hot partition.
-    pub(crate) fn scope_prefix(&self, scope: &str) -> Vec<u8> {
-        if scope.is_empty() {
-            Vec::new()
-        } else {
-            let mut p = scope.as_bytes().to_vec();
-            p.push(0);
-            p
-        }
+    pub(crate) fn scope_prefix(&self, scope: &KeyScope) -> Vec<u8> {
+        scope_prefix(scope)
     }
 
     /// Where a scope's Parquet files live in the cold store.
-    pub(crate) fn cold_dir(&self, scope: &str) -> String {
-        cold_dir(&self.storage, &self.id, scope)
+    pub(crate) fn cold_dir(&self, scope: &KeyScope) -> String {
+        scope_dir(&self.storage.cold.prefix, &self.id, scope)
+    }
+
+    /// One of the table's files, for the `format` readers.
+    pub(crate) fn data_file<'a>(&'a self, meta: &'a FileMeta) -> DataFile<'a> {
+        DataFile {
+            store: &self.storage.cold.store,
+            meta,
+            table: &self.id,
+        }
     }
 
     /// Buffered hot entries of a scope.
-    pub fn buffered(&self, scope: &str) -> u64 {
+    pub(crate) fn buffered(&self, scope: &KeyScope) -> u64 {
         self.state.read().counters.get(scope).copied().unwrap_or(0)
     }
 
     /// Scopes with buffered hot entries, and how many each holds.
-    pub fn buffered_scopes(&self) -> Vec<(String, u64)> {
+    pub(crate) fn buffered_scopes(&self) -> Vec<(KeyScope, u64)> {
         self.state
             .read()
             .counters
@@ -393,8 +257,9 @@ impl TableHandle {
             .collect()
     }
 
-    /// The live files of a scope.
-    pub fn files(&self, scope: &str) -> Vec<FileEntry> {
+    /// The live files of a scope. Callers that read them hold the maintenance lock (files
+    /// change only under it) or use [`files_view`](Self::files_view).
+    pub(crate) fn files(&self, scope: &KeyScope) -> Vec<FileEntry> {
         self.state
             .read()
             .files
@@ -403,13 +268,30 @@ impl TableHandle {
             .unwrap_or_default()
     }
 
+    /// The live files of a scope, pinned against deletion while the view lives.
+    pub(crate) fn files_view(&self, scope: &KeyScope) -> FilesView {
+        FilesView {
+            _pin: self.pins.pin(),
+            files: self.files(scope),
+        }
+    }
+
     /// Every scope that has files.
-    pub fn file_scopes(&self) -> Vec<String> {
+    pub(crate) fn file_scopes(&self) -> Vec<KeyScope> {
         self.state.read().files.keys().cloned().collect()
     }
 
+    /// The write of a scope's buffered-entry counter, for a commit batch.
+    pub(crate) fn counter_op(&self, scope: &KeyScope, count: u64) -> WriteOp {
+        WriteOp::Put {
+            partition: self.meta.clone(),
+            key: counter_key(scope),
+            value: counter_value(count),
+        }
+    }
+
     /// Encodes primary-key values, checking count and types.
-    pub fn encode_primary_key(&self, key: &[KalamValue]) -> Result<Vec<u8>> {
+    pub(crate) fn encode_primary_key(&self, key: &[KalamValue]) -> Result<Vec<u8>> {
         let def = self.definition();
         let columns: Vec<_> = def.primary_key().collect();
         if key.len() != columns.len() {
@@ -424,7 +306,8 @@ impl TableHandle {
         }
         let mut values = Vec::with_capacity(key.len());
         for (c, v) in columns.iter().zip(key) {
-            let v = filter::coerce(v, c.data_type)
+            let v = v
+                .coerce(c.data_type)
                 .filter(|v| !v.is_null())
                 .ok_or_else(|| Error::InvalidValue {
                     column: c.name.clone(),
@@ -449,13 +332,13 @@ impl TableHandle {
     }
 
     /// A hot entry's values in the current schema, `None` for a tombstone or an expired row.
-    fn hot_values(&self, bytes: &[u8]) -> Result<Option<Vec<KalamValue>>> {
+    pub(crate) fn hot_values(&self, bytes: &[u8]) -> Result<Option<Vec<KalamValue>>> {
         let system = Self::system_of(bytes)?;
         if system.deleted || self.expired(system.updated) {
             return Ok(None);
         }
         let row = Row::decode(bytes).map_err(|e| Error::decode("hot row", e))?;
-        self.upgrade_values(row).map(Some)
+        upgrade_row(&self.definition(), row).map(Some)
     }
 
     /// Whether a STREAM row written at `updated_ns` is past its TTL.
@@ -470,33 +353,15 @@ impl TableHandle {
         }
     }
 
-    /// A hot row's values in the current schema: columns matched by id (so renames keep their
-    /// values and a re-added column does not see the dropped one's), widened types cast, added
-    /// columns take their default or NULL.
-    pub(crate) fn upgrade_values(&self, row: Row) -> Result<Vec<KalamValue>> {
-        upgrade_row(&self.definition(), row)
-    }
-
     /// Reads a hot entry's system columns.
     pub(crate) fn system_of(bytes: &[u8]) -> Result<SystemColumns> {
         read_system_columns(bytes).map_err(|e| Error::decode("hot row", e))
     }
 }
 
-/// The scope a hot key of a table of kind `kind` belongs to, and the encoded primary key after
-/// its prefix.
-pub(crate) fn split_hot_key(kind: TableType, key: &[u8]) -> (&[u8], &[u8]) {
-    if kind == TableType::User {
-        match key.iter().position(|b| *b == 0) {
-            Some(zero) => (&key[..zero], &key[zero + 1..]),
-            None => (key, &[]),
-        }
-    } else {
-        (&[], key)
-    }
-}
-
-/// A hot row's values in `def`'s current schema (see [`TableHandle::upgrade_values`]).
+/// A hot row's values in `def`'s current schema: columns matched by id (so renames keep their
+/// values and a re-added column does not see the dropped one's), widened types cast, added
+/// columns take their default or NULL.
 pub(crate) fn upgrade_row(def: &TableDefinition, row: Row) -> Result<Vec<KalamValue>> {
     if row.schema_version == def.schema.version {
         let mut values = row.values;
@@ -517,26 +382,8 @@ pub(crate) fn upgrade_row(def: &TableDefinition, row: Row) -> Result<Vec<KalamVa
                 .iter()
                 .position(|o| o.id == c.id)
                 .and_then(|i| row.values.get(i).cloned())
-                .and_then(|v| filter::coerce(&v, c.data_type))
+                .and_then(|v| v.coerce(c.data_type))
                 .unwrap_or_else(|| c.default.clone().unwrap_or(KalamValue::Null))
         })
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn file_keys_split_back_even_when_the_id_holds_zero_bytes() {
-        for (scope, id) in [
-            ("", 0x0100_0000_0000_0000i64),
-            ("alice", 0),
-            ("bob", i64::MAX),
-        ] {
-            let key = manifest_key(scope, id);
-            assert_eq!(split_file_key(&key), Some((scope.to_owned(), id)));
-        }
-        assert_eq!(split_file_key(b"f"), None);
-    }
 }

@@ -129,7 +129,7 @@ async fn scans_decoding_row_groups_in_parallel_keep_order_and_hide_changed_rows(
     let files = store.manifest(&t()).await.unwrap();
     assert_eq!(files.len(), 1);
     assert!(
-        files[0].1.meta.rows as usize > 2 * crate::flush::writer::ROW_GROUP_ROWS,
+        files[0].1.meta.rows as usize > 2 * crate::format::ROW_GROUP_ROWS,
         "the file has at least three row groups"
     );
     // Changes still hot, then flushed as deletion vectors: both scans hide the same rows.

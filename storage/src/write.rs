@@ -7,13 +7,46 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use tokio::sync::MutexGuard;
 
-use super::{Mutation, TableHandle, WriteSummary, counter_key, filter};
 use crate::backend::{WriteBatch, WriteOp};
 use crate::codec::{KalamValue, Row, SystemColumns};
 use crate::error::{Error, Result};
-use crate::ids::UserId;
+use crate::ids::{KeyScope, UserId};
+use crate::merge::get_flushed_many;
 use crate::schema::TableDefinition;
 use crate::seq::{SeqGenerator, now_nanos};
+use crate::table::TableHandle;
+
+/// One change to a table.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mutation {
+    /// Adds a row; an existing key is an error. Omitted columns take their default or NULL.
+    Insert(Vec<(String, KalamValue)>),
+    /// Adds or replaces a row.
+    Upsert(Vec<(String, KalamValue)>),
+    /// Changes columns of the row with this primary key, if it exists.
+    Update {
+        /// Primary-key values, in key column order.
+        key: Vec<KalamValue>,
+        /// New values.
+        set: Vec<(String, KalamValue)>,
+    },
+    /// Deletes the row with this primary key, if it exists.
+    Delete {
+        /// Primary-key values, in key column order.
+        key: Vec<KalamValue>,
+    },
+}
+
+/// What a write changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteSummary {
+    /// Rows inserted (incl. upserts of new keys).
+    pub inserted: u64,
+    /// Rows replaced or changed.
+    pub updated: u64,
+    /// Rows deleted.
+    pub deleted: u64,
+}
 
 /// A mutation resolved to its row (inserts and upserts) or its change.
 enum Planned {
@@ -23,9 +56,45 @@ enum Planned {
     Delete,
 }
 
-/// A staged write: the index of its mutation (whose hot key it writes), the row (`None`: a
-/// tombstone), and whether the key was hot before the batch.
-type Staged = (usize, Option<Vec<KalamValue>>, bool);
+/// The hot keys of a batch's mutations (scope prefix + primary key), back to back in one
+/// buffer, in mutation order.
+struct BatchKeys {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    prefix_len: usize,
+}
+
+impl BatchKeys {
+    /// Every hot key, in mutation order.
+    fn all(&self) -> Vec<&[u8]> {
+        let mut out = Vec::with_capacity(self.ends.len());
+        let mut start = 0;
+        for end in &self.ends {
+            out.push(&self.bytes[start..*end]);
+            start = *end;
+        }
+        out
+    }
+}
+
+/// What the keys of a batch hold before it: the hot entry of each mutation's key, and the
+/// live flushed rows of the keys that are not hot.
+struct CurrentRows {
+    hot: Vec<Option<Bytes>>,
+    flushed: HashMap<Vec<u8>, Vec<KalamValue>>,
+    /// Whether some key appears in more than one mutation.
+    repeated: bool,
+}
+
+/// One write the batch makes.
+struct Staged {
+    /// The mutation whose hot key it writes.
+    mutation: usize,
+    /// The new row; `None` for a tombstone.
+    row: Option<Vec<KalamValue>>,
+    /// Whether the key was hot before the batch (the scope's counter does not grow then).
+    was_hot: bool,
+}
 
 impl TableHandle {
     /// Takes the table's write lock; fails with [`Error::TableRetired`] when the table left
@@ -47,48 +116,66 @@ impl TableHandle {
         mutations: Vec<Mutation>,
     ) -> Result<WriteSummary> {
         let scope = self.scope(user)?;
-        let prefix = self.scope_prefix(&scope);
         // Read under the lock: ALTER TABLE swaps the definition while holding it.
         let def = self.definition();
+        let (keys, planned) = self.plan_mutations(&def, &scope, mutations)?;
+        let current = self.read_current(&scope, &keys).await?;
+        let (staged, summary) = self.stage(&def, &keys, planned, &current)?;
+        if !staged.is_empty() {
+            self.commit_staged(&def, &scope, seq, &keys, staged).await?;
+        }
+        Ok(summary)
+    }
 
-        // Resolve every mutation to its hot key (scope prefix + primary key), so the hot
-        // entries of all keys are read in one `get_many`. The keys share one buffer.
-        let mut keys = Vec::with_capacity(mutations.len() * (prefix.len() + 16));
-        let mut key_ends: Vec<usize> = Vec::with_capacity(mutations.len());
-        let mut planned: Vec<Planned> = Vec::with_capacity(mutations.len());
+    /// Resolves every mutation to its hot key, checking rows as it goes.
+    fn plan_mutations(
+        &self,
+        def: &TableDefinition,
+        scope: &KeyScope,
+        mutations: Vec<Mutation>,
+    ) -> Result<(BatchKeys, Vec<Planned>)> {
+        let prefix = self.scope_prefix(scope);
+        let mut keys = BatchKeys {
+            bytes: Vec::with_capacity(mutations.len() * (prefix.len() + 16)),
+            ends: Vec::with_capacity(mutations.len()),
+            prefix_len: prefix.len(),
+        };
+        let mut planned = Vec::with_capacity(mutations.len());
         for mutation in mutations {
-            keys.extend_from_slice(&prefix);
+            keys.bytes.extend_from_slice(&prefix);
             planned.push(match mutation {
                 Mutation::Insert(named) => {
-                    let row = self.row_from_named(&def, named, None)?;
-                    self.key_of_row(&def, &row, &mut keys)?;
+                    let row = self.row_from_named(def, named, None)?;
+                    self.key_of_row(def, &row, &mut keys.bytes)?;
                     Planned::Insert(row)
                 }
                 Mutation::Upsert(named) => {
-                    let row = self.row_from_named(&def, named, None)?;
-                    self.key_of_row(&def, &row, &mut keys)?;
+                    let row = self.row_from_named(def, named, None)?;
+                    self.key_of_row(def, &row, &mut keys.bytes)?;
                     Planned::Upsert(row)
                 }
                 Mutation::Update { key, set } => {
-                    keys.extend_from_slice(&self.encode_primary_key(&key)?);
+                    keys.bytes
+                        .extend_from_slice(&self.encode_primary_key(&key)?);
                     Planned::Update(set)
                 }
                 Mutation::Delete { key } => {
-                    keys.extend_from_slice(&self.encode_primary_key(&key)?);
+                    keys.bytes
+                        .extend_from_slice(&self.encode_primary_key(&key)?);
                     Planned::Delete
                 }
             });
-            key_ends.push(keys.len());
+            keys.ends.push(keys.bytes.len());
         }
+        Ok((keys, planned))
+    }
 
-        // The hot entry of each mutation's key. Bulk inserts come in key order: their keys go
-        // to the engine as they are (new keys past the stored ones: a single seek).
-        let mut asked: Vec<&[u8]> = Vec::with_capacity(key_ends.len());
-        let mut start = 0;
-        for end in &key_ends {
-            asked.push(&keys[start..*end]);
-            start = *end;
-        }
+    /// Reads what the batch's keys hold: their hot entries in one `get_many`, then the
+    /// flushed rows of the keys that are not hot in one pass over the files.
+    async fn read_current(&self, scope: &KeyScope, keys: &BatchKeys) -> Result<CurrentRows> {
+        let asked = keys.all();
+        // Bulk inserts come in key order: their keys go to the engine as they are (new keys
+        // past the stored ones: a single seek).
         let in_order = asked.windows(2).all(|w| w[0] < w[1]);
         let (hot, repeated) = if in_order {
             (self.storage.hot.get_many(&self.hot, &asked).await?, false)
@@ -99,49 +186,64 @@ impl TableHandle {
             let values = self.storage.hot.get_many(&self.hot, &sorted).await?;
             let mut hot = Vec::with_capacity(asked.len());
             for k in &asked {
-                // Invariant: `sorted` holds every asked key, so the search finds it.
-                let at = sorted
+                let value = sorted
                     .binary_search(k)
-                    .expect("every asked key is in `sorted`");
-                hot.push(values[at].clone());
+                    .ok()
+                    .and_then(|at| values.get(at).cloned())
+                    .flatten();
+                hot.push(value);
             }
             (hot, sorted.len() < asked.len())
         };
-        // Keys without a hot entry may have a flushed row: read them all in one pass.
         let cold: Vec<&[u8]> = asked
             .iter()
             .zip(&hot)
             .filter(|(_, v)| v.is_none())
-            .map(|(k, _)| &k[prefix.len()..])
+            .map(|(k, _)| &k[keys.prefix_len..])
             .collect();
-        let flushed = crate::merge::read::get_flushed_many(self, &scope, &cold).await?;
+        let flushed = get_flushed_many(self, scope, &cold).await?;
+        Ok(CurrentRows {
+            hot,
+            flushed,
+            repeated,
+        })
+    }
 
-        // Only a batch that writes a key twice needs to find a key's earlier write; the others
-        // just keep their order.
+    /// Applies each mutation to the key's current row (or the batch's earlier write of the
+    /// key): the writes to make and what they change.
+    fn stage(
+        &self,
+        def: &TableDefinition,
+        keys: &BatchKeys,
+        planned: Vec<Planned>,
+        current: &CurrentRows,
+    ) -> Result<(Vec<Staged>, WriteSummary)> {
+        let asked = keys.all();
         let mut staged: Vec<Staged> = Vec::with_capacity(planned.len());
-        let mut slots: Option<HashMap<&[u8], usize>> = repeated.then(HashMap::new);
+        // Only a batch that writes a key twice needs to find a key's earlier write; the
+        // others just keep their order.
+        let mut slots: Option<HashMap<&[u8], usize>> = current.repeated.then(HashMap::new);
         let mut summary = WriteSummary::default();
         for (i, plan) in planned.into_iter().enumerate() {
-            let key = &asked[i][prefix.len()..];
+            let key = &asked[i][keys.prefix_len..];
             let slot = slots.as_ref().and_then(|s| s.get(key).copied());
-            let (current, was_hot) = match slot {
-                Some(at) => (staged[at].1.clone(), staged[at].2),
-                None => match &hot[i] {
+            let (row_now, was_hot) = match slot {
+                Some(at) => (staged[at].row.clone(), staged[at].was_hot),
+                None => match &current.hot[i] {
                     Some(bytes) => (self.hot_values(bytes)?, true),
-                    None if flushed.is_empty() => (None, false),
-                    None => (flushed.get(key).cloned(), false),
+                    None => (current.flushed.get(key).cloned(), false),
                 },
             };
             let row = match plan {
                 Planned::Insert(row) => {
-                    if current.is_some() {
-                        return Err(self.duplicate(&def, &row));
+                    if row_now.is_some() {
+                        return Err(self.duplicate(def, &row));
                     }
                     summary.inserted += 1;
                     Some(row)
                 }
                 Planned::Upsert(row) => {
-                    if current.is_some() {
+                    if row_now.is_some() {
                         summary.updated += 1;
                     } else {
                         summary.inserted += 1;
@@ -149,72 +251,77 @@ impl TableHandle {
                     Some(row)
                 }
                 Planned::Update(set) => {
-                    let Some(current) = current else { continue };
+                    let Some(row_now) = row_now else { continue };
                     summary.updated += 1;
-                    Some(self.row_from_named(&def, set, Some(current))?)
+                    Some(self.row_from_named(def, set, Some(row_now))?)
                 }
                 Planned::Delete => {
-                    if current.is_none() {
+                    if row_now.is_none() {
                         continue;
                     }
                     summary.deleted += 1;
                     None
                 }
             };
+            let write = Staged {
+                mutation: i,
+                row,
+                was_hot,
+            };
             match slot {
-                Some(at) => staged[at] = (i, row, was_hot),
+                Some(at) => staged[at] = write,
                 None => {
                     if let Some(slots) = &mut slots {
                         slots.insert(key, staged.len());
                     }
-                    staged.push((i, row, was_hot));
+                    staged.push(write);
                 }
             }
         }
-        if staged.is_empty() {
-            return Ok(summary);
-        }
-        let staged_len = staged.len();
-        let updated = now_nanos();
+        Ok((staged, summary))
+    }
 
-        // Every key and row of the batch goes into one buffer; the ops share it.
-        let tombstones = Tombstones::new(&def);
-        let rows: Vec<(usize, Row, bool)> = staged
-            .into_iter()
-            .zip(seq.take(staged_len))
-            .map(|((i, row, was_hot), seq)| {
-                let deleted = row.is_none();
-                let values = match row {
-                    Some(values) => values,
-                    // A tombstone keeps the key columns, so a flush can still read its key.
-                    None => tombstones.values(&asked[i][prefix.len()..])?,
-                };
-                let system = SystemColumns {
+    /// Encodes the staged rows and tombstones and commits them with the scope's new counter
+    /// in one batch. Every key and row goes into one buffer the ops share.
+    async fn commit_staged(
+        &self,
+        def: &TableDefinition,
+        scope: &KeyScope,
+        seq: &SeqGenerator,
+        keys: &BatchKeys,
+        staged: Vec<Staged>,
+    ) -> Result<()> {
+        let asked = keys.all();
+        let updated = now_nanos();
+        let tombstones = Tombstones::new(def);
+        let staged_len = staged.len();
+        let mut added = 0u64;
+        let mut rows = Vec::with_capacity(staged_len);
+        for (write, seq) in staged.into_iter().zip(seq.take(staged_len)) {
+            added += u64::from(!write.was_hot);
+            let deleted = write.row.is_none();
+            let values = match write.row {
+                Some(values) => values,
+                // A tombstone keeps the key columns, so a flush can still read its key.
+                None => tombstones.values(&asked[write.mutation][keys.prefix_len..])?,
+            };
+            let row = Row {
+                schema_version: def.schema.version,
+                values,
+                system: SystemColumns {
                     seq,
                     updated,
                     deleted,
-                };
-                let row = Row {
-                    schema_version: def.schema.version,
-                    values,
-                    system,
-                };
-                Ok((i, row, was_hot))
-            })
-            .collect::<Result<_>>()?;
-        let size: usize = rows
-            .iter()
-            .map(|(i, row, _)| asked[*i].len() + row.encoded_len())
-            .sum();
+                },
+            };
+            rows.push((asked[write.mutation], row));
+        }
+        let size: usize = rows.iter().map(|(k, r)| k.len() + r.encoded_len()).sum();
         let mut buffer = Vec::with_capacity(size);
         let mut spans = Vec::with_capacity(rows.len());
-        let mut added = 0u64;
-        for (i, row, was_hot) in rows {
-            if !was_hot {
-                added += 1;
-            }
+        for (key, row) in rows {
             let at = buffer.len();
-            buffer.extend_from_slice(asked[i]);
+            buffer.extend_from_slice(key);
             let key_end = buffer.len();
             row.encode_into(&mut buffer);
             spans.push((at..key_end, key_end..buffer.len()));
@@ -230,17 +337,13 @@ impl TableHandle {
                 value: buffer.slice(value),
             });
         }
-        let count = self.buffered(&scope) + added;
-        batch.ops.push(WriteOp::Put {
-            partition: self.meta.clone(),
-            key: counter_key(&scope),
-            value: Bytes::copy_from_slice(&count.to_le_bytes()),
-        });
+        let count = self.buffered(scope) + added;
+        batch.ops.push(self.counter_op(scope, count));
         self.storage.hot.batch(batch).await?;
         self.write_generation
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        self.state.write().counters.insert(scope, count);
-        Ok(summary)
+        self.state.write().counters.insert(scope.clone(), count);
+        Ok(())
     }
 
     /// Appends the encoded primary key of a full row to `out`.
@@ -285,12 +388,13 @@ impl TableHandle {
                 .enumerate()
                 .map(|(i, (name, value))| {
                     let c = &columns[i];
-                    let value = filter::coerce_owned(value, c.data_type).map_err(|value| {
-                        Error::InvalidValue {
-                            column: name,
-                            reason: format!("{value:?} is not a {}", c.data_type),
-                        }
-                    })?;
+                    let value =
+                        value
+                            .coerce_into(c.data_type)
+                            .map_err(|value| Error::InvalidValue {
+                                column: name,
+                                reason: format!("{value:?} is not a {}", c.data_type),
+                            })?;
                     check_length(&c.name, &value)?;
                     if value.is_null() && !c.nullable {
                         return Err(Error::InvalidValue {
@@ -321,8 +425,9 @@ impl TableHandle {
                     reason: "given twice".into(),
                 });
             }
-            let value =
-                filter::coerce_owned(value, c.data_type).map_err(|value| Error::InvalidValue {
+            let value = value
+                .coerce_into(c.data_type)
+                .map_err(|value| Error::InvalidValue {
                     column: name,
                     reason: format!("{value:?} is not a {}", c.data_type),
                 })?;

@@ -11,7 +11,6 @@ use arrow::record_batch::RecordBatch;
 use crate::codec::{KalamValue, array_from_values};
 use crate::error::{Error, Result};
 use crate::schema::SchemaVersion;
-use crate::types::KalamDataType;
 
 /// A comparison operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +147,7 @@ impl Filter {
         };
         let literal = |name: &str, value: &KalamValue| -> Result<ArrayRef> {
             let data_type = column_type(name)?;
-            let value = coerce(value, data_type).ok_or_else(|| Error::InvalidQuery {
+            let value = value.coerce(data_type).ok_or_else(|| Error::InvalidQuery {
                 table: table.to_owned(),
                 reason: format!("column `{name}` is {data_type}, cannot compare with {value:?}"),
             })?;
@@ -193,48 +192,6 @@ impl Filter {
             Self::Not(f) => BoundFilter::Not(Box::new(f.bind(schema, table)?)),
         })
     }
-}
-
-/// Converts a literal to a column's type where SQL would (integers to wider integers and
-/// floats, in range); `None` when it does not fit.
-pub fn coerce(value: &KalamValue, data_type: KalamDataType) -> Option<KalamValue> {
-    use KalamDataType as T;
-    use KalamValue as V;
-    if value.fits(data_type) {
-        return Some(value.clone());
-    }
-    let int = match value {
-        V::SmallInt(v) => i64::from(*v),
-        V::Int(v) => i64::from(*v),
-        V::BigInt(v) => *v,
-        V::Float(v) if data_type == T::Double => return Some(V::Double(f64::from(*v))),
-        _ => return None,
-    };
-    Some(match data_type {
-        T::SmallInt => V::SmallInt(i16::try_from(int).ok()?),
-        T::Int => V::Int(i32::try_from(int).ok()?),
-        T::BigInt => V::BigInt(int),
-        T::Double => V::Double(int as f64),
-        T::Float => V::Float(int as f32),
-        T::Timestamp => V::Timestamp(int),
-        T::DateTime => V::DateTime(int),
-        T::Decimal { scale, .. } => {
-            let v = V::Decimal(
-                i128::from(int).checked_mul(10i128.checked_pow(u32::try_from(scale).ok()?)?)?,
-            );
-            v.fits(data_type).then_some(v)?
-        }
-        _ => return None,
-    })
-}
-
-/// [`coerce`] taking the value: a value that already fits moves through without a copy; one
-/// that does not convert comes back as the error.
-pub fn coerce_owned(value: KalamValue, data_type: KalamDataType) -> Result<KalamValue, KalamValue> {
-    if value.fits(data_type) {
-        return Ok(value);
-    }
-    coerce(&value, data_type).ok_or(value)
 }
 
 /// A filter checked against a schema, ready to evaluate.
@@ -282,10 +239,6 @@ pub struct ColumnStats {
     pub row_counts: Option<UInt64Array>,
 }
 
-fn arrow_err(op: &'static str) -> impl Fn(arrow::error::ArrowError) -> Error {
-    move |source| Error::Arrow { op, source }
-}
-
 fn compare(op: CmpOp, left: &dyn Array, literal: &ArrayRef) -> Result<BooleanArray> {
     let right = Scalar::new(literal.clone());
     let result = match op {
@@ -296,7 +249,7 @@ fn compare(op: CmpOp, left: &dyn Array, literal: &ArrayRef) -> Result<BooleanArr
         CmpOp::Gt => cmp::gt(&left, &right),
         CmpOp::GtEq => cmp::gt_eq(&left, &right),
     };
-    result.map_err(arrow_err("comparing a column with a literal"))
+    result.map_err(Error::arrow("comparing a column with a literal"))
 }
 
 impl BoundFilter {
@@ -336,9 +289,9 @@ impl BoundFilter {
                 op,
                 literal,
             } => compare(*op, column(c)?.as_ref(), literal)?,
-            Self::IsNull(c) => is_null(column(c)?.as_ref()).map_err(arrow_err("IS NULL"))?,
+            Self::IsNull(c) => is_null(column(c)?.as_ref()).map_err(Error::arrow("IS NULL"))?,
             Self::IsNotNull(c) => {
-                is_not_null(column(c)?.as_ref()).map_err(arrow_err("IS NOT NULL"))?
+                is_not_null(column(c)?.as_ref()).map_err(Error::arrow("IS NOT NULL"))?
             }
             Self::In {
                 column: c,
@@ -349,10 +302,10 @@ impl BoundFilter {
                 let mut any = BooleanArray::from(vec![false; batch.num_rows()]);
                 for literal in literals {
                     let hit = compare(CmpOp::Eq, values.as_ref(), literal)?;
-                    any = boolean::or_kleene(&any, &hit).map_err(arrow_err("IN"))?;
+                    any = boolean::or_kleene(&any, &hit).map_err(Error::arrow("IN"))?;
                 }
                 if *negated {
-                    boolean::not(&any).map_err(arrow_err("NOT IN"))?
+                    boolean::not(&any).map_err(Error::arrow("NOT IN"))?
                 } else {
                     any
                 }
@@ -360,19 +313,20 @@ impl BoundFilter {
             Self::And(all) => {
                 let mut acc = BooleanArray::from(vec![true; batch.num_rows()]);
                 for f in all {
-                    acc =
-                        boolean::and_kleene(&acc, &f.evaluate(batch)?).map_err(arrow_err("AND"))?;
+                    acc = boolean::and_kleene(&acc, &f.evaluate(batch)?)
+                        .map_err(Error::arrow("AND"))?;
                 }
                 acc
             }
             Self::Or(all) => {
                 let mut acc = BooleanArray::from(vec![false; batch.num_rows()]);
                 for f in all {
-                    acc = boolean::or_kleene(&acc, &f.evaluate(batch)?).map_err(arrow_err("OR"))?;
+                    acc = boolean::or_kleene(&acc, &f.evaluate(batch)?)
+                        .map_err(Error::arrow("OR"))?;
                 }
                 acc
             }
-            Self::Not(f) => boolean::not(&f.evaluate(batch)?).map_err(arrow_err("NOT"))?,
+            Self::Not(f) => boolean::not(&f.evaluate(batch)?).map_err(Error::arrow("NOT"))?,
         })
     }
 
@@ -479,6 +433,7 @@ mod tests {
 
     use super::*;
     use crate::schema::ColumnDefinition;
+    use crate::types::KalamDataType;
 
     fn schema() -> SchemaVersion {
         SchemaVersion {

@@ -1,4 +1,4 @@
-//! Writing one Parquet file of a table: the current user columns, `_seq`, `_updated` and the
+//! Writing one data file of a table: the current user columns, `_seq`, `_updated` and the
 //! encoded primary key `_key` (sorted, with a bloom filter), zstd-compressed, with page-level
 //! statistics and the page index.
 
@@ -14,11 +14,14 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
+use std::sync::Arc;
+
+use super::columns::{KEY_COLUMN, file_schema, key_column, project};
+use super::manifest::FileMeta;
+use super::paths::data_file_path;
+use crate::codec::SEQ_COLUMN;
 use crate::error::{Error, Result};
-use crate::merge::read::{KEY_COLUMN, output_schema, project};
-use crate::schema::{SCHEMA_VERSION_METADATA, SEQ_COLUMN, TableDefinition};
-use crate::table::TableHandle;
-use crate::table::manifest::FileMeta;
+use crate::schema::{SCHEMA_VERSION_METADATA, TableDefinition};
 
 /// Rows per row group: small enough for pruning and bounded flush memory.
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
@@ -31,6 +34,7 @@ pub fn writer_properties(schema_version: u32) -> WriterProperties {
     let key = ColumnPath::from(KEY_COLUMN);
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(
+            // Invariant: zstd accepts levels 1 to 22.
             ZstdLevel::try_new(1).expect("1 is a valid zstd level"),
         ))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
@@ -53,11 +57,6 @@ pub fn writer_properties(schema_version: u32) -> WriterProperties {
         .build()
 }
 
-/// The arrow schema of a table file for `def`'s current version.
-pub fn file_schema(def: &TableDefinition) -> SchemaRef {
-    output_schema(def.columns(), true, true)
-}
-
 /// An open file being written.
 pub(crate) struct FileWriter {
     writer: AsyncArrowWriter<BufWriter>,
@@ -73,19 +72,16 @@ pub(crate) struct FileWriter {
 }
 
 impl FileWriter {
-    /// Starts `<cold>/<ns>/<table>/[<user>/]<id>.parquet`.
+    /// Starts file `id` in directory `dir` of `store` (see [`data_file_path`]).
     pub(crate) fn create(
-        table: &TableHandle,
-        scope: &str,
+        store: &Arc<dyn ObjectStore>,
+        dir: &str,
         def: &TableDefinition,
         id: i64,
     ) -> Result<Self> {
-        let path = format!("{}/{id:016x}.parquet", table.cold_dir(scope));
+        let path = data_file_path(dir, id);
         let schema = file_schema(def);
-        let sink = BufWriter::new(
-            table.storage.cold.store.clone(),
-            ObjectPath::from(path.as_str()),
-        );
+        let sink = BufWriter::new(store.clone(), ObjectPath::from(path.as_str()));
         let writer = AsyncArrowWriter::try_new(
             sink,
             schema.clone(),
@@ -115,18 +111,18 @@ impl FileWriter {
             return Ok(());
         }
         let batch = project(batch, &self.schema)?;
-        let keys = batch
-            .column_by_name(KEY_COLUMN)
-            .expect("file schema has `_key`")
-            .as_binary::<i32>();
+        let keys = key_column(&batch, &self.path)?;
         if self.min_key.is_none() {
             self.min_key = Some(keys.value(0).to_vec());
         }
         self.max_key = keys.value(keys.len() - 1).to_vec();
         let seqs = batch
             .column_by_name(SEQ_COLUMN)
-            .expect("file schema has `_seq`")
-            .as_primitive::<Int64Type>();
+            .and_then(|c| c.as_primitive_opt::<Int64Type>())
+            .ok_or_else(|| Error::Corrupt {
+                what: format!("rows written to {}", self.path),
+                reason: format!("no `{SEQ_COLUMN}` column"),
+            })?;
         if let (Some(lo), Some(hi)) = (arrow::compute::min(seqs), arrow::compute::max(seqs)) {
             self.min_seq = self.min_seq.min(lo);
             self.max_seq = self.max_seq.max(hi);

@@ -1,0 +1,58 @@
+//! The on-disk layout of a table: its data files, deletion vectors, manifest entries and the
+//! keys of its partitions. Flush, compaction, reads and moves take the layout from here; this
+//! module imports nothing above `schema`.
+//!
+//! # A data file
+//! One sorted Parquet file per flush of a scope (`paths`: `<ns>/<table>/[<user>/]<id>.parquet`),
+//! zstd level 1, row groups of 128 Ki rows, data pages of at most 1024 rows, page statistics
+//! and the page index, the schema version in the key-value metadata
+//! (`kalamstore.schema_version`):
+//!
+//! | column          | arrow type          | what                                               |
+//! |-----------------|---------------------|----------------------------------------------------|
+//! | user columns    | per `KalamDataType` | the row's values in the file's schema version      |
+//! | `_seq`          | Int64               | write sequence of the row's last write             |
+//! | `_updated`      | Int64               | time of the last write, ns since the epoch         |
+//! | `_key`          | Binary              | encoded primary key (memcomparable, `codec::key`); the sort key, unique per file, no dictionary, a bloom filter (1% fpp) |
+//!
+//! Rows are never changed in place: a deleted or replaced row is a position in the file's
+//! deletion vector.
+//!
+//! # A deletion vector
+//! The dead row positions (0-based, across row groups) of one file, in the bytes Delta Lake
+//! and Iceberg v3 share (`dv`): magic `1681511377` (u32 LE), a portable 64-bit Roaring bitmap,
+//! CRC-32 of both (u32 BE). Kept as the value of the file's `v` key in the meta partition.
+//!
+//! # A manifest entry
+//! One protobuf [`FileMeta`] per live file (`manifest`): id, path, rows, size, key and `_seq`
+//! ranges, schema version, commit time. Kept as the value of the file's `f` key.
+//!
+//! # The table's partitions
+//! Hot rows and the meta partition (definition, counters, manifest, deletion vectors) in the
+//! storage's hot engine: see `partitions`.
+
+mod columns;
+mod dv;
+mod manifest;
+mod partitions;
+mod paths;
+mod reader;
+mod writer;
+
+pub(crate) use columns::{
+    ALL_KEYS, KeyBounds, bounds_overlap, is_unbounded, key_column, key_mask, output_schema,
+    point_key, project,
+};
+pub use columns::{KEY_COLUMN, file_schema};
+pub use dv::{DV_MAGIC, DeletionVector};
+pub use manifest::FileMeta;
+pub(crate) use partitions::{
+    META_DEFINITION, MetaKey, counter_key, counter_value, dv_key, manifest_key, scope_prefix,
+    split_hot_key,
+};
+pub use partitions::{hot_partition, meta_partition};
+pub(crate) use paths::{scope_dir, table_dir};
+pub use reader::ObjectFileReader;
+pub(crate) use reader::{DataFile, FileIndexCache, RowGroupKeys, key_page_ranges};
+pub(crate) use writer::FileWriter;
+pub use writer::{ROW_GROUP_ROWS, writer_properties};

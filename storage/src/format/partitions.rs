@@ -1,0 +1,219 @@
+//! A table's two partitions in its storage's hot engine, and the keys of its meta partition.
+//!
+//! | partition            | key                                   | value                          |
+//! |----------------------|---------------------------------------|--------------------------------|
+//! | `t.<ns>.<table>.hot` | `[<user> 0x00]` + encoded primary key | row (`codec::Row`); tombstones carry `_deleted` |
+//! | `t.<ns>.<table>.meta`| `d`                                   | the table definition           |
+//! |                      | `c` + `<user>`                        | buffered hot entries, u64 LE   |
+//! |                      | `f` + `<user>` 0x00 + file id (i64 BE) | [`FileMeta`](super::FileMeta) |
+//! |                      | `v` + `<user>` 0x00 + file id (i64 BE) | [`DeletionVector`](super::DeletionVector) |
+//!
+//! `<user>` is the scope's stored name ([`KeyScope::as_str`]): empty for SHARED and STREAM
+//! tables. User ids never contain 0x00, so the scope prefix is unambiguous.
+
+use bytes::Bytes;
+
+use crate::backend::Partition;
+use crate::error::{Error, Result};
+use crate::ids::{KeyScope, TableId};
+use crate::schema::TableType;
+
+/// Key of the table definition in the meta partition.
+pub(crate) const META_DEFINITION: &[u8] = b"d";
+/// Tag of a scope's buffered-entry counter.
+pub(crate) const META_COUNTER: u8 = b'c';
+/// Tag of a manifest entry.
+pub(crate) const META_FILE: u8 = b'f';
+/// Tag of a deletion vector.
+pub(crate) const META_DV: u8 = b'v';
+
+fn table_partition(id: &TableId, suffix: &str) -> Partition {
+    // Invariant: namespace and table names are `[a-z][a-z0-9_]*` of at most 64 bytes each,
+    // so the name is at most 136 bytes of partition-safe characters.
+    Partition::new(format!("t.{}.{}.{suffix}", id.namespace, id.table))
+        .expect("table ids make valid partition names")
+}
+
+/// The hot-row partition of a table.
+pub fn hot_partition(id: &TableId) -> Partition {
+    table_partition(id, "hot")
+}
+
+/// The meta partition of a table (definition, counters, manifest, deletion vectors).
+pub fn meta_partition(id: &TableId) -> Partition {
+    table_partition(id, "meta")
+}
+
+/// The key prefix of a scope in the hot partition: empty for the shared scope, else the user
+/// id and 0x00.
+pub(crate) fn scope_prefix(scope: &KeyScope) -> Vec<u8> {
+    match scope {
+        KeyScope::Shared => Vec::new(),
+        KeyScope::User(u) => {
+            let mut p = Vec::with_capacity(u.as_str().len() + 1);
+            p.extend_from_slice(u.as_str().as_bytes());
+            p.push(0);
+            p
+        }
+    }
+}
+
+/// The stored scope name and the encoded primary key of a hot key of a table of kind `kind`.
+pub(crate) fn split_hot_key(kind: TableType, key: &[u8]) -> (&[u8], &[u8]) {
+    if kind == TableType::User {
+        match key.iter().position(|b| *b == 0) {
+            Some(zero) => (&key[..zero], &key[zero + 1..]),
+            None => (key, &[]),
+        }
+    } else {
+        (&[], key)
+    }
+}
+
+/// The key of a scope's buffered-entry counter.
+pub(crate) fn counter_key(scope: &KeyScope) -> Bytes {
+    let mut k = vec![META_COUNTER];
+    k.extend_from_slice(scope.as_str().as_bytes());
+    k.into()
+}
+
+/// The value of a buffered-entry counter.
+pub(crate) fn counter_value(count: u64) -> Bytes {
+    Bytes::copy_from_slice(&count.to_le_bytes())
+}
+
+fn file_key(tag: u8, scope: &KeyScope, id: i64) -> Bytes {
+    let name = scope.as_str().as_bytes();
+    let mut k = Vec::with_capacity(name.len() + 10);
+    k.push(tag);
+    k.extend_from_slice(name);
+    k.push(0);
+    k.extend_from_slice(&id.to_be_bytes());
+    k.into()
+}
+
+/// The key of a file's manifest entry.
+pub(crate) fn manifest_key(scope: &KeyScope, id: i64) -> Bytes {
+    file_key(META_FILE, scope, id)
+}
+
+/// The key of a file's deletion vector.
+pub(crate) fn dv_key(scope: &KeyScope, id: i64) -> Bytes {
+    file_key(META_DV, scope, id)
+}
+
+/// One decoded key of a meta partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MetaKey {
+    /// The table definition.
+    Definition,
+    /// A scope's buffered-entry counter.
+    Counter(KeyScope),
+    /// A manifest entry.
+    File(KeyScope, i64),
+    /// A deletion vector.
+    Dv(KeyScope, i64),
+    /// A key this version does not write (kept as it is).
+    Other,
+}
+
+impl MetaKey {
+    /// Decodes a meta-partition key of table `table`; a known tag with a malformed body is
+    /// [`Error::Corrupt`].
+    pub(crate) fn decode(key: &[u8], table: &TableId) -> Result<Self> {
+        let corrupt = |reason: &str| Error::Corrupt {
+            what: format!("meta partition of table {table}"),
+            reason: format!("{reason}: key {key:02x?}"),
+        };
+        let scope = |name: &[u8]| {
+            std::str::from_utf8(name)
+                .ok()
+                .and_then(|n| KeyScope::from_stored(n).ok())
+                .ok_or_else(|| corrupt("bad scope name"))
+        };
+        let file = |body: &[u8]| -> Result<(KeyScope, i64)> {
+            let at = body
+                .len()
+                .checked_sub(9)
+                .filter(|at| body[*at] == 0)
+                .ok_or_else(|| corrupt("bad file key"))?;
+            let mut id = [0u8; 8];
+            id.copy_from_slice(&body[at + 1..]);
+            Ok((scope(&body[..at])?, i64::from_be_bytes(id)))
+        };
+        Ok(match key.split_first() {
+            _ if key == META_DEFINITION => Self::Definition,
+            Some((&META_COUNTER, body)) => Self::Counter(scope(body)?),
+            Some((&META_FILE, body)) => {
+                let (s, id) = file(body)?;
+                Self::File(s, id)
+            }
+            Some((&META_DV, body)) => {
+                let (s, id) = file(body)?;
+                Self::Dv(s, id)
+            }
+            _ => Self::Other,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::UserId;
+
+    fn table() -> TableId {
+        "app.t".parse().unwrap()
+    }
+
+    #[test]
+    fn file_keys_decode_back_even_when_the_id_holds_zero_bytes() {
+        let alice = KeyScope::User(UserId::new("alice").unwrap());
+        for (scope, id) in [
+            (KeyScope::Shared, 0x0100_0000_0000_0000i64),
+            (alice.clone(), 0),
+            (alice, i64::MAX),
+        ] {
+            let key = manifest_key(&scope, id);
+            assert_eq!(
+                MetaKey::decode(&key, &table()).unwrap(),
+                MetaKey::File(scope.clone(), id)
+            );
+            let key = dv_key(&scope, id);
+            assert_eq!(
+                MetaKey::decode(&key, &table()).unwrap(),
+                MetaKey::Dv(scope, id)
+            );
+        }
+        assert!(MetaKey::decode(b"f", &table()).is_err());
+    }
+
+    #[test]
+    fn counter_and_definition_keys_decode() {
+        let bob = KeyScope::User(UserId::new("bob").unwrap());
+        assert_eq!(
+            MetaKey::decode(&counter_key(&bob), &table()).unwrap(),
+            MetaKey::Counter(bob)
+        );
+        assert_eq!(
+            MetaKey::decode(META_DEFINITION, &table()).unwrap(),
+            MetaKey::Definition
+        );
+        assert_eq!(MetaKey::decode(b"zz", &table()).unwrap(), MetaKey::Other);
+    }
+
+    #[test]
+    fn hot_keys_split_into_scope_and_primary_key() {
+        let alice = KeyScope::User(UserId::new("alice").unwrap());
+        let mut key = scope_prefix(&alice);
+        key.extend_from_slice(b"pk");
+        assert_eq!(
+            split_hot_key(TableType::User, &key),
+            (&b"alice"[..], &b"pk"[..])
+        );
+        assert_eq!(
+            split_hot_key(TableType::Shared, b"pk"),
+            (&b""[..], &b"pk"[..])
+        );
+    }
+}

@@ -1,0 +1,222 @@
+//! The merge-join of sorted keys with a file's sorted `_key` column, the one way kalamstore
+//! finds the flushed rows of given keys: a flush finds the rows its keys replace, a scan the
+//! rows its hot keys hide, the write path the rows of many looked-up keys.
+
+use arrow::array::{Array, BinaryArray};
+use futures::TryStreamExt;
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ArrowReaderMetadata;
+
+use crate::error::{Error, Result};
+use crate::format::{DeletionVector, KEY_COLUMN, RowGroupKeys, key_column};
+use crate::table::{FileEntry, TableHandle};
+
+/// A cursor over the sorted `_key` column of one file; keys must be sought in increasing
+/// order.
+struct KeyCursor {
+    footer: ArrowReaderMetadata,
+    key_stats: RowGroupKeys,
+    /// First row of each row group.
+    starts: Vec<u64>,
+    key_index: usize,
+    /// The row group the last key fell in.
+    row_group: usize,
+    /// The keys of one loaded row group.
+    loaded: Option<(usize, BinaryArray)>,
+    /// Where the last key sought in the loaded row group landed.
+    at: usize,
+}
+
+impl KeyCursor {
+    async fn open(table: &TableHandle, entry: &FileEntry) -> Result<Self> {
+        let file = table.data_file(&entry.meta);
+        let footer = table.file_index.footer(file).await?;
+        let key_index = footer
+            .schema()
+            .index_of(KEY_COLUMN)
+            .map_err(|_| Error::Corrupt {
+                what: format!("file {}", file.describe()),
+                reason: format!("no `{KEY_COLUMN}` column"),
+            })?;
+        let mut starts = Vec::new();
+        let mut at = 0u64;
+        for rg in footer.metadata().row_groups() {
+            starts.push(at);
+            at += rg.num_rows() as u64;
+        }
+        Ok(Self {
+            key_stats: RowGroupKeys::of(&footer),
+            footer,
+            starts,
+            key_index,
+            row_group: 0,
+            loaded: None,
+            at: 0,
+        })
+    }
+
+    /// The absolute position of `key` in the file, if the file holds it.
+    async fn seek(
+        &mut self,
+        table: &TableHandle,
+        entry: &FileEntry,
+        key: &[u8],
+    ) -> Result<Option<u64>> {
+        let n = self.starts.len();
+        let stats = &self.key_stats;
+        while self.row_group < n
+            && stats.maxes[self.row_group]
+                .as_deref()
+                .is_some_and(|max| max < key)
+        {
+            self.row_group += 1;
+        }
+        if self.row_group == n
+            || stats.mins[self.row_group]
+                .as_deref()
+                .is_some_and(|min| min > key)
+        {
+            return Ok(None);
+        }
+        let rg = self.row_group;
+        if self.loaded.as_ref().is_none_or(|(at, _)| *at != rg) {
+            let file = table.data_file(&entry.meta);
+            if let Some(bloom) = table.file_index.key_bloom(file, &self.footer, rg).await?
+                && !bloom.check(key)
+            {
+                return Ok(None);
+            }
+            let keys = self.load_keys(table, entry, rg).await?;
+            self.loaded = Some((rg, keys));
+            self.at = 0;
+        }
+        let Some((_, keys)) = &self.loaded else {
+            return Ok(None);
+        };
+        // Keys come in increasing order: gallop forward from the last position, then search
+        // the bracketed run (dense key sets step a few rows, sparse ones a few doublings).
+        let mut lo = self.at.min(keys.len());
+        let mut step = 1usize;
+        let mut hi = lo;
+        while hi < keys.len() && keys.value(hi) < key {
+            lo = hi + 1;
+            hi = (hi + step).min(keys.len());
+            step *= 2;
+        }
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if keys.value(mid) < key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let found = lo < keys.len() && keys.value(lo) == key;
+        self.at = lo;
+        Ok(found.then(|| self.starts[rg] + lo as u64))
+    }
+
+    /// Decodes the `_key` column of one row group.
+    async fn load_keys(
+        &self,
+        table: &TableHandle,
+        entry: &FileEntry,
+        row_group: usize,
+    ) -> Result<BinaryArray> {
+        let file = table.data_file(&entry.meta);
+        let what = format!("merge-joining keys of {}", file.describe());
+        let parquet = |source| Error::Parquet {
+            op: what.clone(),
+            source,
+        };
+        let stream =
+            ParquetRecordBatchStreamBuilder::new_with_metadata(file.reader(), self.footer.clone())
+                .with_projection(ProjectionMask::roots(
+                    self.footer.parquet_schema(),
+                    [self.key_index],
+                ))
+                .with_row_groups(vec![row_group])
+                .with_batch_size(usize::MAX >> 1)
+                .build()
+                .map_err(parquet)?;
+        let batches: Vec<_> = stream.try_collect().await.map_err(parquet)?;
+        let arrays = batches
+            .iter()
+            .map(|b| key_column(b, &what))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(match arrays.as_slice() {
+            [one] => (*one).clone(),
+            _ => {
+                let arrays: Vec<&dyn Array> = arrays.iter().map(|a| *a as &dyn Array).collect();
+                let all = arrow::compute::concat(&arrays)
+                    .map_err(Error::arrow("collecting a row group's keys"))?;
+                all.as_any()
+                    .downcast_ref::<BinaryArray>()
+                    .cloned()
+                    .ok_or_else(|| Error::Corrupt {
+                        what,
+                        reason: "`_key` is not binary".into(),
+                    })?
+            }
+        })
+    }
+}
+
+/// The merge-join of one file with increasing keys: the file's `_key` column is opened on the
+/// first key inside the file's key range, and each key is found by a forward seek.
+pub(crate) struct FileKeyJoin {
+    entry: FileEntry,
+    cursor: Option<KeyCursor>,
+}
+
+impl FileKeyJoin {
+    /// A join with `entry`; nothing is read yet.
+    pub(crate) fn new(entry: FileEntry) -> Self {
+        Self {
+            entry,
+            cursor: None,
+        }
+    }
+
+    /// The file this join reads.
+    pub(crate) fn entry(&self) -> &FileEntry {
+        &self.entry
+    }
+
+    /// The position of `key` in the file, if the file holds it (live or deleted). Keys must
+    /// come in increasing order across calls.
+    pub(crate) async fn position(
+        &mut self,
+        table: &TableHandle,
+        key: &[u8],
+    ) -> Result<Option<u64>> {
+        if !self.entry.meta.may_hold(key) {
+            return Ok(None);
+        }
+        let cursor = match &mut self.cursor {
+            Some(c) => c,
+            None => self
+                .cursor
+                .insert(KeyCursor::open(table, &self.entry).await?),
+        };
+        cursor.seek(table, &self.entry, key).await
+    }
+}
+
+/// The rows of `entry` whose keys are in `keys` (sorted ascending), as positions added to the
+/// file's deletion vector: the flushed rows that hot entries replace or delete.
+pub(crate) async fn hide_keys<'k>(
+    table: &TableHandle,
+    entry: &FileEntry,
+    keys: impl IntoIterator<Item = &'k [u8]>,
+) -> Result<DeletionVector> {
+    let mut dead = (*entry.dv).clone();
+    let mut join = FileKeyJoin::new(entry.clone());
+    for key in keys {
+        if let Some(pos) = join.position(table, key).await? {
+            dead.insert(pos);
+        }
+    }
+    Ok(dead)
+}

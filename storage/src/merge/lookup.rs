@@ -1,0 +1,164 @@
+//! Point reads by primary key: the hot entry if there is one, else the live flushed row,
+//! newest file first; and the batched lookup of many keys that the write path uses.
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+
+use super::file::{FilePlan, read_file};
+use super::join::FileKeyJoin;
+use crate::codec::{KalamValue, value_at};
+use crate::error::Result;
+use crate::format::{DeletionVector, KeyBounds, key_column};
+use crate::ids::KeyScope;
+use crate::schema::TableDefinition;
+use crate::table::{FileEntry, TableHandle};
+
+/// Keys a batch must look up in one file before a merge-join with the file's `_key` column
+/// beats one point read (bloom filter, one page) per key.
+const MERGE_JOIN_KEYS: usize = 32;
+
+/// Point read of one row by primary key.
+pub(crate) async fn get(
+    table: &TableHandle,
+    scope: &KeyScope,
+    key: &[KalamValue],
+) -> Result<Option<Vec<KalamValue>>> {
+    let pk = table.encode_primary_key(key)?;
+    let _read = table.commit.read().await;
+    let mut hot_key = table.scope_prefix(scope);
+    hot_key.extend_from_slice(&pk);
+    match table.hot_entry(&hot_key).await? {
+        Some(values) => Ok(values),
+        None => get_flushed(table, scope, &pk).await,
+    }
+}
+
+/// The current values of the flushed row with encoded key `key` in `scope`, if a live one
+/// exists: files pruned by key range, row-group statistics and bloom filter.
+async fn get_flushed(
+    table: &TableHandle,
+    scope: &KeyScope,
+    key: &[u8],
+) -> Result<Option<Vec<KalamValue>>> {
+    let def = table.definition();
+    let view = table.files_view(scope);
+    for entry in view.files.iter().rev().filter(|f| f.meta.may_hold(key)) {
+        if let Some(values) = get_in_file(table, &def, entry, key).await? {
+            return Ok(Some(values));
+        }
+    }
+    Ok(None)
+}
+
+/// The live flushed rows of many encoded keys of one scope (any order), by key. A file asked
+/// for a few keys takes point reads; one asked for many merge-joins them with its sorted
+/// `_key` column and reads only the matched rows.
+pub(crate) async fn get_flushed_many(
+    table: &TableHandle,
+    scope: &KeyScope,
+    keys: &[&[u8]],
+) -> Result<HashMap<Vec<u8>, Vec<KalamValue>>> {
+    let mut found: HashMap<Vec<u8>, Vec<KalamValue>> = HashMap::new();
+    let view = table.files_view(scope);
+    if view.files.is_empty() || keys.is_empty() {
+        return Ok(found);
+    }
+    let mut keys = keys.to_vec();
+    keys.sort_unstable();
+    keys.dedup();
+    let def = table.definition();
+    // Newest file first: a key has at most one live flushed row.
+    for entry in view.files.iter().rev() {
+        let wanted: Vec<&[u8]> = keys
+            .iter()
+            .copied()
+            .filter(|k| entry.meta.may_hold(k) && !found.contains_key(*k))
+            .collect();
+        if wanted.is_empty() {
+            continue;
+        }
+        if wanted.len() < MERGE_JOIN_KEYS {
+            for key in &wanted {
+                if let Some(values) = get_in_file(table, &def, entry, key).await? {
+                    found.insert(key.to_vec(), values);
+                }
+            }
+        } else {
+            read_joined(table, &def, entry, &wanted, &mut found).await?;
+        }
+    }
+    Ok(found)
+}
+
+/// Finds `wanted` (sorted) in one file by a merge-join and reads only their live rows.
+async fn read_joined(
+    table: &TableHandle,
+    def: &Arc<TableDefinition>,
+    entry: &FileEntry,
+    wanted: &[&[u8]],
+    found: &mut HashMap<Vec<u8>, Vec<KalamValue>>,
+) -> Result<()> {
+    let mut join = FileKeyJoin::new(entry.clone());
+    let mut live = Vec::new();
+    for key in wanted {
+        if let Some(pos) = join.position(table, key).await?
+            && !entry.dv.contains(pos)
+        {
+            live.push(pos);
+        }
+    }
+    let (Some(first), Some(last)) = (wanted.first(), wanted.last()) else {
+        return Ok(());
+    };
+    if live.is_empty() {
+        return Ok(());
+    }
+    let dead = DeletionVector::all_except(entry.meta.rows, live);
+    let plan = FilePlan {
+        keys: (
+            Bound::Included(first.to_vec()),
+            Bound::Included(last.to_vec()),
+        ),
+        ..FilePlan::all(def.clone(), false, true)
+    };
+    let what = table.data_file(&entry.meta).describe();
+    for batch in read_file(table, entry, &plan, Some(&dead)).await? {
+        let keys = key_column(&batch, &what)?;
+        for row in 0..batch.num_rows() {
+            found.insert(keys.value(row).to_vec(), row_of(&batch, def, row)?);
+        }
+    }
+    Ok(())
+}
+
+/// The live row of `key` in one file, by a point read.
+async fn get_in_file(
+    table: &TableHandle,
+    def: &Arc<TableDefinition>,
+    entry: &FileEntry,
+    key: &[u8],
+) -> Result<Option<Vec<KalamValue>>> {
+    let keys: KeyBounds = (Bound::Included(key.to_vec()), Bound::Included(key.to_vec()));
+    let plan = FilePlan {
+        keys,
+        limit: Some(1),
+        ..FilePlan::all(def.clone(), false, false)
+    };
+    let batches = read_file(table, entry, &plan, None).await?;
+    match batches.iter().find(|b| b.num_rows() > 0) {
+        Some(batch) => row_of(batch, def, 0).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The user-column values of one row of a file read, in column order.
+fn row_of(batch: &RecordBatch, def: &TableDefinition, row: usize) -> Result<Vec<KalamValue>> {
+    def.columns()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| value_at(batch.column(i).as_ref(), c.data_type, row))
+        .collect()
+}

@@ -1,0 +1,110 @@
+//! How a `Store` opens: the engines it can open ([`EngineProvider`]) and its settings
+//! ([`StoreConfig`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::backend::StorageBackend;
+use crate::catalog::{CacheSpec, HotEngine};
+use crate::error::{Error, Result};
+use crate::location::S3Options;
+
+/// Opens hot engines by kind. The core knows no engine; the `kalamstore` crate supplies a
+/// provider with RocksDB, the object-store engine and foyer.
+#[async_trait]
+pub trait EngineProvider: Send + Sync + 'static {
+    /// The engine of the system storage and of storage `local`, living in `dir`.
+    fn default_engine(&self, dir: &Path) -> HotEngine;
+
+    /// Opens (creating if needed) a hot engine, with a cache in front when asked.
+    async fn open(
+        &self,
+        engine: &HotEngine,
+        s3: &S3Options,
+        cache: Option<&CacheSpec>,
+    ) -> Result<Arc<dyn StorageBackend>>;
+
+    /// The object store the table layer reads Parquet from: `store` itself, or a cache of
+    /// its byte ranges when the storage has a cache (files are immutable and never renamed,
+    /// so a range cached under a path never goes stale).
+    async fn cold_store(
+        &self,
+        store: Arc<dyn object_store::ObjectStore>,
+        _cache: Option<&CacheSpec>,
+    ) -> Result<Arc<dyn object_store::ObjectStore>> {
+        Ok(store)
+    }
+}
+
+/// A provider with only the in-memory engine (for tests of the core).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MemoryEngines;
+
+#[async_trait]
+impl EngineProvider for MemoryEngines {
+    fn default_engine(&self, _dir: &Path) -> HotEngine {
+        HotEngine::Memory
+    }
+
+    async fn open(
+        &self,
+        engine: &HotEngine,
+        _s3: &S3Options,
+        _cache: Option<&CacheSpec>,
+    ) -> Result<Arc<dyn StorageBackend>> {
+        match engine {
+            HotEngine::Memory => Ok(Arc::new(crate::memory::MemoryBackend::new())),
+            other => Err(Error::Unsupported {
+                engine: "memory-only provider",
+                op: other.kind(),
+            }),
+        }
+    }
+}
+
+/// How a `Store` opens and runs.
+#[derive(Clone)]
+pub struct StoreConfig {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The engines it can open.
+    pub engines: Arc<dyn EngineProvider>,
+    /// Node id of the `_seq` generator (0..=1023).
+    pub node_id: u16,
+    /// Run flush policies, STREAM expiry and cleanup in the background.
+    pub background: bool,
+    /// How often the background scheduler looks for work.
+    pub scheduler_interval: Duration,
+    /// Finished jobs older than this are removed by the cleanup job.
+    pub job_retention: Duration,
+    /// Unreferenced Parquet files older than this are deleted by the cleanup job.
+    pub orphan_grace: Duration,
+}
+
+impl StoreConfig {
+    /// Defaults: background work on, every second; jobs kept a day; orphans collected after
+    /// an hour.
+    pub fn new(data_dir: impl Into<PathBuf>, engines: Arc<dyn EngineProvider>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            engines,
+            node_id: 0,
+            background: true,
+            scheduler_interval: Duration::from_secs(1),
+            job_retention: Duration::from_secs(24 * 3600),
+            orphan_grace: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("data_dir", &self.data_dir)
+            .field("background", &self.background)
+            .finish_non_exhaustive()
+    }
+}

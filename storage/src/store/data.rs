@@ -1,0 +1,150 @@
+//! Reads and writes of table data, routed to the table's open handle (and retried on its new
+//! handle when a move retired the old one while the operation waited), and per-scope stats.
+
+use arrow::record_batch::RecordBatch;
+
+use super::Store;
+use crate::codec::KalamValue;
+use crate::error::Result;
+use crate::ids::{TableId, UserId};
+use crate::merge::ScanOptions;
+use crate::table::FileEntry;
+use crate::write::{Mutation, WriteSummary};
+
+/// Rows and files of one scope.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScopeStats {
+    /// The user (USER tables), or `None`.
+    pub user: Option<String>,
+    /// Buffered hot entries (rows and tombstones).
+    pub hot_rows: u64,
+    /// Live Parquet files.
+    pub files: u64,
+    /// Rows in those files, deleted or not.
+    pub file_rows: u64,
+    /// Rows marked deleted in deletion vectors.
+    pub deleted_rows: u64,
+    /// Bytes of the files.
+    pub bytes: u64,
+}
+
+impl ScopeStats {
+    /// Deleted share of flushed rows.
+    pub fn deleted_ratio(&self) -> f64 {
+        if self.file_rows == 0 {
+            0.0
+        } else {
+            self.deleted_rows as f64 / self.file_rows as f64
+        }
+    }
+}
+
+impl Store {
+    /// Applies mutations to a table atomically. USER tables need `user`; others refuse it.
+    pub async fn write(
+        &self,
+        table: &TableId,
+        user: Option<&UserId>,
+        mutations: Vec<Mutation>,
+    ) -> Result<WriteSummary> {
+        let mut attempts = 0;
+        loop {
+            let handle = self.handle(table).await?;
+            // A move retires the handle while holding its write lock: on a retired handle
+            // nothing was written yet, so the mutations go to the table's new handle.
+            let writes = match handle.lock_writes().await {
+                Err(_) if handle.is_retired() && attempts < 3 => {
+                    attempts += 1;
+                    continue;
+                }
+                result => result?,
+            };
+            return handle.write(writes, &self.inner.seq, user, mutations).await;
+        }
+    }
+
+    /// Inserts rows given as `(column, value)` pairs.
+    pub async fn insert(
+        &self,
+        table: &TableId,
+        user: Option<&UserId>,
+        rows: Vec<Vec<(String, KalamValue)>>,
+    ) -> Result<WriteSummary> {
+        self.write(
+            table,
+            user,
+            rows.into_iter().map(Mutation::Insert).collect(),
+        )
+        .await
+    }
+
+    /// Merge-on-read scan of a table (one user's rows of a USER table).
+    pub async fn scan(
+        &self,
+        table: &TableId,
+        user: Option<&UserId>,
+        options: &ScanOptions,
+    ) -> Result<Vec<RecordBatch>> {
+        self.on_table(table, |handle| async move {
+            let scope = handle.scope(user)?;
+            crate::merge::scan(&handle, &scope, options).await
+        })
+        .await
+    }
+
+    /// Point read by primary key; values in column order.
+    pub async fn get(
+        &self,
+        table: &TableId,
+        user: Option<&UserId>,
+        key: &[KalamValue],
+    ) -> Result<Option<Vec<KalamValue>>> {
+        self.on_table(table, |handle| async move {
+            let scope = handle.scope(user)?;
+            crate::merge::get(&handle, &scope, key).await
+        })
+        .await
+    }
+
+    /// Per-scope rows, files and deletes of a table.
+    pub async fn table_stats(&self, table: &TableId) -> Result<Vec<ScopeStats>> {
+        let handle = self.handle(table).await?;
+        let state = handle.state.read();
+        let mut scopes: Vec<_> = state
+            .counters
+            .keys()
+            .chain(state.files.keys())
+            .cloned()
+            .collect();
+        scopes.sort();
+        scopes.dedup();
+        Ok(scopes
+            .into_iter()
+            .map(|s| {
+                let files = state.files.get(&s).map(Vec::as_slice).unwrap_or_default();
+                ScopeStats {
+                    hot_rows: state.counters.get(&s).copied().unwrap_or(0),
+                    files: files.len() as u64,
+                    file_rows: files.iter().map(|f| f.meta.rows).sum(),
+                    deleted_rows: files.iter().map(|f| f.dv.len()).sum(),
+                    bytes: files.iter().map(|f| f.meta.size).sum(),
+                    user: s.user().map(ToString::to_string),
+                }
+            })
+            .collect())
+    }
+
+    /// The live files of a table's scope (its manifest), oldest first.
+    pub async fn manifest(&self, table: &TableId) -> Result<Vec<(Option<String>, FileEntry)>> {
+        let handle = self.handle(table).await?;
+        let state = handle.state.read();
+        Ok(state
+            .files
+            .iter()
+            .flat_map(|(s, files)| {
+                let user = s.user().map(ToString::to_string);
+                files.iter().map(move |f| (user.clone(), f.clone()))
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,252 @@
+//! Background work: the scheduler that applies flush policies, removes expired STREAM rows and
+//! runs the cleanup job; the cleanup job itself; and the log of background failures (work
+//! nobody waits for is never silently dropped: each failure is logged with `tracing` and
+//! counted per kind, see [`Store::background_failures`]).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use super::jobs::{JobOutcome, Scope};
+use super::{Store, now_ms};
+use crate::backend::{ScanRequest, WriteBatch};
+use crate::catalog::{JobKind, JobRecord};
+use crate::error::{Error, Result};
+use crate::flush::compact::collect_orphans;
+use crate::ids::{KeyScope, TableId};
+use crate::schema::TableType;
+use crate::table::TableHandle;
+
+/// Scheduler ticks between two runs of the cleanup job.
+const CLEANUP_EVERY_TICKS: u64 = 60;
+
+/// Hot entries read per chunk of a STREAM expiry.
+const EXPIRY_CHUNK: usize = 4096;
+
+/// Failures of one kind of background work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackgroundFailure {
+    /// What failed: `flush`, `expiry`, `cleanup`, `reclaim`, `catalog`.
+    pub kind: &'static str,
+    /// How many times it failed since the store opened.
+    pub count: u64,
+    /// The table of the last failure, if it concerned one.
+    pub table: Option<TableId>,
+    /// The last failure, with its causes.
+    pub last_error: String,
+    /// When it last failed, ms since the epoch.
+    pub last_at_ms: i64,
+}
+
+/// Background failures per kind.
+#[derive(Debug, Default)]
+pub(super) struct BackgroundLog(parking_lot::Mutex<BTreeMap<&'static str, BackgroundFailure>>);
+
+/// What a cleanup job did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CleanupOutcome {
+    /// Finished job records past their retention, removed.
+    pub jobs_removed: u64,
+    /// Interrupted moves and drops finished.
+    pub tasks_finished: u64,
+    /// Unreferenced Parquet files past their grace period, deleted.
+    pub orphans_removed: u64,
+    /// Expired STREAM rows removed from the hot engines.
+    pub stream_rows_expired: u64,
+}
+
+impl From<CleanupOutcome> for JobOutcome {
+    fn from(c: CleanupOutcome) -> Self {
+        Self {
+            rows: c.stream_rows_expired,
+            bytes: 0,
+            files: c.orphans_removed,
+            summary: Some(format!(
+                "removed {} job record(s), {} orphaned file(s) and {} expired STREAM row(s); \
+                 finished {} interrupted task(s)",
+                c.jobs_removed, c.orphans_removed, c.stream_rows_expired, c.tasks_finished
+            )),
+        }
+    }
+}
+
+impl Store {
+    /// Starts the background scheduler: one tick every `scheduler_interval`, until the store
+    /// closes or is dropped.
+    pub(super) fn start_scheduler(&self) {
+        let weak = std::sync::Arc::downgrade(&self.inner);
+        let interval = self.inner.config.scheduler_interval;
+        let handle = tokio::spawn(async move {
+            let mut tick = 0u64;
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(inner) = weak.upgrade() else { break };
+                let store = Store { inner };
+                if store.inner.closed.load(Ordering::Acquire) {
+                    break;
+                }
+                store.background_tick(tick).await;
+                tick += 1;
+            }
+        });
+        *self.inner.scheduler.lock() = Some(handle);
+    }
+
+    /// Logs and counts a failure of background work.
+    pub(super) fn record_background_failure(
+        &self,
+        kind: &'static str,
+        table: Option<&TableId>,
+        error: &Error,
+    ) {
+        let report = error.report();
+        match table {
+            Some(t) => tracing::warn!(kind, table = %t, error = %report, "background work failed"),
+            None => tracing::warn!(kind, error = %report, "background work failed"),
+        }
+        let mut log = self.inner.background.0.lock();
+        let entry = log.entry(kind).or_insert_with(|| BackgroundFailure {
+            kind,
+            count: 0,
+            table: None,
+            last_error: String::new(),
+            last_at_ms: 0,
+        });
+        entry.count += 1;
+        entry.table = table.cloned();
+        entry.last_error = report;
+        entry.last_at_ms = now_ms();
+    }
+
+    /// Failures of background work since the store opened, one entry per kind of work (a
+    /// failed background flush also leaves a `failed` job record).
+    pub fn background_failures(&self) -> Vec<BackgroundFailure> {
+        self.inner.background.0.lock().values().cloned().collect()
+    }
+
+    async fn background_tick(&self, tick: u64) {
+        let tables = match self.all_tables().await {
+            Ok(t) => t,
+            Err(e) => return self.record_background_failure("catalog", None, &e),
+        };
+        for def in tables {
+            let handle = match self.handle(&def.id).await {
+                Ok(h) => h,
+                Err(e) => {
+                    self.record_background_failure("catalog", Some(&def.id), &e);
+                    continue;
+                }
+            };
+            if def.table_type == TableType::Stream {
+                if let Err(e) = expire_stream(&handle).await {
+                    self.record_background_failure("expiry", Some(&def.id), &e);
+                }
+                continue;
+            }
+            for scope in due_flushes(&handle) {
+                if let Err(e) = self.flush_table(&def.id, scope).await {
+                    self.record_background_failure("flush", Some(&def.id), &e);
+                }
+            }
+        }
+        if tick % CLEANUP_EVERY_TICKS == CLEANUP_EVERY_TICKS - 1
+            && let Err(e) = self.cleanup().await
+        {
+            self.record_background_failure("cleanup", None, &e);
+        }
+    }
+
+    /// Runs the cleanup job now: removes finished jobs past their retention, orphaned files
+    /// past the grace period and expired STREAM rows, and finishes interrupted tasks.
+    pub async fn cleanup(&self) -> Result<JobRecord> {
+        let store = self.clone();
+        self.run_job(
+            JobKind::Cleanup,
+            None,
+            None,
+            move |_job, _cancel| async move {
+                let mut done = CleanupOutcome {
+                    jobs_removed: store.remove_old_jobs().await?,
+                    tasks_finished: store.resume_tasks().await?,
+                    ..CleanupOutcome::default()
+                };
+                for def in store.all_tables().await? {
+                    let handle = store.handle(&def.id).await?;
+                    if def.table_type == TableType::Stream {
+                        done.stream_rows_expired += expire_stream(&handle).await?;
+                        continue;
+                    }
+                    let _m = handle.maintenance.lock().await;
+                    if handle.is_retired() {
+                        continue;
+                    }
+                    done.orphans_removed +=
+                        collect_orphans(&handle, store.inner.config.orphan_grace).await?;
+                }
+                Ok(done.into())
+            },
+        )
+        .await
+    }
+}
+
+/// The flushes a table's policy asks for now: each scope past the `rows` threshold, and every
+/// scope once the `interval` has passed since the last flush.
+fn due_flushes(handle: &TableHandle) -> Vec<Scope> {
+    let policy = handle.definition().options.flush_policy;
+    let mut due = Vec::new();
+    if let Some(rows) = policy.rows {
+        for (scope, n) in handle.buffered_scopes() {
+            if n >= rows {
+                due.push(match scope {
+                    KeyScope::Shared => Scope::All,
+                    KeyScope::User(u) => Scope::User(u),
+                });
+            }
+        }
+    }
+    if let Some(interval) = policy.interval
+        && handle.last_flush.lock().elapsed() >= interval
+    {
+        if handle.buffered_scopes().is_empty() {
+            *handle.last_flush.lock() = std::time::Instant::now();
+        } else {
+            due.push(Scope::All);
+        }
+    }
+    due
+}
+
+/// Deletes expired rows of a STREAM table from the hot engine; returns how many.
+pub(super) async fn expire_stream(table: &TableHandle) -> Result<u64> {
+    let scope = KeyScope::Shared;
+    if table.buffered(&scope) == 0 {
+        return Ok(0);
+    }
+    let _writes = table.write_lock.lock().await;
+    if table.is_retired() {
+        return Ok(0);
+    }
+    let mut batch = WriteBatch::new();
+    let mut kept = 0u64;
+    let mut next = Some(ScanRequest::default().chunk_size(EXPIRY_CHUNK));
+    while let Some(request) = next {
+        let chunk = table.storage.hot.scan(&table.hot, &request).await?;
+        next = chunk.resume;
+        for (key, value) in chunk.entries {
+            let sys = TableHandle::system_of(&value)?;
+            if sys.deleted || table.expired(sys.updated) {
+                batch.delete(&table.hot, key);
+            } else {
+                kept += 1;
+            }
+        }
+    }
+    let removed = batch.len() as u64;
+    if removed == 0 {
+        return Ok(0);
+    }
+    batch.ops.push(table.counter_op(&scope, kept));
+    table.storage.hot.batch(batch).await?;
+    table.state.write().counters.insert(scope, kept);
+    Ok(removed)
+}
