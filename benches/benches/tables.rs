@@ -23,10 +23,10 @@ use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use criterion::{Criterion, criterion_group, criterion_main};
+use kalamstore::codec::{Row, SystemColumns};
 use kalamstore::{
-    ColumnDefinition, KalamDataType, KalamValue, Mutation, NamespaceId, Row, ScanOptions, Scope,
-    StorageId, Store, StoreConfig, SystemColumns, TableDefinition, TableId, TableOptions,
-    TableType,
+    ColumnDefinition, KalamDataType, KalamValue, Mutation, NamespaceId, ScanOptions, Scope,
+    StorageId, Store, StoreConfig, TableDefinition, TableId, TableOptions, TableType,
 };
 use kalamstore_benches::{RatioResult, tables_results_path};
 use parquet::arrow::ArrowWriter;
@@ -105,7 +105,7 @@ fn table() -> TableId {
 }
 
 async fn fresh_store(dir: &std::path::Path) -> Store {
-    let mut config = StoreConfig::new(dir, Arc::new(kalamstore::Engines));
+    let mut config = StoreConfig::new(dir, Arc::new(kalamstore::Engines::default()));
     config.background = false;
     let store = Store::open(config).await.unwrap();
     store

@@ -239,6 +239,12 @@ async fn shell(session: &Session, format: Format) -> ExitCode {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Failures of background work (a flush policy, STREAM expiry) go to stderr as warnings.
+    tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

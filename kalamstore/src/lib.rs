@@ -1,10 +1,18 @@
 //! kalamstore, embedded: [`open`] a data directory as a [`Store`] whose storages can use every
 //! engine: RocksDB (the default), the object-store engine and a foyer cache in front of either.
+//! [`open_with`] takes the engines' settings ([`Engines`]: RocksDB's `sync_writes` and
+//! caches, the object-store engine's ack mode, the foyer cache's block size); a
+//! [`StoreConfig`] over [`Engines`] also sets the store's own (background work, retention).
 //!
 //! ```no_run
 //! # async fn demo() -> kalamstore::Result<()> {
 //! let store = kalamstore::open("./kalamstore-data").await?;
 //! store.create_namespace(&"app".parse()?, true).await?;
+//!
+//! // Every acknowledged RocksDB write fsynced (survives power loss, not only a crash):
+//! let mut engines = kalamstore::Engines::default();
+//! engines.rocksdb.sync_writes = true;
+//! let durable = kalamstore::open_with("./other-data", engines).await?;
 //! # Ok(()) }
 //! ```
 
@@ -12,40 +20,76 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use kalamstore_foyer::{FoyerBackend, FoyerConfig, RangeCachedStore};
-use kalamstore_object_store::{ObjectStoreBackend, ObjectStoreConfig};
-use kalamstore_rocksdb::{RocksDbBackend, RocksDbConfig};
-pub use kalamstore_storage::*;
 use object_store::ObjectStore;
 
-/// The engines of a full build: `rocksdb`, `object_store` and `memory`, each optionally behind
-/// a foyer hybrid cache.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Engines;
+pub use kalamstore_foyer::{FoyerBackend, FoyerConfig, RangeCachedStore};
+pub use kalamstore_object_store::{AckMode, ObjectStoreBackend, ObjectStoreConfig};
+pub use kalamstore_rocksdb::{RocksDbBackend, RocksDbConfig};
+pub use kalamstore_storage::{
+    AccessLevel, BackgroundFailure, CacheSpec, CleanupOutcome, CmpOp, ColumnDefinition,
+    CompactionPolicy, EngineProvider, Error, FileEntry, Filter, FlushOutcome, FlushPolicy,
+    HotEngine, JobKind, JobRecord, JobStatus, KalamDataType, KalamValue, KeyScope, MemoryBackend,
+    Mutation, NamespaceId, OptionsChange, Result, S3Options, ScanOptions, SchemaChange,
+    SchemaVersion, Scope, ScopeStats, StorageBackend, StorageDefinition, StorageId, Store,
+    StoreConfig, TableDefinition, TableId, TableName, TableOptions, TableTask, TableTaskOp,
+    TableType, UserId, WriteSummary,
+};
+pub use kalamstore_storage::{backend, codec, format, location, types};
 
-/// The foyer settings of a storage's cache; `dir` is where its disk tier lives.
-fn foyer_config(cache: &CacheSpec, dir: String) -> FoyerConfig {
-    let memory = usize::try_from(cache.memory_bytes).unwrap_or(usize::MAX);
-    if cache.disk_bytes == 0 {
-        FoyerConfig::memory(memory)
-    } else {
-        FoyerConfig::hybrid(
-            memory,
-            dir,
-            usize::try_from(cache.disk_bytes).unwrap_or(usize::MAX),
-        )
+/// The engines of a full build: `rocksdb`, `object_store` and `memory`, each optionally behind
+/// a foyer hybrid cache, with the settings every storage's engine is opened with.
+#[derive(Debug, Clone)]
+pub struct Engines {
+    /// Settings of every RocksDB hot engine; `path` is each storage's own.
+    pub rocksdb: RocksDbConfig,
+    /// Settings of every object-store hot engine; `url` and `s3` are each storage's own.
+    pub object_store: ObjectStoreConfig,
+    /// Settings of every foyer cache; the sizes and the disk directory come from each
+    /// storage's `CACHE` clause.
+    pub cache: FoyerConfig,
+}
+
+impl Default for Engines {
+    fn default() -> Self {
+        Self {
+            rocksdb: RocksDbConfig::new(""),
+            object_store: ObjectStoreConfig::new(""),
+            cache: FoyerConfig::memory(0),
+        }
     }
 }
 
-async fn cached<B: StorageBackend + 'static>(
-    inner: B,
-    cache: Option<&CacheSpec>,
-) -> Result<Arc<dyn StorageBackend>> {
-    let Some(cache) = cache else {
-        return Ok(Arc::new(inner));
-    };
-    let config = foyer_config(cache, cache.disk_path.clone());
-    Ok(Arc::new(FoyerBackend::new(Arc::new(inner), config).await?))
+impl Engines {
+    /// The foyer settings of a storage's cache; `dir` is where its disk tier lives.
+    fn foyer_config(&self, cache: &CacheSpec, dir: String) -> FoyerConfig {
+        let memory = usize::try_from(cache.memory_bytes).unwrap_or(usize::MAX);
+        let sized = if cache.disk_bytes == 0 {
+            FoyerConfig::memory(memory)
+        } else {
+            FoyerConfig::hybrid(
+                memory,
+                dir,
+                usize::try_from(cache.disk_bytes).unwrap_or(usize::MAX),
+            )
+        };
+        FoyerConfig {
+            block_bytes: self.cache.block_bytes,
+            worker_threads: self.cache.worker_threads,
+            ..sized
+        }
+    }
+
+    async fn cached<B: StorageBackend + 'static>(
+        &self,
+        inner: B,
+        cache: Option<&CacheSpec>,
+    ) -> Result<Arc<dyn StorageBackend>> {
+        let Some(cache) = cache else {
+            return Ok(Arc::new(inner));
+        };
+        let config = self.foyer_config(cache, cache.disk_path.clone());
+        Ok(Arc::new(FoyerBackend::new(Arc::new(inner), config).await?))
+    }
 }
 
 #[async_trait]
@@ -64,17 +108,25 @@ impl EngineProvider for Engines {
     ) -> Result<Arc<dyn StorageBackend>> {
         match engine {
             HotEngine::RocksDb { path } => {
-                let config = RocksDbConfig::new(path);
+                let config = RocksDbConfig {
+                    path: path.into(),
+                    ..self.rocksdb.clone()
+                };
                 let backend = tokio::task::spawn_blocking(move || RocksDbBackend::open(config))
                     .await
-                    .map_err(|e| Error::engine("rocksdb", "opening", e))??;
-                cached(backend, cache).await
+                    .map_err(Error::task("rocksdb", "opening"))??;
+                self.cached(backend, cache).await
             }
             HotEngine::ObjectStore { url } => {
-                let config = ObjectStoreConfig::new(url.clone()).with_s3(s3.clone());
-                cached(ObjectStoreBackend::open(config).await?, cache).await
+                let config = ObjectStoreConfig {
+                    url: url.clone(),
+                    s3: s3.clone(),
+                    ..self.object_store.clone()
+                };
+                self.cached(ObjectStoreBackend::open(config).await?, cache)
+                    .await
             }
-            HotEngine::Memory => cached(MemoryBackend::new(), cache).await,
+            HotEngine::Memory => self.cached(MemoryBackend::new(), cache).await,
         }
     }
 
@@ -86,12 +138,58 @@ impl EngineProvider for Engines {
         let Some(cache) = cache else {
             return Ok(store);
         };
-        let config = foyer_config(cache, format!("{}-ranges", cache.disk_path));
+        let config = self.foyer_config(cache, format!("{}-ranges", cache.disk_path));
         Ok(Arc::new(RangeCachedStore::new(store, config).await?))
     }
 }
 
-/// Opens a data directory with every engine available and background work on.
+/// Opens a data directory with every engine available, default engine settings and
+/// background work on.
 pub async fn open(data_dir: impl AsRef<Path>) -> Result<Store> {
-    Store::open(StoreConfig::new(data_dir.as_ref(), Arc::new(Engines))).await
+    open_with(data_dir, Engines::default()).await
+}
+
+/// Opens a data directory with every engine available, opened with `engines`' settings.
+pub async fn open_with(data_dir: impl AsRef<Path>, engines: Engines) -> Result<Store> {
+    Store::open(StoreConfig::new(data_dir.as_ref(), Arc::new(engines))).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn engine_settings_reach_the_engines_a_store_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut engines = Engines::default();
+        engines.rocksdb.sync_writes = true;
+        engines.object_store.ack = AckMode::Memory;
+        engines.cache.block_bytes = 64 << 10;
+        let spec = CacheSpec {
+            memory_bytes: 1 << 20,
+            disk_bytes: 1 << 22,
+            disk_path: dir.path().join("cache").to_string_lossy().into_owned(),
+        };
+        let foyer = engines.foyer_config(&spec, spec.disk_path.clone());
+        assert_eq!(foyer.block_bytes, 64 << 10);
+        assert_eq!(foyer.disk_bytes, 1 << 22);
+        let store = open_with(dir.path().join("data"), engines).await.unwrap();
+        let stats = store
+            .storage_engine(&StorageId::local())
+            .await
+            .unwrap()
+            .stats()
+            .await
+            .unwrap();
+        assert_eq!(stats.engine, "rocksdb");
+        assert!(
+            stats
+                .details
+                .iter()
+                .any(|(k, v)| k == "sync_writes" && v == "true"),
+            "{:?}",
+            stats.details
+        );
+        store.close().await.unwrap();
+    }
 }

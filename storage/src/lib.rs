@@ -35,7 +35,7 @@ mod flush;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use backend::{

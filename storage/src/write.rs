@@ -12,7 +12,7 @@ use crate::codec::{KalamValue, Row, SystemColumns};
 use crate::error::{Error, Result};
 use crate::ids::{KeyScope, UserId};
 use crate::merge::get_flushed_many;
-use crate::schema::TableDefinition;
+use crate::schema::{ColumnDefinition, TableDefinition};
 use crate::seq::{SeqGenerator, now_nanos};
 use crate::table::TableHandle;
 
@@ -385,55 +385,15 @@ impl TableHandle {
             // the values move into the row in place.
             return named
                 .into_iter()
-                .enumerate()
-                .map(|(i, (name, value))| {
-                    let c = &columns[i];
-                    let value =
-                        value
-                            .coerce_into(c.data_type)
-                            .map_err(|value| Error::InvalidValue {
-                                column: name,
-                                reason: format!("{value:?} is not a {}", c.data_type),
-                            })?;
-                    check_length(&c.name, &value)?;
-                    if value.is_null() && !c.nullable {
-                        return Err(Error::InvalidValue {
-                            column: c.name.clone(),
-                            reason: "NOT NULL column needs a value".into(),
-                        });
-                    }
+                .zip(columns)
+                .map(|((name, value), c)| {
+                    let value = column_value(c, name, value)?;
+                    check_not_null(c, &value)?;
                     Ok(value)
                 })
                 .collect();
         }
-        let mut given: Vec<Option<KalamValue>> = vec![None; columns.len()];
-        for (at, (name, value)) in named.into_iter().enumerate() {
-            // Rows mostly name their columns in table order: try that position first.
-            let i = match columns.get(at) {
-                Some(c) if c.name == name => at,
-                _ => columns.iter().position(|c| c.name == name).ok_or_else(|| {
-                    Error::InvalidValue {
-                        column: name.clone(),
-                        reason: format!("table {} has no such column", self.id),
-                    }
-                })?,
-            };
-            let c = &columns[i];
-            if given[i].is_some() {
-                return Err(Error::InvalidValue {
-                    column: name,
-                    reason: "given twice".into(),
-                });
-            }
-            let value = value
-                .coerce_into(c.data_type)
-                .map_err(|value| Error::InvalidValue {
-                    column: name,
-                    reason: format!("{value:?} is not a {}", c.data_type),
-                })?;
-            check_length(&c.name, &value)?;
-            given[i] = Some(value);
-        }
+        let given = self.given_values(def, named)?;
         let updating = base.is_some();
         let mut base = base.map(Vec::into_iter);
         let mut row = Vec::with_capacity(columns.len());
@@ -453,15 +413,40 @@ impl TableHandle {
                 None if updating => old,
                 None => c.default.clone().unwrap_or(KalamValue::Null),
             };
-            if value.is_null() && !c.nullable {
-                return Err(Error::InvalidValue {
-                    column: c.name.clone(),
-                    reason: "NOT NULL column needs a value".into(),
-                });
-            }
+            check_not_null(c, &value)?;
             row.push(value);
         }
         Ok(row)
+    }
+
+    /// Named values placed at their columns' positions, checked; `None` where not given.
+    fn given_values(
+        &self,
+        def: &TableDefinition,
+        named: Vec<(String, KalamValue)>,
+    ) -> Result<Vec<Option<KalamValue>>> {
+        let columns = def.columns();
+        let mut given: Vec<Option<KalamValue>> = vec![None; columns.len()];
+        for (at, (name, value)) in named.into_iter().enumerate() {
+            // Rows mostly name their columns in table order: try that position first.
+            let i = match columns.get(at) {
+                Some(c) if c.name == name => at,
+                _ => columns.iter().position(|c| c.name == name).ok_or_else(|| {
+                    Error::InvalidValue {
+                        column: name.clone(),
+                        reason: format!("table {} has no such column", self.id),
+                    }
+                })?,
+            };
+            if given[i].is_some() {
+                return Err(Error::InvalidValue {
+                    column: name,
+                    reason: "given twice".into(),
+                });
+            }
+            given[i] = Some(column_value(&columns[i], name, value)?);
+        }
+        Ok(given)
     }
 
     /// The error for an insert of a key that exists, naming the key.
@@ -516,6 +501,29 @@ impl Tombstones {
         }
         Ok(values)
     }
+}
+
+/// A value given for column `c` (named `name` by the caller), converted to the column's type
+/// and checked against the length limit.
+fn column_value(c: &ColumnDefinition, name: String, value: KalamValue) -> Result<KalamValue> {
+    let value = value
+        .coerce_into(c.data_type)
+        .map_err(|value| Error::InvalidValue {
+            column: name,
+            reason: format!("{value:?} is not a {}", c.data_type),
+        })?;
+    check_length(&c.name, &value)?;
+    Ok(value)
+}
+
+fn check_not_null(c: &ColumnDefinition, value: &KalamValue) -> Result<()> {
+    if value.is_null() && !c.nullable {
+        return Err(Error::InvalidValue {
+            column: c.name.clone(),
+            reason: "NOT NULL column needs a value".into(),
+        });
+    }
+    Ok(())
 }
 
 fn check_length(column: &str, value: &KalamValue) -> Result<()> {

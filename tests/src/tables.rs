@@ -21,7 +21,7 @@ pub fn runtime() -> tokio::runtime::Runtime {
 
 /// Opens a store in `dir` with every engine and no background work (tests drive jobs).
 pub async fn open_store(dir: &std::path::Path) -> Store {
-    let mut config = StoreConfig::new(dir, Arc::new(kalamstore::Engines));
+    let mut config = StoreConfig::new(dir, Arc::new(kalamstore::Engines::default()));
     config.background = false;
     Store::open(config).await.expect("open store")
 }

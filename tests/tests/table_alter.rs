@@ -329,7 +329,7 @@ async fn writes_and_reads_during_a_move_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_stream_rows_are_reclaimed_in_the_background() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = StoreConfig::new(dir.path(), Arc::new(kalamstore::Engines));
+    let mut config = StoreConfig::new(dir.path(), Arc::new(kalamstore::Engines::default()));
     config.scheduler_interval = Duration::from_millis(100);
     let store = Store::open(config).await.unwrap();
     store

@@ -59,8 +59,10 @@ fn crash_at(storage: &str, failpoint: &str, skip: usize) {
 
     let rt = runtime();
     rt.block_on(async move {
-        let mut config =
-            kalamstore::StoreConfig::new(dir.path(), std::sync::Arc::new(kalamstore::Engines));
+        let mut config = kalamstore::StoreConfig::new(
+            dir.path(),
+            std::sync::Arc::new(kalamstore::Engines::default()),
+        );
         config.background = false;
         config.orphan_grace = std::time::Duration::ZERO;
         let store = kalamstore::Store::open(config).await.unwrap();

@@ -167,8 +167,10 @@ async fn rows_written_during_a_flush_are_not_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rows_policy_flushes_in_the_background() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config =
-        kalamstore::StoreConfig::new(dir.path(), std::sync::Arc::new(kalamstore::Engines));
+    let mut config = kalamstore::StoreConfig::new(
+        dir.path(),
+        std::sync::Arc::new(kalamstore::Engines::default()),
+    );
     config.scheduler_interval = Duration::from_millis(50);
     let store = Store::open(config).await.unwrap();
     store
@@ -210,8 +212,10 @@ async fn a_rows_policy_flushes_in_the_background() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_table_leaves_no_files_and_orphans_are_collected() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config =
-        kalamstore::StoreConfig::new(dir.path(), std::sync::Arc::new(kalamstore::Engines));
+    let mut config = kalamstore::StoreConfig::new(
+        dir.path(),
+        std::sync::Arc::new(kalamstore::Engines::default()),
+    );
     config.background = false;
     config.orphan_grace = Duration::ZERO;
     let store = Store::open(config).await.unwrap();

@@ -104,7 +104,7 @@ impl<K: StorageKey + Clone, V: StorageValue> OwnedCache<K, V> {
                 Ok::<_, FoyerError>(builder.build().await?)
             })
             .await
-            .map_err(|e| FoyerError::Runtime(e.to_string()).during("building the cache"))?
+            .map_err(Error::task(ENGINE, "building the cache"))?
             .map_err(|e| e.during("building the cache"))?;
         Ok(Self {
             cache,
@@ -118,7 +118,7 @@ impl<K: StorageKey + Clone, V: StorageValue> OwnedCache<K, V> {
         self.handle
             .spawn(async move { cache.close().await })
             .await
-            .map_err(|e| FoyerError::Runtime(e.to_string()).during("closing the cache"))?
+            .map_err(Error::task(ENGINE, "closing the cache"))?
             .map_err(|e| FoyerError::from(e).during("closing the cache"))
     }
 }

@@ -184,7 +184,7 @@ impl ObjectStoreBackend {
         self.handle
             .spawn(fut)
             .await
-            .map_err(|e| Error::from(ObjectStoreError::Runtime(e.to_string())))?
+            .map_err(Error::task(ENGINE, "running on the engine's runtime"))?
     }
 
     async fn db(&self) -> Result<Db> {

@@ -439,7 +439,10 @@ impl StorageBackend for RocksDbBackend {
             partitions: partitions.len(),
             approximate_keys: Some(keys),
             approximate_bytes: Some(bytes),
-            details: vec![("path".into(), self.config.path.display().to_string())],
+            details: vec![
+                ("path".into(), self.config.path.display().to_string()),
+                ("sync_writes".into(), self.config.sync_writes.to_string()),
+            ],
         })
     }
 

@@ -1,11 +1,13 @@
 //! Value, row, key and batch codecs: how kalamstore turns records into bytes and back.
 
 mod batch;
+mod batch_decode;
 mod key;
 mod row;
 mod value;
 
-pub use batch::{BatchDecoder, EncodedRows, decode_batch, encode_batch};
+pub use batch::{EncodedRows, encode_batch};
+pub use batch_decode::{BatchDecoder, decode_batch};
 pub use key::{decode_key, encode_component, encode_key};
 pub use row::{
     DELETED_COLUMN, MAX_COLUMNS, MAX_VALUE_LEN, ROW_FORMAT_VERSION, ROW_HEADER_LEN,

@@ -35,6 +35,7 @@ use crate::format::{
 };
 use crate::ids::KeyScope;
 use crate::merge::FileKeyJoin;
+use crate::schema::TableType;
 use crate::seq::SeqGenerator;
 use crate::table::{FileEntry, TableHandle};
 use pipeline::{FileRows, KeyBuffer, PipelinedWriter};
@@ -182,22 +183,7 @@ async fn write_file(
                 Ok(())
             })
             .await?;
-        // Merge-join: every flushed key replaces the live row with that key in older files.
-        for key in written.keys.keys_from(first) {
-            let pk = split_hot_key(kind, key).1;
-            for join in &mut joins {
-                if let Some(pos) = join.position(table, pk).await?
-                    && !join.entry().dv.contains(pos)
-                    && written
-                        .replaced
-                        .entry(join.entry().meta.id)
-                        .or_default()
-                        .insert(pos)
-                {
-                    written.outcome.deleted += 1;
-                }
-            }
-        }
+        mark_replaced(table, kind, &mut joins, &mut written, first).await?;
         if rows.is_empty() {
             // Only tombstones (or nothing before the cut): no rows for the file.
             continue;
@@ -216,6 +202,33 @@ async fn write_file(
         written.file = Some(w.finish().await?);
     }
     Ok(written)
+}
+
+/// Merge-join: every key flushed since key number `first` replaces the live row with that key
+/// in older files; marks those rows.
+async fn mark_replaced(
+    table: &TableHandle,
+    kind: TableType,
+    joins: &mut [FileKeyJoin],
+    written: &mut Written,
+    first: usize,
+) -> Result<()> {
+    for key in written.keys.keys_from(first) {
+        let pk = split_hot_key(kind, key).1;
+        for join in joins.iter_mut() {
+            if let Some(pos) = join.position(table, pk).await?
+                && !join.entry().dv.contains(pos)
+                && written
+                    .replaced
+                    .entry(join.entry().meta.id)
+                    .or_default()
+                    .insert(pos)
+            {
+                written.outcome.deleted += 1;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Step 3: the manifest entry, the grown deletion vectors and the removal of the flushed hot

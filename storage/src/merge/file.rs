@@ -8,12 +8,9 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, new_null_array};
-use arrow::compute::kernels::boolean;
-use arrow::compute::{cast, filter_record_batch};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
-use arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use arrow::record_batch::RecordBatch;
 use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
@@ -23,12 +20,13 @@ use parquet::arrow::arrow_reader::{
 use parquet::arrow::async_reader::ParquetRecordBatchStream;
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 
-use crate::codec::{SEQ_COLUMN, UPDATED_COLUMN, array_from_values};
+use super::adapt::Finisher;
+use crate::codec::{SEQ_COLUMN, UPDATED_COLUMN};
 use crate::error::{Error, Result};
 use crate::filter::{BoundFilter, ColumnStats};
 use crate::format::{
     DeletionVector, KEY_COLUMN, KeyBounds, ObjectFileReader, RowGroupKeys, bounds_overlap,
-    is_unbounded, key_column, key_mask, key_page_ranges, output_schema, point_key, project,
+    is_unbounded, key_column, key_mask, key_page_ranges, output_schema, point_key,
 };
 use crate::schema::{ColumnDefinition, TableDefinition};
 use crate::spawn::AbortOnDrop;
@@ -86,7 +84,7 @@ impl FilePlan {
     }
 
     /// Whether the read must decode `_key` (asked for, or bounded).
-    fn needs_key(&self) -> bool {
+    pub(super) fn needs_key(&self) -> bool {
         self.with_key || !is_unbounded(&self.keys)
     }
 }
@@ -109,18 +107,18 @@ impl RowGroupRows {
 }
 
 /// How the plan's current columns map onto one file's columns.
-struct FileColumns {
+pub(super) struct FileColumns {
     /// Current columns the read decodes: the output columns and those the filter reads.
-    needed: Vec<ColumnDefinition>,
+    pub(super) needed: Vec<ColumnDefinition>,
     /// For each needed column, its name in the file (`None`: the file predates it).
-    sources: Vec<Option<String>>,
+    pub(super) sources: Vec<Option<String>>,
     /// Parquet leaf indices to decode.
     indices: Vec<usize>,
     /// Current columns the file holds under that name and in that type.
     unchanged: Vec<String>,
     /// Whether the filter runs inside the decoder (the file has every column it reads,
     /// unchanged) rather than on adapted batches.
-    pushed: bool,
+    pub(super) pushed: bool,
 }
 
 impl FileColumns {
@@ -532,101 +530,4 @@ pub(crate) fn limit_rows(
         },
     )
     .boxed()
-}
-
-/// Turns decoded batches into the plan's output: adapted to the current schema, filtered
-/// where the decoder could not, key bounds applied, projected.
-struct Finisher {
-    plan: FilePlan,
-    columns: Arc<FileColumns>,
-    schema: SchemaRef,
-    what: String,
-}
-
-impl Finisher {
-    fn batch(&self, batch: RecordBatch) -> Result<RecordBatch> {
-        let adapted = adapt(&batch, &self.columns, &self.plan, &self.what)?;
-        let mut mask: Option<BooleanArray> = None;
-        let mut and = |m: BooleanArray| -> Result<()> {
-            mask = Some(match mask.take() {
-                None => m,
-                Some(prev) => boolean::and_kleene(&prev, &m).map_err(Error::arrow("masking"))?,
-            });
-            Ok(())
-        };
-        if !self.columns.pushed
-            && let Some(filter) = &self.plan.filter
-        {
-            and(filter.evaluate(&adapted)?)?;
-        }
-        if self.plan.needs_key() {
-            and(key_mask(
-                key_column(&adapted, &self.what)?,
-                &self.plan.keys,
-            )?)?;
-        }
-        let filtered = match mask {
-            Some(m) => filter_record_batch(&adapted, &m).map_err(Error::arrow("filtering"))?,
-            None => adapted,
-        };
-        project(&filtered, &self.schema)
-    }
-}
-
-/// Builds a batch with the needed columns under their current names and types (read from the
-/// file's column, cast from an older type, or filled with the default / NULL when the file
-/// predates them), plus system and key columns.
-fn adapt(
-    batch: &RecordBatch,
-    columns: &FileColumns,
-    plan: &FilePlan,
-    what: &str,
-) -> Result<RecordBatch> {
-    let rows = batch.num_rows();
-    let mut fields = Vec::new();
-    let mut arrays: Vec<ArrayRef> = Vec::new();
-    for (c, source) in columns.needed.iter().zip(&columns.sources) {
-        let field = c.arrow_field();
-        let target = field.data_type().clone();
-        let array = match source.as_deref().and_then(|s| batch.column_by_name(s)) {
-            Some(a) if a.data_type() == &target => a.clone(),
-            Some(a) => cast(a, &target).map_err(Error::arrow("casting an old column"))?,
-            None => fill(c, rows)?,
-        };
-        fields.push(field.with_nullable(true));
-        arrays.push(array);
-    }
-    let mut take = |name: &str, data_type: DataType| -> Result<()> {
-        let array = batch
-            .column_by_name(name)
-            .cloned()
-            .ok_or_else(|| Error::Corrupt {
-                what: what.to_owned(),
-                reason: format!("column `{name}` missing"),
-            })?;
-        fields.push(Field::new(name, data_type, false));
-        arrays.push(array);
-        Ok(())
-    };
-    if plan.with_system {
-        take(SEQ_COLUMN, DataType::Int64)?;
-        take(UPDATED_COLUMN, DataType::Int64)?;
-    }
-    if plan.needs_key() {
-        take(KEY_COLUMN, DataType::Binary)?;
-    }
-    RecordBatch::try_new_with_options(
-        Arc::new(Schema::new(fields)),
-        arrays,
-        &RecordBatchOptions::new().with_row_count(Some(rows)),
-    )
-    .map_err(Error::arrow("adapting a batch to the current schema"))
-}
-
-/// A column that a file predates: its default, or NULL.
-fn fill(c: &ColumnDefinition, rows: usize) -> Result<ArrayRef> {
-    match &c.default {
-        Some(v) if !v.is_null() => array_from_values(&c.name, c.data_type, &vec![v.clone(); rows]),
-        _ => Ok(new_null_array(&c.data_type.to_arrow(), rows)),
-    }
 }

@@ -4,6 +4,7 @@
 //! `_key` column (`join`) and join the file's deletion vector for that read, so the decoder
 //! skips them like flushed deletes (`file`); point reads are in `lookup`.
 
+mod adapt;
 mod file;
 mod hot;
 mod join;

@@ -23,14 +23,7 @@ impl Store {
     pub async fn create_namespace(&self, ns: &NamespaceId, if_not_exists: bool) -> Result<bool> {
         self.check_open()?;
         let _ddl = self.inner.ddl.lock().await;
-        let p = sys(NAMESPACES);
-        if self
-            .inner
-            .system
-            .get(&p, ns.as_str().as_bytes())
-            .await?
-            .is_some()
-        {
+        if self.namespace_exists(ns).await? {
             if if_not_exists {
                 return Ok(false);
             }
@@ -41,12 +34,21 @@ impl Store {
         self.inner
             .system
             .put(
-                &p,
+                &sys(NAMESPACES),
                 Bytes::copy_from_slice(ns.as_str().as_bytes()),
                 Bytes::copy_from_slice(&now_ms().to_le_bytes()),
             )
             .await?;
         Ok(true)
+    }
+
+    async fn namespace_exists(&self, ns: &NamespaceId) -> Result<bool> {
+        let found = self
+            .inner
+            .system
+            .get(&sys(NAMESPACES), ns.as_str().as_bytes())
+            .await?;
+        Ok(found.is_some())
     }
 
     /// Every namespace, sorted.
@@ -61,14 +63,7 @@ impl Store {
     /// namespace with tables is refused.
     pub async fn drop_namespace(&self, ns: &NamespaceId, cascade: bool) -> Result<()> {
         self.check_open()?;
-        let p = sys(NAMESPACES);
-        if self
-            .inner
-            .system
-            .get(&p, ns.as_str().as_bytes())
-            .await?
-            .is_none()
-        {
+        if !self.namespace_exists(ns).await? {
             return Err(Error::NamespaceNotFound {
                 namespace: ns.to_string(),
             });
@@ -84,7 +79,10 @@ impl Store {
             self.drop_table(&t.id, true).await?;
         }
         let _ddl = self.inner.ddl.lock().await;
-        self.inner.system.delete(&p, ns.as_str().as_bytes()).await
+        self.inner
+            .system
+            .delete(&sys(NAMESPACES), ns.as_str().as_bytes())
+            .await
     }
 
     pub(super) async fn storage_definition(
@@ -311,13 +309,7 @@ impl Store {
         def.validate()?;
         let _ddl = self.inner.ddl.lock().await;
         let key = def.id.to_string();
-        if self
-            .inner
-            .system
-            .get(&sys(NAMESPACES), def.id.namespace.as_str().as_bytes())
-            .await?
-            .is_none()
-        {
+        if !self.namespace_exists(&def.id.namespace).await? {
             return Err(Error::NamespaceNotFound {
                 namespace: def.id.namespace.to_string(),
             });

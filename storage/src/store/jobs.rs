@@ -88,15 +88,12 @@ impl Store {
                 reason: "STREAM tables are never flushed".into(),
             });
         }
-        let user = scope.user().cloned();
         let store = self.clone();
-        self.run_job(
+        self.run_table_job(
             JobKind::Flush,
-            Some(table.clone()),
-            user,
-            move |job, cancel| async move {
-                let _m = handle.maintenance.lock().await;
-                handle.check_live()?;
+            handle,
+            scope,
+            |handle, scope, job, cancel| async move {
                 let mut total = FlushOutcome::default();
                 let mut range_deleted = false;
                 for s in Self::scopes_of(&handle, &scope, false)? {
@@ -112,6 +109,29 @@ impl Store {
                 Ok(total.into())
             },
         )
+        .await
+    }
+
+    /// Runs `work` as a job of `kind` on one table, holding the table's maintenance lock on a
+    /// live handle.
+    async fn run_table_job<F, Fut>(
+        &self,
+        kind: JobKind,
+        handle: Arc<TableHandle>,
+        scope: Scope,
+        work: F,
+    ) -> Result<JobRecord>
+    where
+        F: FnOnce(Arc<TableHandle>, Scope, String, Arc<AtomicBool>) -> Fut,
+        Fut: std::future::Future<Output = Result<JobOutcome>>,
+    {
+        let user = scope.user().cloned();
+        let table = handle.id.clone();
+        self.run_job(kind, Some(table), user, move |job, cancel| async move {
+            let _maintenance = handle.maintenance.lock().await;
+            handle.check_live()?;
+            work(handle.clone(), scope, job, cancel).await
+        })
         .await
     }
 
@@ -133,30 +153,25 @@ impl Store {
         policy: CompactionPolicy,
     ) -> Result<JobRecord> {
         let handle = self.handle(table).await?;
-        let user = scope.user().cloned();
         let store = self.clone();
-        self.run_job(
-            JobKind::Compaction,
-            Some(table.clone()),
-            user,
-            move |job, cancel| async move {
-                let _m = handle.maintenance.lock().await;
-                handle.check_live()?;
-                let mut total = FlushOutcome::default();
-                for s in handle.file_scopes() {
-                    if let Scope::User(u) = &scope
-                        && s.user() != Some(u)
-                    {
-                        continue;
-                    }
-                    total.add(
-                        compact_scope(&handle, &s, &store.inner.seq, policy, &job, &cancel).await?,
-                    );
+        let work = move |handle: Arc<TableHandle>,
+                         scope: Scope,
+                         job: String,
+                         cancel: Arc<AtomicBool>| async move {
+            let mut total = FlushOutcome::default();
+            for s in handle.file_scopes() {
+                if let Scope::User(u) = &scope
+                    && s.user() != Some(u)
+                {
+                    continue;
                 }
-                Ok(total.into())
-            },
-        )
-        .await
+                let seq = &store.inner.seq;
+                total.add(compact_scope(&handle, &s, seq, policy, &job, &cancel).await?);
+            }
+            Ok(total.into())
+        };
+        self.run_table_job(JobKind::Compaction, handle, scope, work)
+            .await
     }
 
     /// One job record.

@@ -484,5 +484,64 @@ async fn deletion_vectors_stay_aligned_when_row_groups_are_pruned() {
     }
 }
 
+/// The memory engine behind a [`FailAfter`] that fails writes to table partitions on cue.
+#[derive(Debug)]
+struct FailingEngines(Arc<crate::testing::FailAfter<MemoryBackend>>);
+
+#[async_trait::async_trait]
+impl EngineProvider for FailingEngines {
+    fn default_engine(&self, _dir: &std::path::Path) -> HotEngine {
+        HotEngine::Memory
+    }
+
+    async fn open(
+        &self,
+        _engine: &HotEngine,
+        _s3: &S3Options,
+        _cache: Option<&CacheSpec>,
+    ) -> Result<Arc<dyn StorageBackend>> {
+        Ok(self.0.clone())
+    }
+}
+
+#[tokio::test]
+async fn a_flush_whose_commit_fails_keeps_every_row_hot_and_readable() {
+    let failing = Arc::new(
+        crate::testing::FailAfter::new(Arc::new(MemoryBackend::new()), usize::MAX)
+            .only_partitions("t."),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::new(dir.path(), Arc::new(FailingEngines(failing.clone())));
+    config.background = false;
+    let store = Store::open(config).await.unwrap();
+    store
+        .create_namespace(&NamespaceId::new("app").unwrap(), false)
+        .await
+        .unwrap();
+    store
+        .create_table(messages(TableType::Shared), false)
+        .await
+        .unwrap();
+    store
+        .insert(&t(), None, (1..=3).map(|i| row(i, "x")).collect())
+        .await
+        .unwrap();
+
+    failing.fail_from_now();
+    let err = store.flush_table(&t(), Scope::All).await.unwrap_err();
+    assert!(
+        err.report().contains("injected failure"),
+        "{}",
+        err.report()
+    );
+    let job = store.jobs().await.unwrap().pop().unwrap();
+    assert_eq!(job.status, JobStatus::Failed);
+
+    assert_eq!(ids(&store, None, None).await, vec![1, 2, 3]);
+    let stats = store.table_stats(&t()).await.unwrap();
+    assert_eq!((stats[0].hot_rows, stats[0].files), (3, 0));
+    assert!(store.manifest(&t()).await.unwrap().is_empty());
+}
+
 mod alter;
 mod batches;

@@ -17,12 +17,16 @@ use crate::error::{Error, Result};
 pub struct InjectedFailure(pub usize);
 
 /// Passes the first `n` writes (put, delete, batch) to the inner backend, then fails every write
-/// with [`Error::Engine`] without touching the inner backend. Reads always pass.
+/// with [`Error::Engine`] without touching the inner backend. Reads always pass. With
+/// [`only_partitions`](Self::only_partitions), only writes that touch a partition whose name
+/// starts with a prefix count and fail (so a store's catalog keeps working while a table's
+/// partitions fail).
 #[derive(Debug)]
 pub struct FailAfter<B: ?Sized> {
     inner: Arc<B>,
-    allowed: usize,
+    allowed: AtomicUsize,
     writes: AtomicUsize,
+    prefix: Option<String>,
 }
 
 impl<B: StorageBackend + ?Sized> FailAfter<B> {
@@ -30,9 +34,22 @@ impl<B: StorageBackend + ?Sized> FailAfter<B> {
     pub fn new(inner: Arc<B>, allowed: usize) -> Self {
         Self {
             inner,
-            allowed,
+            allowed: AtomicUsize::new(allowed),
             writes: AtomicUsize::new(0),
+            prefix: None,
         }
+    }
+
+    /// Counts (and fails) only writes touching a partition whose name starts with `prefix`.
+    pub fn only_partitions(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
+        self
+    }
+
+    /// Fails every counted write from now on.
+    pub fn fail_from_now(&self) {
+        self.allowed
+            .store(self.writes.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 
     /// Writes attempted so far, failed ones included.
@@ -40,15 +57,26 @@ impl<B: StorageBackend + ?Sized> FailAfter<B> {
         self.writes.load(Ordering::SeqCst)
     }
 
-    fn admit(&self) -> Result<()> {
+    fn counts<'a>(&self, mut partitions: impl Iterator<Item = &'a Partition>) -> bool {
+        match &self.prefix {
+            None => true,
+            Some(prefix) => partitions.any(|p| p.as_str().starts_with(prefix.as_str())),
+        }
+    }
+
+    fn admit<'a>(&self, partitions: impl Iterator<Item = &'a Partition>) -> Result<()> {
+        if !self.counts(partitions) {
+            return Ok(());
+        }
         let n = self.writes.fetch_add(1, Ordering::SeqCst);
-        if n < self.allowed {
+        let allowed = self.allowed.load(Ordering::SeqCst);
+        if n < allowed {
             Ok(())
         } else {
             Err(Error::engine(
                 "fail-after",
                 "a write",
-                InjectedFailure(self.allowed),
+                InjectedFailure(allowed),
             ))
         }
     }
@@ -78,15 +106,15 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FailAfter<B> {
         self.inner.get(partition, key).await
     }
     async fn put(&self, partition: &Partition, key: Bytes, value: Bytes) -> Result<()> {
-        self.admit()?;
+        self.admit(std::iter::once(partition))?;
         self.inner.put(partition, key, value).await
     }
     async fn delete(&self, partition: &Partition, key: &[u8]) -> Result<()> {
-        self.admit()?;
+        self.admit(std::iter::once(partition))?;
         self.inner.delete(partition, key).await
     }
     async fn batch(&self, batch: WriteBatch) -> Result<()> {
-        self.admit()?;
+        self.admit(batch.ops.iter().map(|op| op.partition()))?;
         self.inner.batch(batch).await
     }
     async fn scan(&self, partition: &Partition, request: &ScanRequest) -> Result<ScanChunk> {
