@@ -59,7 +59,7 @@ pub use filter::{CmpOp, Filter};
 pub use flush::FlushOutcome;
 pub use flush::compact::CompactionPolicy;
 pub use location::S3Options;
-pub use merge::ScanOptions;
+pub use merge::{BatchStream, RowEstimate, ScanOptions, TableScan, USER_COLUMN, read_schema};
 pub use seq::now_nanos;
 pub use store::{
     BackgroundFailure, CleanupOutcome, EngineProvider, MemoryEngines, OptionsChange, Scope,

@@ -42,7 +42,7 @@ const PARALLEL_READ_ROWS: usize = 64 * 1024;
 const PART_AHEAD: usize = 2;
 
 /// A stream of batches that owns everything it reads.
-pub(crate) type BatchStream = BoxStream<'static, Result<RecordBatch>>;
+pub type BatchStream = BoxStream<'static, Result<RecordBatch>>;
 
 /// What to read from a table's files.
 #[derive(Debug, Clone)]

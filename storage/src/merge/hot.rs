@@ -1,6 +1,7 @@
 //! The hot side of a read: a consistent snapshot of a scope's hot entries and files, and hot
 //! entries decoded into arrow columns (with their keys, tombstone flags and write times).
 
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -15,41 +16,121 @@ use crate::error::{Error, Result};
 use crate::format::{KEY_COLUMN, KeyBounds, split_hot_key};
 use crate::ids::KeyScope;
 use crate::schema::TableDefinition;
-use crate::table::{FilesView, TableHandle, upgrade_row};
+use crate::table::{FileEntry, ReaderPin, TableHandle, upgrade_row};
 
 /// Hot entries read per chunk of a snapshot.
 const SNAPSHOT_CHUNK: usize = 4096;
 
-/// The hot entries of a scope within key bounds and the scope's files, taken together under
-/// the table's commit lock, so no row is seen twice or missed while a flush commits. The
-/// files stay pinned while the snapshot lives.
-pub(crate) struct Snapshot {
-    /// The scope's files.
-    pub(crate) files: FilesView,
-    /// Hot entries in key order.
-    pub(crate) hot: Vec<(Bytes, Bytes)>,
+/// Which scopes a read covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Scopes {
+    /// One scope: a user of a USER table, or a SHARED or STREAM table's.
+    One(KeyScope),
+    /// Every user of a USER table.
+    AllUsers,
 }
 
-/// Takes a [`Snapshot`] of one scope.
+/// One scope of a [`Snapshot`]: its hot entries (decoded) and its files.
+pub(crate) struct ScopeRows {
+    /// The scope.
+    pub(crate) scope: KeyScope,
+    /// Its hot entries within the read's key bounds, `None` when there are none.
+    pub(crate) hot: Option<HotRows>,
+    /// Its live files, oldest first.
+    pub(crate) files: Vec<FileEntry>,
+}
+
+/// The hot entries and files of the scopes a read covers, taken together under the table's
+/// commit lock, so no row is seen twice or missed while a flush commits. The files stay
+/// pinned while the snapshot lives. Hot entries are held decoded (the flush policy bounds
+/// them); files are read as the read goes.
+pub(crate) struct Snapshot {
+    /// The scopes, in scope order.
+    pub(crate) scopes: Vec<ScopeRows>,
+    _pin: ReaderPin,
+}
+
+/// Takes a [`Snapshot`] of `scopes` of a table, hot entries within `keys`.
 pub(crate) async fn snapshot(
+    table: &TableHandle,
+    scopes: &Scopes,
+    keys: &KeyBounds,
+) -> Result<Snapshot> {
+    let (pin, raw) = {
+        let _read = table.commit.read().await;
+        let pin = table.pins.pin();
+        let raw = match scopes {
+            Scopes::One(scope) => vec![(scope.clone(), table.files(scope), hot_entries(table, scope, keys).await?)],
+            Scopes::AllUsers => all_scopes(table).await?,
+        };
+        (pin, raw)
+    };
+    let scopes = raw
+        .into_iter()
+        .map(|(scope, files, hot)| {
+            let hot = match hot.is_empty() {
+                true => None,
+                false => Some(HotRows::decode(table, &hot)?),
+            };
+            Ok(ScopeRows { scope, hot, files })
+        })
+        .collect::<Result<_>>()?;
+    Ok(Snapshot { scopes, _pin: pin })
+}
+
+/// The hot entries of one scope within `keys`.
+async fn hot_entries(
     table: &TableHandle,
     scope: &KeyScope,
     keys: &KeyBounds,
-) -> Result<Snapshot> {
-    let _read = table.commit.read().await;
-    let files = table.files_view(scope);
-    let hot = if table.buffered(scope) > 0 {
-        let prefix = table.scope_prefix(scope);
-        scan_all(
-            table.storage.hot.as_ref(),
-            &table.hot,
-            ScanRequest::new(hot_range(&prefix, keys)).chunk_size(SNAPSHOT_CHUNK),
-        )
-        .await?
-    } else {
-        Vec::new()
-    };
-    Ok(Snapshot { files, hot })
+) -> Result<Vec<(Bytes, Bytes)>> {
+    if table.buffered(scope) == 0 {
+        return Ok(Vec::new());
+    }
+    let prefix = table.scope_prefix(scope);
+    scan_all(
+        table.storage.hot.as_ref(),
+        &table.hot,
+        ScanRequest::new(hot_range(&prefix, keys)).chunk_size(SNAPSHOT_CHUNK),
+    )
+    .await
+}
+
+/// Every scope of a table with its files and hot entries (the whole hot partition, split by
+/// scope; key bounds are applied when the rows are read).
+async fn all_scopes(
+    table: &TableHandle,
+) -> Result<Vec<(KeyScope, Vec<FileEntry>, Vec<(Bytes, Bytes)>)>> {
+    let kind = table.definition().table_type;
+    let entries = scan_all(
+        table.storage.hot.as_ref(),
+        &table.hot,
+        ScanRequest::default().chunk_size(SNAPSHOT_CHUNK),
+    )
+    .await?;
+    let mut hot: BTreeMap<KeyScope, Vec<(Bytes, Bytes)>> = BTreeMap::new();
+    for (key, value) in entries {
+        let name = split_hot_key(kind, &key).0;
+        let scope = std::str::from_utf8(name)
+            .ok()
+            .and_then(|n| KeyScope::from_stored(n).ok())
+            .ok_or_else(|| Error::Corrupt {
+                what: format!("hot partition of table {}", table.id),
+                reason: format!("key {key:02x?} has no valid scope"),
+            })?;
+        hot.entry(scope).or_default().push((key, value));
+    }
+    let mut scopes: BTreeMap<KeyScope, (Vec<FileEntry>, Vec<(Bytes, Bytes)>)> = BTreeMap::new();
+    for (scope, files) in &table.state.read().files {
+        scopes.entry(scope.clone()).or_default().0 = files.clone();
+    }
+    for (scope, entries) in hot {
+        scopes.entry(scope).or_default().1 = entries;
+    }
+    Ok(scopes
+        .into_iter()
+        .map(|(scope, (files, hot))| (scope, files, hot))
+        .collect())
 }
 
 /// The hot-partition range of a scope's keys within `keys`.

@@ -9,22 +9,25 @@ mod file;
 mod hot;
 mod join;
 mod lookup;
-mod scan;
+mod stream;
 
 use std::ops::Bound;
+use std::sync::Arc;
 
 use crate::codec::{KalamValue, encode_key};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::format::KeyBounds;
-use crate::schema::{ColumnDefinition, TableDefinition};
+use crate::ids::UserId;
+use crate::schema::{ColumnDefinition, TableDefinition, TableType};
 use crate::table::TableHandle;
 
 pub(crate) use file::{FilePlan, read_file};
-pub(crate) use hot::upgrade_hot_row;
+pub use file::BatchStream;
+pub(crate) use hot::{Scopes, upgrade_hot_row};
 pub(crate) use join::FileKeyJoin;
 pub(crate) use lookup::{get, get_flushed_many};
-pub(crate) use scan::scan;
+pub use stream::{RowEstimate, TableScan, USER_COLUMN};
 
 /// What a scan returns.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -37,6 +40,9 @@ pub struct ScanOptions {
     pub limit: Option<usize>,
     /// Also return `_seq` and `_updated`.
     pub with_system: bool,
+    /// Read every user of a USER table (an operator's read): the rows get a `_user` column.
+    /// Refused with a user id, or on other kinds of tables.
+    pub all_users: bool,
 }
 
 impl ScanOptions {
@@ -54,9 +60,36 @@ impl ScanOptions {
     }
 }
 
+/// The schema of what a read of `def` returns with every column: the user columns, then
+/// `_seq` and `_updated` when `with_system`, then [`USER_COLUMN`] for an all-users read.
+pub fn read_schema(def: &TableDefinition, with_system: bool, all_users: bool) -> arrow::datatypes::SchemaRef {
+    stream::with_user_column(crate::format::output_schema(def.columns(), with_system, false), all_users)
+}
+
+/// A planned streamed scan of `table` for `user` (see [`ScanOptions::all_users`]).
+pub(crate) fn scan_table(
+    table: Arc<TableHandle>,
+    user: Option<&UserId>,
+    options: &ScanOptions,
+) -> Result<TableScan> {
+    let scopes = if options.all_users {
+        if user.is_some() || table.definition().table_type != TableType::User {
+            return Err(Error::Scope {
+                table: table.id.to_string(),
+                reason: "an all-users read is for USER tables, without a user id",
+            });
+        }
+        Scopes::AllUsers
+    } else {
+        Scopes::One(table.scope(user)?)
+    };
+    let plan = plan(&table, options)?;
+    Ok(TableScan::new(table, plan, scopes))
+}
+
 /// The file plan of a scan: projection resolved, filter bound to the current schema, key
 /// bounds derived from the filter.
-pub(crate) fn plan(table: &TableHandle, options: &ScanOptions) -> Result<FilePlan> {
+fn plan(table: &TableHandle, options: &ScanOptions) -> Result<FilePlan> {
     let def = table.definition();
     let columns = projected_columns(&def, options.columns.as_deref())?;
     let filter = options

@@ -7,7 +7,9 @@ use super::Store;
 use crate::codec::KalamValue;
 use crate::error::Result;
 use crate::ids::{TableId, UserId};
-use crate::merge::ScanOptions;
+use futures::TryStreamExt;
+
+use crate::merge::{ScanOptions, TableScan};
 use crate::table::FileEntry;
 use crate::write::{Mutation, WriteSummary};
 
@@ -78,7 +80,8 @@ impl Store {
         .await
     }
 
-    /// Merge-on-read scan of a table (one user's rows of a USER table).
+    /// Merge-on-read scan of a table (one user's rows of a USER table, or every user's with
+    /// [`ScanOptions::all_users`]), collected. See [`scan_stream`](Self::scan_stream).
     pub async fn scan(
         &self,
         table: &TableId,
@@ -86,8 +89,26 @@ impl Store {
         options: &ScanOptions,
     ) -> Result<Vec<RecordBatch>> {
         self.on_table(table, |handle| async move {
-            let scope = handle.scope(user)?;
-            crate::merge::scan(&handle, &scope, options).await
+            crate::merge::scan_table(handle, user, options)?
+                .stream()
+                .try_collect()
+                .await
+        })
+        .await
+    }
+
+    /// A streamed merge-on-read scan of a table: batches come as the files are read (row
+    /// group by row group), with the hot rows overlaid; memory stays bounded by the hot
+    /// buffer and a few batches per partition. The scan splits into partitions that read
+    /// disjoint files ([`TableScan::partition`]). Nothing is read until a stream is polled.
+    pub async fn scan_stream(
+        &self,
+        table: &TableId,
+        user: Option<&UserId>,
+        options: &ScanOptions,
+    ) -> Result<TableScan> {
+        self.on_table(table, |handle| async move {
+            crate::merge::scan_table(handle, user, options)
         })
         .await
     }

@@ -1,0 +1,128 @@
+//! The store's catalog as DataFusion sees it: catalog `kalamstore`, one schema per namespace
+//! (tables looked up in the store when a query names them; `<table>$meta` adds `_seq` and
+//! `_updated`), plus `system` and `information_schema`. Namespace and table names are kept in
+//! memory (DataFusion lists them synchronously) and re-read by [`KalamCatalog::refresh`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
+use datafusion::common::Result as DfResult;
+use kalamstore_storage::{Error, Store, TableId};
+
+use crate::error::{Result, external};
+use crate::session::Principal;
+use crate::system::{INFORMATION_SCHEMA, SYSTEM, SystemSchema};
+use crate::table::KalamTable;
+
+/// The name of kalamstore's DataFusion catalog.
+pub(crate) const CATALOG: &str = "kalamstore";
+
+/// The suffix of a table name that also returns `_seq` and `_updated`.
+pub const META_SUFFIX: &str = "$meta";
+
+/// Namespaces and their tables.
+#[derive(Debug)]
+pub(crate) struct KalamCatalog {
+    store: Store,
+    principal: Principal,
+    names: Arc<parking_lot::RwLock<BTreeMap<String, Vec<String>>>>,
+}
+
+impl KalamCatalog {
+    pub(crate) fn new(store: Store, principal: Principal) -> Self {
+        Self {
+            store,
+            principal,
+            names: Arc::default(),
+        }
+    }
+
+    /// Re-reads the namespaces and their tables from the store.
+    pub(crate) async fn refresh(&self) -> Result<()> {
+        let mut names: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for ns in self.store.namespaces().await? {
+            names.entry(ns.to_string()).or_default();
+        }
+        for def in self.store.tables(None).await? {
+            names
+                .entry(def.id.namespace.to_string())
+                .or_default()
+                .push(def.id.table.to_string());
+        }
+        *self.names.write() = names;
+        Ok(())
+    }
+}
+
+impl CatalogProvider for KalamCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.names.read().keys().cloned().collect();
+        names.extend([SYSTEM.to_owned(), INFORMATION_SCHEMA.to_owned()]);
+        names
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if name == SYSTEM || name == INFORMATION_SCHEMA {
+            return Some(Arc::new(SystemSchema::new(
+                name,
+                self.store.clone(),
+                self.principal.clone(),
+            )));
+        }
+        self.names.read().contains_key(name).then(|| {
+            Arc::new(NamespaceSchema {
+                namespace: name.to_owned(),
+                store: self.store.clone(),
+                principal: self.principal.clone(),
+                names: self.names.clone(),
+            }) as Arc<dyn SchemaProvider>
+        })
+    }
+}
+
+/// The tables of one namespace.
+#[derive(Debug)]
+struct NamespaceSchema {
+    namespace: String,
+    store: Store,
+    principal: Principal,
+    names: Arc<parking_lot::RwLock<BTreeMap<String, Vec<String>>>>,
+}
+
+#[async_trait]
+impl SchemaProvider for NamespaceSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.names
+            .read()
+            .get(&self.namespace)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let (table, with_system) = match name.strip_suffix(META_SUFFIX) {
+            Some(t) => (t, true),
+            None => (name, false),
+        };
+        let Ok(id) = format!("{}.{table}", self.namespace).parse::<TableId>() else {
+            return Ok(None);
+        };
+        match self.store.table(&id).await {
+            Ok(def) => Ok(Some(Arc::new(KalamTable::new(
+                self.store.clone(),
+                def,
+                self.principal.clone(),
+                with_system,
+            )))),
+            Err(Error::TableNotFound { .. }) => Ok(None),
+            Err(e) => Err(external(e)),
+        }
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        let table = name.strip_suffix(META_SUFFIX).unwrap_or(name);
+        self.table_names().iter().any(|t| t == table)
+    }
+}

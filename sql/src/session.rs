@@ -1,0 +1,465 @@
+//! A SQL session over a [`Store`] for one principal (a user, nobody, or an operator reading
+//! every user): queries, `INSERT`, `EXPLAIN` through DataFusion; `UPDATE` and `DELETE`
+//! planned here as a DataFusion query of the matching keys (so any WHERE DataFusion can
+//! evaluate works, subqueries included) and written in one atomic batch.
+
+use std::sync::Arc;
+
+use arrow::array::Array;
+use arrow::compute::{CastOptions, cast_with_options};
+use arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::sql::parser::{DFParser, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::{
+    AssignmentTarget, Delete, Expr as SqlExpr, FromTable, Ident, Query, SelectItem, SetExpr,
+    Statement, TableFactor, TableWithJoins, Update,
+};
+use futures::TryStreamExt;
+use kalamstore_storage::codec::value_at;
+use kalamstore_storage::{
+    KalamValue, Mutation, Store, TableDefinition, TableId, TableType, UserId,
+};
+
+use crate::catalog::{CATALOG, KalamCatalog};
+use crate::error::{Result, SqlError};
+
+/// Whose rows a session reads and writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// Nobody: SHARED and STREAM tables; USER tables refuse.
+    Anonymous,
+    /// One user: their rows of USER tables, and SHARED and STREAM tables.
+    User(UserId),
+    /// An operator reading every user's rows of USER tables, with a `_user` column. USER
+    /// tables refuse writes (a write belongs to one user).
+    AllUsers,
+}
+
+impl Principal {
+    /// The user id reads and writes of `def` are scoped to: the session's user for a USER
+    /// table, nobody for the others.
+    pub(crate) fn user_for(&self, def: &TableDefinition) -> Option<&UserId> {
+        match (self, def.table_type) {
+            (Self::User(u), TableType::User) => Some(u),
+            _ => None,
+        }
+    }
+
+    /// Whether reads of `def` cover every user.
+    pub(crate) fn reads_all_users(&self, def: &TableDefinition) -> bool {
+        *self == Self::AllUsers && def.table_type == TableType::User
+    }
+
+    /// For `EXPLAIN`: whose rows.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Self::Anonymous => String::new(),
+            Self::User(u) => format!("user {u}"),
+            Self::AllUsers => "all users".into(),
+        }
+    }
+}
+
+/// What a statement returned.
+pub enum SqlOutput {
+    /// Rows, streamed as they are read.
+    Rows(SendableRecordBatchStream),
+    /// Rows changed by `INSERT`, `UPDATE` or `DELETE`.
+    Changed {
+        /// `INSERT`, `UPDATE` or `DELETE`.
+        verb: &'static str,
+        /// How many rows.
+        rows: u64,
+    },
+}
+
+impl std::fmt::Debug for SqlOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Rows(s) => f.debug_tuple("Rows").field(&s.schema()).finish(),
+            Self::Changed { verb, rows } => write!(f, "{verb} {rows}"),
+        }
+    }
+}
+
+/// A SQL session: one DataFusion context whose catalog is the store's namespaces (plus
+/// `system` and `information_schema`), bound to one principal.
+pub struct SqlSession {
+    store: Store,
+    principal: Principal,
+    ctx: SessionContext,
+    catalog: Arc<KalamCatalog>,
+}
+
+impl std::fmt::Debug for SqlSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlSession")
+            .field("principal", &self.principal)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqlSession {
+    /// A session of `principal` over `store`.
+    pub async fn new(store: Store, principal: Principal) -> Result<Self> {
+        let catalog = Arc::new(KalamCatalog::new(store.clone(), principal.clone()));
+        catalog.refresh().await?;
+        // Unqualified names resolve in schema `public`, which no namespace can be: tables
+        // are always named `namespace.table`.
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG, "public")
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(false);
+        let ctx = SessionContext::new_with_config(config);
+        ctx.register_catalog(CATALOG, catalog.clone());
+        Ok(Self {
+            store,
+            principal,
+            ctx,
+            catalog,
+        })
+    }
+
+    /// The principal.
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    /// Re-reads the namespaces and tables the catalog lists (after DDL).
+    pub async fn refresh(&self) -> Result<()> {
+        self.catalog.refresh().await
+    }
+
+    /// Runs one statement; `params` are the values of `$1`, `$2`, ...
+    pub async fn run(&self, sql: &str, params: &[ScalarValue]) -> Result<SqlOutput> {
+        let mut statements = DFParser::parse_sql(sql)?;
+        let statement = match (statements.pop_front(), statements.is_empty()) {
+            (Some(s), true) => s,
+            (None, _) => {
+                return Err(SqlError::Unsupported {
+                    what: "an empty statement".into(),
+                    hint: "write one statement",
+                });
+            }
+            (Some(_), false) => {
+                return Err(SqlError::Unsupported {
+                    what: "more than one statement in one call".into(),
+                    hint: "run them one at a time",
+                });
+            }
+        };
+        match statement {
+            DfStatement::Statement(s) => match *s {
+                Statement::Delete(delete) => self.delete(delete, params).await,
+                Statement::Update(update) => self.update(update, params).await,
+                Statement::Insert(_) => {
+                    let mut stream = self.execute(DfStatement::Statement(s), params).await?;
+                    let mut rows = 0u64;
+                    while let Some(batch) = stream.try_next().await? {
+                        rows += count_of(&batch);
+                    }
+                    Ok(SqlOutput::Changed {
+                        verb: "INSERT",
+                        rows,
+                    })
+                }
+                Statement::Query(mut query) => {
+                    name_like_postgres(&mut query);
+                    let statement = DfStatement::Statement(Box::new(Statement::Query(query)));
+                    Ok(SqlOutput::Rows(self.execute(statement, params).await?))
+                }
+                Statement::Explain { .. } => Ok(SqlOutput::Rows(
+                    self.execute(DfStatement::Statement(s), params).await?,
+                )),
+                other => Err(SqlError::Unsupported {
+                    what: format!("`{}`", first_words(&other.to_string())),
+                    hint: "kalamstore runs queries, INSERT, UPDATE, DELETE and EXPLAIN through \
+                           SQL; tables and storages have their own statements",
+                }),
+            },
+            DfStatement::Explain(_) => Ok(SqlOutput::Rows(self.execute(statement, params).await?)),
+            other => Err(SqlError::Unsupported {
+                what: format!("`{}`", first_words(&other.to_string())),
+                hint: "kalamstore runs queries, INSERT, UPDATE, DELETE and EXPLAIN through SQL",
+            }),
+        }
+    }
+
+    /// Plans and starts one statement, refusing DataFusion's own DDL and `SET`.
+    async fn execute(
+        &self,
+        statement: DfStatement,
+        params: &[ScalarValue],
+    ) -> Result<SendableRecordBatchStream> {
+        let state = self.ctx.state();
+        let plan = state.statement_to_plan(statement).await?;
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_statements(false)
+            .verify_plan(&plan)?;
+        let mut frame = self.ctx.execute_logical_plan(plan).await?;
+        if !params.is_empty() {
+            frame = frame.with_param_values(params.to_vec())?;
+        }
+        Ok(frame.execute_stream().await?)
+    }
+
+    /// `DELETE FROM t [WHERE ...]`: the keys of the matching rows, found by a query, become
+    /// tombstones in one batch.
+    async fn delete(&self, delete: Delete, params: &[ScalarValue]) -> Result<SqlOutput> {
+        let refuse = |what: &str| SqlError::Unsupported {
+            what: format!("DELETE with {what}"),
+            hint: "write DELETE FROM ns.table [WHERE ...]",
+        };
+        if delete.using.is_some() || delete.returning.is_some() || delete.output.is_some() {
+            return Err(refuse("USING, RETURNING or OUTPUT"));
+        }
+        if !delete.order_by.is_empty() || delete.limit.is_some() || !delete.tables.is_empty() {
+            return Err(refuse("ORDER BY, LIMIT or several tables"));
+        }
+        let tables = match &delete.from {
+            FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
+        };
+        let [table] = tables.as_slice() else {
+            return Err(refuse("several tables"));
+        };
+        let (id, def) = self.target(table).await?;
+        let keys = self.matching(&def, &[], delete.selection.as_ref(), params).await?;
+        let mutations = keys
+            .into_iter()
+            .map(|(key, _)| Mutation::Delete { key })
+            .collect();
+        let summary = self
+            .store
+            .write(&id, self.principal.user_for(&def), mutations)
+            .await?;
+        Ok(SqlOutput::Changed {
+            verb: "DELETE",
+            rows: summary.deleted,
+        })
+    }
+
+    /// `UPDATE t SET c = expr, ... [WHERE ...]`: a query evaluates the new values for the
+    /// keys of the matching rows; the changes go in one batch.
+    async fn update(&self, update: Update, params: &[ScalarValue]) -> Result<SqlOutput> {
+        if update.from.is_some() || update.returning.is_some() || update.output.is_some() {
+            return Err(SqlError::Unsupported {
+                what: "UPDATE with FROM, RETURNING or OUTPUT".into(),
+                hint: "write UPDATE ns.table SET c = expr [WHERE ...]",
+            });
+        }
+        if !update.order_by.is_empty() || update.limit.is_some() || update.or.is_some() {
+            return Err(SqlError::Unsupported {
+                what: "UPDATE with ORDER BY, LIMIT or OR".into(),
+                hint: "write UPDATE ns.table SET c = expr [WHERE ...]",
+            });
+        }
+        let (id, def) = self.target(&update.table).await?;
+        let mut set = Vec::with_capacity(update.assignments.len());
+        for a in &update.assignments {
+            let AssignmentTarget::ColumnName(name) = &a.target else {
+                return Err(SqlError::Unsupported {
+                    what: "UPDATE of a tuple of columns".into(),
+                    hint: "assign one column at a time",
+                });
+            };
+            let column = name.to_string().to_lowercase();
+            if def.schema.column(&column).is_none() {
+                return Err(kalamstore_storage::Error::InvalidValue {
+                    column,
+                    reason: format!("table {id} has no such column"),
+                }
+                .into());
+            }
+            set.push((column, a.value.clone()));
+        }
+        let rows = self
+            .matching(&def, &set, update.selection.as_ref(), params)
+            .await?;
+        let mutations = rows
+            .into_iter()
+            .map(|(key, values)| Mutation::Update {
+                key,
+                set: set.iter().map(|(c, _)| c.clone()).zip(values).collect(),
+            })
+            .collect();
+        let summary = self
+            .store
+            .write(&id, self.principal.user_for(&def), mutations)
+            .await?;
+        Ok(SqlOutput::Changed {
+            verb: "UPDATE",
+            rows: summary.updated,
+        })
+    }
+
+    /// The table a DML statement names, with its definition.
+    async fn target(&self, table: &TableWithJoins) -> Result<(TableId, Arc<TableDefinition>)> {
+        let TableFactor::Table { name, .. } = &table.relation else {
+            return Err(SqlError::Unsupported {
+                what: "a DML target that is not a table".into(),
+                hint: "name the table as ns.table",
+            });
+        };
+        if !table.joins.is_empty() {
+            return Err(SqlError::Unsupported {
+                what: "a DML target with joins".into(),
+                hint: "use a subquery in WHERE",
+            });
+        }
+        let id: TableId = name.to_string().to_lowercase().parse()?;
+        let def = self.store.table(&id).await?;
+        Ok((id, def))
+    }
+
+    /// The primary keys of `def`'s rows matching `selection`, each with the values of `set`'s
+    /// expressions for that row, cast to the assigned columns' types.
+    async fn matching(
+        &self,
+        def: &TableDefinition,
+        set: &[(String, SqlExpr)],
+        selection: Option<&SqlExpr>,
+        params: &[ScalarValue],
+    ) -> Result<Vec<(Vec<KalamValue>, Vec<KalamValue>)>> {
+        let pk: Vec<_> = def.primary_key().collect();
+        let mut items: Vec<String> = pk.iter().map(|c| quoted(&c.name)).collect();
+        for (i, (_, expr)) in set.iter().enumerate() {
+            items.push(format!("({expr}) AS \"__kalamstore_set_{i}\""));
+        }
+        let mut sql = format!(
+            "SELECT {} FROM {}.{}",
+            items.join(", "),
+            quoted(def.id.namespace.as_str()),
+            quoted(def.id.table.as_str())
+        );
+        if let Some(w) = selection {
+            sql.push_str(&format!(" WHERE {w}"));
+        }
+        let mut statements = DFParser::parse_sql(&sql)?;
+        let Some(statement) = statements.pop_front() else {
+            return Ok(Vec::new());
+        };
+        let batches: Vec<RecordBatch> = self
+            .execute(statement, params)
+            .await?
+            .try_collect()
+            .await?;
+        let strict = CastOptions {
+            safe: false,
+            ..CastOptions::default()
+        };
+        let mut out = Vec::new();
+        for batch in &batches {
+            let mut assigned = Vec::with_capacity(set.len());
+            for (i, (column, _)) in set.iter().enumerate() {
+                let c = def
+                    .schema
+                    .column(column)
+                    .ok_or_else(|| kalamstore_storage::Error::InvalidValue {
+                        column: column.clone(),
+                        reason: "no such column".into(),
+                    })?;
+                let array = cast_with_options(
+                    batch.column(pk.len() + i),
+                    &c.data_type.to_arrow(),
+                    &strict,
+                )
+                .map_err(|e| kalamstore_storage::Error::InvalidValue {
+                    column: column.clone(),
+                    reason: format!("the new value is not a {}: {e}", c.data_type),
+                })?;
+                assigned.push((c.data_type, array));
+            }
+            for row in 0..batch.num_rows() {
+                let key = pk
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| value_at(batch.column(i).as_ref(), c.data_type, row))
+                    .collect::<kalamstore_storage::Result<Vec<_>>>()?;
+                let values = assigned
+                    .iter()
+                    .map(|(t, a)| value_at(a.as_ref(), *t, row))
+                    .collect::<kalamstore_storage::Result<Vec<_>>>()?;
+                out.push((key, values));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The row count in the one-row `count` batch a DataFusion `INSERT` returns.
+fn count_of(batch: &RecordBatch) -> u64 {
+    batch
+        .column_by_name("count")
+        .and_then(|c| c.as_any().downcast_ref::<arrow::array::UInt64Array>())
+        .filter(|c| !c.is_empty())
+        .map_or(0, |c| c.value(0))
+}
+
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn first_words(sql: &str) -> String {
+    sql.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// Names unaliased function calls of a query's select list after the function, as
+/// PostgreSQL does (`SELECT count(*)` returns a column `count`), where that name is unique
+/// in the list.
+fn name_like_postgres(query: &mut Query) {
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return;
+    };
+    let name_of = |item: &SelectItem| -> Option<String> {
+        match item {
+            SelectItem::UnnamedExpr(SqlExpr::Function(f)) => {
+                f.name.0.last().map(|p| p.to_string().to_lowercase())
+            }
+            SelectItem::UnnamedExpr(SqlExpr::Identifier(i)) => Some(i.value.to_lowercase()),
+            SelectItem::UnnamedExpr(SqlExpr::CompoundIdentifier(i)) => {
+                i.last().map(|p| p.value.to_lowercase())
+            }
+            SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.to_lowercase()),
+            _ => None,
+        }
+    };
+    let names: Vec<Option<String>> = select.projection.iter().map(name_of).collect();
+    for (i, item) in select.projection.iter_mut().enumerate() {
+        let SelectItem::UnnamedExpr(expr @ SqlExpr::Function(_)) = item else {
+            continue;
+        };
+        let Some(name) = &names[i] else { continue };
+        if names.iter().filter(|n| n.as_ref() == Some(name)).count() == 1 {
+            *item = SelectItem::ExprWithAlias {
+                expr: expr.clone(),
+                alias: Ident::new(name.clone()),
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unaliased_function_calls_are_named_after_the_function_when_unique() {
+        let mut statements =
+            DFParser::parse_sql("SELECT count(*), max(a), max(b), lower(c) AS l, a FROM t")
+                .unwrap();
+        let Some(DfStatement::Statement(s)) = statements.pop_front() else {
+            panic!("a statement")
+        };
+        let Statement::Query(mut q) = *s else {
+            panic!("a query")
+        };
+        name_like_postgres(&mut q);
+        assert_eq!(
+            q.to_string(),
+            "SELECT count(*) AS count, max(a), max(b), lower(c) AS l, a FROM t"
+        );
+    }
+}
