@@ -65,6 +65,14 @@ EXECUTE AS USER 'alice' (SELECT * FROM chat.conversations);
 EXECUTE AS USER 'alice' (SELECT id, role, content, pinned FROM chat.messages ORDER BY id);
 EXECUTE AS USER 'bob' (SELECT id, content FROM chat.messages ORDER BY id);
 EXECUTE AS USER 'alice' (SELECT COUNT(*) FROM chat.messages WHERE role = 'user');
+
+-- Full SQL through DataFusion, over flushed files, deletion vectors and hot rows alike:
+-- aggregates, joins and window functions.
+EXECUTE AS USER 'alice' (SELECT role, count(*) AS messages, max(id) AS last FROM chat.messages GROUP BY role ORDER BY role);
+EXECUTE AS USER 'alice' (
+    SELECT c.title, m.id, row_number() OVER (PARTITION BY c.id ORDER BY m.id) AS nth
+    FROM chat.conversations c JOIN chat.messages m ON m.conversation_id = c.id
+    ORDER BY m.id);
 SELECT * FROM chat.rooms ORDER BY name;
 SELECT * FROM chat.typing;
 SHOW STATS FOR TABLE chat.messages;

@@ -1,4 +1,5 @@
-//! The CLI's errors: bad SQL, bad values, and the store's own errors.
+//! The CLI's errors: bad statements, bad values, the store's and the SQL layer's own errors,
+//! local files.
 
 /// Why a statement failed.
 #[derive(Debug, thiserror::Error)]
@@ -12,6 +13,9 @@ pub enum CliError {
     /// The store refused or failed.
     #[error("{}", .0.report())]
     Store(#[from] kalamstore::Error),
+    /// DataFusion refused or failed a query.
+    #[error("{}", sql_message(.0))]
+    Sql(#[from] kalamstore_sql::SqlError),
     /// Reading or writing a local file failed.
     #[error("{op}: {source}")]
     Io {
@@ -21,6 +25,14 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// A SQL error as one line; a store error at its root keeps its causes.
+fn sql_message(e: &kalamstore_sql::SqlError) -> String {
+    match e.store_error() {
+        Some(store) => store.report(),
+        None => e.to_string(),
+    }
 }
 
 /// Shorthand for an [`CliError::Invalid`].

@@ -1,12 +1,5 @@
 //! `kalamstore`: a shell speaking kalamstore's SQL dialect over an embedded data directory.
 
-mod error;
-mod exec;
-mod export;
-mod output;
-mod parse;
-mod value;
-
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,9 +8,7 @@ use std::time::Instant;
 use clap::Parser as _;
 use kalamstore::UserId;
 
-use crate::error::CliError;
-use crate::exec::{Session, note};
-use crate::output::Format;
+use kalamstore_cli::{CliError, Format, Outcome, Session, note, output, parse};
 
 /// mimalloc: write batches allocate and free many small values (see the workspace manifest).
 #[global_allocator]
@@ -54,6 +45,10 @@ struct Args {
     /// Values of `$1, $2, ...`, in order.
     #[arg(long = "param")]
     params: Vec<String>,
+    /// Read every user's rows of USER tables, with a `_user` column (an operator's view;
+    /// writes to USER tables still need a user).
+    #[arg(long, conflicts_with = "user")]
+    all_users: bool,
     /// Run every statement and fail at the end instead of at the first error.
     #[arg(long)]
     continue_on_error: bool,
@@ -77,19 +72,23 @@ fn elapsed(start: Instant) -> String {
 async fn run_one(session: &Session, format: Format, sql: &str) -> Result<(), CliError> {
     let start = Instant::now();
     let command = parse::parse(sql)?;
-    let outcome = session.execute(command).await?;
-    if let Some(rows) = &outcome.rows {
-        let mut out = std::io::stdout().lock();
-        if let Err(e) = output::print(rows, format, &mut out)
-            && e.kind() != std::io::ErrorKind::BrokenPipe
-        {
-            return Err(CliError::Io {
-                op: "writing results".into(),
-                source: e,
-            });
+    let summary = match session.execute(command).await? {
+        Outcome::Done(summary) => summary,
+        Outcome::Rows(rows) => {
+            let mut out = std::io::stdout().lock();
+            match output::print(rows, format, &mut out).await {
+                Ok(n) => format!("{n} row{}", if n == 1 { "" } else { "s" }),
+                // A reader that went away (`| head`) is not an error.
+                Err(CliError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::BrokenPipe =>
+                {
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
         }
-    }
-    note(&format!("{} ({})", outcome.summary, elapsed(start)));
+    };
+    note(&format!("{summary} ({})", elapsed(start)));
     Ok(())
 }
 
@@ -157,9 +156,12 @@ statements end with `;`. Shell commands:
   \\dt [ns]     list tables
   \\d ns.t      describe a table
   \\q           quit
-SQL: CREATE/DROP NAMESPACE, CREATE [USER|SHARED|STREAM] TABLE, INSERT, UPDATE, DELETE, SELECT,
-     CREATE/DROP/SHOW STORAGE(S), STORAGE CHECK|FLUSH|COMPACT, SHOW MANIFEST|STATS FOR,
-     KILL JOB, EXPORT USER DATA, EXECUTE AS USER '<id>' (...)";
+kalamstore statements: CREATE/DROP NAMESPACE, CREATE [USER|SHARED|STREAM] TABLE, ALTER TABLE,
+     DROP TABLE, CREATE/DROP/SHOW STORAGE(S), STORAGE CHECK|FLUSH|COMPACT, SHOW TABLES|NAMESPACES,
+     DESCRIBE, SHOW MANIFEST|STATS FOR, KILL JOB, EXPORT USER DATA, EXECUTE AS USER '<id>' (...)
+SQL (DataFusion): SELECT (joins, GROUP BY, window functions, CTEs, subqueries), INSERT,
+     UPDATE, DELETE, EXPLAIN; tables `ns.table`, `ns.table$meta` (with _seq, _updated),
+     system.* and information_schema.*";
 
 async fn shell(session: &Session, format: Format) -> ExitCode {
     let mut editor = match rustyline::DefaultEditor::new() {
@@ -281,11 +283,18 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let session = Session {
-            store: store.clone(),
+        let session = match Session::new(
+            store.clone(),
             user,
-            params: args.params.clone(),
-            progress: std::io::stderr().is_terminal(),
+            args.all_users,
+            args.params.clone(),
+            std::io::stderr().is_terminal(),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                note(&format!("error: {e}"));
+                return ExitCode::FAILURE;
+            }
         };
         let code = if args.commands.is_empty() && args.file.is_none() {
             shell(&session, args.format).await

@@ -1,17 +1,13 @@
-//! kalamstore's SQL dialect: statements parsed with `sqlparser` (its tokenizer and parser
-//! primitives for the custom statements, its full parser for INSERT, UPDATE, DELETE and SELECT)
-//! into [`Command`]s.
+//! kalamstore's own statements (storages, namespaces, tables, ALTER TABLE, maintenance,
+//! export, EXECUTE AS USER), parsed with DataFusion's `sqlparser` into [`Command`]s; any other
+//! statement is SQL for DataFusion ([`Command::Sql`]). Also splits scripts into statements.
 
-use sqlparser::ast::{
-    self, BinaryOperator, Expr, FromTable, GroupByExpr, LimitClause, ObjectName, OrderByKind,
-    SelectItem, SetExpr, TableFactor, UnaryOperator, Value,
-};
+use kalamstore_sql::datafusion::sql::sqlparser;
+use sqlparser::ast::{self, Expr, ObjectName, UnaryOperator, Value};
 use sqlparser::dialect::GenericDialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
-use sqlparser::tokenizer::{Token, Tokenizer};
-
-use kalamstore::CmpOp as Cmp;
+use sqlparser::tokenizer::{Location, Token, Tokenizer};
 
 use crate::error::CliError;
 
@@ -28,25 +24,6 @@ pub enum Literal {
     String(String),
     /// `$n`, 1-based.
     Placeholder(usize),
-}
-
-/// A WHERE predicate.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Pred {
-    /// `column <op> literal`.
-    Cmp(String, Cmp, Literal),
-    /// `column IS NULL`.
-    IsNull(String),
-    /// `column IS NOT NULL`.
-    IsNotNull(String),
-    /// `column [NOT] IN (...)`.
-    In(String, Vec<Literal>, bool),
-    /// Both.
-    And(Box<Pred>, Box<Pred>),
-    /// Either.
-    Or(Box<Pred>, Box<Pred>),
-    /// Not.
-    Not(Box<Pred>),
 }
 
 /// A column of `CREATE TABLE`.
@@ -89,17 +66,6 @@ pub enum AlterAction {
     SetProperties(Vec<(String, Literal)>),
     /// `SET STORAGE <id>`.
     SetStorage(String),
-}
-
-/// What a SELECT returns.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Projection {
-    /// `*`.
-    All,
-    /// Named columns.
-    Columns(Vec<String>),
-    /// `COUNT(*)`.
-    CountStar,
 }
 
 /// One statement of the dialect.
@@ -180,46 +146,6 @@ pub enum Command {
     ShowTables(Option<String>),
     /// `DESCRIBE TABLE ns.t`.
     Describe(String),
-    /// `INSERT INTO`.
-    Insert {
-        /// `ns.t`.
-        table: String,
-        /// Column list, if given.
-        columns: Option<Vec<String>>,
-        /// Rows of literals.
-        rows: Vec<Vec<Literal>>,
-    },
-    /// `UPDATE`.
-    Update {
-        /// `ns.t`.
-        table: String,
-        /// Assignments.
-        set: Vec<(String, Literal)>,
-        /// `WHERE`.
-        filter: Option<Pred>,
-    },
-    /// `DELETE FROM`.
-    Delete {
-        /// `ns.t`.
-        table: String,
-        /// `WHERE`.
-        filter: Option<Pred>,
-    },
-    /// `SELECT`.
-    Select {
-        /// What to return.
-        projection: Projection,
-        /// `ns.t` (or a system view).
-        table: String,
-        /// `WHERE`.
-        filter: Option<Pred>,
-        /// `ORDER BY` columns, ascending?
-        order_by: Vec<(String, bool)>,
-        /// `LIMIT`.
-        limit: Option<usize>,
-        /// `OFFSET`.
-        offset: usize,
-    },
     /// `STORAGE FLUSH TABLE ns.t [FOR USER 'u']` / `STORAGE FLUSH ALL [IN ns]`.
     Flush {
         /// One table, or all.
@@ -251,7 +177,14 @@ pub enum Command {
         /// The statement.
         inner: Box<Command>,
     },
+    /// Any other statement: SQL for DataFusion (queries, INSERT, UPDATE, DELETE, EXPLAIN).
+    Sql(String),
 }
+
+/// The first words of kalamstore's own statements.
+const OWN: &[&str] = &[
+    "CREATE", "DROP", "SHOW", "STORAGE", "ALTER", "DESCRIBE", "DESC", "KILL", "EXPORT", "EXECUTE",
+];
 
 /// One statement of a script and where it starts.
 #[derive(Debug, Clone, PartialEq)]
@@ -265,24 +198,7 @@ pub struct Located {
 /// Splits a script into statements at top-level `;`, skipping comments and blank statements;
 /// quoted strings may contain `;` and `--`. Each statement is the script's own text.
 pub fn split(script: &str) -> Result<Vec<Located>, CliError> {
-    let dialect = GenericDialect {};
-    let tokens = Tokenizer::new(&dialect, script)
-        .tokenize_with_location()
-        .map_err(|e| CliError::Parse(e.to_string()))?;
-    // Byte offset of every line start, to turn (line, column) locations into slices.
-    let line_starts: Vec<usize> = std::iter::once(0)
-        .chain(script.match_indices('\n').map(|(i, _)| i + 1))
-        .collect();
-    let offset = |loc: sqlparser::tokenizer::Location| -> usize {
-        let start = line_starts
-            .get(loc.line.saturating_sub(1) as usize)
-            .copied()
-            .unwrap_or(script.len());
-        script[start..]
-            .char_indices()
-            .nth(loc.column.saturating_sub(1) as usize)
-            .map_or(script.len(), |(i, _)| start + i)
-    };
+    let (tokens, offset) = tokens(script)?;
     let mut out = Vec::new();
     let mut first: Option<(usize, u64)> = None;
     let mut last_end = 0usize;
@@ -317,6 +233,39 @@ pub fn split(script: &str) -> Result<Vec<Located>, CliError> {
     Ok(out)
 }
 
+/// The tokens of `script` with their locations, and a way to turn a location into a byte
+/// offset of `script`.
+#[expect(clippy::type_complexity, reason = "a token list and its offset function")]
+fn tokens(
+    script: &str,
+) -> Result<
+    (
+        Vec<sqlparser::tokenizer::TokenWithSpan>,
+        impl Fn(Location) -> usize + '_,
+    ),
+    CliError,
+> {
+    let dialect = GenericDialect {};
+    let tokens = Tokenizer::new(&dialect, script)
+        .tokenize_with_location()
+        .map_err(|e| CliError::Parse(e.to_string()))?;
+    // Byte offset of every line start, to turn (line, column) locations into slices.
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(script.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    let offset = move |loc: Location| -> usize {
+        let start = line_starts
+            .get(loc.line.saturating_sub(1) as usize)
+            .copied()
+            .unwrap_or(script.len());
+        script[start..]
+            .char_indices()
+            .nth(loc.column.saturating_sub(1) as usize)
+            .map_or(script.len(), |(i, _)| start + i)
+    };
+    Ok((tokens, offset))
+}
+
 fn err(e: ParserError) -> CliError {
     CliError::Parse(e.to_string())
 }
@@ -325,8 +274,31 @@ fn bad(msg: impl Into<String>) -> CliError {
     CliError::Parse(msg.into())
 }
 
-/// Parses one statement.
+/// Parses one statement: one of kalamstore's own, or SQL for DataFusion.
 pub fn parse(sql: &str) -> Result<Command, CliError> {
+    let (tokens, offset) = tokens(sql)?;
+    for t in &tokens {
+        if let Token::SingleQuotedString(s) = &t.token
+            && s.len() > crate::value::MAX_LITERAL_BYTES
+        {
+            return Err(crate::error::invalid(format!(
+                "a {}-byte string literal exceeds the {}-byte limit of a statement's literals",
+                s.len(),
+                crate::value::MAX_LITERAL_BYTES
+            )));
+        }
+    }
+    let mut words = tokens.iter().filter(|t| !matches!(t.token, Token::Whitespace(_)));
+    let first = match words.next().map(|t| &t.token) {
+        Some(Token::Word(w)) => w.value.to_ascii_uppercase(),
+        _ => return Ok(Command::Sql(sql.to_owned())),
+    };
+    if !OWN.contains(&first.as_str()) {
+        return Ok(Command::Sql(sql.to_owned()));
+    }
+    if first == "EXECUTE" {
+        return execute_as(sql, &tokens, &offset);
+    }
     let dialect = GenericDialect {};
     let mut p = Parser::new(&dialect).try_with_sql(sql).map_err(err)?;
     let command = parse_command(&mut p)?;
@@ -535,23 +507,48 @@ fn parse_command(p: &mut Parser<'_>) -> Result<Command, CliError> {
             path: string(p)?,
         });
     }
-    if p.parse_keyword(Keyword::EXECUTE) {
-        p.expect_keyword(Keyword::AS).map_err(err)?;
-        p.expect_keyword(Keyword::USER).map_err(err)?;
-        let user = string(p)?;
-        p.expect_token(&Token::LParen).map_err(err)?;
-        let inner = parse_command(p)?;
-        p.expect_token(&Token::RParen).map_err(err)?;
-        if matches!(inner, Command::ExecuteAs { .. }) {
-            return Err(bad("EXECUTE AS cannot be nested"));
-        }
-        return Ok(Command::ExecuteAs {
-            user,
-            inner: Box::new(inner),
-        });
+    Err(bad(format!(
+        "unknown statement `{}`",
+        p.peek_token().token
+    )))
+}
+
+/// `EXECUTE AS USER '<id>' (<statement>)`: the inner statement is the text between the
+/// first `(` and the last `)`.
+fn execute_as(
+    sql: &str,
+    tokens: &[sqlparser::tokenizer::TokenWithSpan],
+    offset: &impl Fn(Location) -> usize,
+) -> Result<Command, CliError> {
+    let usage = || bad("expected EXECUTE AS USER '<id>' (<statement>)");
+    let words: Vec<&sqlparser::tokenizer::TokenWithSpan> = tokens
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_) | Token::SemiColon))
+        .collect();
+    let keyword = |i: usize, k: &str| {
+        matches!(words.get(i).map(|t| &t.token), Some(Token::Word(w)) if w.value.eq_ignore_ascii_case(k))
+    };
+    if !(keyword(0, "EXECUTE") && keyword(1, "AS") && keyword(2, "USER")) {
+        return Err(usage());
     }
-    let statement = p.parse_statement().map_err(err)?;
-    from_statement(statement)
+    let user = match words.get(3).map(|t| &t.token) {
+        Some(Token::SingleQuotedString(u)) => u.clone(),
+        _ => return Err(usage()),
+    };
+    let (Some(open), Some(close)) = (words.get(4), words.last()) else {
+        return Err(usage());
+    };
+    if open.token != Token::LParen || close.token != Token::RParen || words.len() < 7 {
+        return Err(usage());
+    }
+    let inner = parse(sql[offset(open.span.end)..offset(close.span.start)].trim())?;
+    if matches!(inner, Command::ExecuteAs { .. }) {
+        return Err(bad("EXECUTE AS cannot be nested"));
+    }
+    Ok(Command::ExecuteAs {
+        user,
+        inner: Box::new(inner),
+    })
 }
 
 fn create_storage(p: &mut Parser<'_>) -> Result<Command, CliError> {
@@ -775,265 +772,6 @@ pub fn literal(e: &Expr) -> Result<Literal, CliError> {
     }
 }
 
-fn column_of(e: &Expr) -> Option<String> {
-    match e {
-        Expr::Identifier(i) => Some(i.value.clone()),
-        Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.clone()),
-        Expr::Nested(inner) => column_of(inner),
-        _ => None,
-    }
-}
-
-fn flip(op: Cmp) -> Cmp {
-    match op {
-        Cmp::Lt => Cmp::Gt,
-        Cmp::LtEq => Cmp::GtEq,
-        Cmp::Gt => Cmp::Lt,
-        Cmp::GtEq => Cmp::LtEq,
-        other => other,
-    }
-}
-
-/// A WHERE expression as a predicate the scan can push down.
-pub fn predicate(e: &Expr) -> Result<Pred, CliError> {
-    match e {
-        Expr::Nested(inner) => predicate(inner),
-        Expr::BinaryOp { left, op, right } => {
-            let cmp = match op {
-                BinaryOperator::And => {
-                    return Ok(Pred::And(
-                        Box::new(predicate(left)?),
-                        Box::new(predicate(right)?),
-                    ));
-                }
-                BinaryOperator::Or => {
-                    return Ok(Pred::Or(
-                        Box::new(predicate(left)?),
-                        Box::new(predicate(right)?),
-                    ));
-                }
-                BinaryOperator::Eq => Cmp::Eq,
-                BinaryOperator::NotEq => Cmp::NotEq,
-                BinaryOperator::Lt => Cmp::Lt,
-                BinaryOperator::LtEq => Cmp::LtEq,
-                BinaryOperator::Gt => Cmp::Gt,
-                BinaryOperator::GtEq => Cmp::GtEq,
-                other => return Err(bad(format!("operator `{other}` is not supported in WHERE"))),
-            };
-            if let Some(c) = column_of(left) {
-                Ok(Pred::Cmp(c, cmp, literal(right)?))
-            } else if let Some(c) = column_of(right) {
-                Ok(Pred::Cmp(c, flip(cmp), literal(left)?))
-            } else {
-                Err(bad(format!("`{e}` compares no column")))
-            }
-        }
-        Expr::IsNull(inner) => {
-            Ok(Pred::IsNull(column_of(inner).ok_or_else(|| {
-                bad(format!("`{inner}` is not a column"))
-            })?))
-        }
-        Expr::IsNotNull(inner) => {
-            Ok(Pred::IsNotNull(column_of(inner).ok_or_else(|| {
-                bad(format!("`{inner}` is not a column"))
-            })?))
-        }
-        Expr::In {
-            expr,
-            target: ast::InTarget::List(list),
-            negated,
-            ..
-        } => Ok(Pred::In(
-            column_of(expr).ok_or_else(|| bad(format!("`{expr}` is not a column")))?,
-            list.iter().map(literal).collect::<Result<_, _>>()?,
-            *negated,
-        )),
-        Expr::Between {
-            expr,
-            negated,
-            low,
-            high,
-        } => {
-            let c = column_of(expr).ok_or_else(|| bad(format!("`{expr}` is not a column")))?;
-            let range = Pred::And(
-                Box::new(Pred::Cmp(c.clone(), Cmp::GtEq, literal(low)?)),
-                Box::new(Pred::Cmp(c, Cmp::LtEq, literal(high)?)),
-            );
-            Ok(if *negated {
-                Pred::Not(Box::new(range))
-            } else {
-                range
-            })
-        }
-        Expr::UnaryOp {
-            op: UnaryOperator::Not,
-            expr,
-        } => Ok(Pred::Not(Box::new(predicate(expr)?))),
-        other => Err(bad(format!("`{other}` is not a supported predicate"))),
-    }
-}
-
-fn single_table(from: &[ast::TableWithJoins]) -> Result<String, CliError> {
-    match from {
-        [t] if t.joins.is_empty() => match &t.relation {
-            TableFactor::Table { name, .. } => Ok(object_name(name)),
-            other => Err(bad(format!("`{other}` is not a table"))),
-        },
-        [] => Err(bad("a table is needed (FROM ns.table)")),
-        _ => Err(bad("joins and multiple tables are not supported")),
-    }
-}
-
-fn from_statement(statement: ast::Statement) -> Result<Command, CliError> {
-    match statement {
-        ast::Statement::Insert(insert) => {
-            let table = match &insert.table {
-                ast::TableObject::TableName(n) => object_name(n),
-                other => return Err(bad(format!("cannot insert into `{other}`"))),
-            };
-            let columns = (!insert.columns.is_empty())
-                .then(|| insert.columns.iter().map(object_name).collect());
-            let source = insert.source.ok_or_else(|| bad("INSERT needs VALUES"))?;
-            let SetExpr::Values(values) = *source.body else {
-                return Err(bad("INSERT supports VALUES only"));
-            };
-            let rows = values
-                .rows
-                .iter()
-                .map(|r| r.content.iter().map(literal).collect::<Result<Vec<_>, _>>())
-                .collect::<Result<_, _>>()?;
-            Ok(Command::Insert {
-                table,
-                columns,
-                rows,
-            })
-        }
-        ast::Statement::Update(update) => {
-            let table = single_table(std::slice::from_ref(&update.table))?;
-            let set = update
-                .assignments
-                .iter()
-                .map(|a| {
-                    let column = match &a.target {
-                        ast::AssignmentTarget::ColumnName(n) => object_name(n),
-                        other => return Err(bad(format!("cannot assign to `{other}`"))),
-                    };
-                    Ok((column, literal(&a.value)?))
-                })
-                .collect::<Result<_, CliError>>()?;
-            Ok(Command::Update {
-                table,
-                set,
-                filter: update.selection.as_ref().map(predicate).transpose()?,
-            })
-        }
-        ast::Statement::Delete(delete) => {
-            let from = match &delete.from {
-                FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
-            };
-            Ok(Command::Delete {
-                table: single_table(from)?,
-                filter: delete.selection.as_ref().map(predicate).transpose()?,
-            })
-        }
-        ast::Statement::Query(query) => select(*query),
-        other => Err(bad(format!(
-            "`{}` is not supported",
-            other
-                .to_string()
-                .split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        ))),
-    }
-}
-
-fn select(query: ast::Query) -> Result<Command, CliError> {
-    let SetExpr::Select(s) = *query.body else {
-        return Err(bad("only plain SELECT ... FROM ... is supported"));
-    };
-    if s.distinct.is_some() || s.having.is_some() {
-        return Err(bad("DISTINCT and HAVING are not supported"));
-    }
-    if !matches!(&s.group_by, GroupByExpr::Expressions(e, _) if e.is_empty()) {
-        return Err(bad("GROUP BY is not supported"));
-    }
-    let table = single_table(&s.from)?;
-    let projection = match s.projection.as_slice() {
-        [SelectItem::Wildcard(_)] => Projection::All,
-        [SelectItem::UnnamedExpr(Expr::Function(f))]
-            if f.name.to_string().eq_ignore_ascii_case("count")
-                && f.args.to_string().trim_matches(|c| c == '(' || c == ')') == "*" =>
-        {
-            Projection::CountStar
-        }
-        items => Projection::Columns(
-            items
-                .iter()
-                .map(|i| match i {
-                    SelectItem::UnnamedExpr(e) => {
-                        column_of(e).ok_or_else(|| bad(format!("`{e}` is not a column")))
-                    }
-                    other => Err(bad(format!("`{other}` is not supported in SELECT"))),
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-    };
-    let mut order_by = Vec::new();
-    if let Some(ob) = &query.order_by {
-        match &ob.kind {
-            OrderByKind::Expressions(exprs) => {
-                for e in exprs {
-                    let c = column_of(&e.expr)
-                        .ok_or_else(|| bad(format!("ORDER BY `{}` is not a column", e.expr)))?;
-                    order_by.push((c, !matches!(e.options.sort, Some(ast::OrderBySort::Desc))));
-                }
-            }
-            OrderByKind::All(_) => return Err(bad("ORDER BY ALL is not supported")),
-        }
-    }
-    let number = |e: &Expr| -> Result<usize, CliError> {
-        match literal(e)? {
-            Literal::Number(n) => n
-                .parse()
-                .map_err(|_| bad(format!("`{n}` is not a row count"))),
-            _ => Err(bad(format!("`{e}` is not a row count"))),
-        }
-    };
-    let (mut limit, mut offset) = (None, 0);
-    match &query.limit_clause {
-        Some(LimitClause::LimitOffset {
-            limit: l,
-            offset: o,
-            ..
-        }) => {
-            limit = l.as_ref().map(number).transpose()?;
-            offset = o
-                .as_ref()
-                .map(|o| number(&o.value))
-                .transpose()?
-                .unwrap_or(0);
-        }
-        Some(LimitClause::OffsetCommaLimit {
-            offset: o,
-            limit: l,
-        }) => {
-            limit = Some(number(l)?);
-            offset = number(o)?;
-        }
-        None => {}
-    }
-    Ok(Command::Select {
-        projection,
-        table,
-        filter: s.selection.as_ref().map(predicate).transpose()?,
-        order_by,
-        limit,
-        offset,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1119,8 +857,24 @@ mod tests {
         );
         assert!(parse("ALTER TABLE app.m TRUNCATE").is_err());
         assert!(parse("ALTER TABLE app.m SET TBLPROPERTIES ()").is_err());
-        assert!(parse("SELECT * FROM app.m WHERE body LIKE 'x%'").is_err());
+        // Everything else is SQL for DataFusion, which judges it.
+        for sql in [
+            "SELECT * FROM app.m WHERE body LIKE 'x%'",
+            "WITH x AS (SELECT 1) SELECT * FROM x",
+        ] {
+            assert_eq!(parse(sql).unwrap(), Command::Sql(sql.into()));
+        }
         assert!(parse("INSERT INTO app.m VALUES ('unterminated)").is_err());
-        assert!(parse("SELECT * FROM app.m; SELECT 1").is_err());
+        let Command::ExecuteAs { user, inner } =
+            parse("EXECUTE AS USER 'bob' (UPDATE app.m SET n = (SELECT 1) WHERE id = 2);").unwrap()
+        else {
+            panic!("EXECUTE AS")
+        };
+        assert_eq!(user, "bob");
+        assert_eq!(
+            *inner,
+            Command::Sql("UPDATE app.m SET n = (SELECT 1) WHERE id = 2".into())
+        );
+        assert!(parse("EXECUTE AS USER 'a' (EXECUTE AS USER 'b' (SELECT 1))").is_err());
     }
 }

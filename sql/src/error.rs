@@ -27,23 +27,36 @@ pub enum SqlError {
 pub type Result<T, E = SqlError> = std::result::Result<T, E>;
 
 /// A DataFusion error as one line: the innermost error (a store error keeps its causes),
-/// without DataFusion's context wrappers and backtraces.
+/// without DataFusion's category prefixes, context wrappers and backtraces.
 fn clear(e: &DataFusionError) -> String {
-    match e {
-        DataFusionError::Context(_, inner) => clear(inner),
-        DataFusionError::Shared(inner) => clear(inner),
+    let text = match e {
+        DataFusionError::Context(_, inner)
+        | DataFusionError::Diagnostic(_, inner) => return clear(inner),
+        DataFusionError::Shared(inner) => return clear(inner),
+        DataFusionError::Collection(all) => match all.first() {
+            Some(first) => return clear(first),
+            None => String::new(),
+        },
         DataFusionError::ArrowError(inner, _) => inner.to_string(),
         DataFusionError::External(inner) => match inner.downcast_ref::<kalamstore_storage::Error>()
         {
-            Some(store) => store.report(),
+            Some(store) => return store.report(),
             None => inner.to_string(),
         },
-        other => other
-            .to_string()
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_owned(),
+        DataFusionError::SQL(inner, _) => format!("syntax error: {inner}"),
+        DataFusionError::Plan(msg) | DataFusionError::Execution(msg) => msg.clone(),
+        DataFusionError::NotImplemented(msg) => format!("not supported: {msg}"),
+        DataFusionError::SchemaError(inner, _) => inner.to_string(),
+        other => other.to_string(),
+    };
+    let line = text.lines().next().unwrap_or_default();
+    // A name without a namespace resolves in schema `public`, which never exists.
+    match line.split_once("'kalamstore.public.") {
+        Some((_, rest)) => format!(
+            "table `{}` not found: name tables as namespace.table",
+            rest.split('\'').next().unwrap_or(rest)
+        ),
+        None => line.replace("kalamstore.", ""),
     }
 }
 

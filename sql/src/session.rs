@@ -3,10 +3,13 @@
 //! planned here as a DataFusion query of the matching keys (so any WHERE DataFusion can
 //! evaluate works, subqueries included) and written in one atomic batch.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::Array;
 use arrow::compute::{CastOptions, cast_with_options};
+use arrow::datatypes::DataType;
+use datafusion::logical_expr::{Expr as LogicalExpr, ExprSchemable, LogicalPlan};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use datafusion::execution::SendableRecordBatchStream;
@@ -155,7 +158,8 @@ impl SqlSession {
                 Statement::Delete(delete) => self.delete(delete, params).await,
                 Statement::Update(update) => self.update(update, params).await,
                 Statement::Insert(_) => {
-                    let mut stream = self.execute(DfStatement::Statement(s), params).await?;
+                    let statement = DfStatement::Statement(s);
+                    let mut stream = self.execute_checked(statement, params, check_insert).await?;
                     let mut rows = 0u64;
                     while let Some(batch) = stream.try_next().await? {
                         rows += count_of(&batch);
@@ -193,8 +197,19 @@ impl SqlSession {
         statement: DfStatement,
         params: &[ScalarValue],
     ) -> Result<SendableRecordBatchStream> {
+        self.execute_checked(statement, params, |_| Ok(())).await
+    }
+
+    /// [`execute`](Self::execute) with a check of the logical plan before it runs.
+    async fn execute_checked(
+        &self,
+        statement: DfStatement,
+        params: &[ScalarValue],
+        check: impl Fn(&LogicalPlan) -> Result<()>,
+    ) -> Result<SendableRecordBatchStream> {
         let state = self.ctx.state();
         let plan = state.statement_to_plan(statement).await?;
+        check(&plan)?;
         SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_statements(false)
@@ -361,8 +376,10 @@ impl SqlSession {
                         column: column.clone(),
                         reason: "no such column".into(),
                     })?;
+                let given = batch.column(pk.len() + i);
+                check_assignment(column, given.data_type(), &c.data_type.to_arrow())?;
                 let array = cast_with_options(
-                    batch.column(pk.len() + i),
+                    given,
                     &c.data_type.to_arrow(),
                     &strict,
                 )
@@ -387,6 +404,71 @@ impl SqlSession {
         }
         Ok(out)
     }
+}
+
+/// Whether a value of type `from` may be assigned to a column of type `to`: DataFusion casts
+/// between any types, but a number or a boolean stored into a text column (or text into a
+/// number) is far more often a mistake than an intent, so it is refused.
+fn check_assignment(column: &str, from: &DataType, to: &DataType) -> Result<()> {
+    let text = |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+    let number = |t: &DataType| t.is_numeric() || *t == DataType::Boolean;
+    if (text(from) && number(to)) || (number(from) && text(to)) {
+        let name = |t: &DataType| {
+            kalamstore_storage::KalamDataType::from_arrow(t).map_or_else(|_| t.to_string(), |k| k.to_string())
+        };
+        return Err(kalamstore_storage::Error::InvalidValue {
+            column: column.to_owned(),
+            reason: format!(
+                "a {} value cannot be stored in a {} column; CAST it",
+                name(from),
+                name(to)
+            ),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Checks the values an `INSERT` stores: DataFusion plans it as a projection onto the table's
+/// columns, casting each value there or in the `VALUES` rows; see [`check_assignment`].
+fn check_insert(plan: &LogicalPlan) -> Result<()> {
+    let LogicalPlan::Dml(dml) = plan else {
+        return Ok(());
+    };
+    let LogicalPlan::Projection(projection) = dml.input.as_ref() else {
+        return Ok(());
+    };
+    let input = projection.input.schema();
+    // Which table column each input column feeds (`column2 AS v`, or cast to it).
+    let mut feeds: HashMap<String, &arrow::datatypes::Field> = HashMap::new();
+    for (expr, field) in projection.expr.iter().zip(projection.schema.fields()) {
+        match expr.clone().unalias() {
+            LogicalExpr::Cast(cast) => {
+                check_assignment(field.name(), &cast.expr.get_type(input)?, field.data_type())?;
+                if let LogicalExpr::Column(c) = cast.expr.as_ref() {
+                    feeds.insert(c.name.clone(), field);
+                }
+            }
+            LogicalExpr::Column(c) => {
+                feeds.insert(c.name.clone(), field);
+            }
+            _ => {}
+        }
+    }
+    if let LogicalPlan::Values(values) = projection.input.as_ref() {
+        let names = values.schema.fields();
+        for row in &values.values {
+            for (expr, name) in row.iter().zip(names) {
+                if let (LogicalExpr::Cast(cast), Some(field)) =
+                    (expr.clone().unalias(), feeds.get(name.name()))
+                {
+                    let from = cast.expr.get_type(&datafusion::common::DFSchema::empty())?;
+                    check_assignment(field.name(), &from, field.data_type())?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The row count in the one-row `count` batch a DataFusion `INSERT` returns.

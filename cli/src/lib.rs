@@ -1,0 +1,25 @@
+//! The `kalamstore` shell as a library: kalamstore's own statements (storages, namespaces,
+//! tables, ALTER TABLE, flushes, compactions, moves, export, `EXECUTE AS USER`) parsed by
+//! [`parse`], everything else run as SQL through DataFusion (`kalamstore-sql`), results printed
+//! as they stream ([`output`]). The binary (`main.rs`) adds arguments, scripts and the shell;
+//! the SQL logic tests drive this library directly.
+
+mod ddl;
+pub mod error;
+mod export;
+mod maintenance;
+pub mod output;
+pub mod parse;
+pub mod session;
+mod value;
+mod views;
+
+pub use error::CliError;
+pub use output::Format;
+pub use session::{Outcome, Session};
+
+/// Writes `s` to stderr, ignoring a closed pipe.
+pub fn note(s: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{s}");
+}

@@ -1,0 +1,150 @@
+//! A CLI session: the store, whose rows statements see (`--user`, `--all-users`, `EXECUTE AS
+//! USER`), the `$n` parameters, and one SQL session per principal; runs parsed statements.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use kalamstore::{Store, TableId, UserId};
+use kalamstore_sql::datafusion::common::ScalarValue;
+use kalamstore_sql::datafusion::execution::SendableRecordBatchStream;
+use kalamstore_sql::{Principal, SqlOutput, SqlSession};
+
+use crate::error::{CliError, invalid};
+use crate::parse::Command;
+use crate::views::view_query;
+
+/// What a statement produced.
+pub enum Outcome {
+    /// Rows to print, streamed.
+    Rows(SendableRecordBatchStream),
+    /// A summary line for stderr, e.g. `INSERT 3`.
+    Done(String),
+}
+
+/// A connection to the store.
+pub struct Session {
+    /// The store.
+    pub store: Store,
+    /// Whose rows statements see unless `EXECUTE AS USER` says otherwise.
+    principal: Principal,
+    /// `--param` values, for `$n`.
+    params: Vec<String>,
+    /// Show progress bars (stderr is a terminal).
+    pub progress: bool,
+    /// One SQL session per principal, made on first use; dropped after catalog changes.
+    sql: tokio::sync::Mutex<HashMap<String, Arc<SqlSession>>>,
+}
+
+/// Parses `namespace.table`.
+pub(crate) fn table_id(s: &str) -> Result<TableId, CliError> {
+    Ok(s.to_ascii_lowercase().parse::<TableId>()?)
+}
+
+impl Session {
+    /// A session over `store`: `user` (`--user`) or every user (`--all-users`, an operator's
+    /// read of USER tables), with `params` for `$1, $2, ...`.
+    pub fn new(
+        store: Store,
+        user: Option<UserId>,
+        all_users: bool,
+        params: Vec<String>,
+        progress: bool,
+    ) -> Result<Self, CliError> {
+        let principal = match (user, all_users) {
+            (Some(_), true) => return Err(invalid("--user and --all-users exclude each other")),
+            (Some(u), false) => Principal::User(u),
+            (None, true) => Principal::AllUsers,
+            (None, false) => Principal::Anonymous,
+        };
+        Ok(Self {
+            store,
+            principal,
+            params,
+            progress,
+            sql: tokio::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Runs one statement.
+    pub async fn execute(&self, command: Command) -> Result<Outcome, CliError> {
+        match command {
+            Command::ExecuteAs { user, inner } => {
+                let principal = Principal::User(UserId::new(user)?);
+                self.run(*inner, &principal).await
+            }
+            other => self.run(other, &self.principal).await,
+        }
+    }
+
+    async fn run(&self, command: Command, principal: &Principal) -> Result<Outcome, CliError> {
+        match command {
+            Command::ExecuteAs { .. } => Err(invalid("EXECUTE AS cannot be nested")),
+            Command::Sql(sql) => self.sql(&sql, principal).await,
+            view @ (Command::ShowStorages
+            | Command::ShowNamespaces
+            | Command::ShowTables(_)
+            | Command::Describe(_)
+            | Command::ShowManifest(_)
+            | Command::ShowStats(_)) => {
+                if let Command::Describe(t) | Command::ShowManifest(t) | Command::ShowStats(t) =
+                    &view
+                {
+                    self.store.table(&table_id(t)?).await?;
+                }
+                let query = view_query(&view)?;
+                self.sql(&query, principal).await
+            }
+            maintenance @ (Command::Flush { .. }
+            | Command::Compact(_)
+            | Command::KillJob(_)
+            | Command::Export { .. }) => self.maintenance(maintenance).await,
+            ddl => {
+                let done = self.ddl(ddl).await;
+                // Namespaces or tables may have changed: sessions list them afresh.
+                self.sql.lock().await.clear();
+                done
+            }
+        }
+    }
+
+    /// Runs SQL through DataFusion as `principal`.
+    async fn sql(&self, sql: &str, principal: &Principal) -> Result<Outcome, CliError> {
+        let session = self.sql_session(principal).await?;
+        let params: Vec<ScalarValue> = self
+            .params
+            .iter()
+            .map(|p| ScalarValue::Utf8(Some(p.clone())))
+            .collect();
+        Ok(match session.run(sql, &params).await? {
+            SqlOutput::Rows(rows) => Outcome::Rows(rows),
+            SqlOutput::Changed { verb, rows } => Outcome::Done(format!("{verb} {rows}")),
+        })
+    }
+
+    async fn sql_session(&self, principal: &Principal) -> Result<Arc<SqlSession>, CliError> {
+        let key = format!("{principal:?}");
+        let mut sessions = self.sql.lock().await;
+        if let Some(s) = sessions.get(&key) {
+            return Ok(s.clone());
+        }
+        let session = Arc::new(SqlSession::new(self.store.clone(), principal.clone()).await?);
+        sessions.insert(key, session.clone());
+        Ok(session)
+    }
+
+    /// The `$n` parameters as given.
+    pub(crate) fn params(&self) -> &[String] {
+        &self.params
+    }
+
+    /// A spinner on stderr while a long statement runs (when stderr is a terminal).
+    pub(crate) fn spinner(&self, msg: &str) -> Option<indicatif::ProgressBar> {
+        if !self.progress {
+            return None;
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_message(msg.to_owned());
+        bar.enable_steady_tick(std::time::Duration::from_millis(100));
+        Some(bar)
+    }
+}

@@ -1,0 +1,54 @@
+//! `SHOW` and `DESCRIBE`: queries of the `system` tables, run through SQL like any query.
+
+use crate::error::{CliError, invalid};
+use crate::parse::Command;
+use crate::session::table_id;
+
+/// Quotes a string as a SQL literal.
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The query a `SHOW` or `DESCRIBE` statement stands for.
+pub(crate) fn view_query(command: &Command) -> Result<String, CliError> {
+    let of_table = |table: &str| -> Result<String, CliError> {
+        let id = table_id(table)?;
+        Ok(format!(
+            "namespace = {} AND table_name = {}",
+            literal(id.namespace.as_str()),
+            literal(id.table.as_str())
+        ))
+    };
+    Ok(match command {
+        Command::ShowStorages => "SELECT storage_id, engine, hot, cold, cache FROM system.storages \
+                                  ORDER BY storage_id"
+            .into(),
+        Command::ShowNamespaces => {
+            "SELECT namespace FROM system.namespaces ORDER BY namespace".into()
+        }
+        Command::ShowTables(ns) => format!(
+            "SELECT namespace, table_name, table_type, storage_id, flush_policy, ttl_seconds, \
+             schema_version FROM system.tables {} ORDER BY namespace, table_name",
+            ns.as_deref()
+                .map(|n| format!("WHERE namespace = {}", literal(n)))
+                .unwrap_or_default()
+        ),
+        Command::Describe(table) => format!(
+            "SELECT namespace, table_name, column_name, ordinal, data_type, is_nullable, \
+             primary_key, column_default, column_id, comment FROM system.columns WHERE {} \
+             ORDER BY ordinal",
+            of_table(table)?
+        ),
+        Command::ShowManifest(table) => format!(
+            "SELECT user_id AS user, path AS file, rows, deleted_rows, bytes, min_seq, max_seq, \
+             schema_version FROM system.manifest WHERE {} ORDER BY user_id, file_id",
+            of_table(table)?
+        ),
+        Command::ShowStats(table) => format!(
+            "SELECT user_id AS user, hot_rows, files, file_rows, deleted_rows, deleted_ratio, \
+             bytes FROM system.stats WHERE {} ORDER BY user_id",
+            of_table(table)?
+        ),
+        other => return Err(invalid(format!("not a view statement: {other:?}"))),
+    })
+}
