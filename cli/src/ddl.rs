@@ -3,8 +3,8 @@
 
 use kalamstore::{
     AccessLevel, CacheSpec, ColumnDefinition, FlushPolicy, HotEngine, NamespaceId, OptionsChange,
-    S3Options, SchemaChange, StorageDefinition, StorageId, TableDefinition, TableId,
-    TableOptions, TableType,
+    S3Options, SchemaChange, StorageDefinition, StorageId, TableDefinition, TableId, TableOptions,
+    TableType,
 };
 
 use crate::error::{CliError, invalid};
@@ -211,7 +211,7 @@ impl Session {
             access_level: change.access_level.unwrap_or_default(),
             comment: change.comment,
         };
-        let storage = storage.unwrap_or_else(StorageId::local);
+        let storage = storage.unwrap_or_else(|| self.default_storage().clone());
         let now = chrono::Utc::now().timestamp_millis();
         Ok(TableDefinition::new(
             id, table_type, defs, storage, opts, now,
@@ -289,7 +289,6 @@ impl Session {
             None => format!("MOVE {id}: already on storage {storage}"),
         })
     }
-
 }
 
 /// Table options of `WITH (...)` / `SET TBLPROPERTIES (...)`, and the storage they name.
@@ -347,4 +346,3 @@ fn parse_size(s: &str) -> Result<u64, CliError> {
     n.checked_mul(mult)
         .ok_or_else(|| invalid(format!("`{s}` is too large")))
 }
-

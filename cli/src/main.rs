@@ -49,6 +49,9 @@ struct Args {
     /// writes to USER tables still need a user).
     #[arg(long, conflicts_with = "user")]
     all_users: bool,
+    /// The storage of tables created without `STORAGE_ID` (default `local`).
+    #[arg(long)]
+    storage: Option<String>,
     /// Run every statement and fail at the end instead of at the first error.
     #[arg(long)]
     continue_on_error: bool,
@@ -289,7 +292,11 @@ fn main() -> ExitCode {
             args.all_users,
             args.params.clone(),
             std::io::stderr().is_terminal(),
-        ) {
+        )
+        .and_then(|s| match &args.storage {
+            Some(id) => Ok(s.with_default_storage(kalamstore::StorageId::new(id)?)),
+            None => Ok(s),
+        }) {
             Ok(s) => s,
             Err(e) => {
                 note(&format!("error: {e}"));

@@ -1,6 +1,8 @@
 //! Maintenance statements: flushes and compactions (jobs), `KILL JOB` and `EXPORT USER DATA`.
 
-use kalamstore::{CompactionPolicy, JobRecord, NamespaceId, Scope, TableDefinition, TableType, UserId};
+use kalamstore::{
+    CompactionPolicy, JobRecord, NamespaceId, Scope, TableDefinition, TableType, UserId,
+};
 
 use crate::error::{CliError, invalid};
 use crate::parse::Command;

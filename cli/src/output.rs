@@ -100,6 +100,21 @@ impl<'a> Column<'a> {
     }
 }
 
+/// The cells of a batch as they print (`None` for NULL), row by row.
+pub fn text_rows(batch: &RecordBatch) -> Vec<Vec<Option<String>>> {
+    let options = FormatOptions::default();
+    let schema = batch.schema();
+    let columns: Vec<Column<'_>> = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(a, f)| Column::new(a, f, &options))
+        .collect();
+    (0..batch.num_rows())
+        .map(|row| columns.iter().map(|c| c.text(row)).collect())
+        .collect()
+}
+
 /// Prints result batches as they come; returns how many rows were printed.
 pub async fn print(
     mut rows: SendableRecordBatchStream,
@@ -115,10 +130,18 @@ pub async fn print(
     let mut block: Vec<RecordBatch> = Vec::new();
     let mut block_rows = 0usize;
     if format == Format::Csv {
-        let header: Vec<String> = schema.fields().iter().map(|f| csv_field(f.name())).collect();
+        let header: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| csv_field(f.name()))
+            .collect();
         writeln!(out, "{}", header.join(",")).map_err(io)?;
     }
-    while let Some(batch) = rows.try_next().await.map_err(kalamstore_sql::SqlError::from)? {
+    while let Some(batch) = rows
+        .try_next()
+        .await
+        .map_err(kalamstore_sql::SqlError::from)?
+    {
         printed += batch.num_rows() as u64;
         match format {
             Format::Table => {

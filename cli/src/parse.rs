@@ -235,7 +235,6 @@ pub fn split(script: &str) -> Result<Vec<Located>, CliError> {
 
 /// The tokens of `script` with their locations, and a way to turn a location into a byte
 /// offset of `script`.
-#[expect(clippy::type_complexity, reason = "a token list and its offset function")]
 fn tokens(
     script: &str,
 ) -> Result<
@@ -288,7 +287,9 @@ pub fn parse(sql: &str) -> Result<Command, CliError> {
             )));
         }
     }
-    let mut words = tokens.iter().filter(|t| !matches!(t.token, Token::Whitespace(_)));
+    let mut words = tokens
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)));
     let first = match words.next().map(|t| &t.token) {
         Some(Token::Word(w)) => w.value.to_ascii_uppercase(),
         _ => return Ok(Command::Sql(sql.to_owned())),
@@ -366,6 +367,16 @@ fn parse_command(p: &mut Parser<'_>) -> Result<Command, CliError> {
                 if_not_exists,
             });
         }
+        if !["USER", "SHARED", "STREAM", "TABLE"]
+            .iter()
+            .any(|k| ident_word(p, k))
+        {
+            return Err(bad(format!(
+                "CREATE {} is not supported (CREATE NAMESPACE, [USER|SHARED|STREAM] TABLE or \
+                 STORAGE)",
+                p.peek_token().token
+            )));
+        }
         let mut kind = "SHARED".to_owned();
         for k in ["USER", "SHARED", "STREAM"] {
             if ident_word(p, k) {
@@ -398,7 +409,13 @@ fn parse_command(p: &mut Parser<'_>) -> Result<Command, CliError> {
                 cascade,
             });
         }
-        p.expect_keyword(Keyword::TABLE).map_err(err)?;
+        if !ident_word(p, "TABLE") {
+            return Err(bad(format!(
+                "DROP {} is not supported (DROP NAMESPACE, TABLE or STORAGE)",
+                p.peek_token().token
+            )));
+        }
+        p.next_token();
         let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
         return Ok(Command::DropTable {
             table: object(p)?,
@@ -507,10 +524,7 @@ fn parse_command(p: &mut Parser<'_>) -> Result<Command, CliError> {
             path: string(p)?,
         });
     }
-    Err(bad(format!(
-        "unknown statement `{}`",
-        p.peek_token().token
-    )))
+    Err(bad(format!("unknown statement `{}`", p.peek_token().token)))
 }
 
 /// `EXECUTE AS USER '<id>' (<statement>)`: the inner statement is the text between the
@@ -525,9 +539,7 @@ fn execute_as(
         .iter()
         .filter(|t| !matches!(t.token, Token::Whitespace(_) | Token::SemiColon))
         .collect();
-    let keyword = |i: usize, k: &str| {
-        matches!(words.get(i).map(|t| &t.token), Some(Token::Word(w)) if w.value.eq_ignore_ascii_case(k))
-    };
+    let keyword = |i: usize, k: &str| matches!(words.get(i).map(|t| &t.token), Some(Token::Word(w)) if w.value.eq_ignore_ascii_case(k));
     if !(keyword(0, "EXECUTE") && keyword(1, "AS") && keyword(2, "USER")) {
         return Err(usage());
     }

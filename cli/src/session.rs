@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use kalamstore::{Store, TableId, UserId};
+use kalamstore::{StorageId, Store, TableId, UserId};
 use kalamstore_sql::datafusion::common::ScalarValue;
 use kalamstore_sql::datafusion::execution::SendableRecordBatchStream;
 use kalamstore_sql::{Principal, SqlOutput, SqlSession};
@@ -31,6 +31,8 @@ pub struct Session {
     params: Vec<String>,
     /// Show progress bars (stderr is a terminal).
     pub progress: bool,
+    /// Where `CREATE TABLE` without `STORAGE_ID` puts a table.
+    default_storage: StorageId,
     /// One SQL session per principal, made on first use; dropped after catalog changes.
     sql: tokio::sync::Mutex<HashMap<String, Arc<SqlSession>>>,
 }
@@ -61,8 +63,20 @@ impl Session {
             principal,
             params,
             progress,
+            default_storage: StorageId::local(),
             sql: tokio::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Puts tables created without `STORAGE_ID` on `storage` (`--storage`).
+    pub fn with_default_storage(mut self, storage: StorageId) -> Self {
+        self.default_storage = storage;
+        self
+    }
+
+    /// Where `CREATE TABLE` without `STORAGE_ID` puts a table.
+    pub(crate) fn default_storage(&self) -> &StorageId {
+        &self.default_storage
     }
 
     /// Runs one statement.

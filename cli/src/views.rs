@@ -20,9 +20,11 @@ pub(crate) fn view_query(command: &Command) -> Result<String, CliError> {
         ))
     };
     Ok(match command {
-        Command::ShowStorages => "SELECT storage_id, engine, hot, cold, cache FROM system.storages \
+        Command::ShowStorages => {
+            "SELECT storage_id, engine, hot, cold, cache FROM system.storages \
                                   ORDER BY storage_id"
-            .into(),
+                .into()
+        }
         Command::ShowNamespaces => {
             "SELECT namespace FROM system.namespaces ORDER BY namespace".into()
         }

@@ -30,8 +30,9 @@ pub type Result<T, E = SqlError> = std::result::Result<T, E>;
 /// without DataFusion's category prefixes, context wrappers and backtraces.
 fn clear(e: &DataFusionError) -> String {
     let text = match e {
-        DataFusionError::Context(_, inner)
-        | DataFusionError::Diagnostic(_, inner) => return clear(inner),
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            return clear(inner);
+        }
         DataFusionError::Shared(inner) => return clear(inner),
         DataFusionError::Collection(all) => match all.first() {
             Some(first) => return clear(first),

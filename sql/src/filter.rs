@@ -107,7 +107,10 @@ fn flip(op: CmpOp) -> CmpOp {
 fn column(expr: &Expr, def: &TableDefinition) -> Option<(String, KalamDataType)> {
     match expr {
         Expr::Alias(a) => column(&a.expr, def),
-        Expr::Column(c) => def.schema.column(&c.name).map(|c| (c.name.clone(), c.data_type)),
+        Expr::Column(c) => def
+            .schema
+            .column(&c.name)
+            .map(|c| (c.name.clone(), c.data_type)),
         _ => None,
     }
 }
@@ -203,7 +206,9 @@ mod tests {
             to_filter(&lit(5i32).lt(col("id")), &d),
             Some(Filter::cmp("id", CmpOp::Gt, KalamValue::BigInt(5)))
         );
-        let both = col("body").is_null().or(col("id").between(lit(1i64), lit(3i64)));
+        let both = col("body")
+            .is_null()
+            .or(col("id").between(lit(1i64), lit(3i64)));
         assert!(to_filter(&both, &d).is_some());
         let listed = col("body").in_list(vec![lit("a"), lit("b")], true);
         assert!(matches!(

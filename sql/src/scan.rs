@@ -83,7 +83,12 @@ impl DisplayAs for KalamScanExec {
             .iter()
             .map(|f| f.name().as_str())
             .collect();
-        let filters: Vec<String> = self.shown.filters.iter().map(|f| format!("{f:?}")).collect();
+        let filters: Vec<String> = self
+            .shown
+            .filters
+            .iter()
+            .map(|f| format!("{f:?}"))
+            .collect();
         match t {
             DisplayFormatType::Default | DisplayFormatType::Verbose => {
                 write!(
@@ -165,11 +170,7 @@ impl ExecutionPlan for KalamScanExec {
         let batches = self
             .scan
             .partition(partition, self.partitions())
-            .map(move |batch| {
-                batch
-                    .and_then(|b| select(&b, &out))
-                    .map_err(external)
-            });
+            .map(move |batch| batch.and_then(|b| select(&b, &out)).map_err(external));
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
     }
 
@@ -199,13 +200,12 @@ fn select(batch: &RecordBatch, schema: &SchemaRef) -> kalamstore_storage::Result
         .fields()
         .iter()
         .map(|f| {
-            batch
-                .column_by_name(f.name())
-                .cloned()
-                .ok_or_else(|| kalamstore_storage::Error::Corrupt {
+            batch.column_by_name(f.name()).cloned().ok_or_else(|| {
+                kalamstore_storage::Error::Corrupt {
                     what: "a scan batch".into(),
                     reason: format!("no column `{}`", f.name()),
-                })
+                }
+            })
         })
         .collect::<kalamstore_storage::Result<Vec<_>>>()?;
     RecordBatch::try_new_with_options(

@@ -3,20 +3,19 @@
 //! planned here as a DataFusion query of the matching keys (so any WHERE DataFusion can
 //! evaluate works, subqueries included) and written in one atomic batch.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::Array;
 use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::DataType;
-use datafusion::logical_expr::{Expr as LogicalExpr, ExprSchemable, LogicalPlan};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::logical_expr::{Expr as LogicalExpr, ExprSchemable, LogicalPlan};
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{
-    AssignmentTarget, Delete, Expr as SqlExpr, FromTable, Ident, Query, SelectItem, SetExpr,
+    self, AssignmentTarget, Delete, Expr as SqlExpr, FromTable, Ident, Query, SelectItem, SetExpr,
     Statement, TableFactor, TableWithJoins, Update,
 };
 use futures::TryStreamExt;
@@ -157,9 +156,12 @@ impl SqlSession {
             DfStatement::Statement(s) => match *s {
                 Statement::Delete(delete) => self.delete(delete, params).await,
                 Statement::Update(update) => self.update(update, params).await,
-                Statement::Insert(_) => {
+                Statement::Insert(ref insert) => {
+                    self.check_insert_literals(insert).await?;
                     let statement = DfStatement::Statement(s);
-                    let mut stream = self.execute_checked(statement, params, check_insert).await?;
+                    let mut stream = self
+                        .execute_checked(statement, params, check_insert)
+                        .await?;
                     let mut rows = 0u64;
                     while let Some(batch) = stream.try_next().await? {
                         rows += count_of(&batch);
@@ -241,7 +243,9 @@ impl SqlSession {
             return Err(refuse("several tables"));
         };
         let (id, def) = self.target(table).await?;
-        let keys = self.matching(&def, &[], delete.selection.as_ref(), params).await?;
+        let keys = self
+            .matching(&def, &[], delete.selection.as_ref(), params)
+            .await?;
         let mutations = keys
             .into_iter()
             .map(|(key, _)| Mutation::Delete { key })
@@ -310,6 +314,44 @@ impl SqlSession {
         })
     }
 
+    /// Checks the literals of `INSERT ... VALUES` against their columns' types (see
+    /// [`check_assignment`]); other values are DataFusion's to convert.
+    async fn check_insert_literals(&self, insert: &ast::Insert) -> Result<()> {
+        let Some(source) = &insert.source else {
+            return Ok(());
+        };
+        let SetExpr::Values(values) = source.body.as_ref() else {
+            return Ok(());
+        };
+        let ast::TableObject::TableName(name) = &insert.table else {
+            return Ok(());
+        };
+        let Ok(id) = name.to_string().to_lowercase().parse::<TableId>() else {
+            return Ok(());
+        };
+        let Ok(def) = self.store.table(&id).await else {
+            // DataFusion names the missing table.
+            return Ok(());
+        };
+        let columns: Vec<&kalamstore_storage::ColumnDefinition> = if insert.columns.is_empty() {
+            def.columns().iter().collect()
+        } else {
+            insert
+                .columns
+                .iter()
+                .filter_map(|c| def.schema.column(&c.to_string().to_lowercase()))
+                .collect()
+        };
+        for row in &values.rows {
+            for (expr, column) in row.content.iter().zip(&columns) {
+                if let Some(from) = literal_type(expr) {
+                    check_assignment(&column.name, &from, &column.data_type.to_arrow())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The table a DML statement names, with its definition.
     async fn target(&self, table: &TableWithJoins) -> Result<(TableId, Arc<TableDefinition>)> {
         let TableFactor::Table { name, .. } = &table.relation else {
@@ -356,11 +398,8 @@ impl SqlSession {
         let Some(statement) = statements.pop_front() else {
             return Ok(Vec::new());
         };
-        let batches: Vec<RecordBatch> = self
-            .execute(statement, params)
-            .await?
-            .try_collect()
-            .await?;
+        let batches: Vec<RecordBatch> =
+            self.execute(statement, params).await?.try_collect().await?;
         let strict = CastOptions {
             safe: false,
             ..CastOptions::default()
@@ -369,24 +408,21 @@ impl SqlSession {
         for batch in &batches {
             let mut assigned = Vec::with_capacity(set.len());
             for (i, (column, _)) in set.iter().enumerate() {
-                let c = def
-                    .schema
-                    .column(column)
-                    .ok_or_else(|| kalamstore_storage::Error::InvalidValue {
+                let c = def.schema.column(column).ok_or_else(|| {
+                    kalamstore_storage::Error::InvalidValue {
                         column: column.clone(),
                         reason: "no such column".into(),
-                    })?;
+                    }
+                })?;
                 let given = batch.column(pk.len() + i);
                 check_assignment(column, given.data_type(), &c.data_type.to_arrow())?;
-                let array = cast_with_options(
-                    given,
-                    &c.data_type.to_arrow(),
-                    &strict,
-                )
-                .map_err(|e| kalamstore_storage::Error::InvalidValue {
-                    column: column.clone(),
-                    reason: format!("the new value is not a {}: {e}", c.data_type),
-                })?;
+                let array =
+                    cast_with_options(given, &c.data_type.to_arrow(), &strict).map_err(|e| {
+                        kalamstore_storage::Error::InvalidValue {
+                            column: column.clone(),
+                            reason: format!("the new value is not a {}: {e}", c.data_type),
+                        }
+                    })?;
                 assigned.push((c.data_type, array));
             }
             for row in 0..batch.num_rows() {
@@ -410,11 +446,13 @@ impl SqlSession {
 /// between any types, but a number or a boolean stored into a text column (or text into a
 /// number) is far more often a mistake than an intent, so it is refused.
 fn check_assignment(column: &str, from: &DataType, to: &DataType) -> Result<()> {
-    let text = |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+    let text =
+        |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
     let number = |t: &DataType| t.is_numeric() || *t == DataType::Boolean;
     if (text(from) && number(to)) || (number(from) && text(to)) {
         let name = |t: &DataType| {
-            kalamstore_storage::KalamDataType::from_arrow(t).map_or_else(|_| t.to_string(), |k| k.to_string())
+            kalamstore_storage::KalamDataType::from_arrow(t)
+                .map_or_else(|_| t.to_string(), |k| k.to_string())
         };
         return Err(kalamstore_storage::Error::InvalidValue {
             column: column.to_owned(),
@@ -429,8 +467,9 @@ fn check_assignment(column: &str, from: &DataType, to: &DataType) -> Result<()> 
     Ok(())
 }
 
-/// Checks the values an `INSERT` stores: DataFusion plans it as a projection onto the table's
-/// columns, casting each value there or in the `VALUES` rows; see [`check_assignment`].
+/// Checks the columns an `INSERT ... SELECT` stores: DataFusion plans it as a projection
+/// onto the table's columns, casting each where the types differ; see [`check_assignment`].
+/// (Literals of `VALUES` are checked on the statement, where an explicit `CAST` still shows.)
 fn check_insert(plan: &LogicalPlan) -> Result<()> {
     let LogicalPlan::Dml(dml) = plan else {
         return Ok(());
@@ -439,36 +478,34 @@ fn check_insert(plan: &LogicalPlan) -> Result<()> {
         return Ok(());
     };
     let input = projection.input.schema();
-    // Which table column each input column feeds (`column2 AS v`, or cast to it).
-    let mut feeds: HashMap<String, &arrow::datatypes::Field> = HashMap::new();
     for (expr, field) in projection.expr.iter().zip(projection.schema.fields()) {
-        match expr.clone().unalias() {
-            LogicalExpr::Cast(cast) => {
-                check_assignment(field.name(), &cast.expr.get_type(input)?, field.data_type())?;
-                if let LogicalExpr::Column(c) = cast.expr.as_ref() {
-                    feeds.insert(c.name.clone(), field);
-                }
-            }
-            LogicalExpr::Column(c) => {
-                feeds.insert(c.name.clone(), field);
-            }
-            _ => {}
-        }
-    }
-    if let LogicalPlan::Values(values) = projection.input.as_ref() {
-        let names = values.schema.fields();
-        for row in &values.values {
-            for (expr, name) in row.iter().zip(names) {
-                if let (LogicalExpr::Cast(cast), Some(field)) =
-                    (expr.clone().unalias(), feeds.get(name.name()))
-                {
-                    let from = cast.expr.get_type(&datafusion::common::DFSchema::empty())?;
-                    check_assignment(field.name(), &from, field.data_type())?;
-                }
-            }
+        if let LogicalExpr::Cast(cast) = expr.clone().unalias()
+            && matches!(cast.expr.as_ref(), LogicalExpr::Column(_))
+            && !matches!(projection.input.as_ref(), LogicalPlan::Values(_))
+        {
+            check_assignment(field.name(), &cast.expr.get_type(input)?, field.data_type())?;
         }
     }
     Ok(())
+}
+
+/// A literal's type family: a number or boolean, a string, or anything else.
+fn literal_type(expr: &SqlExpr) -> Option<DataType> {
+    use datafusion::sql::sqlparser::ast::{UnaryOperator, Value};
+    match expr {
+        SqlExpr::Value(v) => match &v.value {
+            Value::Number(..) => Some(DataType::Int64),
+            Value::Boolean(_) => Some(DataType::Boolean),
+            Value::SingleQuotedString(_) | Value::DoubleQuotedString(_) => Some(DataType::Utf8),
+            _ => None,
+        },
+        SqlExpr::UnaryOp {
+            op: UnaryOperator::Minus | UnaryOperator::Plus,
+            expr,
+        } => literal_type(expr).filter(|t| *t == DataType::Int64),
+        SqlExpr::Nested(inner) => literal_type(inner),
+        _ => None,
+    }
 }
 
 /// The row count in the one-row `count` batch a DataFusion `INSERT` returns.

@@ -10,12 +10,17 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{Result as DfResult, ScalarValue, not_impl_err};
+use datafusion::common::{DFSchema, Result as DfResult, ScalarValue, not_impl_err};
 use datafusion::datasource::TableType;
 use datafusion::datasource::sink::{DataSink, DataSinkExec};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, lit};
+use datafusion::physical_expr::expressions::Column as PhysicalColumn;
+use datafusion::physical_expr::projection::ProjectionExpr;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
 use futures::TryStreamExt;
 use kalamstore_storage::codec::{array_from_values, value_at};
@@ -49,6 +54,54 @@ impl fmt::Debug for KalamTable {
 }
 
 impl KalamTable {
+    /// The leaf plan reading `schema`'s columns with `filters` applied by the store.
+    async fn scan_exec(
+        &self,
+        state: &dyn Session,
+        schema: SchemaRef,
+        filters: Vec<Filter>,
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let columns: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .filter(|n| self.def.schema.column(n).is_some())
+            .collect();
+        let with_system = self.with_system
+            && schema
+                .fields()
+                .iter()
+                .any(|f| self.def.schema.column(f.name()).is_none() && f.name() != USER_COLUMN);
+        let options = ScanOptions {
+            columns: Some(columns),
+            filter: match filters.len() {
+                0 => None,
+                1 => filters.first().cloned(),
+                _ => Some(Filter::And(filters.clone())),
+            },
+            limit,
+            with_system,
+            all_users: self.principal.reads_all_users(&self.def),
+        };
+        let scan = self
+            .store
+            .scan_stream(self.id(), self.principal.user_for(&self.def), &options)
+            .await
+            .map_err(external)?;
+        let target = state.config().target_partitions();
+        let partitions = scan.file_count().clamp(1, target.max(1));
+        let shown = ScanShown {
+            table: self.id().clone(),
+            filters,
+            limit,
+            reader: self.principal.describe(),
+        };
+        Ok(Arc::new(KalamScanExec::new(
+            scan, schema, partitions, shown,
+        )))
+    }
+
     /// The table `def` for `principal`; `with_system` adds `_seq` and `_updated`.
     pub(crate) fn new(
         store: Store,
@@ -63,8 +116,8 @@ impl KalamTable {
             .iter()
             .filter_map(|c| {
                 let value = c.default.as_ref().filter(|v| !v.is_null())?;
-                let array = array_from_values(&c.name, c.data_type, std::slice::from_ref(value))
-                    .ok()?;
+                let array =
+                    array_from_values(&c.name, c.data_type, std::slice::from_ref(value)).ok()?;
                 let scalar = ScalarValue::try_from_array(&array, 0).ok()?;
                 Some((c.name.clone(), lit(scalar)))
             })
@@ -119,50 +172,55 @@ impl TableProvider for KalamTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let schema = match projection {
-            Some(p) => Arc::new(self.schema.project(p)?),
-            None => self.schema.clone(),
-        };
-        let pushed: Vec<Filter> = filters
+        // Filters reach the scan after further simplification than the ones this provider
+        // accepted: any that no longer translates is applied here, by DataFusion, on the
+        // scan's rows, never dropped.
+        let mut pushed: Vec<Filter> = Vec::new();
+        let mut residual: Vec<Expr> = Vec::new();
+        for f in filters {
+            match to_filter(f, &self.def) {
+                Some(filter) => pushed.push(filter),
+                None => residual.push(f.clone()),
+            }
+        }
+        let wanted: Vec<usize> = projection
+            .cloned()
+            .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
+        let mut read: Vec<usize> = wanted.clone();
+        for expr in &residual {
+            for column in expr.column_refs() {
+                if let Ok(i) = self.schema.index_of(&column.name)
+                    && !read.contains(&i)
+                {
+                    read.push(i);
+                }
+            }
+        }
+        read.sort_unstable();
+        let schema = Arc::new(self.schema.project(&read)?);
+        let limit = if residual.is_empty() { limit } else { None };
+        let scan = self.scan_exec(state, schema.clone(), pushed, limit).await?;
+        if residual.is_empty() && read == wanted {
+            return Ok(scan);
+        }
+        let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+        let mut plan: Arc<dyn ExecutionPlan> = scan;
+        if let Some(predicate) = conjunction(residual) {
+            let predicate = state.create_physical_expr(predicate, &df_schema)?;
+            plan = Arc::new(FilterExec::try_new(predicate, plan)?);
+        }
+        let columns = wanted
             .iter()
-            .filter_map(|f| to_filter(f, &self.def))
-            .collect();
-        let columns: Vec<String> = schema
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .filter(|n| self.def.schema.column(n).is_some())
-            .collect();
-        let with_system = self.with_system
-            && schema
-                .fields()
-                .iter()
-                .any(|f| self.def.schema.column(f.name()).is_none() && f.name() != USER_COLUMN);
-        let options = ScanOptions {
-            columns: Some(columns),
-            filter: match pushed.len() {
-                0 => None,
-                1 => pushed.first().cloned(),
-                _ => Some(Filter::And(pushed.clone())),
-            },
-            limit,
-            with_system,
-            all_users: self.principal.reads_all_users(&self.def),
-        };
-        let scan = self
-            .store
-            .scan_stream(self.id(), self.principal.user_for(&self.def), &options)
-            .await
-            .map_err(external)?;
-        let target = state.config().target_partitions();
-        let partitions = scan.file_count().clamp(1, target.max(1));
-        let shown = ScanShown {
-            table: self.id().clone(),
-            filters: pushed,
-            limit,
-            reader: self.principal.describe(),
-        };
-        Ok(Arc::new(KalamScanExec::new(scan, schema, partitions, shown)))
+            .map(|i| {
+                let name = self.schema.field(*i).name();
+                let at = schema.index_of(name)?;
+                Ok(ProjectionExpr {
+                    expr: Arc::new(PhysicalColumn::new(name, at)) as _,
+                    alias: name.clone(),
+                })
+            })
+            .collect::<DfResult<Vec<_>>>()?;
+        Ok(Arc::new(ProjectionExec::try_new(columns, plan)?))
     }
 
     async fn insert_into(

@@ -78,10 +78,21 @@ async fn queries_see_hot_flushed_updated_and_deleted_rows_merged() {
         .await,
         "INSERT 4"
     );
-    rows(&anon, "INSERT INTO app.kinds VALUES ('a', 'first'), ('b', 'second')").await;
-    store.flush_table(&"app.notes".parse().unwrap(), Scope::All).await.unwrap();
+    rows(
+        &anon,
+        "INSERT INTO app.kinds VALUES ('a', 'first'), ('b', 'second')",
+    )
+    .await;
+    store
+        .flush_table(&"app.notes".parse().unwrap(), Scope::All)
+        .await
+        .unwrap();
     assert_eq!(
-        rows(&alice, "UPDATE app.notes SET score = score + 1 WHERE kind = 'a'").await,
+        rows(
+            &alice,
+            "UPDATE app.notes SET score = score + 1 WHERE kind = 'a'"
+        )
+        .await,
         "UPDATE 2"
     );
     assert_eq!(
@@ -109,7 +120,11 @@ async fn queries_see_hot_flushed_updated_and_deleted_rows_merged() {
     );
     // Bob sees none of it.
     let bob = session(&store, user("bob")).await;
-    assert!(rows(&bob, "SELECT count(*) FROM app.notes").await.contains("| 0     |"));
+    assert!(
+        rows(&bob, "SELECT count(*) FROM app.notes")
+            .await
+            .contains("| 0     |")
+    );
     // An operator reads every user, with `_user`.
     let ops = session(&store, Principal::AllUsers).await;
     assert!(
@@ -124,10 +139,18 @@ async fn explain_shows_what_reached_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path()).await;
     let alice = session(&store, user("alice")).await;
-    let plan = rows(&alice, "EXPLAIN SELECT id FROM app.notes WHERE id > 5 LIMIT 3").await;
+    let plan = rows(
+        &alice,
+        "EXPLAIN SELECT id FROM app.notes WHERE id > 5 LIMIT 3",
+    )
+    .await;
     assert!(plan.contains("KalamScanExec"), "{plan}");
     assert!(plan.contains("store_filters"), "{plan}");
     assert!(plan.contains("store_limit=3"), "{plan}");
-    let plan = rows(&alice, "EXPLAIN SELECT id FROM app.notes WHERE kind LIKE 'a%'").await;
+    let plan = rows(
+        &alice,
+        "EXPLAIN SELECT id FROM app.notes WHERE kind LIKE 'a%'",
+    )
+    .await;
     assert!(!plan.contains("store_filters"), "{plan}");
 }

@@ -50,6 +50,9 @@ pub(crate) struct Snapshot {
     _pin: ReaderPin,
 }
 
+/// Hot entries of one scope, key and value.
+type HotEntries = Vec<(Bytes, Bytes)>;
+
 /// Takes a [`Snapshot`] of `scopes` of a table, hot entries within `keys`.
 pub(crate) async fn snapshot(
     table: &TableHandle,
@@ -60,7 +63,11 @@ pub(crate) async fn snapshot(
         let _read = table.commit.read().await;
         let pin = table.pins.pin();
         let raw = match scopes {
-            Scopes::One(scope) => vec![(scope.clone(), table.files(scope), hot_entries(table, scope, keys).await?)],
+            Scopes::One(scope) => vec![(
+                scope.clone(),
+                table.files(scope),
+                hot_entries(table, scope, keys).await?,
+            )],
             Scopes::AllUsers => all_scopes(table).await?,
         };
         (pin, raw)
@@ -83,7 +90,7 @@ async fn hot_entries(
     table: &TableHandle,
     scope: &KeyScope,
     keys: &KeyBounds,
-) -> Result<Vec<(Bytes, Bytes)>> {
+) -> Result<HotEntries> {
     if table.buffered(scope) == 0 {
         return Ok(Vec::new());
     }
@@ -98,9 +105,7 @@ async fn hot_entries(
 
 /// Every scope of a table with its files and hot entries (the whole hot partition, split by
 /// scope; key bounds are applied when the rows are read).
-async fn all_scopes(
-    table: &TableHandle,
-) -> Result<Vec<(KeyScope, Vec<FileEntry>, Vec<(Bytes, Bytes)>)>> {
+async fn all_scopes(table: &TableHandle) -> Result<Vec<(KeyScope, Vec<FileEntry>, HotEntries)>> {
     let kind = table.definition().table_type;
     let entries = scan_all(
         table.storage.hot.as_ref(),
@@ -108,7 +113,7 @@ async fn all_scopes(
         ScanRequest::default().chunk_size(SNAPSHOT_CHUNK),
     )
     .await?;
-    let mut hot: BTreeMap<KeyScope, Vec<(Bytes, Bytes)>> = BTreeMap::new();
+    let mut hot: BTreeMap<KeyScope, HotEntries> = BTreeMap::new();
     for (key, value) in entries {
         let name = split_hot_key(kind, &key).0;
         let scope = std::str::from_utf8(name)
@@ -120,7 +125,7 @@ async fn all_scopes(
             })?;
         hot.entry(scope).or_default().push((key, value));
     }
-    let mut scopes: BTreeMap<KeyScope, (Vec<FileEntry>, Vec<(Bytes, Bytes)>)> = BTreeMap::new();
+    let mut scopes: BTreeMap<KeyScope, (Vec<FileEntry>, HotEntries)> = BTreeMap::new();
     for (scope, files) in &table.state.read().files {
         scopes.entry(scope.clone()).or_default().0 = files.clone();
     }

@@ -22,8 +22,8 @@ use crate::ids::UserId;
 use crate::schema::{ColumnDefinition, TableDefinition, TableType};
 use crate::table::TableHandle;
 
-pub(crate) use file::{FilePlan, read_file};
 pub use file::BatchStream;
+pub(crate) use file::{FilePlan, read_file};
 pub(crate) use hot::{Scopes, upgrade_hot_row};
 pub(crate) use join::FileKeyJoin;
 pub(crate) use lookup::{get, get_flushed_many};
@@ -62,8 +62,15 @@ impl ScanOptions {
 
 /// The schema of what a read of `def` returns with every column: the user columns, then
 /// `_seq` and `_updated` when `with_system`, then [`USER_COLUMN`] for an all-users read.
-pub fn read_schema(def: &TableDefinition, with_system: bool, all_users: bool) -> arrow::datatypes::SchemaRef {
-    stream::with_user_column(crate::format::output_schema(def.columns(), with_system, false), all_users)
+pub fn read_schema(
+    def: &TableDefinition,
+    with_system: bool,
+    all_users: bool,
+) -> arrow::datatypes::SchemaRef {
+    stream::with_user_column(
+        crate::format::output_schema(def.columns(), with_system, false),
+        all_users,
+    )
 }
 
 /// A planned streamed scan of `table` for `user` (see [`ScanOptions::all_users`]).

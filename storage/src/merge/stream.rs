@@ -94,7 +94,12 @@ impl TableScan {
         let (mut flushed, mut hot) = (0u64, 0u64);
         let mut count = |scope: &KeyScope| {
             hot += state.counters.get(scope).copied().unwrap_or(0);
-            for f in state.files.get(scope).map(Vec::as_slice).unwrap_or_default() {
+            for f in state
+                .files
+                .get(scope)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
                 flushed += f.meta.rows.saturating_sub(f.dv.len());
             }
         };
@@ -128,7 +133,11 @@ impl TableScan {
         let limit = self.state.plan.limit;
         let rows = stream::once(async move {
             let snapshot = scan.snapshot().await?;
-            let hot = if index == 0 { scan.hot_batches(&snapshot)? } else { Vec::new() };
+            let hot = if index == 0 {
+                scan.hot_batches(&snapshot)?
+            } else {
+                Vec::new()
+            };
             let files: Vec<(KeyScope, FileEntry)> = snapshot
                 .scopes
                 .iter()
