@@ -134,6 +134,31 @@ pub fn tables_results_path() -> PathBuf {
     results_path().with_file_name("tables.jsonl")
 }
 
+/// Where the SQL bench writes its query results (one JSON record per line).
+pub fn sql_results_path() -> PathBuf {
+    results_path().with_file_name("sql.jsonl")
+}
+
+/// Where the SQL bench writes its memory measurements (one JSON record per line).
+pub fn sql_memory_path() -> PathBuf {
+    results_path().with_file_name("sql-memory.jsonl")
+}
+
+/// The peak memory of a streamed query, as the SQL bench records it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemoryResult {
+    /// What was measured.
+    pub bench: String,
+    /// Peak resident set size of the process, bytes.
+    pub peak_rss_bytes: u64,
+    /// Bytes of the data directory.
+    pub data_bytes: u64,
+    /// Seconds the query took.
+    pub secs: f64,
+    /// The target, as text.
+    pub target: String,
+}
+
 /// Median and 99th percentile of latencies, in microseconds.
 pub fn percentiles(latencies: &mut [Duration]) -> (f64, f64) {
     if latencies.is_empty() {

@@ -83,12 +83,7 @@ impl DisplayAs for KalamScanExec {
             .iter()
             .map(|f| f.name().as_str())
             .collect();
-        let filters: Vec<String> = self
-            .shown
-            .filters
-            .iter()
-            .map(|f| format!("{f:?}"))
-            .collect();
+        let filters: Vec<String> = self.shown.filters.iter().map(ToString::to_string).collect();
         match t {
             DisplayFormatType::Default | DisplayFormatType::Verbose => {
                 write!(

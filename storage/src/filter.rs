@@ -63,6 +63,62 @@ pub enum Filter {
     Not(Box<Filter>),
 }
 
+impl std::fmt::Display for CmpOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Eq => "=",
+            Self::NotEq => "<>",
+            Self::Lt => "<",
+            Self::LtEq => "<=",
+            Self::Gt => ">",
+            Self::GtEq => ">=",
+        })
+    }
+}
+
+/// A literal as SQL shows it: strings quoted, NULL, numbers as digits.
+fn literal_text(v: &KalamValue) -> String {
+    match v {
+        KalamValue::Null => "NULL".into(),
+        KalamValue::Boolean(b) => b.to_string(),
+        KalamValue::SmallInt(n) => n.to_string(),
+        KalamValue::Int(n) => n.to_string(),
+        KalamValue::BigInt(n) => n.to_string(),
+        KalamValue::Float(n) => n.to_string(),
+        KalamValue::Double(n) => n.to_string(),
+        KalamValue::Text(s) | KalamValue::Json(s) => format!("'{}'", s.replace('\'', "''")),
+        other => format!("{other:?}"),
+    }
+}
+
+impl std::fmt::Display for Filter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let join = |f: &mut std::fmt::Formatter<'_>, all: &[Filter], op: &str| {
+            let parts: Vec<String> = all.iter().map(|p| format!("({p})")).collect();
+            f.write_str(&parts.join(op))
+        };
+        match self {
+            Self::Compare { column, op, value } => {
+                write!(f, "{column} {op} {}", literal_text(value))
+            }
+            Self::IsNull(c) => write!(f, "{c} IS NULL"),
+            Self::IsNotNull(c) => write!(f, "{c} IS NOT NULL"),
+            Self::In {
+                column,
+                values,
+                negated,
+            } => {
+                let list: Vec<String> = values.iter().map(literal_text).collect();
+                let not = if *negated { "NOT " } else { "" };
+                write!(f, "{column} {not}IN ({})", list.join(", "))
+            }
+            Self::And(all) => join(f, all, " AND "),
+            Self::Or(all) => join(f, all, " OR "),
+            Self::Not(inner) => write!(f, "NOT ({inner})"),
+        }
+    }
+}
+
 impl Filter {
     /// `column = value`.
     pub fn eq(column: impl Into<String>, value: KalamValue) -> Self {

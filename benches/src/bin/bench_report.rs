@@ -9,7 +9,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use kalamstore_benches::{RatioResult, WorkloadResult, results_path, tables_results_path};
+use kalamstore_benches::{
+    MemoryResult, RatioResult, WorkloadResult, results_path, sql_memory_path, sql_results_path,
+    tables_results_path,
+};
 
 const WORKLOADS: [&str; 5] = ["load", "ycsb-a", "ycsb-b", "ycsb-c", "ycsb-e"];
 const BASELINE: &str = "plain rust-rocksdb";
@@ -50,6 +53,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::fs::write(out_dir.join("tables.md"), &tables)?;
         print!("\n{tables}");
     }
+    if let Ok(text) = std::fs::read_to_string(sql_results_path()) {
+        let mut sql = ratio_table(&text)?;
+        if let Ok(memory) = std::fs::read_to_string(sql_memory_path()) {
+            sql.push_str(&memory_table(&memory)?);
+        }
+        std::fs::write(out_dir.join("sql.md"), &sql)?;
+        print!("\n{sql}");
+    }
     Ok(())
 }
 
@@ -78,6 +89,28 @@ fn ratio_table(text: &str) -> Result<String, Box<dyn std::error::Error>> {
             r.baseline,
             cell(r.baseline_secs),
             r.ours_secs / r.baseline_secs,
+            r.target
+        )?;
+    }
+    Ok(out)
+}
+
+/// Peak memory of streamed queries as markdown (latest record of each).
+fn memory_table(text: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let mut latest: BTreeMap<String, MemoryResult> = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let r: MemoryResult = serde_json::from_str(line)?;
+        latest.insert(r.bench.clone(), r);
+    }
+    let mut out = String::from("\n| query | peak RSS | data size | time | target |\n|---|---|---|---|---|\n");
+    for r in latest.values() {
+        writeln!(
+            out,
+            "| {} | {} MiB | {} MiB | {:.1} s | {} |",
+            r.bench,
+            r.peak_rss_bytes >> 20,
+            r.data_bytes >> 20,
+            r.secs,
             r.target
         )?;
     }
