@@ -152,7 +152,11 @@ impl View {
                 ("s3_allow_http", T::Boolean),
                 ("created_at", T::Timestamp),
             ],
-            Self::Namespaces => &[("namespace", T::Text), ("tables", T::BigInt)],
+            Self::Namespaces => &[
+                ("namespace", T::Text),
+                ("tables", T::BigInt),
+                ("created_at", T::Timestamp),
+            ],
             Self::Tables | Self::InformationTables => &[
                 ("namespace", T::Text),
                 ("table_name", T::Text),
@@ -252,16 +256,16 @@ impl View {
         Ok(match self {
             Self::Storages => store.storages().await?.iter().map(storage_row).collect(),
             Self::Namespaces => {
-                let mut counts: BTreeMap<String, i64> = BTreeMap::new();
-                for ns in store.namespaces().await? {
-                    counts.insert(ns.to_string(), 0);
+                let mut counts: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+                for (ns, created) in store.namespaces_created().await? {
+                    counts.insert(ns.to_string(), (0, created));
                 }
                 for t in store.tables(None).await? {
-                    *counts.entry(t.id.namespace.to_string()).or_default() += 1;
+                    counts.entry(t.id.namespace.to_string()).or_default().0 += 1;
                 }
                 counts
                     .into_iter()
-                    .map(|(ns, n)| vec![V::Text(ns), V::BigInt(n)])
+                    .map(|(ns, (n, created))| vec![V::Text(ns), V::BigInt(n), at(Some(created))])
                     .collect()
             }
             Self::Tables | Self::InformationTables => {

@@ -8,7 +8,7 @@
 //!
 //! Layers, each using only those above it in this list: `error`, `ids`, `types`, `backend`,
 //! `seq`, `location`, `spawn`, `failpoint` (foundations); `memory`, `codec`; `schema`,
-//! `catalog`; `filter`, `format`; `table`; `merge`; `write`, `flush`; `store`.
+//! `catalog`; `filter`, `format`; `table`; `merge`; `write`, `flush`; `delta`; `store`.
 
 #![warn(unreachable_pub)]
 
@@ -31,6 +31,7 @@ mod table;
 pub mod types;
 mod write;
 
+mod delta;
 mod flush;
 
 #[cfg(feature = "conformance")]
@@ -47,7 +48,7 @@ pub use error::{DecodeError, Error, Result};
 pub use ids::{KeyScope, NamespaceId, StorageId, TableId, TableName, UserId};
 pub use memory::MemoryBackend;
 pub use schema::{
-    AccessLevel, ColumnDefinition, FlushPolicy, SchemaChange, SchemaVersion, TableDefinition,
+    AccessLevel, ColumnDefinition, DeltaPublishing, FlushPolicy, SchemaChange, SchemaVersion, TableDefinition,
     TableOptions, TableType,
 };
 pub use types::KalamDataType;

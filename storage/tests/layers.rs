@@ -25,6 +25,7 @@ const ORDER: &[&str] = &[
     "table",
     "merge",
     "write",
+    "delta",
     "flush",
     "store",
     "conformance",

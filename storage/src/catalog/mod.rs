@@ -104,6 +104,8 @@ pub enum JobKind {
     Drop,
     /// Reclaims expired STREAM rows.
     Expiry,
+    /// Rebuilds a table's Delta log from its manifest.
+    Publish,
 }
 
 /// Where a job is in its life: `new -> queued -> running -> completed | failed | retrying |
@@ -161,7 +163,7 @@ macro_rules! names {
     };
 }
 
-names!(JobKind { Flush = "flush", Compaction = "compaction", Cleanup = "cleanup", Move = "move", Drop = "drop", Expiry = "expiry" });
+names!(JobKind { Flush = "flush", Compaction = "compaction", Cleanup = "cleanup", Move = "move", Drop = "drop", Expiry = "expiry", Publish = "publish" });
 names!(JobStatus {
     New = "new",
     Queued = "queued",

@@ -17,10 +17,12 @@ use object_store::path::Path as ObjectPath;
 
 use super::{FlushOutcome, check_cancel};
 use crate::backend::WriteBatch;
+use crate::delta::mark_pending;
 use crate::error::{Error, Result};
 use crate::failpoint::failpoint;
 use crate::format::{
-    FileMeta, FileWriter, ROW_GROUP_ROWS, dv_key, key_column, manifest_key, table_dir,
+    FileMeta, FileWriter, ROW_GROUP_ROWS, dv_key, is_delta_log_file, key_column, manifest_key,
+    table_dir,
 };
 use crate::ids::KeyScope;
 use crate::merge::{FilePlan, read_file};
@@ -52,7 +54,16 @@ impl CompactionPolicy {
     }
 }
 
-/// Compacts one scope. The caller holds `table.maintenance`.
+/// What a scope's compaction did: its counts, and the input files it took out of the
+/// manifest (deleted by [`remove_replaced`] once the Delta log no longer names them).
+#[derive(Debug, Default)]
+pub(crate) struct Compacted {
+    pub(crate) outcome: FlushOutcome,
+    pub(crate) replaced: Vec<FileEntry>,
+}
+
+/// Compacts one scope. The caller holds `table.maintenance`, and after every scope of the
+/// job publishes the table and calls [`remove_replaced`].
 pub(crate) async fn compact_scope(
     table: &TableHandle,
     scope: &KeyScope,
@@ -60,7 +71,7 @@ pub(crate) async fn compact_scope(
     policy: CompactionPolicy,
     job: &str,
     cancel: &AtomicBool,
-) -> Result<FlushOutcome> {
+) -> Result<Compacted> {
     let def = table.definition();
     let inputs: Vec<FileEntry> = table
         .files(scope)
@@ -71,7 +82,7 @@ pub(crate) async fn compact_scope(
         && inputs[0].dv.is_empty()
         && inputs[0].meta.schema_version == def.schema.version;
     if inputs.is_empty() || nothing_to_gain {
-        return Ok(FlushOutcome::default());
+        return Ok(Compacted::default());
     }
     let output = rewrite(table, scope, seq, &inputs, job, cancel).await?;
     let mut outcome = FlushOutcome {
@@ -87,15 +98,23 @@ pub(crate) async fn compact_scope(
     failpoint("compaction.before_commit");
     commit(table, scope, &inputs, output).await?;
     failpoint("compaction.after_commit");
-    // The inputs are out of the manifest; delete them once no reader holds them. Readers that
-    // outlive the wait leave them to the orphan collector (see `table::pins`).
-    if table.pins.wait_for_readers(READER_WAIT).await {
-        for input in inputs {
-            table.file_index.forget(input.meta.id);
-            delete_object(table, &input.meta.path).await?;
-        }
+    Ok(Compacted {
+        outcome,
+        replaced: inputs,
+    })
+}
+
+/// Deletes files a compaction took out of the manifest, once no reader holds them. Readers
+/// that outlive the wait leave them to the orphan collector (see `table::pins`).
+pub(crate) async fn remove_replaced(table: &TableHandle, replaced: Vec<FileEntry>) -> Result<()> {
+    if replaced.is_empty() || !table.pins.wait_for_readers(READER_WAIT).await {
+        return Ok(());
     }
-    Ok(outcome)
+    for input in replaced {
+        table.file_index.forget(input.meta.id);
+        delete_object(table, &input.meta.path).await?;
+    }
+    Ok(())
 }
 
 /// Reads the live rows of `inputs`, sorts them by key and writes them to one new file (none
@@ -147,6 +166,7 @@ async fn commit(
 ) -> Result<()> {
     let _commit = table.commit.write().await;
     let mut batch = WriteBatch::new();
+    mark_pending(table, &mut batch);
     for input in inputs {
         batch.delete(&table.meta, manifest_key(scope, input.meta.id));
         batch.delete(&table.meta, dv_key(scope, input.meta.id));
@@ -211,7 +231,7 @@ pub(crate) async fn collect_orphans(table: &TableHandle, grace: Duration) -> Res
     let mut removed = 0;
     for object in listed {
         let path = object.location.to_string();
-        if !path.ends_with(".parquet") || live.contains(&path) {
+        if !path.ends_with(".parquet") || live.contains(&path) || is_delta_log_file(&path) {
             continue;
         }
         if object.last_modified.timestamp_millis() > cutoff {

@@ -28,6 +28,7 @@ use bytes::Bytes;
 
 use crate::backend::{ScanRequest, WriteBatch, WriteOp};
 use crate::codec::read_row_meta;
+use crate::delta::mark_pending;
 use crate::error::{Error, Result};
 use crate::failpoint::failpoint;
 use crate::format::{
@@ -274,6 +275,9 @@ async fn commit(
         outcome.rows = meta.rows;
         outcome.bytes = meta.size;
         outcome.files = 1;
+    }
+    if written.file.is_some() || !grown.is_empty() {
+        mark_pending(table, &mut batch);
     }
     batch.ops.push(table.counter_op(scope, remaining));
     table.storage.hot.batch(batch).await?;

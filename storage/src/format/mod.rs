@@ -3,7 +3,7 @@
 //! module imports nothing above `schema`.
 //!
 //! # A data file
-//! One sorted Parquet file per flush of a scope (`paths`: `<ns>/<table>/[<user>/]<id>.parquet`),
+//! One sorted Parquet file per flush of a scope (`paths`: `<ns>/<table>/[_user=<user>/]<id>.parquet`),
 //! zstd level 1, row groups of 128 Ki rows, data pages of at most 1024 rows, page statistics
 //! and the page index, the schema version in the key-value metadata
 //! (`kalamstore.schema_version`):
@@ -47,11 +47,11 @@ pub use columns::{KEY_COLUMN, file_schema};
 pub use dv::{DV_MAGIC, DeletionVector};
 pub use manifest::FileMeta;
 pub(crate) use partitions::{
-    META_DEFINITION, MetaKey, counter_key, counter_value, dv_key, manifest_key, scope_prefix,
+    META_DEFINITION, META_DELTA_PENDING, MetaKey, counter_key, counter_value, dv_key, manifest_key, scope_prefix,
     split_hot_key,
 };
 pub use partitions::{hot_partition, meta_partition};
-pub(crate) use paths::{scope_dir, table_dir};
+pub(crate) use paths::{is_delta_log_file, scope_dir, table_dir};
 pub use reader::ObjectFileReader;
 pub(crate) use reader::{DataFile, FileIndexCache, RowGroupKeys, key_page_ranges};
 pub(crate) use writer::FileWriter;

@@ -7,6 +7,7 @@
 //! |                      | `c` + `<user>`                        | buffered hot entries, u64 LE   |
 //! |                      | `f` + `<user>` 0x00 + file id (i64 BE) | [`FileMeta`](super::FileMeta) |
 //! |                      | `v` + `<user>` 0x00 + file id (i64 BE) | [`DeletionVector`](super::DeletionVector) |
+//! |                      | `P`                                   | empty: the Delta log is behind |
 //!
 //! `<user>` is the scope's stored name ([`KeyScope::as_str`]): empty for SHARED and STREAM
 //! tables. User ids never contain 0x00, so the scope prefix is unambiguous.
@@ -20,6 +21,8 @@ use crate::schema::TableType;
 
 /// Key of the table definition in the meta partition.
 pub(crate) const META_DEFINITION: &[u8] = b"d";
+/// Key of the marker that the table's Delta log is behind its manifest (see `delta`).
+pub(crate) const META_DELTA_PENDING: &[u8] = b"P";
 /// Tag of a scope's buffered-entry counter.
 pub(crate) const META_COUNTER: u8 = b'c';
 /// Tag of a manifest entry.

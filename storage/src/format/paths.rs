@@ -1,5 +1,7 @@
 //! Where a table's data files live in its storage's cold store:
-//! `[<prefix>/]<ns>/<table>/[<user>/]<file id as 16 hex digits>.parquet`.
+//! `[<prefix>/]<ns>/<table>/[_user=<user>/]<file id as 16 hex digits>.parquet`. A USER table's
+//! files are in Hive-style `_user=<id>` folders, the partition column of its Delta log (readers
+//! such as Polars take partition values from folder names).
 
 use crate::ids::{KeyScope, TableId};
 
@@ -17,15 +19,25 @@ pub(crate) fn table_dir(prefix: &str, id: &TableId) -> String {
     dir
 }
 
-/// The directory of one scope's files: the table's directory, plus the user id for a USER
+/// The directory of one scope's files: the table's directory, plus `_user=<id>` for a USER
 /// table's scope.
 pub(crate) fn scope_dir(prefix: &str, id: &TableId, scope: &KeyScope) -> String {
     let mut dir = table_dir(prefix, id);
     if let KeyScope::User(u) = scope {
-        dir.push('/');
+        dir.push_str("/_user=");
         dir.push_str(u.as_str());
     }
     dir
+}
+
+/// Whether a path of a table's directory belongs to its Delta log (the log, its checkpoints,
+/// deletion-vector files): never a data file.
+pub(crate) fn is_delta_log_file(path: &str) -> bool {
+    path.contains("/_delta_log/")
+        || path
+            .rsplit('/')
+            .next()
+            .is_some_and(|n| n.starts_with("deletion_vector_") && n.ends_with(".bin"))
 }
 
 /// The path of data file `id` in directory `dir`.
@@ -43,7 +55,7 @@ mod tests {
         let id: TableId = "chat.messages".parse().unwrap();
         let alice = KeyScope::User(UserId::new("alice").unwrap());
         assert_eq!(table_dir("", &id), "chat/messages");
-        assert_eq!(scope_dir("p/q", &id, &alice), "p/q/chat/messages/alice");
+        assert_eq!(scope_dir("p/q", &id, &alice), "p/q/chat/messages/_user=alice");
         assert_eq!(scope_dir("", &id, &KeyScope::Shared), "chat/messages");
         assert_eq!(
             data_file_path("chat/messages", 42),

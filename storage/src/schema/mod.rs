@@ -136,6 +136,43 @@ impl fmt::Display for FlushPolicy {
     }
 }
 
+/// Whether a table's flushed state is published as a Delta Lake table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum DeltaPublishing {
+    /// Published, with the user columns (the default).
+    #[default]
+    On,
+    /// Not published.
+    Off,
+    /// Published with `_seq` and `_updated` too.
+    WithSystemColumns,
+}
+
+impl fmt::Display for DeltaPublishing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::On => "on",
+            Self::Off => "off",
+            Self::WithSystemColumns => "with_system_columns",
+        })
+    }
+}
+
+impl FromStr for DeltaPublishing {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "on" | "true" => Ok(Self::On),
+            "off" | "false" => Ok(Self::Off),
+            "with_system_columns" => Ok(Self::WithSystemColumns),
+            _ => Err(Error::InvalidValue {
+                column: "DELTA".into(),
+                reason: format!("`{s}` is not one of on, off, with_system_columns"),
+            }),
+        }
+    }
+}
+
 /// Per-table options.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct TableOptions {
@@ -147,6 +184,8 @@ pub struct TableOptions {
     pub access_level: AccessLevel,
     /// Free-text description.
     pub comment: Option<String>,
+    /// Whether the flushed state is published as a Delta Lake table.
+    pub delta: DeltaPublishing,
 }
 
 /// One column of a table.

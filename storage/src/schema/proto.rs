@@ -7,8 +7,8 @@
 use prost::Message;
 
 use super::{
-    AccessLevel, ColumnDefinition, FlushPolicy, SchemaVersion, TableDefinition, TableOptions,
-    TableType,
+    AccessLevel, ColumnDefinition, DeltaPublishing, FlushPolicy, SchemaVersion, TableDefinition,
+    TableOptions, TableType,
 };
 use crate::codec::KalamValue;
 use crate::error::{DecodeError, Error, Result};
@@ -50,6 +50,9 @@ pub(super) struct TableOptionsProto {
     pub access_level: i32,
     #[prost(string, optional, tag = "5")]
     pub comment: Option<String>,
+    /// 0 (absent): publish a Delta log; 1: do not; 2: with the system columns.
+    #[prost(int32, tag = "6")]
+    pub delta: i32,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -122,6 +125,11 @@ pub(super) fn encode(def: &TableDefinition) -> Vec<u8> {
                 AccessLevel::Restricted => 2,
             },
             comment: options.comment.clone(),
+            delta: match options.delta {
+                DeltaPublishing::On => 0,
+                DeltaPublishing::Off => 1,
+                DeltaPublishing::WithSystemColumns => 2,
+            },
         }),
         schema: Some(schema_to_proto(&def.schema)),
         history: def.history.iter().map(schema_to_proto).collect(),
@@ -212,6 +220,12 @@ pub(super) fn decode(bytes: &[u8]) -> Result<TableDefinition> {
                 other => return Err(invalid(format!("access level {other}"))),
             },
             comment: o.comment,
+            delta: match o.delta {
+                0 => DeltaPublishing::On,
+                1 => DeltaPublishing::Off,
+                2 => DeltaPublishing::WithSystemColumns,
+                other => return Err(invalid(format!("Delta publishing {other}"))),
+            },
         },
     };
     let schema = schema_from_proto(p.schema.ok_or_else(|| invalid("no current schema"))?)?;

@@ -1,16 +1,23 @@
 //! `ALTER TABLE` of schema and options: the new definition is written to the catalog (the
 //! source of truth) and to the table's storage, and swapped into the open table while writes,
-//! flushes and compactions wait.
+//! flushes and compactions wait; then the table's Delta log follows.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use bytes::Bytes;
 
+use super::jobs::Scope;
 use super::{Store, TABLES, now_ms, sys};
+use crate::backend::WriteBatch;
+use crate::catalog::JobKind;
+use crate::delta::{self, Reason};
 use crate::error::{Error, Result};
-use crate::format::META_DEFINITION;
+use crate::format::{META_DEFINITION, META_DELTA_PENDING};
 use crate::ids::TableId;
-use crate::schema::{AccessLevel, FlushPolicy, SchemaChange, TableDefinition, TableType};
+use crate::schema::{
+    AccessLevel, DeltaPublishing, FlushPolicy, SchemaChange, TableDefinition, TableType,
+};
 use crate::table::TableHandle;
 
 /// Option changes of `ALTER TABLE ... SET TBLPROPERTIES`; `None` keeps an option as it is.
@@ -24,18 +31,26 @@ pub struct OptionsChange {
     pub access_level: Option<AccessLevel>,
     /// New comment.
     pub comment: Option<String>,
+    /// Whether and how the table is published as a Delta Lake table.
+    pub delta: Option<DeltaPublishing>,
 }
 
 impl Store {
-    /// Changes a table's columns (a new schema version; old rows and files are read through
-    /// it without being rewritten). Returns the new definition.
+    /// Changes a table's columns (a new schema version; kalamstore reads old rows and files
+    /// through it as they are, while a published table's files are rewritten when a column was
+    /// renamed, retyped or dropped, so Delta readers match columns by name). Returns the new
+    /// definition.
     pub async fn alter_table(
         &self,
         table: &TableId,
         change: &SchemaChange,
     ) -> Result<Arc<TableDefinition>> {
-        self.replace_definition(table, |def| def.evolve(change, now_ms()))
-            .await
+        let before = self.table(table).await?.options.delta;
+        let def = self
+            .replace_definition(table, |def| def.evolve(change, now_ms()))
+            .await?;
+        self.republish_after_change(table, before).await?;
+        Ok(def)
     }
 
     /// Changes a table's options. Returns the new definition.
@@ -44,7 +59,8 @@ impl Store {
         table: &TableId,
         change: &OptionsChange,
     ) -> Result<Arc<TableDefinition>> {
-        self.replace_definition(table, |def| {
+        let before = self.table(table).await?.options.delta;
+        let def = self.replace_definition(table, |def| {
             let mut next = def.clone();
             if let Some(policy) = change.flush_policy {
                 if def.table_type == TableType::Stream {
@@ -65,10 +81,52 @@ impl Store {
             if let Some(comment) = &change.comment {
                 next.options.comment = Some(comment.clone());
             }
+            if let Some(delta) = change.delta {
+                next.options.delta = delta;
+            }
             next.validate()?;
             Ok(next)
         })
-        .await
+        .await?;
+        self.republish_after_change(table, before).await?;
+        Ok(def)
+    }
+
+    /// Brings the Delta log in line with a changed definition: removed when publishing was
+    /// turned off, rebuilt when it was turned on, otherwise published anew (new metadata),
+    /// after a rewrite of the files a rename, retype or drop left unreadable by name.
+    async fn republish_after_change(&self, table: &TableId, before: DeltaPublishing) -> Result<()> {
+        let handle = self.handle(table).await?;
+        let now = handle.definition().options.delta;
+        if now == DeltaPublishing::Off {
+            let _maintenance = handle.maintenance.lock().await;
+            return match before {
+                DeltaPublishing::Off => Ok(()),
+                _ => delta::unpublish(&handle).await,
+            };
+        }
+        if delta::has_stale_files(&handle) {
+            let store = self.clone();
+            let work = move |handle: Arc<TableHandle>,
+                             _scope: Scope,
+                             job: String,
+                             cancel: Arc<AtomicBool>| async move {
+                let outcome = store
+                    .rewrite_and_publish(&handle, Reason::SchemaChange, false, &job, &cancel)
+                    .await?;
+                Ok(outcome.into())
+            };
+            self.run_table_job(JobKind::Compaction, handle, Scope::All, work)
+                .await?;
+            return Ok(());
+        }
+        let _maintenance = handle.maintenance.lock().await;
+        let reason = match before {
+            DeltaPublishing::Off => Reason::Republish,
+            _ => Reason::SchemaChange,
+        };
+        self.publish(&handle, reason).await;
+        Ok(())
     }
 
     /// Computes and installs a new definition while the table's writes and maintenance wait.
@@ -100,11 +158,12 @@ impl Store {
             .system
             .put(&sys(TABLES), def.id.to_string().into(), bytes.clone())
             .await?;
-        handle
-            .storage
-            .hot
-            .put(&handle.meta, Bytes::from_static(META_DEFINITION), bytes)
-            .await?;
+        let mut batch = WriteBatch::new();
+        batch.put(&handle.meta, Bytes::from_static(META_DEFINITION), bytes);
+        if def.options.delta != DeltaPublishing::Off {
+            batch.put(&handle.meta, Bytes::from_static(META_DELTA_PENDING), Bytes::new());
+        }
+        handle.storage.hot.batch(batch).await?;
         *handle.def.write() = Arc::new(def);
         Ok(())
     }

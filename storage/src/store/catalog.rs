@@ -59,6 +59,22 @@ impl Store {
         .await
     }
 
+    /// Every namespace with when it was created (ms since the epoch), sorted.
+    pub async fn namespaces_created(&self) -> Result<Vec<(NamespaceId, i64)>> {
+        self.catalog(NAMESPACES, |k, v| {
+            let ns = NamespaceId::new(String::from_utf8_lossy(k).into_owned())?;
+            let created = v
+                .try_into()
+                .map(i64::from_le_bytes)
+                .map_err(|_| Error::Corrupt {
+                    what: format!("catalog entry of namespace {ns}"),
+                    reason: format!("{} bytes, not 8", v.len()),
+                })?;
+            Ok((ns, created))
+        })
+        .await
+    }
+
     /// Drops a namespace; with `cascade` its tables and their data go too, without it a
     /// namespace with tables is refused.
     pub async fn drop_namespace(&self, ns: &NamespaceId, cascade: bool) -> Result<()> {
@@ -286,6 +302,7 @@ impl Store {
                 .await?;
         }
         let handle = Arc::new(TableHandle::open(def, storage).await?);
+        self.repair_publication(&handle).await;
         let max_seq = handle
             .state
             .read()
@@ -334,6 +351,10 @@ impl Store {
             .system
             .put(&sys(TABLES), key.into(), def.encode().into())
             .await?;
+        drop(_ddl);
+        // Opening the table publishes its (empty) Delta log: the storage's copy of the
+        // definition carries the pending marker.
+        self.handle(&def.id).await?;
         Ok(true)
     }
 

@@ -8,7 +8,8 @@ use super::{JOBS, Store, now_ms, sys};
 use crate::backend::{WriteBatch, WriteOp};
 use crate::catalog::{JobKind, JobRecord, JobStatus};
 use crate::error::{Error, Result};
-use crate::flush::compact::{CompactionPolicy, compact_scope};
+use crate::delta::Reason;
+use crate::flush::compact::{CompactionPolicy, compact_scope, remove_replaced};
 use crate::flush::{FlushOutcome, flush_scope};
 use crate::ids::{KeyScope, TableId, UserId};
 use crate::schema::TableType;
@@ -101,6 +102,9 @@ impl Store {
                     total.add(flushed.outcome);
                     range_deleted |= flushed.range_deleted;
                 }
+                if total.files > 0 || total.deleted > 0 {
+                    store.publish(&handle, Reason::Flush).await;
+                }
                 if range_deleted {
                     // Once per table flush, not per scope: one memtable flush for all users.
                     store.reclaim_flushed(&handle).await;
@@ -114,7 +118,7 @@ impl Store {
 
     /// Runs `work` as a job of `kind` on one table, holding the table's maintenance lock on a
     /// live handle.
-    async fn run_table_job<F, Fut>(
+    pub(super) async fn run_table_job<F, Fut>(
         &self,
         kind: JobKind,
         handle: Arc<TableHandle>,
@@ -159,6 +163,7 @@ impl Store {
                          job: String,
                          cancel: Arc<AtomicBool>| async move {
             let mut total = FlushOutcome::default();
+            let mut replaced = Vec::new();
             for s in handle.file_scopes() {
                 if let Scope::User(u) = &scope
                     && s.user() != Some(u)
@@ -166,8 +171,15 @@ impl Store {
                     continue;
                 }
                 let seq = &store.inner.seq;
-                total.add(compact_scope(&handle, &s, seq, policy, &job, &cancel).await?);
+                let done = compact_scope(&handle, &s, seq, policy, &job, &cancel).await?;
+                total.add(done.outcome);
+                replaced.extend(done.replaced);
             }
+            // The log stops naming the replaced files before they are deleted.
+            if !replaced.is_empty() {
+                store.publish(&handle, Reason::Compaction).await;
+            }
+            remove_replaced(&handle, replaced).await?;
             Ok(total.into())
         };
         self.run_table_job(JobKind::Compaction, handle, scope, work)

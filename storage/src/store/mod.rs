@@ -3,7 +3,8 @@
 //! operation to the table's own storage. By concern: `config` (engines and settings),
 //! `catalog` (namespaces, storages, tables), `data` (reads and writes), `jobs` (job records,
 //! flush and compaction), `scheduler` (background work, STREAM expiry, cleanup), `probe` (the
-//! storage check), `alter`, `moves` and `tasks` (crash-safe multi-step operations).
+//! storage check), `alter`, `moves` and `tasks` (crash-safe multi-step operations), `publish` (each
+//! table's Delta log).
 
 mod alter;
 mod catalog;
@@ -12,6 +13,7 @@ mod data;
 mod jobs;
 mod moves;
 mod probe;
+mod publish;
 mod scheduler;
 mod tasks;
 

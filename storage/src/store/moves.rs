@@ -6,9 +6,11 @@
 //! |------|---------------------------------------------------------|--------|----------------|
 //! | 1    | `sys.tasks` records the move (not switched)             | run    | rolled back    |
 //! | 2    | remove leftovers of an earlier attempt from the target  | run    | rolled back    |
-//! | 3    | copy + verify every Parquet file (size, CRC32, rows)    | run    | rolled back    |
+//! | 3    | copy + verify every Parquet file (size, CRC32, rows),   | run    | rolled back    |
+//! |      | copy the Delta log                                      |        |                |
 //! | 4    | copy + verify hot rows and the meta partition           | wait   | rolled back    |
-//! | 5    | one system batch: catalog -> target, task switched      | wait   | finished       |
+//! | 5    | one system batch: catalog -> target, task switched;     | wait   | finished       |
+//! |      | the table opens on the target and publishes its log     |        |                |
 //! | 6    | wait for readers of the old files, remove the source    | run    | finished       |
 //! | 7    | delete the task record                                  | run    | (done)         |
 //!
@@ -37,9 +39,12 @@ use crate::catalog::{JobKind, JobRecord, TableTask, TableTaskOp};
 use crate::error::{Error, Result};
 use crate::failpoint::failpoint;
 use crate::flush::check_cancel;
-use crate::format::{FileMeta, META_DEFINITION, MetaKey, ObjectFileReader};
+use crate::format::{
+    FileMeta, META_DEFINITION, META_DELTA_PENDING, MetaKey, ObjectFileReader, is_delta_log_file,
+    table_dir,
+};
 use crate::ids::{StorageId, TableId};
-use crate::schema::TableDefinition;
+use crate::schema::{DeltaPublishing, TableDefinition};
 use crate::table::{READER_WAIT, StorageHandle, TableHandle};
 
 /// Entries per batch when copying a partition.
@@ -139,6 +144,8 @@ impl Store {
             }
         };
         failpoint("move.switched");
+        // Opening the table on the target publishes its carried Delta log.
+        self.handle(id).await?;
         // Readers that took a snapshot of the old handle finish before its data goes; ones
         // that outlive the wait leave the removal to the next cleanup or open (the task stays,
         // switched), as does a failed removal: the table already lives on the target.
@@ -184,6 +191,7 @@ impl Store {
             new_paths.insert(meta.path.clone(), to_path);
             self.job_progress(job, &outcome).await?;
         }
+        copy_delta_log(source, target, id).await?;
         failpoint("move.files_copied");
 
         // Writes wait from here to the switch.
@@ -216,6 +224,13 @@ impl Store {
             Ok((k, v))
         })
         .await?;
+        if def.options.delta != DeltaPublishing::Off {
+            // The target's log is brought up to date when the moved table is opened there.
+            target
+                .hot
+                .put(&handle.meta, Bytes::from_static(META_DELTA_PENDING), Bytes::new())
+                .await?;
+        }
         outcome.rows += hot_rows;
         failpoint("move.rows_copied");
 
@@ -231,6 +246,44 @@ impl Store {
         self.inner.tables.lock().await.remove(id);
         Ok(outcome)
     }
+}
+
+/// Copies the table's Delta log and deletion-vector files to the target: the moved table
+/// keeps its log's history and table id. Paths inside the log are relative to the table's
+/// directory, so they hold on the target as they are.
+async fn copy_delta_log(source: &StorageHandle, target: &StorageHandle, id: &TableId) -> Result<()> {
+    let dir = table_dir(&source.cold.prefix, id);
+    let listed: Vec<_> = source
+        .cold
+        .store
+        .list(Some(&ObjectPath::from(dir.as_str())))
+        .try_collect()
+        .await
+        .map_err(os_err(format!("listing {dir}")))?;
+    for object in listed {
+        let from = object.location.to_string();
+        if !is_delta_log_file(&from) {
+            continue;
+        }
+        let to = relocate(source, target, &from, id)?;
+        let what = format!("copying {from} of table {id} to {to}");
+        let bytes = source
+            .cold
+            .store
+            .get(&object.location)
+            .await
+            .map_err(os_err(what.clone()))?
+            .bytes()
+            .await
+            .map_err(os_err(what.clone()))?;
+        target
+            .cold
+            .store
+            .put(&ObjectPath::from(to), bytes.into())
+            .await
+            .map_err(os_err(what))?;
+    }
+    Ok(())
 }
 
 /// The path of a source file under the target's cold prefix.

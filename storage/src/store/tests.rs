@@ -256,7 +256,7 @@ async fn user_tables_keep_users_apart() {
         .unwrap();
     assert_eq!(b.unwrap()[1], KalamValue::Text("b1".into()));
     store.flush_table(&t(), Scope::All).await.unwrap();
-    assert!(dir.path().join("cold/app/messages/alice").is_dir());
+    assert!(dir.path().join("cold/app/messages/_user=alice").is_dir());
     assert!(dir.path().join("cold/app/messages/bob").is_dir());
     assert_eq!(ids(&store, Some(&bob), None).await, [1]);
     assert_eq!(
@@ -545,4 +545,5 @@ async fn a_flush_whose_commit_fails_keeps_every_row_hot_and_readable() {
 
 mod alter;
 mod batches;
+mod delta;
 mod stream;

@@ -38,15 +38,16 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::backend::{Partition, ScanRequest, WriteOp, scan_all};
+use crate::backend::{Partition, ScanRequest, WriteBatch, WriteOp, scan_all};
 use crate::codec::{KalamValue, Row, SystemColumns, encode_key, read_system_columns};
 use crate::error::{Error, Result};
 use crate::format::{
-    DataFile, DeletionVector, FileIndexCache, FileMeta, META_DEFINITION, MetaKey, counter_key,
+    DataFile, DeletionVector, FileIndexCache, FileMeta, META_DEFINITION, META_DELTA_PENDING, MetaKey,
+    counter_key,
     counter_value, hot_partition, meta_partition, scope_dir, scope_prefix,
 };
 use crate::ids::{KeyScope, TableId, UserId};
-use crate::schema::{TableDefinition, TableType};
+use crate::schema::{DeltaPublishing, TableDefinition, TableType};
 use crate::seq::now_nanos;
 
 pub(crate) use pins::{READER_WAIT, ReaderPin, ReaderPins};
@@ -130,14 +131,13 @@ impl TableHandle {
         let (hot, meta) = (hot_partition(&def.id), meta_partition(&def.id));
         storage.hot.create_partition(&hot).await?;
         storage.hot.create_partition(&meta).await?;
-        storage
-            .hot
-            .put(
-                &meta,
-                Bytes::from_static(META_DEFINITION),
-                def.encode().into(),
-            )
-            .await
+        let mut batch = WriteBatch::new();
+        batch.put(&meta, Bytes::from_static(META_DEFINITION), def.encode());
+        if def.options.delta != DeltaPublishing::Off {
+            // The Delta log is published when the table is first opened.
+            batch.put(&meta, Bytes::from_static(META_DELTA_PENDING), Bytes::new());
+        }
+        storage.hot.batch(batch).await
     }
 
     /// Re-reads counters, manifest and deletion vectors from the meta partition.
