@@ -62,7 +62,10 @@ fn row(i: i64, amount: f64) -> Vec<(String, KalamValue)> {
         ("kind".into(), KalamValue::Text(format!("kind-{}", i % 8))),
         ("score".into(), KalamValue::BigInt(i % 100_000)),
         ("amount".into(), KalamValue::Double(amount)),
-        ("note".into(), KalamValue::Text(format!("event {i} of the bench"))),
+        (
+            "note".into(),
+            KalamValue::Text(format!("event {i} of the bench")),
+        ),
     ]
 }
 
@@ -106,8 +109,14 @@ async fn fixture(dir: &Path, rows: i64) -> Store {
             }
         }
     };
-    write(0..rows, |i| Some(Mutation::Insert(row(i, (i % 1000) as f64 / 10.0)))).await;
-    store.flush_table(&table(), Scope::All).await.expect("flush");
+    write(0..rows, |i| {
+        Some(Mutation::Insert(row(i, (i % 1000) as f64 / 10.0)))
+    })
+    .await;
+    store
+        .flush_table(&table(), Scope::All)
+        .await
+        .expect("flush");
     write(0..rows, |i| match i % 20 {
         0 => Some(Mutation::Delete {
             key: vec![KalamValue::BigInt(i)],
@@ -116,7 +125,10 @@ async fn fixture(dir: &Path, rows: i64) -> Store {
         _ => None,
     })
     .await;
-    store.flush_table(&table(), Scope::All).await.expect("flush");
+    store
+        .flush_table(&table(), Scope::All)
+        .await
+        .expect("flush");
     write(0..rows, |i| {
         (i % 100 == 5).then(|| Mutation::Upsert(row(i, 250.0)))
     })

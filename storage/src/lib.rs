@@ -48,8 +48,8 @@ pub use error::{DecodeError, Error, Result};
 pub use ids::{KeyScope, NamespaceId, StorageId, TableId, TableName, UserId};
 pub use memory::MemoryBackend;
 pub use schema::{
-    AccessLevel, ColumnDefinition, DeltaPublishing, FlushPolicy, SchemaChange, SchemaVersion, TableDefinition,
-    TableOptions, TableType,
+    AccessLevel, ColumnDefinition, DeltaPublishing, FlushPolicy, SchemaChange, SchemaVersion,
+    TableDefinition, TableOptions, TableType,
 };
 pub use types::KalamDataType;
 

@@ -102,7 +102,8 @@ fn memory_table(text: &str) -> Result<String, Box<dyn std::error::Error>> {
         let r: MemoryResult = serde_json::from_str(line)?;
         latest.insert(r.bench.clone(), r);
     }
-    let mut out = String::from("\n| query | peak RSS | data size | time | target |\n|---|---|---|---|---|\n");
+    let mut out =
+        String::from("\n| query | peak RSS | data size | time | target |\n|---|---|---|---|---|\n");
     for r in latest.values() {
         writeln!(
             out,

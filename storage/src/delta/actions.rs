@@ -166,7 +166,9 @@ fn delta_type(t: KalamDataType) -> Option<String> {
             T::Date => "date",
             T::Timestamp => "timestamp_ntz",
             T::DateTime => "timestamp",
-            T::Decimal { precision, scale } => return Some(format!("decimal({precision},{scale})")),
+            T::Decimal { precision, scale } => {
+                return Some(format!("decimal({precision},{scale})"));
+            }
             T::Null | T::Time | T::Uuid | T::Embedding { .. } => return None,
         }
         .to_owned(),
@@ -183,8 +185,13 @@ pub(crate) fn needs_timestamp_ntz(def: &TableDefinition) -> bool {
 /// The published columns of `def`: every user column Delta can type, then `_seq` and
 /// `_updated` when `with_system`, then `_user` for USER tables. Every field is nullable (so
 /// readers need no `invariants` feature).
-pub(crate) fn schema_string(def: &TableDefinition, with_system: bool, user_partition: bool) -> String {
-    let field = |name: &str, t: &str| json!({"name": name, "type": t, "nullable": true, "metadata": {}});
+pub(crate) fn schema_string(
+    def: &TableDefinition,
+    with_system: bool,
+    user_partition: bool,
+) -> String {
+    let field =
+        |name: &str, t: &str| json!({"name": name, "type": t, "nullable": true, "metadata": {}});
     let mut fields: Vec<Value> = def
         .columns()
         .iter()

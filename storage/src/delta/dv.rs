@@ -102,7 +102,10 @@ mod tests {
         assert_eq!(&file.bytes[5..9], &[0xD1, 0xD3, 0x39, 0x64]);
         assert_eq!(&file.bytes[41..45], &0x2A67_1846u32.to_be_bytes());
         let inline = DvFile::new().describe(&dv);
-        assert_eq!((inline.storage_type.as_str(), inline.size_in_bytes), ("i", 36));
+        assert_eq!(
+            (inline.storage_type.as_str(), inline.size_in_bytes),
+            ("i", 36)
+        );
         assert_eq!(inline.path_or_inline_dv.len(), 45);
     }
 

@@ -183,12 +183,16 @@ impl DeltaLog {
         let reader = arrow::json::ReaderBuilder::new(schema.clone())
             .build(Cursor::new(json.into_bytes()))
             .map_err(&arrow)?;
-        let batches = reader.collect::<std::result::Result<Vec<_>, _>>().map_err(&arrow)?;
+        let batches = reader
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(&arrow)?;
         let mut parquet = Vec::new();
-        let mut writer = parquet::arrow::ArrowWriter::try_new(&mut parquet, schema, None)
-            .map_err(|source| Error::Parquet {
-                op: format!("writing the Delta checkpoint of {}", self.root),
-                source,
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(&mut parquet, schema, None).map_err(|source| {
+                Error::Parquet {
+                    op: format!("writing the Delta checkpoint of {}", self.root),
+                    source,
+                }
             })?;
         for b in &batches {
             writer.write(b).map_err(|source| Error::Parquet {
@@ -203,7 +207,8 @@ impl DeltaLog {
         let name = format!("_delta_log/{version:020}.checkpoint.parquet");
         self.put(&name, parquet).await?;
         let last = serde_json::json!({"version": version, "size": lines.len()}).to_string();
-        self.put("_delta_log/_last_checkpoint", last.into_bytes()).await
+        self.put("_delta_log/_last_checkpoint", last.into_bytes())
+            .await
     }
 
     /// Removes the log and the table's deletion-vector files.

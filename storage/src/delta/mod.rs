@@ -132,7 +132,11 @@ pub(crate) async fn is_pending(table: &TableHandle) -> Result<bool> {
 }
 
 async fn clear_pending(table: &TableHandle) -> Result<()> {
-    table.storage.hot.delete(&table.meta, META_DELTA_PENDING).await
+    table
+        .storage
+        .hot
+        .delete(&table.meta, META_DELTA_PENDING)
+        .await
 }
 
 /// Adds the pending marker to a batch that changes the table's files, deletion vectors or
@@ -278,18 +282,17 @@ async fn changes(
             actions.push(Action::Remove(Remove::of(add, data_change, now)));
         }
     }
-    let published: Vec<String> = serde_json::from_str::<serde_json::Value>(&schema_string(
-        &def, false, false,
-    ))
-    .ok()
-    .and_then(|s| {
-        s["fields"].as_array().map(|f| {
-            f.iter()
-                .filter_map(|f| f["name"].as_str().map(str::to_owned))
-                .collect()
-        })
-    })
-    .unwrap_or_default();
+    let published: Vec<String> =
+        serde_json::from_str::<serde_json::Value>(&schema_string(&def, false, false))
+            .ok()
+            .and_then(|s| {
+                s["fields"].as_array().map(|f| {
+                    f.iter()
+                        .filter_map(|f| f["name"].as_str().map(str::to_owned))
+                        .collect()
+                })
+            })
+            .unwrap_or_default();
     let mut dv_file = DvFile::new();
     for (path, w) in wanted {
         let unchanged = state.files.get(&path).is_some_and(|add| {

@@ -20,27 +20,47 @@ fn bound(values: &ArrayRef, max: bool) -> Option<Value> {
     Some(match values.data_type() {
         DataType::Int16 => {
             let a = values.as_primitive::<Int16Type>();
-            let v = if max { arrow::compute::max(a) } else { arrow::compute::min(a) };
+            let v = if max {
+                arrow::compute::max(a)
+            } else {
+                arrow::compute::min(a)
+            };
             Value::from(v?)
         }
         DataType::Int32 => {
             let a = values.as_primitive::<Int32Type>();
-            let v = if max { arrow::compute::max(a) } else { arrow::compute::min(a) };
+            let v = if max {
+                arrow::compute::max(a)
+            } else {
+                arrow::compute::min(a)
+            };
             Value::from(v?)
         }
         DataType::Int64 => {
             let a = values.as_primitive::<Int64Type>();
-            let v = if max { arrow::compute::max(a) } else { arrow::compute::min(a) };
+            let v = if max {
+                arrow::compute::max(a)
+            } else {
+                arrow::compute::min(a)
+            };
             Value::from(v?)
         }
         DataType::Float32 => {
             let a = values.as_primitive::<Float32Type>();
-            let v = if max { arrow::compute::max(a) } else { arrow::compute::min(a) };
+            let v = if max {
+                arrow::compute::max(a)
+            } else {
+                arrow::compute::min(a)
+            };
             pick(v.map(f64::from))?
         }
         DataType::Float64 => {
             let a = values.as_primitive::<Float64Type>();
-            let v = if max { arrow::compute::max(a) } else { arrow::compute::min(a) };
+            let v = if max {
+                arrow::compute::max(a)
+            } else {
+                arrow::compute::min(a)
+            };
             pick(v)?
         }
         DataType::Utf8 => {
@@ -57,7 +77,11 @@ fn bound(values: &ArrayRef, max: bool) -> Option<Value> {
         }
         DataType::Date32 => {
             let a = values.as_primitive::<arrow::datatypes::Date32Type>();
-            let v = if max { arrow::compute::max(a) } else { arrow::compute::min(a) }?;
+            let v = if max {
+                arrow::compute::max(a)
+            } else {
+                arrow::compute::min(a)
+            }?;
             let one = arrow::array::Date32Array::from(vec![v]);
             let f = ArrayFormatter::try_new(&one, &FormatOptions::default()).ok()?;
             Value::from(f.value(0).to_string())

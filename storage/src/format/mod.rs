@@ -47,8 +47,8 @@ pub use columns::{KEY_COLUMN, file_schema};
 pub use dv::{DV_MAGIC, DeletionVector};
 pub use manifest::FileMeta;
 pub(crate) use partitions::{
-    META_DEFINITION, META_DELTA_PENDING, MetaKey, counter_key, counter_value, dv_key, manifest_key, scope_prefix,
-    split_hot_key,
+    META_DEFINITION, META_DELTA_PENDING, MetaKey, counter_key, counter_value, dv_key, manifest_key,
+    scope_prefix, split_hot_key,
 };
 pub use partitions::{hot_partition, meta_partition};
 pub(crate) use paths::{is_delta_log_file, scope_dir, table_dir};

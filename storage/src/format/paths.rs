@@ -55,7 +55,10 @@ mod tests {
         let id: TableId = "chat.messages".parse().unwrap();
         let alice = KeyScope::User(UserId::new("alice").unwrap());
         assert_eq!(table_dir("", &id), "chat/messages");
-        assert_eq!(scope_dir("p/q", &id, &alice), "p/q/chat/messages/_user=alice");
+        assert_eq!(
+            scope_dir("p/q", &id, &alice),
+            "p/q/chat/messages/_user=alice"
+        );
         assert_eq!(scope_dir("", &id, &KeyScope::Shared), "chat/messages");
         assert_eq!(
             data_file_path("chat/messages", 42),

@@ -60,34 +60,35 @@ impl Store {
         change: &OptionsChange,
     ) -> Result<Arc<TableDefinition>> {
         let before = self.table(table).await?.options.delta;
-        let def = self.replace_definition(table, |def| {
-            let mut next = def.clone();
-            if let Some(policy) = change.flush_policy {
-                if def.table_type == TableType::Stream {
-                    return Err(Error::InvalidSchema {
-                        table: def.id.to_string(),
-                        reason: "STREAM tables are never flushed; FLUSH_POLICY does not apply"
-                            .into(),
-                    });
+        let def = self
+            .replace_definition(table, |def| {
+                let mut next = def.clone();
+                if let Some(policy) = change.flush_policy {
+                    if def.table_type == TableType::Stream {
+                        return Err(Error::InvalidSchema {
+                            table: def.id.to_string(),
+                            reason: "STREAM tables are never flushed; FLUSH_POLICY does not apply"
+                                .into(),
+                        });
+                    }
+                    next.options.flush_policy = policy;
                 }
-                next.options.flush_policy = policy;
-            }
-            if let Some(ttl) = change.ttl_seconds {
-                next.options.ttl_seconds = Some(ttl);
-            }
-            if let Some(level) = change.access_level {
-                next.options.access_level = level;
-            }
-            if let Some(comment) = &change.comment {
-                next.options.comment = Some(comment.clone());
-            }
-            if let Some(delta) = change.delta {
-                next.options.delta = delta;
-            }
-            next.validate()?;
-            Ok(next)
-        })
-        .await?;
+                if let Some(ttl) = change.ttl_seconds {
+                    next.options.ttl_seconds = Some(ttl);
+                }
+                if let Some(level) = change.access_level {
+                    next.options.access_level = level;
+                }
+                if let Some(comment) = &change.comment {
+                    next.options.comment = Some(comment.clone());
+                }
+                if let Some(delta) = change.delta {
+                    next.options.delta = delta;
+                }
+                next.validate()?;
+                Ok(next)
+            })
+            .await?;
         self.republish_after_change(table, before).await?;
         Ok(def)
     }
@@ -161,7 +162,11 @@ impl Store {
         let mut batch = WriteBatch::new();
         batch.put(&handle.meta, Bytes::from_static(META_DEFINITION), bytes);
         if def.options.delta != DeltaPublishing::Off {
-            batch.put(&handle.meta, Bytes::from_static(META_DELTA_PENDING), Bytes::new());
+            batch.put(
+                &handle.meta,
+                Bytes::from_static(META_DELTA_PENDING),
+                Bytes::new(),
+            );
         }
         handle.storage.hot.batch(batch).await?;
         *handle.def.write() = Arc::new(def);

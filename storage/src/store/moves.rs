@@ -228,7 +228,11 @@ impl Store {
             // The target's log is brought up to date when the moved table is opened there.
             target
                 .hot
-                .put(&handle.meta, Bytes::from_static(META_DELTA_PENDING), Bytes::new())
+                .put(
+                    &handle.meta,
+                    Bytes::from_static(META_DELTA_PENDING),
+                    Bytes::new(),
+                )
                 .await?;
         }
         outcome.rows += hot_rows;
@@ -251,7 +255,11 @@ impl Store {
 /// Copies the table's Delta log and deletion-vector files to the target: the moved table
 /// keeps its log's history and table id. Paths inside the log are relative to the table's
 /// directory, so they hold on the target as they are.
-async fn copy_delta_log(source: &StorageHandle, target: &StorageHandle, id: &TableId) -> Result<()> {
+async fn copy_delta_log(
+    source: &StorageHandle,
+    target: &StorageHandle,
+    id: &TableId,
+) -> Result<()> {
     let dir = table_dir(&source.cold.prefix, id);
     let listed: Vec<_> = source
         .cold

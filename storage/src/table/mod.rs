@@ -42,9 +42,8 @@ use crate::backend::{Partition, ScanRequest, WriteBatch, WriteOp, scan_all};
 use crate::codec::{KalamValue, Row, SystemColumns, encode_key, read_system_columns};
 use crate::error::{Error, Result};
 use crate::format::{
-    DataFile, DeletionVector, FileIndexCache, FileMeta, META_DEFINITION, META_DELTA_PENDING, MetaKey,
-    counter_key,
-    counter_value, hot_partition, meta_partition, scope_dir, scope_prefix,
+    DataFile, DeletionVector, FileIndexCache, FileMeta, META_DEFINITION, META_DELTA_PENDING,
+    MetaKey, counter_key, counter_value, hot_partition, meta_partition, scope_dir, scope_prefix,
 };
 use crate::ids::{KeyScope, TableId, UserId};
 use crate::schema::{DeltaPublishing, TableDefinition, TableType};

@@ -51,7 +51,11 @@ async fn the_log_follows_flushes_deletes_and_compaction() {
         .await
         .unwrap();
     let (version, files) = published(&store).await;
-    assert_eq!((version, files.len()), (Some(0), 0), "created: protocol and schema");
+    assert_eq!(
+        (version, files.len()),
+        (Some(0), 0),
+        "created: protocol and schema"
+    );
 
     store
         .insert(&t(), None, (0..100).map(|i| row(i, "v1")).collect())
@@ -110,7 +114,12 @@ async fn schema_changes_rewrite_what_delta_would_misread_and_options_turn_it_off
     store.alter_table(&t(), &add).await.unwrap();
     assert_eq!(manifest_files(&store).await, before);
     let handle = store.handle(&t()).await.unwrap();
-    let schema = log_state(&handle).await.unwrap().metadata.unwrap().schema_string;
+    let schema = log_state(&handle)
+        .await
+        .unwrap()
+        .metadata
+        .unwrap()
+        .schema_string;
     assert!(schema.contains("\"tag\""), "{schema}");
 
     // A rename would read as NULLs by name: the files are rewritten under the new name.
@@ -133,8 +142,16 @@ async fn schema_changes_rewrite_what_delta_would_misread_and_options_turn_it_off
             .flatten()
             .all(|f| f.meta.schema_version == version)
     );
-    let schema = log_state(&handle).await.unwrap().metadata.unwrap().schema_string;
-    assert!(schema.contains("\"text\"") && !schema.contains("\"body\""), "{schema}");
+    let schema = log_state(&handle)
+        .await
+        .unwrap()
+        .metadata
+        .unwrap()
+        .schema_string;
+    assert!(
+        schema.contains("\"text\"") && !schema.contains("\"body\""),
+        "{schema}"
+    );
 
     let log_dir = dir.path().join("cold/app/messages/_delta_log");
     let off = OptionsChange {

@@ -16,7 +16,10 @@ fn bodies(batches: &[RecordBatch]) -> Vec<(i64, Option<String>)> {
         let ids = b.column_by_name("id").unwrap().as_primitive::<Int64Type>();
         let body = b.column_by_name("body").unwrap().as_string::<i32>();
         for i in 0..b.num_rows() {
-            out.push((ids.value(i), body.is_valid(i).then(|| body.value(i).to_owned())));
+            out.push((
+                ids.value(i),
+                body.is_valid(i).then(|| body.value(i).to_owned()),
+            ));
         }
     }
     out.sort();
@@ -51,7 +54,11 @@ async fn partitions_together_return_each_live_row_once() {
     let expected: Vec<(i64, Option<String>)> = (0..30)
         .filter(|id| ![3, 14, 29].contains(id))
         .map(|id| {
-            let body = if [1, 12, 25].contains(&id) { "hot" } else { "flushed" };
+            let body = if [1, 12, 25].contains(&id) {
+                "hot"
+            } else {
+                "flushed"
+            };
             (id, Some(body.to_owned()))
         })
         .chain([(100, Some("new".to_owned()))])
