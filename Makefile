@@ -1,5 +1,6 @@
 # kalamstore: `make demo` runs the main job, `make test` passes the tests. Both install what
-# cargo cannot (libclang for RocksDB's bindgen, the S3-compatible test server) when missing.
+# cargo cannot (libclang for RocksDB's bindgen, the S3-compatible test server, the Delta
+# readers the tests check our tables with) when missing.
 
 # Reuse one build across clones on this machine unless the caller chose a target dir.
 CARGO_TARGET_DIR ?= $(HOME)/.cache/kalamstore/target
@@ -7,6 +8,8 @@ export CARGO_TARGET_DIR
 
 S3_PORT ?= 9555
 S3_BUCKET ?= kalamstore-test
+# delta-rs's Python `deltalake` and Polars, which read the published Delta tables in tests.
+DELTA_VENV ?= $(HOME)/.cache/kalamstore/delta-venv
 
 .PHONY: demo test setup build bench fmt clippy s3-start s3-stop
 
@@ -23,6 +26,7 @@ test: setup
 	trap 'scripts/s3-server stop $(S3_PORT)' EXIT; \
 	scripts/s3-server start $(S3_PORT) $(S3_BUCKET); \
 	export KALAMSTORE_S3_ENDPOINT=http://127.0.0.1:$(S3_PORT) KALAMSTORE_S3_BUCKET=$(S3_BUCKET); \
+	export KALAMSTORE_DELTA_PYTHON="$$(scripts/delta-readers $(DELTA_VENV))"; \
 	cargo fmt --all --check; \
 	cargo clippy --workspace --all-targets -- -D warnings; \
 	cargo test --workspace --no-run; \

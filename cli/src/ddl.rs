@@ -2,9 +2,9 @@
 //! (schema changes, options, storage moves).
 
 use kalamstore::{
-    AccessLevel, CacheSpec, ColumnDefinition, FlushPolicy, HotEngine, NamespaceId, OptionsChange,
-    S3Options, SchemaChange, StorageDefinition, StorageId, TableDefinition, TableId, TableOptions,
-    TableType,
+    AccessLevel, CacheSpec, ColumnDefinition, DeltaPublishing, FlushPolicy, HotEngine, NamespaceId,
+    OptionsChange, S3Options, SchemaChange, StorageDefinition, StorageId, TableDefinition, TableId,
+    TableOptions, TableType,
 };
 
 use crate::error::{CliError, invalid};
@@ -210,6 +210,7 @@ impl Session {
             ttl_seconds: change.ttl_seconds,
             access_level: change.access_level.unwrap_or_default(),
             comment: change.comment,
+            delta: change.delta.unwrap_or_default(),
         };
         let storage = storage.unwrap_or_else(|| self.default_storage().clone());
         let now = chrono::Utc::now().timestamp_millis();
@@ -251,6 +252,10 @@ impl Session {
                 name: name.to_ascii_lowercase(),
             },
             AlterAction::SetStorage(storage) => return self.move_to(&id, &storage).await,
+            AlterAction::Republish => {
+                let job = store.republish_table(&id).await?;
+                return Ok(job_line(&format!("REPUBLISH {id}"), &job));
+            }
             AlterAction::SetProperties(props) => {
                 let (change, storage) = table_properties(&props)?;
                 let mut lines = Vec::new();
@@ -258,10 +263,12 @@ impl Session {
                     let def = store.set_table_options(&id, &change).await?;
                     let o = &def.options;
                     lines.push(format!(
-                        "ALTER TABLE {id}: FLUSH_POLICY {}, TTL_SECONDS {}, ACCESS_LEVEL {}",
+                        "ALTER TABLE {id}: FLUSH_POLICY {}, TTL_SECONDS {}, ACCESS_LEVEL {}, \
+                         DELTA {}",
                         o.flush_policy,
                         o.ttl_seconds.map_or("-".into(), |t| t.to_string()),
-                        o.access_level
+                        o.access_level,
+                        o.delta
                     ));
                 }
                 if let Some(storage) = storage {
@@ -314,10 +321,17 @@ fn table_properties(
             }
             "ACCESS_LEVEL" => change.access_level = Some(text()?.parse::<AccessLevel>()?),
             "COMMENT" => change.comment = Some(text()?),
+            "DELTA" => {
+                let v = match value {
+                    Literal::Bool(b) => b.to_string(),
+                    _ => text()?,
+                };
+                change.delta = Some(v.parse::<DeltaPublishing>()?);
+            }
             other => {
                 return Err(invalid(format!(
                     "unknown table option `{other}` (STORAGE_ID, FLUSH_POLICY, TTL_SECONDS, \
-                     ACCESS_LEVEL, COMMENT)"
+                     ACCESS_LEVEL, COMMENT, DELTA)"
                 )));
             }
         }

@@ -66,6 +66,8 @@ pub enum AlterAction {
     SetProperties(Vec<(String, Literal)>),
     /// `SET STORAGE <id>`.
     SetStorage(String),
+    /// `REPUBLISH`: rebuild the table's Delta log.
+    Republish,
 }
 
 /// One statement of the dialect.
@@ -696,6 +698,10 @@ fn alter_action(p: &mut Parser<'_>) -> Result<AlterAction, CliError> {
             data_type: column_type(p)?,
         });
     }
+    if ident_word(p, "REPUBLISH") {
+        p.next_token();
+        return Ok(AlterAction::Republish);
+    }
     if p.parse_keyword(Keyword::SET) {
         if ident_word(p, "TBLPROPERTIES") {
             p.next_token();
@@ -707,8 +713,8 @@ fn alter_action(p: &mut Parser<'_>) -> Result<AlterAction, CliError> {
         }
     }
     Err(bad(format!(
-        "expected ADD COLUMN, DROP COLUMN, RENAME COLUMN, MODIFY COLUMN, SET TBLPROPERTIES or \
-         SET STORAGE, found `{}`",
+        "expected ADD COLUMN, DROP COLUMN, RENAME COLUMN, MODIFY COLUMN, SET TBLPROPERTIES, \
+         SET STORAGE or REPUBLISH, found `{}`",
         p.peek_token().token
     )))
 }
@@ -867,6 +873,7 @@ mod tests {
             alter("ALTER TABLE app.m SET STORAGE s3"),
             AlterAction::SetStorage("s3".into())
         );
+        assert_eq!(alter("ALTER TABLE app.m REPUBLISH"), AlterAction::Republish);
         assert!(parse("ALTER TABLE app.m TRUNCATE").is_err());
         assert!(parse("ALTER TABLE app.m SET TBLPROPERTIES ()").is_err());
         // Everything else is SQL for DataFusion, which judges it.

@@ -744,3 +744,70 @@ fn an_s3_storage_holds_a_table() {
         ],
     );
 }
+
+#[test]
+fn the_delta_option_turns_publishing_off_and_on_and_republish_rebuilds_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(
+        dir.path(),
+        &[
+            "-c",
+            "CREATE NAMESPACE app; CREATE SHARED TABLE app.events (id BIGINT PRIMARY KEY, kind TEXT) WITH (DELTA = 'off'); INSERT INTO app.events VALUES (1, 'a'), (2, 'b'); FLUSH TABLE app.events",
+        ],
+    );
+    let log = dir.path().join("cold/app/events/_delta_log");
+    assert!(!log.exists(), "DELTA = off publishes nothing");
+    let delta = |dir: &std::path::Path| {
+        ok(
+            dir,
+            &[
+                "--format",
+                "csv",
+                "-c",
+                "SELECT delta FROM system.tables WHERE table_name = 'events'",
+            ],
+        )
+    };
+    assert_eq!(delta(dir.path()), "delta\noff\n");
+
+    let set = ok(
+        dir.path(),
+        &[
+            "-c",
+            "ALTER TABLE app.events SET TBLPROPERTIES (DELTA = 'with_system_columns')",
+        ],
+    );
+    assert!(set.contains("DELTA with_system_columns"), "{set}");
+    assert_eq!(delta(dir.path()), "delta\nwith_system_columns\n");
+    let commits = || {
+        std::fs::read_dir(&log)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert_eq!(commits(), 1, "turned on: one commit with the flushed file");
+    let first = std::fs::read_to_string(log.join("00000000000000000000.json")).unwrap();
+    assert!(
+        first.contains("\\\"_seq\\\""),
+        "system columns published: {first}"
+    );
+
+    let republished = ok(dir.path(), &["-c", "ALTER TABLE app.events REPUBLISH"]);
+    assert!(republished.contains("completed"), "{republished}");
+    assert_eq!(commits(), 1, "rebuilt from scratch");
+
+    let (success, _, stderr) = run(
+        dir.path(),
+        &[
+            "-c",
+            "ALTER TABLE app.events SET TBLPROPERTIES (DELTA = 'sometimes')",
+        ],
+    );
+    assert!(
+        !success && stderr.contains("on, off, with_system_columns"),
+        "{stderr}"
+    );
+}

@@ -27,11 +27,11 @@ pub use kalamstore_object_store::{AckMode, ObjectStoreBackend, ObjectStoreConfig
 pub use kalamstore_rocksdb::{RocksDbBackend, RocksDbConfig};
 pub use kalamstore_storage::{
     AccessLevel, BackgroundFailure, CacheSpec, CleanupOutcome, CmpOp, ColumnDefinition,
-    CompactionPolicy, EngineProvider, Error, FileEntry, Filter, FlushOutcome, FlushPolicy,
-    HotEngine, JobKind, JobRecord, JobStatus, KalamDataType, KalamValue, KeyScope, MemoryBackend,
-    Mutation, NamespaceId, OptionsChange, Result, S3Options, ScanOptions, SchemaChange,
-    SchemaVersion, Scope, ScopeStats, StorageBackend, StorageDefinition, StorageId, Store,
-    StoreConfig, TableDefinition, TableId, TableName, TableOptions, TableTask, TableTaskOp,
+    CompactionPolicy, DeltaPublishing, EngineProvider, Error, FileEntry, Filter, FlushOutcome,
+    FlushPolicy, HotEngine, JobKind, JobRecord, JobStatus, KalamDataType, KalamValue, KeyScope,
+    MemoryBackend, Mutation, NamespaceId, OptionsChange, Result, S3Options, ScanOptions,
+    SchemaChange, SchemaVersion, Scope, ScopeStats, StorageBackend, StorageDefinition, StorageId,
+    Store, StoreConfig, TableDefinition, TableId, TableName, TableOptions, TableTask, TableTaskOp,
     TableType, UserId, WriteSummary,
 };
 pub use kalamstore_storage::{backend, codec, format, location, types};

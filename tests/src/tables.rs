@@ -205,3 +205,42 @@ pub fn run_child_to_failpoint(child: &str, env: &[(&str, &str)], failpoint: &str
         output.status
     );
 }
+
+/// The Python interpreter of the venv with delta-rs's `deltalake` and Polars that `make test`
+/// installs (`scripts/delta-readers`): `KALAMSTORE_DELTA_PYTHON`, else the Makefile's default
+/// place. A missing reader fails the test: it never passes without one.
+pub fn delta_python() -> std::path::PathBuf {
+    let path = std::env::var_os("KALAMSTORE_DELTA_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").unwrap_or_default();
+            std::path::Path::new(&home).join(".cache/kalamstore/delta-venv/bin/python")
+        });
+    assert!(
+        path.exists(),
+        "no Delta readers at {}: run `make test` (or scripts/delta-readers) to install them",
+        path.display()
+    );
+    path
+}
+
+/// Runs `tests/delta/read_delta.py` on a table directory and returns its JSON lines.
+pub fn read_delta(table_dir: &std::path::Path, args: &[&str]) -> Vec<String> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("delta/read_delta.py");
+    let output = std::process::Command::new(delta_python())
+        .arg(script)
+        .arg(table_dir)
+        .args(args)
+        .output()
+        .expect("run the Delta readers");
+    assert!(
+        output.status.success(),
+        "Delta readers failed on {}: {}",
+        table_dir.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}

@@ -1,7 +1,7 @@
 //! A table's Delta log in its cold store: `<table>/_delta_log/<version as 20 digits>.json`
 //! commits (each written create-if-absent, so two writers never both commit a version), a
 //! classic checkpoint every [`CHECKPOINT_EVERY`] versions with `_last_checkpoint`, and the
-//! replay of the commits into the log's current state.
+//! replay of the last checkpoint and the commits after it into the log's current state.
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -28,6 +28,28 @@ pub(crate) struct LogState {
     pub(crate) metadata: Option<MetaData>,
     /// Live files by path.
     pub(crate) files: BTreeMap<String, Add>,
+}
+
+impl LogState {
+    /// Applies one commit's (or checkpoint's) actions: removes before adds.
+    fn apply(&mut self, actions: Vec<Action>, version: u64) {
+        let mut adds = Vec::new();
+        for action in actions {
+            match action {
+                Action::Protocol(p) => self.protocol = Some(p),
+                Action::MetaData(m) => self.metadata = Some(m),
+                Action::Remove(r) => {
+                    self.files.remove(&r.path);
+                }
+                Action::Add(a) => adds.push(a),
+                Action::CommitInfo(_) | Action::Other => {}
+            }
+        }
+        for a in adds {
+            self.files.insert(a.path.clone(), a);
+        }
+        self.version = Some(version);
+    }
 }
 
 /// The Delta log of one table.
@@ -75,43 +97,91 @@ impl DeltaLog {
         Ok(versions)
     }
 
-    /// Replays every commit of the log (a commit's removes before its adds, so a file whose
-    /// deletion vector changed keeps its new one).
+    /// The log's current state: the last checkpoint (when `_last_checkpoint` names one), then
+    /// the commits after it, each commit's removes before its adds (so a file whose deletion
+    /// vector changed keeps its new one).
     pub(crate) async fn state(&self) -> Result<LogState> {
-        let mut state = LogState::default();
-        for version in self.versions().await? {
+        let versions = self.versions().await?;
+        let mut state = match self.last_checkpoint().await? {
+            Some(v) if versions.contains(&v) => self.read_checkpoint(v).await?,
+            _ => LogState::default(),
+        };
+        for version in versions {
+            if state.version.is_some_and(|v| version <= v) {
+                continue;
+            }
             let path = self.commit_path(version);
-            let what = format!("reading {path}");
-            let bytes = self
-                .store
-                .get(&path)
-                .await
-                .map_err(os(what.clone()))?
-                .bytes()
-                .await
-                .map_err(os(what))?;
+            let bytes = self.get(&path).await?;
             let text = String::from_utf8_lossy(&bytes);
-            let mut adds = Vec::new();
+            let mut actions = Vec::new();
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                let action = Action::parse(line).map_err(|e| Error::Corrupt {
+                actions.push(Action::parse(line).map_err(|e| Error::Corrupt {
                     what: format!("Delta commit {path}"),
                     reason: e.to_string(),
-                })?;
-                match action {
-                    Action::Protocol(p) => state.protocol = Some(p),
-                    Action::MetaData(m) => state.metadata = Some(m),
-                    Action::Remove(r) => {
-                        state.files.remove(&r.path);
-                    }
-                    Action::Add(a) => adds.push(a),
-                    Action::CommitInfo(_) | Action::Other => {}
-                }
+                })?);
             }
-            for a in adds {
-                state.files.insert(a.path.clone(), a);
-            }
-            state.version = Some(version);
+            state.apply(actions, version);
         }
+        Ok(state)
+    }
+
+    async fn get(&self, path: &ObjectPath) -> Result<bytes::Bytes> {
+        let what = format!("reading {path}");
+        self.store
+            .get(path)
+            .await
+            .map_err(os(what.clone()))?
+            .bytes()
+            .await
+            .map_err(os(what))
+    }
+
+    /// The version `_last_checkpoint` names, if there is one.
+    async fn last_checkpoint(&self) -> Result<Option<u64>> {
+        let path = self.path("_delta_log/_last_checkpoint");
+        let bytes = match self.store.get(&path).await {
+            Ok(got) => got.bytes().await.map_err(os(format!("reading {path}")))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(source) => {
+                return Err(Error::ObjectStore {
+                    op: format!("reading {path}"),
+                    source,
+                });
+            }
+        };
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+                what: path.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(value["version"].as_u64())
+    }
+
+    /// The state a classic checkpoint holds: its rows back to JSON actions.
+    async fn read_checkpoint(&self, version: u64) -> Result<LogState> {
+        let path = self.path(&format!("_delta_log/{version:020}.checkpoint.parquet"));
+        let corrupt = |reason: String| Error::Corrupt {
+            what: format!("Delta checkpoint {path}"),
+            reason,
+        };
+        let bytes = self.get(&path).await?;
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(bytes, 1024)
+            .map_err(|e| corrupt(e.to_string()))?;
+        let mut json = arrow::json::ArrayWriter::new(Vec::new());
+        for batch in reader {
+            let batch = batch.map_err(|e| corrupt(e.to_string()))?;
+            json.write(&batch).map_err(|e| corrupt(e.to_string()))?;
+        }
+        json.finish().map_err(|e| corrupt(e.to_string()))?;
+        let rows: Vec<serde_json::Value> =
+            serde_json::from_slice(&json.into_inner()).map_err(|e| corrupt(e.to_string()))?;
+        let actions = rows
+            .iter()
+            .map(|row| Action::parse(&row.to_string()))
+            .collect::<serde_json::Result<Vec<_>>>()
+            .map_err(|e| corrupt(e.to_string()))?;
+        let mut state = LogState::default();
+        state.apply(actions, version);
         Ok(state)
     }
 
@@ -333,4 +403,89 @@ fn checkpoint_schema() -> SchemaRef {
             true,
         ),
     ]))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use object_store::memory::InMemory;
+
+    use super::*;
+    use crate::delta::actions::{DvDescriptor, Format, Remove};
+
+    fn add(path: &str, deleted: Option<u64>) -> Add {
+        Add {
+            path: path.into(),
+            partition_values: BTreeMap::from([("_user".into(), Some("alice".into()))]),
+            size: 100,
+            modification_time: 1,
+            data_change: true,
+            stats: Some("{\"numRecords\":10}".into()),
+            deletion_vector: deleted.map(|cardinality| DvDescriptor {
+                storage_type: "i".into(),
+                path_or_inline_dv: "abcde".into(),
+                offset: None,
+                size_in_bytes: 4,
+                cardinality,
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_and_the_commits_after_it_replay_like_every_commit() {
+        let log = DeltaLog::new(Arc::new(InMemory::new()), "app/t".into());
+        let metadata = MetaData {
+            id: "id".into(),
+            name: None,
+            format: Format {
+                provider: "parquet".into(),
+                options: BTreeMap::new(),
+            },
+            schema_string: "{}".into(),
+            partition_columns: vec!["_user".into()],
+            configuration: BTreeMap::new(),
+            created_time: Some(5),
+        };
+        let protocol = Protocol {
+            min_reader_version: 3,
+            min_writer_version: 7,
+            reader_features: vec!["deletionVectors".into()],
+            writer_features: vec!["deletionVectors".into()],
+        };
+        let first = [Action::Protocol(protocol), Action::MetaData(metadata)];
+        assert!(log.commit(0, &first).await.unwrap());
+        assert!(
+            !log.commit(0, &first).await.unwrap(),
+            "a version is written once"
+        );
+        for v in 1..=12u64 {
+            let mut actions = vec![Action::Add(add(&format!("f{v}.parquet"), None))];
+            if v > 1 {
+                let old = add(&format!("f{}.parquet", v - 1), None);
+                actions.push(Action::Remove(Remove::of(&old, true, 2)));
+                actions.push(Action::Add(add(&format!("f{}.parquet", v - 1), Some(v))));
+            }
+            assert!(log.commit(v, &actions).await.unwrap());
+            if v == 10 {
+                let before = log.state().await.unwrap();
+                log.checkpoint(&before).await.unwrap();
+                let from_checkpoint = log.read_checkpoint(10).await.unwrap();
+                assert_eq!(from_checkpoint.files, before.files);
+                assert_eq!(from_checkpoint.metadata, before.metadata);
+                assert_eq!(from_checkpoint.protocol, before.protocol);
+            }
+        }
+        let state = log.state().await.unwrap();
+        assert_eq!(state.version, Some(12));
+        assert_eq!(state.files.len(), 12);
+        assert_eq!(
+            state.files["f11.parquet"]
+                .deletion_vector
+                .as_ref()
+                .map(|d| d.cardinality),
+            Some(12)
+        );
+        assert_eq!(state.metadata.unwrap().created_time, Some(5));
+    }
 }
