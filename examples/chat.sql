@@ -77,3 +77,8 @@ SELECT * FROM chat.rooms ORDER BY name;
 SELECT * FROM chat.typing;
 SHOW STATS FOR TABLE chat.messages;
 SELECT job_id, kind, table_name, user_id, status, rows, files FROM system.jobs ORDER BY job_id;
+
+-- Every table's flushed state is also a Delta Lake table (<cold dir>/<ns>/<table>/_delta_log),
+-- readable by Spark, DuckDB, Polars and delta-rs; REPUBLISH rebuilds a table's log.
+SELECT namespace, table_name, table_type, delta FROM system.tables ORDER BY table_name;
+ALTER TABLE chat.messages REPUBLISH;

@@ -144,8 +144,11 @@ impl Store {
             }
         };
         failpoint("move.switched");
-        // Opening the table on the target publishes its carried Delta log.
-        self.handle(id).await?;
+        // Opening the table on the target publishes its carried Delta log. The move is done
+        // either way: a failed open is retried by the table's next use.
+        if let Err(e) = self.handle(id).await {
+            self.record_background_failure("delta publish", Some(id), &e);
+        }
         // Readers that took a snapshot of the old handle finish before its data goes; ones
         // that outlive the wait leave the removal to the next cleanup or open (the task stays,
         // switched), as does a failed removal: the table already lives on the target.
