@@ -752,10 +752,10 @@ fn the_delta_option_turns_publishing_off_and_on_and_republish_rebuilds_the_log()
         dir.path(),
         &[
             "-c",
-            "CREATE NAMESPACE app; CREATE SHARED TABLE app.events (id BIGINT PRIMARY KEY, kind TEXT) WITH (DELTA = 'off'); INSERT INTO app.events VALUES (1, 'a'), (2, 'b'); FLUSH TABLE app.events",
+            "CREATE NAMESPACE app; CREATE SHARED TABLE app.events (id BIGINT PRIMARY KEY, kind TEXT) WITH (DELTA = 'off'); INSERT INTO app.events VALUES (1, 'a'), (2, 'b'); STORAGE FLUSH TABLE app.events",
         ],
     );
-    let log = dir.path().join("cold/app/events/_delta_log");
+    let log = dir.path().join("data/cold/app/events/_delta_log");
     assert!(!log.exists(), "DELTA = off publishes nothing");
     let delta = |dir: &std::path::Path| {
         ok(
@@ -770,13 +770,15 @@ fn the_delta_option_turns_publishing_off_and_on_and_republish_rebuilds_the_log()
     };
     assert_eq!(delta(dir.path()), "delta\noff\n");
 
-    let set = ok(
-        dir.path(),
-        &[
-            "-c",
-            "ALTER TABLE app.events SET TBLPROPERTIES (DELTA = 'with_system_columns')",
-        ],
-    );
+    let said = |args: &[&str]| {
+        let (success, stdout, stderr) = run(dir.path(), args);
+        assert!(success, "{args:?} failed:\n{stderr}");
+        format!("{stdout}{stderr}")
+    };
+    let set = said(&[
+        "-c",
+        "ALTER TABLE app.events SET TBLPROPERTIES (DELTA = 'with_system_columns')",
+    ]);
     assert!(set.contains("DELTA with_system_columns"), "{set}");
     assert_eq!(delta(dir.path()), "delta\nwith_system_columns\n");
     let commits = || {
@@ -795,7 +797,7 @@ fn the_delta_option_turns_publishing_off_and_on_and_republish_rebuilds_the_log()
         "system columns published: {first}"
     );
 
-    let republished = ok(dir.path(), &["-c", "ALTER TABLE app.events REPUBLISH"]);
+    let republished = said(&["-c", "ALTER TABLE app.events REPUBLISH"]);
     assert!(republished.contains("completed"), "{republished}");
     assert_eq!(commits(), 1, "rebuilt from scratch");
 

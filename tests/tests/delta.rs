@@ -43,7 +43,7 @@ async fn assert_readers_agree(
     store.flush_table(t, Scope::All).await.unwrap();
     let expected = kalamstore_rows(store, t, user).await;
     assert!(!expected.is_empty(), "{when}: nothing to compare");
-    let table_dir = cold_dir(dir, storage).join("app").join(&t.name.to_string());
+    let table_dir = cold_dir(dir, storage).join("app").join(t.table.to_string());
     let mut args = vec!["rows"];
     let name = user.map(ToString::to_string);
     if let Some(u) = &name {
@@ -116,8 +116,13 @@ async fn delta_readers_see_a_shared_table_through_changes_compaction_rename_and_
     store.alter_table(&t, &rename).await.unwrap();
     let add = SchemaChange::AddColumn(ColumnDefinition::new("tag", KalamDataType::Text));
     store.alter_table(&t, &add).await.unwrap();
+    let renamed = vec![
+        ("id".to_owned(), KalamValue::BigInt(1)),
+        ("text".to_owned(), KalamValue::Text("renamed".into())),
+        ("tag".to_owned(), KalamValue::Text("new".into())),
+    ];
     store
-        .write(&t, None, vec![Mutation::Upsert(chat_row(1, "renamed"))])
+        .write(&t, None, vec![Mutation::Upsert(renamed)])
         .await
         .unwrap();
     assert_readers_agree(&store, &t, dir.path(), local, None, "renamed").await;

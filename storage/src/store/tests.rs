@@ -257,7 +257,7 @@ async fn user_tables_keep_users_apart() {
     assert_eq!(b.unwrap()[1], KalamValue::Text("b1".into()));
     store.flush_table(&t(), Scope::All).await.unwrap();
     assert!(dir.path().join("cold/app/messages/_user=alice").is_dir());
-    assert!(dir.path().join("cold/app/messages/bob").is_dir());
+    assert!(dir.path().join("cold/app/messages/_user=bob").is_dir());
     assert_eq!(ids(&store, Some(&bob), None).await, [1]);
     assert_eq!(
         ids(&store, Some(&UserId::new("carol").unwrap()), None).await,
