@@ -3,7 +3,8 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use clap::Parser as _;
 use kalamstore::UserId;
@@ -55,6 +56,75 @@ struct Args {
     /// Run every statement and fail at the end instead of at the first error.
     #[arg(long)]
     continue_on_error: bool,
+    /// After `-c`/`--file`, run the maintenance that is due (flush policies, STREAM expiry,
+    /// cleanup) for at most this many seconds before exiting; 0 skips it.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    maintain_budget: u64,
+    /// Keep at most this many finished job records.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    keep_jobs: usize,
+    /// Remove finished job records older than this.
+    #[arg(long, default_value_t = 24 * 3600, value_name = "SECONDS")]
+    job_retention: u64,
+    /// Run the cleanup job (job retention, orphaned files, expired STREAM rows) at most this
+    /// often.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    cleanup_interval: u64,
+    #[command(subcommand)]
+    action: Option<Action>,
+}
+
+/// What to do instead of statements or the shell.
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// Run all due maintenance once and exit (for cron): flushes the tables whose policy asks
+    /// for it, removes expired STREAM rows and runs the cleanup job when due.
+    Maintain,
+}
+
+/// Runs due maintenance within `budget` and says what it did (the cleanup job only when
+/// `verbose`); false when some of it failed.
+async fn maintain(store: &kalamstore::Store, budget: Duration, verbose: bool) -> bool {
+    match store.maintain(budget).await {
+        Ok(done) => {
+            let mut parts = Vec::new();
+            if done.flushes > 0 {
+                parts.push(format!(
+                    "{} flush(es) of {} rows",
+                    done.flushes, done.rows_flushed
+                ));
+            }
+            if done.stream_rows_expired > 0 {
+                parts.push(format!(
+                    "{} expired STREAM rows removed",
+                    done.stream_rows_expired
+                ));
+            }
+            if let Some(job) = done.cleanup.as_ref().filter(|_| verbose) {
+                parts.push(format!(
+                    "cleanup {}",
+                    job.summary.as_deref().unwrap_or("done")
+                ));
+            }
+            if done.tables_skipped > 0 {
+                parts.push(format!(
+                    "{} table(s) left for the next run (budget spent)",
+                    done.tables_skipped
+                ));
+            }
+            if done.failures > 0 {
+                parts.push(format!("{} failure(s), logged above", done.failures));
+            }
+            if !parts.is_empty() {
+                note(&format!("maintenance: {}", parts.join("; ")));
+            }
+            done.failures == 0
+        }
+        Err(e) => {
+            note(&format!("maintenance: {}", CliError::from(e)));
+            false
+        }
+    }
 }
 
 /// A statement with where it came from, for error messages.
@@ -275,7 +345,16 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let store = match kalamstore::open(&args.data_dir).await {
+        // A shell keeps the background scheduler; one-shot runs do their due maintenance at
+        // exit instead (`--maintain-budget`), so buffers and job records stay bounded.
+        let one_shot = args.action.is_some() || !args.commands.is_empty() || args.file.is_some();
+        let mut config =
+            kalamstore::StoreConfig::new(&args.data_dir, Arc::new(kalamstore::Engines::default()));
+        config.background = !one_shot;
+        config.job_retention_count = args.keep_jobs;
+        config.job_retention = Duration::from_secs(args.job_retention);
+        config.cleanup_interval = Duration::from_secs(args.cleanup_interval);
+        let store = match kalamstore::Store::open(config).await {
             Ok(s) => s,
             Err(e) => {
                 note(&format!(
@@ -303,11 +382,26 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let code = if args.commands.is_empty() && args.file.is_none() {
-            shell(&session, args.format).await
-        } else {
-            run_batch(&session, &args, sources).await
+        let mut code = match args.action {
+            Some(Action::Maintain) => ExitCode::SUCCESS,
+            None if !one_shot => shell(&session, args.format).await,
+            None => run_batch(&session, &args, sources).await,
         };
+        let maintained = match args.action {
+            // For cron: everything that is due, and a failure is the command's failure.
+            Some(Action::Maintain) => maintain(&store, Duration::MAX, true).await,
+            // After statements: within the budget; a failure is logged and left for the next
+            // run, the statements' result stands.
+            None if one_shot && args.maintain_budget > 0 => {
+                let budget = Duration::from_secs(args.maintain_budget);
+                maintain(&store, budget, false).await;
+                true
+            }
+            None => true,
+        };
+        if !maintained {
+            code = ExitCode::FAILURE;
+        }
         if let Err(e) = store.close().await {
             note(&format!("closing the store: {}", CliError::from(e)));
             return ExitCode::FAILURE;

@@ -813,3 +813,60 @@ fn the_delta_option_turns_publishing_off_and_on_and_republish_rebuilds_the_log()
         "{stderr}"
     );
 }
+
+/// A user who drives kalamstore with one-shot commands (as with sqlite3) still gets its
+/// maintenance: every run ends with the work that is due, so a `rows:N` policy flushes, expired
+/// STREAM rows leave the hot engine and job records stay within `--keep-jobs`.
+#[test]
+fn one_shot_runs_keep_the_hot_buffer_and_the_job_records_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_bounded = |args: &[&str]| {
+        let mut all = vec!["--keep-jobs", "3", "--cleanup-interval", "0"];
+        all.extend_from_slice(args);
+        ok(dir.path(), &all)
+    };
+    let figure = |sql: &str| -> i64 {
+        let out = run_bounded(&["--format", "csv", "-c", sql]);
+        let value = out.lines().nth(1).unwrap_or_default();
+        value.parse().unwrap_or_else(|_| panic!("{sql}: {out}"))
+    };
+    run_bounded(&[
+        "-c",
+        "CREATE NAMESPACE app;
+         CREATE SHARED TABLE app.log (id BIGINT PRIMARY KEY, body TEXT) WITH (FLUSH_POLICY = 'rows:10');
+         CREATE STREAM TABLE app.typing (id BIGINT PRIMARY KEY, who TEXT) WITH (TTL_SECONDS = 1)",
+    ]);
+    for run in 0..6 {
+        let values: Vec<String> = (0..4).map(|i| format!("({}, 'm')", run * 4 + i)).collect();
+        run_bounded(&[
+            "-c",
+            &format!(
+                "INSERT INTO app.log VALUES {}; INSERT INTO app.typing VALUES ({run}, 'ann')",
+                values.join(", ")
+            ),
+        ]);
+    }
+    let stats = "FROM system.stats WHERE table_name = 'log'";
+    let hot = figure(&format!("SELECT sum(hot_rows) {stats}"));
+    let flushed = figure(&format!("SELECT sum(file_rows) {stats}"));
+    assert!(hot < 10, "{hot} rows buffered past the rows:10 policy");
+    assert_eq!(hot + flushed, 24);
+    assert_eq!(figure("SELECT count(*) FROM app.log"), 24);
+    let jobs = figure("SELECT count(*) FROM system.jobs");
+    assert!(jobs <= 4, "{jobs} job records kept with --keep-jobs 3");
+
+    // The STREAM rows expire one second after their write; `maintain` (cron's command) removes
+    // them from the hot engine.
+    let typing = "SELECT coalesce(sum(hot_rows), 0) FROM system.stats WHERE table_name = 'typing'";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        run_bounded(&["maintain"]);
+        if figure(typing) == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expired STREAM rows still in the hot engine"
+        );
+    }
+}

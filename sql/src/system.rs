@@ -198,6 +198,7 @@ impl View {
                 ("files", T::BigInt),
                 ("error", T::Text),
                 ("summary", T::Text),
+                ("attempts", T::BigInt),
             ],
             Self::Stats => &[
                 ("namespace", T::Text),
@@ -298,6 +299,7 @@ impl View {
                         big(j.files),
                         text(j.error),
                         text(j.summary),
+                        big(u64::from(j.attempts)),
                     ]
                 })
                 .collect(),

@@ -287,6 +287,16 @@ impl Error {
         }
     }
 
+    /// Whether trying again may succeed: an engine, object-store or I/O failure (a store that
+    /// was unreachable, a timeout). Bad input, missing objects of the catalog, corruption and
+    /// cancellation are final.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Engine { .. } | Self::ObjectStore { .. } | Self::Io { .. }
+        )
+    }
+
     /// The error and every source below it, joined by `: ` (for logs and job records).
     pub fn report(&self) -> String {
         let mut out = self.to_string();

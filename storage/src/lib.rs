@@ -14,6 +14,7 @@
 
 pub mod backend;
 pub mod catalog;
+pub mod clock;
 pub mod codec;
 pub mod error;
 mod failpoint;
@@ -43,6 +44,7 @@ pub use backend::{
     BackendStats, Capabilities, Direction, KeyRange, KvPair, Partition, ScanChunk, ScanRequest,
     StorageBackend, WriteBatch, WriteOp, scan_all,
 };
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{KalamValue, Row, SystemColumns};
 pub use error::{DecodeError, Error, Result};
 pub use ids::{KeyScope, NamespaceId, StorageId, TableId, TableName, UserId};
@@ -63,8 +65,8 @@ pub use location::S3Options;
 pub use merge::{BatchStream, RowEstimate, ScanOptions, TableScan, USER_COLUMN, read_schema};
 pub use seq::now_nanos;
 pub use store::{
-    BackgroundFailure, CleanupOutcome, EngineProvider, MemoryEngines, OptionsChange, Scope,
-    ScopeStats, Store, StoreConfig,
+    BackgroundFailure, CleanupOutcome, EngineProvider, MaintenanceOutcome, MemoryEngines,
+    OptionsChange, Scope, ScopeStats, Store, StoreConfig,
 };
 pub use table::FileEntry;
 pub use write::{Mutation, WriteSummary};

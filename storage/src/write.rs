@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::ids::{KeyScope, UserId};
 use crate::merge::get_flushed_many;
 use crate::schema::{ColumnDefinition, TableDefinition};
-use crate::seq::{SeqGenerator, now_nanos};
+use crate::seq::SeqGenerator;
 use crate::table::TableHandle;
 
 /// One change to a table.
@@ -292,7 +292,7 @@ impl TableHandle {
         staged: Vec<Staged>,
     ) -> Result<()> {
         let asked = keys.all();
-        let updated = now_nanos();
+        let updated = self.storage.clock.now_nanos();
         let tombstones = Tombstones::new(def);
         let staged_len = staged.len();
         let mut added = 0u64;

@@ -9,6 +9,7 @@ use std::path::Path;
 /// when they come before it in this list.
 const ORDER: &[&str] = &[
     "error",
+    "clock",
     "ids",
     "types",
     "backend",

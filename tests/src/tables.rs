@@ -10,6 +10,8 @@ use kalamstore::{
     TableType, UserId,
 };
 
+pub use kalamstore_storage::testing::wait_until;
+
 /// A two-thread runtime for tests that drive async code from sync test functions.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -192,7 +194,13 @@ pub fn cold_dir(dir: &std::path::Path, storage: &StorageId) -> std::path::PathBu
 /// that it aborted there (crash tests: the child does the work, the parent checks the data).
 pub fn run_child_to_failpoint(child: &str, env: &[(&str, &str)], failpoint: &str, skip: usize) {
     let output = std::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", child, "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            child,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .envs(env.iter().copied())
         .env("KALAMSTORE_FAILPOINT", failpoint)
         .env("KALAMSTORE_FAILPOINT_SKIP", skip.to_string())

@@ -16,7 +16,7 @@ use kalamstore::{
 };
 use kalamstore_tests::tables::{
     chat_row, chat_table, cold_dir, contents, files_under, open_store, storages,
-    store_with_storages, table_partitions,
+    store_with_storages, table_partitions, wait_until,
 };
 use kalamstore_tests::{s3_server, unique_prefix};
 
@@ -308,16 +308,24 @@ async fn writes_and_reads_during_a_move_lose_nothing() {
             scans
         })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Both moves run while the writer is writing: wait for its writes before and after.
+    let written_past = |n: i64| {
+        let acked = acked.clone();
+        move || {
+            let acked = acked.clone();
+            async move { acked.load(Ordering::Acquire) >= n }
+        }
+    };
+    wait_until("the writer is writing", written_past(4050)).await;
     for to in [&storages[1], &storages[0]] {
         store.move_table(&t, to).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after = acked.load(Ordering::Acquire) + 50;
+    wait_until("the writer writes after the moves", written_past(after)).await;
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();
     assert!(reader.await.unwrap() > 0);
     let n = acked.load(Ordering::Acquire);
-    assert!(n > 4000, "the writer made progress");
     let rows = contents(&store, &t, None).await;
     assert_eq!(
         rows.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
@@ -367,11 +375,10 @@ async fn expired_stream_rows_are_reclaimed_in_the_background() {
             )
             .await
             .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while entries().await > 0 && std::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(entries().await, 0, "{storage}: expired rows still stored");
+        wait_until("expired rows are reclaimed", || async {
+            entries().await == 0
+        })
+        .await;
         assert!(contents(&store, &t, None).await.is_empty());
         // Unknown and type-inappropriate options are refused.
         let flush = OptionsChange {

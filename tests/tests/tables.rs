@@ -7,7 +7,9 @@ use kalamstore::{
     CompactionPolicy, JobStatus, KalamValue, Mutation, NamespaceId, Scope, StorageId, Store,
     TableId, TableType, UserId,
 };
-use kalamstore_tests::tables::{chat_row, chat_table, contents, files_under, store_with_storages};
+use kalamstore_tests::tables::{
+    chat_row, chat_table, contents, files_under, store_with_storages, wait_until,
+};
 
 fn delete(id: i64) -> Mutation {
     Mutation::Delete {
@@ -186,25 +188,17 @@ async fn a_rows_policy_flushes_in_the_background() {
         .await
         .unwrap();
     // The table's state changes at the flush's commit; its job record completes just after.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    wait_until("a background flush completed", || async {
         let stats = store.table_stats(&t).await.unwrap();
         let jobs = store.jobs().await.unwrap();
-        if stats
+        stats
             .first()
             .is_some_and(|s| s.files == 1 && s.hot_rows == 0)
             && jobs
                 .iter()
                 .any(|j| j.status == JobStatus::Completed && j.rows == 15)
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no completed background flush: {stats:?} {jobs:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     assert_eq!(contents(&store, &t, None).await.len(), 15);
     store.close().await.unwrap();
 }
@@ -248,17 +242,21 @@ async fn drop_table_leaves_no_files_and_orphans_are_collected() {
     store.close().await.unwrap();
 }
 
-/// RocksDB table files of the data directory (files next to a `CURRENT`).
-fn rocksdb_tables(dir: &std::path::Path) -> usize {
-    files_under(dir)
-        .iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "sst"))
-        .filter(|p| p.parent().is_some_and(|d| d.join("CURRENT").exists()))
-        .count()
+/// A figure of the RocksDB engine's statistics under `local`.
+async fn rocksdb_figure(store: &Store, name: &str) -> u64 {
+    let stats = store
+        .storage_engine(&StorageId::local())
+        .await
+        .unwrap()
+        .stats()
+        .await
+        .unwrap();
+    let value = stats.details.iter().find(|(n, _)| n == name);
+    value.and_then(|(_, v)| v.parse().ok()).unwrap()
 }
 
 /// A table flush removes each scope's rows with one range delete, then has RocksDB drop them
-/// from its memtable: one memtable flush (one new level-0 file) for the whole table, not one
+/// from its memtable: one memtable flush (one new table file) for the whole table, not one
 /// per user.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_flush_has_rocksdb_drop_the_flushed_rows_once() {
@@ -281,15 +279,14 @@ async fn a_table_flush_has_rocksdb_drop_the_flushed_rows_once() {
             .await
             .unwrap();
     }
-    let before = rocksdb_tables(dir.path());
+    let before = rocksdb_figure(&store, "table_files").await;
     store.flush_table(&t, Scope::All).await.unwrap();
-    // The memtable flush runs in the background.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while rocksdb_tables(dir.path()) == before && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(rocksdb_tables(dir.path()), before + 1);
+    // The memtable flush runs in the background: wait until RocksDB has none left to do.
+    wait_until("RocksDB finished its memtable flushes", || async {
+        rocksdb_figure(&store, "flushes_pending").await == 0
+    })
+    .await;
+    assert_eq!(rocksdb_figure(&store, "table_files").await, before + 1);
     for user in &users {
         assert_eq!(contents(&store, &t, Some(user)).await.len(), 200, "{user}");
     }

@@ -21,13 +21,39 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = std::env::args()
         .nth(1)
         .map_or_else(|| PathBuf::from("docs/bench"), PathBuf::from);
+    std::fs::create_dir_all(&out_dir)?;
     let path = results_path();
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        format!(
-            "reading {}: {e} (run `cargo bench --bench engines` first)",
+    match std::fs::read_to_string(&path) {
+        Ok(text) => engines_report(&text, &path, &out_dir)?,
+        // Each bench writes its own results: report whichever have run.
+        Err(e) => eprintln!(
+            "no engine results at {}: {e} (`cargo bench --bench engines` writes them)",
             path.display()
-        )
-    })?;
+        ),
+    }
+    if let Ok(text) = std::fs::read_to_string(tables_results_path()) {
+        let tables = ratio_table(&text)?;
+        std::fs::write(out_dir.join("tables.md"), &tables)?;
+        print!("\n{tables}");
+    }
+    if let Ok(text) = std::fs::read_to_string(sql_results_path()) {
+        let mut sql = ratio_table(&text)?;
+        if let Ok(memory) = std::fs::read_to_string(sql_memory_path()) {
+            sql.push_str(&memory_table(&memory)?);
+        }
+        std::fs::write(out_dir.join("sql.md"), &sql)?;
+        print!("\n{sql}");
+    }
+    Ok(())
+}
+
+/// Writes `engines.md` and `engines.svg` from the engine bench's results `text` (read from
+/// `path`).
+fn engines_report(
+    text: &str,
+    path: &std::path::Path,
+    out_dir: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
     let mut latest: BTreeMap<(String, String), WorkloadResult> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
     for (n, line) in text
@@ -44,23 +70,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let table = markdown(&order, &latest);
     let svg = chart(&order, &latest);
-    std::fs::create_dir_all(&out_dir)?;
     std::fs::write(out_dir.join("engines.md"), &table)?;
     std::fs::write(out_dir.join("engines.svg"), svg)?;
     print!("{table}");
-    if let Ok(text) = std::fs::read_to_string(tables_results_path()) {
-        let tables = ratio_table(&text)?;
-        std::fs::write(out_dir.join("tables.md"), &tables)?;
-        print!("\n{tables}");
-    }
-    if let Ok(text) = std::fs::read_to_string(sql_results_path()) {
-        let mut sql = ratio_table(&text)?;
-        if let Ok(memory) = std::fs::read_to_string(sql_memory_path()) {
-            sql.push_str(&memory_table(&memory)?);
-        }
-        std::fs::write(out_dir.join("sql.md"), &sql)?;
-        print!("\n{sql}");
-    }
     Ok(())
 }
 

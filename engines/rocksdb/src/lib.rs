@@ -422,6 +422,11 @@ impl StorageBackend for RocksDbBackend {
         let partitions = self.list_partitions().await?;
         let mut keys = 0u64;
         let mut bytes = 0u64;
+        // Memtable flushes requested and not yet finished (scheduled ones plus running ones).
+        let mut flushes = db
+            .property_int_value(rocksdb::properties::NUM_RUNNING_FLUSHES)
+            .map_err(rocks(|| "reading the running flushes"))?
+            .unwrap_or(0);
         for partition in &partitions {
             let cf = family(&db, partition)?;
             let int = |name: &std::ffi::CStr| -> Result<u64> {
@@ -433,7 +438,12 @@ impl StorageBackend for RocksDbBackend {
             keys += int(rocksdb::properties::ESTIMATE_NUM_KEYS)?;
             bytes += int(rocksdb::properties::ESTIMATE_LIVE_DATA_SIZE)?
                 + int(rocksdb::properties::CUR_SIZE_ALL_MEM_TABLES)?;
+            flushes += int(rocksdb::properties::MEM_TABLE_FLUSH_PENDING)?;
         }
+        let table_files = db
+            .live_files()
+            .map_err(rocks(|| "listing the live table files"))?
+            .len();
         Ok(BackendStats {
             engine: ENGINE,
             partitions: partitions.len(),
@@ -442,6 +452,8 @@ impl StorageBackend for RocksDbBackend {
             details: vec![
                 ("path".into(), self.config.path.display().to_string()),
                 ("sync_writes".into(), self.config.sync_writes.to_string()),
+                ("table_files".into(), table_files.to_string()),
+                ("flushes_pending".into(), flushes.to_string()),
             ],
         })
     }

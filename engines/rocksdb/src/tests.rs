@@ -88,11 +88,10 @@ async fn reclaim_after_a_range_delete_empties_the_memtable() {
     assert!(memtable_entries() >= 10_000);
     backend.reclaim(&p).await.unwrap();
     // The memtable flush runs in the background.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while memtable_entries() > 0 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert_eq!(memtable_entries(), 0);
+    kalamstore_storage::testing::wait_until("the memtable is flushed", || async {
+        memtable_entries() == 0
+    })
+    .await;
     let all = kalamstore_storage::backend::scan_all(&backend, &p, ScanRequest::default())
         .await
         .unwrap();

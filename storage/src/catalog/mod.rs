@@ -128,6 +128,18 @@ pub enum JobStatus {
     Cancelled,
 }
 
+impl JobKind {
+    /// How many times a job of this kind runs before a transient failure is final: flushes,
+    /// compactions and republishing are idempotent and retried; cleanup runs again when it is
+    /// next due; moves and drops finish through their table task.
+    pub fn max_attempts(self) -> u32 {
+        match self {
+            Self::Flush | Self::Compaction | Self::Publish => 3,
+            Self::Cleanup | Self::Move | Self::Drop | Self::Expiry => 1,
+        }
+    }
+}
+
 impl JobStatus {
     /// Whether the job has finished (completed, failed or cancelled).
     pub fn is_final(self) -> bool {
@@ -203,6 +215,8 @@ pub struct JobRecord {
     pub error: Option<String>,
     /// What it did, in words, where the counters do not say it all (cleanup).
     pub summary: Option<String>,
+    /// How many times it started: 1, plus one per retry after a transient failure.
+    pub attempts: u32,
 }
 
 impl JobRecord {
@@ -306,6 +320,7 @@ mod tests {
             files: 1,
             error: None,
             summary: Some("flushed".into()),
+            attempts: 2,
         };
         assert_eq!(JobRecord::decode(&job.encode()).unwrap(), job);
         for op in [

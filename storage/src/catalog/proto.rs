@@ -134,6 +134,8 @@ struct JobProto {
     error: Option<String>,
     #[prost(string, optional, tag = "13")]
     summary: Option<String>,
+    #[prost(uint32, tag = "14")]
+    attempts: u32,
 }
 
 pub(super) fn encode_job(job: &JobRecord) -> Vec<u8> {
@@ -151,6 +153,7 @@ pub(super) fn encode_job(job: &JobRecord) -> Vec<u8> {
         files: job.files,
         error: job.error.clone(),
         summary: job.summary.clone(),
+        attempts: job.attempts,
     }
     .encode_to_vec()
 }
@@ -172,6 +175,7 @@ pub(super) fn decode_job(bytes: &[u8]) -> Result<JobRecord> {
         files: p.files,
         error: p.error,
         summary: p.summary,
+        attempts: p.attempts,
     })
 }
 

@@ -273,12 +273,13 @@ async fn changes(
     }
     let data_change = reason != Reason::Compaction;
     let now = now_nanos() / 1_000_000;
+    // Whether the log's `add` already says what the manifest wants of that file.
+    let current = |add: &Add, w: &Wanted| {
+        let cardinality = add.deletion_vector.as_ref().map_or(0, |d| d.cardinality);
+        cardinality == w.entry.dv.len() && add.partition_values == w.partition
+    };
     for (path, add) in &state.files {
-        let keep = wanted.get(path).is_some_and(|w| {
-            let cardinality = add.deletion_vector.as_ref().map_or(0, |d| d.cardinality);
-            cardinality == w.entry.dv.len() && add.partition_values == w.partition
-        });
-        if !keep {
+        if !wanted.get(path).is_some_and(|w| current(add, w)) {
             actions.push(Action::Remove(Remove::of(add, data_change, now)));
         }
     }
@@ -295,11 +296,7 @@ async fn changes(
             .unwrap_or_default();
     let mut dv_file = DvFile::new();
     for (path, w) in wanted {
-        let unchanged = state.files.get(&path).is_some_and(|add| {
-            add.deletion_vector.as_ref().map_or(0, |d| d.cardinality) == w.entry.dv.len()
-                && add.partition_values == w.partition
-        });
-        if unchanged {
+        if state.files.get(&path).is_some_and(|add| current(add, &w)) {
             continue;
         }
         let has_dv = !w.entry.dv.is_empty();

@@ -33,6 +33,8 @@
 
 mod columns;
 mod dv;
+#[cfg(test)]
+mod golden;
 mod manifest;
 mod partitions;
 mod paths;

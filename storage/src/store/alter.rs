@@ -3,12 +3,10 @@
 //! flushes and compactions wait; then the table's Delta log follows.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use bytes::Bytes;
 
-use super::jobs::Scope;
-use super::{Store, TABLES, now_ms, sys};
+use super::{Store, TABLES, sys};
 use crate::backend::WriteBatch;
 use crate::catalog::JobKind;
 use crate::delta::{self, Reason};
@@ -47,7 +45,7 @@ impl Store {
     ) -> Result<Arc<TableDefinition>> {
         let before = self.table(table).await?.options.delta;
         let def = self
-            .replace_definition(table, |def| def.evolve(change, now_ms()))
+            .replace_definition(table, |def| def.evolve(change, self.now_ms()))
             .await?;
         self.republish_after_change(table, before).await?;
         Ok(def)
@@ -107,17 +105,7 @@ impl Store {
             };
         }
         if delta::has_stale_files(&handle) {
-            let store = self.clone();
-            let work = move |handle: Arc<TableHandle>,
-                             _scope: Scope,
-                             job: String,
-                             cancel: Arc<AtomicBool>| async move {
-                let outcome = store
-                    .rewrite_and_publish(&handle, Reason::SchemaChange, false, &job, &cancel)
-                    .await?;
-                Ok(outcome.into())
-            };
-            self.run_table_job(JobKind::Compaction, handle, Scope::All, work)
+            self.rewrite_job(handle, JobKind::Compaction, Reason::SchemaChange, false)
                 .await?;
             return Ok(());
         }

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::jobs::JobOutcome;
 use super::probe::check_storage_handle;
-use super::{NAMESPACES, STORAGES, Store, TABLES, TASKS, now_ms, sys};
+use super::{NAMESPACES, STORAGES, Store, TABLES, TASKS, sys};
 use crate::backend::{StorageBackend, WriteBatch};
 use crate::catalog::{JobKind, StorageDefinition, TableTask, TableTaskOp};
 use crate::error::{Error, Result};
@@ -36,7 +36,7 @@ impl Store {
             .put(
                 &sys(NAMESPACES),
                 Bytes::copy_from_slice(ns.as_str().as_bytes()),
-                Bytes::copy_from_slice(&now_ms().to_le_bytes()),
+                Bytes::copy_from_slice(&self.now_ms().to_le_bytes()),
             )
             .await?;
         Ok(true)
@@ -140,6 +140,7 @@ impl Store {
             def: def.clone(),
             hot,
             cold,
+            clock: self.inner.config.clock.clone(),
         })
     }
 
@@ -170,7 +171,7 @@ impl Store {
             });
         }
         if def.created_at_ms == 0 {
-            def.created_at_ms = now_ms();
+            def.created_at_ms = self.now_ms();
         }
         let handle = self
             .open_storage_def(&def)
@@ -379,31 +380,36 @@ impl Store {
             self.settle_task(id).await?;
             let store = self.clone();
             let handle = handle.clone();
+            // The maintenance lock is held above, with the DDL, commit and write locks.
             self.run_job(
                 JobKind::Drop,
                 Some(id.clone()),
                 None,
-                |job, _cancel| async move {
-                    let task = TableTask {
-                        job,
-                        table: handle.id.clone(),
-                        op: TableTaskOp::Drop {
-                            storage: handle.storage.def.id.clone(),
-                        },
-                    };
-                    // Catalog entry and task in one batch: once the entry is gone, what is left
-                    // of the data is the task's to remove.
-                    let mut batch = WriteBatch::new();
-                    batch.delete(&sys(TABLES), handle.id.to_string());
-                    batch.put(&sys(TASKS), handle.id.to_string(), task.encode());
-                    store.inner.system.batch(batch).await?;
-                    handle.retire();
-                    store.inner.tables.lock().await.remove(&handle.id);
-                    failpoint("drop.recorded");
-                    super::tasks::remove_table_data(&handle.storage, &handle.id).await?;
-                    failpoint("drop.data_removed");
-                    store.delete_task(&handle.id).await?;
-                    Ok(JobOutcome::default())
+                None,
+                |job, _cancel| {
+                    let (store, handle) = (store.clone(), handle.clone());
+                    async move {
+                        let task = TableTask {
+                            job,
+                            table: handle.id.clone(),
+                            op: TableTaskOp::Drop {
+                                storage: handle.storage.def.id.clone(),
+                            },
+                        };
+                        // Catalog entry and task in one batch: once the entry is gone, what is left
+                        // of the data is the task's to remove.
+                        let mut batch = WriteBatch::new();
+                        batch.delete(&sys(TABLES), handle.id.to_string());
+                        batch.put(&sys(TASKS), handle.id.to_string(), task.encode());
+                        store.inner.system.batch(batch).await?;
+                        handle.retire();
+                        store.inner.tables.lock().await.remove(&handle.id);
+                        failpoint("drop.recorded");
+                        super::tasks::remove_table_data(&handle.storage, &handle.id).await?;
+                        failpoint("drop.data_removed");
+                        store.delete_task(&handle.id).await?;
+                        Ok(JobOutcome::default())
+                    }
                 },
             )
             .await?;

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 
 use crate::backend::StorageBackend;
 use crate::catalog::{CacheSpec, HotEngine};
+use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::location::S3Options;
 
@@ -80,13 +81,27 @@ pub struct StoreConfig {
     pub scheduler_interval: Duration,
     /// Finished jobs older than this are removed by the cleanup job.
     pub job_retention: Duration,
+    /// At most this many finished jobs are kept (the newest); older ones are removed by the
+    /// cleanup job even inside `job_retention`.
+    pub job_retention_count: usize,
+    /// How often the cleanup job runs (in the background, or in [`Store::maintain`]). The
+    /// time of the last one is its job record, so the cadence holds across processes.
+    ///
+    /// [`Store::maintain`]: crate::Store::maintain
+    pub cleanup_interval: Duration,
     /// Unreferenced Parquet files older than this are deleted by the cleanup job.
     pub orphan_grace: Duration,
+    /// The wait before a job's first retry after a transient failure; it doubles per retry,
+    /// plus up to half again of random jitter.
+    pub retry_backoff: Duration,
+    /// The time for `_updated`, STREAM TTL, flush intervals and job records: the system
+    /// clock, or a [`ManualClock`](crate::clock::ManualClock) in tests.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl StoreConfig {
-    /// Defaults: background work on, every second; jobs kept a day; orphans collected after
-    /// an hour.
+    /// Defaults: background work on, every second; cleanup every minute; jobs kept a day (at
+    /// most 1000); orphans collected after an hour.
     pub fn new(data_dir: impl Into<PathBuf>, engines: Arc<dyn EngineProvider>) -> Self {
         Self {
             data_dir: data_dir.into(),
@@ -95,7 +110,11 @@ impl StoreConfig {
             background: true,
             scheduler_interval: Duration::from_secs(1),
             job_retention: Duration::from_secs(24 * 3600),
+            job_retention_count: 1000,
+            cleanup_interval: Duration::from_secs(60),
             orphan_grace: Duration::from_secs(3600),
+            retry_backoff: Duration::from_millis(200),
+            clock: Arc::new(SystemClock),
         }
     }
 }

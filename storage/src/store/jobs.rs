@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{JOBS, Store, now_ms, sys};
+use super::{JOBS, Store, sys};
 use crate::backend::{WriteBatch, WriteOp};
 use crate::catalog::{JobKind, JobRecord, JobStatus};
 use crate::delta::Reason;
@@ -94,47 +94,50 @@ impl Store {
             JobKind::Flush,
             handle,
             scope,
-            |handle, scope, job, cancel| async move {
-                let mut total = FlushOutcome::default();
-                let mut range_deleted = false;
-                for s in Self::scopes_of(&handle, &scope, false)? {
-                    let flushed = flush_scope(&handle, &s, &store.inner.seq, &job, &cancel).await?;
-                    total.add(flushed.outcome);
-                    range_deleted |= flushed.range_deleted;
+            move |handle, scope, job, cancel| {
+                let store = store.clone();
+                async move {
+                    let mut total = FlushOutcome::default();
+                    let mut range_deleted = false;
+                    for s in Self::scopes_of(&handle, &scope, false)? {
+                        let flushed =
+                            flush_scope(&handle, &s, &store.inner.seq, &job, &cancel).await?;
+                        total.add(flushed.outcome);
+                        range_deleted |= flushed.range_deleted;
+                    }
+                    if total.files > 0 || total.deleted > 0 {
+                        store.publish(&handle, Reason::Flush).await;
+                    }
+                    if range_deleted {
+                        // Once per table flush, not per scope: one memtable flush for all users.
+                        store.reclaim_flushed(&handle).await;
+                    }
+                    *handle.last_flush.lock() = store.now_ms();
+                    Ok(total.into())
                 }
-                if total.files > 0 || total.deleted > 0 {
-                    store.publish(&handle, Reason::Flush).await;
-                }
-                if range_deleted {
-                    // Once per table flush, not per scope: one memtable flush for all users.
-                    store.reclaim_flushed(&handle).await;
-                }
-                *handle.last_flush.lock() = std::time::Instant::now();
-                Ok(total.into())
             },
         )
         .await
     }
 
-    /// Runs `work` as a job of `kind` on one table, holding the table's maintenance lock on a
-    /// live handle.
+    /// Runs `work` as a job of `kind` on one table: queued until it holds the table's
+    /// maintenance lock (jobs on one table run one at a time), run on a live handle.
     pub(super) async fn run_table_job<F, Fut>(
         &self,
         kind: JobKind,
         handle: Arc<TableHandle>,
         scope: Scope,
-        work: F,
+        mut work: F,
     ) -> Result<JobRecord>
     where
-        F: FnOnce(Arc<TableHandle>, Scope, String, Arc<AtomicBool>) -> Fut,
+        F: FnMut(Arc<TableHandle>, Scope, String, Arc<AtomicBool>) -> Fut,
         Fut: std::future::Future<Output = Result<JobOutcome>>,
     {
         let user = scope.user().cloned();
         let table = handle.id.clone();
-        self.run_job(kind, Some(table), user, move |job, cancel| async move {
-            let _maintenance = handle.maintenance.lock().await;
-            handle.check_live()?;
-            work(handle.clone(), scope, job, cancel).await
+        let lock = Some(handle.clone());
+        self.run_job(kind, Some(table), user, lock, move |job, cancel| {
+            work(handle.clone(), scope.clone(), job, cancel)
         })
         .await
     }
@@ -158,30 +161,31 @@ impl Store {
     ) -> Result<JobRecord> {
         let handle = self.handle(table).await?;
         let store = self.clone();
-        let work = move |handle: Arc<TableHandle>,
-                         scope: Scope,
-                         job: String,
-                         cancel: Arc<AtomicBool>| async move {
-            let mut total = FlushOutcome::default();
-            let mut replaced = Vec::new();
-            for s in handle.file_scopes() {
-                if let Scope::User(u) = &scope
-                    && s.user() != Some(u)
-                {
-                    continue;
+        let work =
+            move |handle: Arc<TableHandle>, scope: Scope, job: String, cancel: Arc<AtomicBool>| {
+                let store = store.clone();
+                async move {
+                    let mut total = FlushOutcome::default();
+                    let mut replaced = Vec::new();
+                    for s in handle.file_scopes() {
+                        if let Scope::User(u) = &scope
+                            && s.user() != Some(u)
+                        {
+                            continue;
+                        }
+                        let seq = &store.inner.seq;
+                        let done = compact_scope(&handle, &s, seq, policy, &job, &cancel).await?;
+                        total.add(done.outcome);
+                        replaced.extend(done.replaced);
+                    }
+                    // The log stops naming the replaced files before they are deleted.
+                    if !replaced.is_empty() {
+                        store.publish(&handle, Reason::Compaction).await;
+                    }
+                    remove_replaced(&handle, replaced).await?;
+                    Ok(total.into())
                 }
-                let seq = &store.inner.seq;
-                let done = compact_scope(&handle, &s, seq, policy, &job, &cancel).await?;
-                total.add(done.outcome);
-                replaced.extend(done.replaced);
-            }
-            // The log stops naming the replaced files before they are deleted.
-            if !replaced.is_empty() {
-                store.publish(&handle, Reason::Compaction).await;
-            }
-            remove_replaced(&handle, replaced).await?;
-            Ok(total.into())
-        };
+            };
         self.run_table_job(JobKind::Compaction, handle, scope, work)
             .await
     }
@@ -219,15 +223,21 @@ impl Store {
             .await
     }
 
+    /// Runs `work` as a job: recorded `new`, `queued` until it holds `lock`'s maintenance lock
+    /// (when the job is on a table), then `running`. A transient failure (see
+    /// [`Error::is_transient`]) is recorded as `retrying` and the work runs again after a
+    /// backoff with jitter, up to [`JobKind::max_attempts`]; the job ends `completed`,
+    /// `failed` or, when [`cancel_job`](Self::cancel_job) stopped it, `cancelled`.
     pub(super) async fn run_job<F, Fut>(
         &self,
         kind: JobKind,
         table: Option<TableId>,
         user: Option<UserId>,
-        work: F,
+        lock: Option<Arc<TableHandle>>,
+        mut work: F,
     ) -> Result<JobRecord>
     where
-        F: FnOnce(String, Arc<AtomicBool>) -> Fut,
+        F: FnMut(String, Arc<AtomicBool>) -> Fut,
         Fut: std::future::Future<Output = Result<JobOutcome>>,
     {
         self.check_open()?;
@@ -237,7 +247,7 @@ impl Store {
             table,
             user,
             status: JobStatus::New,
-            created_at_ms: now_ms(),
+            created_at_ms: self.now_ms(),
             started_at_ms: None,
             ended_at_ms: None,
             rows: 0,
@@ -245,6 +255,7 @@ impl Store {
             files: 0,
             error: None,
             summary: None,
+            attempts: 0,
         };
         self.put_job(&job).await?;
         let cancel = Arc::new(AtomicBool::new(false));
@@ -252,12 +263,9 @@ impl Store {
             .cancels
             .lock()
             .insert(job.id.clone(), cancel.clone());
-        job.status = JobStatus::Running;
-        job.started_at_ms = Some(now_ms());
-        self.put_job(&job).await?;
-        let result = work(job.id.clone(), cancel).await;
+        let result = self.attempts(&mut job, lock, &cancel, &mut work).await;
         self.inner.cancels.lock().remove(&job.id);
-        job.ended_at_ms = Some(now_ms());
+        job.ended_at_ms = Some(self.now_ms());
         let outcome = match result {
             Ok(done) => {
                 job.status = JobStatus::Completed;
@@ -282,11 +290,70 @@ impl Store {
         outcome.map(|()| job)
     }
 
+    /// The queued and running part of [`run_job`](Self::run_job): every attempt, and the
+    /// waits between them.
+    async fn attempts<F, Fut>(
+        &self,
+        job: &mut JobRecord,
+        lock: Option<Arc<TableHandle>>,
+        cancel: &Arc<AtomicBool>,
+        work: &mut F,
+    ) -> Result<JobOutcome>
+    where
+        F: FnMut(String, Arc<AtomicBool>) -> Fut,
+        Fut: std::future::Future<Output = Result<JobOutcome>>,
+    {
+        job.status = JobStatus::Queued;
+        self.put_job(job).await?;
+        let _maintenance = match &lock {
+            Some(handle) => Some(handle.maintenance.lock().await),
+            None => None,
+        };
+        loop {
+            if let Some(handle) = &lock {
+                handle.check_live()?;
+            }
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Error::JobCancelled {
+                    job: job.id.clone(),
+                });
+            }
+            job.status = JobStatus::Running;
+            job.attempts += 1;
+            job.started_at_ms.get_or_insert(self.now_ms());
+            self.put_job(job).await?;
+            match work(job.id.clone(), cancel.clone()).await {
+                Err(e) if e.is_transient() && job.attempts < job.kind.max_attempts() => {
+                    tracing::warn!(job = %job.id, kind = %job.kind, attempt = job.attempts,
+                        "retrying after a transient failure: {}", e.report());
+                    job.status = JobStatus::Retrying;
+                    job.error = Some(e.report());
+                    self.put_job(job).await?;
+                    tokio::time::sleep(self.retry_backoff(job.attempts)).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// The wait before attempt `attempts + 1`: the configured backoff doubled per attempt,
+    /// at most 32 times it, and a random half of it added so retries of many jobs spread out.
+    fn retry_backoff(&self, attempts: u32) -> std::time::Duration {
+        use std::hash::{BuildHasher, Hasher};
+        let base = self.inner.config.retry_backoff * 2u32.pow(attempts.saturating_sub(1).min(5));
+        // A fresh `RandomState` is randomly keyed: its hash of nothing is a random number.
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let jitter = base.mul_f64((random % 1000) as f64 / 2000.0);
+        base + jitter
+    }
+
     pub(super) async fn fail_interrupted_jobs(&self) -> Result<()> {
         for mut job in self.jobs().await? {
             if !job.status.is_final() {
                 job.status = JobStatus::Failed;
-                job.ended_at_ms = Some(now_ms());
+                job.ended_at_ms = Some(self.now_ms());
                 job.error = Some("interrupted by a restart; its work was not committed".into());
                 self.put_job(&job).await?;
             }
@@ -294,12 +361,23 @@ impl Store {
         Ok(())
     }
 
+    /// Removes finished jobs past the retention time, and the oldest finished ones beyond the
+    /// retention count.
     pub(super) async fn remove_old_jobs(&self) -> Result<u64> {
+        let config = &self.inner.config;
         let cutoff =
-            now_ms() - i64::try_from(self.inner.config.job_retention.as_millis()).unwrap_or(0);
+            self.now_ms() - i64::try_from(config.job_retention.as_millis()).unwrap_or(i64::MAX);
+        // Job ids grow with time, so the catalog lists them oldest first.
+        let finished: Vec<JobRecord> = self
+            .jobs()
+            .await?
+            .into_iter()
+            .filter(|j| j.status.is_final())
+            .collect();
+        let over = finished.len().saturating_sub(config.job_retention_count);
         let mut batch = WriteBatch::new();
-        for job in self.jobs().await? {
-            if job.status.is_final() && job.ended_at_ms.unwrap_or(job.created_at_ms) < cutoff {
+        for (i, job) in finished.into_iter().enumerate() {
+            if i < over || job.ended_at_ms.unwrap_or(job.created_at_ms) < cutoff {
                 batch.ops.push(WriteOp::Delete {
                     partition: sys(JOBS),
                     key: job.id.into(),

@@ -20,21 +20,21 @@ mod tasks;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use crate::backend::{Partition, ScanRequest, StorageBackend, scan_all};
 use crate::catalog::StorageDefinition;
 use crate::error::{Error, Result};
 use crate::ids::{StorageId, TableId};
 use crate::location::S3Options;
-use crate::seq::{SeqGenerator, now_nanos};
+use crate::seq::SeqGenerator;
 use crate::table::{StorageHandle, TableHandle};
 
 pub use alter::OptionsChange;
 pub use config::{EngineProvider, MemoryEngines, StoreConfig};
 pub use data::ScopeStats;
 pub use jobs::Scope;
-pub use scheduler::{BackgroundFailure, CleanupOutcome};
+pub use scheduler::{BackgroundFailure, CleanupOutcome, MaintenanceOutcome};
 
 /// Catalog partitions of the system storage.
 const NAMESPACES: &str = "sys.namespaces";
@@ -47,10 +47,6 @@ const TASKS: &str = "sys.tasks";
 fn sys(name: &'static str) -> Partition {
     // Invariant: the names above are short `[a-z.]` constants.
     Partition::new(name).expect("system partition names are valid")
-}
-
-fn now_ms() -> i64 {
-    now_nanos() / 1_000_000
 }
 
 struct Inner {
@@ -68,6 +64,8 @@ struct Inner {
     scheduler: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Failures of background work nobody waits for (a leaf lock).
     background: scheduler::BackgroundLog,
+    /// When the last cleanup job ended (ms); `i64::MIN` until read from the job records.
+    last_cleanup_ms: AtomicI64,
     closed: AtomicBool,
 }
 
@@ -86,6 +84,11 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
+    /// The store clock's time, in milliseconds since the Unix epoch.
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.inner.config.clock.now_ms()
+    }
+
     /// Opens (creating if needed) a data directory: the system storage on the default engine
     /// in `<data-dir>/hot`, storage `local` with Parquet in `<data-dir>/cold`. Jobs a crash
     /// interrupted are marked failed.
@@ -112,6 +115,7 @@ impl Store {
                 cancels: parking_lot::Mutex::new(HashMap::new()),
                 scheduler: parking_lot::Mutex::new(None),
                 background: scheduler::BackgroundLog::default(),
+                last_cleanup_ms: AtomicI64::new(i64::MIN),
                 closed: AtomicBool::new(false),
                 config,
             }),
@@ -125,7 +129,7 @@ impl Store {
                 cold_url: cold_url.to_string_lossy().into_owned(),
                 s3: S3Options::default(),
                 cache: None,
-                created_at_ms: now_ms(),
+                created_at_ms: store.now_ms(),
             };
             store
                 .inner

@@ -83,14 +83,21 @@ impl Store {
         }
         let store = self.clone();
         let (table, to) = (table.clone(), to.clone());
+        // The move takes the table's maintenance lock itself, after its checks.
         self.run_job(
             JobKind::Move,
             Some(table.clone()),
             None,
-            move |job, cancel| async move {
-                store
-                    .run_move(&table, &from, &to, &source, &target, &job, &cancel)
-                    .await
+            None,
+            move |job, cancel| {
+                let (store, table, from, to) =
+                    (store.clone(), table.clone(), from.clone(), to.clone());
+                let (source, target) = (source.clone(), target.clone());
+                async move {
+                    store
+                        .run_move(&table, &from, &to, &source, &target, &job, &cancel)
+                        .await
+                }
             },
         )
         .await

@@ -96,18 +96,31 @@ impl Store {
                 reason: "the table does not publish a Delta log (DELTA = off)".into(),
             });
         }
-        let store = self.clone();
-        let work = move |handle: Arc<TableHandle>,
-                         _scope: Scope,
-                         job: String,
-                         cancel: Arc<AtomicBool>| async move {
-            // Republishing is asked for: its failure is the job's.
-            let outcome = store
-                .rewrite_and_publish(&handle, Reason::Republish, true, &job, &cancel)
-                .await?;
-            Ok(outcome.into())
-        };
-        self.run_table_job(JobKind::Publish, handle, Scope::All, work)
+        // Republishing is asked for: its failure is the job's.
+        self.rewrite_job(handle, JobKind::Publish, Reason::Republish, true)
             .await
+    }
+
+    /// Runs [`rewrite_and_publish`](Self::rewrite_and_publish) of the whole table as a job of
+    /// `kind`.
+    pub(super) async fn rewrite_job(
+        &self,
+        handle: Arc<TableHandle>,
+        kind: JobKind,
+        reason: Reason,
+        must_publish: bool,
+    ) -> Result<JobRecord> {
+        let store = self.clone();
+        let work =
+            move |handle: Arc<TableHandle>, _scope: Scope, job: String, cancel: Arc<AtomicBool>| {
+                let store = store.clone();
+                async move {
+                    let outcome = store
+                        .rewrite_and_publish(&handle, reason, must_publish, &job, &cancel)
+                        .await?;
+                    Ok(outcome.into())
+                }
+            };
+        self.run_table_job(kind, handle, Scope::All, work).await
     }
 }

@@ -1,23 +1,22 @@
-//! Background work: the scheduler that applies flush policies, removes expired STREAM rows and
-//! runs the cleanup job; the cleanup job itself; and the log of background failures (work
-//! nobody waits for is never silently dropped: each failure is logged with `tracing` and
-//! counted per kind, see [`Store::background_failures`]).
+//! Maintenance: one pass that applies flush policies, removes expired STREAM rows and runs the
+//! cleanup job when due, run by the background scheduler of a long-lived store or on demand by
+//! [`Store::maintain`] (one-shot processes, cron); the cleanup job itself; and the log of
+//! background failures (work nobody waits for is never silently dropped: each failure is
+//! logged with `tracing` and counted per kind, see [`Store::background_failures`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
+use super::Store;
 use super::jobs::{JobOutcome, Scope};
-use super::{Store, now_ms};
 use crate::backend::{ScanRequest, WriteBatch};
-use crate::catalog::{JobKind, JobRecord};
+use crate::catalog::{JobKind, JobRecord, JobStatus};
 use crate::error::{Error, Result};
 use crate::flush::compact::collect_orphans;
 use crate::ids::{KeyScope, TableId};
 use crate::schema::TableType;
 use crate::table::TableHandle;
-
-/// Scheduler ticks between two runs of the cleanup job.
-const CLEANUP_EVERY_TICKS: u64 = 60;
 
 /// Hot entries read per chunk of a STREAM expiry.
 const EXPIRY_CHUNK: usize = 4096;
@@ -35,6 +34,23 @@ pub struct BackgroundFailure {
     pub last_error: String,
     /// When it last failed, ms since the epoch.
     pub last_at_ms: i64,
+}
+
+/// What one maintenance pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaintenanceOutcome {
+    /// Flush jobs a table's policy asked for, run.
+    pub flushes: u64,
+    /// Rows those flushes wrote to Parquet.
+    pub rows_flushed: u64,
+    /// Expired STREAM rows removed from the hot engines.
+    pub stream_rows_expired: u64,
+    /// The cleanup job, when it was due.
+    pub cleanup: Option<JobRecord>,
+    /// Pieces of work that failed (each also logged and counted as a background failure).
+    pub failures: u64,
+    /// Tables not visited because the time budget ran out.
+    pub tables_skipped: usize,
 }
 
 /// Background failures per kind.
@@ -76,7 +92,6 @@ impl Store {
         let weak = std::sync::Arc::downgrade(&self.inner);
         let interval = self.inner.config.scheduler_interval;
         let handle = tokio::spawn(async move {
-            let mut tick = 0u64;
             loop {
                 tokio::time::sleep(interval).await;
                 let Some(inner) = weak.upgrade() else { break };
@@ -84,8 +99,7 @@ impl Store {
                 if store.inner.closed.load(Ordering::Acquire) {
                     break;
                 }
-                store.background_tick(tick).await;
-                tick += 1;
+                store.maintenance_pass(None).await;
             }
         });
         *self.inner.scheduler.lock() = Some(handle);
@@ -114,7 +128,7 @@ impl Store {
         entry.count += 1;
         entry.table = table.cloned();
         entry.last_error = report;
-        entry.last_at_ms = now_ms();
+        entry.last_at_ms = self.now_ms();
     }
 
     /// Failures of background work since the store opened, one entry per kind of work (a
@@ -123,47 +137,105 @@ impl Store {
         self.inner.background.0.lock().values().cloned().collect()
     }
 
-    async fn background_tick(&self, tick: u64) {
+    /// Runs the maintenance that is due once, now: flushes the tables whose policy asks for
+    /// it, removes expired STREAM rows and runs the cleanup job when `cleanup_interval` has
+    /// passed since the last one. No new table is started once `budget` has run out (work in
+    /// progress finishes). Failures are counted in the outcome and as background failures;
+    /// the pass goes on with the next table.
+    pub async fn maintain(&self, budget: Duration) -> Result<MaintenanceOutcome> {
+        self.check_open()?;
+        let deadline = tokio::time::Instant::now().checked_add(budget);
+        Ok(self.maintenance_pass(deadline).await)
+    }
+
+    async fn maintenance_pass(&self, deadline: Option<tokio::time::Instant>) -> MaintenanceOutcome {
+        let mut done = MaintenanceOutcome::default();
+        let mut failed = |kind: &'static str, table: Option<&TableId>, e: &Error| {
+            self.record_background_failure(kind, table, e);
+            done.failures += 1;
+        };
         let tables = match self.all_tables().await {
             Ok(t) => t,
-            Err(e) => return self.record_background_failure("catalog", None, &e),
+            Err(e) => {
+                failed("catalog", None, &e);
+                return done;
+            }
         };
-        for def in tables {
+        let (mut flushes, mut rows_flushed, mut expired, mut skipped) = (0, 0, 0, 0);
+        for (i, def) in tables.iter().enumerate() {
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                skipped = tables.len() - i;
+                break;
+            }
             let handle = match self.handle(&def.id).await {
                 Ok(h) => h,
                 Err(e) => {
-                    self.record_background_failure("catalog", Some(&def.id), &e);
+                    failed("catalog", Some(&def.id), &e);
                     continue;
                 }
             };
             if def.table_type == TableType::Stream {
-                if let Err(e) = expire_stream(&handle).await {
-                    self.record_background_failure("expiry", Some(&def.id), &e);
+                match expire_stream(&handle).await {
+                    Ok(n) => expired += n,
+                    Err(e) => failed("expiry", Some(&def.id), &e),
                 }
                 continue;
             }
             for scope in due_flushes(&handle) {
-                if let Err(e) = self.flush_table(&def.id, scope).await {
-                    self.record_background_failure("flush", Some(&def.id), &e);
+                match self.flush_table(&def.id, scope).await {
+                    Ok(job) => {
+                        flushes += 1;
+                        rows_flushed += job.rows;
+                    }
+                    Err(e) => failed("flush", Some(&def.id), &e),
                 }
             }
         }
-        if tick % CLEANUP_EVERY_TICKS == CLEANUP_EVERY_TICKS - 1
-            && let Err(e) = self.cleanup().await
-        {
-            self.record_background_failure("cleanup", None, &e);
+        let mut cleanup = None;
+        let in_time = deadline.is_none_or(|d| tokio::time::Instant::now() < d);
+        match self.cleanup_due().await {
+            Ok(true) if in_time => match self.cleanup().await {
+                Ok(job) => cleanup = Some(job),
+                Err(e) => failed("cleanup", None, &e),
+            },
+            Ok(_) => {}
+            Err(e) => failed("cleanup", None, &e),
         }
+        done.flushes = flushes;
+        done.rows_flushed = rows_flushed;
+        done.stream_rows_expired = expired;
+        done.tables_skipped = skipped;
+        done.cleanup = cleanup;
+        done
+    }
+
+    /// Whether `cleanup_interval` has passed since the last cleanup job ended (in this
+    /// process or, by its job record, an earlier one).
+    async fn cleanup_due(&self) -> Result<bool> {
+        let mut last = self.inner.last_cleanup_ms.load(Ordering::Acquire);
+        if last == i64::MIN {
+            last = self
+                .jobs()
+                .await?
+                .iter()
+                .filter(|j| j.kind == JobKind::Cleanup && j.status == JobStatus::Completed)
+                .filter_map(|j| j.ended_at_ms)
+                .max()
+                .unwrap_or(i64::MIN + 1);
+            self.inner.last_cleanup_ms.fetch_max(last, Ordering::AcqRel);
+        }
+        let interval =
+            i64::try_from(self.inner.config.cleanup_interval.as_millis()).unwrap_or(i64::MAX);
+        Ok(self.now_ms().saturating_sub(last) >= interval)
     }
 
     /// Runs the cleanup job now: removes finished jobs past their retention, orphaned files
     /// past the grace period and expired STREAM rows, and finishes interrupted tasks.
     pub async fn cleanup(&self) -> Result<JobRecord> {
         let store = self.clone();
-        self.run_job(
-            JobKind::Cleanup,
-            None,
-            None,
-            move |_job, _cancel| async move {
+        self.run_job(JobKind::Cleanup, None, None, None, move |_job, _cancel| {
+            let store = store.clone();
+            async move {
                 let mut done = CleanupOutcome {
                     jobs_removed: store.remove_old_jobs().await?,
                     tasks_finished: store.resume_tasks().await?,
@@ -183,9 +255,15 @@ impl Store {
                         collect_orphans(&handle, store.inner.config.orphan_grace).await?;
                 }
                 Ok(done.into())
-            },
-        )
+            }
+        })
         .await
+        .inspect(|job| {
+            let ended = job.ended_at_ms.unwrap_or_else(|| self.now_ms());
+            self.inner
+                .last_cleanup_ms
+                .fetch_max(ended, Ordering::AcqRel);
+        })
     }
 }
 
@@ -204,11 +282,13 @@ fn due_flushes(handle: &TableHandle) -> Vec<Scope> {
             }
         }
     }
+    let now = handle.storage.clock.now_ms();
     if let Some(interval) = policy.interval
-        && handle.last_flush.lock().elapsed() >= interval
+        && now.saturating_sub(*handle.last_flush.lock())
+            >= i64::try_from(interval.as_millis()).unwrap_or(i64::MAX)
     {
         if handle.buffered_scopes().is_empty() {
-            *handle.last_flush.lock() = std::time::Instant::now();
+            *handle.last_flush.lock() = now;
         } else {
             due.push(Scope::All);
         }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::probe::delete_prefix;
-use super::{Store, TASKS, now_ms, sys};
+use super::{Store, TASKS, sys};
 use crate::catalog::{JobStatus, TableTask, TableTaskOp};
 use crate::error::{Error, Result};
 use crate::format::{hot_partition, meta_partition, table_dir};
@@ -133,7 +133,7 @@ impl Store {
         };
         if let Some(status) = status {
             record.status = status;
-            record.ended_at_ms.get_or_insert_with(now_ms);
+            record.ended_at_ms.get_or_insert_with(|| self.now_ms());
         }
         record.error = message;
         self.put_job(&record).await

@@ -12,9 +12,15 @@ use super::*;
 use crate::*;
 
 async fn store() -> (tempfile::TempDir, Store) {
+    store_with_clock(Arc::new(crate::clock::SystemClock)).await
+}
+
+/// A store on the memory engines whose time is `clock`.
+async fn store_with_clock(clock: Arc<dyn crate::clock::Clock>) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = StoreConfig::new(dir.path(), Arc::new(MemoryEngines));
     config.background = false;
+    config.clock = clock;
     let store = Store::open(config).await.unwrap();
     store
         .create_namespace(&NamespaceId::new("app").unwrap(), false)
@@ -324,18 +330,89 @@ async fn filters_apply_to_hot_and_flushed_rows() {
 
 #[tokio::test]
 async fn stream_rows_are_not_flushed_and_expire() {
-    let (_dir, store) = store().await;
+    let clock = Arc::new(crate::clock::ManualClock::new());
+    let (_dir, store) = store_with_clock(clock.clone()).await;
     let mut def = messages(TableType::Stream);
     def.options.ttl_seconds = Some(1);
     store.create_table(def, false).await.unwrap();
     store.insert(&t(), None, vec![row(1, "x")]).await.unwrap();
     assert_eq!(ids(&store, None, None).await, [1]);
     assert!(store.flush_table(&t(), Scope::All).await.is_err());
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    clock.advance(Duration::from_millis(999));
+    assert_eq!(ids(&store, None, None).await, [1], "not yet expired");
+    clock.advance(Duration::from_millis(2));
     assert_eq!(ids(&store, None, None).await, Vec::<i64>::new());
     let job = store.cleanup().await.unwrap();
     assert_eq!(job.rows, 1);
     assert_eq!(store.table_stats(&t()).await.unwrap()[0].hot_rows, 0);
+}
+
+/// One maintenance pass runs what the clock says is due: an `interval` flush counted from the
+/// table's creation, STREAM expiry, and the cleanup job at its cadence with job retention by
+/// count.
+#[tokio::test]
+async fn maintain_runs_due_flushes_expiry_and_cleanup_by_the_clock() {
+    let clock = Arc::new(crate::clock::ManualClock::new());
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::new(dir.path(), Arc::new(MemoryEngines));
+    config.background = false;
+    config.clock = clock.clone();
+    config.job_retention_count = 2;
+    config.cleanup_interval = Duration::from_secs(60);
+    let store = Store::open(config).await.unwrap();
+    store
+        .create_namespace(&NamespaceId::new("app").unwrap(), false)
+        .await
+        .unwrap();
+    let mut def = messages(TableType::Shared);
+    def.options.flush_policy = "interval:30".parse().unwrap();
+    def.schema.created_at_ms = clock.now_ms();
+    store.create_table(def, false).await.unwrap();
+    let mut stream = messages(TableType::Stream);
+    stream.id = "app.typing".parse().unwrap();
+    stream.options.ttl_seconds = Some(10);
+    store.create_table(stream, false).await.unwrap();
+    let typing: TableId = "app.typing".parse().unwrap();
+    store
+        .insert(&t(), None, (0..5).map(|i| row(i, "x")).collect())
+        .await
+        .unwrap();
+    store
+        .insert(&typing, None, vec![row(1, "ann")])
+        .await
+        .unwrap();
+    let budget = Duration::from_secs(60);
+
+    let first = store.maintain(budget).await.unwrap();
+    assert_eq!((first.flushes, first.stream_rows_expired), (0, 0));
+    assert!(
+        first.cleanup.is_some(),
+        "no cleanup ran before: due at once"
+    );
+
+    clock.advance(Duration::from_secs(31));
+    let second = store.maintain(budget).await.unwrap();
+    assert_eq!((second.flushes, second.rows_flushed), (1, 5));
+    assert_eq!(second.stream_rows_expired, 1, "the STREAM row is 31 s old");
+    assert!(second.cleanup.is_none(), "the last cleanup ran 31 s ago");
+    let stats = store.table_stats(&t()).await.unwrap();
+    assert_eq!((stats[0].files, stats[0].hot_rows), (1, 0));
+    assert_eq!(store.table_stats(&typing).await.unwrap()[0].hot_rows, 0);
+
+    store
+        .insert(&t(), None, (5..8).map(|i| row(i, "x")).collect())
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(31));
+    let third = store.maintain(budget).await.unwrap();
+    assert_eq!((third.flushes, third.rows_flushed), (1, 3));
+    let cleanup = third.cleanup.expect("62 s since the first cleanup");
+    // Finished before it: cleanup, flush, flush; the oldest beyond two went.
+    let jobs = store.jobs().await.unwrap();
+    let kinds: Vec<_> = jobs.iter().map(|j| j.kind).collect();
+    assert_eq!(kinds, [JobKind::Flush, JobKind::Flush, JobKind::Cleanup]);
+    assert_eq!(jobs[2].id, cleanup.id);
+    assert_eq!(ids(&store, None, None).await, (0..8).collect::<Vec<_>>());
 }
 
 #[tokio::test]
@@ -546,4 +623,5 @@ async fn a_flush_whose_commit_fails_keeps_every_row_hot_and_readable() {
 mod alter;
 mod batches;
 mod delta;
+mod jobs;
 mod stream;

@@ -34,7 +34,6 @@ mod storage;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -47,7 +46,6 @@ use crate::format::{
 };
 use crate::ids::{KeyScope, TableId, UserId};
 use crate::schema::{DeltaPublishing, TableDefinition, TableType};
-use crate::seq::now_nanos;
 
 pub(crate) use pins::{READER_WAIT, ReaderPin, ReaderPins};
 pub use state::FileEntry;
@@ -74,7 +72,8 @@ pub(crate) struct TableHandle {
     pub(crate) file_index: FileIndexCache,
     /// Readers of the table's files (see [`pins`]).
     pub(crate) pins: Arc<ReaderPins>,
-    pub(crate) last_flush: parking_lot::Mutex<Instant>,
+    /// When the table last flushed, ms by the store's clock (the interval policy).
+    pub(crate) last_flush: parking_lot::Mutex<i64>,
     /// Set when the table moved to another storage or was dropped: this handle's storage no
     /// longer holds the table, and operations that find it set go back to the store.
     pub(crate) retired: AtomicBool,
@@ -102,6 +101,7 @@ impl TableHandle {
     /// Opens a table whose partitions exist, loading counters and manifest.
     pub(crate) async fn open(def: TableDefinition, storage: Arc<StorageHandle>) -> Result<Self> {
         let id = def.id.clone();
+        let now = storage.clock.now_ms();
         let table = Self {
             hot: hot_partition(&id),
             meta: meta_partition(&id),
@@ -114,11 +114,22 @@ impl TableHandle {
             state: parking_lot::RwLock::new(TableState::default()),
             file_index: FileIndexCache::default(),
             pins: Arc::new(ReaderPins::default()),
-            last_flush: parking_lot::Mutex::new(Instant::now()),
+            last_flush: parking_lot::Mutex::new(now),
             retired: AtomicBool::new(false),
             write_generation: AtomicU64::new(0),
         };
         table.reload().await?;
+        // The interval policy counts from the newest file, else from the table's creation,
+        // so it holds across processes (a one-shot CLI never lives a whole interval).
+        let newest = {
+            let state = table.state.read();
+            let files = state.files.values().flatten();
+            files.map(|f| f.meta.created_at_ms).max()
+        };
+        let def = table.definition();
+        let created = def.history.iter().map(|v| v.created_at_ms);
+        let created = created.fold(def.schema.created_at_ms, i64::min);
+        *table.last_flush.lock() = newest.unwrap_or(created);
         Ok(table)
     }
 
@@ -346,7 +357,7 @@ impl TableHandle {
         match (def.table_type, def.options.ttl_seconds) {
             (TableType::Stream, Some(ttl)) => {
                 let ttl_ns = i64::try_from(ttl.saturating_mul(1_000_000_000)).unwrap_or(i64::MAX);
-                updated_ns.saturating_add(ttl_ns) < now_nanos()
+                updated_ns.saturating_add(ttl_ns) < self.storage.clock.now_nanos()
             }
             _ => false,
         }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::backend::StorageBackend;
 use crate::catalog::StorageDefinition;
+use crate::clock::Clock;
 use crate::location::OpenedStore;
 
 /// A storage opened for use.
@@ -14,6 +15,8 @@ pub(crate) struct StorageHandle {
     pub(crate) hot: Arc<dyn StorageBackend>,
     /// The cold object store (Parquet files).
     pub(crate) cold: OpenedStore,
+    /// The store's clock: `_updated` of writes and STREAM expiry.
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for StorageHandle {

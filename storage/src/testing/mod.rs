@@ -1,4 +1,4 @@
-//! Fault-injecting wrappers for tests: backends that fail on cue.
+//! Test helpers: backends that fail on cue, and the one way tests wait for background work.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,6 +11,23 @@ use crate::backend::{
 };
 use crate::error::{Error, Result};
 
+/// Polls `condition` until it holds, panicking with `what` after 30 seconds. Tests wait for
+/// background work on a condition like this, never for a fixed time.
+pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// The error [`FailAfter`] injects.
 #[derive(Debug, thiserror::Error)]
 #[error("injected failure after {0} writes")]
@@ -21,12 +38,27 @@ pub struct InjectedFailure(pub usize);
 /// [`only_partitions`](Self::only_partitions), only writes that touch a partition whose name
 /// starts with a prefix count and fail (so a store's catalog keeps working while a table's
 /// partitions fail).
-#[derive(Debug)]
 pub struct FailAfter<B: ?Sized> {
     inner: Arc<B>,
     allowed: AtomicUsize,
     writes: AtomicUsize,
+    /// Failures left before the backend heals; `usize::MAX`: never heals.
+    failures_left: AtomicUsize,
     prefix: Option<String>,
+    observer: Option<Observer>,
+}
+
+/// Sees every put that reaches the inner backend: partition, key and value.
+type Observer = Box<dyn Fn(&Partition, &[u8], &[u8]) + Send + Sync>;
+
+impl<B: ?Sized> std::fmt::Debug for FailAfter<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FailAfter")
+            .field("allowed", &self.allowed)
+            .field("writes", &self.writes)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<B: StorageBackend + ?Sized> FailAfter<B> {
@@ -36,8 +68,25 @@ impl<B: StorageBackend + ?Sized> FailAfter<B> {
             inner,
             allowed: AtomicUsize::new(allowed),
             writes: AtomicUsize::new(0),
+            failures_left: AtomicUsize::new(usize::MAX),
             prefix: None,
+            observer: None,
         }
+    }
+
+    /// Calls `observer` with every put (alone or in a batch) that reaches the inner backend.
+    pub fn observing(
+        mut self,
+        observer: impl Fn(&Partition, &[u8], &[u8]) + Send + Sync + 'static,
+    ) -> Self {
+        self.observer = Some(Box::new(observer));
+        self
+    }
+
+    /// Fails the next `n` counted writes, then passes every write again (a store that heals).
+    pub fn fail_next(&self, n: usize) {
+        self.fail_from_now();
+        self.failures_left.store(n, Ordering::SeqCst);
     }
 
     /// Counts (and fails) only writes touching a partition whose name starts with `prefix`.
@@ -48,6 +97,7 @@ impl<B: StorageBackend + ?Sized> FailAfter<B> {
 
     /// Fails every counted write from now on.
     pub fn fail_from_now(&self) {
+        self.failures_left.store(usize::MAX, Ordering::SeqCst);
         self.allowed
             .store(self.writes.load(Ordering::SeqCst), Ordering::SeqCst);
     }
@@ -71,13 +121,29 @@ impl<B: StorageBackend + ?Sized> FailAfter<B> {
         let n = self.writes.fetch_add(1, Ordering::SeqCst);
         let allowed = self.allowed.load(Ordering::SeqCst);
         if n < allowed {
-            Ok(())
-        } else {
-            Err(Error::engine(
-                "fail-after",
-                "a write",
-                InjectedFailure(allowed),
-            ))
+            return Ok(());
+        }
+        let healed = self
+            .failures_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| match left {
+                0 => None,
+                usize::MAX => Some(usize::MAX),
+                left => Some(left - 1),
+            })
+            .is_err();
+        if healed {
+            return Ok(());
+        }
+        Err(Error::engine(
+            "fail-after",
+            "a write",
+            InjectedFailure(allowed),
+        ))
+    }
+
+    fn observe(&self, partition: &Partition, key: &[u8], value: &[u8]) {
+        if let Some(observer) = &self.observer {
+            observer(partition, key, value);
         }
     }
 }
@@ -107,6 +173,7 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FailAfter<B> {
     }
     async fn put(&self, partition: &Partition, key: Bytes, value: Bytes) -> Result<()> {
         self.admit(std::iter::once(partition))?;
+        self.observe(partition, &key, &value);
         self.inner.put(partition, key, value).await
     }
     async fn delete(&self, partition: &Partition, key: &[u8]) -> Result<()> {
@@ -115,6 +182,16 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FailAfter<B> {
     }
     async fn batch(&self, batch: WriteBatch) -> Result<()> {
         self.admit(batch.ops.iter().map(|op| op.partition()))?;
+        for op in &batch.ops {
+            if let crate::backend::WriteOp::Put {
+                partition,
+                key,
+                value,
+            } = op
+            {
+                self.observe(partition, key, value);
+            }
+        }
         self.inner.batch(batch).await
     }
     async fn scan(&self, partition: &Partition, request: &ScanRequest) -> Result<ScanChunk> {

@@ -9,6 +9,7 @@ use arrow::datatypes::Int64Type;
 
 use super::*;
 use crate::schema::SchemaChange;
+use crate::testing::wait_until;
 
 fn text_column(batch: &RecordBatch, name: &str) -> Vec<Option<String>> {
     let a = batch.column_by_name(name).unwrap().as_string::<i32>();
@@ -182,7 +183,8 @@ async fn key_columns_and_narrowing_are_refused_and_change_nothing() {
 
 #[tokio::test]
 async fn options_change_and_a_shorter_ttl_expires_rows_already_stored() {
-    let (_dir, store) = store().await;
+    let clock = Arc::new(crate::clock::ManualClock::new());
+    let (_dir, store) = store_with_clock(clock.clone()).await;
     let mut def = messages(TableType::Stream);
     def.options.ttl_seconds = Some(3600);
     store.create_table(def, false).await.unwrap();
@@ -208,7 +210,8 @@ async fn options_change_and_a_shorter_ttl_expires_rows_already_stored() {
     };
     let def = store.set_table_options(&t(), &short).await.unwrap();
     assert_eq!(def.options.ttl_seconds, Some(1));
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(ids(&store, None, None).await.len(), 100);
+    clock.advance(Duration::from_millis(1001));
     assert!(ids(&store, None, None).await.is_empty());
     store.cleanup().await.unwrap();
     let handle = store.handle(&t()).await.unwrap();
@@ -436,15 +439,23 @@ async fn writes_and_reads_during_a_move_lose_nothing() {
             scans
         })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The move runs while the writer is writing: wait for its writes before and after.
+    let written_past = |n: u64| {
+        let acked = acked.clone();
+        move || {
+            let acked = acked.clone();
+            async move { acked.load(Ordering::Acquire) >= n }
+        }
+    };
+    wait_until("the writer is writing", written_past(2050)).await;
     let job = store.move_table(&t(), &second).await.unwrap().unwrap();
     assert_eq!(job.status, JobStatus::Completed);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let after = acked.load(Ordering::Acquire) + 50;
+    wait_until("the writer writes after the move", written_past(after)).await;
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();
     assert!(reader.await.unwrap() > 0);
     let n = acked.load(Ordering::Acquire) as i64;
-    assert!(n > 2000, "the writer made progress");
     assert_eq!(ids(&store, None, None).await, (0..n).collect::<Vec<_>>());
 }
 
