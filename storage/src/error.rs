@@ -288,13 +288,16 @@ impl Error {
     }
 
     /// Whether trying again may succeed: an engine, object-store or I/O failure (a store that
-    /// was unreachable, a timeout). Bad input, missing objects of the catalog, corruption and
-    /// cancellation are final.
+    /// was unreachable, a timeout), also when Parquet met it writing or reading a file. Bad
+    /// input, missing objects of the catalog, corruption and cancellation are final.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Self::Engine { .. } | Self::ObjectStore { .. } | Self::Io { .. }
-        )
+        match self {
+            Self::Engine { .. } | Self::ObjectStore { .. } | Self::Io { .. } => true,
+            Self::Parquet { source, .. } => {
+                matches!(source, parquet::errors::ParquetError::External(_))
+            }
+            _ => false,
+        }
     }
 
     /// The error and every source below it, joined by `: ` (for logs and job records).

@@ -29,6 +29,7 @@ mod seq;
 mod spawn;
 mod store;
 mod table;
+pub mod timeout;
 pub mod types;
 mod write;
 

@@ -15,6 +15,7 @@ const ORDER: &[&str] = &[
     "backend",
     "seq",
     "location",
+    "timeout",
     "spawn",
     "failpoint",
     "memory",

@@ -17,6 +17,7 @@ use crate::ids::{NamespaceId, StorageId, TableId};
 use crate::location::open_store;
 use crate::schema::TableDefinition;
 use crate::table::{StorageHandle, TableHandle};
+use crate::timeout::TimeoutStore;
 
 impl Store {
     /// Creates a namespace; an existing one is an error unless `if_not_exists`.
@@ -130,12 +131,12 @@ impl Store {
                 .await?
         };
         let mut cold = open_store(&def.cold_url, &def.s3)?;
-        cold.store = self
-            .inner
-            .config
+        let config = &self.inner.config;
+        let store = config
             .engines
             .cold_store(cold.store, def.cache.as_ref())
             .await?;
+        cold.store = Arc::new(TimeoutStore::new(store, config.object_store_timeout));
         Ok(StorageHandle {
             def: def.clone(),
             hot,

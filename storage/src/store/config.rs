@@ -91,6 +91,9 @@ pub struct StoreConfig {
     pub cleanup_interval: Duration,
     /// Unreferenced Parquet files older than this are deleted by the cleanup job.
     pub orphan_grace: Duration,
+    /// How long one object-store call (or one item of a listing or a body) may take before it
+    /// fails as a transient error, so a store that never answers cannot hold a table's lock.
+    pub object_store_timeout: Duration,
     /// The wait before a job's first retry after a transient failure; it doubles per retry,
     /// plus up to half again of random jitter.
     pub retry_backoff: Duration,
@@ -114,6 +117,7 @@ impl StoreConfig {
             cleanup_interval: Duration::from_secs(60),
             orphan_grace: Duration::from_secs(3600),
             retry_backoff: Duration::from_millis(200),
+            object_store_timeout: Duration::from_secs(60),
             clock: Arc::new(SystemClock),
         }
     }

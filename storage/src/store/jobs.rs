@@ -241,7 +241,17 @@ impl Store {
         Fut: std::future::Future<Output = Result<JobOutcome>>,
     {
         self.check_open()?;
-        let mut job = JobRecord {
+        // A job of this kind on this table and scope that a restart interrupted is the one
+        // that runs now, under its own record.
+        let resumed = {
+            let mut requeued = self.inner.requeued.lock();
+            let same = |j: &JobRecord| j.kind == kind && j.table == table && j.user == user;
+            requeued
+                .iter()
+                .position(same)
+                .map(|i| requeued.swap_remove(i))
+        };
+        let mut job = resumed.unwrap_or_else(|| JobRecord {
             id: format!("j-{:016x}", self.inner.seq.next()),
             kind,
             table,
@@ -256,7 +266,7 @@ impl Store {
             error: None,
             summary: None,
             attempts: 0,
-        };
+        });
         self.put_job(&job).await?;
         let cancel = Arc::new(AtomicBool::new(false));
         self.inner
@@ -349,9 +359,21 @@ impl Store {
         base + jitter
     }
 
-    pub(super) async fn fail_interrupted_jobs(&self) -> Result<()> {
+    /// At open: the jobs a restart interrupted. Flushes and compactions (idempotent: their
+    /// work commits in one batch or not at all) are queued again and run at the next
+    /// maintenance pass under their own record; the others are marked failed (moves and
+    /// drops finish through their table task).
+    pub(super) async fn requeue_interrupted_jobs(&self) -> Result<()> {
         for mut job in self.jobs().await? {
-            if !job.status.is_final() {
+            if job.status.is_final() {
+                continue;
+            }
+            if matches!(job.kind, JobKind::Flush | JobKind::Compaction) && job.table.is_some() {
+                job.status = JobStatus::Queued;
+                job.error = Some("interrupted by a restart; queued to run again".into());
+                self.put_job(&job).await?;
+                self.inner.requeued.lock().push(job);
+            } else {
                 job.status = JobStatus::Failed;
                 job.ended_at_ms = Some(self.now_ms());
                 job.error = Some("interrupted by a restart; its work was not committed".into());
@@ -359,6 +381,42 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Runs the jobs a restart interrupted (see `requeue_interrupted_jobs`); returns how many
+    /// completed. One that cannot start (its table is gone) is marked failed.
+    pub(super) async fn resume_requeued(&self) -> Result<u64> {
+        let waiting: Vec<JobRecord> = self.inner.requeued.lock().clone();
+        let mut completed = 0;
+        for job in waiting {
+            let Some(table) = job.table.clone() else {
+                continue;
+            };
+            let scope = job.user.clone().map_or(Scope::All, Scope::User);
+            let result = match job.kind {
+                JobKind::Compaction => {
+                    self.compact_table(&table, scope, CompactionPolicy::default())
+                        .await
+                }
+                _ => self.flush_table(&table, scope).await,
+            };
+            let unstarted = {
+                let mut requeued = self.inner.requeued.lock();
+                let at = requeued.iter().position(|j| j.id == job.id);
+                at.map(|i| requeued.swap_remove(i))
+            };
+            match (result, unstarted) {
+                (Ok(_), _) => completed += 1,
+                (Err(e), Some(mut job)) => {
+                    job.status = JobStatus::Failed;
+                    job.ended_at_ms = Some(self.now_ms());
+                    job.error = Some(e.report());
+                    self.put_job(&job).await?;
+                }
+                (Err(e), None) => self.record_background_failure("resume", Some(&table), &e),
+            }
+        }
+        Ok(completed)
     }
 
     /// Removes finished jobs past the retention time, and the oldest finished ones beyond the

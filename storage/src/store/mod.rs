@@ -66,6 +66,8 @@ struct Inner {
     background: scheduler::BackgroundLog,
     /// When the last cleanup job ended (ms); `i64::MIN` until read from the job records.
     last_cleanup_ms: AtomicI64,
+    /// Jobs a restart interrupted, queued to run again (a leaf lock).
+    requeued: parking_lot::Mutex<Vec<crate::catalog::JobRecord>>,
     closed: AtomicBool,
 }
 
@@ -116,6 +118,7 @@ impl Store {
                 scheduler: parking_lot::Mutex::new(None),
                 background: scheduler::BackgroundLog::default(),
                 last_cleanup_ms: AtomicI64::new(i64::MIN),
+                requeued: parking_lot::Mutex::new(Vec::new()),
                 closed: AtomicBool::new(false),
                 config,
             }),
@@ -142,7 +145,7 @@ impl Store {
                 .await?;
         }
         store.resume_tasks().await?;
-        store.fail_interrupted_jobs().await?;
+        store.requeue_interrupted_jobs().await?;
         if store.inner.config.background {
             store.start_scheduler();
         }

@@ -39,6 +39,8 @@ pub struct BackgroundFailure {
 /// What one maintenance pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MaintenanceOutcome {
+    /// Flushes and compactions a restart interrupted, run again and completed.
+    pub resumed: u64,
     /// Flush jobs a table's policy asked for, run.
     pub flushes: u64,
     /// Rows those flushes wrote to Parquet.
@@ -154,6 +156,13 @@ impl Store {
             self.record_background_failure(kind, table, e);
             done.failures += 1;
         };
+        let resumed = match self.resume_requeued().await {
+            Ok(n) => n,
+            Err(e) => {
+                failed("resume", None, &e);
+                0
+            }
+        };
         let tables = match self.all_tables().await {
             Ok(t) => t,
             Err(e) => {
@@ -201,6 +210,7 @@ impl Store {
             Ok(_) => {}
             Err(e) => failed("cleanup", None, &e),
         }
+        done.resumed = resumed;
         done.flushes = flushes;
         done.rows_flushed = rows_flushed;
         done.stream_rows_expired = expired;

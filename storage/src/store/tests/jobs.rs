@@ -5,6 +5,10 @@ use std::collections::HashMap;
 
 use object_store::throttle::{ThrottleConfig, ThrottledStore};
 
+use std::sync::atomic::AtomicUsize;
+
+use futures::stream::BoxStream;
+
 use super::*;
 use crate::testing::{FailAfter, wait_until};
 
@@ -12,12 +16,87 @@ use crate::testing::{FailAfter, wait_until};
 type Seen = Arc<parking_lot::Mutex<HashMap<String, Vec<JobStatus>>>>;
 
 /// Memory engines behind a [`FailAfter`] on table partitions that records every job record
-/// written; the cold store is one in-memory object store whose puts take `slow_puts`.
+/// written; the cold store is one in-memory object store whose puts take `slow_puts`, and
+/// whose next `hang_puts` puts never answer.
 #[derive(Debug)]
 struct RecordingEngines {
     backend: Arc<FailAfter<MemoryBackend>>,
     cold: Arc<object_store::memory::InMemory>,
     slow_puts: Duration,
+    hang_puts: Arc<AtomicUsize>,
+}
+
+/// An object store whose next `hang` puts never answer.
+#[derive(Debug)]
+struct Hanging {
+    inner: Arc<dyn object_store::ObjectStore>,
+    hang: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Display for Hanging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Hanging({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::ObjectStore for Hanging {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        let take = |n: usize| n.checked_sub(1);
+        if self
+            .hang
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, take)
+            .is_ok()
+        {
+            std::future::pending::<()>().await;
+        }
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<object_store::path::Path>>,
+    ) -> BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.inner.delete_stream(locations)
+    }
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
 }
 
 #[async_trait::async_trait]
@@ -46,12 +125,20 @@ impl EngineProvider for RecordingEngines {
             wait_put_per_call: self.slow_puts,
             ..ThrottleConfig::default()
         };
-        Ok(Arc::new(ThrottledStore::new(self.cold.clone(), config)))
+        let slow = Arc::new(ThrottledStore::new(self.cold.clone(), config));
+        Ok(Arc::new(Hanging {
+            inner: slow,
+            hang: self.hang_puts.clone(),
+        }))
     }
 }
 
+/// A store with one SHARED table on [`RecordingEngines`], each object-store call limited to
+/// `timeout`.
 async fn recording_store(
     slow_puts: Duration,
+    hang_puts: Arc<AtomicUsize>,
+    timeout: Duration,
 ) -> (
     tempfile::TempDir,
     Store,
@@ -75,10 +162,12 @@ async fn recording_store(
         backend: backend.clone(),
         cold: Arc::new(object_store::memory::InMemory::new()),
         slow_puts,
+        hang_puts,
     };
     let mut config = StoreConfig::new(dir.path(), Arc::new(engines));
     config.background = false;
     config.retry_backoff = Duration::from_millis(1);
+    config.object_store_timeout = timeout;
     let store = Store::open(config).await.unwrap();
     store
         .create_namespace(&NamespaceId::new("app").unwrap(), false)
@@ -99,7 +188,8 @@ async fn insert(store: &Store, ids: std::ops::Range<i64>) {
 #[tokio::test]
 async fn a_flush_goes_new_queued_running_and_retries_a_store_that_heals() {
     use JobStatus::*;
-    let (_dir, store, backend, seen) = recording_store(Duration::ZERO).await;
+    let (_dir, store, backend, seen) =
+        recording_store(Duration::ZERO, Default::default(), Duration::from_secs(30)).await;
     insert(&store, 0..10).await;
     let job = store.flush_table(&t(), Scope::All).await.unwrap();
     assert_eq!(seen.lock()[&job.id], [New, Queued, Running, Completed]);
@@ -139,8 +229,10 @@ async fn a_flush_goes_new_queued_running_and_retries_a_store_that_heals() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_job_cancels_a_running_flush_and_a_queued_one_leaving_the_table_unchanged() {
     use JobStatus::*;
-    // Each Parquet upload takes 2 s: long enough to be killed midway.
-    let (_dir, store, _backend, seen) = recording_store(Duration::from_secs(2)).await;
+    // Each Parquet upload takes 2 s (within its deadline): long enough to be killed midway.
+    let slow = Duration::from_secs(2);
+    let (_dir, store, _backend, seen) =
+        recording_store(slow, Default::default(), Duration::from_secs(30)).await;
     insert(&store, 0..50).await;
     let running = tokio::spawn({
         let store = store.clone();
@@ -185,4 +277,27 @@ async fn kill_job_cancels_a_running_flush_and_a_queued_one_leaving_the_table_unc
     assert_eq!((stats[0].files, stats[0].hot_rows), (0, 50));
     assert!(store.manifest(&t()).await.unwrap().is_empty());
     assert_eq!(ids(&store, None, None).await, (0..50).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_whose_object_store_never_answers_times_out_retries_and_the_table_stays_usable() {
+    use JobStatus::*;
+    let hang = Arc::new(AtomicUsize::new(0));
+    let (_dir, store, _backend, seen) =
+        recording_store(Duration::ZERO, hang.clone(), Duration::from_secs(1)).await;
+    insert(&store, 0..10).await;
+    // The Parquet upload of the first attempt never answers.
+    hang.store(1, Ordering::SeqCst);
+    let job = store.flush_table(&t(), Scope::All).await.unwrap();
+    assert_eq!(
+        seen.lock()[&job.id],
+        [New, Queued, Running, Retrying, Running, Completed]
+    );
+    let error = job.error.unwrap();
+    assert!(error.contains("did not answer within 1s"), "{error}");
+    assert_eq!((job.attempts, job.rows), (2, 10));
+    // Nothing held on to the table: it takes writes, flushes and reads as before.
+    insert(&store, 10..20).await;
+    store.flush_table(&t(), Scope::All).await.unwrap();
+    assert_eq!(ids(&store, None, None).await, (0..20).collect::<Vec<_>>());
 }
