@@ -252,6 +252,14 @@ pub enum Error {
         /// The job id.
         job: String,
     },
+    /// A job ran past its kind's time limit and was stopped at its next safe point.
+    #[error("job `{job}` ran longer than its limit of {limit:?}")]
+    JobTimedOut {
+        /// The job id.
+        job: String,
+        /// The limit of its kind.
+        limit: std::time::Duration,
+    },
     /// Stored metadata is inconsistent (a manifest entry, a deletion vector, a catalog record).
     #[error("corrupt {what}: {reason}")]
     Corrupt {
@@ -288,11 +296,15 @@ impl Error {
     }
 
     /// Whether trying again may succeed: an engine, object-store or I/O failure (a store that
-    /// was unreachable, a timeout), also when Parquet met it writing or reading a file. Bad
+    /// was unreachable, a timeout, a job past its time limit), also when Parquet met it
+    /// writing or reading a file. Bad
     /// input, missing objects of the catalog, corruption and cancellation are final.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Engine { .. } | Self::ObjectStore { .. } | Self::Io { .. } => true,
+            Self::Engine { .. }
+            | Self::ObjectStore { .. }
+            | Self::Io { .. }
+            | Self::JobTimedOut { .. } => true,
             Self::Parquet { source, .. } => {
                 matches!(source, parquet::errors::ParquetError::External(_))
             }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::backend::StorageBackend;
-use crate::catalog::{CacheSpec, HotEngine};
+use crate::catalog::{CacheSpec, HotEngine, JobKind};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::location::S3Options;
@@ -94,6 +94,13 @@ pub struct StoreConfig {
     /// How long one object-store call (or one item of a listing or a body) may take before it
     /// fails as a transient error, so a store that never answers cannot hold a table's lock.
     pub object_store_timeout: Duration,
+    /// How long one attempt of a job may run; past it, the watchdog stops the job at its next
+    /// safe point and retries it (see [`JobKind::max_attempts`]).
+    ///
+    /// [`JobKind::max_attempts`]: crate::catalog::JobKind::max_attempts
+    pub job_timeout: Duration,
+    /// Per-kind exceptions to `job_timeout`.
+    pub job_timeouts: std::collections::HashMap<JobKind, Duration>,
     /// The wait before a job's first retry after a transient failure; it doubles per retry,
     /// plus up to half again of random jitter.
     pub retry_backoff: Duration,
@@ -117,9 +124,21 @@ impl StoreConfig {
             cleanup_interval: Duration::from_secs(60),
             orphan_grace: Duration::from_secs(3600),
             retry_backoff: Duration::from_millis(200),
+            job_timeout: Duration::from_secs(3600),
+            job_timeouts: std::collections::HashMap::new(),
             object_store_timeout: Duration::from_secs(60),
             clock: Arc::new(SystemClock),
         }
+    }
+}
+
+impl StoreConfig {
+    /// The time limit of one attempt of a job of `kind`.
+    pub fn job_timeout_of(&self, kind: JobKind) -> Duration {
+        self.job_timeouts
+            .get(&kind)
+            .copied()
+            .unwrap_or(self.job_timeout)
     }
 }
 

@@ -332,7 +332,9 @@ impl Store {
             job.attempts += 1;
             job.started_at_ms.get_or_insert(self.now_ms());
             self.put_job(job).await?;
-            match work(job.id.clone(), cancel.clone()).await {
+            let limit = self.inner.config.job_timeout_of(job.kind);
+            let attempt = work(job.id.clone(), cancel.clone());
+            match watched(attempt, limit, cancel, &job.id).await {
                 Err(e) if e.is_transient() && job.attempts < job.kind.max_attempts() => {
                     tracing::warn!(job = %job.id, kind = %job.kind, attempt = job.attempts,
                         "retrying after a transient failure: {}", e.report());
@@ -463,5 +465,36 @@ impl Store {
     /// Whether a job is running in this process.
     pub(super) fn job_is_running(&self, job: &str) -> bool {
         self.inner.cancels.lock().contains_key(job)
+    }
+}
+
+/// Runs one attempt of a job under the watchdog: past `limit` the attempt is asked to stop
+/// (its cancel flag) and, once it has stopped at a safe point, fails as
+/// [`Error::JobTimedOut`], which is retried. An attempt that finishes anyway keeps its result;
+/// one that a `KILL JOB` had already stopped stays cancelled.
+async fn watched<Fut>(
+    attempt: Fut,
+    limit: std::time::Duration,
+    cancel: &AtomicBool,
+    job: &str,
+) -> Result<JobOutcome>
+where
+    Fut: std::future::Future<Output = Result<JobOutcome>>,
+{
+    tokio::pin!(attempt);
+    tokio::select! {
+        result = &mut attempt => return result,
+        () = tokio::time::sleep(limit) => {}
+    }
+    let killed = cancel.swap(true, Ordering::Relaxed);
+    match attempt.await {
+        Err(Error::JobCancelled { .. }) if !killed => {
+            cancel.store(false, Ordering::Relaxed);
+            Err(Error::JobTimedOut {
+                job: job.to_owned(),
+                limit,
+            })
+        }
+        other => other,
     }
 }

@@ -17,20 +17,22 @@ type Seen = Arc<parking_lot::Mutex<HashMap<String, Vec<JobStatus>>>>;
 
 /// Memory engines behind a [`FailAfter`] on table partitions that records every job record
 /// written; the cold store is one in-memory object store whose puts take `slow_puts`, and
-/// whose next `hang_puts` puts never answer.
+/// whose next `hang_puts` puts never answer (or answer after `hang_for`).
 #[derive(Debug)]
 struct RecordingEngines {
     backend: Arc<FailAfter<MemoryBackend>>,
     cold: Arc<object_store::memory::InMemory>,
     slow_puts: Duration,
     hang_puts: Arc<AtomicUsize>,
+    hang_for: Option<Duration>,
 }
 
-/// An object store whose next `hang` puts never answer.
+/// An object store whose next `hang` puts never answer, or answer after `hang_for`.
 #[derive(Debug)]
 struct Hanging {
     inner: Arc<dyn object_store::ObjectStore>,
     hang: Arc<AtomicUsize>,
+    hang_for: Option<Duration>,
 }
 
 impl std::fmt::Display for Hanging {
@@ -53,7 +55,10 @@ impl object_store::ObjectStore for Hanging {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, take)
             .is_ok()
         {
-            std::future::pending::<()>().await;
+            match self.hang_for {
+                Some(pause) => tokio::time::sleep(pause).await,
+                None => std::future::pending::<()>().await,
+            }
         }
         self.inner.put_opts(location, payload, opts).await
     }
@@ -129,16 +134,17 @@ impl EngineProvider for RecordingEngines {
         Ok(Arc::new(Hanging {
             inner: slow,
             hang: self.hang_puts.clone(),
+            hang_for: self.hang_for,
         }))
     }
 }
 
-/// A store with one SHARED table on [`RecordingEngines`], each object-store call limited to
-/// `timeout`.
+/// A store with one SHARED table on [`RecordingEngines`], with settings from `configure`.
 async fn recording_store(
     slow_puts: Duration,
     hang_puts: Arc<AtomicUsize>,
-    timeout: Duration,
+    hang_for: Option<Duration>,
+    configure: impl FnOnce(&mut StoreConfig),
 ) -> (
     tempfile::TempDir,
     Store,
@@ -163,11 +169,12 @@ async fn recording_store(
         cold: Arc::new(object_store::memory::InMemory::new()),
         slow_puts,
         hang_puts,
+        hang_for,
     };
     let mut config = StoreConfig::new(dir.path(), Arc::new(engines));
     config.background = false;
     config.retry_backoff = Duration::from_millis(1);
-    config.object_store_timeout = timeout;
+    configure(&mut config);
     let store = Store::open(config).await.unwrap();
     store
         .create_namespace(&NamespaceId::new("app").unwrap(), false)
@@ -189,7 +196,7 @@ async fn insert(store: &Store, ids: std::ops::Range<i64>) {
 async fn a_flush_goes_new_queued_running_and_retries_a_store_that_heals() {
     use JobStatus::*;
     let (_dir, store, backend, seen) =
-        recording_store(Duration::ZERO, Default::default(), Duration::from_secs(30)).await;
+        recording_store(Duration::ZERO, Default::default(), None, |_| {}).await;
     insert(&store, 0..10).await;
     let job = store.flush_table(&t(), Scope::All).await.unwrap();
     assert_eq!(seen.lock()[&job.id], [New, Queued, Running, Completed]);
@@ -232,7 +239,7 @@ async fn kill_job_cancels_a_running_flush_and_a_queued_one_leaving_the_table_unc
     // Each Parquet upload takes 2 s (within its deadline): long enough to be killed midway.
     let slow = Duration::from_secs(2);
     let (_dir, store, _backend, seen) =
-        recording_store(slow, Default::default(), Duration::from_secs(30)).await;
+        recording_store(slow, Default::default(), None, |_| {}).await;
     insert(&store, 0..50).await;
     let running = tokio::spawn({
         let store = store.clone();
@@ -284,7 +291,10 @@ async fn a_flush_whose_object_store_never_answers_times_out_retries_and_the_tabl
     use JobStatus::*;
     let hang = Arc::new(AtomicUsize::new(0));
     let (_dir, store, _backend, seen) =
-        recording_store(Duration::ZERO, hang.clone(), Duration::from_secs(1)).await;
+        recording_store(Duration::ZERO, hang.clone(), None, |config| {
+            config.object_store_timeout = Duration::from_secs(1);
+        })
+        .await;
     insert(&store, 0..10).await;
     // The Parquet upload of the first attempt never answers.
     hang.store(1, Ordering::SeqCst);
@@ -300,4 +310,37 @@ async fn a_flush_whose_object_store_never_answers_times_out_retries_and_the_tabl
     insert(&store, 10..20).await;
     store.flush_table(&t(), Scope::All).await.unwrap();
     assert_eq!(ids(&store, None, None).await, (0..20).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_stops_a_flush_past_its_time_limit_and_retries_it() {
+    use JobStatus::*;
+    let hang = Arc::new(AtomicUsize::new(0));
+    // The first Parquet upload answers after 3 s; a flush may take 500 ms.
+    let (_dir, store, _backend, seen) = recording_store(
+        Duration::ZERO,
+        hang.clone(),
+        Some(Duration::from_secs(3)),
+        |config| {
+            config
+                .job_timeouts
+                .insert(JobKind::Flush, Duration::from_millis(500));
+        },
+    )
+    .await;
+    insert(&store, 0..10).await;
+    hang.store(1, Ordering::SeqCst);
+    let job = store.flush_table(&t(), Scope::All).await.unwrap();
+    assert_eq!(
+        seen.lock()[&job.id],
+        [New, Queued, Running, Retrying, Running, Completed]
+    );
+    let error = job.error.unwrap();
+    assert!(
+        error.contains("ran longer than its limit of 500ms"),
+        "{error}"
+    );
+    assert_eq!((job.attempts, job.rows), (2, 10));
+    assert_eq!(ids(&store, None, None).await, (0..10).collect::<Vec<_>>());
+    assert_eq!(store.table_stats(&t()).await.unwrap()[0].files, 1);
 }
