@@ -79,8 +79,25 @@ impl Session {
                 if let Some(b) = bar {
                     b.finish_and_clear();
                 }
-                let (tables, rows) = result?;
-                format!("EXPORT USER DATA {u}: {tables} table(s), {rows} row(s) to {path}")
+                let job = result?;
+                format!(
+                    "EXPORT USER DATA {u}: job {}, {} table(s), {} row(s) to {path}",
+                    job.id, job.files, job.rows
+                )
+            }
+            Command::Import { user, path } => {
+                let u = UserId::new(user)?;
+                let bar = self.spinner(&format!("importing {u}"));
+                let result =
+                    crate::export::import_user(store, &u, std::path::Path::new(&path)).await;
+                if let Some(b) = bar {
+                    b.finish_and_clear();
+                }
+                let job = result?;
+                format!(
+                    "IMPORT USER DATA {u}: job {}, {} table(s), {} row(s) from {path}",
+                    job.id, job.files, job.rows
+                )
             }
             other => return Err(invalid(format!("not a maintenance statement: {other:?}"))),
         }))

@@ -172,6 +172,13 @@ pub enum Command {
         /// The zip file.
         path: String,
     },
+    /// `IMPORT USER DATA 'u' FROM 'file.zip'`.
+    Import {
+        /// The user.
+        user: String,
+        /// The zip file an export wrote.
+        path: String,
+    },
     /// `EXECUTE AS USER 'u' (statement)`.
     ExecuteAs {
         /// The user.
@@ -185,7 +192,8 @@ pub enum Command {
 
 /// The first words of kalamstore's own statements.
 const OWN: &[&str] = &[
-    "CREATE", "DROP", "SHOW", "STORAGE", "ALTER", "DESCRIBE", "DESC", "KILL", "EXPORT", "EXECUTE",
+    "CREATE", "DROP", "SHOW", "STORAGE", "ALTER", "DESCRIBE", "DESC", "KILL", "EXPORT", "IMPORT",
+    "EXECUTE",
 ];
 
 /// One statement of a script and where it starts.
@@ -522,6 +530,16 @@ fn parse_command(p: &mut Parser<'_>) -> Result<Command, CliError> {
         let user = string(p)?;
         p.expect_keyword(Keyword::TO).map_err(err)?;
         return Ok(Command::Export {
+            user,
+            path: string(p)?,
+        });
+    }
+    if p.parse_keyword(Keyword::IMPORT) {
+        p.expect_keyword(Keyword::USER).map_err(err)?;
+        expect_word(p, "DATA")?;
+        let user = string(p)?;
+        p.expect_keyword(Keyword::FROM).map_err(err)?;
+        return Ok(Command::Import {
             user,
             path: string(p)?,
         });

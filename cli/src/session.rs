@@ -111,7 +111,8 @@ impl Session {
             maintenance @ (Command::Flush { .. }
             | Command::Compact(_)
             | Command::KillJob(_)
-            | Command::Export { .. }) => self.maintenance(maintenance).await,
+            | Command::Export { .. }
+            | Command::Import { .. }) => self.maintenance(maintenance).await,
             ddl => {
                 let done = self.ddl(ddl).await;
                 // Namespaces or tables may have changed: sessions list them afresh.

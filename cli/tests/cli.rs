@@ -256,34 +256,127 @@ fn system_views_and_maintenance_statements_work() {
     ok(dir.path(), &["-c", "DROP STORAGE fast"]);
 }
 
+/// `(id, body)` of every row of an exported table's Parquet file in the zip.
+fn exported_rows(zip: &std::path::Path, entry: &str) -> Vec<(i64, String)> {
+    use arrow::array::AsArray;
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(zip).unwrap()).unwrap();
+    let mut parquet = tempfile::tempfile().unwrap();
+    std::io::copy(&mut archive.by_name(entry).unwrap(), &mut parquet).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(parquet)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let ids = batch.column_by_name("id").unwrap();
+        let ids = ids.as_primitive::<arrow::datatypes::Int64Type>();
+        let bodies = batch.column_by_name("body").unwrap().as_string::<i32>();
+        for i in 0..batch.num_rows() {
+            rows.push((ids.value(i), bodies.value(i).to_owned()));
+        }
+    }
+    rows
+}
+
 #[test]
-fn export_writes_one_users_resolved_rows() {
+fn export_streams_one_users_resolved_rows_and_import_restores_them() {
     let dir = tempfile::tempdir().unwrap();
     ok(dir.path(), &["-c", SETUP]);
+    let values: Vec<String> = (1..=300)
+        .map(|i| format!("({i}, 'note {i}', {i})"))
+        .collect();
     ok(
         dir.path(),
         &[
             "--user",
             "alice",
             "-c",
-            "INSERT INTO app.notes (id, body) VALUES (1, 'a'), (2, 'b')",
+            &format!(
+                "INSERT INTO app.notes (id, body, n) VALUES {}",
+                values.join(", ")
+            ),
             "-c",
             "STORAGE FLUSH ALL",
             "-c",
             "DELETE FROM app.notes WHERE id = 1",
+            "-c",
+            "UPDATE app.notes SET body = 'changed' WHERE id = 2",
+            "-c",
+            "INSERT INTO app.notes (id, body, at) VALUES (301, 'hot', '2026-12-01T10:00:00')",
         ],
     );
-    let zip = dir.path().join("alice.zip");
-    let (success, _, stderr) = run(
+    ok(
         dir.path(),
         &[
+            "--user",
+            "bob",
             "-c",
-            &format!("EXPORT USER DATA 'alice' TO '{}'", zip.display()),
+            "INSERT INTO app.notes (id, body) VALUES (1, 'bob')",
         ],
     );
+    let select = |user: &str, body: &str| {
+        let sql = format!("SELECT id, {body} AS body, n, at FROM app.notes ORDER BY id");
+        ok(dir.path(), &["--user", user, "--format", "csv", "-c", &sql])
+    };
+    let before = select("alice", "body");
+    assert_eq!(before.lines().count(), 301, "{before}");
+
+    let zip = dir.path().join("alice.zip");
+    let export = format!("EXPORT USER DATA 'alice' TO '{}'", zip.display());
+    let (success, _, stderr) = run(dir.path(), &["-c", &export]);
     assert!(success, "{stderr}");
-    assert!(stderr.contains("1 table(s), 1 row(s)"), "{stderr}");
-    assert!(std::fs::metadata(&zip).unwrap().len() > 0);
+    assert!(stderr.contains("1 table(s), 300 row(s)"), "{stderr}");
+    // The zip holds exactly the rows a SELECT shows, and the table's definition.
+    let mut exported = exported_rows(&zip, "app/notes.parquet");
+    exported.sort();
+    let shown: Vec<(i64, String)> = before
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let mut cells = l.split(',');
+            let id = cells.next().unwrap().parse().unwrap();
+            (id, cells.next().unwrap().to_owned())
+        })
+        .collect();
+    assert_eq!(exported, shown);
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(&zip).unwrap()).unwrap();
+    assert!(archive.by_name("app/notes.definition.pb").is_ok());
+
+    // Drop alice's rows and rename a column: the import puts the rows back, by column id.
+    ok(
+        dir.path(),
+        &[
+            "--user",
+            "alice",
+            "-c",
+            "DELETE FROM app.notes",
+            "-c",
+            "ALTER TABLE app.notes RENAME COLUMN body TO text",
+        ],
+    );
+    assert_eq!(select("alice", "text").lines().count(), 1);
+    let import = format!("IMPORT USER DATA 'alice' FROM '{}'", zip.display());
+    let (success, _, stderr) = run(dir.path(), &["-c", &import]);
+    assert!(success, "{stderr}");
+    assert!(stderr.contains("1 table(s), 300 row(s)"), "{stderr}");
+    assert_eq!(select("alice", "text"), before);
+    assert_eq!(select("bob", "text"), "id,body,n,at\n1,bob,0,\n");
+    // Both ran as jobs, with their counts.
+    let jobs = ok(
+        dir.path(),
+        &[
+            "--format",
+            "csv",
+            "-c",
+            "SELECT kind, status, user_id, rows, files FROM system.jobs \
+             WHERE kind IN ('export', 'import') ORDER BY job_id",
+        ],
+    );
+    assert_eq!(
+        jobs,
+        "kind,status,user_id,rows,files\nexport,completed,alice,300,1\nimport,completed,alice,300,1\n"
+    );
 }
 
 #[test]

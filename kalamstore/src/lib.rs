@@ -28,11 +28,11 @@ pub use kalamstore_rocksdb::{RocksDbBackend, RocksDbConfig};
 pub use kalamstore_storage::{
     AccessLevel, BackgroundFailure, CacheSpec, CleanupOutcome, Clock, CmpOp, ColumnDefinition,
     CompactionPolicy, DeltaPublishing, EngineProvider, Error, FileEntry, Filter, FlushOutcome,
-    FlushPolicy, HotEngine, JobKind, JobRecord, JobStatus, KalamDataType, KalamValue, KeyScope,
-    MaintenanceOutcome, ManualClock, MemoryBackend, Mutation, NamespaceId, OptionsChange, Result,
-    S3Options, ScanOptions, SchemaChange, SchemaVersion, Scope, ScopeStats, StorageBackend,
-    StorageDefinition, StorageId, Store, StoreConfig, SystemClock, TableDefinition, TableId,
-    TableName, TableOptions, TableTask, TableTaskOp, TableType, UserId, WriteSummary,
+    FlushPolicy, HotEngine, JobKind, JobOutcome, JobProgress, JobRecord, JobStatus, KalamDataType,
+    KalamValue, KeyScope, MaintenanceOutcome, ManualClock, MemoryBackend, Mutation, NamespaceId,
+    OptionsChange, Result, S3Options, ScanOptions, SchemaChange, SchemaVersion, Scope, ScopeStats,
+    StorageBackend, StorageDefinition, StorageId, Store, StoreConfig, SystemClock, TableDefinition,
+    TableId, TableName, TableOptions, TableTask, TableTaskOp, TableType, UserId, WriteSummary,
 };
 pub use kalamstore_storage::{backend, codec, format, location, types};
 

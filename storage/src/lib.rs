@@ -66,8 +66,8 @@ pub use location::S3Options;
 pub use merge::{BatchStream, RowEstimate, ScanOptions, TableScan, USER_COLUMN, read_schema};
 pub use seq::now_nanos;
 pub use store::{
-    BackgroundFailure, CleanupOutcome, EngineProvider, MaintenanceOutcome, MemoryEngines,
-    OptionsChange, Scope, ScopeStats, Store, StoreConfig,
+    BackgroundFailure, CleanupOutcome, EngineProvider, JobOutcome, JobProgress, MaintenanceOutcome,
+    MemoryEngines, OptionsChange, Scope, ScopeStats, Store, StoreConfig,
 };
 pub use table::FileEntry;
 pub use write::{Mutation, WriteSummary};

@@ -106,6 +106,10 @@ pub enum JobKind {
     Expiry,
     /// Rebuilds a table's Delta log from its manifest.
     Publish,
+    /// Writes one user's rows to a file (an application job).
+    Export,
+    /// Restores one user's rows from a file (an application job).
+    Import,
 }
 
 /// Where a job is in its life: `new -> queued -> running -> completed | failed | retrying |
@@ -135,7 +139,12 @@ impl JobKind {
     pub fn max_attempts(self) -> u32 {
         match self {
             Self::Flush | Self::Compaction | Self::Publish => 3,
-            Self::Cleanup | Self::Move | Self::Drop | Self::Expiry => 1,
+            Self::Cleanup
+            | Self::Move
+            | Self::Drop
+            | Self::Expiry
+            | Self::Export
+            | Self::Import => 1,
         }
     }
 }
@@ -175,7 +184,7 @@ macro_rules! names {
     };
 }
 
-names!(JobKind { Flush = "flush", Compaction = "compaction", Cleanup = "cleanup", Move = "move", Drop = "drop", Expiry = "expiry", Publish = "publish" });
+names!(JobKind { Flush = "flush", Compaction = "compaction", Cleanup = "cleanup", Move = "move", Drop = "drop", Expiry = "expiry", Publish = "publish", Export = "export", Import = "import" });
 names!(JobStatus {
     New = "new",
     Queued = "queued",

@@ -36,15 +36,41 @@ impl Scope {
 
 /// What a job did, as its record shows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct JobOutcome {
-    /// Rows written (flush, compaction, move) or removed (expiry, cleanup).
-    pub(crate) rows: u64,
+pub struct JobOutcome {
+    /// Rows written (flush, compaction, move, export, import) or removed (expiry, cleanup).
+    pub rows: u64,
     /// Bytes written.
-    pub(crate) bytes: u64,
+    pub bytes: u64,
     /// Files written (or removed, by cleanup).
-    pub(crate) files: u64,
+    pub files: u64,
     /// What it did, in words, where the counters do not say it all.
-    pub(crate) summary: Option<String>,
+    pub summary: Option<String>,
+}
+
+/// What an application job ([`Store::run_app_job`]) uses while it runs: its id, progress
+/// reports that `system.jobs` shows, and whether `KILL JOB` asked it to stop.
+#[derive(Debug, Clone)]
+pub struct JobProgress {
+    store: Store,
+    job: String,
+    cancel: Arc<AtomicBool>,
+}
+
+impl JobProgress {
+    /// The job's id.
+    pub fn id(&self) -> &str {
+        &self.job
+    }
+
+    /// Records what the job has done so far.
+    pub async fn report(&self, done: &JobOutcome) -> Result<()> {
+        self.store.job_progress(&self.job, done).await
+    }
+
+    /// [`Error::JobCancelled`] once `KILL JOB` asked the job to stop: call it at safe points.
+    pub fn check_cancelled(&self) -> Result<()> {
+        crate::flush::check_cancel(&self.cancel, &self.job)
+    }
 }
 
 impl From<FlushOutcome> for JobOutcome {
@@ -150,6 +176,40 @@ impl Store {
         if let Err(e) = table.storage.hot.reclaim(&table.hot).await {
             self.record_background_failure("reclaim", Some(&table.id), &e);
         }
+    }
+
+    /// Runs work of the embedding application (an export, an import) as a job of `kind`:
+    /// recorded in `system.jobs` with its progress, stoppable by `KILL JOB`, run once (no
+    /// retries: the work may not be idempotent).
+    pub async fn run_app_job<F, Fut>(
+        &self,
+        kind: JobKind,
+        user: Option<UserId>,
+        work: F,
+    ) -> Result<JobRecord>
+    where
+        F: FnOnce(JobProgress) -> Fut,
+        Fut: std::future::Future<Output = Result<JobOutcome>>,
+    {
+        let mut work = Some(work);
+        let store = self.clone();
+        self.run_job(kind, None, user, None, move |job, cancel| {
+            let progress = JobProgress {
+                store: store.clone(),
+                job: job.clone(),
+                cancel,
+            };
+            let work = work.take();
+            async move {
+                match work {
+                    Some(work) => work(progress).await,
+                    // Invariant: `max_attempts` of application jobs is 1, so there is no
+                    // second call; were there one, it fails instead of running twice.
+                    None => Err(Error::JobCancelled { job }),
+                }
+            }
+        })
+        .await
     }
 
     /// Rewrites a table's files (all scopes or one user) without their deleted rows, as a job.

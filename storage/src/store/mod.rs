@@ -33,7 +33,7 @@ use crate::table::{StorageHandle, TableHandle};
 pub use alter::OptionsChange;
 pub use config::{EngineProvider, MemoryEngines, StoreConfig};
 pub use data::ScopeStats;
-pub use jobs::Scope;
+pub use jobs::{JobOutcome, JobProgress, Scope};
 pub use scheduler::{BackgroundFailure, CleanupOutcome, MaintenanceOutcome};
 
 /// Catalog partitions of the system storage.
