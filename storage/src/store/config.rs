@@ -111,7 +111,8 @@ pub struct StoreConfig {
 
 impl StoreConfig {
     /// Defaults: background work on, every second; cleanup every minute; jobs kept a day (at
-    /// most 1000); orphans collected after an hour.
+    /// most 1000); orphans collected after an hour; a job attempt may run 6 hours, an
+    /// object-store call a minute; the first retry after 200 ms.
     pub fn new(data_dir: impl Into<PathBuf>, engines: Arc<dyn EngineProvider>) -> Self {
         Self {
             data_dir: data_dir.into(),
@@ -124,7 +125,7 @@ impl StoreConfig {
             cleanup_interval: Duration::from_secs(60),
             orphan_grace: Duration::from_secs(3600),
             retry_backoff: Duration::from_millis(200),
-            job_timeout: Duration::from_secs(3600),
+            job_timeout: Duration::from_secs(6 * 3600),
             job_timeouts: std::collections::HashMap::new(),
             object_store_timeout: Duration::from_secs(60),
             clock: Arc::new(SystemClock),
