@@ -163,6 +163,8 @@ pub enum Command {
     ShowManifest(String),
     /// `SHOW STATS FOR TABLE ns.t`.
     ShowStats(String),
+    /// `SHOW STATS`: the cache counters of every opened storage.
+    ShowCacheStats,
     /// `KILL JOB 'id'`.
     KillJob(String),
     /// `EXPORT USER DATA 'u' TO 'file.zip'`.
@@ -457,12 +459,14 @@ fn parse_command(p: &mut Parser<'_>) -> Result<Command, CliError> {
         }
         if ident_word(p, "STATS") {
             p.next_token();
-            p.expect_keyword(Keyword::FOR).map_err(err)?;
+            if !p.parse_keyword(Keyword::FOR) {
+                return Ok(Command::ShowCacheStats);
+            }
             let _ = p.parse_keyword(Keyword::TABLE);
             return Ok(Command::ShowStats(object(p)?));
         }
         return Err(bad(format!(
-            "unknown SHOW `{}` (STORAGES, NAMESPACES, TABLES, MANIFEST FOR, STATS FOR TABLE)",
+            "unknown SHOW `{}` (STORAGES, NAMESPACES, TABLES, MANIFEST FOR, STATS [FOR TABLE])",
             p.peek_token().token
         )));
     }

@@ -99,7 +99,8 @@ impl Session {
             | Command::ShowTables(_)
             | Command::Describe(_)
             | Command::ShowManifest(_)
-            | Command::ShowStats(_)) => {
+            | Command::ShowStats(_)
+            | Command::ShowCacheStats) => {
                 if let Command::Describe(t) | Command::ShowManifest(t) | Command::ShowStats(t) =
                     &view
                 {

@@ -26,13 +26,15 @@ pub use kalamstore_foyer::{FoyerBackend, FoyerConfig, RangeCachedStore};
 pub use kalamstore_object_store::{AckMode, ObjectStoreBackend, ObjectStoreConfig};
 pub use kalamstore_rocksdb::{RocksDbBackend, RocksDbConfig};
 pub use kalamstore_storage::{
-    AccessLevel, BackgroundFailure, CacheSpec, CleanupOutcome, Clock, CmpOp, ColumnDefinition,
-    CompactionPolicy, DeltaPublishing, EngineProvider, Error, FileEntry, Filter, FlushOutcome,
-    FlushPolicy, HotEngine, JobKind, JobOutcome, JobProgress, JobRecord, JobStatus, KalamDataType,
-    KalamValue, KeyScope, MaintenanceOutcome, ManualClock, MemoryBackend, Mutation, NamespaceId,
-    OptionsChange, Result, S3Options, ScanOptions, SchemaChange, SchemaVersion, Scope, ScopeStats,
-    StorageBackend, StorageDefinition, StorageId, Store, StoreConfig, SystemClock, TableDefinition,
-    TableId, TableName, TableOptions, TableTask, TableTaskOp, TableType, UserId, WriteSummary,
+    AccessLevel, BackgroundFailure, CacheCounters, CacheRequest, CacheSpec, CacheStats, CacheTier,
+    CleanupOutcome, Clock, CmpOp, ColdTier, ColumnDefinition, CompactionPolicy, DeltaPublishing,
+    EngineProvider, Error, FileEntry, Filter, FlushOutcome, FlushPolicy, HotEngine, JobKind,
+    JobOutcome, JobProgress, JobRecord, JobStatus, KalamDataType, KalamValue, KeyScope,
+    MaintenanceOutcome, ManualClock, MemoryBackend, Mutation, NamespaceId, OptionsChange, Result,
+    S3Options, ScanOptions, SchemaChange, SchemaVersion, Scope, ScopeStats, StorageBackend,
+    StorageCacheStats, StorageDefinition, StorageId, Store, StoreConfig, SystemClock,
+    TableDefinition, TableId, TableName, TableOptions, TableTask, TableTaskOp, TableType, UserId,
+    WriteSummary,
 };
 pub use kalamstore_storage::{backend, codec, format, location, types};
 
@@ -82,13 +84,15 @@ impl Engines {
     async fn cached<B: StorageBackend + 'static>(
         &self,
         inner: B,
-        cache: Option<&CacheSpec>,
+        cache: Option<CacheRequest<'_>>,
     ) -> Result<Arc<dyn StorageBackend>> {
         let Some(cache) = cache else {
             return Ok(Arc::new(inner));
         };
-        let config = self.foyer_config(cache, cache.disk_path.clone());
-        Ok(Arc::new(FoyerBackend::new(Arc::new(inner), config).await?))
+        let config = self.foyer_config(cache.spec, cache.spec.disk_path.clone());
+        Ok(Arc::new(
+            FoyerBackend::with_counters(Arc::new(inner), config, cache.counters).await?,
+        ))
     }
 }
 
@@ -104,7 +108,7 @@ impl EngineProvider for Engines {
         &self,
         engine: &HotEngine,
         s3: &S3Options,
-        cache: Option<&CacheSpec>,
+        cache: Option<CacheRequest<'_>>,
     ) -> Result<Arc<dyn StorageBackend>> {
         match engine {
             HotEngine::RocksDb { path } => {
@@ -133,13 +137,26 @@ impl EngineProvider for Engines {
     async fn cold_store(
         &self,
         store: Arc<dyn ObjectStore>,
-        cache: Option<&CacheSpec>,
-    ) -> Result<Arc<dyn ObjectStore>> {
+        cache: Option<CacheRequest<'_>>,
+    ) -> Result<ColdTier> {
         let Some(cache) = cache else {
-            return Ok(store);
+            return Ok(ColdTier { store, cache: None });
         };
-        let config = self.foyer_config(cache, format!("{}-ranges", cache.disk_path));
-        Ok(Arc::new(RangeCachedStore::new(store, config).await?))
+        let config = self.foyer_config(cache.spec, format!("{}-ranges", cache.spec.disk_path));
+        // Objects in a `memory://` store die with the process: nothing to reopen warm over.
+        let lasting = !cache.source.starts_with("memory:");
+        let ranges = RangeCachedStore::new(
+            store,
+            config,
+            lasting.then_some(cache.source),
+            cache.counters,
+        )
+        .await?;
+        let ranges = Arc::new(ranges);
+        Ok(ColdTier {
+            store: ranges.clone(),
+            cache: Some(ranges),
+        })
     }
 }
 

@@ -49,6 +49,7 @@ const SYSTEM_TABLES: &[&str] = &[
     "jobs",
     "stats",
     "manifest",
+    "caches",
 ];
 const INFORMATION_TABLES: &[&str] = &["tables", "columns"];
 
@@ -116,6 +117,7 @@ enum View {
     Jobs,
     Stats,
     Manifest,
+    Caches,
 }
 
 /// A column of a system table.
@@ -132,6 +134,7 @@ impl View {
             (SYSTEM, "jobs") => Self::Jobs,
             (SYSTEM, "stats") => Self::Stats,
             (SYSTEM, "manifest") => Self::Manifest,
+            (SYSTEM, "caches") => Self::Caches,
             _ => return None,
         })
     }
@@ -224,6 +227,18 @@ impl View {
                 ("max_seq", T::BigInt),
                 ("schema_version", T::BigInt),
                 ("created_at", T::Timestamp),
+            ],
+            Self::Caches => &[
+                ("storage_id", T::Text),
+                ("tier", T::Text),
+                ("hits", T::BigInt),
+                ("misses", T::BigInt),
+                ("hit_ratio", T::Double),
+                ("hit_bytes", T::BigInt),
+                ("miss_bytes", T::BigInt),
+                ("memory_bytes", T::BigInt),
+                ("disk_bytes", T::BigInt),
+                ("warm_start", T::Boolean),
             ],
         }
     }
@@ -352,6 +367,31 @@ impl View {
                 }
                 rows
             }
+            Self::Caches => store
+                .cache_stats()
+                .await?
+                .into_iter()
+                .map(|c| {
+                    let s = c.stats;
+                    let lookups = s.hits + s.misses;
+                    vec![
+                        V::Text(c.storage.to_string()),
+                        V::Text(c.tier.to_string()),
+                        big(s.hits),
+                        big(s.misses),
+                        if lookups == 0 {
+                            V::Null
+                        } else {
+                            V::Double(s.hits as f64 / lookups as f64)
+                        },
+                        big(s.hit_bytes),
+                        big(s.miss_bytes),
+                        big(c.spec.memory_bytes),
+                        big(c.spec.disk_bytes),
+                        V::Boolean(s.warm_start),
+                    ]
+                })
+                .collect(),
         })
     }
 

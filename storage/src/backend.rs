@@ -440,6 +440,14 @@ pub trait StorageBackend: Send + Sync + fmt::Debug {
     /// Makes every acknowledged write durable.
     async fn flush(&self) -> Result<()>;
 
+    /// Bytes that identify the engine's durable contents: they change with every write and an
+    /// engine reopened from the same files reports them again. A cache's disk tier reopens
+    /// warm only when this is unchanged since it closed. `None` (the default) when the engine
+    /// cannot tell, which keeps such caches cold.
+    async fn state_token(&self) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+
     /// Engine counters.
     async fn stats(&self) -> Result<BackendStats>;
 

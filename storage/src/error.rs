@@ -252,6 +252,12 @@ pub enum Error {
         /// The job id.
         job: String,
     },
+    /// A test's failure point fired (see `Failpoints`).
+    #[error("injected failure at `{point}`")]
+    Injected {
+        /// The failure point.
+        point: String,
+    },
     /// A job ran past its kind's time limit and was stopped at its next safe point.
     #[error("job `{job}` ran longer than its limit of {limit:?}")]
     JobTimedOut {
@@ -304,6 +310,7 @@ impl Error {
             Self::Engine { .. }
             | Self::ObjectStore { .. }
             | Self::Io { .. }
+            | Self::Injected { .. }
             | Self::JobTimedOut { .. } => true,
             Self::Parquet { source, .. } => {
                 matches!(source, parquet::errors::ParquetError::External(_))

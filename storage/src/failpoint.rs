@@ -1,11 +1,77 @@
-//! Crash points for crash tests: with the `failpoints` feature, `KALAMSTORE_FAILPOINT=<name>`
-//! aborts the process when execution reaches the point of that name.
+//! Named failure points on the flush, compaction, move and drop paths: per store, a test makes a
+//! point return an error for its next `n` hits ([`Failpoints`], in `StoreConfig`), so retry and
+//! backoff paths run in-process; with the `failpoints` feature, `KALAMSTORE_FAILPOINT=<name>`
+//! also aborts the process there (crash tests, which kill a real child process). Points after
+//! which no clean in-process failure exists (a move's switch, a drop's steps) are crash-only
+//! ([`crash_point`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+
+/// The failure points of one store, shared by its clones. Empty (nothing fails) by default.
+#[derive(Debug, Clone, Default)]
+pub struct Failpoints {
+    inner: Arc<Armed>,
+}
+
+#[derive(Debug, Default)]
+struct Armed {
+    /// Fast path: no point is armed.
+    any: AtomicBool,
+    /// Remaining failures per point.
+    points: Mutex<HashMap<String, u32>>,
+}
+
+impl Failpoints {
+    /// Makes the next `times` hits of point `name` fail with [`Error::Injected`] (a transient
+    /// error, like the I/O failure it stands for); 0 disarms the point.
+    pub fn fail_next(&self, name: &str, times: u32) {
+        let mut points = self.inner.points.lock();
+        if times == 0 {
+            points.remove(name);
+        } else {
+            points.insert(name.to_owned(), times);
+        }
+        self.inner.any.store(!points.is_empty(), Ordering::Release);
+    }
+
+    /// Failures still armed at point `name`.
+    pub fn remaining(&self, name: &str) -> u32 {
+        self.inner.points.lock().get(name).copied().unwrap_or(0)
+    }
+
+    /// Passes point `name`: fails when it is armed; aborts the process when the `failpoints`
+    /// feature is on and `KALAMSTORE_FAILPOINT` names it.
+    pub(crate) fn hit(&self, name: &str) -> Result<()> {
+        crash_point(name);
+        if !self.inner.any.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut points = self.inner.points.lock();
+        let Some(left) = points.get_mut(name) else {
+            return Ok(());
+        };
+        *left -= 1;
+        if *left == 0 {
+            points.remove(name);
+            self.inner.any.store(!points.is_empty(), Ordering::Release);
+        }
+        Err(Error::Injected {
+            point: name.to_owned(),
+        })
+    }
+}
 
 /// Aborts the process at a named point when `KALAMSTORE_FAILPOINT` names it (crash tests);
 /// `KALAMSTORE_FAILPOINT_SKIP=n` lets the first `n` hits pass.
 #[cfg(feature = "failpoints")]
-pub(crate) fn failpoint(name: &str) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+pub(crate) fn crash_point(name: &str) {
+    use std::sync::atomic::AtomicUsize;
     static HITS: AtomicUsize = AtomicUsize::new(0);
     if std::env::var("KALAMSTORE_FAILPOINT").is_ok_and(|v| v == name) {
         let skip: usize = std::env::var("KALAMSTORE_FAILPOINT_SKIP")
@@ -19,7 +85,34 @@ pub(crate) fn failpoint(name: &str) {
     }
 }
 
-/// Aborts the process at a named point when `KALAMSTORE_FAILPOINT` names it (crash tests).
+/// A point that only crash tests use (what follows it has no clean in-process failure path):
+/// does nothing without the `failpoints` feature.
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
-pub(crate) fn failpoint(_name: &str) {}
+pub(crate) fn crash_point(_name: &str) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_armed_point_fails_its_next_hits_then_passes() {
+        let points = Failpoints::default();
+        assert!(points.hit("flush.before_commit").is_ok());
+        points.fail_next("flush.before_commit", 2);
+        assert!(
+            points.hit("flush.after_commit").is_ok(),
+            "other points pass"
+        );
+        for _ in 0..2 {
+            let err = points.hit("flush.before_commit").unwrap_err();
+            assert!(err.is_transient(), "{err}");
+            assert!(err.to_string().contains("flush.before_commit"), "{err}");
+        }
+        assert!(points.hit("flush.before_commit").is_ok());
+        assert_eq!(points.remaining("flush.before_commit"), 0);
+        points.fail_next("x", 1);
+        points.fail_next("x", 0);
+        assert!(points.hit("x").is_ok(), "disarmed");
+    }
+}

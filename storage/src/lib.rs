@@ -8,16 +8,17 @@
 //!
 //! Layers, each using only those above it in this list: `error`, `ids`, `types`, `backend`,
 //! `seq`, `location`, `spawn`, `failpoint` (foundations); `memory`, `codec`; `schema`,
-//! `catalog`; `filter`, `format`; `table`; `merge`; `write`, `flush`; `delta`; `store`.
+//! `catalog`, `cache`; `filter`, `format`; `table`; `merge`; `write`, `flush`; `delta`; `store`.
 
 #![warn(unreachable_pub)]
 
 pub mod backend;
+pub mod cache;
 pub mod catalog;
 pub mod clock;
 pub mod codec;
 pub mod error;
-mod failpoint;
+pub mod failpoint;
 mod filter;
 pub mod format;
 pub mod ids;
@@ -45,9 +46,13 @@ pub use backend::{
     BackendStats, Capabilities, Direction, KeyRange, KvPair, Partition, ScanChunk, ScanRequest,
     StorageBackend, WriteBatch, WriteOp, scan_all,
 };
+pub use cache::{
+    CacheCounters, CacheRequest, CacheStats, CacheTier, CloseCache, ColdTier, StorageCacheStats,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{KalamValue, Row, SystemColumns};
 pub use error::{DecodeError, Error, Result};
+pub use failpoint::Failpoints;
 pub use ids::{KeyScope, NamespaceId, StorageId, TableId, TableName, UserId};
 pub use memory::MemoryBackend;
 pub use schema::{

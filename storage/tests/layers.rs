@@ -22,6 +22,7 @@ const ORDER: &[&str] = &[
     "codec",
     "schema",
     "catalog",
+    "cache",
     "filter",
     "format",
     "table",

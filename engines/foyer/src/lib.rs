@@ -10,14 +10,18 @@
 //!   tombstones the disk copy, then insert the new value);
 //! - a fill and a write of the same key hold the same stripe lock, so a fill that read an old
 //!   value can never land after the write that replaced it;
-//! - scans always go to the inner engine;
-//! - dropping a partition moves it to a new epoch, which makes every old cache key unreachable;
-//! - the cache starts cold on every open (`RecoverMode::None`): entries from an earlier process
-//!   could be stale.
+//! - scans always go to the inner engine: the cache holds single keys and cannot tell whether
+//!   it holds every key of a range;
+//! - dropping a partition, or deleting a range in it, moves it to a new epoch once the inner
+//!   engine applied the change, which makes every old cache key unreachable;
+//! - the disk tier reopens warm only after a clean close, when the inner engine's state token
+//!   is unchanged, and only for partitions the last process did not write (their entries were
+//!   all filled from that unchanged state); otherwise it starts cold (see `warm`).
 
 mod config;
 mod error;
 mod range_cache;
+mod warm;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -32,8 +36,9 @@ use foyer::{
 };
 use kalamstore_storage::backend::{
     BackendStats, Capabilities, Partition, ScanChunk, ScanRequest, StorageBackend, WriteBatch,
+    WriteOp,
 };
-use kalamstore_storage::{Error, Result};
+use kalamstore_storage::{CacheCounters, Error, Result};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -58,15 +63,22 @@ pub(crate) struct OwnedCache<K: StorageKey + Clone, V: StorageValue> {
     pub(crate) cache: HybridCache<K, V>,
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
+    /// The disk tier's directory, where the warm marker lives.
+    disk_dir: Option<std::path::PathBuf>,
 }
 
 impl<K: StorageKey + Clone, V: StorageValue> OwnedCache<K, V> {
     /// Builds a cache named `name` with `weigh` as its entry weigher, on its own runtime.
+    ///
+    /// The disk tier reopens with its earlier entries only when a clean close left a marker
+    /// whose token equals `token` (the source's state now); the marker's payload is returned
+    /// then. Otherwise (no token, no marker, another token) it starts empty.
     pub(crate) async fn build(
         config: &FoyerConfig,
         name: &'static str,
         weigh: fn(&K, &V) -> usize,
-    ) -> Result<Self> {
+        token: Option<Vec<u8>>,
+    ) -> Result<(Self, Option<Vec<u8>>)> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.worker_threads.max(1))
             .thread_name("kalamstore-foyer")
@@ -74,24 +86,38 @@ impl<K: StorageKey + Clone, V: StorageValue> OwnedCache<K, V> {
             .build()
             .map_err(|e| FoyerError::Runtime(e.to_string()).during("starting the cache runtime"))?;
         let handle = runtime.handle().clone();
+        let mut warm = None;
+        if let Some(dir) = &config.disk_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| FoyerError::Runtime(format!("creating {}: {e}", dir.display())))
+                .map_err(|e| e.during("opening the disk tier"))?;
+            let marker = warm::take(dir).map_err(|e| e.during("reading the warm marker"))?;
+            warm = marker
+                .filter(|m| token.as_ref() == Some(&m.token))
+                .map(|m| m.payload);
+        }
+        let recover = if warm.is_some() {
+            RecoverMode::Quiet
+        } else {
+            RecoverMode::None
+        };
         let config = config.clone();
         let build_handle = handle.clone();
+        let disk_dir = config.disk_dir.clone();
         let cache = handle
             .spawn(async move {
                 let builder = HybridCacheBuilder::new()
                     .with_name(name)
                     .with_policy(HybridCachePolicy::WriteOnEviction)
+                    .with_flush_on_close(true)
                     .memory(config.memory_bytes)
                     .with_eviction_config(LruConfig::default())
                     .with_weighter(weigh)
                     .storage()
                     .with_spawner(Spawner::from(build_handle))
-                    .with_recover_mode(RecoverMode::None);
+                    .with_recover_mode(recover);
                 let builder = match &config.disk_dir {
                     Some(dir) => {
-                        std::fs::create_dir_all(dir).map_err(|e| {
-                            FoyerError::Runtime(format!("creating {}: {e}", dir.display()))
-                        })?;
                         let device = FsDeviceBuilder::new(dir)
                             .with_capacity(config.disk_bytes)
                             .build()?;
@@ -106,20 +132,28 @@ impl<K: StorageKey + Clone, V: StorageValue> OwnedCache<K, V> {
             .await
             .map_err(Error::task(ENGINE, "building the cache"))?
             .map_err(|e| e.during("building the cache"))?;
-        Ok(Self {
+        let owned = Self {
             cache,
             runtime: Some(runtime),
             handle,
-        })
+            disk_dir,
+        };
+        Ok((owned, warm))
     }
 
-    pub(crate) async fn close(&self) -> Result<()> {
+    /// Stops the cache, writing its memory tier to disk; with a `marker`, leaves it for the
+    /// next open to reopen warm.
+    pub(crate) async fn close(&self, marker: Option<warm::Marker>) -> Result<()> {
         let cache = self.cache.clone();
         self.handle
             .spawn(async move { cache.close().await })
             .await
             .map_err(Error::task(ENGINE, "closing the cache"))?
-            .map_err(|e| FoyerError::from(e).during("closing the cache"))
+            .map_err(|e| FoyerError::from(e).during("closing the cache"))?;
+        if let (Some(dir), Some(marker)) = (&self.disk_dir, marker) {
+            warm::put(dir, &marker).map_err(|e| e.during("writing the warm marker"))?;
+        }
+        Ok(())
     }
 }
 
@@ -131,6 +165,15 @@ impl<K: StorageKey + Clone, V: StorageValue> Drop for OwnedCache<K, V> {
     }
 }
 
+/// The cache epoch of one partition, and whether this process changed the partition (then
+/// the epoch is not handed to the next process: its entries may be stale after a crash or a
+/// dropped disk write).
+#[derive(Debug)]
+struct PartitionEpoch {
+    epoch: u64,
+    written: AtomicBool,
+}
+
 /// A read cache in front of a durable [`StorageBackend`].
 pub struct FoyerBackend<B: ?Sized> {
     inner: Arc<B>,
@@ -138,8 +181,9 @@ pub struct FoyerBackend<B: ?Sized> {
     stripes: Box<[Mutex<()>]>,
     stripe_hasher: std::hash::RandomState,
     /// Current epoch of each partition seen so far.
-    epochs: parking_lot::RwLock<HashMap<Partition, u64>>,
+    epochs: parking_lot::RwLock<HashMap<Partition, PartitionEpoch>>,
     next_epoch: AtomicU64,
+    counters: Arc<CacheCounters>,
     closed: AtomicBool,
 }
 
@@ -153,17 +197,75 @@ fn weigh(key: &CacheKey, value: &CacheValue) -> usize {
     key.key.len() + value.as_ref().map_or(0, Bytes::len) + 48
 }
 
+/// The epochs a clean close hands to the next open: `next_epoch`, then each partition that
+/// this process only read, as (name length u16, name, epoch u64), little-endian.
+fn encode_epochs(next: u64, clean: &[(&Partition, u64)]) -> Vec<u8> {
+    let mut out = next.to_le_bytes().to_vec();
+    for (partition, epoch) in clean {
+        let name = partition.as_str().as_bytes();
+        // Partition names are at most `MAX_PARTITION_NAME_LEN` (200) bytes.
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(name);
+        out.extend_from_slice(&epoch.to_le_bytes());
+    }
+    out
+}
+
+fn decode_epochs(bytes: &[u8]) -> Option<(u64, HashMap<Partition, PartitionEpoch>)> {
+    let (next, mut rest) = bytes.split_first_chunk::<8>()?;
+    let mut epochs = HashMap::new();
+    while !rest.is_empty() {
+        let (len, tail) = rest.split_first_chunk::<2>()?;
+        let (name, tail) = tail.split_at_checked(usize::from(u16::from_le_bytes(*len)))?;
+        let (epoch, tail) = tail.split_first_chunk::<8>()?;
+        let partition = Partition::new(std::str::from_utf8(name).ok()?).ok()?;
+        epochs.insert(
+            partition,
+            PartitionEpoch {
+                epoch: u64::from_le_bytes(*epoch),
+                written: AtomicBool::new(false),
+            },
+        );
+        rest = tail;
+    }
+    Some((u64::from_le_bytes(*next), epochs))
+}
+
 impl<B: StorageBackend + ?Sized> FoyerBackend<B> {
-    /// Wraps `inner` with a cache configured by `config`.
+    /// Wraps `inner` with a cache configured by `config`, counting into fresh counters.
     pub async fn new(inner: Arc<B>, config: FoyerConfig) -> Result<Self> {
-        let cache = OwnedCache::build(&config, "kalamstore-kv", weigh).await?;
+        Self::with_counters(inner, config, Arc::default()).await
+    }
+
+    /// Wraps `inner` with a cache configured by `config`, counting hits and misses in
+    /// `counters`.
+    ///
+    /// With a disk tier, the cache reopens warm when the last close was clean and the inner
+    /// engine's [`StorageBackend::state_token`] is unchanged since; only partitions that the
+    /// last process did not write keep their entries.
+    pub async fn with_counters(
+        inner: Arc<B>,
+        config: FoyerConfig,
+        counters: Arc<CacheCounters>,
+    ) -> Result<Self> {
+        let token = match config.disk_dir {
+            Some(_) => inner.state_token().await?,
+            None => None,
+        };
+        let (cache, warm) = OwnedCache::build(&config, "kalamstore-kv", weigh, token).await?;
+        let (next_epoch, epochs) = warm
+            .as_deref()
+            .and_then(decode_epochs)
+            .unwrap_or_else(|| (1, HashMap::new()));
+        counters.set_warm_start(warm.is_some());
         Ok(Self {
             inner,
             cache,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             stripe_hasher: std::hash::RandomState::new(),
-            epochs: parking_lot::RwLock::new(HashMap::new()),
-            next_epoch: AtomicU64::new(1),
+            epochs: parking_lot::RwLock::new(epochs),
+            next_epoch: AtomicU64::new(next_epoch),
+            counters,
             closed: AtomicBool::new(false),
         })
     }
@@ -171,6 +273,11 @@ impl<B: StorageBackend + ?Sized> FoyerBackend<B> {
     /// The wrapped engine.
     pub fn inner(&self) -> &Arc<B> {
         &self.inner
+    }
+
+    /// The cache's hit and miss counters.
+    pub fn counters(&self) -> &Arc<CacheCounters> {
+        &self.counters
     }
 
     fn check_open(&self) -> Result<()> {
@@ -183,20 +290,33 @@ impl<B: StorageBackend + ?Sized> FoyerBackend<B> {
         Ok(())
     }
 
-    fn epoch(&self, partition: &Partition) -> u64 {
-        if let Some(epoch) = self.epochs.read().get(partition) {
-            return *epoch;
+    /// The partition's epoch; a write marks the partition as changed by this process first.
+    fn epoch(&self, partition: &Partition, write: bool) -> u64 {
+        if let Some(state) = self.epochs.read().get(partition) {
+            if write && !state.written.load(Ordering::Relaxed) {
+                state.written.store(true, Ordering::Relaxed);
+            }
+            return state.epoch;
         }
-        *self
-            .epochs
+        self.epochs
             .write()
             .entry(partition.clone())
-            .or_insert_with(|| self.next_epoch.fetch_add(1, Ordering::Relaxed))
+            .or_insert_with(|| PartitionEpoch {
+                epoch: self.next_epoch.fetch_add(1, Ordering::Relaxed),
+                written: AtomicBool::new(false),
+            })
+            .epoch_after(write)
     }
 
-    fn cache_key(&self, partition: &Partition, key: &[u8]) -> CacheKey {
+    /// Moves `partition` to a fresh epoch (on its next access), making every cached key of
+    /// the old one unreachable.
+    fn forget(&self, partition: &Partition) {
+        self.epochs.write().remove(partition);
+    }
+
+    fn cache_key(&self, partition: &Partition, key: &[u8], write: bool) -> CacheKey {
         CacheKey {
-            epoch: self.epoch(partition),
+            epoch: self.epoch(partition, write),
             key: Bytes::copy_from_slice(key),
         }
     }
@@ -230,6 +350,34 @@ impl<B: StorageBackend + ?Sized> FoyerBackend<B> {
         let entry = self.cache.cache.get(key).await.ok().flatten()?;
         Some(entry.value().clone())
     }
+
+    /// The marker for the next open: the inner engine's state now and the epochs of the
+    /// partitions this process did not write. `None` when the engine cannot tell its state.
+    async fn warm_marker(&self) -> Result<Option<warm::Marker>> {
+        if self.cache.disk_dir.is_none() {
+            return Ok(None);
+        }
+        let Some(token) = self.inner.state_token().await? else {
+            return Ok(None);
+        };
+        let epochs = self.epochs.read();
+        let clean: Vec<(&Partition, u64)> = epochs
+            .iter()
+            .filter(|(_, s)| !s.written.load(Ordering::Relaxed))
+            .map(|(p, s)| (p, s.epoch))
+            .collect();
+        let payload = encode_epochs(self.next_epoch.load(Ordering::Relaxed), &clean);
+        Ok(Some(warm::Marker { token, payload }))
+    }
+}
+
+impl PartitionEpoch {
+    fn epoch_after(&self, write: bool) -> u64 {
+        if write {
+            self.written.store(true, Ordering::Relaxed);
+        }
+        self.epoch
+    }
 }
 
 #[async_trait]
@@ -239,12 +387,9 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
     }
 
     fn capabilities(&self) -> Capabilities {
-        // The cache never holds the only copy, so the wrapped engine's guarantees carry over;
-        // range deletes are refused, as cached keys cannot be dropped by range.
-        Capabilities {
-            delete_range: false,
-            ..self.inner.capabilities()
-        }
+        // The cache never holds the only copy, so the wrapped engine's guarantees carry over.
+        // A range delete moves the partition to a new epoch (see `batch`).
+        self.inner.capabilities()
     }
 
     async fn create_partition(&self, partition: &Partition) -> Result<()> {
@@ -255,8 +400,7 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
     async fn drop_partition(&self, partition: &Partition) -> Result<()> {
         self.check_open()?;
         let result = self.inner.drop_partition(partition).await;
-        // A fresh epoch on the next access makes every cached key of the old one unreachable.
-        self.epochs.write().remove(partition);
+        self.forget(partition);
         result
     }
 
@@ -272,22 +416,26 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
 
     async fn get(&self, partition: &Partition, key: &[u8]) -> Result<Option<Bytes>> {
         self.check_open()?;
-        let ck = self.cache_key(partition, key);
+        let ck = self.cache_key(partition, key, false);
+        let weight = |v: &CacheValue| v.as_ref().map_or(0, Bytes::len);
         if let Some(value) = self.cached(&ck).await {
+            self.counters.hit(weight(&value));
             return Ok(value);
         }
         let _stripe = self.stripes[self.stripe_of(&ck)].lock().await;
         if let Some(value) = self.cached(&ck).await {
+            self.counters.hit(weight(&value));
             return Ok(value);
         }
         let value = self.inner.get(partition, key).await?;
+        self.counters.miss(weight(&value));
         self.cache.cache.insert(ck, value.clone());
         Ok(value)
     }
 
     async fn put(&self, partition: &Partition, key: Bytes, value: Bytes) -> Result<()> {
         self.check_open()?;
-        let ck = self.cache_key(partition, &key);
+        let ck = self.cache_key(partition, &key, true);
         let _stripe = self.stripes[self.stripe_of(&ck)].lock().await;
         self.inner.put(partition, key, value.clone()).await?;
         self.set(ck, Some(value));
@@ -296,7 +444,7 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
 
     async fn delete(&self, partition: &Partition, key: &[u8]) -> Result<()> {
         self.check_open()?;
-        let ck = self.cache_key(partition, key);
+        let ck = self.cache_key(partition, key, true);
         let _stripe = self.stripes[self.stripe_of(&ck)].lock().await;
         self.inner.delete(partition, key).await?;
         self.set(ck, None);
@@ -305,31 +453,35 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
 
     async fn batch(&self, batch: WriteBatch) -> Result<()> {
         self.check_open()?;
-        if batch
+        // Partitions with a range delete move to a new epoch once the inner batch is applied;
+        // their keys are not cached here (the next read fills them under the new epoch).
+        let ranged: Vec<Partition> = batch
             .ops
             .iter()
-            .any(|op| matches!(op, kalamstore_storage::WriteOp::DeleteRange { .. }))
-        {
-            return Err(Error::Unsupported {
-                engine: ENGINE,
-                op: "range deletes in a batch",
-            });
-        }
+            .filter(|op| matches!(op, WriteOp::DeleteRange { .. }))
+            .map(|op| op.partition().clone())
+            .collect();
         let updates: Vec<(CacheKey, CacheValue)> = batch
             .ops
             .iter()
+            .filter(|op| !ranged.contains(op.partition()))
             .map(|op| {
                 let value = match op {
-                    kalamstore_storage::WriteOp::Put { value, .. } => Some(value.clone()),
-                    kalamstore_storage::WriteOp::Delete { .. }
-                    | kalamstore_storage::WriteOp::DeleteRange { .. } => None,
+                    WriteOp::Put { value, .. } => Some(value.clone()),
+                    WriteOp::Delete { .. } | WriteOp::DeleteRange { .. } => None,
                 };
-                (self.cache_key(op.partition(), op.key()), value)
+                (self.cache_key(op.partition(), op.key(), true), value)
             })
             .collect();
         let keys: Vec<CacheKey> = updates.iter().map(|(k, _)| k.clone()).collect();
         let _stripes = self.lock_stripes(&keys).await;
-        self.inner.batch(batch).await?;
+        let result = self.inner.batch(batch).await;
+        // After the inner engine applied the range delete (or may have, on an error): a fill
+        // that read the old rows inserts them under the old epoch, which nobody reads again.
+        for partition in &ranged {
+            self.forget(partition);
+        }
+        result?;
         // Later ops on the same key win, as in the inner engine.
         for (key, value) in updates {
             self.set(key, value);
@@ -352,16 +504,23 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
         self.inner.flush().await
     }
 
+    async fn state_token(&self) -> Result<Option<Vec<u8>>> {
+        self.check_open()?;
+        self.inner.state_token().await
+    }
+
     async fn stats(&self) -> Result<BackendStats> {
         self.check_open()?;
         let mut stats = self.inner.stats().await?;
         let memory = self.cache.cache.memory();
-        stats
-            .details
-            .push(("inner_engine".into(), stats.engine.to_owned()));
-        stats
-            .details
-            .push(("cache_memory_bytes".into(), memory.usage().to_string()));
+        let counters = self.counters.snapshot();
+        stats.details.extend([
+            ("inner_engine".into(), stats.engine.to_owned()),
+            ("cache_memory_bytes".into(), memory.usage().to_string()),
+            ("cache_hits".into(), counters.hits.to_string()),
+            ("cache_misses".into(), counters.misses.to_string()),
+            ("cache_warm_start".into(), counters.warm_start.to_string()),
+        ]);
         stats.engine = ENGINE;
         Ok(stats)
     }
@@ -370,7 +529,10 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        self.cache.close().await?;
+        // The memory tier goes to disk first; the marker (the inner engine's state and the
+        // untouched partitions' epochs) is written only once that succeeded.
+        let marker = self.warm_marker().await?;
+        self.cache.close(marker).await?;
         self.inner.close().await
     }
 }

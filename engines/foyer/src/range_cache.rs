@@ -5,7 +5,9 @@
 //! path and range. Callers must
 //! only read immutable objects through it: kalamstore writes every Parquet file under a fresh
 //! name and never rewrites it. Writes, deletes and renames through the wrapper drop nothing from
-//! the cache, since a path is never reused for different bytes.
+//! the cache, since a path is never reused for different bytes. For the same reason the disk
+//! tier reopens warm after a clean close over the same source (named by its URL); a cache over
+//! a source that does not outlive the process (`memory://`) always starts cold.
 
 use std::fmt;
 use std::ops::Range;
@@ -21,8 +23,11 @@ use object_store::{
 };
 use serde::{Deserialize, Serialize};
 
+use kalamstore_storage::{CacheCounters, CloseCache};
+
 use crate::OwnedCache;
 use crate::config::FoyerConfig;
+use crate::warm::Marker;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, Serialize, Deserialize)]
 struct RangeKey {
@@ -39,23 +44,52 @@ fn weigh(key: &RangeKey, value: &Bytes) -> usize {
 pub struct RangeCachedStore {
     inner: Arc<dyn ObjectStore>,
     cache: OwnedCache<RangeKey, Bytes>,
+    /// The source's identity, kept in the warm marker; `None` keeps the disk tier cold.
+    source: Option<Vec<u8>>,
+    counters: Arc<CacheCounters>,
 }
 
 impl RangeCachedStore {
-    /// Wraps `inner` with a range cache configured by `config`.
+    /// Wraps `inner` with a range cache configured by `config`. `source` names the store
+    /// (its URL) when its objects outlive the process: the disk tier then reopens warm after a
+    /// clean close over the same source. Hits and misses are counted in `counters`.
     pub async fn new(
         inner: Arc<dyn ObjectStore>,
         config: FoyerConfig,
+        source: Option<&str>,
+        counters: Arc<CacheCounters>,
     ) -> kalamstore_storage::Result<Self> {
+        let source = source.map(|s| s.as_bytes().to_vec());
+        let (cache, warm) =
+            OwnedCache::build(&config, "kalamstore-ranges", weigh, source.clone()).await?;
+        counters.set_warm_start(warm.is_some());
         Ok(Self {
             inner,
-            cache: OwnedCache::build(&config, "kalamstore-ranges", weigh).await?,
+            cache,
+            source,
+            counters,
         })
     }
 
-    /// Flushes and stops the cache.
+    /// The cache's hit and miss counters.
+    pub fn counters(&self) -> &Arc<CacheCounters> {
+        &self.counters
+    }
+
+    /// Writes the memory tier to disk, leaves the warm marker and stops the cache.
     pub async fn close(&self) -> kalamstore_storage::Result<()> {
-        self.cache.close().await
+        let marker = self.source.clone().map(|token| Marker {
+            token,
+            payload: Vec::new(),
+        });
+        self.cache.close(marker).await
+    }
+}
+
+#[async_trait]
+impl CloseCache for RangeCachedStore {
+    async fn close_cache(&self) -> kalamstore_storage::Result<()> {
+        self.close().await
     }
 }
 
@@ -115,13 +149,18 @@ impl ObjectStore for RangeCachedStore {
         for key in &keys {
             // A cache error is only a miss: the inner store still has the bytes.
             let hit = self.cache.cache.get(key).await.ok().flatten();
-            out.push(hit.map(|e| e.value().clone()));
+            let hit = hit.map(|e| e.value().clone());
+            if let Some(bytes) = &hit {
+                self.counters.hit(bytes.len());
+            }
+            out.push(hit);
         }
         let missing: Vec<usize> = (0..ranges.len()).filter(|i| out[*i].is_none()).collect();
         if !missing.is_empty() {
             let wanted: Vec<Range<u64>> = missing.iter().map(|i| ranges[*i].clone()).collect();
             let fetched = self.inner.get_ranges(location, &wanted).await?;
             for (i, bytes) in missing.into_iter().zip(fetched) {
+                self.counters.miss(bytes.len());
                 self.cache.cache.insert(keys[i].clone(), bytes.clone());
                 out[i] = Some(bytes);
             }

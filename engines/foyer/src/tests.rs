@@ -211,12 +211,17 @@ async fn repeated_range_reads_are_served_by_the_cache() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cached = RangeCachedStore::new(
-        counting.clone(),
-        FoyerConfig::hybrid(1 << 20, dir.path(), 8 << 20),
-    )
-    .await
-    .unwrap();
+    let config = FoyerConfig::hybrid(1 << 20, dir.path(), 8 << 20);
+    let open = |source: &'static str| {
+        RangeCachedStore::new(
+            counting.clone(),
+            config.clone(),
+            Some(source),
+            Arc::default(),
+        )
+    };
+    let cached = open("file:///cold").await.unwrap();
+    assert!(!cached.counters().snapshot().warm_start);
 
     let ranges = [0..100, 5_000..9_000, 99_000..100_000];
     let first = cached.get_ranges(&path, &ranges).await.unwrap();
@@ -236,5 +241,74 @@ async fn repeated_range_reads_are_served_by_the_cache() {
     let mixed = cached.get_ranges(&path, &[0..100, 200..300]).await.unwrap();
     assert_eq!(mixed[1].as_ref(), &data[200..300]);
     assert_eq!(counting.ranges.load(Ordering::SeqCst), 2);
+    let stats = cached.counters().snapshot();
+    assert_eq!((stats.hits, stats.misses), (31, 4));
+    assert_eq!(stats.miss_bytes, 100 + 4_000 + 1_000 + 100);
     cached.close().await.unwrap();
+
+    // A clean close over the same source: the disk tier reopens warm.
+    let cached = open("file:///cold").await.unwrap();
+    assert!(cached.counters().snapshot().warm_start);
+    assert_eq!(cached.get_ranges(&path, &ranges).await.unwrap(), first);
+    assert_eq!(
+        counting.ranges.load(Ordering::SeqCst),
+        2,
+        "served from disk"
+    );
+    assert_eq!(cached.counters().snapshot().hits, 3);
+    // No clean close (as after a crash): the next open cannot trust the disk tier.
+    drop(cached);
+    let cached = open("file:///cold").await.unwrap();
+    assert!(!cached.counters().snapshot().warm_start);
+    assert_eq!(cached.get_ranges(&path, &ranges).await.unwrap(), first);
+    assert_eq!(counting.ranges.load(Ordering::SeqCst), 3);
+    cached.close().await.unwrap();
+    // Another source behind the same directory: cold.
+    let cached = open("file:///elsewhere").await.unwrap();
+    assert!(!cached.counters().snapshot().warm_start);
+    cached.get_ranges(&path, &ranges).await.unwrap();
+    assert_eq!(counting.ranges.load(Ordering::SeqCst), 4);
+    cached.close().await.unwrap();
+}
+
+/// A range delete through the cache: cached rows in the range are never served again, rows
+/// outside it still read right, and the hit and miss counters see every lookup.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_range_delete_through_the_cache_serves_no_deleted_row() {
+    let backend = FoyerBackend::new(Arc::new(MemoryBackend::new()), FoyerConfig::memory(1 << 20))
+        .await
+        .unwrap();
+    assert!(backend.capabilities().delete_range, "the inner engine's");
+    let t = p("t");
+    backend.create_partition(&t).await.unwrap();
+    for i in 0..10u8 {
+        backend
+            .put(&t, Bytes::from(vec![i]), Bytes::from(vec![i; 4]))
+            .await
+            .unwrap();
+    }
+    for i in 0..10u8 {
+        assert_eq!(
+            backend.get(&t, &[i]).await.unwrap(),
+            Some(Bytes::from(vec![i; 4]))
+        );
+    }
+    let stats = backend.counters().snapshot();
+    assert_eq!((stats.hits, stats.misses, stats.hit_bytes), (10, 0, 40));
+
+    let mut batch = WriteBatch::default();
+    batch.delete_range(&t, Bytes::from(vec![2]), Bytes::from(vec![7]));
+    batch.put(&t, Bytes::from(vec![9]), Bytes::from_static(b"new"));
+    backend.batch(batch).await.unwrap();
+    for i in 0..10u8 {
+        let expected = match i {
+            2..=6 => None,
+            9 => Some(Bytes::from_static(b"new")),
+            _ => Some(Bytes::from(vec![i; 4])),
+        };
+        assert_eq!(backend.get(&t, &[i]).await.unwrap(), expected, "key {i}");
+    }
+    let stats = backend.counters().snapshot();
+    assert_eq!(stats.misses, 10, "the partition moved to a new epoch");
+    backend.close().await.unwrap();
 }

@@ -417,6 +417,22 @@ impl StorageBackend for RocksDbBackend {
             .map_err(rocks(|| "syncing the WAL"))
     }
 
+    async fn state_token(&self) -> Result<Option<Vec<u8>>> {
+        // The database's identity (a UUID written at creation), the sequence number of its
+        // last write, and its families (creating or dropping one takes no sequence number).
+        let db = self.db()?;
+        let mut token = db
+            .get_db_identity()
+            .map_err(rocks(|| "reading the database identity"))?;
+        token.push(0);
+        token.extend_from_slice(&db.latest_sequence_number().to_le_bytes());
+        for partition in self.partitions.lock().iter() {
+            token.push(0);
+            token.extend_from_slice(partition.as_str().as_bytes());
+        }
+        Ok(Some(token))
+    }
+
     async fn stats(&self) -> Result<BackendStats> {
         let db = self.db()?;
         let partitions = self.list_partitions().await?;

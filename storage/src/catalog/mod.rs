@@ -138,13 +138,8 @@ impl JobKind {
     /// next due; moves and drops finish through their table task.
     pub fn max_attempts(self) -> u32 {
         match self {
-            Self::Flush | Self::Compaction | Self::Publish => 3,
-            Self::Cleanup
-            | Self::Move
-            | Self::Drop
-            | Self::Expiry
-            | Self::Export
-            | Self::Import => 1,
+            Self::Flush | Self::Compaction | Self::Publish | Self::Expiry => 3,
+            Self::Cleanup | Self::Move | Self::Drop | Self::Export | Self::Import => 1,
         }
     }
 }

@@ -19,7 +19,6 @@ use super::{FlushOutcome, check_cancel};
 use crate::backend::WriteBatch;
 use crate::delta::mark_pending;
 use crate::error::{Error, Result};
-use crate::failpoint::failpoint;
 use crate::format::{
     FileMeta, FileWriter, ROW_GROUP_ROWS, dv_key, is_delta_log_file, key_column, manifest_key,
     table_dir,
@@ -95,9 +94,9 @@ pub(crate) async fn compact_scope(
         outcome.files = 1;
     }
     check_cancel(cancel, job)?;
-    failpoint("compaction.before_commit");
+    table.storage.failpoints.hit("compaction.before_commit")?;
     commit(table, scope, &inputs, output).await?;
-    failpoint("compaction.after_commit");
+    table.storage.failpoints.hit("compaction.after_commit")?;
     Ok(Compacted {
         outcome,
         replaced: inputs,

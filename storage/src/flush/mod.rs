@@ -30,7 +30,6 @@ use crate::backend::{ScanRequest, WriteBatch, WriteOp};
 use crate::codec::read_row_meta;
 use crate::delta::mark_pending;
 use crate::error::{Error, Result};
-use crate::failpoint::failpoint;
 use crate::format::{
     DeletionVector, FileMeta, FileWriter, dv_key, file_schema, manifest_key, split_hot_key,
 };
@@ -127,9 +126,9 @@ pub(crate) async fn flush_scope(
     let older = table.files(scope);
     let written = write_file(table, scope, seq, cut, &older, job, cancel).await?;
     check_cancel(cancel, job)?;
-    failpoint("flush.before_commit");
+    table.storage.failpoints.hit("flush.before_commit")?;
     let flushed = commit(table, scope, cut, &older, written).await?;
-    failpoint("flush.after_commit");
+    table.storage.failpoints.hit("flush.after_commit")?;
     Ok(flushed)
 }
 

@@ -9,9 +9,10 @@ use super::jobs::JobOutcome;
 use super::probe::check_storage_handle;
 use super::{NAMESPACES, STORAGES, Store, TABLES, TASKS, sys};
 use crate::backend::{StorageBackend, WriteBatch};
+use crate::cache::{CacheCounters, CacheRequest, StorageCacheStats};
 use crate::catalog::{JobKind, StorageDefinition, TableTask, TableTaskOp};
 use crate::error::{Error, Result};
-use crate::failpoint::failpoint;
+use crate::failpoint::crash_point;
 use crate::format::{META_DEFINITION, meta_partition};
 use crate::ids::{NamespaceId, StorageId, TableId};
 use crate::location::open_store;
@@ -120,28 +121,56 @@ impl Store {
             .await
     }
 
+    /// The caches of the storages this process has opened, by storage id then tier: hits,
+    /// misses and bytes since each was opened.
+    pub async fn cache_stats(&self) -> Result<Vec<StorageCacheStats>> {
+        self.check_open()?;
+        let storages = self.inner.storages.lock().await;
+        let mut out: Vec<StorageCacheStats> =
+            storages.values().flat_map(|s| s.cache_stats()).collect();
+        out.sort_by(|a, b| {
+            (a.storage.as_str(), a.tier.to_string()).cmp(&(b.storage.as_str(), b.tier.to_string()))
+        });
+        Ok(out)
+    }
+
     async fn open_storage_def(&self, def: &StorageDefinition) -> Result<StorageHandle> {
+        let counters = [
+            Arc::new(CacheCounters::default()),
+            Arc::new(CacheCounters::default()),
+        ];
+        let request = |counters: &Arc<CacheCounters>, source| {
+            def.cache.as_ref().map(|spec| CacheRequest {
+                spec,
+                counters: counters.clone(),
+                source,
+            })
+        };
         let hot = if def.id == StorageId::local() {
             self.inner.system.clone()
         } else {
+            let source = def.hot.location();
             self.inner
                 .config
                 .engines
-                .open(&def.hot, &def.s3, def.cache.as_ref())
+                .open(&def.hot, &def.s3, request(&counters[0], source))
                 .await?
         };
         let mut cold = open_store(&def.cold_url, &def.s3)?;
         let config = &self.inner.config;
-        let store = config
+        let tier = config
             .engines
-            .cold_store(cold.store, def.cache.as_ref())
+            .cold_store(cold.store, request(&counters[1], &def.cold_url))
             .await?;
-        cold.store = Arc::new(TimeoutStore::new(store, config.object_store_timeout));
+        cold.store = Arc::new(TimeoutStore::new(tier.store, config.object_store_timeout));
         Ok(StorageHandle {
             def: def.clone(),
             hot,
             cold,
             clock: self.inner.config.clock.clone(),
+            cache_counters: counters,
+            cold_cache: tier.cache,
+            failpoints: config.failpoints.clone(),
         })
     }
 
@@ -249,7 +278,7 @@ impl Store {
             });
         }
         if let Some(handle) = self.inner.storages.lock().await.remove(id) {
-            handle.hot.close().await?;
+            handle.close().await?;
         }
         self.inner
             .system
@@ -405,9 +434,9 @@ impl Store {
                         store.inner.system.batch(batch).await?;
                         handle.retire();
                         store.inner.tables.lock().await.remove(&handle.id);
-                        failpoint("drop.recorded");
+                        crash_point("drop.recorded");
                         super::tasks::remove_table_data(&handle.storage, &handle.id).await?;
-                        failpoint("drop.data_removed");
+                        crash_point("drop.data_removed");
                         store.delete_task(&handle.id).await?;
                         Ok(JobOutcome::default())
                     }

@@ -8,9 +8,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::backend::StorageBackend;
-use crate::catalog::{CacheSpec, HotEngine, JobKind};
+use crate::cache::{CacheRequest, ColdTier};
+use crate::catalog::{HotEngine, JobKind};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
+use crate::failpoint::Failpoints;
 use crate::location::S3Options;
 
 /// Opens hot engines by kind. The core knows no engine; the `kalamstore` crate supplies a
@@ -20,12 +22,13 @@ pub trait EngineProvider: Send + Sync + 'static {
     /// The engine of the system storage and of storage `local`, living in `dir`.
     fn default_engine(&self, dir: &Path) -> HotEngine;
 
-    /// Opens (creating if needed) a hot engine, with a cache in front when asked.
+    /// Opens (creating if needed) a hot engine, with a cache in front when asked; the cache
+    /// counts its hits and misses in the request's counters.
     async fn open(
         &self,
         engine: &HotEngine,
         s3: &S3Options,
-        cache: Option<&CacheSpec>,
+        cache: Option<CacheRequest<'_>>,
     ) -> Result<Arc<dyn StorageBackend>>;
 
     /// The object store the table layer reads Parquet from: `store` itself, or a cache of
@@ -34,9 +37,9 @@ pub trait EngineProvider: Send + Sync + 'static {
     async fn cold_store(
         &self,
         store: Arc<dyn object_store::ObjectStore>,
-        _cache: Option<&CacheSpec>,
-    ) -> Result<Arc<dyn object_store::ObjectStore>> {
-        Ok(store)
+        _cache: Option<CacheRequest<'_>>,
+    ) -> Result<ColdTier> {
+        Ok(ColdTier { store, cache: None })
     }
 }
 
@@ -54,7 +57,7 @@ impl EngineProvider for MemoryEngines {
         &self,
         engine: &HotEngine,
         _s3: &S3Options,
-        _cache: Option<&CacheSpec>,
+        _cache: Option<CacheRequest<'_>>,
     ) -> Result<Arc<dyn StorageBackend>> {
         match engine {
             HotEngine::Memory => Ok(Arc::new(crate::memory::MemoryBackend::new())),
@@ -107,11 +110,17 @@ pub struct StoreConfig {
     /// The time for `_updated`, STREAM TTL, flush intervals and job records: the system
     /// clock, or a [`ManualClock`](crate::clock::ManualClock) in tests.
     pub clock: Arc<dyn Clock>,
+    /// How many jobs run at once: jobs beyond it wait `queued` for a worker (jobs on one table
+    /// also wait for each other). A job started by a running job (a flush's Delta publish)
+    /// runs on its parent's worker.
+    pub job_workers: usize,
+    /// Failure points a test arms to make flushes, compactions, moves and drops fail.
+    pub failpoints: Failpoints,
 }
 
 impl StoreConfig {
-    /// Defaults: background work on, every second; cleanup every minute; jobs kept a day (at
-    /// most 1000); orphans collected after an hour; a job attempt may run 6 hours, an
+    /// Defaults: background work on, every second; 4 job workers; cleanup every minute; jobs
+    /// kept a day (at most 1000); orphans collected after an hour; a job attempt may run 6 hours, an
     /// object-store call a minute; the first retry after 200 ms.
     pub fn new(data_dir: impl Into<PathBuf>, engines: Arc<dyn EngineProvider>) -> Self {
         Self {
@@ -129,6 +138,8 @@ impl StoreConfig {
             job_timeouts: std::collections::HashMap::new(),
             object_store_timeout: Duration::from_secs(60),
             clock: Arc::new(SystemClock),
+            failpoints: Failpoints::default(),
+            job_workers: 4,
         }
     }
 }

@@ -268,8 +268,9 @@ impl Store {
     /// Asks a running job to stop before it commits.
     pub async fn cancel_job(&self, id: &str) -> Result<()> {
         match self.inner.cancels.lock().get(id) {
-            Some(flag) => {
-                flag.store(true, Ordering::Relaxed);
+            Some(control) => {
+                control.killed.store(true, Ordering::Relaxed);
+                control.cancel.store(true, Ordering::Relaxed);
                 Ok(())
             }
             None => Err(Error::JobNotFound { job: id.to_owned() }),
@@ -284,7 +285,7 @@ impl Store {
     }
 
     /// Runs `work` as a job: recorded `new`, `queued` until it holds `lock`'s maintenance lock
-    /// (when the job is on a table), then `running`. A transient failure (see
+    /// (when the job is on a table) and one of the store's job workers, then `running`. A transient failure (see
     /// [`Error::is_transient`]) is recorded as `retrying` and the work runs again after a
     /// backoff with jitter, up to [`JobKind::max_attempts`]; the job ends `completed`,
     /// `failed` or, when [`cancel_job`](Self::cancel_job) stopped it, `cancelled`.
@@ -328,12 +329,16 @@ impl Store {
             attempts: 0,
         });
         self.put_job(&job).await?;
-        let cancel = Arc::new(AtomicBool::new(false));
+        let control = Arc::new(JobControl::default());
         self.inner
             .cancels
             .lock()
-            .insert(job.id.clone(), cancel.clone());
-        let result = self.attempts(&mut job, lock, &cancel, &mut work).await;
+            .insert(job.id.clone(), control.clone());
+        // The worker is held until the job's final record is written.
+        let mut worker = None;
+        let result = self
+            .attempts(&mut job, lock, &control, &mut worker, &mut work)
+            .await;
         self.inner.cancels.lock().remove(&job.id);
         job.ended_at_ms = Some(self.now_ms());
         let outcome = match result {
@@ -357,28 +362,45 @@ impl Store {
             }
         };
         self.put_job(&job).await?;
+        drop(worker);
         outcome.map(|()| job)
     }
 
     /// The queued and running part of [`run_job`](Self::run_job): every attempt, and the
     /// waits between them.
-    async fn attempts<F, Fut>(
-        &self,
+    async fn attempts<'a, F, Fut>(
+        &'a self,
         job: &mut JobRecord,
         lock: Option<Arc<TableHandle>>,
-        cancel: &Arc<AtomicBool>,
+        control: &JobControl,
+        worker: &mut Option<tokio::sync::SemaphorePermit<'a>>,
         work: &mut F,
     ) -> Result<JobOutcome>
     where
         F: FnMut(String, Arc<AtomicBool>) -> Fut,
         Fut: std::future::Future<Output = Result<JobOutcome>>,
     {
+        let cancel = &control.cancel;
         job.status = JobStatus::Queued;
         self.put_job(job).await?;
         let _maintenance = match &lock {
             Some(handle) => Some(handle.maintenance.lock().await),
             None => None,
         };
+        // A job started by a running job uses its parent's worker: waiting for another could
+        // deadlock once every worker is held by a parent.
+        if IN_JOB.try_with(|()| ()).is_err() {
+            let permit = self
+                .inner
+                .workers
+                .acquire()
+                .await
+                .map_err(|_| Error::Closed {
+                    engine: "store",
+                    reason: "the job workers were shut down",
+                })?;
+            *worker = Some(permit);
+        }
         loop {
             if let Some(handle) = &lock {
                 handle.check_live()?;
@@ -393,8 +415,8 @@ impl Store {
             job.started_at_ms.get_or_insert(self.now_ms());
             self.put_job(job).await?;
             let limit = self.inner.config.job_timeout_of(job.kind);
-            let attempt = work(job.id.clone(), cancel.clone());
-            match watched(attempt, limit, cancel, &job.id).await {
+            let attempt = IN_JOB.scope((), work(job.id.clone(), cancel.clone()));
+            match watched(attempt, limit, control, &job.id).await {
                 Err(e) if e.is_transient() && job.attempts < job.kind.max_attempts() => {
                     tracing::warn!(job = %job.id, kind = %job.kind, attempt = job.attempts,
                         "retrying after a transient failure: {}", e.report());
@@ -528,6 +550,19 @@ impl Store {
     }
 }
 
+/// How a running job is stopped: `cancel` is what the work checks at its safe points; `killed`
+/// says a `KILL JOB` set it (not the watchdog).
+#[derive(Debug, Default)]
+pub(super) struct JobControl {
+    cancel: Arc<AtomicBool>,
+    killed: AtomicBool,
+}
+
+tokio::task_local! {
+    /// Set while a job's attempt runs: jobs it starts run on its worker.
+    static IN_JOB: ();
+}
+
 /// Runs one attempt of a job under the watchdog: past `limit` the attempt is asked to stop
 /// (its cancel flag) and, once it has stopped at a safe point, fails as
 /// [`Error::JobTimedOut`], which is retried. An attempt that finishes anyway keeps its result;
@@ -535,7 +570,7 @@ impl Store {
 async fn watched<Fut>(
     attempt: Fut,
     limit: std::time::Duration,
-    cancel: &AtomicBool,
+    control: &JobControl,
     job: &str,
 ) -> Result<JobOutcome>
 where
@@ -546,10 +581,11 @@ where
         result = &mut attempt => return result,
         () = tokio::time::sleep(limit) => {}
     }
-    let killed = cancel.swap(true, Ordering::Relaxed);
+    control.cancel.store(true, Ordering::Relaxed);
     match attempt.await {
-        Err(Error::JobCancelled { .. }) if !killed => {
-            cancel.store(false, Ordering::Relaxed);
+        // A `KILL JOB` before or after the watchdog fired wins: the job stays cancelled.
+        Err(Error::JobCancelled { .. }) if !control.killed.load(Ordering::Relaxed) => {
+            control.cancel.store(false, Ordering::Relaxed);
             Err(Error::JobTimedOut {
                 job: job.to_owned(),
                 limit,

@@ -60,7 +60,9 @@ struct Inner {
     /// Lock 1.
     ddl: tokio::sync::Mutex<()>,
     /// Cancel flags of the jobs running in this process (a leaf lock).
-    cancels: parking_lot::Mutex<HashMap<String, Arc<AtomicBool>>>,
+    cancels: parking_lot::Mutex<HashMap<String, Arc<jobs::JobControl>>>,
+    /// The job workers: a job holds a permit while it runs.
+    workers: tokio::sync::Semaphore,
     scheduler: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Failures of background work nobody waits for (a leaf lock).
     background: scheduler::BackgroundLog,
@@ -107,6 +109,7 @@ impl Store {
         for p in [NAMESPACES, STORAGES, TABLES, JOBS, TASKS] {
             system.create_partition(&sys(p)).await?;
         }
+        let workers = config.job_workers.max(1);
         let store = Self {
             inner: Arc::new(Inner {
                 seq: SeqGenerator::new(config.node_id)?,
@@ -115,6 +118,7 @@ impl Store {
                 tables: tokio::sync::Mutex::new(HashMap::new()),
                 ddl: tokio::sync::Mutex::new(()),
                 cancels: parking_lot::Mutex::new(HashMap::new()),
+                workers: tokio::sync::Semaphore::new(workers),
                 scheduler: parking_lot::Mutex::new(None),
                 background: scheduler::BackgroundLog::default(),
                 last_cleanup_ms: AtomicI64::new(i64::MIN),
@@ -194,10 +198,8 @@ impl Store {
         }
         self.inner.tables.lock().await.clear();
         let storages: Vec<_> = self.inner.storages.lock().await.drain().collect();
-        for (id, s) in storages {
-            if id != StorageId::local() {
-                s.hot.close().await?;
-            }
+        for (_, s) in storages {
+            s.close().await?;
         }
         self.inner.system.close().await
     }

@@ -37,7 +37,7 @@ use super::{Store, TABLES, TASKS, sys};
 use crate::backend::{Partition, ScanRequest, WriteBatch};
 use crate::catalog::{JobKind, JobRecord, TableTask, TableTaskOp};
 use crate::error::{Error, Result};
-use crate::failpoint::failpoint;
+use crate::failpoint::crash_point;
 use crate::flush::check_cancel;
 use crate::format::{
     FileMeta, META_DEFINITION, META_DELTA_PENDING, MetaKey, ObjectFileReader, is_delta_log_file,
@@ -137,7 +137,7 @@ impl Store {
             },
         };
         self.put_task(&task).await?;
-        failpoint("move.recorded");
+        crash_point("move.recorded");
         let copied = self
             .copy_and_switch(&handle, &mut task, source, target, job, cancel)
             .await;
@@ -150,7 +150,7 @@ impl Store {
                 return Err(e);
             }
         };
-        failpoint("move.switched");
+        crash_point("move.switched");
         // Opening the table on the target publishes its carried Delta log. The move is done
         // either way: a failed open is retried by the table's next use.
         if let Err(e) = self.handle(id).await {
@@ -164,7 +164,7 @@ impl Store {
         {
             return Ok(outcome);
         }
-        failpoint("move.source_removed");
+        crash_point("move.source_removed");
         self.delete_task(id).await?;
         Ok(outcome)
     }
@@ -202,7 +202,7 @@ impl Store {
             self.job_progress(job, &outcome).await?;
         }
         copy_delta_log(source, target, id).await?;
-        failpoint("move.files_copied");
+        self.inner.config.failpoints.hit("move.files_copied")?;
 
         // Writes wait from here to the switch.
         let _writes = handle.write_lock.lock().await;
@@ -246,7 +246,7 @@ impl Store {
                 .await?;
         }
         outcome.rows += hot_rows;
-        failpoint("move.rows_copied");
+        self.inner.config.failpoints.hit("move.rows_copied")?;
 
         // The switch: the catalog and the task flip together.
         if let TableTaskOp::Move { switched, .. } = &mut task.op {

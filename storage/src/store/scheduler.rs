@@ -5,6 +5,7 @@
 //! logged with `tracing` and counted per kind, see [`Store::background_failures`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -15,8 +16,9 @@ use crate::catalog::{JobKind, JobRecord, JobStatus};
 use crate::error::{Error, Result};
 use crate::flush::compact::collect_orphans;
 use crate::ids::{KeyScope, TableId};
-use crate::schema::TableType;
+use crate::schema::{TableDefinition, TableType};
 use crate::table::TableHandle;
+use futures::StreamExt;
 
 /// Hot entries read per chunk of a STREAM expiry.
 const EXPIRY_CHUNK: usize = 4096;
@@ -170,34 +172,21 @@ impl Store {
                 return done;
             }
         };
+        // Tables are maintained concurrently, as many at a time as there are job workers.
+        let workers = self.inner.config.job_workers.max(1);
+        let passes: Vec<TablePass> = futures::stream::iter(tables)
+            .map(|def| self.maintain_table(def, deadline))
+            .buffer_unordered(workers)
+            .collect()
+            .await;
         let (mut flushes, mut rows_flushed, mut expired, mut skipped) = (0, 0, 0, 0);
-        for (i, def) in tables.iter().enumerate() {
-            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-                skipped = tables.len() - i;
-                break;
-            }
-            let handle = match self.handle(&def.id).await {
-                Ok(h) => h,
-                Err(e) => {
-                    failed("catalog", Some(&def.id), &e);
-                    continue;
-                }
-            };
-            if def.table_type == TableType::Stream {
-                match expire_stream(&handle).await {
-                    Ok(n) => expired += n,
-                    Err(e) => failed("expiry", Some(&def.id), &e),
-                }
-                continue;
-            }
-            for scope in due_flushes(&handle) {
-                match self.flush_table(&def.id, scope).await {
-                    Ok(job) => {
-                        flushes += 1;
-                        rows_flushed += job.rows;
-                    }
-                    Err(e) => failed("flush", Some(&def.id), &e),
-                }
+        for pass in passes {
+            flushes += pass.flushes;
+            rows_flushed += pass.rows_flushed;
+            expired += pass.expired;
+            skipped += usize::from(pass.skipped);
+            for (kind, table, e) in &pass.failures {
+                failed(kind, Some(table), e);
             }
         }
         let mut cleanup = None;
@@ -217,6 +206,66 @@ impl Store {
         done.tables_skipped = skipped;
         done.cleanup = cleanup;
         done
+    }
+
+    /// One table's share of a maintenance pass: its due flushes, or its STREAM expiry.
+    async fn maintain_table(
+        &self,
+        def: TableDefinition,
+        deadline: Option<tokio::time::Instant>,
+    ) -> TablePass {
+        let mut pass = TablePass::default();
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            pass.skipped = true;
+            return pass;
+        }
+        let handle = match self.handle(&def.id).await {
+            Ok(h) => h,
+            Err(e) => {
+                pass.failures.push(("catalog", def.id, e));
+                return pass;
+            }
+        };
+        if def.table_type == TableType::Stream {
+            match self.expire_stream_job(handle).await {
+                Ok(job) => pass.expired += job.map_or(0, |j| j.rows),
+                Err(e) => pass.failures.push(("expiry", def.id, e)),
+            }
+            return pass;
+        }
+        for scope in due_flushes(&handle) {
+            match self.flush_table(&def.id, scope).await {
+                Ok(job) => {
+                    pass.flushes += 1;
+                    pass.rows_flushed += job.rows;
+                }
+                Err(e) => pass.failures.push(("flush", def.id.clone(), e)),
+            }
+        }
+        pass
+    }
+
+    /// Removes a STREAM table's expired rows as an `expiry` job, when a read-only look finds
+    /// any (so passes with nothing to remove record no job). The job looks again under the
+    /// table's write lock: a row written since counts by its new time.
+    async fn expire_stream_job(&self, handle: Arc<TableHandle>) -> Result<Option<JobRecord>> {
+        if !stream_expiry_due(&handle).await? {
+            return Ok(None);
+        }
+        let job = self
+            .run_table_job(
+                JobKind::Expiry,
+                handle,
+                Scope::All,
+                |handle, _, _, _| async move {
+                    Ok(JobOutcome {
+                        rows: expire_stream(&handle).await?,
+                        ..JobOutcome::default()
+                    })
+                },
+            )
+            .await?;
+        Ok(Some(job))
     }
 
     /// Whether `cleanup_interval` has passed since the last cleanup job ended (in this
@@ -277,6 +326,16 @@ impl Store {
     }
 }
 
+/// What a maintenance pass did on one table.
+#[derive(Default)]
+struct TablePass {
+    flushes: u64,
+    rows_flushed: u64,
+    expired: u64,
+    skipped: bool,
+    failures: Vec<(&'static str, TableId, Error)>,
+}
+
 /// The flushes a table's policy asks for now: each scope past the `rows` threshold, and every
 /// scope once the `interval` has passed since the last flush.
 fn due_flushes(handle: &TableHandle) -> Vec<Scope> {
@@ -304,6 +363,26 @@ fn due_flushes(handle: &TableHandle) -> Vec<Scope> {
         }
     }
     due
+}
+
+/// Whether a STREAM table holds a row that is expired or deleted (a read-only scan that stops
+/// at the first one).
+async fn stream_expiry_due(table: &TableHandle) -> Result<bool> {
+    if table.buffered(&KeyScope::Shared) == 0 || table.is_retired() {
+        return Ok(false);
+    }
+    let mut next = Some(ScanRequest::default().chunk_size(EXPIRY_CHUNK));
+    while let Some(request) = next {
+        let chunk = table.storage.hot.scan(&table.hot, &request).await?;
+        next = chunk.resume;
+        for (_, value) in chunk.entries {
+            let sys = TableHandle::system_of(&value)?;
+            if sys.deleted || table.expired(sys.updated) {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// Deletes expired rows of a STREAM table from the hot engine; returns how many.

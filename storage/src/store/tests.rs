@@ -394,6 +394,18 @@ async fn maintain_runs_due_flushes_expiry_and_cleanup_by_the_clock() {
     let second = store.maintain(budget).await.unwrap();
     assert_eq!((second.flushes, second.rows_flushed), (1, 5));
     assert_eq!(second.stream_rows_expired, 1, "the STREAM row is 31 s old");
+    let expiry: Vec<_> = store
+        .jobs()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|j| j.kind == JobKind::Expiry)
+        .collect();
+    assert_eq!(expiry.len(), 1, "one expiry job, none for the first pass");
+    assert_eq!(
+        (expiry[0].status, expiry[0].rows, expiry[0].table.as_ref()),
+        (JobStatus::Completed, 1, Some(&typing))
+    );
     assert!(second.cleanup.is_none(), "the last cleanup ran 31 s ago");
     let stats = store.table_stats(&t()).await.unwrap();
     assert_eq!((stats[0].files, stats[0].hot_rows), (1, 0));
@@ -407,10 +419,10 @@ async fn maintain_runs_due_flushes_expiry_and_cleanup_by_the_clock() {
     let third = store.maintain(budget).await.unwrap();
     assert_eq!((third.flushes, third.rows_flushed), (1, 3));
     let cleanup = third.cleanup.expect("62 s since the first cleanup");
-    // Finished before it: cleanup, flush, flush; the oldest beyond two went.
+    // Finished before it: cleanup, flush, expiry, flush; the oldest beyond two went.
     let jobs = store.jobs().await.unwrap();
     let kinds: Vec<_> = jobs.iter().map(|j| j.kind).collect();
-    assert_eq!(kinds, [JobKind::Flush, JobKind::Flush, JobKind::Cleanup]);
+    assert_eq!(kinds, [JobKind::Expiry, JobKind::Flush, JobKind::Cleanup]);
     assert_eq!(jobs[2].id, cleanup.id);
     assert_eq!(ids(&store, None, None).await, (0..8).collect::<Vec<_>>());
 }
@@ -575,7 +587,7 @@ impl EngineProvider for FailingEngines {
         &self,
         _engine: &HotEngine,
         _s3: &S3Options,
-        _cache: Option<&CacheSpec>,
+        _cache: Option<crate::cache::CacheRequest<'_>>,
     ) -> Result<Arc<dyn StorageBackend>> {
         Ok(self.0.clone())
     }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::backend::StorageBackend;
+use crate::cache::{CacheCounters, CloseCache};
 use crate::catalog::StorageDefinition;
 use crate::clock::Clock;
 use crate::location::OpenedStore;
@@ -17,6 +18,12 @@ pub(crate) struct StorageHandle {
     pub(crate) cold: OpenedStore,
     /// The store's clock: `_updated` of writes and STREAM expiry.
     pub(crate) clock: Arc<dyn Clock>,
+    /// The counters of the hot engine's cache (`rows`) and the cold store's (`files`).
+    pub(crate) cache_counters: [Arc<CacheCounters>; 2],
+    /// The cold store's cache, closed with the store.
+    pub(crate) cold_cache: Option<Arc<dyn CloseCache>>,
+    /// The store's failure points (tests).
+    pub(crate) failpoints: crate::failpoint::Failpoints,
 }
 
 impl std::fmt::Debug for StorageHandle {
@@ -24,5 +31,40 @@ impl std::fmt::Debug for StorageHandle {
         f.debug_struct("StorageHandle")
             .field("id", &self.def.id)
             .finish_non_exhaustive()
+    }
+}
+
+impl StorageHandle {
+    /// Closes the hot engine (unless it is the system engine, which the store closes last) and
+    /// the cold store's cache.
+    pub(crate) async fn close(&self) -> crate::error::Result<()> {
+        if self.def.id != crate::ids::StorageId::local() {
+            self.hot.close().await?;
+        }
+        if let Some(cache) = &self.cold_cache {
+            cache.close_cache().await?;
+        }
+        Ok(())
+    }
+
+    /// The counters of the storage's caches, with the tier each fronts; empty without a
+    /// `CACHE` clause.
+    pub(crate) fn cache_stats(&self) -> Vec<crate::cache::StorageCacheStats> {
+        let Some(spec) = &self.def.cache else {
+            return Vec::new();
+        };
+        [
+            crate::cache::CacheTier::Rows,
+            crate::cache::CacheTier::Files,
+        ]
+        .into_iter()
+        .zip(&self.cache_counters)
+        .map(|(tier, counters)| crate::cache::StorageCacheStats {
+            storage: self.def.id.clone(),
+            tier,
+            spec: spec.clone(),
+            stats: counters.snapshot(),
+        })
+        .collect()
     }
 }

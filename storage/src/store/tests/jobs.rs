@@ -114,7 +114,7 @@ impl EngineProvider for RecordingEngines {
         &self,
         _engine: &HotEngine,
         _s3: &S3Options,
-        _cache: Option<&CacheSpec>,
+        _cache: Option<crate::cache::CacheRequest<'_>>,
     ) -> Result<Arc<dyn StorageBackend>> {
         Ok(self.backend.clone())
     }
@@ -122,8 +122,8 @@ impl EngineProvider for RecordingEngines {
     async fn cold_store(
         &self,
         _store: Arc<dyn object_store::ObjectStore>,
-        _cache: Option<&CacheSpec>,
-    ) -> Result<Arc<dyn object_store::ObjectStore>> {
+        _cache: Option<crate::cache::CacheRequest<'_>>,
+    ) -> Result<crate::cache::ColdTier> {
         // Throttling needs streamed reads, which the in-memory store gives (a local
         // directory's file reads it cannot throttle).
         let config = ThrottleConfig {
@@ -131,11 +131,14 @@ impl EngineProvider for RecordingEngines {
             ..ThrottleConfig::default()
         };
         let slow = Arc::new(ThrottledStore::new(self.cold.clone(), config));
-        Ok(Arc::new(Hanging {
-            inner: slow,
-            hang: self.hang_puts.clone(),
-            hang_for: self.hang_for,
-        }))
+        Ok(crate::cache::ColdTier {
+            store: Arc::new(Hanging {
+                inner: slow,
+                hang: self.hang_puts.clone(),
+                hang_for: self.hang_for,
+            }),
+            cache: None,
+        })
     }
 }
 
@@ -233,6 +236,51 @@ async fn a_flush_goes_new_queued_running_and_retries_a_store_that_heals() {
     assert_eq!(ids(&store, None, None).await, (0..25).collect::<Vec<_>>());
 }
 
+/// The store's own failure points, armed per instance: a compaction whose commit fails twice
+/// is retried twice and completes; a flush that fails right after its commit is retried, finds
+/// nothing left to flush and completes; rows are neither lost nor doubled.
+#[tokio::test]
+async fn failpoints_make_commits_fail_in_process_and_the_jobs_retry() {
+    use JobStatus::*;
+    let failpoints = Failpoints::default();
+    let armed = failpoints.clone();
+    let (_dir, store, _backend, seen) =
+        recording_store(Duration::ZERO, Default::default(), None, move |c| {
+            c.failpoints = armed;
+        })
+        .await;
+    for part in 0..3 {
+        insert(&store, part * 10..part * 10 + 10).await;
+        store.flush_table(&t(), Scope::All).await.unwrap();
+    }
+    failpoints.fail_next("compaction.before_commit", 2);
+    let job = store
+        .compact_table(&t(), Scope::All, CompactionPolicy::all())
+        .await
+        .unwrap();
+    assert_eq!(
+        seen.lock()[&job.id],
+        [
+            New, Queued, Running, Retrying, Running, Retrying, Running, Completed
+        ]
+    );
+    assert_eq!(job.attempts, 3);
+    assert!(job.error.unwrap().contains("compaction.before_commit"));
+    assert_eq!(store.table_stats(&t()).await.unwrap()[0].files, 1);
+
+    insert(&store, 30..40).await;
+    failpoints.fail_next("flush.after_commit", 1);
+    let job = store.flush_table(&t(), Scope::All).await.unwrap();
+    assert_eq!(
+        seen.lock()[&job.id],
+        [New, Queued, Running, Retrying, Running, Completed]
+    );
+    assert_eq!(failpoints.remaining("flush.after_commit"), 0);
+    let stats = store.table_stats(&t()).await.unwrap();
+    assert_eq!((stats[0].files, stats[0].hot_rows), (2, 0));
+    assert_eq!(ids(&store, None, None).await, (0..40).collect::<Vec<_>>());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_job_cancels_a_running_flush_and_a_queued_one_leaving_the_table_unchanged() {
     use JobStatus::*;
@@ -284,6 +332,55 @@ async fn kill_job_cancels_a_running_flush_and_a_queued_one_leaving_the_table_unc
     assert_eq!((stats[0].files, stats[0].hot_rows), (0, 50));
     assert!(store.manifest(&t()).await.unwrap().is_empty());
     assert_eq!(ids(&store, None, None).await, (0..50).collect::<Vec<_>>());
+}
+
+/// With one job worker, a flush of a second table waits `queued` until the running flush of
+/// the first has finished, although the two tables do not share a lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_beyond_the_workers_wait_queued_for_one() {
+    use JobStatus::*;
+    let (_dir, store, _backend, seen) = recording_store(
+        Duration::from_millis(200),
+        Default::default(),
+        None,
+        |config| {
+            config.job_workers = 1;
+        },
+    )
+    .await;
+    let mut other = messages(TableType::Shared);
+    other.id = "app.other".parse().unwrap();
+    store.create_table(other.clone(), false).await.unwrap();
+    insert(&store, 0..10).await;
+    store
+        .insert(&other.id, None, (0..10).map(|i| row(i, "y")).collect())
+        .await
+        .unwrap();
+    let first = tokio::spawn({
+        let store = store.clone();
+        async move { store.flush_table(&t(), Scope::All).await }
+    });
+    let running = || async {
+        seen.lock()
+            .values()
+            .any(|statuses| statuses.last() == Some(&Running))
+    };
+    wait_until("the first flush runs", running).await;
+    let second = tokio::spawn({
+        let store = store.clone();
+        let id = other.id.clone();
+        async move { store.flush_table(&id, Scope::All).await }
+    });
+    let first = first.await.unwrap().unwrap();
+    let second = second.await.unwrap().unwrap();
+    assert_eq!(seen.lock()[&first.id], [New, Queued, Running, Completed]);
+    assert_eq!(seen.lock()[&second.id], [New, Queued, Running, Completed]);
+    // The worker passes on only after the first job's final record.
+    assert!(
+        first.ended_at_ms <= second.started_at_ms,
+        "{first:?} {second:?}"
+    );
+    assert_eq!((first.rows, second.rows), (10, 10));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
