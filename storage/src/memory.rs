@@ -17,10 +17,17 @@ const ENGINE: &str = "memory";
 type Tree = BTreeMap<Bytes, Bytes>;
 
 /// An in-memory engine: fast, not durable, gone when dropped.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryBackend {
     /// `None` once closed.
     state: RwLock<Option<BTreeMap<Partition, Tree>>>,
+}
+
+/// An open, empty engine (a derived `Default` would start closed).
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl MemoryBackend {

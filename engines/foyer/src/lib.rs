@@ -8,8 +8,12 @@
 //!   as negative entries);
 //! - writes go to the inner engine first, then replace the cached entry (remove, which also
 //!   tombstones the disk copy, then insert the new value);
-//! - a fill and a write of the same key hold the same stripe lock, so a fill that read an old
-//!   value can never land after the write that replaced it;
+//! - no lock is held across a call to the inner engine. Keys hash to stripes, each with a
+//!   generation that every write bumps before and after its inner write (two short critical
+//!   sections). A fill inserts what it read only if its stripe's generation did not move while
+//!   it read, so a fill that read an old value never lands after the write that replaced it; a
+//!   write caches its value only if no other write of its stripe overlapped it, otherwise it
+//!   leaves an "unknown" marker that the next read fills;
 //! - scans always go to the inner engine: the cache holds single keys and cannot tell whether
 //!   it holds every key of a range;
 //! - dropping a partition, or deleting a range in it, moves it to a new epoch once the inner
@@ -34,19 +38,20 @@ use foyer::{
     BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
     HybridCachePolicy, LruConfig, RecoverMode, Spawner, StorageKey, StorageValue,
 };
+use foyer::{HybridCacheProperties, Location};
 use kalamstore_storage::backend::{
     BackendStats, Capabilities, Partition, ScanChunk, ScanRequest, StorageBackend, WriteBatch,
     WriteOp,
 };
 use kalamstore_storage::{CacheCounters, Error, Result};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Mutex, MutexGuard};
 
 pub use config::FoyerConfig;
 use error::{ENGINE, FoyerError};
 pub use range_cache::RangeCachedStore;
 
-/// Number of stripe locks guarding fills and writes.
+/// Number of stripes (generations) ordering fills against writes.
 const STRIPES: usize = 1024;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,8 +60,30 @@ struct CacheKey {
     key: Bytes,
 }
 
-/// `None` caches "this key is absent".
-type CacheValue = Option<Bytes>;
+/// What the cache holds for a key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum CacheValue {
+    /// The key's value.
+    Present(Bytes),
+    /// The key is absent.
+    Absent,
+    /// Overlapping writes changed the key: nothing is known, the next read fills it. Kept in
+    /// memory only; it shadows older copies of the key on disk or on their way there.
+    Unknown,
+}
+
+impl CacheValue {
+    fn of(value: Option<Bytes>) -> Self {
+        value.map_or(Self::Absent, Self::Present)
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::Present(b) => b.len(),
+            Self::Absent | Self::Unknown => 0,
+        }
+    }
+}
 
 /// A foyer hybrid cache plus the runtime its disk tier runs on.
 pub(crate) struct OwnedCache<K: StorageKey + Clone, V: StorageValue> {
@@ -178,7 +205,8 @@ struct PartitionEpoch {
 pub struct FoyerBackend<B: ?Sized> {
     inner: Arc<B>,
     cache: OwnedCache<CacheKey, CacheValue>,
-    stripes: Box<[Mutex<()>]>,
+    /// Generation of each stripe: bumped by every write before and after its inner write.
+    stripes: Box<[Mutex<u64>]>,
     stripe_hasher: std::hash::RandomState,
     /// Current epoch of each partition seen so far.
     epochs: parking_lot::RwLock<HashMap<Partition, PartitionEpoch>>,
@@ -194,7 +222,7 @@ impl<B: ?Sized> std::fmt::Debug for FoyerBackend<B> {
 }
 
 fn weigh(key: &CacheKey, value: &CacheValue) -> usize {
-    key.key.len() + value.as_ref().map_or(0, Bytes::len) + 48
+    key.key.len() + value.len() + 48
 }
 
 /// The epochs a clean close hands to the next open: `next_epoch`, then each partition that
@@ -261,7 +289,7 @@ impl<B: StorageBackend + ?Sized> FoyerBackend<B> {
         Ok(Self {
             inner,
             cache,
-            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            stripes: (0..STRIPES).map(|_| Mutex::new(0)).collect(),
             stripe_hasher: std::hash::RandomState::new(),
             epochs: parking_lot::RwLock::new(epochs),
             next_epoch: AtomicU64::new(next_epoch),
@@ -325,30 +353,62 @@ impl<B: StorageBackend + ?Sized> FoyerBackend<B> {
         (self.stripe_hasher.hash_one(key) as usize) % STRIPES
     }
 
-    /// Locks the stripes of `keys` in ascending order (no deadlock between batches).
-    async fn lock_stripes(&self, keys: &[CacheKey]) -> Vec<MutexGuard<'_, ()>> {
-        let mut stripes: Vec<usize> = keys.iter().map(|k| self.stripe_of(k)).collect();
-        stripes.sort_unstable();
-        stripes.dedup();
-        let mut guards = Vec::with_capacity(stripes.len());
-        for s in stripes {
-            guards.push(self.stripes[s].lock().await);
+    /// The stripe's generation now (a fill's start).
+    fn generation(&self, stripe: usize) -> u64 {
+        *self.stripes[stripe].lock()
+    }
+
+    /// A write's start: bumps the stripe's generation and returns it.
+    fn begin_write(&self, stripe: usize) -> u64 {
+        let mut generation = self.stripes[stripe].lock();
+        *generation += 1;
+        *generation
+    }
+
+    /// A write's end, after the inner engine applied it: caches the written values of the
+    /// stripe's keys when no other write of the stripe began or ended since `began`, else
+    /// marks them unknown. Either replaces whatever the cache held (`remove` also tombstones an
+    /// older disk copy).
+    fn end_write(
+        &self,
+        stripe: usize,
+        began: u64,
+        written: impl IntoIterator<Item = (CacheKey, CacheValue)>,
+    ) {
+        let mut generation = self.stripes[stripe].lock();
+        *generation += 1;
+        let alone = *generation == began + 1;
+        for (key, value) in written {
+            self.cache.cache.remove(&key);
+            if alone {
+                self.cache.cache.insert(key, value);
+            } else {
+                let memory_only = HybridCacheProperties::default().with_location(Location::InMem);
+                self.cache
+                    .cache
+                    .insert_with_properties(key, CacheValue::Unknown, memory_only);
+            }
         }
-        guards
     }
 
-    /// Replaces the cached entry of `key` after the inner engine changed it.
-    fn set(&self, key: CacheKey, value: CacheValue) {
-        // `remove` tombstones any older disk copy; the insert shadows an in-flight one.
-        self.cache.cache.remove(&key);
-        self.cache.cache.insert(key, value);
+    /// A fill's end: caches what the inner engine returned unless a write of the stripe began
+    /// or ended since the fill began (`began` is the generation then).
+    fn end_fill(&self, stripe: usize, began: u64, key: CacheKey, value: CacheValue) {
+        let generation = self.stripes[stripe].lock();
+        if *generation == began {
+            self.cache.cache.insert(key, value);
+        }
     }
 
-    /// The cached entry of `key`; a cache failure (e.g. a disk read error) is only a miss,
-    /// since the inner engine still has the data.
-    async fn cached(&self, key: &CacheKey) -> Option<CacheValue> {
+    /// The cached entry of `key`, unless unknown; a cache failure (e.g. a disk read error) is
+    /// only a miss, since the inner engine still has the data.
+    async fn cached(&self, key: &CacheKey) -> Option<Option<Bytes>> {
         let entry = self.cache.cache.get(key).await.ok().flatten()?;
-        Some(entry.value().clone())
+        match entry.value() {
+            CacheValue::Present(b) => Some(Some(b.clone())),
+            CacheValue::Absent => Some(None),
+            CacheValue::Unknown => None,
+        }
     }
 
     /// The marker for the next open: the inner engine's state now and the epochs of the
@@ -417,38 +477,45 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
     async fn get(&self, partition: &Partition, key: &[u8]) -> Result<Option<Bytes>> {
         self.check_open()?;
         let ck = self.cache_key(partition, key, false);
-        let weight = |v: &CacheValue| v.as_ref().map_or(0, Bytes::len);
         if let Some(value) = self.cached(&ck).await {
-            self.counters.hit(weight(&value));
+            self.counters.hit(value.as_ref().map_or(0, Bytes::len));
             return Ok(value);
         }
-        let _stripe = self.stripes[self.stripe_of(&ck)].lock().await;
-        if let Some(value) = self.cached(&ck).await {
-            self.counters.hit(weight(&value));
-            return Ok(value);
-        }
+        let stripe = self.stripe_of(&ck);
+        let began = self.generation(stripe);
         let value = self.inner.get(partition, key).await?;
-        self.counters.miss(weight(&value));
-        self.cache.cache.insert(ck, value.clone());
+        self.counters.miss(value.as_ref().map_or(0, Bytes::len));
+        self.end_fill(stripe, began, ck, CacheValue::of(value.clone()));
         Ok(value)
     }
 
     async fn put(&self, partition: &Partition, key: Bytes, value: Bytes) -> Result<()> {
         self.check_open()?;
         let ck = self.cache_key(partition, &key, true);
-        let _stripe = self.stripes[self.stripe_of(&ck)].lock().await;
-        self.inner.put(partition, key, value.clone()).await?;
-        self.set(ck, Some(value));
-        Ok(())
+        let stripe = self.stripe_of(&ck);
+        let began = self.begin_write(stripe);
+        let result = self.inner.put(partition, key, value.clone()).await;
+        // Ended on failure too (as unknown: the write may or may not have applied).
+        let cached = match &result {
+            Ok(()) => CacheValue::Present(value),
+            Err(_) => CacheValue::Unknown,
+        };
+        self.end_write(stripe, began, [(ck, cached)]);
+        result
     }
 
     async fn delete(&self, partition: &Partition, key: &[u8]) -> Result<()> {
         self.check_open()?;
         let ck = self.cache_key(partition, key, true);
-        let _stripe = self.stripes[self.stripe_of(&ck)].lock().await;
-        self.inner.delete(partition, key).await?;
-        self.set(ck, None);
-        Ok(())
+        let stripe = self.stripe_of(&ck);
+        let began = self.begin_write(stripe);
+        let result = self.inner.delete(partition, key).await;
+        let cached = match &result {
+            Ok(()) => CacheValue::Absent,
+            Err(_) => CacheValue::Unknown,
+        };
+        self.end_write(stripe, began, [(ck, cached)]);
+        result
     }
 
     async fn batch(&self, batch: WriteBatch) -> Result<()> {
@@ -461,32 +528,39 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
             .filter(|op| matches!(op, WriteOp::DeleteRange { .. }))
             .map(|op| op.partition().clone())
             .collect();
-        let updates: Vec<(CacheKey, CacheValue)> = batch
-            .ops
-            .iter()
-            .filter(|op| !ranged.contains(op.partition()))
-            .map(|op| {
-                let value = match op {
-                    WriteOp::Put { value, .. } => Some(value.clone()),
-                    WriteOp::Delete { .. } | WriteOp::DeleteRange { .. } => None,
-                };
-                (self.cache_key(op.partition(), op.key(), true), value)
-            })
-            .collect();
-        let keys: Vec<CacheKey> = updates.iter().map(|(k, _)| k.clone()).collect();
-        let _stripes = self.lock_stripes(&keys).await;
+        // Each stripe's keys begin and end one write together; a later op on the same key is
+        // cached after the earlier one, so it wins, as in the inner engine.
+        let mut stripes: HashMap<usize, (u64, Vec<(CacheKey, CacheValue)>)> = HashMap::new();
+        for op in &batch.ops {
+            if ranged.contains(op.partition()) {
+                continue;
+            }
+            let value = match op {
+                WriteOp::Put { value, .. } => CacheValue::Present(value.clone()),
+                WriteOp::Delete { .. } | WriteOp::DeleteRange { .. } => CacheValue::Absent,
+            };
+            let ck = self.cache_key(op.partition(), op.key(), true);
+            let stripe = self.stripe_of(&ck);
+            stripes.entry(stripe).or_default().1.push((ck, value));
+        }
+        for (stripe, (began, _)) in &mut stripes {
+            *began = self.begin_write(*stripe);
+        }
         let result = self.inner.batch(batch).await;
         // After the inner engine applied the range delete (or may have, on an error): a fill
         // that read the old rows inserts them under the old epoch, which nobody reads again.
         for partition in &ranged {
             self.forget(partition);
         }
-        result?;
-        // Later ops on the same key win, as in the inner engine.
-        for (key, value) in updates {
-            self.set(key, value);
+        let applied = result.is_ok();
+        for (stripe, (began, written)) in stripes {
+            let written = written.into_iter().map(|(ck, value)| match applied {
+                true => (ck, value),
+                false => (ck, CacheValue::Unknown),
+            });
+            self.end_write(stripe, began, written);
         }
-        Ok(())
+        result
     }
 
     async fn scan(&self, partition: &Partition, request: &ScanRequest) -> Result<ScanChunk> {

@@ -1,7 +1,7 @@
 //! The foyer cache against the conformance suite, a stale-read stress test and the range cache.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 use async_trait::async_trait;
 use kalamstore_storage::MemoryBackend;
@@ -28,6 +28,121 @@ kalamstore_storage::conformance_suite!(OverMemory(tempfile::tempdir().expect("te
 
 fn p(name: &str) -> Partition {
     Partition::new(name).unwrap()
+}
+
+/// A `MemoryBackend` whose next `get` can be held after it read its value, so a test can
+/// write the key while that read's fill is in flight.
+#[derive(Debug)]
+struct Gated {
+    inner: MemoryBackend,
+    hold_next_get: AtomicBool,
+    read: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+#[async_trait]
+impl StorageBackend for Gated {
+    fn name(&self) -> &'static str {
+        "gated"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn create_partition(&self, partition: &Partition) -> Result<()> {
+        self.inner.create_partition(partition).await
+    }
+    async fn drop_partition(&self, partition: &Partition) -> Result<()> {
+        self.inner.drop_partition(partition).await
+    }
+    async fn list_partitions(&self) -> Result<Vec<Partition>> {
+        self.inner.list_partitions().await
+    }
+    async fn partition_exists(&self, partition: &Partition) -> Result<bool> {
+        self.inner.partition_exists(partition).await
+    }
+    async fn get(&self, partition: &Partition, key: &[u8]) -> Result<Option<Bytes>> {
+        let value = self.inner.get(partition, key).await;
+        if self.hold_next_get.swap(false, Ordering::SeqCst) {
+            self.read.notify_one();
+            self.release.notified().await;
+        }
+        value
+    }
+    async fn put(&self, partition: &Partition, key: Bytes, value: Bytes) -> Result<()> {
+        self.inner.put(partition, key, value).await
+    }
+    async fn delete(&self, partition: &Partition, key: &[u8]) -> Result<()> {
+        self.inner.delete(partition, key).await
+    }
+    async fn batch(&self, batch: WriteBatch) -> Result<()> {
+        self.inner.batch(batch).await
+    }
+    async fn scan(&self, partition: &Partition, request: &ScanRequest) -> Result<ScanChunk> {
+        self.inner.scan(partition, request).await
+    }
+    async fn flush(&self) -> Result<()> {
+        self.inner.flush().await
+    }
+    async fn stats(&self) -> Result<BackendStats> {
+        self.inner.stats().await
+    }
+    async fn close(&self) -> Result<()> {
+        self.inner.close().await
+    }
+}
+
+/// A read that misses and fills races a write of the same key: the read got the old value
+/// from the engine, the write (a put, then a batch) completes, then the fill tries to insert
+/// the old value. The cache must keep serving the write's value.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fill_that_read_an_old_value_never_lands_after_the_write() {
+    let inner = Arc::new(Gated {
+        inner: MemoryBackend::new(),
+        hold_next_get: AtomicBool::new(false),
+        read: tokio::sync::Notify::new(),
+        release: tokio::sync::Notify::new(),
+    });
+    let cache = Arc::new(
+        FoyerBackend::new(inner.clone(), FoyerConfig::memory(1 << 20))
+            .await
+            .unwrap(),
+    );
+    let t = p("t");
+    cache.create_partition(&t).await.unwrap();
+    for (round, key) in [b"put".as_slice(), b"batch".as_slice()]
+        .into_iter()
+        .enumerate()
+    {
+        // The old value is in the engine, not in the cache.
+        inner
+            .inner
+            .put(&t, Bytes::copy_from_slice(key), Bytes::from_static(b"old"))
+            .await
+            .unwrap();
+        inner.hold_next_get.store(true, Ordering::SeqCst);
+        let reader = tokio::spawn({
+            let cache = cache.clone();
+            let (t, key) = (t.clone(), key.to_vec());
+            async move { cache.get(&t, &key).await.unwrap() }
+        });
+        inner.read.notified().await;
+        let new = Bytes::from_static(b"new");
+        if round == 0 {
+            cache
+                .put(&t, Bytes::copy_from_slice(key), new.clone())
+                .await
+                .unwrap();
+        } else {
+            let mut batch = WriteBatch::new();
+            batch.put(&t, Bytes::copy_from_slice(key), new.clone());
+            cache.batch(batch).await.unwrap();
+        }
+        inner.release.notify_one();
+        // The read began before the write was acknowledged: either value is right for it.
+        reader.await.unwrap();
+        assert_eq!(cache.get(&t, key).await.unwrap(), Some(new), "{round}");
+    }
+    cache.close().await.unwrap();
 }
 
 /// Many tasks put, delete and get overlapping keys through a tiny cache (so entries are evicted
@@ -68,12 +183,25 @@ async fn concurrent_writers_and_readers_never_see_a_stale_value() {
                             backend.delete(&p("t"), &key).await.unwrap();
                             model.insert(key_id, None);
                         }
-                        1 | 2 => {
+                        1 => {
                             let value = Bytes::from(format!(
                                 "{t}-{round}-{}",
                                 "x".repeat((state % 900) as usize)
                             ));
                             backend.put(&p("t"), key, value.clone()).await.unwrap();
+                            model.insert(key_id, Some(value));
+                        }
+                        2 => {
+                            // A batch: a put of this key, a delete of another own key, then a
+                            // second put of this key (the later op wins).
+                            let other_id = ((state >> 20) % keys_per_task) * tasks + t;
+                            let value = Bytes::from(format!("{t}-{round}-batch"));
+                            let mut batch = WriteBatch::new();
+                            batch.put(&p("t"), key.clone(), Bytes::from_static(b"overwritten"));
+                            batch.delete(&p("t"), Bytes::from(other_id.to_be_bytes().to_vec()));
+                            batch.put(&p("t"), key, value.clone());
+                            backend.batch(batch).await.unwrap();
+                            model.insert(other_id, None);
                             model.insert(key_id, Some(value));
                         }
                         _ => {

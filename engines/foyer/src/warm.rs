@@ -11,7 +11,7 @@ use crate::error::FoyerError;
 
 /// File name of the marker inside the disk tier's directory.
 const FILE: &str = "kalamstore-warm";
-const MAGIC: &[u8; 16] = b"kalamstore-warm1";
+const MAGIC: &[u8; 16] = b"kalamstore-warm2";
 
 /// What a clean close leaves for the next open.
 #[derive(Debug, Clone, PartialEq, Eq)]
