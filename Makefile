@@ -11,7 +11,7 @@ S3_BUCKET ?= kalamstore-test
 # delta-rs's Python `deltalake` and Polars, which read the published Delta tables in tests.
 DELTA_VENV ?= $(HOME)/.cache/kalamstore/delta-venv
 
-.PHONY: demo test setup build bench fmt clippy s3-start s3-stop
+.PHONY: demo test setup build bench bench-engines fmt clippy s3-start s3-stop
 
 # A fresh data dir for every demo run.
 DEMO_DATA ?= $(CARGO_TARGET_DIR)/demo-data
@@ -42,6 +42,10 @@ build: setup
 
 bench: setup
 	cargo bench -p kalamstore-benches
+
+# The engine table of README: every engine in its own process, alternating, median of 3 rounds.
+bench-engines: setup
+	scripts/bench-engines 3
 
 fmt:
 	cargo fmt --all

@@ -360,12 +360,15 @@ fn record(
     latencies: &mut [Duration],
 ) {
     let (p50_us, p99_us) = percentiles(latencies);
+    let (series, round) = kalamstore_benches::bench_round();
     results.push(WorkloadResult {
         engine: engine.label().to_owned(),
         workload: workload.to_owned(),
         ops_per_sec: ops as f64 / elapsed.as_secs_f64().max(1e-9),
         p50_us,
         p99_us,
+        series,
+        round,
     });
 }
 

@@ -100,6 +100,25 @@ pub struct WorkloadResult {
     pub p50_us: f64,
     /// 99th percentile latency, microseconds.
     pub p99_us: f64,
+    /// The series of rounds this run belongs to (`scripts/bench-engines` sets
+    /// `KALAMSTORE_BENCH_SERIES`); `None` for a plain `cargo bench` run.
+    #[serde(default)]
+    pub series: Option<String>,
+    /// The round within the series.
+    #[serde(default)]
+    pub round: Option<u32>,
+}
+
+/// The series and round of this process's engine run, from `KALAMSTORE_BENCH_SERIES` and
+/// `KALAMSTORE_BENCH_ROUND`.
+pub fn bench_round() -> (Option<String>, Option<u32>) {
+    let series = std::env::var("KALAMSTORE_BENCH_SERIES")
+        .ok()
+        .filter(|s| !s.is_empty());
+    let round = std::env::var("KALAMSTORE_BENCH_ROUND")
+        .ok()
+        .and_then(|r| r.parse().ok());
+    (series, round)
 }
 
 /// Where the engines bench writes its results (one JSON record per line).

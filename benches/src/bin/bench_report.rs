@@ -1,7 +1,8 @@
 //! Turns the bench results into markdown tables and an SVG bar chart.
 //!
-//! `bench-report [OUT_DIR]` reads `$CARGO_TARGET_DIR/kalamstore-bench/engines.jsonl` (the latest
-//! record of each engine and workload wins), prints the table and writes `engines.md` and
+//! `bench-report [OUT_DIR]` reads `$CARGO_TARGET_DIR/kalamstore-bench/engines.jsonl` (the
+//! median of the latest series of rounds, see `scripts/bench-engines`, or else the latest
+//! record of each engine and workload), prints the table and writes `engines.md` and
 //! `engines.svg` into OUT_DIR (default `docs/bench`); when the tables bench has run, it also
 //! writes `tables.md` from `tables.jsonl` (latest record of each workload).
 
@@ -54,8 +55,7 @@ fn engines_report(
     path: &std::path::Path,
     out_dir: &std::path::Path,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let mut latest: BTreeMap<(String, String), WorkloadResult> = BTreeMap::new();
-    let mut order: Vec<String> = Vec::new();
+    let mut records = Vec::new();
     for (n, line) in text
         .lines()
         .enumerate()
@@ -63,12 +63,35 @@ fn engines_report(
     {
         let r: WorkloadResult =
             serde_json::from_str(line).map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?;
+        records.push(r);
+    }
+    // The latest series of rounds (`scripts/bench-engines`) when the last record has one;
+    // otherwise the latest record of each engine and workload.
+    let series = records.last().and_then(|r| r.series.clone());
+    if let Some(series) = &series {
+        records.retain(|r| r.series.as_ref() == Some(series));
+    }
+    let mut order: Vec<String> = Vec::new();
+    let mut runs: BTreeMap<(String, String), Vec<WorkloadResult>> = BTreeMap::new();
+    for r in records {
         if !order.contains(&r.engine) {
             order.push(r.engine.clone());
         }
-        latest.insert((r.engine.clone(), r.workload.clone()), r);
+        let key = (r.engine.clone(), r.workload.clone());
+        let entry = runs.entry(key).or_default();
+        if series.is_none() {
+            entry.clear();
+        }
+        entry.push(r);
     }
-    let table = markdown(&order, &latest);
+    let mut latest: BTreeMap<(String, String), WorkloadResult> = BTreeMap::new();
+    let mut spreads: BTreeMap<(String, String), Spread> = BTreeMap::new();
+    for (key, mut rounds) in runs {
+        let (median, spread) = median_of(&mut rounds);
+        latest.insert(key.clone(), median);
+        spreads.insert(key, spread);
+    }
+    let table = markdown(&order, &latest, &spreads);
     let svg = chart(&order, &latest);
     std::fs::write(out_dir.join("engines.md"), &table)?;
     std::fs::write(out_dir.join("engines.svg"), svg)?;
@@ -148,7 +171,30 @@ fn fmt_us(us: f64) -> String {
     }
 }
 
-fn markdown(order: &[String], results: &BTreeMap<(String, String), WorkloadResult>) -> String {
+/// How far a workload's rounds were apart: the count and (max - min) / median of ops/s.
+#[derive(Debug, Clone, Copy)]
+struct Spread {
+    rounds: usize,
+    relative: f64,
+}
+
+/// The median round by ops/s (its latencies come with it) and the spread of all rounds.
+fn median_of(rounds: &mut [WorkloadResult]) -> (WorkloadResult, Spread) {
+    rounds.sort_by(|a, b| a.ops_per_sec.total_cmp(&b.ops_per_sec));
+    let median = rounds[rounds.len() / 2].clone();
+    let (min, max) = (rounds[0].ops_per_sec, rounds[rounds.len() - 1].ops_per_sec);
+    let spread = Spread {
+        rounds: rounds.len(),
+        relative: (max - min) / median.ops_per_sec.max(1e-9),
+    };
+    (median, spread)
+}
+
+fn markdown(
+    order: &[String],
+    results: &BTreeMap<(String, String), WorkloadResult>,
+    spreads: &BTreeMap<(String, String), Spread>,
+) -> String {
     let mut out = String::from(
         "| engine | bulk load rows/s | A ops/s (p50 / p99) | B ops/s (p50 / p99) | C ops/s (p50 / p99) | E ops/s (p50 / p99) |\n|---|---|---|---|---|---|\n",
     );
@@ -163,6 +209,12 @@ fn markdown(order: &[String], results: &BTreeMap<(String, String), WorkloadResul
                         .filter(|_| engine != BASELINE)
                         .map(|b| format!(" ({:.2}x)", r.ops_per_sec / b.ops_per_sec))
                         .unwrap_or_default();
+                    let ratio = match spreads.get(&(engine.clone(), workload.to_owned())) {
+                        Some(s) if s.rounds > 1 => {
+                            format!("{ratio} ±{:.0}%", s.relative * 50.0)
+                        }
+                        _ => ratio,
+                    };
                     if workload == "load" {
                         format!("{}{ratio}", fmt_ops(r.ops_per_sec))
                     } else {
@@ -179,7 +231,18 @@ fn markdown(order: &[String], results: &BTreeMap<(String, String), WorkloadResul
         }
         out.push('\n');
     }
-    out.push_str("\nRatios are against plain rust-rocksdb in the same run. 16 concurrent tasks; load in batches of 1000 rows of 100 bytes.\n");
+    let rounds = spreads.values().map(|s| s.rounds).max().unwrap_or(1);
+    if rounds > 1 {
+        let _ = write!(
+            out,
+            "\nMedian of {rounds} rounds; each engine ran in its own process, in alternating order \
+             (`scripts/bench-engines`); ±: half the spread (max - min) of the rounds, relative to \
+             the median. Ratios are of medians against plain rust-rocksdb. "
+        );
+    } else {
+        out.push_str("\nRatios are against plain rust-rocksdb in the same run. ");
+    }
+    out.push_str("16 concurrent tasks; load in batches of 1000 rows of 100 bytes.\n");
     out
 }
 
