@@ -963,3 +963,54 @@ fn one_shot_runs_keep_the_hot_buffer_and_the_job_records_bounded() {
         );
     }
 }
+
+/// `SHOW STATS` reports a cached storage's counters; a later process finds the file cache
+/// warm and answers the same query from it without a miss.
+#[test]
+fn show_stats_reports_the_cache_and_a_later_process_reopens_it_warm() {
+    let dir = tempfile::tempdir().unwrap();
+    let fast = dir.path().join("fast");
+    let create = format!(
+        "CREATE STORAGE fast TYPE filesystem PATH '{}' CACHE (MEMORY '8MB', DISK '32MB')",
+        fast.display()
+    );
+    let query = "SELECT * FROM app.t ORDER BY id";
+    let stats = "SHOW STATS";
+    ok(
+        dir.path(),
+        &[
+            "-c",
+            &create,
+            "-c",
+            "CREATE NAMESPACE app",
+            "-c",
+            "CREATE TABLE app.t (id BIGINT PRIMARY KEY, v TEXT) WITH (STORAGE_ID = 'fast')",
+            "-c",
+            "INSERT INTO app.t VALUES (1, 'a'), (2, 'b')",
+            "-c",
+            "STORAGE FLUSH TABLE app.t",
+        ],
+    );
+    let first = ok(
+        dir.path(),
+        &["--format", "csv", "-c", query, "-c", query, "-c", stats],
+    );
+    assert!(first.contains("fast,files,"), "{first}");
+    let files = |out: &str| -> Vec<String> {
+        let line = out.lines().find(|l| l.starts_with("fast,files,")).unwrap();
+        line.split(',').map(str::to_owned).collect()
+    };
+    // storage_id, tier, hits, misses, hit_ratio, hit_bytes, miss_bytes, warm_start
+    let first_stats = files(&first);
+    assert_ne!(first_stats[2], "0", "the second query hit: {first}");
+    // The setup run closed cleanly, so this process already found the disk tier warm.
+    assert_eq!(first_stats[7], "true", "{first}");
+    let second = ok(dir.path(), &["--format", "csv", "-c", query, "-c", stats]);
+    let warm = files(&second);
+    assert_eq!(
+        (warm[3].as_str(), warm[7].as_str()),
+        ("0", "true"),
+        "{second}"
+    );
+    assert!(second.starts_with("id,v\n1,a\n2,b\n"), "{second}");
+}
