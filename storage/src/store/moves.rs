@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
@@ -49,6 +49,9 @@ use crate::table::{READER_WAIT, StorageHandle, TableHandle};
 
 /// Entries per batch when copying a partition.
 const COPY_BATCH: usize = 1024;
+
+/// Parquet files a move copies at once.
+const COPY_CONCURRENCY: usize = 4;
 
 impl Store {
     /// Moves a table with all its data to storage `to`, as a job (kind `move`). `Ok(None)`
@@ -191,16 +194,20 @@ impl Store {
             .map(|f| f.meta.clone())
             .collect();
         let mut new_paths = HashMap::new();
-        for meta in &files {
-            check_cancel(cancel, job)?;
-            let to_path = relocate(source, target, &meta.path, id)?;
-            copy_file(source, target, meta, &to_path, id).await?;
+        // Several files in flight at once: a copy is mostly waiting on the two stores.
+        let copies: Vec<_> = files
+            .iter()
+            .map(|meta| copy_relocated(source, target, meta, id, job, cancel))
+            .collect();
+        let mut copies = futures::stream::iter(copies).buffer_unordered(COPY_CONCURRENCY);
+        while let Some((meta, to_path)) = copies.try_next().await? {
             outcome.files += 1;
             outcome.bytes += meta.size;
             outcome.rows += meta.rows;
             new_paths.insert(meta.path.clone(), to_path);
             self.job_progress(job, &outcome).await?;
         }
+        drop(copies);
         copy_delta_log(source, target, id).await?;
         self.inner.config.failpoints.hit("move.files_copied")?;
 
@@ -337,6 +344,21 @@ fn os_err(op: String) -> impl FnOnce(object_store::Error) -> Error {
 
 /// Streams one object to `to` in the target, then verifies the copy: the same size, the same
 /// CRC32 read back, and a Parquet footer with the manifest's row count.
+/// Copies one file of table `id` to its place on `target`; returns it and its new path.
+async fn copy_relocated<'a>(
+    source: &StorageHandle,
+    target: &StorageHandle,
+    meta: &'a FileMeta,
+    id: &TableId,
+    job: &str,
+    cancel: &AtomicBool,
+) -> Result<(&'a FileMeta, String)> {
+    check_cancel(cancel, job)?;
+    let to_path = relocate(source, target, &meta.path, id)?;
+    copy_file(source, target, meta, &to_path, id).await?;
+    Ok((meta, to_path))
+}
+
 async fn copy_file(
     source: &StorageHandle,
     target: &StorageHandle,
