@@ -9,6 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures::StreamExt;
+
 use super::Store;
 use super::jobs::{JobOutcome, Scope};
 use crate::backend::{ScanRequest, WriteBatch};
@@ -18,7 +21,6 @@ use crate::flush::compact::collect_orphans;
 use crate::ids::{KeyScope, TableId};
 use crate::schema::{TableDefinition, TableType};
 use crate::table::TableHandle;
-use futures::StreamExt;
 
 /// Hot entries read per chunk of a STREAM expiry.
 const EXPIRY_CHUNK: usize = 4096;
@@ -371,18 +373,31 @@ async fn stream_expiry_due(table: &TableHandle) -> Result<bool> {
     if table.buffered(&KeyScope::Shared) == 0 || table.is_retired() {
         return Ok(false);
     }
+    let (expired, _) = expired_entries(table, true).await?;
+    Ok(!expired.is_empty())
+}
+
+/// The keys of a STREAM table's hot entries that are expired or deleted, and how many entries
+/// are kept; with `first_only`, the scan stops at the first expired one.
+async fn expired_entries(table: &TableHandle, first_only: bool) -> Result<(Vec<Bytes>, u64)> {
+    let (mut expired, mut kept) = (Vec::new(), 0u64);
     let mut next = Some(ScanRequest::default().chunk_size(EXPIRY_CHUNK));
     while let Some(request) = next {
         let chunk = table.storage.hot.scan(&table.hot, &request).await?;
         next = chunk.resume;
-        for (_, value) in chunk.entries {
+        for (key, value) in chunk.entries {
             let sys = TableHandle::system_of(&value)?;
             if sys.deleted || table.expired(sys.updated) {
-                return Ok(true);
+                expired.push(key);
+                if first_only {
+                    return Ok((expired, kept));
+                }
+            } else {
+                kept += 1;
             }
         }
     }
-    Ok(false)
+    Ok((expired, kept))
 }
 
 /// Deletes expired rows of a STREAM table from the hot engine; returns how many.
@@ -395,20 +410,10 @@ pub(super) async fn expire_stream(table: &TableHandle) -> Result<u64> {
     if table.is_retired() {
         return Ok(0);
     }
+    let (expired, kept) = expired_entries(table, false).await?;
     let mut batch = WriteBatch::new();
-    let mut kept = 0u64;
-    let mut next = Some(ScanRequest::default().chunk_size(EXPIRY_CHUNK));
-    while let Some(request) = next {
-        let chunk = table.storage.hot.scan(&table.hot, &request).await?;
-        next = chunk.resume;
-        for (key, value) in chunk.entries {
-            let sys = TableHandle::system_of(&value)?;
-            if sys.deleted || table.expired(sys.updated) {
-                batch.delete(&table.hot, key);
-            } else {
-                kept += 1;
-            }
-        }
+    for key in expired {
+        batch.delete(&table.hot, key);
     }
     let removed = batch.len() as u64;
     if removed == 0 {
