@@ -175,7 +175,7 @@ fn plain_write(
 fn flush(c: &mut Criterion) {
     let rt = runtime();
     let data = flushed_batches(&rt);
-    let props = kalamstore::format::writer_properties(1);
+    let props = kalamstore::format::writer_properties(&table_def());
     let mut group = c.benchmark_group("flush 1M rows");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(30));
@@ -463,6 +463,7 @@ fn move_table(c: &mut Criterion) {
                     .into_owned(),
                 s3: kalamstore::S3Options::default(),
                 cache: None,
+                metadata_cache_bytes: None,
                 created_at_ms: 0,
             })
             .await

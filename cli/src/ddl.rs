@@ -24,9 +24,11 @@ impl Session {
                 path,
                 engine,
                 cache,
+                metadata_cache,
                 config,
             } => {
-                let def = self.storage_definition(&id, &kind, path, engine, cache, config)?;
+                let mut def = self.storage_definition(&id, &kind, path, engine, cache, config)?;
+                def.metadata_cache_bytes = metadata_cache.as_deref().map(parse_size).transpose()?;
                 store.create_storage(def).await?;
                 format!("CREATE STORAGE {id}")
             }
@@ -183,6 +185,7 @@ impl Session {
             cold_url,
             s3,
             cache,
+            metadata_cache_bytes: None,
             created_at_ms: 0,
         })
     }

@@ -85,6 +85,8 @@ pub enum Command {
         engine: Option<String>,
         /// `CACHE (MEMORY '..', DISK '..')`.
         cache: Option<(String, Option<String>)>,
+        /// `METADATA CACHE '..'`.
+        metadata_cache: Option<String>,
         /// `CONFIG '<json>'`.
         config: Option<String>,
     },
@@ -593,6 +595,7 @@ fn create_storage(p: &mut Parser<'_>) -> Result<Command, CliError> {
     let mut path = None;
     let mut engine = None;
     let mut cache = None;
+    let mut metadata_cache = None;
     let mut config = None;
     loop {
         if p.parse_keyword(Keyword::TYPE) {
@@ -627,6 +630,12 @@ fn create_storage(p: &mut Parser<'_>) -> Result<Command, CliError> {
                 memory.ok_or_else(|| bad("CACHE needs MEMORY '<size>'"))?,
                 disk,
             ));
+        } else if ident_word(p, "METADATA") {
+            p.next_token();
+            if !p.parse_keyword(Keyword::CACHE) {
+                return Err(bad("expected METADATA CACHE '<size>'"));
+            }
+            metadata_cache = Some(string(p)?);
         } else if ident_word(p, "CONFIG") {
             p.next_token();
             config = Some(string(p)?);
@@ -640,6 +649,7 @@ fn create_storage(p: &mut Parser<'_>) -> Result<Command, CliError> {
         path,
         engine,
         cache,
+        metadata_cache,
         config,
     })
 }
@@ -853,6 +863,11 @@ mod tests {
             parse("CREATE STORAGE s3c TYPE s3 PATH 's3://b/p' ENGINE rocksdb CACHE (MEMORY '64MB', DISK '1GB') CONFIG '{}'").unwrap(),
             Command::CreateStorage { .. }
         ));
+        assert!(matches!(
+            parse("CREATE STORAGE m TYPE memory METADATA CACHE '8MB'").unwrap(),
+            Command::CreateStorage { metadata_cache: Some(ref size), .. } if size == "8MB"
+        ));
+        assert!(parse("CREATE STORAGE m TYPE memory METADATA '8MB'").is_err());
         let alter = |sql: &str| match parse(sql).unwrap() {
             Command::AlterTable { table, action } if table == "app.m" => action,
             other => panic!("{sql}: {other:?}"),

@@ -52,7 +52,7 @@ pub(crate) fn view_query(command: &Command) -> Result<String, CliError> {
             of_table(table)?
         ),
         Command::ShowCacheStats => "SELECT storage_id, tier, hits, misses, hit_ratio, hit_bytes, \
-             miss_bytes, warm_start FROM system.caches ORDER BY storage_id, tier"
+             miss_bytes, warm_start, memory_bytes, used_bytes FROM system.caches ORDER BY storage_id, tier"
             .into(),
         other => return Err(invalid(format!("not a view statement: {other:?}"))),
     })

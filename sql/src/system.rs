@@ -238,6 +238,7 @@ impl View {
                 ("miss_bytes", T::BigInt),
                 ("memory_bytes", T::BigInt),
                 ("disk_bytes", T::BigInt),
+                ("used_bytes", T::BigInt),
                 ("warm_start", T::Boolean),
             ],
         }
@@ -388,6 +389,7 @@ impl View {
                         big(s.miss_bytes),
                         big(c.spec.memory_bytes),
                         big(c.spec.disk_bytes),
+                        c.used_bytes.map_or(V::Null, big),
                         V::Boolean(s.warm_start),
                     ]
                 })

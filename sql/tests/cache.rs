@@ -213,6 +213,7 @@ async fn repeated_query_and_restart(dir: tempfile::TempDir, hot_engine: HotEngin
                 disk_bytes: 64 << 20,
                 disk_path: dir.path().join("cache").display().to_string(),
             }),
+            metadata_cache_bytes: None,
             created_at_ms: 0,
         })
         .await

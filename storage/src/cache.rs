@@ -72,6 +72,9 @@ pub enum CacheTier {
     Rows,
     /// The cold store's Parquet byte ranges.
     Files,
+    /// The Parquet files' footers, page indexes and `_key` bloom filters (every storage has
+    /// one, in memory).
+    Metadata,
 }
 
 impl std::fmt::Display for CacheTier {
@@ -79,6 +82,7 @@ impl std::fmt::Display for CacheTier {
         f.write_str(match self {
             Self::Rows => "rows",
             Self::Files => "files",
+            Self::Metadata => "metadata",
         })
     }
 }
@@ -131,4 +135,6 @@ pub struct StorageCacheStats {
     pub spec: CacheSpec,
     /// The counters since the storage was opened in this process.
     pub stats: CacheStats,
+    /// Bytes the cache holds now, where it can tell (the metadata cache).
+    pub used_bytes: Option<u64>,
 }

@@ -42,6 +42,7 @@ pub async fn storages(store: &Store, dir: &std::path::Path) -> Vec<StorageId> {
                 cold_url: dir.join("objects-cold").to_string_lossy().into_owned(),
                 s3: S3Options::default(),
                 cache: None,
+                metadata_cache_bytes: None,
                 created_at_ms: 0,
             })
             .await

@@ -222,6 +222,7 @@ async fn a_table_moves_from_rocksdb_to_s3_and_back() {
             cold_url: format!("s3://{}/{prefix}/cold", server.bucket),
             s3: server.options.clone(),
             cache: None,
+            metadata_cache_bytes: None,
             created_at_ms: 0,
         })
         .await

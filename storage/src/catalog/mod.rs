@@ -73,6 +73,9 @@ pub struct StorageDefinition {
     pub s3: S3Options,
     /// Optional foyer cache over the hot engine.
     pub cache: Option<CacheSpec>,
+    /// Byte budget of the Parquet metadata cache (`METADATA CACHE '<size>'`); `None`: the
+    /// store's default.
+    pub metadata_cache_bytes: Option<u64>,
     /// When it was registered, ms since the epoch.
     pub created_at_ms: i64,
 }
@@ -302,6 +305,7 @@ mod tests {
                 disk_bytes: 1 << 24,
                 disk_path: "/tmp/c".into(),
             }),
+            metadata_cache_bytes: Some(8 << 20),
             created_at_ms: 7,
         };
         assert_eq!(StorageDefinition::decode(&def.encode()).unwrap(), def);

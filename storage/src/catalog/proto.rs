@@ -38,6 +38,8 @@ struct StorageProto {
     cache_disk_path: String,
     #[prost(int64, tag = "13")]
     created_at_ms: i64,
+    #[prost(uint64, optional, tag = "14")]
+    metadata_cache_bytes: Option<u64>,
 }
 
 pub(super) fn encode_storage(def: &StorageDefinition) -> Vec<u8> {
@@ -58,6 +60,7 @@ pub(super) fn encode_storage(def: &StorageDefinition) -> Vec<u8> {
             .as_ref()
             .map_or_else(String::new, |c| c.disk_path.clone()),
         created_at_ms: def.created_at_ms,
+        metadata_cache_bytes: def.metadata_cache_bytes,
     }
     .encode_to_vec()
 }
@@ -102,6 +105,7 @@ pub(super) fn decode_storage(bytes: &[u8]) -> Result<StorageDefinition> {
             disk_bytes: p.cache_disk_bytes,
             disk_path: p.cache_disk_path,
         }),
+        metadata_cache_bytes: p.metadata_cache_bytes,
         created_at_ms: p.created_at_ms,
     })
 }

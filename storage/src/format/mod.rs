@@ -55,6 +55,8 @@ pub(crate) use partitions::{
 pub use partitions::{hot_partition, meta_partition};
 pub(crate) use paths::{is_delta_log_file, scope_dir, table_dir};
 pub use reader::ObjectFileReader;
-pub(crate) use reader::{DataFile, FileIndexCache, RowGroupKeys, key_page_ranges};
+pub(crate) use reader::{
+    DataFile, FileIndexCache, KeyPage, MetadataCache, RowGroupKeys, key_page_ranges,
+};
 pub(crate) use writer::FileWriter;
 pub use writer::{ROW_GROUP_ROWS, writer_properties};

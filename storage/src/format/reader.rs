@@ -1,10 +1,11 @@
 //! Reading table files from an object store: byte ranges of one immutable file, and the
-//! per-table cache of what pruning needs from each file (footer with page index, `_key` bloom
-//! filters per row group, `_key` page ranges).
+//! per-storage, byte-bounded cache of what pruning and point reads need from each file
+//! (footer with page index, the `_key` page directory, `_key` bloom filters per row group).
 
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -12,6 +13,7 @@ use futures::future::BoxFuture;
 
 use super::columns::{KEY_COLUMN, KeyBounds, bounds_overlap, is_unbounded};
 use super::manifest::FileMeta;
+use crate::cache::CacheCounters;
 use crate::error::{Error, Result};
 use crate::ids::TableId;
 use object_store::ObjectStore;
@@ -123,31 +125,238 @@ impl DataFile<'_> {
     }
 }
 
-/// `_key` bloom filters per (file id, row group); `None`: the row group has none.
-type BloomCache = HashMap<(i64, usize), Option<Arc<Sbbf>>>;
+/// One cached item: a file's index or one row group's `_key` bloom filter, of one table
+/// handle's file (handles get distinct owners, so a table dropped and created again never
+/// sees the old one's entries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct MetaKey {
+    owner: u64,
+    file: i64,
+    /// `None`: the file's [`FileIndex`]; `Some(i)`: row group `i`'s bloom filter.
+    bloom: Option<usize>,
+}
 
-/// What a table's reads keep of each of its files: the footer (with the page index) and the
-/// `_key` bloom filters, loaded on first use. Files are immutable, so entries never go stale;
-/// [`forget`](Self::forget) drops those of a file that left the manifest.
-#[derive(Default)]
+#[derive(Clone)]
+enum MetaValue {
+    Index(Arc<FileIndex>),
+    /// `None`: the row group has no `_key` bloom filter.
+    Bloom(Option<Arc<Sbbf>>),
+}
+
+/// Shards of a metadata cache (each holds a share of the budget under its own lock).
+const METADATA_SHARDS: usize = 4;
+
+/// Bytes charged per cache entry besides what it holds (key, handle, bookkeeping).
+const ENTRY_OVERHEAD: usize = 96;
+
+impl MetaValue {
+    fn weight(&self) -> usize {
+        ENTRY_OVERHEAD
+            + match self {
+                Self::Index(index) => index.bytes,
+                Self::Bloom(bloom) => bloom.as_ref().map_or(0, |b| b.num_blocks() * 32),
+            }
+    }
+}
+
+/// What a read keeps of one file: the footer with its page index, and the `_key` page
+/// directory that point reads search.
+pub(crate) struct FileIndex {
+    /// Footer and page index, as the Parquet reader takes them.
+    pub(crate) footer: ArrowReaderMetadata,
+    /// The file's `_key` pages in key order; `None` when the file has no `_key` page
+    /// statistics (point reads then prune by row group and decode with a key predicate).
+    pub(crate) key_pages: Option<KeyPages>,
+    /// What the cache charges for it.
+    bytes: usize,
+}
+
+/// One `_key` data page: where its rows are and the (possibly truncated, so conservative)
+/// bounds of its keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyPage {
+    /// Row group holding the page.
+    pub(crate) row_group: usize,
+    /// Position of the page's first row in the file.
+    pub(crate) first_row: u64,
+    /// Rows in the page.
+    pub(crate) rows: u64,
+    /// Lower bound of its keys.
+    pub(crate) min: Vec<u8>,
+    /// Upper bound of its keys.
+    pub(crate) max: Vec<u8>,
+}
+
+/// A file's `_key` pages in file order, which is key order (files are written sorted by
+/// `_key`, and page bounds, truncated or not, keep that order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyPages(Vec<KeyPage>);
+
+impl KeyPages {
+    /// The directory of a file's `_key` pages, if every page has statistics.
+    fn of(footer: &ArrowReaderMetadata) -> Option<Self> {
+        use arrow::array::{Array, BinaryArray};
+        let metadata = footer.metadata();
+        let (columns, offsets) = (metadata.column_index()?, metadata.offset_index()?);
+        let conv =
+            StatisticsConverter::try_new(KEY_COLUMN, footer.schema(), footer.parquet_schema())
+                .ok()?;
+        let mut pages = Vec::new();
+        let mut group_start = 0u64;
+        for (rg, group) in metadata.row_groups().iter().enumerate() {
+            let mins = conv.data_page_mins(columns, offsets, [&rg]).ok()?;
+            let maxes = conv.data_page_maxes(columns, offsets, [&rg]).ok()?;
+            let counts = conv
+                .data_page_row_counts(offsets, metadata.row_groups(), [&rg])
+                .ok()??;
+            let mins = mins.as_any().downcast_ref::<BinaryArray>()?;
+            let maxes = maxes.as_any().downcast_ref::<BinaryArray>()?;
+            let mut at = group_start;
+            for page in 0..counts.len() {
+                if !(mins.is_valid(page) && maxes.is_valid(page) && counts.is_valid(page)) {
+                    return None;
+                }
+                let rows = counts.value(page);
+                pages.push(KeyPage {
+                    row_group: rg,
+                    first_row: at,
+                    rows,
+                    min: mins.value(page).to_vec(),
+                    max: maxes.value(page).to_vec(),
+                });
+                at += rows;
+            }
+            group_start += u64::try_from(group.num_rows()).ok()?;
+        }
+        Some(Self(pages))
+    }
+
+    /// The pages whose bounds hold `key`, in file order (one, unless truncated bounds of
+    /// long keys overlap).
+    pub(crate) fn holding<'a>(&'a self, key: &'a [u8]) -> impl Iterator<Item = &'a KeyPage> {
+        let first = self.0.partition_point(|p| p.max.as_slice() < key);
+        self.0[first..]
+            .iter()
+            .take_while(move |p| p.min.as_slice() <= key)
+    }
+
+    fn bytes(&self) -> usize {
+        self.0
+            .iter()
+            .map(|p| std::mem::size_of::<KeyPage>() + p.min.len() + p.max.len())
+            .sum()
+    }
+}
+
+/// One storage's cache of what reads need from its Parquet files (footers with page
+/// indexes, `_key` page directories, `_key` bloom filters), bounded by a byte budget and
+/// evicting the least recently used. Files are immutable, so entries never go stale.
+pub(crate) struct MetadataCache {
+    cache: foyer_memory::Cache<MetaKey, MetaValue>,
+    counters: Arc<CacheCounters>,
+    budget: usize,
+    next_owner: AtomicU64,
+}
+
+impl MetadataCache {
+    /// A cache holding at most `budget` bytes.
+    pub(crate) fn new(budget: usize) -> Self {
+        // foyer splits the budget between its shards and evicts only to make room for a new
+        // entry, so an entry larger than a shard's share is not kept at all.
+        let per_shard = budget / METADATA_SHARDS;
+        Self {
+            cache: foyer_memory::CacheBuilder::new(budget)
+                .with_name("kalamstore-metadata")
+                .with_shards(METADATA_SHARDS)
+                .with_weighter(|_: &MetaKey, v: &MetaValue| v.weight())
+                .with_filter(move |_: &MetaKey, v: &MetaValue| v.weight() <= per_shard)
+                .build(),
+            counters: Arc::new(CacheCounters::default()),
+            budget,
+            next_owner: AtomicU64::new(0),
+        }
+    }
+
+    /// Its hit and miss counters.
+    pub(crate) fn counters(&self) -> &Arc<CacheCounters> {
+        &self.counters
+    }
+
+    /// Its byte budget.
+    pub(crate) fn budget(&self) -> usize {
+        self.budget
+    }
+
+    /// Bytes it holds now.
+    pub(crate) fn usage(&self) -> usize {
+        self.cache.usage()
+    }
+
+    /// The view of one table handle.
+    pub(crate) fn for_table(self: &Arc<Self>) -> FileIndexCache {
+        FileIndexCache {
+            cache: self.clone(),
+            owner: self.next_owner.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    fn get(&self, key: &MetaKey) -> Option<MetaValue> {
+        // A miss is counted by the `insert` that fills it, with the bytes it loaded.
+        let hit = self.cache.get(key).map(|e| e.value().clone());
+        if let Some(v) = &hit {
+            self.counters.hit(v.weight());
+        }
+        hit
+    }
+
+    fn insert(&self, key: MetaKey, value: MetaValue) {
+        self.counters.miss(value.weight());
+        self.cache.insert(key, value);
+    }
+}
+
+/// What one table handle's reads keep of its files, in its storage's [`MetadataCache`]:
+/// loaded on first use; [`forget`](Self::forget) drops what is kept of a file that left the
+/// manifest.
 pub(crate) struct FileIndexCache {
-    footers: parking_lot::Mutex<HashMap<i64, ArrowReaderMetadata>>,
-    blooms: parking_lot::Mutex<BloomCache>,
+    cache: Arc<MetadataCache>,
+    owner: u64,
 }
 
 impl FileIndexCache {
+    fn key(&self, file: i64, bloom: Option<usize>) -> MetaKey {
+        MetaKey {
+            owner: self.owner,
+            file,
+            bloom,
+        }
+    }
+
     /// The file's footer and page index.
     pub(crate) async fn footer(&self, file: DataFile<'_>) -> Result<ArrowReaderMetadata> {
-        if let Some(meta) = self.footers.lock().get(&file.meta.id) {
-            return Ok(meta.clone());
+        Ok(self.index(file).await?.footer.clone())
+    }
+
+    /// The file's footer, page index and `_key` page directory.
+    pub(crate) async fn index(&self, file: DataFile<'_>) -> Result<Arc<FileIndex>> {
+        let key = self.key(file.meta.id, None);
+        if let Some(MetaValue::Index(index)) = self.cache.get(&key) {
+            return Ok(index);
         }
         let mut reader = file.reader();
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-        let meta = ArrowReaderMetadata::load_async(&mut reader, options)
+        let footer = ArrowReaderMetadata::load_async(&mut reader, options)
             .await
             .map_err(file.parquet_err("reading the footer of"))?;
-        self.footers.lock().insert(file.meta.id, meta.clone());
-        Ok(meta)
+        let key_pages = KeyPages::of(&footer);
+        let bytes = footer.metadata().memory_size() + key_pages.as_ref().map_or(0, KeyPages::bytes);
+        let index = Arc::new(FileIndex {
+            footer,
+            key_pages,
+            bytes,
+        });
+        self.cache.insert(key, MetaValue::Index(index.clone()));
+        Ok(index)
     }
 
     /// The `_key` bloom filter of one row group of the file.
@@ -157,8 +366,9 @@ impl FileIndexCache {
         footer: &ArrowReaderMetadata,
         row_group: usize,
     ) -> Result<Option<Arc<Sbbf>>> {
-        if let Some(b) = self.blooms.lock().get(&(file.meta.id, row_group)) {
-            return Ok(b.clone());
+        let key = self.key(file.meta.id, Some(row_group));
+        if let Some(MetaValue::Bloom(b)) = self.cache.get(&key) {
+            return Ok(b);
         }
         let Ok(key_index) = footer.schema().index_of(KEY_COLUMN) else {
             return Ok(None);
@@ -170,16 +380,18 @@ impl FileIndexCache {
             .await
             .map_err(file.parquet_err("reading the bloom filter of"))?
             .map(Arc::new);
-        self.blooms
-            .lock()
-            .insert((file.meta.id, row_group), bloom.clone());
+        self.cache.insert(key, MetaValue::Bloom(bloom.clone()));
         Ok(bloom)
     }
 
     /// Drops what is kept of a file.
     pub(crate) fn forget(&self, file_id: i64) {
-        self.footers.lock().remove(&file_id);
-        self.blooms.lock().retain(|(id, _), _| *id != file_id);
+        let index = self.cache.cache.remove(&self.key(file_id, None));
+        if let Some(MetaValue::Index(index)) = index.as_ref().map(|e| e.value()) {
+            for rg in 0..index.footer.metadata().num_row_groups() {
+                self.cache.cache.remove(&self.key(file_id, Some(rg)));
+            }
+        }
     }
 }
 
@@ -278,4 +490,37 @@ pub(crate) fn key_page_ranges(
         out.insert(rg, allowed);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(first_row: u64, min: &[u8], max: &[u8]) -> KeyPage {
+        KeyPage {
+            row_group: 0,
+            first_row,
+            rows: 10,
+            min: min.to_vec(),
+            max: max.to_vec(),
+        }
+    }
+
+    #[test]
+    fn holding_returns_every_page_whose_bounds_hold_the_key() {
+        // Truncated bounds: the first page's max was rounded up past the second's min.
+        let pages = KeyPages(vec![
+            page(0, b"a", b"c"),
+            page(10, b"bz", b"e"),
+            page(20, b"f", b"h"),
+        ]);
+        let starts = |key: &[u8]| -> Vec<u64> { pages.holding(key).map(|p| p.first_row).collect() };
+        assert_eq!(starts(b"a"), vec![0]);
+        assert_eq!(starts(b"bzz"), vec![0, 10]);
+        assert_eq!(starts(b"d"), vec![10]);
+        assert_eq!(starts(b"e"), vec![10]);
+        assert_eq!(starts(b"ea"), Vec::<u64>::new());
+        assert_eq!(starts(b"0"), Vec::<u64>::new());
+        assert_eq!(starts(b"z"), Vec::<u64>::new());
+    }
 }

@@ -27,20 +27,37 @@ use crate::schema::{SCHEMA_VERSION_METADATA, TableDefinition};
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 
 /// Largest dictionary page per column chunk.
-const DICTIONARY_PAGE_BYTES: usize = 64 * 1024;
+const DICTIONARY_PAGE_BYTES: usize = 16 * 1024;
 
-/// The writer properties of every table file.
-pub fn writer_properties(schema_version: u32) -> WriterProperties {
+/// Largest data page, uncompressed: a point read decompresses one page of each column it
+/// returns, so wide columns get pages of a few hundred rows.
+const DATA_PAGE_BYTES: usize = 16 * 1024;
+
+/// Rows the writer encodes at a time; page sizes are checked between these, so this is how
+/// closely [`DATA_PAGE_BYTES`] is kept.
+const WRITE_BATCH_ROWS: usize = 128;
+
+/// Rows per data page at most: the `_key` pages a point read searches.
+const PAGE_ROWS: usize = 1024;
+
+/// The writer properties of a file of table `def` (its current schema version).
+pub fn writer_properties(def: &TableDefinition) -> WriterProperties {
     let key = ColumnPath::from(KEY_COLUMN);
-    WriterProperties::builder()
+    let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             // Invariant: zstd accepts levels 1 to 22.
             ZstdLevel::try_new(1).expect("1 is a valid zstd level"),
         ))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        // Small pages keep a point read to a few thousand decoded keys.
-        .set_data_page_row_count_limit(1024)
-        .set_statistics_enabled(EnabledStatistics::Page)
+        // Small pages keep a point read to a few kilobytes decompressed per column.
+        .set_data_page_row_count_limit(PAGE_ROWS)
+        .set_data_page_size_limit(DATA_PAGE_BYTES)
+        .set_write_batch_size(WRITE_BATCH_ROWS)
+        // Row-group statistics for every column (pruning by filter); page statistics only
+        // for `_key`, the page directory of point reads (the page index of the other
+        // columns would only grow the footer every read keeps in memory).
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_column_statistics_enabled(key.clone(), EnabledStatistics::Page)
         // Reading any row of a column chunk decodes its whole dictionary page: a small limit
         // keeps point reads cheap; high-cardinality columns fall back to plain pages early.
         .set_dictionary_page_size_limit(DICTIONARY_PAGE_BYTES)
@@ -52,9 +69,13 @@ pub fn writer_properties(schema_version: u32) -> WriterProperties {
         .set_column_bloom_filter_max_ndv(key, ROW_GROUP_ROWS as u64)
         .set_key_value_metadata(Some(vec![KeyValue::new(
             SCHEMA_VERSION_METADATA.to_owned(),
-            schema_version.to_string(),
-        )]))
-        .build()
+            def.schema.version.to_string(),
+        )]));
+    // A single-column primary key is unique within a file too.
+    if let [pk] = def.primary_key().collect::<Vec<_>>().as_slice() {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(pk.name.as_str()), false);
+    }
+    builder.build()
 }
 
 /// An open file being written.
@@ -82,15 +103,11 @@ impl FileWriter {
         let path = data_file_path(dir, id);
         let schema = file_schema(def);
         let sink = BufWriter::new(store.clone(), ObjectPath::from(path.as_str()));
-        let writer = AsyncArrowWriter::try_new(
-            sink,
-            schema.clone(),
-            Some(writer_properties(def.schema.version)),
-        )
-        .map_err(|source| Error::Parquet {
-            op: format!("starting {path}"),
-            source,
-        })?;
+        let writer = AsyncArrowWriter::try_new(sink, schema.clone(), Some(writer_properties(def)))
+            .map_err(|source| Error::Parquet {
+                op: format!("starting {path}"),
+                source,
+            })?;
         Ok(Self {
             writer,
             schema,

@@ -61,6 +61,9 @@ pub(crate) struct FilePlan {
     pub(crate) keys: KeyBounds,
     /// Stop after this many rows.
     pub(crate) limit: Option<usize>,
+    /// Only rows at these positions of the file (a point read that found its row by the
+    /// file's `_key` page directory); row groups are then not pruned by statistics.
+    pub(crate) positions: Option<Range<u64>>,
 }
 
 impl FilePlan {
@@ -75,6 +78,7 @@ impl FilePlan {
             filter: None,
             keys: crate::format::ALL_KEYS,
             limit: None,
+            positions: None,
         }
     }
 
@@ -220,8 +224,11 @@ pub(crate) async fn file_stream(
     let file = table.data_file(&entry.meta);
     let footer = table.file_index.footer(file).await?;
     let columns = FileColumns::new(plan, entry.meta.schema_version, &footer);
-    let keep = prune_row_groups(table, entry, &footer, plan, &columns).await?;
-    let selection = live_rows(&footer, &keep, &plan.keys, dead);
+    let keep = match &plan.positions {
+        Some(positions) => row_groups_holding(&footer, positions),
+        None => prune_row_groups(table, entry, &footer, plan, &columns).await?,
+    };
+    let selection = live_rows(&footer, &keep, plan, dead);
     if selection.is_empty() {
         return Ok(stream::empty().boxed());
     }
@@ -301,15 +308,35 @@ async fn prune_row_groups(
     Ok(keep)
 }
 
-/// The rows to decode: per kept row group, the ranges that are alive (not in `dead`) and, for
-/// bounded reads, on a `_key` page that meets the bounds.
+/// Which row groups hold any of `positions`.
+fn row_groups_holding(footer: &ArrowReaderMetadata, positions: &Range<u64>) -> Vec<bool> {
+    let mut start = 0u64;
+    let row_groups = footer.metadata().row_groups();
+    row_groups
+        .iter()
+        .map(|rg| {
+            let end = start + rg.num_rows() as u64;
+            let holds = positions.start < end && start < positions.end;
+            start = end;
+            holds
+        })
+        .collect()
+}
+
+/// The rows to decode: per kept row group, the ranges that are alive (not in `dead`), within
+/// the plan's positions if it has any and, for bounded reads, on a `_key` page that meets the
+/// bounds.
 fn live_rows(
     footer: &ArrowReaderMetadata,
     keep: &[bool],
-    keys: &KeyBounds,
+    plan: &FilePlan,
     dead: &DeletionVector,
 ) -> Vec<RowGroupRows> {
-    let pages = key_page_ranges(footer, keep, keys);
+    let pages = key_page_ranges(footer, keep, &plan.keys);
+    let (lowest, highest) = plan
+        .positions
+        .as_ref()
+        .map_or((0, u64::MAX), |p| (p.start, p.end));
     let mut selection = Vec::new();
     let mut start = 0u64;
     let mut dead_positions = dead.iter().peekable();
@@ -321,6 +348,10 @@ fn live_rows(
             let mut live = Vec::new();
             // Adds the live positions [from, to) (absolute), limited to the allowed pages.
             let mut push = |from: u64, to: u64| {
+                let (from, to) = (from.max(lowest), to.min(highest));
+                if from >= to {
+                    return;
+                }
                 let (from, to) = (from - start, to - start);
                 let mut add = |lo: u64, hi: u64| {
                     if lo < hi {

@@ -10,8 +10,8 @@ use arrow::record_batch::RecordBatch;
 use super::file::{FilePlan, read_file};
 use super::join::FileKeyJoin;
 use crate::codec::{KalamValue, value_at};
-use crate::error::Result;
-use crate::format::{DeletionVector, KeyBounds, key_column};
+use crate::error::{Error, Result};
+use crate::format::{DeletionVector, KeyBounds, KeyPage, key_column};
 use crate::ids::KeyScope;
 use crate::schema::TableDefinition;
 use crate::table::{FileEntry, TableHandle};
@@ -134,8 +134,94 @@ async fn read_joined(
     Ok(())
 }
 
-/// The live row of `key` in one file, by a point read.
+/// The live row of `key` in one file, by a point read: the file's `_key` page directory
+/// (cached with its footer) names the page that may hold the key, the row group's bloom
+/// filter may rule it out, then only that page of `_key` is decoded to find the row's
+/// position, and only that row of the other columns.
 async fn get_in_file(
+    table: &TableHandle,
+    def: &Arc<TableDefinition>,
+    entry: &FileEntry,
+    key: &[u8],
+) -> Result<Option<Vec<KalamValue>>> {
+    let file = table.data_file(&entry.meta);
+    let index = table.file_index.index(file).await?;
+    let Some(pages) = &index.key_pages else {
+        return get_in_file_by_predicate(table, def, entry, key).await;
+    };
+    // Positions are of the whole file, so the decode must not skip dead rows.
+    let everything = DeletionVector::new();
+    let mut checked_bloom = None;
+    for page in pages.holding(key) {
+        if checked_bloom != Some(page.row_group) {
+            checked_bloom = Some(page.row_group);
+            let bloom = table
+                .file_index
+                .key_bloom(file, &index.footer, page.row_group)
+                .await?;
+            if bloom.is_some_and(|b| !b.check(key)) {
+                continue;
+            }
+        }
+        let Some(position) = position_in_page(table, def, entry, page, key, &everything).await?
+        else {
+            continue;
+        };
+        if entry.dv.contains(position) {
+            return Ok(None);
+        }
+        let plan = FilePlan {
+            positions: Some(position..position + 1),
+            ..FilePlan::all(def.clone(), false, false)
+        };
+        let batches = read_file(table, entry, &plan, Some(&everything)).await?;
+        return match batches.iter().find(|b| b.num_rows() > 0) {
+            Some(batch) => row_of(batch, def, 0).map(Some),
+            None => Err(Error::Corrupt {
+                what: file.describe(),
+                reason: format!("row {position} of its `_key` page could not be read"),
+            }),
+        };
+    }
+    Ok(None)
+}
+
+/// The position in the file of `key`, if `page` holds it: decodes that page's `_key` values
+/// alone and searches them (a file's keys are sorted and unique).
+async fn position_in_page(
+    table: &TableHandle,
+    def: &Arc<TableDefinition>,
+    entry: &FileEntry,
+    page: &KeyPage,
+    key: &[u8],
+    everything: &DeletionVector,
+) -> Result<Option<u64>> {
+    let plan = FilePlan {
+        columns: Vec::new(),
+        positions: Some(page.first_row..page.first_row + page.rows),
+        ..FilePlan::all(def.clone(), false, true)
+    };
+    let what = table.data_file(&entry.meta).describe();
+    let mut at = page.first_row;
+    for batch in read_file(table, entry, &plan, Some(everything)).await? {
+        let keys = key_column(&batch, &what)?;
+        let (mut lo, mut hi) = (0usize, batch.num_rows());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match keys.value(mid).cmp(key) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Ok(Some(at + mid as u64)),
+            }
+        }
+        at += batch.num_rows() as u64;
+    }
+    Ok(None)
+}
+
+/// The live row of `key` in a file without `_key` page statistics: row groups pruned by
+/// statistics and bloom filter, rows by a key predicate in the decoder.
+async fn get_in_file_by_predicate(
     table: &TableHandle,
     def: &Arc<TableDefinition>,
     entry: &FileEntry,

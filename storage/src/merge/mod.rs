@@ -113,6 +113,7 @@ fn plan(table: &TableHandle, options: &ScanOptions) -> Result<FilePlan> {
         filter,
         keys,
         limit: options.limit,
+        positions: None,
     })
 }
 

@@ -13,7 +13,7 @@ use crate::cache::{CacheCounters, CacheRequest, StorageCacheStats};
 use crate::catalog::{JobKind, StorageDefinition, TableTask, TableTaskOp};
 use crate::error::{Error, Result};
 use crate::failpoint::crash_point;
-use crate::format::{META_DEFINITION, meta_partition};
+use crate::format::{META_DEFINITION, MetadataCache, meta_partition};
 use crate::ids::{NamespaceId, StorageId, TableId};
 use crate::location::open_store;
 use crate::schema::TableDefinition;
@@ -163,6 +163,9 @@ impl Store {
             .cold_store(cold.store, request(&counters[1], &def.cold_url))
             .await?;
         cold.store = Arc::new(TimeoutStore::new(tier.store, config.object_store_timeout));
+        let metadata_budget = def
+            .metadata_cache_bytes
+            .unwrap_or(config.metadata_cache_bytes);
         Ok(StorageHandle {
             def: def.clone(),
             hot,
@@ -171,6 +174,9 @@ impl Store {
             cache_counters: counters,
             cold_cache: tier.cache,
             failpoints: config.failpoints.clone(),
+            metadata: Arc::new(MetadataCache::new(
+                usize::try_from(metadata_budget).unwrap_or(usize::MAX),
+            )),
         })
     }
 

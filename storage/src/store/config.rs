@@ -69,6 +69,10 @@ impl EngineProvider for MemoryEngines {
     }
 }
 
+/// The default budget of a storage's Parquet metadata cache: the footers, page indexes and
+/// bloom filters of about 500M rows of typical tables.
+const DEFAULT_METADATA_CACHE_BYTES: u64 = 64 << 20;
+
 /// How a `Store` opens and runs.
 #[derive(Clone)]
 pub struct StoreConfig {
@@ -116,10 +120,14 @@ pub struct StoreConfig {
     pub job_workers: usize,
     /// Failure points a test arms to make flushes, compactions, moves and drops fail.
     pub failpoints: Failpoints,
+    /// Byte budget of each storage's Parquet metadata cache (footers with page indexes,
+    /// `_key` page directories and bloom filters), unless the storage sets its own.
+    pub metadata_cache_bytes: u64,
 }
 
 impl StoreConfig {
-    /// Defaults: background work on, every second; 4 job workers; cleanup every minute; jobs
+    /// Defaults: background work on, every second; 4 job workers; a 64 MiB metadata cache
+    /// per storage; cleanup every minute; jobs
     /// kept a day (at most 1000); orphans collected after an hour; a job attempt may run 6 hours, an
     /// object-store call a minute; the first retry after 200 ms.
     pub fn new(data_dir: impl Into<PathBuf>, engines: Arc<dyn EngineProvider>) -> Self {
@@ -140,6 +148,7 @@ impl StoreConfig {
             clock: Arc::new(SystemClock),
             failpoints: Failpoints::default(),
             job_workers: 4,
+            metadata_cache_bytes: DEFAULT_METADATA_CACHE_BYTES,
         }
     }
 }

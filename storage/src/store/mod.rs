@@ -136,6 +136,7 @@ impl Store {
                 cold_url: cold_url.to_string_lossy().into_owned(),
                 s3: S3Options::default(),
                 cache: None,
+                metadata_cache_bytes: None,
                 created_at_ms: store.now_ms(),
             };
             store

@@ -475,6 +475,7 @@ async fn a_storage_that_cannot_write_is_refused_with_the_failing_step() {
             cold_url: blocker.join("sub").to_string_lossy().into_owned(),
             s3: S3Options::default(),
             cache: None,
+            metadata_cache_bytes: None,
             created_at_ms: 0,
         })
         .await
@@ -487,6 +488,7 @@ async fn a_storage_that_cannot_write_is_refused_with_the_failing_step() {
             cold_url: "memory://".into(),
             s3: S3Options::default(),
             cache: None,
+            metadata_cache_bytes: None,
             created_at_ms: 0,
         })
         .await
@@ -636,4 +638,5 @@ mod alter;
 mod batches;
 mod delta;
 mod jobs;
+mod point;
 mod stream;

@@ -20,7 +20,7 @@
 //! | leaf | `TableHandle::def` | rwlock | the current definition (swapped by ALTER under 2 and 4) |
 //! | leaf | `TableHandle::state` | rwlock | counters and manifest in memory (changed by commits under 3 or 4) |
 //! | leaf | `TableHandle::last_flush` | mutex | when the table last flushed (interval policy) |
-//! | leaf | `FileIndexCache` (two) | mutex | cached footers and bloom filters |
+//! | leaf | `MetadataCache` | foyer's shard locks | cached footers, key pages and bloom filters |
 //! | leaf | `ReaderPins` | mutex | live reader pins per epoch |
 //! | leaf | `Store` `cancels`, `scheduler`, `background` | mutex | running jobs' cancel flags, the scheduler task, background failures |
 //!
@@ -102,6 +102,7 @@ impl TableHandle {
     pub(crate) async fn open(def: TableDefinition, storage: Arc<StorageHandle>) -> Result<Self> {
         let id = def.id.clone();
         let now = storage.clock.now_ms();
+        let file_index = storage.metadata.for_table();
         let table = Self {
             hot: hot_partition(&id),
             meta: meta_partition(&id),
@@ -112,7 +113,7 @@ impl TableHandle {
             commit: tokio::sync::RwLock::new(()),
             maintenance: tokio::sync::Mutex::new(()),
             state: parking_lot::RwLock::new(TableState::default()),
-            file_index: FileIndexCache::default(),
+            file_index,
             pins: Arc::new(ReaderPins::default()),
             last_flush: parking_lot::Mutex::new(now),
             retired: AtomicBool::new(false),

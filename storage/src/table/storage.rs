@@ -24,6 +24,8 @@ pub(crate) struct StorageHandle {
     pub(crate) cold_cache: Option<Arc<dyn CloseCache>>,
     /// The store's failure points (tests).
     pub(crate) failpoints: crate::failpoint::Failpoints,
+    /// What reads keep of the storage's Parquet files.
+    pub(crate) metadata: Arc<crate::format::MetadataCache>,
 }
 
 impl std::fmt::Debug for StorageHandle {
@@ -47,11 +49,22 @@ impl StorageHandle {
         Ok(())
     }
 
-    /// The counters of the storage's caches, with the tier each fronts; empty without a
-    /// `CACHE` clause.
+    /// The counters of the storage's caches, with the tier each fronts: the metadata cache
+    /// always, the rows and files caches with a `CACHE` clause.
     pub(crate) fn cache_stats(&self) -> Vec<crate::cache::StorageCacheStats> {
+        let metadata = crate::cache::StorageCacheStats {
+            storage: self.def.id.clone(),
+            tier: crate::cache::CacheTier::Metadata,
+            spec: crate::catalog::CacheSpec {
+                memory_bytes: self.metadata.budget() as u64,
+                disk_bytes: 0,
+                disk_path: String::new(),
+            },
+            stats: self.metadata.counters().snapshot(),
+            used_bytes: Some(self.metadata.usage() as u64),
+        };
         let Some(spec) = &self.def.cache else {
-            return Vec::new();
+            return vec![metadata];
         };
         [
             crate::cache::CacheTier::Rows,
@@ -64,7 +77,9 @@ impl StorageHandle {
             tier,
             spec: spec.clone(),
             stats: counters.snapshot(),
+            used_bytes: None,
         })
+        .chain(std::iter::once(metadata))
         .collect()
     }
 }

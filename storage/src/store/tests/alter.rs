@@ -235,6 +235,7 @@ async fn memory_storage(store: &Store, id: &str, cold: &std::path::Path) -> Stor
             cold_url: cold.to_string_lossy().into_owned(),
             s3: S3Options::default(),
             cache: None,
+            metadata_cache_bytes: None,
             created_at_ms: 0,
         })
         .await
