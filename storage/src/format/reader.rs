@@ -7,6 +7,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use arrow::array::{Array, BinaryArray};
 use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -125,15 +126,24 @@ impl DataFile<'_> {
     }
 }
 
-/// One cached item: a file's index or one row group's `_key` bloom filter, of one table
-/// handle's file (handles get distinct owners, so a table dropped and created again never
-/// sees the old one's entries).
+/// One cached item of one table handle's file (handles get distinct owners, so a table
+/// dropped and created again never sees the old one's entries).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct MetaKey {
     owner: u64,
     file: i64,
-    /// `None`: the file's [`FileIndex`]; `Some(i)`: row group `i`'s bloom filter.
-    bloom: Option<usize>,
+    part: MetaPart,
+}
+
+/// Which part of a file a cache entry holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum MetaPart {
+    /// The [`FileIndex`].
+    Index,
+    /// The `_key` bloom filter of a row group.
+    Bloom(usize),
+    /// The decoded `_key` values of the page starting at this row.
+    Keys(u64),
 }
 
 #[derive(Clone)]
@@ -141,6 +151,7 @@ enum MetaValue {
     Index(Arc<FileIndex>),
     /// `None`: the row group has no `_key` bloom filter.
     Bloom(Option<Arc<Sbbf>>),
+    Keys(BinaryArray),
 }
 
 /// Shards of a metadata cache (each holds a share of the budget under its own lock).
@@ -155,6 +166,7 @@ impl MetaValue {
             + match self {
                 Self::Index(index) => index.bytes,
                 Self::Bloom(bloom) => bloom.as_ref().map_or(0, |b| b.num_blocks() * 32),
+                Self::Keys(keys) => keys.get_array_memory_size(),
             }
     }
 }
@@ -195,7 +207,7 @@ pub(crate) struct KeyPages(Vec<KeyPage>);
 impl KeyPages {
     /// The directory of a file's `_key` pages, if every page has statistics.
     fn of(footer: &ArrowReaderMetadata) -> Option<Self> {
-        use arrow::array::{Array, BinaryArray};
+        use arrow::array::Array;
         let metadata = footer.metadata();
         let (columns, offsets) = (metadata.column_index()?, metadata.offset_index()?);
         let conv =
@@ -324,12 +336,28 @@ pub(crate) struct FileIndexCache {
 }
 
 impl FileIndexCache {
-    fn key(&self, file: i64, bloom: Option<usize>) -> MetaKey {
+    fn key(&self, file: i64, part: MetaPart) -> MetaKey {
         MetaKey {
             owner: self.owner,
             file,
-            bloom,
+            part,
         }
+    }
+
+    /// The `_key` values of the file's page starting at row `first_row`, if kept.
+    pub(crate) fn page_keys(&self, file: i64, first_row: u64) -> Option<BinaryArray> {
+        match self.cache.get(&self.key(file, MetaPart::Keys(first_row)))? {
+            MetaValue::Keys(keys) => Some(keys),
+            _ => None,
+        }
+    }
+
+    /// Keeps the decoded `_key` values of the file's page starting at row `first_row`.
+    pub(crate) fn keep_page_keys(&self, file: i64, first_row: u64, keys: BinaryArray) {
+        self.cache.insert(
+            self.key(file, MetaPart::Keys(first_row)),
+            MetaValue::Keys(keys),
+        );
     }
 
     /// The file's footer and page index.
@@ -339,7 +367,7 @@ impl FileIndexCache {
 
     /// The file's footer, page index and `_key` page directory.
     pub(crate) async fn index(&self, file: DataFile<'_>) -> Result<Arc<FileIndex>> {
-        let key = self.key(file.meta.id, None);
+        let key = self.key(file.meta.id, MetaPart::Index);
         if let Some(MetaValue::Index(index)) = self.cache.get(&key) {
             return Ok(index);
         }
@@ -366,7 +394,7 @@ impl FileIndexCache {
         footer: &ArrowReaderMetadata,
         row_group: usize,
     ) -> Result<Option<Arc<Sbbf>>> {
-        let key = self.key(file.meta.id, Some(row_group));
+        let key = self.key(file.meta.id, MetaPart::Bloom(row_group));
         if let Some(MetaValue::Bloom(b)) = self.cache.get(&key) {
             return Ok(b);
         }
@@ -386,10 +414,17 @@ impl FileIndexCache {
 
     /// Drops what is kept of a file.
     pub(crate) fn forget(&self, file_id: i64) {
-        let index = self.cache.cache.remove(&self.key(file_id, None));
+        let index = self.cache.cache.remove(&self.key(file_id, MetaPart::Index));
         if let Some(MetaValue::Index(index)) = index.as_ref().map(|e| e.value()) {
             for rg in 0..index.footer.metadata().num_row_groups() {
-                self.cache.cache.remove(&self.key(file_id, Some(rg)));
+                self.cache
+                    .cache
+                    .remove(&self.key(file_id, MetaPart::Bloom(rg)));
+            }
+            for page in index.key_pages.iter().flat_map(|p| &p.0) {
+                self.cache
+                    .cache
+                    .remove(&self.key(file_id, MetaPart::Keys(page.first_row)));
             }
         }
     }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
+use arrow::array::{Array, ArrayRef, BinaryArray};
 use arrow::record_batch::RecordBatch;
 
 use super::file::{FilePlan, read_file};
@@ -186,8 +187,8 @@ async fn get_in_file(
     Ok(None)
 }
 
-/// The position in the file of `key`, if `page` holds it: decodes that page's `_key` values
-/// alone and searches them (a file's keys are sorted and unique).
+/// The position in the file of `key`, if `page` holds it: searches that page's `_key` values,
+/// decoded alone on first use and then kept in the storage's metadata cache.
 async fn position_in_page(
     table: &TableHandle,
     def: &Arc<TableDefinition>,
@@ -196,27 +197,52 @@ async fn position_in_page(
     key: &[u8],
     everything: &DeletionVector,
 ) -> Result<Option<u64>> {
-    let plan = FilePlan {
-        columns: Vec::new(),
-        positions: Some(page.first_row..page.first_row + page.rows),
-        ..FilePlan::all(def.clone(), false, true)
-    };
-    let what = table.data_file(&entry.meta).describe();
-    let mut at = page.first_row;
-    for batch in read_file(table, entry, &plan, Some(everything)).await? {
-        let keys = key_column(&batch, &what)?;
-        let (mut lo, mut hi) = (0usize, batch.num_rows());
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            match keys.value(mid).cmp(key) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Ok(Some(at + mid as u64)),
-            }
+    let file = entry.meta.id;
+    let keys = match table.file_index.page_keys(file, page.first_row) {
+        Some(keys) => keys,
+        None => {
+            let plan = FilePlan {
+                columns: Vec::new(),
+                positions: Some(page.first_row..page.first_row + page.rows),
+                ..FilePlan::all(def.clone(), false, true)
+            };
+            let what = table.data_file(&entry.meta).describe();
+            let batches = read_file(table, entry, &plan, Some(everything)).await?;
+            let columns = batches
+                .iter()
+                .map(|b| Ok(key_column(b, &what)? as &dyn Array))
+                .collect::<Result<Vec<_>>>()?;
+            let keys =
+                arrow::compute::concat(&columns).map_err(Error::arrow("joining a page's keys"))?;
+            let keys = key_column_of(keys, &what)?;
+            table
+                .file_index
+                .keep_page_keys(file, page.first_row, keys.clone());
+            keys
         }
-        at += batch.num_rows() as u64;
+    };
+    // A file's keys are sorted and unique.
+    let (mut lo, mut hi) = (0usize, keys.len());
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match keys.value(mid).cmp(key) {
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+            std::cmp::Ordering::Equal => return Ok(Some(page.first_row + mid as u64)),
+        }
     }
     Ok(None)
+}
+
+/// A concatenated `_key` column as the binary array it is.
+fn key_column_of(keys: ArrayRef, what: &str) -> Result<BinaryArray> {
+    keys.as_any()
+        .downcast_ref::<BinaryArray>()
+        .cloned()
+        .ok_or_else(|| Error::Corrupt {
+            what: what.to_owned(),
+            reason: format!("`_key` is {}, not Binary", keys.data_type()),
+        })
 }
 
 /// The live row of `key` in a file without `_key` page statistics: row groups pruned by
