@@ -27,24 +27,37 @@ use crate::schema::{SCHEMA_VERSION_METADATA, TableDefinition};
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 
 /// Largest dictionary page per column chunk.
-const DICTIONARY_PAGE_BYTES: usize = 64 * 1024;
+const DICTIONARY_PAGE_BYTES: usize = 16 * 1024;
 
-/// Rows per data page at most: the `_key` pages a point read searches, and the rows of every
-/// other column it decompresses to return one.
+/// Largest data page, uncompressed: a point read decompresses one page of each column it
+/// returns, so wide columns get pages of a few hundred rows.
+const DATA_PAGE_BYTES: usize = 16 * 1024;
+
+/// Rows the writer encodes at a time; page sizes are checked between these, so this is how
+/// closely [`DATA_PAGE_BYTES`] is kept.
+const WRITE_BATCH_ROWS: usize = 128;
+
+/// Rows per data page at most: the `_key` pages a point read searches.
 const PAGE_ROWS: usize = 1024;
 
 /// The writer properties of a file of table `def` (its current schema version).
 pub fn writer_properties(def: &TableDefinition) -> WriterProperties {
     let key = ColumnPath::from(KEY_COLUMN);
-    WriterProperties::builder()
+    let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             // Invariant: zstd accepts levels 1 to 22.
             ZstdLevel::try_new(1).expect("1 is a valid zstd level"),
         ))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        // Small pages keep a point read to a thousand decoded keys and rows per column.
+        // Small pages keep a point read to a few kilobytes decompressed per column.
         .set_data_page_row_count_limit(PAGE_ROWS)
-        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_data_page_size_limit(DATA_PAGE_BYTES)
+        .set_write_batch_size(WRITE_BATCH_ROWS)
+        // Row-group statistics for every column (pruning by filter); page statistics only
+        // for `_key`, the page directory of point reads (the page index of the other
+        // columns would only grow the footer every read keeps in memory).
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_column_statistics_enabled(key.clone(), EnabledStatistics::Page)
         // Reading any row of a column chunk decodes its whole dictionary page: a small limit
         // keeps point reads cheap; high-cardinality columns fall back to plain pages early.
         .set_dictionary_page_size_limit(DICTIONARY_PAGE_BYTES)
@@ -57,8 +70,12 @@ pub fn writer_properties(def: &TableDefinition) -> WriterProperties {
         .set_key_value_metadata(Some(vec![KeyValue::new(
             SCHEMA_VERSION_METADATA.to_owned(),
             def.schema.version.to_string(),
-        )]))
-        .build()
+        )]));
+    // A single-column primary key is unique within a file too.
+    if let [pk] = def.primary_key().collect::<Vec<_>>().as_slice() {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(pk.name.as_str()), false);
+    }
+    builder.build()
 }
 
 /// An open file being written.
