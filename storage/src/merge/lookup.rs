@@ -152,17 +152,23 @@ async fn get_in_file(
     };
     // Positions are of the whole file, so the decode must not skip dead rows.
     let everything = DeletionVector::new();
-    let mut checked_bloom = None;
+    // The bloom verdict of the last row group asked (pages holding a key are adjacent).
+    let mut bloom_verdict: Option<(usize, bool)> = None;
     for page in pages.holding(key) {
-        if checked_bloom != Some(page.row_group) {
-            checked_bloom = Some(page.row_group);
-            let bloom = table
-                .file_index
-                .key_bloom(file, &index.footer, page.row_group)
-                .await?;
-            if bloom.is_some_and(|b| !b.check(key)) {
-                continue;
+        let may_hold = match bloom_verdict {
+            Some((row_group, may_hold)) if row_group == page.row_group => may_hold,
+            _ => {
+                let bloom = table
+                    .file_index
+                    .key_bloom(file, &index.footer, page.row_group)
+                    .await?;
+                let may_hold = bloom.is_none_or(|b| b.check(key));
+                bloom_verdict = Some((page.row_group, may_hold));
+                may_hold
             }
+        };
+        if !may_hold {
+            continue;
         }
         let Some(position) = position_in_page(table, def, entry, page, key, &everything).await?
         else {

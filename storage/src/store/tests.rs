@@ -17,10 +17,16 @@ async fn store() -> (tempfile::TempDir, Store) {
 
 /// A store on the memory engines whose time is `clock`.
 async fn store_with_clock(clock: Arc<dyn crate::clock::Clock>) -> (tempfile::TempDir, Store) {
+    store_with(|config| config.clock = clock).await
+}
+
+/// A store on the memory engines, without background work, with namespace `app`, after
+/// `configure` changed its settings.
+async fn store_with(configure: impl FnOnce(&mut StoreConfig)) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = StoreConfig::new(dir.path(), Arc::new(MemoryEngines));
     config.background = false;
-    config.clock = clock;
+    configure(&mut config);
     let store = Store::open(config).await.unwrap();
     store
         .create_namespace(&NamespaceId::new("app").unwrap(), false)

@@ -123,15 +123,7 @@ async fn point_reads_find_long_keys_on_pages_with_truncated_bounds() {
 #[tokio::test]
 async fn the_metadata_cache_counts_hits_and_keeps_reads_right_within_any_budget() {
     for budget in [1u64, 64 << 20] {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = StoreConfig::new(dir.path(), Arc::new(MemoryEngines));
-        config.background = false;
-        config.metadata_cache_bytes = budget;
-        let store = Store::open(config).await.unwrap();
-        store
-            .create_namespace(&NamespaceId::new("app").unwrap(), false)
-            .await
-            .unwrap();
+        let (_dir, store) = store_with(|config| config.metadata_cache_bytes = budget).await;
         store
             .create_table(messages(TableType::Shared), false)
             .await
