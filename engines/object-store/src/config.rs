@@ -25,10 +25,16 @@ pub struct ObjectStoreConfig {
     pub s3: S3Options,
     /// When writes are acknowledged.
     pub ack: AckMode,
-    /// How often SlateDB flushes its write-ahead log to the store.
+    /// How often SlateDB flushes its write-ahead log to the store on its own. With durable acks
+    /// writers flush together as they write (group commit), and this timer, at least 100 ms
+    /// then, is only a backstop.
     pub flush_interval: Duration,
     /// Worker threads of the engine's own runtime.
     pub worker_threads: usize,
+    /// Memory for SlateDB's cache of SST data blocks; a quarter of it again caches SST
+    /// indexes and filters. Without them every read of a flushed key fetches and verifies an
+    /// SST index from the store.
+    pub block_cache_bytes: u64,
 }
 
 impl ObjectStoreConfig {
@@ -40,6 +46,7 @@ impl ObjectStoreConfig {
             ack: AckMode::Durable,
             flush_interval: Duration::from_millis(10),
             worker_threads: 2,
+            block_cache_bytes: 64 << 20,
         }
     }
 

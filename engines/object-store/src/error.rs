@@ -10,6 +10,9 @@ pub enum ObjectStoreError {
     /// SlateDB failed.
     #[error("slatedb: {0}")]
     Slate(#[from] slatedb::Error),
+    /// A WAL flush that several writes shared failed.
+    #[error("slatedb (shared WAL flush): {0}")]
+    SharedFlush(std::sync::Arc<slatedb::Error>),
     /// The object store failed.
     #[error("{op}")]
     Store {
@@ -53,15 +56,25 @@ impl From<ObjectStoreError> for Error {
 /// Maps a SlateDB error with the operation it interrupted; a closed or fenced database becomes
 /// [`Error::Closed`].
 pub(crate) fn slate(op: impl Into<String>) -> impl FnOnce(slatedb::Error) -> Error {
-    move |e| match e.kind() {
-        slatedb::ErrorKind::Closed(slatedb::CloseReason::Fenced) => Error::Closed {
+    move |e| closed(&e).unwrap_or_else(|| Error::engine(ENGINE, op, ObjectStoreError::Slate(e)))
+}
+
+/// [`slate`] for the error of a WAL flush shared by several writes.
+pub(crate) fn shared_flush(op: impl Into<String>, e: &std::sync::Arc<slatedb::Error>) -> Error {
+    closed(e).unwrap_or_else(|| Error::engine(ENGINE, op, ObjectStoreError::SharedFlush(e.clone())))
+}
+
+/// A closed or fenced database as [`Error::Closed`].
+fn closed(e: &slatedb::Error) -> Option<Error> {
+    match e.kind() {
+        slatedb::ErrorKind::Closed(slatedb::CloseReason::Fenced) => Some(Error::Closed {
             engine: ENGINE,
             reason: "fenced: another process opened the same path",
-        },
-        slatedb::ErrorKind::Closed(_) => Error::Closed {
+        }),
+        slatedb::ErrorKind::Closed(_) => Some(Error::Closed {
             engine: ENGINE,
             reason: "the database was closed",
-        },
-        _ => Error::engine(ENGINE, op, ObjectStoreError::Slate(e)),
+        }),
+        _ => None,
     }
 }

@@ -20,16 +20,22 @@
 //! backend owns a multi-thread runtime for them and runs every call as a task there, awaiting its
 //! join handle, so callers may use any runtime (or a current-thread one) without `block_on`.
 //!
+//! Durable writes share WAL flushes (`commit`): a write waits for one object-store PUT that
+//! carries every write made while the previous one ran, not for a timer.
+//!
 //! A second opener of the same path *fences* the first: SlateDB gives the newer writer the
 //! store, and the older one's next write fails with [`Error::Closed`] ("fenced"); data is never
 //! corrupted.
 
+mod commit;
 mod config;
 mod error;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::ops::Bound;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -39,12 +45,15 @@ use kalamstore_storage::backend::{
 };
 use kalamstore_storage::{Error, Result};
 use slatedb::config::{GarbageCollectorOptions, ScanOptions, Settings};
+use slatedb::db_cache::foyer::{FoyerCache, FoyerCacheOptions};
+use slatedb::db_cache::{DbCache, SplitCache};
 use slatedb::{Db, IterationOrder};
 use tokio::sync::{Mutex, RwLock};
 
+use commit::GroupCommit;
 pub use config::{AckMode, ObjectStoreConfig, OpenedStore, S3Options, open_store};
 pub use error::ObjectStoreError;
-use error::{ENGINE, slate};
+use error::{ENGINE, shared_flush, slate};
 
 const GENERATION_KEY: &[u8] = b"\x00gen";
 const REGISTRY_PREFIX: &[u8] = b"\x00p";
@@ -52,6 +61,10 @@ const DROPPED_PREFIX: &[u8] = b"\x00x";
 const DATA_TAG: u8 = 0x01;
 /// Keys deleted per batch while purging a dropped partition.
 const PURGE_BATCH: usize = 1000;
+/// SlateDB's own WAL flush interval when writes are durable on ack: writers flush together
+/// (see `commit`), and a timed flush between theirs would only delay them; it stays as a
+/// backstop.
+const DURABLE_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A [`StorageBackend`] on SlateDB over an object store.
 pub struct ObjectStoreBackend {
@@ -61,6 +74,8 @@ pub struct ObjectStoreBackend {
     partitions: RwLock<HashMap<Partition, u64>>,
     /// Serialises partition creation and drops.
     ddl: Mutex<()>,
+    /// Shares WAL flushes among durable writes.
+    commit: Arc<GroupCommit>,
     config: ObjectStoreConfig,
     in_memory: bool,
     /// Owned runtime for SlateDB's tasks; taken on drop.
@@ -140,13 +155,17 @@ impl ObjectStoreBackend {
             db: RwLock::new(None),
             partitions: RwLock::new(HashMap::new()),
             ddl: Mutex::new(()),
+            commit: Arc::default(),
             in_memory: opened.in_memory,
             config,
             runtime: Some(runtime),
             handle,
         };
         let settings = Settings {
-            flush_interval: Some(backend.config.flush_interval),
+            flush_interval: Some(match backend.config.ack {
+                AckMode::Durable => backend.config.flush_interval.max(DURABLE_FLUSH_INTERVAL),
+                AckMode::Memory => backend.config.flush_interval,
+            }),
             garbage_collector_options: Some(GarbageCollectorOptions {
                 // Stores without `If-Match` (LocalFileSystem) cannot advance boundary files.
                 boundary_files_enabled: opened.conditional_update,
@@ -161,10 +180,20 @@ impl ObjectStoreBackend {
         };
         let store = opened.store.clone();
         let url = backend.config.url.clone();
+        let cache = |bytes: u64| -> Arc<dyn DbCache> {
+            Arc::new(FoyerCache::new_with_opts(FoyerCacheOptions {
+                max_capacity: bytes.max(1),
+                ..FoyerCacheOptions::default()
+            }))
+        };
+        let caches = SplitCache::new()
+            .with_block_cache(Some(cache(backend.config.block_cache_bytes)))
+            .with_meta_cache(Some(cache(backend.config.block_cache_bytes / 4)));
         let db = backend
             .run(async move {
                 Db::builder(path, store)
                     .with_settings(settings)
+                    .with_db_cache(Arc::new(caches), 0)
                     .build()
                     .await
                     .map_err(slate(format!("opening {url}")))
@@ -246,13 +275,20 @@ impl ObjectStoreBackend {
         .await
     }
 
-    /// Writes a SlateDB batch, waiting for durability unless acks are in-memory.
+    /// Writes a SlateDB batch, waiting for durability unless acks are in-memory: the write
+    /// joins the next WAL flush shared with concurrent writes (see `commit`).
     async fn write(&self, batch: slatedb::WriteBatch, op: String) -> Result<()> {
         let db = self.db().await?;
         let durable = self.config.ack == AckMode::Durable;
+        let commit = self.commit.clone();
         self.run(async move {
             let handle = db.write(batch).await.map_err(slate(op.clone()))?;
             if durable {
+                commit
+                    .durable(&db)
+                    .await
+                    .map_err(|e| shared_flush(op.clone(), &e))?;
+                // Returns at once: the shared flush covered this write.
                 handle.await_durable().await.map_err(slate(op))?;
             }
             Ok(())

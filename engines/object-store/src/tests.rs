@@ -135,3 +135,89 @@ async fn unsupported_urls_are_refused_by_name() {
     );
     assert!(text.contains("ftp"), "{text}");
 }
+
+/// WAL files in a store opened by `open_with_store` without a prefix.
+async fn wal_files(store: &Arc<dyn object_store::ObjectStore>) -> usize {
+    use futures::TryStreamExt;
+    let wal = object_store::path::Path::from("kv/wal");
+    store
+        .list(Some(&wal))
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_durable_writes_share_wal_flushes_without_waiting_for_the_timer() {
+    use object_store::throttle::{ThrottleConfig, ThrottledStore};
+    // Every PUT takes 50 ms, so writers arriving during one flush join the next.
+    let throttle = ThrottleConfig {
+        wait_put_per_call: Duration::from_millis(50),
+        ..ThrottleConfig::default()
+    };
+    let store: Arc<dyn object_store::ObjectStore> = Arc::new(ThrottledStore::new(
+        object_store::memory::InMemory::new(),
+        throttle,
+    ));
+    let opened = OpenedStore {
+        store: store.clone(),
+        prefix: String::new(),
+        conditional_update: true,
+        in_memory: true,
+    };
+    // SlateDB's own timer would not flush within the test: only shared flushes make the
+    // writes durable.
+    let mut config = ObjectStoreConfig::new("memory://");
+    config.flush_interval = Duration::from_secs(3600);
+    let first = Arc::new(
+        ObjectStoreBackend::open_with_store(opened.clone(), config.clone())
+            .await
+            .unwrap(),
+    );
+    first.create_partition(&p("t")).await.unwrap();
+    let before = wal_files(&store).await;
+    const WRITERS: u32 = 16;
+    const EACH: u32 = 4;
+    let writers = (0..WRITERS).map(|w| {
+        let first = first.clone();
+        tokio::spawn(async move {
+            for i in 0..EACH {
+                let key = Bytes::from(format!("w{w}-{i}"));
+                first.put(&p("t"), key.clone(), key).await.unwrap();
+            }
+        })
+    });
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        futures::future::try_join_all(writers),
+    )
+    .await
+    .expect("durable writes waited for the flush timer")
+    .unwrap();
+    let flushes = wal_files(&store).await - before;
+    assert!(
+        flushes < (WRITERS * EACH / 2) as usize,
+        "{flushes} WAL files for {} writes: flushes were not shared",
+        WRITERS * EACH
+    );
+    // Acknowledged means durable: a second opener (which fences the first) reads them all.
+    let second = ObjectStoreBackend::open_with_store(opened, config)
+        .await
+        .unwrap();
+    for w in 0..WRITERS {
+        for i in 0..EACH {
+            let key = format!("w{w}-{i}");
+            assert_eq!(
+                second
+                    .get(&p("t"), key.as_bytes())
+                    .await
+                    .unwrap()
+                    .as_deref(),
+                Some(key.as_bytes()),
+                "{key}"
+            );
+        }
+    }
+    second.close().await.unwrap();
+}
