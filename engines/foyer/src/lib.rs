@@ -6,8 +6,8 @@
 //!
 //! - `get` serves from the cache, filling a miss from the inner engine (absent keys are cached
 //!   as negative entries);
-//! - writes go to the inner engine first, then replace the cached entry (remove, which also
-//!   tombstones the disk copy, then insert the new value);
+//! - writes go to the inner engine first, then replace the cached entry (insert the new value,
+//!   and tombstone the disk copy when the disk tier holds or queues one);
 //! - no lock is held across a call to the inner engine. Keys hash to stripes, each with a
 //!   generation that every write bumps before and after its inner write (two short critical
 //!   sections). A fill inserts what it read only if its stripe's generation did not move while
@@ -367,8 +367,7 @@ impl<B: StorageBackend + ?Sized> FoyerBackend<B> {
 
     /// A write's end, after the inner engine applied it: caches the written values of the
     /// stripe's keys when no other write of the stripe began or ended since `began`, else
-    /// marks them unknown. Either replaces whatever the cache held (`remove` also tombstones an
-    /// older disk copy).
+    /// marks them unknown. Either replaces whatever the cache held.
     fn end_write(
         &self,
         stripe: usize,
@@ -378,8 +377,16 @@ impl<B: StorageBackend + ?Sized> FoyerBackend<B> {
         let mut generation = self.stripes[stripe].lock();
         *generation += 1;
         let alone = *generation == began + 1;
+        let disk = self.cache.cache.storage();
         for (key, value) in written {
-            self.cache.cache.remove(&key);
+            // The insert below replaces the memory copy. An older disk copy, written or still
+            // queued (`may_contains` sees both), is tombstoned; a key the disk tier does not
+            // hold needs no tombstone: a copy evicted after this check is queued with a later
+            // sequence than any tombstone written now, so one would not stop it either (the
+            // newer value's own eviction supersedes it).
+            if disk.may_contains(&key) {
+                disk.delete(&key);
+            }
             if alone {
                 self.cache.cache.insert(key, value);
             } else {
