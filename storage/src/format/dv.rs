@@ -58,6 +58,16 @@ impl DeletionVector {
         Self(all)
     }
 
+    /// Marks every position of `positions` dead. Strictly increasing positions (a merge-join's
+    /// output) are packed into the bitmap in one pass; any other order is inserted one by one.
+    pub fn extend_sorted(&mut self, positions: &[u64]) {
+        match RoaringTreemap::from_sorted_iter(positions.iter().copied()) {
+            Ok(sorted) if self.0.is_empty() => self.0 = sorted,
+            Ok(sorted) => self.0 |= sorted,
+            Err(_) => self.0.extend(positions.iter().copied()),
+        }
+    }
+
     /// Adds every position of `other`.
     pub fn union_with(&mut self, other: &Self) {
         self.0 |= &other.0;
@@ -127,6 +137,28 @@ mod tests {
             for p in &positions {
                 prop_assert!(decoded.contains(*p));
             }
+        }
+
+        #[test]
+        fn extending_equals_inserting(
+            before in proptest::collection::vec(0u64..(1 << 34), 0..100),
+            mut added in proptest::collection::vec(0u64..(1 << 34), 0..300),
+            sort in any::<bool>(),
+        ) {
+            if sort {
+                added.sort_unstable();
+                added.dedup();
+            }
+            let mut model = DeletionVector::new();
+            for p in before.iter().chain(&added) {
+                model.insert(*p);
+            }
+            let mut dv = DeletionVector::new();
+            for p in &before {
+                dv.insert(*p);
+            }
+            dv.extend_sorted(&added);
+            prop_assert_eq!(dv, model);
         }
 
         #[test]

@@ -247,8 +247,12 @@ impl HotRows {
 
     /// Which entries are live rows: not tombstones, not past a STREAM table's TTL.
     pub(crate) fn alive(&self, table: &TableHandle) -> BooleanArray {
+        let cutoff = table.expiry_cutoff();
         (0..self.batch.num_rows())
-            .map(|i| Some(!self.deleted.value(i) && !table.expired(self.updated.value(i))))
+            .map(|i| {
+                let expired = cutoff.is_some_and(|c| self.updated.value(i) < c);
+                Some(!self.deleted.value(i) && !expired)
+            })
             .collect()
     }
 }

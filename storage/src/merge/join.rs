@@ -211,12 +211,14 @@ pub(crate) async fn hide_keys<'k>(
     entry: &FileEntry,
     keys: impl IntoIterator<Item = &'k [u8]>,
 ) -> Result<DeletionVector> {
-    let mut dead = (*entry.dv).clone();
     let mut join = FileKeyJoin::new(entry.clone());
+    let mut positions = Vec::new();
     for key in keys {
         if let Some(pos) = join.position(table, key).await? {
-            dead.insert(pos);
+            positions.push(pos);
         }
     }
+    let mut dead = (*entry.dv).clone();
+    dead.extend_sorted(&positions);
     Ok(dead)
 }

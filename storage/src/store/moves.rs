@@ -26,7 +26,7 @@ use std::sync::atomic::AtomicBool;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use tokio::io::AsyncWriteExt;
 
@@ -369,17 +369,16 @@ async fn copy_file(
     let from = ObjectPath::from(meta.path.as_str());
     let to_path = ObjectPath::from(to);
     let what = format!("copying {} of table {id} to {to}", meta.path);
-    let mut stream = source
-        .cold
-        .store
-        .get(&from)
-        .await
-        .map_err(os_err(what.clone()))?
-        .into_stream();
+    let mut stream = std::pin::pin!(read_ranges(
+        source.cold.store.clone(),
+        from,
+        meta.size,
+        what.clone()
+    ));
     let mut sink = object_store::buffered::BufWriter::new(target.cold.store.clone(), to_path);
     let mut crc = crc32fast::Hasher::new();
     let mut written = 0u64;
-    while let Some(chunk) = stream.try_next().await.map_err(os_err(what.clone()))? {
+    while let Some(chunk) = stream.try_next().await? {
         crc.update(&chunk);
         written += chunk.len() as u64;
         sink.write_all(&chunk).await.map_err(|source| Error::Io {
@@ -402,7 +401,7 @@ async fn copy_file(
             meta.size
         )));
     }
-    let (read_back, crc_back) = checksum(&target.cold.store, to).await?;
+    let (read_back, crc_back) = checksum(&target.cold.store, to, meta.size).await?;
     if read_back != meta.size || crc_back != expected {
         return Err(corrupt(format!(
             "read back {read_back} bytes with CRC32 {crc_back:08x}, wrote {written} with \
@@ -426,21 +425,62 @@ async fn copy_file(
     Ok(())
 }
 
-/// Size and CRC32 of an object, streamed.
-async fn checksum(store: &Arc<dyn ObjectStore>, path: &str) -> Result<(u64, u32)> {
+/// Size and CRC32 of an object expected to hold `size` bytes, streamed.
+async fn checksum(store: &Arc<dyn ObjectStore>, path: &str, size: u64) -> Result<(u64, u32)> {
     let what = format!("verifying {path}");
-    let mut stream = store
-        .get(&ObjectPath::from(path))
-        .await
-        .map_err(os_err(what.clone()))?
-        .into_stream();
+    let mut stream = std::pin::pin!(read_ranges(
+        store.clone(),
+        ObjectPath::from(path),
+        size,
+        what
+    ));
     let mut crc = crc32fast::Hasher::new();
     let mut n = 0u64;
-    while let Some(chunk) = stream.try_next().await.map_err(os_err(what.clone()))? {
+    while let Some(chunk) = stream.try_next().await? {
         crc.update(&chunk);
         n += chunk.len() as u64;
     }
     Ok((n, crc.finalize()))
+}
+
+/// Bytes per request when a move streams a file: a local store reads such a range in one call,
+/// where its own streams come in 8 KiB pieces, each a blocking task of its own (most of a large
+/// move's time).
+const READ_CHUNK: u64 = 8 << 20;
+
+/// The `size` bytes of `path` in ranged reads of [`READ_CHUNK`]; an object of another size is
+/// an error.
+fn read_ranges(
+    store: Arc<dyn ObjectStore>,
+    path: ObjectPath,
+    size: u64,
+    what: String,
+) -> impl futures::Stream<Item = Result<Bytes>> {
+    futures::stream::try_unfold(0u64, move |at| {
+        let (store, path, what) = (store.clone(), path.clone(), what.clone());
+        async move {
+            if at >= size {
+                return Ok(None);
+            }
+            let end = (at + READ_CHUNK).min(size);
+            let options = GetOptions {
+                range: Some(GetRange::Bounded(at..end)),
+                ..GetOptions::default()
+            };
+            let got = store
+                .get_opts(&path, options)
+                .await
+                .map_err(os_err(what.clone()))?;
+            if got.meta.size != size {
+                return Err(Error::Corrupt {
+                    what: format!("{what}: {path}"),
+                    reason: format!("{} bytes, the manifest says {size}", got.meta.size),
+                });
+            }
+            let bytes = got.bytes().await.map_err(os_err(what))?;
+            Ok(Some((bytes, end)))
+        }
+    })
 }
 
 /// Copies a partition entry by entry (`map` may rewrite an entry), then verifies the target

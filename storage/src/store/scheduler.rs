@@ -381,13 +381,14 @@ async fn stream_expiry_due(table: &TableHandle) -> Result<bool> {
 /// are kept; with `first_only`, the scan stops at the first expired one.
 async fn expired_entries(table: &TableHandle, first_only: bool) -> Result<(Vec<Bytes>, u64)> {
     let (mut expired, mut kept) = (Vec::new(), 0u64);
+    let cutoff = table.expiry_cutoff();
     let mut next = Some(ScanRequest::default().chunk_size(EXPIRY_CHUNK));
     while let Some(request) = next {
         let chunk = table.storage.hot.scan(&table.hot, &request).await?;
         next = chunk.resume;
         for (key, value) in chunk.entries {
             let sys = TableHandle::system_of(&value)?;
-            if sys.deleted || table.expired(sys.updated) {
+            if sys.deleted || cutoff.is_some_and(|c| sys.updated < c) {
                 expired.push(key);
                 if first_only {
                     return Ok((expired, kept));

@@ -354,13 +354,20 @@ impl TableHandle {
 
     /// Whether a STREAM row written at `updated_ns` is past its TTL.
     pub(crate) fn expired(&self, updated_ns: i64) -> bool {
+        self.expiry_cutoff()
+            .is_some_and(|cutoff| updated_ns < cutoff)
+    }
+
+    /// Rows last written before this instant (ns) are past a STREAM table's TTL now; `None`
+    /// when the table's rows do not expire. Many rows are checked against one cutoff.
+    pub(crate) fn expiry_cutoff(&self) -> Option<i64> {
         let def = self.definition();
         match (def.table_type, def.options.ttl_seconds) {
             (TableType::Stream, Some(ttl)) => {
                 let ttl_ns = i64::try_from(ttl.saturating_mul(1_000_000_000)).unwrap_or(i64::MAX);
-                updated_ns.saturating_add(ttl_ns) < self.storage.clock.now_nanos()
+                Some(self.storage.clock.now_nanos().saturating_sub(ttl_ns))
             }
-            _ => false,
+            _ => None,
         }
     }
 
