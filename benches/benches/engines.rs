@@ -73,12 +73,12 @@ impl Engine {
         }
     }
 
-    /// Operations per task and measured iteration: durable object-store writes wait for a WAL
-    /// upload, so those engines run fewer.
+    /// Operations per task and measured iteration (the tasks draw them from one budget):
+    /// durable object-store writes wait for a WAL upload, so those engines run fewer.
     fn ops_per_task(self) -> usize {
         match self {
-            Engine::ObjectStoreLocal => 200,
-            Engine::ObjectStoreSlow | Engine::FoyerOverObjectStoreSlow => 25,
+            Engine::ObjectStoreLocal => 1000,
+            Engine::ObjectStoreSlow | Engine::FoyerOverObjectStoreSlow => 100,
             _ => 2000,
         }
     }
@@ -309,22 +309,31 @@ impl Workload {
     }
 }
 
-/// Runs `ops_per_task` operations on each of TASKS tasks; returns every op's latency.
+/// Runs `ops_per_task` operations per task on TASKS tasks, drawn from one shared budget so
+/// that the tasks finish together (an iteration then measures the engine, not the task that
+/// happened to draw the most writes); returns every op's latency.
 async fn run_workload(
     target: &Target,
     workload: Workload,
     ops_per_task: usize,
     inserted: &Arc<AtomicU64>,
 ) -> Vec<Duration> {
+    let budget = Arc::new(AtomicU64::new((TASKS * ops_per_task) as u64));
     let handles: Vec<_> = (0..TASKS)
         .map(|t| {
             let target = target.clone();
             let inserted = inserted.clone();
+            let budget = budget.clone();
             tokio::spawn(async move {
                 let mut rng = StdRng::seed_from_u64(t as u64 * 7919 + 1);
                 let zipf = Zipf::new(RECORDS as f64, 0.99).expect("valid zipf parameters");
                 let mut latencies = Vec::with_capacity(ops_per_task);
-                for _ in 0..ops_per_task {
+                while budget
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                        left.checked_sub(1)
+                    })
+                    .is_ok()
+                {
                     let k = zipf.sample(&mut rng) as u64 - 1;
                     let roll: u32 = rng.random_range(0..100);
                     let started = Instant::now();

@@ -6,8 +6,9 @@
 //!   `ParquetRecordBatchReader` over the same data files with no deletes applied;
 //! - point get of a flushed row vs plain rust-rocksdb `get` of the same bytes;
 //! - inserts vs plain rust-rocksdb `WriteBatch` puts of the same keys and row bytes;
-//! - a storage move of 1M flushed rows + 10k hot rows (RocksDB + local Parquet to another
-//!   RocksDB + local directory, verified) vs a plain `object_store` get + put of the same files.
+//! - a storage move of 1M and of 10M flushed rows + 10k hot rows (RocksDB + local Parquet to
+//!   another RocksDB + local directory, verified) vs a plain `object_store` get + put of the
+//!   same files.
 //!
 //! Both sides of a pair run in this process, on the `kalamstore` binary's allocator (mimalloc).
 //! The flush and insert ratios pair each timed run with a baseline run just before or after
@@ -458,18 +459,29 @@ fn insert(c: &mut Criterion) {
     group.finish();
 }
 
-static MOVED_BYTES: Mutex<Option<u64>> = Mutex::new(None);
+/// Bytes of the flushed files each move bench moved, by its key.
+static MOVED_BYTES: Mutex<Option<HashMap<String, u64>>> = Mutex::new(None);
 
-fn move_table(c: &mut Criterion) {
+fn move_1m(c: &mut Criterion) {
+    move_table(c, ROWS, "move", "move 1M flushed + 10k hot rows");
+}
+
+fn move_10m(c: &mut Criterion) {
+    move_table(c, 10 * ROWS, "move-10m", "move 10M flushed + 10k hot rows");
+}
+
+/// Moves a table of `rows` flushed rows and 10k hot rows between two storages, against a plain
+/// get + put of its files; records under `key`.
+fn move_table(c: &mut Criterion, rows: i64, key: &str, title: &str) {
     use object_store::{ObjectStore, ObjectStoreExt};
 
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let (store, bytes) = rt.block_on(async {
         let store = fresh_store(dir.path()).await;
-        load(&store, 0..ROWS).await;
+        load(&store, 0..rows).await;
         store.flush_table(&table(), Scope::All).await.unwrap();
-        load(&store, ROWS..ROWS + 10_000).await;
+        load(&store, rows..rows + 10_000).await;
         store
             .create_storage(kalamstore::StorageDefinition {
                 id: StorageId::new("second").unwrap(),
@@ -497,8 +509,12 @@ fn move_table(c: &mut Criterion) {
             .sum();
         (store, bytes)
     });
-    *MOVED_BYTES.lock().unwrap() = Some(bytes);
-    let mut group = c.benchmark_group("move 1M flushed + 10k hot rows");
+    MOVED_BYTES
+        .lock()
+        .unwrap()
+        .get_or_insert_default()
+        .insert(key.to_owned(), bytes);
+    let mut group = c.benchmark_group(title);
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(30));
     let storages = [StorageId::new("second").unwrap(), StorageId::local()];
@@ -513,7 +529,7 @@ fn move_table(c: &mut Criterion) {
                 rt.block_on(store.move_table(&table(), to)).unwrap();
                 total += start.elapsed();
             }
-            record("move/ours", total, iters);
+            record(&format!("{key}/ours"), total, iters);
             total
         })
     });
@@ -554,7 +570,7 @@ fn move_table(c: &mut Criterion) {
                 });
                 total += start.elapsed();
             }
-            record("move/baseline", total, iters);
+            record(&format!("{key}/baseline"), total, iters);
             total
         })
     });
@@ -613,6 +629,13 @@ fn report(_: &mut Criterion) {
             "object_store get + put",
             "MB/s reported",
         ),
+        (
+            "move 10M flushed + 10k hot rows",
+            "move-10m",
+            "move_table (copy + verify + switch)",
+            "object_store get + put",
+            ">= 0.33x speed",
+        ),
     ];
     let path = tables_results_path();
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -629,9 +652,11 @@ fn report(_: &mut Criterion) {
             ours_secs: mean(&format!("{key}/ours")),
             baseline_secs: mean(&format!("{key}/baseline")),
             target: target.into(),
-            bytes: (key == "move")
-                .then(|| *MOVED_BYTES.lock().unwrap())
-                .flatten(),
+            bytes: MOVED_BYTES
+                .lock()
+                .unwrap()
+                .as_ref()
+                .and_then(|moved| moved.get(key).copied()),
         };
         if r.ours_secs.is_finite() && r.baseline_secs.is_finite() {
             writeln!(out, "{}", serde_json::to_string(&r).unwrap()).unwrap();
@@ -639,5 +664,7 @@ fn report(_: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, flush, scan, point_get, insert, move_table, report);
+criterion_group!(
+    benches, flush, scan, point_get, insert, move_1m, move_10m, report
+);
 criterion_main!(benches);
