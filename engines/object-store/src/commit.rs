@@ -5,8 +5,9 @@
 //! flush covers every write buffered before it started, so every writer that joined before it
 //! started is durable when it ends. Before each flush the leader lingers briefly (at most a
 //! quarter of the last flush's time, and never past [`MAX_LINGER`]) until the writers the last
-//! flush released and those that joined during it all wait again: without that, writers released by one flush come back just
-//! after the next one started and wait for two flushes instead of one.
+//! flush released and those that joined during it all wait again: without that, writers
+//! released by one flush come back just after the next one started and wait for two flushes
+//! instead of one.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
