@@ -38,7 +38,7 @@ use foyer::{
     BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
     HybridCachePolicy, LruConfig, RecoverMode, Spawner, StorageKey, StorageValue,
 };
-use foyer::{HybridCacheProperties, Location};
+use foyer::{HybridCacheProperties, Location, Source};
 use kalamstore_storage::backend::{
     BackendStats, Capabilities, Partition, ScanChunk, ScanRequest, StorageBackend, WriteBatch,
     WriteOp,
@@ -409,8 +409,25 @@ impl<B: StorageBackend + ?Sized> FoyerBackend<B> {
 
     /// The cached entry of `key`, unless unknown; a cache failure (e.g. a disk read error) is
     /// only a miss, since the inner engine still has the data.
-    async fn cached(&self, key: &CacheKey) -> Option<Option<Bytes>> {
+    ///
+    /// foyer puts a disk hit back into the memory tier while it loads it. A write of the stripe
+    /// since `began` (the stripe's generation before the lookup) may have cached its value
+    /// first, which that copy now shadows: then the entry is marked unknown (the next read
+    /// fills it from the inner engine) and this read is a miss.
+    async fn cached(&self, key: &CacheKey, stripe: usize, began: u64) -> Option<Option<Bytes>> {
         let entry = self.cache.cache.get(key).await.ok().flatten()?;
+        if entry.source() == Source::Disk {
+            let generation = self.stripes[stripe].lock();
+            if *generation != began {
+                let memory_only = HybridCacheProperties::default().with_location(Location::InMem);
+                self.cache.cache.insert_with_properties(
+                    key.clone(),
+                    CacheValue::Unknown,
+                    memory_only,
+                );
+                return None;
+            }
+        }
         match entry.value() {
             CacheValue::Present(b) => Some(Some(b.clone())),
             CacheValue::Absent => Some(None),
@@ -484,12 +501,12 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
     async fn get(&self, partition: &Partition, key: &[u8]) -> Result<Option<Bytes>> {
         self.check_open()?;
         let ck = self.cache_key(partition, key, false);
-        if let Some(value) = self.cached(&ck).await {
+        let stripe = self.stripe_of(&ck);
+        let began = self.generation(stripe);
+        if let Some(value) = self.cached(&ck, stripe, began).await {
             self.counters.hit(value.as_ref().map_or(0, Bytes::len));
             return Ok(value);
         }
-        let stripe = self.stripe_of(&ck);
-        let began = self.generation(stripe);
         let value = self.inner.get(partition, key).await?;
         self.counters.miss(value.as_ref().map_or(0, Bytes::len));
         self.end_fill(stripe, began, ck, CacheValue::of(value.clone()));
