@@ -13,14 +13,23 @@
 //!   sections). A fill inserts what it read only if its stripe's generation did not move while
 //!   it read, so a fill that read an old value never lands after the write that replaced it; a
 //!   write caches its value only if no other write of its stripe overlapped it, otherwise it
-//!   leaves an "unknown" marker that the next read fills;
+//!   removes the key from memory and the next read fills it;
+//! - only this type inserts into the memory tier, always under the key's stripe lock, so a
+//!   memory hit is current. The disk tier is not trusted that way: foyer writes evicted entries
+//!   asynchronously, can write an entry evicted just before a newer write after that write's
+//!   tombstone, and drops writes under load, so an older copy can outlive a newer value. Every
+//!   cached value carries a stamp (the process and the stripe generation at which it was
+//!   current); a disk copy is served only while its stripe's generation still equals its stamp,
+//!   i.e. no write of the stripe began since. Otherwise it is a miss and the inner engine
+//!   answers;
 //! - scans always go to the inner engine: the cache holds single keys and cannot tell whether
 //!   it holds every key of a range;
 //! - dropping a partition, or deleting a range in it, moves it to a new epoch once the inner
 //!   engine applied the change, which makes every old cache key unreachable;
 //! - the disk tier reopens warm only after a clean close, when the inner engine's state token
 //!   is unchanged, and only for partitions the last process did not write (their entries were
-//!   all filled from that unchanged state); otherwise it starts cold (see `warm`).
+//!   all filled from that unchanged state); otherwise it starts cold (see `warm`). A copy
+//!   stamped by an earlier process is served while this process has not written its partition.
 
 mod config;
 mod error;
@@ -38,7 +47,7 @@ use foyer::{
     BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
     HybridCachePolicy, LruConfig, RecoverMode, Spawner, StorageKey, StorageValue,
 };
-use foyer::{HybridCacheProperties, Location, Source};
+use foyer::{HybridCacheProperties, Load, Location};
 use kalamstore_storage::backend::{
     BackendStats, Capabilities, Partition, ScanChunk, ScanRequest, StorageBackend, WriteBatch,
     WriteOp,
@@ -51,8 +60,10 @@ pub use config::FoyerConfig;
 use error::{ENGINE, FoyerError};
 pub use range_cache::RangeCachedStore;
 
-/// Number of stripes (generations) ordering fills against writes.
-const STRIPES: usize = 1024;
+/// Number of stripes (generations) ordering fills against writes. A write makes the disk
+/// copies of every key of its stripe miss once, so more stripes keep more of the disk tier
+/// usable under writes (16 bytes each).
+const STRIPES: usize = 1 << 14;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, Serialize, Deserialize)]
 struct CacheKey {
@@ -60,29 +71,26 @@ struct CacheKey {
     key: Bytes,
 }
 
-/// What the cache holds for a key.
+/// What the cache holds for a key: its value (`None`: the key is absent) and when that was
+/// the inner engine's value.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-enum CacheValue {
-    /// The key's value.
-    Present(Bytes),
-    /// The key is absent.
-    Absent,
-    /// Overlapping writes changed the key: nothing is known, the next read fills it. Kept in
-    /// memory only; it shadows older copies of the key on disk or on their way there.
-    Unknown,
+struct CacheValue {
+    stamp: Stamp,
+    value: Option<Bytes>,
 }
 
 impl CacheValue {
-    fn of(value: Option<Bytes>) -> Self {
-        value.map_or(Self::Absent, Self::Present)
-    }
-
     fn len(&self) -> usize {
-        match self {
-            Self::Present(b) => b.len(),
-            Self::Absent | Self::Unknown => 0,
-        }
+        self.value.as_ref().map_or(0, Bytes::len)
     }
+}
+
+/// When a cached value was current: the process that cached it and its stripe's generation
+/// then. The value stays current while that generation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Stamp {
+    incarnation: u64,
+    generation: u64,
 }
 
 /// A foyer hybrid cache plus the runtime its disk tier runs on.
@@ -211,6 +219,8 @@ pub struct FoyerBackend<B: ?Sized> {
     /// Current epoch of each partition seen so far.
     epochs: parking_lot::RwLock<HashMap<Partition, PartitionEpoch>>,
     next_epoch: AtomicU64,
+    /// This process's (this open's) stamp incarnation, random.
+    incarnation: u64,
     counters: Arc<CacheCounters>,
     closed: AtomicBool,
 }
@@ -222,7 +232,7 @@ impl<B: ?Sized> std::fmt::Debug for FoyerBackend<B> {
 }
 
 fn weigh(key: &CacheKey, value: &CacheValue) -> usize {
-    key.key.len() + value.len() + 48
+    key.key.len() + value.len() + 64
 }
 
 /// The epochs a clean close hands to the next open: `next_epoch`, then each partition that
@@ -293,6 +303,8 @@ impl<B: StorageBackend + ?Sized> FoyerBackend<B> {
             stripe_hasher: std::hash::RandomState::new(),
             epochs: parking_lot::RwLock::new(epochs),
             next_epoch: AtomicU64::new(next_epoch),
+            // A fresh `RandomState` carries fresh random keys: two opens differ but by chance.
+            incarnation: std::hash::RandomState::new().hash_one(std::process::id()),
             counters,
             closed: AtomicBool::new(false),
         })
@@ -365,74 +377,90 @@ impl<B: StorageBackend + ?Sized> FoyerBackend<B> {
         *generation
     }
 
-    /// A write's end, after the inner engine applied it: caches the written values of the
-    /// stripe's keys when no other write of the stripe began or ended since `began`, else
-    /// marks them unknown. Either replaces whatever the cache held.
+    /// A write's end, after the inner engine applied it (or failed, `applied` false): caches
+    /// the written values of the stripe's keys when the write applied and no other write of
+    /// the stripe began or ended since `began`; otherwise removes them from memory (nothing is
+    /// known: the next read fills them).
     fn end_write(
         &self,
         stripe: usize,
         began: u64,
-        written: impl IntoIterator<Item = (CacheKey, CacheValue)>,
+        applied: bool,
+        written: impl IntoIterator<Item = (CacheKey, Option<Bytes>)>,
     ) {
         let mut generation = self.stripes[stripe].lock();
         *generation += 1;
-        let alone = *generation == began + 1;
+        let known = applied && *generation == began + 1;
+        let stamp = Stamp {
+            incarnation: self.incarnation,
+            generation: *generation,
+        };
         let disk = self.cache.cache.storage();
         for (key, value) in written {
-            // The insert below replaces the memory copy. An older disk copy, written or still
-            // queued (`may_contains` sees both), is tombstoned; a key the disk tier does not
-            // hold needs no tombstone: a copy evicted after this check is queued with a later
-            // sequence than any tombstone written now, so one would not stop it either (the
-            // newer value's own eviction supersedes it).
+            // Older disk copies can no longer be served (their stamps are older than the
+            // generation now); a tombstone just spares the disk read of one.
             if disk.may_contains(&key) {
                 disk.delete(&key);
             }
-            if alone {
-                self.cache.cache.insert(key, value);
+            if known {
+                self.cache.cache.insert(key, CacheValue { stamp, value });
             } else {
-                let memory_only = HybridCacheProperties::default().with_location(Location::InMem);
-                self.cache
-                    .cache
-                    .insert_with_properties(key, CacheValue::Unknown, memory_only);
+                self.cache.cache.memory().remove(&key);
             }
         }
     }
 
     /// A fill's end: caches what the inner engine returned unless a write of the stripe began
     /// or ended since the fill began (`began` is the generation then).
-    fn end_fill(&self, stripe: usize, began: u64, key: CacheKey, value: CacheValue) {
+    fn end_fill(&self, stripe: usize, began: u64, key: CacheKey, value: Option<Bytes>) {
         let generation = self.stripes[stripe].lock();
         if *generation == began {
-            self.cache.cache.insert(key, value);
+            let stamp = Stamp {
+                incarnation: self.incarnation,
+                generation: began,
+            };
+            self.cache.cache.insert(key, CacheValue { stamp, value });
         }
     }
 
-    /// The cached entry of `key`, unless unknown; a cache failure (e.g. a disk read error) is
-    /// only a miss, since the inner engine still has the data.
-    ///
-    /// foyer puts a disk hit back into the memory tier while it loads it. A write of the stripe
-    /// since `began` (the stripe's generation before the lookup) may have cached its value
-    /// first, which that copy now shadows: then the entry is marked unknown (the next read
-    /// fills it from the inner engine) and this read is a miss.
-    async fn cached(&self, key: &CacheKey, stripe: usize, began: u64) -> Option<Option<Bytes>> {
-        let entry = self.cache.cache.get(key).await.ok().flatten()?;
-        if entry.source() == Source::Disk {
-            let generation = self.stripes[stripe].lock();
-            if *generation != began {
-                let memory_only = HybridCacheProperties::default().with_location(Location::InMem);
-                self.cache.cache.insert_with_properties(
-                    key.clone(),
-                    CacheValue::Unknown,
-                    memory_only,
-                );
-                return None;
-            }
+    /// The disk tier's copy of `key` if it is still current, which then goes back into memory;
+    /// a cache failure (e.g. a disk read error) is only a miss, since the inner engine still
+    /// has the data.
+    async fn disk_copy(
+        &self,
+        partition: &Partition,
+        key: &CacheKey,
+        stripe: usize,
+    ) -> Option<Option<Bytes>> {
+        self.cache.disk_dir.as_ref()?;
+        let copy = match self.cache.cache.storage().load(key).await.ok()? {
+            Load::Entry { value, .. } => value,
+            Load::Piece { piece, .. } => piece.value().clone(),
+            Load::Throttled | Load::Miss => return None,
+        };
+        let generation = self.stripes[stripe].lock();
+        let current = if copy.stamp.incarnation == self.incarnation {
+            copy.stamp.generation == *generation
+        } else {
+            // Cached by an earlier process: the partition's epoch was handed over by a clean
+            // close that had not written it, so the copy is current until this process
+            // writes the partition (a write marks it before it begins).
+            self.epochs
+                .read()
+                .get(partition)
+                .is_some_and(|s| s.epoch == key.epoch && !s.written.load(Ordering::Relaxed))
+        };
+        if !current {
+            return None;
         }
-        match entry.value() {
-            CacheValue::Present(b) => Some(Some(b.clone())),
-            CacheValue::Absent => Some(None),
-            CacheValue::Unknown => None,
-        }
+        // Memory only: the disk tier holds this copy already. Under the stripe lock, so a
+        // write of the key replaces it.
+        let memory_only = HybridCacheProperties::default().with_location(Location::InMem);
+        let value = copy.value.clone();
+        self.cache
+            .cache
+            .insert_with_properties(key.clone(), copy, memory_only);
+        Some(value)
     }
 
     /// The marker for the next open: the inner engine's state now and the epochs of the
@@ -501,15 +529,20 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
     async fn get(&self, partition: &Partition, key: &[u8]) -> Result<Option<Bytes>> {
         self.check_open()?;
         let ck = self.cache_key(partition, key, false);
+        if let Some(entry) = self.cache.cache.memory().get(&ck) {
+            let value = entry.value().value.clone();
+            self.counters.hit(value.as_ref().map_or(0, Bytes::len));
+            return Ok(value);
+        }
         let stripe = self.stripe_of(&ck);
         let began = self.generation(stripe);
-        if let Some(value) = self.cached(&ck, stripe, began).await {
+        if let Some(value) = self.disk_copy(partition, &ck, stripe).await {
             self.counters.hit(value.as_ref().map_or(0, Bytes::len));
             return Ok(value);
         }
         let value = self.inner.get(partition, key).await?;
         self.counters.miss(value.as_ref().map_or(0, Bytes::len));
-        self.end_fill(stripe, began, ck, CacheValue::of(value.clone()));
+        self.end_fill(stripe, began, ck, value.clone());
         Ok(value)
     }
 
@@ -519,12 +552,8 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
         let stripe = self.stripe_of(&ck);
         let began = self.begin_write(stripe);
         let result = self.inner.put(partition, key, value.clone()).await;
-        // Ended on failure too (as unknown: the write may or may not have applied).
-        let cached = match &result {
-            Ok(()) => CacheValue::Present(value),
-            Err(_) => CacheValue::Unknown,
-        };
-        self.end_write(stripe, began, [(ck, cached)]);
+        // Ended on failure too (the write may or may not have applied).
+        self.end_write(stripe, began, result.is_ok(), [(ck, Some(value))]);
         result
     }
 
@@ -534,11 +563,7 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
         let stripe = self.stripe_of(&ck);
         let began = self.begin_write(stripe);
         let result = self.inner.delete(partition, key).await;
-        let cached = match &result {
-            Ok(()) => CacheValue::Absent,
-            Err(_) => CacheValue::Unknown,
-        };
-        self.end_write(stripe, began, [(ck, cached)]);
+        self.end_write(stripe, began, result.is_ok(), [(ck, None)]);
         result
     }
 
@@ -554,14 +579,14 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
             .collect();
         // Each stripe's keys begin and end one write together; a later op on the same key is
         // cached after the earlier one, so it wins, as in the inner engine.
-        let mut stripes: HashMap<usize, (u64, Vec<(CacheKey, CacheValue)>)> = HashMap::new();
+        let mut stripes: HashMap<usize, (u64, Vec<(CacheKey, Option<Bytes>)>)> = HashMap::new();
         for op in &batch.ops {
             if ranged.contains(op.partition()) {
                 continue;
             }
             let value = match op {
-                WriteOp::Put { value, .. } => CacheValue::Present(value.clone()),
-                WriteOp::Delete { .. } | WriteOp::DeleteRange { .. } => CacheValue::Absent,
+                WriteOp::Put { value, .. } => Some(value.clone()),
+                WriteOp::Delete { .. } | WriteOp::DeleteRange { .. } => None,
             };
             let ck = self.cache_key(op.partition(), op.key(), true);
             let stripe = self.stripe_of(&ck);
@@ -578,11 +603,7 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
         }
         let applied = result.is_ok();
         for (stripe, (began, written)) in stripes {
-            let written = written.into_iter().map(|(ck, value)| match applied {
-                true => (ck, value),
-                false => (ck, CacheValue::Unknown),
-            });
-            self.end_write(stripe, began, written);
+            self.end_write(stripe, began, applied, written);
         }
         result
     }

@@ -1,7 +1,7 @@
 //! The foyer cache against the conformance suite, a stale-read stress test and the range cache.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 
 use async_trait::async_trait;
 use kalamstore_storage::MemoryBackend;
@@ -31,13 +31,15 @@ fn p(name: &str) -> Partition {
 }
 
 /// A `MemoryBackend` whose next `get` can be held after it read its value, so a test can
-/// write the key while that read's fill is in flight.
-#[derive(Debug)]
+/// write the key while that read's fill is in flight. Its state token counts the writes, and
+/// it outlives a cache's close (as a reopened engine would), so a cache over it can reopen warm.
+#[derive(Debug, Default)]
 struct Gated {
     inner: MemoryBackend,
     hold_next_get: AtomicBool,
     read: tokio::sync::Notify,
     release: tokio::sync::Notify,
+    writes: AtomicU64,
 }
 
 #[async_trait]
@@ -69,12 +71,15 @@ impl StorageBackend for Gated {
         value
     }
     async fn put(&self, partition: &Partition, key: Bytes, value: Bytes) -> Result<()> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
         self.inner.put(partition, key, value).await
     }
     async fn delete(&self, partition: &Partition, key: &[u8]) -> Result<()> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
         self.inner.delete(partition, key).await
     }
     async fn batch(&self, batch: WriteBatch) -> Result<()> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
         self.inner.batch(batch).await
     }
     async fn scan(&self, partition: &Partition, request: &ScanRequest) -> Result<ScanChunk> {
@@ -83,11 +88,16 @@ impl StorageBackend for Gated {
     async fn flush(&self) -> Result<()> {
         self.inner.flush().await
     }
+    async fn state_token(&self) -> Result<Option<Vec<u8>>> {
+        Ok(Some(
+            self.writes.load(Ordering::SeqCst).to_le_bytes().to_vec(),
+        ))
+    }
     async fn stats(&self) -> Result<BackendStats> {
         self.inner.stats().await
     }
     async fn close(&self) -> Result<()> {
-        self.inner.close().await
+        Ok(())
     }
 }
 
@@ -96,12 +106,7 @@ impl StorageBackend for Gated {
 /// the old value. The cache must keep serving the write's value.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fill_that_read_an_old_value_never_lands_after_the_write() {
-    let inner = Arc::new(Gated {
-        inner: MemoryBackend::new(),
-        hold_next_get: AtomicBool::new(false),
-        read: tokio::sync::Notify::new(),
-        release: tokio::sync::Notify::new(),
-    });
+    let inner = Arc::new(Gated::default());
     let cache = Arc::new(
         FoyerBackend::new(inner.clone(), FoyerConfig::memory(1 << 20))
             .await
@@ -251,6 +256,121 @@ async fn a_dropped_and_recreated_partition_serves_no_cached_values() {
     backend.drop_partition(&p("t")).await.unwrap();
     backend.create_partition(&p("t")).await.unwrap();
     assert_eq!(backend.get(&p("t"), b"k").await.unwrap(), None);
+}
+
+/// foyer can write an entry evicted just before a newer write to disk after that write's
+/// tombstone, and can drop the newer value's own disk write: then the disk tier holds only
+/// the older copy. The cache must not serve it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_older_copy_that_reaches_disk_after_a_newer_write_is_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = FoyerConfig::hybrid(1 << 20, dir.path(), 16 << 20);
+    let backend = FoyerBackend::new(Arc::new(MemoryBackend::new()), config)
+        .await
+        .unwrap();
+    let t = p("t");
+    backend.create_partition(&t).await.unwrap();
+    let (key, new) = (Bytes::from_static(b"k"), Bytes::from_static(b"new"));
+    backend
+        .put(&t, key.clone(), Bytes::from_static(b"old"))
+        .await
+        .unwrap();
+    let ck = backend.cache_key(&t, &key, false);
+    let old = backend
+        .cache
+        .cache
+        .memory()
+        .get(&ck)
+        .unwrap()
+        .value()
+        .clone();
+    backend.put(&t, key.clone(), new.clone()).await.unwrap();
+    // The old entry reaches disk after the write; the new one leaves memory without a copy.
+    let disk = backend.cache.cache.storage();
+    backend
+        .cache
+        .cache
+        .storage_writer(ck.clone())
+        .force()
+        .insert(old);
+    backend.cache.cache.memory().remove(&ck);
+    disk.wait().await;
+    match disk.load(&ck).await.unwrap() {
+        Load::Entry { value, .. } => assert_eq!(value.value.as_deref(), Some(b"old".as_slice())),
+        other => panic!("the disk tier should hold the old copy, got {other:?}"),
+    }
+    assert_eq!(backend.get(&t, &key).await.unwrap(), Some(new.clone()));
+    // The read refilled memory with the current value.
+    assert_eq!(backend.get(&t, &key).await.unwrap(), Some(new));
+    backend.close().await.unwrap();
+}
+
+/// After a warm reopen, a copy cached by the earlier process is served until this process
+/// writes its partition; from then on it is not, even when it is all the disk tier holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_from_an_earlier_process_is_served_only_until_its_partition_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = Arc::new(Gated::default());
+    let open = || {
+        FoyerBackend::new(
+            inner.clone(),
+            FoyerConfig::hybrid(1 << 20, dir.path(), 16 << 20),
+        )
+    };
+    let t = p("t");
+    let old = Bytes::from_static(b"old");
+    inner.create_partition(&t).await.unwrap();
+    for key in [b"a", b"b"] {
+        inner
+            .put(&t, Bytes::from_static(key), old.clone())
+            .await
+            .unwrap();
+    }
+    // The first process only reads; its clean close hands its entries over.
+    let first = open().await.unwrap();
+    for key in [b"a", b"b"] {
+        assert_eq!(first.get(&t, key).await.unwrap(), Some(old.clone()));
+    }
+    first.close().await.unwrap();
+
+    let second = open().await.unwrap();
+    assert_eq!(second.get(&t, b"a").await.unwrap(), Some(old.clone()));
+    let stats = second.counters().snapshot();
+    assert!(stats.warm_start);
+    assert_eq!((stats.hits, stats.misses), (1, 0));
+    let ck = second.cache_key(&t, b"a", false);
+    let old_copy = second
+        .cache
+        .cache
+        .memory()
+        .get(&ck)
+        .unwrap()
+        .value()
+        .clone();
+
+    let new = Bytes::from_static(b"new");
+    second
+        .put(&t, Bytes::from_static(b"a"), new.clone())
+        .await
+        .unwrap();
+    // b's copy is still on disk but no longer trusted: the inner engine answers.
+    assert_eq!(second.get(&t, b"b").await.unwrap(), Some(old));
+    assert_eq!(second.counters().snapshot().misses, 1);
+    // a's old copy reaches disk after the write and the new value leaves memory without one.
+    second
+        .cache
+        .cache
+        .storage_writer(ck.clone())
+        .force()
+        .insert(old_copy);
+    second.cache.cache.memory().remove(&ck);
+    second.cache.cache.storage().wait().await;
+    assert!(matches!(
+        second.cache.cache.storage().load(&ck).await.unwrap(),
+        Load::Entry { .. }
+    ));
+    assert_eq!(second.get(&t, b"a").await.unwrap(), Some(new));
+    second.close().await.unwrap();
 }
 
 /// Counts `get_ranges` calls that reach the wrapped store.

@@ -11,7 +11,9 @@ use crate::error::FoyerError;
 
 /// File name of the marker inside the disk tier's directory.
 const FILE: &str = "kalamstore-warm";
-const MAGIC: &[u8; 16] = b"kalamstore-warm2";
+/// The marker's format and that of the cached entries: a marker of another version means a
+/// cold start.
+const MAGIC: &[u8; 16] = b"kalamstore-warm3";
 
 /// What a clean close leaves for the next open.
 #[derive(Debug, Clone, PartialEq, Eq)]
