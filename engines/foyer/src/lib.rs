@@ -7,7 +7,8 @@
 //! - `get` serves from the cache, filling a miss from the inner engine (absent keys are cached
 //!   as negative entries);
 //! - writes go to the inner engine first, then replace the cached entry (insert the new value,
-//!   and tombstone the disk copy when the disk tier holds or queues one);
+//!   and tombstone the disk copy when the disk tier holds or queues one); a bulk batch (more
+//!   than `BULK_OPS` ops) updates only keys already in memory, so a load keeps the cache;
 //! - no lock is held across a call to the inner engine. Keys hash to stripes, each with a
 //!   generation that every write bumps before and after its inner write (two short critical
 //!   sections). A fill inserts what it read only if its stripe's generation did not move while
@@ -70,6 +71,9 @@ struct CacheKey {
     epoch: u64,
     key: Bytes,
 }
+
+/// A batch of more ops than this is a bulk write: it updates only the keys already in memory.
+const BULK_OPS: usize = 64;
 
 /// What the cache holds for a key: its value (`None`: the key is absent) and when that was
 /// the inner engine's value.
@@ -380,12 +384,15 @@ impl<B: StorageBackend + ?Sized> FoyerBackend<B> {
     /// A write's end, after the inner engine applied it (or failed, `applied` false): caches
     /// the written values of the stripe's keys when the write applied and no other write of
     /// the stripe began or ended since `began`; otherwise removes them from memory (nothing is
-    /// known: the next read fills them).
+    /// known: the next read fills them). A `bulk` write only updates keys the memory tier
+    /// holds: the others stay out until a read fills them (every older copy of them is
+    /// stamped with an older generation), so a bulk load does not push the cached keys out.
     fn end_write(
         &self,
         stripe: usize,
         began: u64,
         applied: bool,
+        bulk: bool,
         written: impl IntoIterator<Item = (CacheKey, Option<Bytes>)>,
     ) {
         let mut generation = self.stripes[stripe].lock();
@@ -402,10 +409,11 @@ impl<B: StorageBackend + ?Sized> FoyerBackend<B> {
             if disk.may_contains(&key) {
                 disk.delete(&key);
             }
-            if known {
+            let memory = self.cache.cache.memory();
+            if !known {
+                memory.remove(&key);
+            } else if !bulk || memory.contains(&key) {
                 self.cache.cache.insert(key, CacheValue { stamp, value });
-            } else {
-                self.cache.cache.memory().remove(&key);
             }
         }
     }
@@ -553,7 +561,7 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
         let began = self.begin_write(stripe);
         let result = self.inner.put(partition, key, value.clone()).await;
         // Ended on failure too (the write may or may not have applied).
-        self.end_write(stripe, began, result.is_ok(), [(ck, Some(value))]);
+        self.end_write(stripe, began, result.is_ok(), false, [(ck, Some(value))]);
         result
     }
 
@@ -563,7 +571,7 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
         let stripe = self.stripe_of(&ck);
         let began = self.begin_write(stripe);
         let result = self.inner.delete(partition, key).await;
-        self.end_write(stripe, began, result.is_ok(), [(ck, None)]);
+        self.end_write(stripe, began, result.is_ok(), false, [(ck, None)]);
         result
     }
 
@@ -595,6 +603,7 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
         for (stripe, (began, _)) in &mut stripes {
             *began = self.begin_write(*stripe);
         }
+        let bulk = batch.ops.len() > BULK_OPS;
         let result = self.inner.batch(batch).await;
         // After the inner engine applied the range delete (or may have, on an error): a fill
         // that read the old rows inserts them under the old epoch, which nobody reads again.
@@ -603,7 +612,7 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
         }
         let applied = result.is_ok();
         for (stripe, (began, written)) in stripes {
-            self.end_write(stripe, began, applied, written);
+            self.end_write(stripe, began, applied, bulk, written);
         }
         result
     }

@@ -155,6 +155,17 @@ async fn a_fill_that_read_an_old_value_never_lands_after_the_write() {
 /// acknowledged write of that key, which each task tracks for the keys it owns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_and_readers_never_see_a_stale_value() {
+    storm(0).await;
+}
+
+/// The same storm with bulk batches (each batch's key is first overwritten `BULK_OPS` times).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bulk_batches_in_a_storm_never_leave_a_stale_value() {
+    storm(BULK_OPS).await;
+}
+
+/// Runs the stress test; each batch first puts its key `overwrites` more times.
+async fn storm(overwrites: usize) {
     let dir = tempfile::tempdir().unwrap();
     let config = FoyerConfig {
         block_bytes: 64 << 10,
@@ -202,7 +213,9 @@ async fn concurrent_writers_and_readers_never_see_a_stale_value() {
                             let other_id = ((state >> 20) % keys_per_task) * tasks + t;
                             let value = Bytes::from(format!("{t}-{round}-batch"));
                             let mut batch = WriteBatch::new();
-                            batch.put(&p("t"), key.clone(), Bytes::from_static(b"overwritten"));
+                            for _ in 0..=overwrites {
+                                batch.put(&p("t"), key.clone(), Bytes::from_static(b"overwritten"));
+                            }
                             batch.delete(&p("t"), Bytes::from(other_id.to_be_bytes().to_vec()));
                             batch.put(&p("t"), key, value.clone());
                             backend.batch(batch).await.unwrap();
@@ -371,6 +384,60 @@ async fn a_copy_from_an_earlier_process_is_served_only_until_its_partition_is_wr
     ));
     assert_eq!(second.get(&t, b"a").await.unwrap(), Some(new));
     second.close().await.unwrap();
+}
+
+/// A bulk batch updates the keys memory holds and leaves the others out; every key then reads
+/// the batch's value, whether its old value was in memory, only on disk, or not cached.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bulk_batch_updates_the_cached_keys_and_leaves_the_others_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = FoyerConfig::hybrid(1 << 20, dir.path(), 16 << 20);
+    let backend = FoyerBackend::new(Arc::new(MemoryBackend::new()), config)
+        .await
+        .unwrap();
+    let t = p("t");
+    backend.create_partition(&t).await.unwrap();
+    let key = |i: u8| Bytes::from(vec![i]);
+    for i in 0..100 {
+        backend
+            .put(&t, key(i), Bytes::from_static(b"v1"))
+            .await
+            .unwrap();
+    }
+    // Keys 0-99 go to disk; 0-49 come back into memory.
+    backend.cache.cache.memory().evict_all();
+    backend.cache.cache.storage().wait().await;
+    for i in 0..50 {
+        assert_eq!(
+            backend.get(&t, &[i]).await.unwrap().as_deref(),
+            Some(b"v1".as_slice())
+        );
+    }
+    let mut batch = WriteBatch::new();
+    for i in 0..200 {
+        batch.put(&t, key(i), Bytes::from_static(b"v2"));
+    }
+    backend.batch(batch).await.unwrap();
+    let before = backend.counters().snapshot();
+    for i in 0..200u8 {
+        let cached = backend
+            .cache
+            .cache
+            .memory()
+            .contains(&backend.cache_key(&t, &[i], false));
+        assert_eq!(cached, i < 50, "key {i}");
+        assert_eq!(
+            backend.get(&t, &[i]).await.unwrap().as_deref(),
+            Some(b"v2".as_slice()),
+            "key {i}"
+        );
+    }
+    let after = backend.counters().snapshot();
+    assert_eq!(
+        (after.hits - before.hits, after.misses - before.misses),
+        (50, 150)
+    );
+    backend.close().await.unwrap();
 }
 
 /// Counts `get_ranges` calls that reach the wrapped store.
