@@ -8,20 +8,21 @@
 //!   as negative entries);
 //! - writes go to the inner engine first, then replace the cached entry (insert the new value,
 //!   and tombstone the disk copy when the disk tier holds or queues one); a bulk batch (more
-//!   than `BULK_OPS` ops) updates only keys already in memory, so a load keeps the cache;
+//!   than `BULK_OPS` ops) only takes its keys out of memory, so a load keeps the cache;
 //! - no lock is held across a call to the inner engine. Keys hash to stripes, each with a
 //!   generation that every write bumps before and after its inner write (two short critical
-//!   sections). A fill inserts what it read only if its stripe's generation did not move while
-//!   it read, so a fill that read an old value never lands after the write that replaced it; a
-//!   write caches its value only if no other write of its stripe overlapped it, otherwise it
-//!   removes the key from memory and the next read fills it;
+//!   sections; a bulk batch, which caches nothing, only after). A fill inserts what it read
+//!   only if its stripe's generation did not move while it read, so a fill that read an old
+//!   value never lands after the write that replaced it; a write caches its value only if no
+//!   other write of its stripe overlapped it, otherwise it removes the key from memory and the
+//!   next read fills it;
 //! - only this type inserts into the memory tier, always under the key's stripe lock, so a
 //!   memory hit is current. The disk tier is not trusted that way: foyer writes evicted entries
 //!   asynchronously, can write an entry evicted just before a newer write after that write's
 //!   tombstone, and drops writes under load, so an older copy can outlive a newer value. Every
 //!   cached value carries a stamp (the process and the stripe generation at which it was
 //!   current); a disk copy is served only while its stripe's generation still equals its stamp,
-//!   i.e. no write of the stripe began since. Otherwise it is a miss and the inner engine
+//!   i.e. no write of the stripe began or ended since. Otherwise it is a miss and the inner engine
 //!   answers;
 //! - scans always go to the inner engine: the cache holds single keys and cannot tell whether
 //!   it holds every key of a range;
@@ -72,7 +73,7 @@ struct CacheKey {
     key: Bytes,
 }
 
-/// A batch of more ops than this is a bulk write: it updates only the keys already in memory.
+/// A batch of more ops than this is a bulk write: it only takes its keys out of memory.
 const BULK_OPS: usize = 64;
 
 /// What the cache holds for a key: its value (`None`: the key is absent) and when that was
@@ -384,15 +385,12 @@ impl<B: StorageBackend + ?Sized> FoyerBackend<B> {
     /// A write's end, after the inner engine applied it (or failed, `applied` false): caches
     /// the written values of the stripe's keys when the write applied and no other write of
     /// the stripe began or ended since `began`; otherwise removes them from memory (nothing is
-    /// known: the next read fills them). A `bulk` write only updates keys the memory tier
-    /// holds: the others stay out until a read fills them (every older copy of them is
-    /// stamped with an older generation), so a bulk load does not push the cached keys out.
+    /// known: the next read fills them).
     fn end_write(
         &self,
         stripe: usize,
         began: u64,
         applied: bool,
-        bulk: bool,
         written: impl IntoIterator<Item = (CacheKey, Option<Bytes>)>,
     ) {
         let mut generation = self.stripes[stripe].lock();
@@ -402,19 +400,40 @@ impl<B: StorageBackend + ?Sized> FoyerBackend<B> {
             incarnation: self.incarnation,
             generation: *generation,
         };
-        let disk = self.cache.cache.storage();
+        let (memory, disk) = (self.cache.cache.memory(), self.cache.cache.storage());
         for (key, value) in written {
+            if !known {
+                memory.remove(&key);
+                continue;
+            }
             // Older disk copies can no longer be served (their stamps are older than the
             // generation now); a tombstone just spares the disk read of one.
             if disk.may_contains(&key) {
                 disk.delete(&key);
             }
-            let memory = self.cache.cache.memory();
-            if !known {
-                memory.remove(&key);
-            } else if !bulk || memory.contains(&key) {
-                self.cache.cache.insert(key, CacheValue { stamp, value });
-            }
+            self.cache.cache.insert(key, CacheValue { stamp, value });
+        }
+    }
+
+    /// A bulk write's end for the keys of one stripe, once the inner engine applied it (or
+    /// failed): takes them out of memory, so a read fills them. Every older copy of the key is stamped with an older
+    /// generation than the bump here, and a fill that read the old value either inserted it
+    /// before this removal or finds the generation moved; so, unlike a write that caches its
+    /// value, it needs no bump before the inner write.
+    fn end_bulk_write<'k>(&self, stripe: usize, keys: impl IntoIterator<Item = &'k CacheKey>) {
+        let mut generation = self.stripes[stripe].lock();
+        *generation += 1;
+        for key in keys {
+            self.cache.cache.memory().remove(key);
+        }
+    }
+
+    /// Moves each of `partitions` to a fresh epoch, once the inner engine applied (or may
+    /// have applied) their range deletes: a fill that read the old rows inserts them under the
+    /// old epoch, which nobody reads again.
+    fn forget_all(&self, partitions: &[Partition]) {
+        for partition in partitions {
+            self.forget(partition);
         }
     }
 
@@ -561,7 +580,7 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
         let began = self.begin_write(stripe);
         let result = self.inner.put(partition, key, value.clone()).await;
         // Ended on failure too (the write may or may not have applied).
-        self.end_write(stripe, began, result.is_ok(), false, [(ck, Some(value))]);
+        self.end_write(stripe, began, result.is_ok(), [(ck, Some(value))]);
         result
     }
 
@@ -571,7 +590,7 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
         let stripe = self.stripe_of(&ck);
         let began = self.begin_write(stripe);
         let result = self.inner.delete(partition, key).await;
-        self.end_write(stripe, began, result.is_ok(), false, [(ck, None)]);
+        self.end_write(stripe, began, result.is_ok(), [(ck, None)]);
         result
     }
 
@@ -585,34 +604,74 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
             .filter(|op| matches!(op, WriteOp::DeleteRange { .. }))
             .map(|op| op.partition().clone())
             .collect();
-        // Each stripe's keys begin and end one write together; a later op on the same key is
-        // cached after the earlier one, so it wins, as in the inner engine.
-        let mut stripes: HashMap<usize, (u64, Vec<(CacheKey, Option<Bytes>)>)> = HashMap::new();
+        // A batch touches a few partitions, mostly in runs: each one's epoch is looked up once
+        // (which also marks the partition written before the write begins).
+        let mut epochs: Vec<(&Partition, u64)> = Vec::new();
+        let mut keys: Vec<(CacheKey, Option<Bytes>)> = Vec::with_capacity(batch.len());
+        let bulk = batch.len() > BULK_OPS;
         for op in &batch.ops {
-            if ranged.contains(op.partition()) {
+            let partition = op.partition();
+            if ranged.contains(partition) {
                 continue;
             }
-            let value = match op {
-                WriteOp::Put { value, .. } => Some(value.clone()),
-                WriteOp::Delete { .. } | WriteOp::DeleteRange { .. } => None,
+            let epoch = match epochs.iter().rev().find(|(p, _)| *p == partition) {
+                Some((_, epoch)) => *epoch,
+                None => {
+                    let epoch = self.epoch(partition, true);
+                    epochs.push((partition, epoch));
+                    epoch
+                }
             };
-            let ck = self.cache_key(op.partition(), op.key(), true);
-            let stripe = self.stripe_of(&ck);
-            stripes.entry(stripe).or_default().1.push((ck, value));
+            let ck = CacheKey {
+                epoch,
+                key: Bytes::copy_from_slice(op.key()),
+            };
+            let value = match op {
+                WriteOp::Put { value, .. } if !bulk => Some(value.clone()),
+                _ => None,
+            };
+            keys.push((ck, value));
         }
-        for (stripe, (began, _)) in &mut stripes {
-            *began = self.begin_write(*stripe);
+        if bulk {
+            let result = self.inner.batch(batch).await;
+            self.forget_all(&ranged);
+            // Stripe by stripe, in memory order: one lock per stripe.
+            let mut order: Vec<(usize, usize)> = keys
+                .iter()
+                .enumerate()
+                .map(|(at, (ck, _))| (self.stripe_of(ck), at))
+                .collect();
+            order.sort_unstable();
+            for run in order.chunk_by(|a, b| a.0 == b.0) {
+                self.end_bulk_write(run[0].0, run.iter().map(|(_, at)| &keys[*at].0));
+            }
+            return result;
         }
-        let bulk = batch.ops.len() > BULK_OPS;
+        // Each stripe's keys begin and end one write together. Sorted by stripe; the sort is
+        // stable, so a later op on the same key is cached after the earlier one and wins, as
+        // in the inner engine.
+        let mut written: Vec<(usize, CacheKey, Option<Bytes>)> = keys
+            .into_iter()
+            .map(|(ck, value)| (self.stripe_of(&ck), ck, value))
+            .collect();
+        written.sort_by_key(|(stripe, ..)| *stripe);
+        let mut runs: Vec<(usize, u64)> = Vec::new();
+        for (stripe, ..) in &written {
+            if runs.last().is_none_or(|(s, _)| s != stripe) {
+                runs.push((*stripe, self.begin_write(*stripe)));
+            }
+        }
         let result = self.inner.batch(batch).await;
-        // After the inner engine applied the range delete (or may have, on an error): a fill
-        // that read the old rows inserts them under the old epoch, which nobody reads again.
-        for partition in &ranged {
-            self.forget(partition);
-        }
+        self.forget_all(&ranged);
         let applied = result.is_ok();
-        for (stripe, (began, written)) in stripes {
-            self.end_write(stripe, began, applied, bulk, written);
+        let mut written = written.into_iter().peekable();
+        for (stripe, began) in runs {
+            let run = std::iter::from_fn(|| {
+                written
+                    .next_if(|(s, ..)| *s == stripe)
+                    .map(|(_, ck, value)| (ck, value))
+            });
+            self.end_write(stripe, began, applied, run);
         }
         result
     }
