@@ -368,6 +368,11 @@ fn record(
     elapsed: Duration,
     latencies: &mut [Duration],
 ) {
+    // A workload left out by a criterion filter (`--bench load`) ran nothing: no record, or a
+    // report would show it at zero.
+    if ops == 0 {
+        return;
+    }
     let (p50_us, p99_us) = percentiles(latencies);
     let (series, round) = kalamstore_benches::bench_round();
     results.push(WorkloadResult {
