@@ -194,7 +194,10 @@ async fn run_file(file: &Path, kind: &str) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/sql");
+    // Read when the test runs: a path compiled in names the checkout that built the binary,
+    // and cargo reuses a binary from a shared target directory for another checkout.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets it");
+    let root = Path::new(&manifest).join("../tests/sql");
     let mut files: Vec<PathBuf> = match std::fs::read_dir(&root) {
         Ok(d) => d
             .filter_map(|e| e.ok().map(|e| e.path()))

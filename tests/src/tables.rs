@@ -235,7 +235,10 @@ pub fn delta_python() -> std::path::PathBuf {
 
 /// Runs `tests/delta/read_delta.py` on a table directory and returns its JSON lines.
 pub fn read_delta(table_dir: &std::path::Path, args: &[&str]) -> Vec<String> {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("delta/read_delta.py");
+    // Read when the test runs: a path compiled in names the checkout that built the binary,
+    // and cargo reuses a binary from a shared target directory for another checkout.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets it");
+    let script = std::path::Path::new(&manifest).join("delta/read_delta.py");
     let output = std::process::Command::new(delta_python())
         .arg(script)
         .arg(table_dir)

@@ -416,10 +416,10 @@ impl<B: StorageBackend + ?Sized> FoyerBackend<B> {
     }
 
     /// A bulk write's end for the keys of one stripe, once the inner engine applied it (or
-    /// failed): takes them out of memory, so a read fills them. Every older copy of the key is stamped with an older
-    /// generation than the bump here, and a fill that read the old value either inserted it
-    /// before this removal or finds the generation moved; so, unlike a write that caches its
-    /// value, it needs no bump before the inner write.
+    /// failed): takes them out of memory, so a read fills them. Every older copy of a key is
+    /// stamped with an older generation than the bump here, and a fill that read the old value
+    /// either inserted it before this removal or finds the generation moved; so, unlike a
+    /// write that caches its value, it needs no bump before the inner write.
     fn end_bulk_write<'k>(&self, stripe: usize, keys: impl IntoIterator<Item = &'k CacheKey>) {
         let mut generation = self.stripes[stripe].lock();
         *generation += 1;
