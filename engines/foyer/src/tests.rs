@@ -275,18 +275,25 @@ async fn a_dropped_and_recreated_partition_serves_no_cached_values() {
     assert_eq!(backend.get(&p("t"), b"k").await.unwrap(), None);
 }
 
+/// A hybrid cache (1 MiB memory, 16 MiB disk under `dir`) over a fresh `MemoryBackend`
+/// holding partition `t`.
+async fn hybrid_with(dir: &std::path::Path, t: &Partition) -> FoyerBackend<MemoryBackend> {
+    let config = FoyerConfig::hybrid(1 << 20, dir, 16 << 20);
+    let backend = FoyerBackend::new(Arc::new(MemoryBackend::new()), config)
+        .await
+        .unwrap();
+    backend.create_partition(t).await.unwrap();
+    backend
+}
+
 /// foyer can write an entry evicted just before a newer write to disk after that write's
 /// tombstone, and can drop the newer value's own disk write: then the disk tier holds only
 /// the older copy. The cache must not serve it.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_older_copy_that_reaches_disk_after_a_newer_write_is_never_served() {
     let dir = tempfile::tempdir().unwrap();
-    let config = FoyerConfig::hybrid(1 << 20, dir.path(), 16 << 20);
-    let backend = FoyerBackend::new(Arc::new(MemoryBackend::new()), config)
-        .await
-        .unwrap();
     let t = p("t");
-    backend.create_partition(&t).await.unwrap();
+    let backend = hybrid_with(dir.path(), &t).await;
     let (key, new) = (Bytes::from_static(b"k"), Bytes::from_static(b"new"));
     backend
         .put(&t, key.clone(), Bytes::from_static(b"old"))
@@ -395,12 +402,8 @@ async fn a_copy_from_an_earlier_process_is_served_only_until_its_partition_is_wr
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bulk_batch_takes_its_keys_out_of_the_cache() {
     let dir = tempfile::tempdir().unwrap();
-    let config = FoyerConfig::hybrid(1 << 20, dir.path(), 16 << 20);
-    let backend = FoyerBackend::new(Arc::new(MemoryBackend::new()), config)
-        .await
-        .unwrap();
     let t = p("t");
-    backend.create_partition(&t).await.unwrap();
+    let backend = hybrid_with(dir.path(), &t).await;
     let key = |i: u8| Bytes::from(vec![i]);
     for i in 0..100 {
         backend
