@@ -24,6 +24,7 @@
 mod catalog;
 mod error;
 mod filter;
+mod lookup;
 mod scan;
 mod session;
 mod system;

@@ -1,212 +1,488 @@
-//! The leaf execution plan of a table read: a kalamstore [`TableScan`] split into partitions,
-//! each streamed as DataFusion polls it; the filters and limit the store applies are shown by
-//! `EXPLAIN`.
+//! The leaf plan of a table read: the table's files through DataFusion's own Parquet scan
+//! (`DataSourceExec` over a `ParquetSource`), unioned with its hot rows (a
+//! `MemorySourceConfig`). The core's snapshot decides which rows are live: each file carries
+//! its dead rows (deletion vector and rows newer hot entries hide) as a `ParquetAccessPlan`,
+//! and exact per-file statistics (live rows, the footer's column statistics). DataFusion then
+//! splits files by byte range across partitions, prunes row groups, pages and bloom filters,
+//! pushes TopK's dynamic filters and reports all of it in `EXPLAIN ANALYZE`. Files are read
+//! through the storage's own object store and metadata cache ([`FileAccess`]), and files of
+//! an older schema version are mapped to the current columns by column id.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
-use arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use datafusion::catalog::Session;
 use datafusion::common::stats::Precision;
-use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Result as DfResult, Statistics};
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::statistics::StatisticsArgs;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
-    PlanProperties, ReplaceChildrenOptions,
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::common::{DFSchema, Result as DfResult, ScalarValue, Statistics};
+use datafusion::config::TableParquetOptions;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::object_store::ObjectStoreUrl;
+use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
+use datafusion::datasource::physical_plan::parquet::{ParquetAccessPlan, RowGroupAccess};
+use datafusion::datasource::physical_plan::{
+    FileGroup, FileScanConfigBuilder, ParquetFileMetrics, ParquetFileReaderFactory, ParquetSource,
 };
-use futures::StreamExt;
-use kalamstore_storage::{Filter, TableId, TableScan};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection};
+use datafusion::parquet::arrow::async_reader::AsyncFileReader;
+use datafusion::parquet::errors::ParquetError;
+use datafusion::parquet::file::metadata::ParquetMetaData;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{CastExpr, Column, Literal};
+use datafusion::physical_expr_adapter::{
+    DefaultPhysicalExprAdapterFactory, PhysicalExprAdapter, PhysicalExprAdapterFactory,
+};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use datafusion::physical_plan::union::UnionExec;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use kalamstore_storage::codec::array_from_values;
+use kalamstore_storage::format::{FileMeta, ObjectFileReader};
+use kalamstore_storage::schema::SCHEMA_VERSION_METADATA;
+use kalamstore_storage::{FileAccess, ScanFile, ScanSnapshot, TableDefinition, USER_COLUMN};
 
 use crate::error::external;
 
-/// What a scan shows in `EXPLAIN`.
-#[derive(Debug, Clone)]
-pub(crate) struct ScanShown {
-    /// The table.
-    pub(crate) table: TableId,
-    /// The filters the store applies to the merged rows.
-    pub(crate) filters: Vec<Filter>,
-    /// The limit the store stops at.
-    pub(crate) limit: Option<usize>,
-    /// Whose rows: a user id, `all users` or empty.
-    pub(crate) reader: String,
-}
-
-/// Reads a kalamstore table.
-#[derive(Debug)]
-pub(crate) struct KalamScanExec {
-    scan: TableScan,
-    /// The batches DataFusion gets: the scan's columns, projected.
-    schema: SchemaRef,
-    shown: ScanShown,
-    properties: Arc<PlanProperties>,
-}
-
-impl KalamScanExec {
-    /// A plan over `scan` in `partitions` partitions, returning `schema` (columns of the
-    /// scan's own schema, by name).
-    pub(crate) fn new(
-        scan: TableScan,
-        schema: SchemaRef,
-        partitions: usize,
-        shown: ScanShown,
-    ) -> Self {
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(schema.clone()),
-            Partitioning::UnknownPartitioning(partitions.max(1)),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        );
-        Self {
-            scan,
-            schema,
-            shown,
-            properties: Arc::new(properties),
-        }
-    }
-
-    fn partitions(&self) -> usize {
-        self.properties.partitioning.partition_count()
-    }
-}
-
-impl DisplayAs for KalamScanExec {
-    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let columns: Vec<&str> = self
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .collect();
-        let filters: Vec<String> = self.shown.filters.iter().map(ToString::to_string).collect();
-        match t {
-            DisplayFormatType::Default | DisplayFormatType::Verbose => {
-                write!(
-                    f,
-                    "KalamScanExec: table={}, projection=[{}]",
-                    self.shown.table,
-                    columns.join(", ")
-                )?;
-                if !self.shown.reader.is_empty() {
-                    write!(f, ", rows_of={}", self.shown.reader)?;
-                }
-                if !filters.is_empty() {
-                    write!(f, ", store_filters=[{}]", filters.join(", "))?;
-                }
-                if let Some(l) = self.shown.limit {
-                    write!(f, ", store_limit={l}")?;
-                }
-                write!(f, ", partitions={}", self.partitions())
-            }
-            DisplayFormatType::TreeRender => {
-                writeln!(f, "table={}", self.shown.table)?;
-                if !filters.is_empty() {
-                    writeln!(f, "store_filters=[{}]", filters.join(", "))?;
-                }
-                if let Some(l) = self.shown.limit {
-                    writeln!(f, "store_limit={l}")?;
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-impl ExecutionPlan for KalamScanExec {
-    fn name(&self) -> &str {
-        "KalamScanExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
-    ) -> DfResult<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn replace_children(
-        self: Arc<Self>,
-        _children: Vec<Arc<dyn ExecutionPlan>>,
-        _options: ReplaceChildrenOptions,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        Ok(self)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        self.replace_children(
-            children,
-            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-        )
-    }
-
-    fn execute(
-        &self,
-        partition: usize,
-        _context: Arc<TaskContext>,
-    ) -> DfResult<SendableRecordBatchStream> {
-        let schema = self.schema.clone();
-        let out = schema.clone();
-        let batches = self
-            .scan
-            .partition(partition, self.partitions())
-            .map(move |batch| batch.and_then(|b| select(&b, &out)).map_err(external));
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
-    }
-
-    fn statistics_from_inputs(
-        &self,
-        _input_stats: &[Arc<Statistics>],
-        args: &StatisticsArgs,
-    ) -> DfResult<Arc<Statistics>> {
-        let mut stats = Statistics::new_unknown(&self.schema);
-        if args.partition().is_none() {
-            let estimate = self.scan.estimate();
-            let rows = usize::try_from(estimate.rows).unwrap_or(usize::MAX);
-            // With a limit every partition stops at it on its own: only a bound.
-            stats.num_rows = match (estimate.exact, self.shown.limit) {
-                (true, None) => Precision::Exact(rows),
-                (_, Some(l)) => Precision::Inexact(rows.min(l)),
-                (false, None) => Precision::Inexact(rows),
-            };
-        }
-        Ok(Arc::new(stats))
-    }
-}
-
-/// The columns of `schema` from `batch`, by name (a projection of the scan's columns).
-fn select(batch: &RecordBatch, schema: &SchemaRef) -> kalamstore_storage::Result<RecordBatch> {
-    let columns = schema
+/// The provider's view of a table's schema: the storage's arrow types with text and binary
+/// columns as their view types (`Utf8View`, `BinaryView`), the types DataFusion reads
+/// Parquet strings as and computes on fastest.
+pub(crate) fn view_schema(schema: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = schema
         .fields()
         .iter()
-        .map(|f| {
-            batch.column_by_name(f.name()).cloned().ok_or_else(|| {
-                kalamstore_storage::Error::Corrupt {
-                    what: "a scan batch".into(),
-                    reason: format!("no column `{}`", f.name()),
-                }
-            })
+        .map(|f| match f.data_type() {
+            DataType::Utf8 if f.name() != USER_COLUMN => {
+                f.as_ref().clone().with_data_type(DataType::Utf8View)
+            }
+            DataType::Binary => f.as_ref().clone().with_data_type(DataType::BinaryView),
+            _ => f.as_ref().clone(),
         })
-        .collect::<kalamstore_storage::Result<Vec<_>>>()?;
-    RecordBatch::try_new_with_options(
-        schema.clone(),
-        columns,
-        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
-    )
-    .map_err(kalamstore_storage::Error::arrow("projecting a scan batch"))
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// `batch`'s columns cast to `schema`'s types (the storage's types to the view types).
+pub(crate) fn to_schema(batch: &RecordBatch, schema: &SchemaRef) -> DfResult<RecordBatch> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| match c.data_type() == f.data_type() {
+            true => Ok(c.clone()),
+            false => cast(c, f.data_type()),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// What a table read plans over.
+pub(crate) struct ReadPlan<'a> {
+    /// The table's current definition.
+    pub(crate) def: Arc<TableDefinition>,
+    /// The provider's schema (view types; `_seq`, `_updated` for `$meta`; `_user` last for
+    /// an all-users read).
+    pub(crate) schema: SchemaRef,
+    /// Whether `_user` is the last column (an all-users read of a USER table).
+    pub(crate) all_users: bool,
+    /// The snapshot: files with their dead rows, hot rows in the storage's types.
+    pub(crate) snapshot: ScanSnapshot,
+    /// Reads of the files.
+    pub(crate) access: FileAccess,
+    /// Columns of `schema` to return.
+    pub(crate) projection: Option<&'a Vec<usize>>,
+    /// The filters DataFusion applies above the scan, used here to prune.
+    pub(crate) filters: &'a [Expr],
+    /// Rows to stop after, when no filter stands above.
+    pub(crate) limit: Option<usize>,
+}
+
+/// Plans a table read (see the module doc).
+pub(crate) async fn plan_read(
+    state: &dyn Session,
+    read: ReadPlan<'_>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let projection = read.projection.cloned();
+    let hot = read
+        .snapshot
+        .hot
+        .iter()
+        .filter(|b| b.num_rows() > 0)
+        .map(|b| to_schema(b, &read.schema))
+        .collect::<DfResult<Vec<_>>>()?;
+    let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+    if !read.snapshot.files.is_empty() {
+        inputs.push(files_exec(state, &read).await?);
+    }
+    if !hot.is_empty() {
+        inputs.push(MemorySourceConfig::try_new_exec(
+            &[hot],
+            read.schema.clone(),
+            projection.clone(),
+        )?);
+    }
+    if inputs.is_empty() {
+        let schema = match &projection {
+            Some(p) => Arc::new(read.schema.project(p)?),
+            None => read.schema.clone(),
+        };
+        return Ok(Arc::new(EmptyExec::new(schema)));
+    }
+    UnionExec::try_new(inputs)
+}
+
+/// The files of a read as one `DataSourceExec`.
+async fn files_exec(state: &dyn Session, read: &ReadPlan<'_>) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let (file_schema, partition_cols) = match read.all_users {
+        true => {
+            let n = read.schema.fields().len() - 1;
+            let fields: Vec<Field> = (0..n).map(|i| read.schema.field(i).clone()).collect();
+            let file_schema = Arc::new(Schema::new_with_metadata(
+                fields,
+                read.schema.metadata().clone(),
+            ));
+            (file_schema, vec![Arc::new(read.schema.field(n).clone())])
+        }
+        false => (read.schema.clone(), Vec::new()),
+    };
+    let mut files = Vec::with_capacity(read.snapshot.files.len());
+    for file in &read.snapshot.files {
+        let metadata = read.access.metadata(&file.meta).await.map_err(external)?;
+        files.push(partitioned_file(
+            &read.def,
+            &file_schema,
+            file,
+            metadata.metadata(),
+            read.all_users,
+        )?);
+    }
+    let target = state.config().target_partitions().max(1);
+    let groups = split_files(files, target)
+        .into_iter()
+        .map(|group| {
+            let stats = group.iter().filter_map(|f| f.statistics.as_deref());
+            let merged = Statistics::try_merge_iter(stats, &read.schema)?;
+            Ok(group.with_statistics(Arc::new(merged)))
+        })
+        .collect::<DfResult<Vec<_>>>()?;
+    let statistics = Statistics::try_merge_iter(
+        groups.iter().filter_map(|g| g.file_statistics(None)),
+        &read.schema,
+    )?;
+    let table_schema = TableSchema::builder(file_schema.clone())
+        .with_table_partition_cols(partition_cols)
+        .build();
+    let options = TableParquetOptions {
+        global: state.config_options().execution.parquet.clone(),
+        ..TableParquetOptions::default()
+    };
+    let mut source = ParquetSource::new(table_schema)
+        .with_table_parquet_options(options)
+        .with_parquet_file_reader_factory(Arc::new(KalamReaderFactory {
+            access: read.access.clone(),
+        }));
+    if let Some(predicate) = conjunction(read.filters.to_vec()) {
+        let df_schema = DFSchema::try_from(read.schema.as_ref().clone())?;
+        source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
+    }
+    let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+        .with_file_groups(groups)
+        .with_statistics(statistics)
+        .with_projection_indices(read.projection.cloned())?
+        .with_limit(read.limit)
+        .with_expr_adapter(Some(Arc::new(SchemaVersions {
+            def: read.def.clone(),
+        })))
+        .build();
+    Ok(DataSourceExec::from_data_source(config))
+}
+
+/// Files in up to `target` groups of about equal bytes (DataFusion splits large files
+/// further by byte range).
+fn split_files(mut files: Vec<PartitionedFile>, target: usize) -> Vec<FileGroup> {
+    files.sort_by_key(|f| std::cmp::Reverse(f.object_meta.size));
+    let n = target.min(files.len()).max(1);
+    let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); n];
+    for file in files {
+        // Invariant: `groups` has at least one group.
+        let smallest = groups
+            .iter_mut()
+            .min_by_key(|(bytes, _)| *bytes)
+            .expect("at least one group");
+        smallest.0 += file.object_meta.size;
+        smallest.1.push(file);
+    }
+    groups
+        .into_iter()
+        .filter(|(_, files)| !files.is_empty())
+        .map(|(_, files)| FileGroup::new(files))
+        .collect()
+}
+
+/// The file of the manifest behind a `PartitionedFile`.
+#[derive(Debug, Clone)]
+struct KalamFile(FileMeta);
+
+/// One file of a read for DataFusion: its path and size, which rows to read (an access plan
+/// when some are dead), its statistics, its user (an all-users read's partition value).
+fn partitioned_file(
+    def: &TableDefinition,
+    file_schema: &SchemaRef,
+    file: &ScanFile,
+    metadata: &ParquetMetaData,
+    all_users: bool,
+) -> DfResult<PartitionedFile> {
+    let live = usize::try_from(file.live_rows()).unwrap_or(usize::MAX);
+    let mut statistics = match file.meta.schema_version == def.schema.version {
+        true => DFParquetMetadata::statistics_from_parquet_metadata(metadata, file_schema)?,
+        // Column names and types of older versions differ: only the row count holds.
+        false => Statistics::new_unknown(file_schema),
+    };
+    if !file.dead.is_empty() {
+        // Column bounds still hold for the live rows; counts of nulls and values may not.
+        statistics = statistics.to_inexact();
+    }
+    statistics.num_rows = Precision::Exact(live);
+    let mut partitioned = PartitionedFile::new(file.meta.path.clone(), file.meta.size)
+        .with_extension(KalamFile(file.meta.clone()));
+    if all_users {
+        let user = file.user.as_ref().map(|u| u.as_str().to_owned());
+        partitioned = partitioned.with_partition_values(vec![ScalarValue::Utf8(user)]);
+    }
+    if !file.dead.is_empty() {
+        partitioned = partitioned.with_extension(access_plan(metadata, file)?);
+    }
+    Ok(partitioned.with_statistics(Arc::new(statistics)))
+}
+
+/// The row groups and rows of a file to read: every row not in its dead set.
+fn access_plan(metadata: &ParquetMetaData, file: &ScanFile) -> DfResult<ParquetAccessPlan> {
+    let mut plan = ParquetAccessPlan::new_all(metadata.num_row_groups());
+    let mut dead = file.dead.iter().peekable();
+    let mut start = 0u64;
+    for (i, rg) in metadata.row_groups().iter().enumerate() {
+        let rows = u64::try_from(rg.num_rows()).unwrap_or(0);
+        let end = start + rows;
+        let mut live: Vec<Range<usize>> = Vec::new();
+        let mut run = start;
+        let mut any_dead = false;
+        while let Some(d) = dead.next_if(|d| *d < end) {
+            if d < start {
+                continue;
+            }
+            any_dead = true;
+            if d > run {
+                live.push((run - start) as usize..(d - start) as usize);
+            }
+            run = d + 1;
+        }
+        if run < end {
+            live.push((run - start) as usize..(end - start) as usize);
+        }
+        if live.is_empty() {
+            plan.skip(i);
+        } else if any_dead {
+            let selection = RowSelection::from_consecutive_ranges(live.into_iter(), rows as usize);
+            plan.set(i, RowGroupAccess::Selection(selection));
+        }
+        start = end;
+    }
+    Ok(plan)
+}
+
+/// Readers of a table's files for DataFusion's Parquet scan: bytes through the storage's
+/// cold store, footers (with page index) from its metadata cache.
+#[derive(Debug)]
+struct KalamReaderFactory {
+    access: FileAccess,
+}
+
+impl ParquetFileReaderFactory for KalamReaderFactory {
+    fn create_reader(
+        &self,
+        partition_index: usize,
+        file: PartitionedFile,
+        _metadata_size_hint: Option<usize>,
+        metrics: &ExecutionPlanMetricsSet,
+    ) -> DfResult<Box<dyn AsyncFileReader + Send>> {
+        let Some(KalamFile(meta)) = file.extension::<KalamFile>().cloned() else {
+            return Err(datafusion::error::DataFusionError::Internal(format!(
+                "file {} of a kalamstore scan has no manifest entry",
+                file.object_meta.location
+            )));
+        };
+        let metrics = ParquetFileMetrics::new(partition_index, &meta.path, metrics);
+        Ok(Box::new(KalamFileReader {
+            inner: self.access.reader(&meta),
+            access: self.access.clone(),
+            meta,
+            metrics,
+        }))
+    }
+}
+
+/// One file read for DataFusion (see [`KalamReaderFactory`]).
+struct KalamFileReader {
+    inner: ObjectFileReader,
+    access: FileAccess,
+    meta: FileMeta,
+    metrics: ParquetFileMetrics,
+}
+
+impl AsyncFileReader for KalamFileReader {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, Result<Bytes, ParquetError>> {
+        self.metrics
+            .bytes_scanned
+            .add(usize::try_from(range.end - range.start).unwrap_or(usize::MAX));
+        self.inner.get_bytes(range)
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, Result<Vec<Bytes>, ParquetError>> {
+        let total: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+        self.metrics
+            .bytes_scanned
+            .add(usize::try_from(total).unwrap_or(usize::MAX));
+        self.inner.get_byte_ranges(ranges)
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, Result<Arc<ParquetMetaData>, ParquetError>> {
+        async move {
+            let footer = self
+                .access
+                .metadata(&self.meta)
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))?;
+            Ok(footer.metadata().clone())
+        }
+        .boxed()
+    }
+}
+
+/// Maps a file written under an older schema version onto the current columns by column id
+/// (the version is in the file's key-value metadata): a renamed column is read under its old
+/// name, a column the file predates (or a dropped one added again under its name) is its
+/// default, a widened one is cast. Files of the current version need none of it.
+#[derive(Debug)]
+struct SchemaVersions {
+    def: Arc<TableDefinition>,
+}
+
+impl PhysicalExprAdapterFactory for SchemaVersions {
+    fn create(
+        &self,
+        logical_file_schema: SchemaRef,
+        physical_file_schema: SchemaRef,
+    ) -> DfResult<Arc<dyn PhysicalExprAdapter>> {
+        let inner = DefaultPhysicalExprAdapterFactory
+            .create(logical_file_schema.clone(), physical_file_schema.clone())?;
+        let version = physical_file_schema
+            .metadata()
+            .get(SCHEMA_VERSION_METADATA)
+            .and_then(|v| v.parse::<u32>().ok());
+        let old = version
+            .filter(|v| *v != self.def.schema.version)
+            .and_then(|v| self.def.version(v));
+        let Some(old) = old else {
+            return Ok(inner);
+        };
+        let mut columns = HashMap::new();
+        for c in self.def.columns() {
+            let Ok(logical) = logical_file_schema.field_with_name(&c.name) else {
+                continue;
+            };
+            let source = match old.column_by_id(c.id) {
+                Some(o) => match physical_file_schema.index_of(&o.name) {
+                    Ok(at) => Source::File(o.name.clone(), at),
+                    Err(_) => Source::Value(default_of(c, logical.data_type())?),
+                },
+                None => Source::Value(default_of(c, logical.data_type())?),
+            };
+            columns.insert(c.name.clone(), (source, logical.data_type().clone()));
+        }
+        Ok(Arc::new(VersionAdapter { columns, inner }))
+    }
+}
+
+/// Where a current column's values come from in one file.
+#[derive(Debug)]
+enum Source {
+    /// The file's column of this name, at this index.
+    File(String, usize),
+    /// A constant: the column's default (or NULL).
+    Value(ScalarValue),
+}
+
+/// The default of a column the file predates, as a scalar of the read's type.
+fn default_of(
+    c: &kalamstore_storage::ColumnDefinition,
+    data_type: &DataType,
+) -> DfResult<ScalarValue> {
+    let value = c
+        .default
+        .clone()
+        .unwrap_or(kalamstore_storage::KalamValue::Null);
+    if value.is_null() {
+        return ScalarValue::try_from(data_type);
+    }
+    let array =
+        array_from_values(&c.name, c.data_type, std::slice::from_ref(&value)).map_err(external)?;
+    let array = cast(&array, data_type)?;
+    ScalarValue::try_from_array(&array, 0)
+}
+
+#[derive(Debug)]
+struct VersionAdapter {
+    columns: HashMap<String, (Source, DataType)>,
+    inner: Arc<dyn PhysicalExprAdapter>,
+}
+
+impl PhysicalExprAdapter for VersionAdapter {
+    fn rewrite(&self, expr: Arc<dyn PhysicalExpr>) -> DfResult<Arc<dyn PhysicalExpr>> {
+        let mapped = expr
+            .transform(|e| {
+                let Some(column) = e.downcast_ref::<Column>() else {
+                    return Ok(Transformed::no(e));
+                };
+                let Some((source, data_type)) = self.columns.get(column.name()) else {
+                    return Ok(Transformed::no(e));
+                };
+                let out: Arc<dyn PhysicalExpr> = match source {
+                    Source::File(name, at) => Arc::new(CastExpr::new(
+                        Arc::new(Column::new(name, *at)),
+                        data_type.clone(),
+                        None,
+                    )),
+                    Source::Value(v) => Arc::new(Literal::new(v.clone())),
+                };
+                Ok(Transformed::yes(out))
+            })
+            .data()?;
+        self.inner.rewrite(mapped)
+    }
+}
+
+impl fmt::Debug for KalamFileReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KalamFileReader")
+            .field("path", &self.meta.path)
+            .finish_non_exhaustive()
+    }
 }

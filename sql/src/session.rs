@@ -53,15 +53,6 @@ impl Principal {
     pub(crate) fn reads_all_users(&self, def: &TableDefinition) -> bool {
         *self == Self::AllUsers && def.table_type == TableType::User
     }
-
-    /// For `EXPLAIN`: whose rows.
-    pub(crate) fn describe(&self) -> String {
-        match self {
-            Self::Anonymous => String::new(),
-            Self::User(u) => format!("user {u}"),
-            Self::AllUsers => "all users".into(),
-        }
-    }
 }
 
 /// What a statement returned.

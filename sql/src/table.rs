@@ -1,7 +1,8 @@
-//! A kalamstore table as a DataFusion [`TableProvider`]: its current columns (plus `_seq` and
-//! `_updated` for the `<table>$meta` name, plus `_user` for an all-users reader), a lazy
-//! streamed scan with projection, filter and limit pushdown and row-count statistics, and
-//! `INSERT` through a sink that writes each statement in one atomic batch.
+//! A kalamstore table as a DataFusion [`TableProvider`]: its current columns (text as
+//! `Utf8View`; plus `_seq` and `_updated` for the `<table>$meta` name, plus `_user` for an
+//! all-users reader), read by DataFusion's Parquet scan over the table's snapshot (`scan`) or,
+//! when the filters pin the primary key, by point reads (`lookup`); and `INSERT` through a
+//! sink that writes each statement in one atomic batch.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -10,28 +11,22 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{DFSchema, Result as DfResult, ScalarValue, not_impl_err};
+use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue, not_impl_err};
 use datafusion::datasource::TableType;
 use datafusion::datasource::sink::{DataSink, DataSinkExec};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
-use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, lit};
-use datafusion::physical_expr::expressions::Column as PhysicalColumn;
-use datafusion::physical_expr::projection::ProjectionExpr;
-use datafusion::physical_plan::filter::FilterExec;
-use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
 use futures::TryStreamExt;
 use kalamstore_storage::codec::{array_from_values, value_at};
 use kalamstore_storage::{
-    Filter, KalamValue, Mutation, ScanOptions, Store, TableDefinition, TableId, USER_COLUMN,
-    read_schema,
+    KalamValue, Mutation, ScanOptions, Store, TableDefinition, TableId, read_schema,
 };
 
 use crate::error::external;
-use crate::filter::to_filter;
-use crate::scan::{KalamScanExec, ScanShown};
+use crate::lookup::{KalamLookupExec, pinned_keys};
+use crate::scan::{ReadPlan, plan_read, view_schema};
 use crate::session::Principal;
 
 /// One table as a session's principal sees it.
@@ -54,54 +49,6 @@ impl fmt::Debug for KalamTable {
 }
 
 impl KalamTable {
-    /// The leaf plan reading `schema`'s columns with `filters` applied by the store.
-    async fn scan_exec(
-        &self,
-        state: &dyn Session,
-        schema: SchemaRef,
-        filters: Vec<Filter>,
-        limit: Option<usize>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let columns: Vec<String> = schema
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .filter(|n| self.def.schema.column(n).is_some())
-            .collect();
-        let with_system = self.with_system
-            && schema
-                .fields()
-                .iter()
-                .any(|f| self.def.schema.column(f.name()).is_none() && f.name() != USER_COLUMN);
-        let options = ScanOptions {
-            columns: Some(columns),
-            filter: match filters.len() {
-                0 => None,
-                1 => filters.first().cloned(),
-                _ => Some(Filter::And(filters.clone())),
-            },
-            limit,
-            with_system,
-            all_users: self.principal.reads_all_users(&self.def),
-        };
-        let scan = self
-            .store
-            .scan_stream(self.id(), self.principal.user_for(&self.def), &options)
-            .await
-            .map_err(external)?;
-        let target = state.config().target_partitions();
-        let partitions = scan.file_count().clamp(1, target.max(1));
-        let shown = ScanShown {
-            table: self.id().clone(),
-            filters,
-            limit,
-            reader: self.principal.describe(),
-        };
-        Ok(Arc::new(KalamScanExec::new(
-            scan, schema, partitions, shown,
-        )))
-    }
-
     /// The table `def` for `principal`; `with_system` adds `_seq` and `_updated`.
     pub(crate) fn new(
         store: Store,
@@ -110,7 +57,7 @@ impl KalamTable {
         with_system: bool,
     ) -> Self {
         let all_users = principal.reads_all_users(&def);
-        let schema = read_schema(&def, with_system, all_users);
+        let schema = view_schema(&read_schema(&def, with_system, all_users));
         let defaults = def
             .columns()
             .iter()
@@ -155,14 +102,9 @@ impl TableProvider for KalamTable {
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        Ok(filters
-            .iter()
-            .map(|f| match to_filter(f, &self.def) {
-                // The store applies it to the merged (latest) rows, hot and flushed alike.
-                Some(_) => TableProviderFilterPushDown::Exact,
-                None => TableProviderFilterPushDown::Unsupported,
-            })
-            .collect())
+        // Every filter prunes files, row groups and pages (and picks the keys of a lookup);
+        // DataFusion applies it to the rows above the scan.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
 
     async fn scan(
@@ -172,55 +114,58 @@ impl TableProvider for KalamTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        // Filters reach the scan after further simplification than the ones this provider
-        // accepted: any that no longer translates is applied here, by DataFusion, on the
-        // scan's rows, never dropped.
-        let mut pushed: Vec<Filter> = Vec::new();
-        let mut residual: Vec<Expr> = Vec::new();
+        // DataFusion may hand the same conjunct twice.
+        let mut unique: Vec<Expr> = Vec::with_capacity(filters.len());
         for f in filters {
-            match to_filter(f, &self.def) {
-                Some(filter) => pushed.push(filter),
-                None => residual.push(f.clone()),
+            if !unique.contains(f) {
+                unique.push(f.clone());
             }
         }
-        let wanted: Vec<usize> = projection
-            .cloned()
-            .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
-        let mut read: Vec<usize> = wanted.clone();
-        for expr in &residual {
-            for column in expr.column_refs() {
-                if let Ok(i) = self.schema.index_of(&column.name)
-                    && !read.contains(&i)
-                {
-                    read.push(i);
-                }
-            }
+        let filters = unique.as_slice();
+        let all_users = self.principal.reads_all_users(&self.def);
+        let user = self.principal.user_for(&self.def);
+        if !self.with_system
+            && !all_users
+            && let Some(keys) = pinned_keys(filters, &self.def)
+        {
+            return Ok(Arc::new(KalamLookupExec::new(
+                self.store.clone(),
+                self.def.clone(),
+                user.cloned(),
+                keys,
+                self.schema.clone(),
+                projection.cloned(),
+            )?));
         }
-        read.sort_unstable();
-        let schema = Arc::new(self.schema.project(&read)?);
-        let limit = if residual.is_empty() { limit } else { None };
-        let scan = self.scan_exec(state, schema.clone(), pushed, limit).await?;
-        if residual.is_empty() && read == wanted {
-            return Ok(scan);
+        let options = ScanOptions {
+            with_system: self.with_system,
+            all_users,
+            ..ScanOptions::default()
+        };
+        let scan = self
+            .store
+            .scan_stream(self.id(), user, &options)
+            .await
+            .map_err(external)?;
+        let def = scan.definition();
+        if def.schema.version != self.def.schema.version {
+            return Err(DataFusionError::Plan(format!(
+                "table {} changed while the statement was planned; run it again",
+                self.def.id
+            )));
         }
-        let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
-        let mut plan: Arc<dyn ExecutionPlan> = scan;
-        if let Some(predicate) = conjunction(residual) {
-            let predicate = state.create_physical_expr(predicate, &df_schema)?;
-            plan = Arc::new(FilterExec::try_new(predicate, plan)?);
-        }
-        let columns = wanted
-            .iter()
-            .map(|i| {
-                let name = self.schema.field(*i).name();
-                let at = schema.index_of(name)?;
-                Ok(ProjectionExpr {
-                    expr: Arc::new(PhysicalColumn::new(name, at)) as _,
-                    alias: name.clone(),
-                })
-            })
-            .collect::<DfResult<Vec<_>>>()?;
-        Ok(Arc::new(ProjectionExec::try_new(columns, plan)?))
+        let snapshot = scan.snapshot_files().await.map_err(external)?;
+        let read = ReadPlan {
+            def,
+            schema: self.schema.clone(),
+            all_users,
+            snapshot,
+            access: scan.file_access(),
+            projection,
+            filters,
+            limit,
+        };
+        plan_read(state, read).await
     }
 
     async fn insert_into(
@@ -243,7 +188,7 @@ impl TableProvider for KalamTable {
             store: self.store.clone(),
             def: self.def.clone(),
             principal: self.principal.clone(),
-            schema: read_schema(&self.def, false, false),
+            schema: view_schema(&read_schema(&self.def, false, false)),
             upsert,
         };
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))

@@ -134,23 +134,136 @@ async fn queries_see_hot_flushed_updated_and_deleted_rows_merged() {
     );
 }
 
+/// Inserts rows `ids` for alice (`kind` the id mod 3 as text, `score` the id mod 100) through
+/// the Rust API, in batches, and flushes them to one file.
+async fn load_flushed(store: &Store, ids: std::ops::Range<i64>) {
+    use kalamstore_storage::{KalamValue, Mutation};
+    let alice = UserId::new("alice").unwrap();
+    let table = "app.notes".parse().unwrap();
+    let ids: Vec<i64> = ids.collect();
+    for chunk in ids.chunks(10_000) {
+        let batch = chunk
+            .iter()
+            .map(|i| {
+                Mutation::Insert(vec![
+                    ("id".into(), KalamValue::BigInt(*i)),
+                    ("kind".into(), KalamValue::Text((i % 3).to_string())),
+                    ("score".into(), KalamValue::Int((i % 100) as i32)),
+                ])
+            })
+            .collect();
+        store.write(&table, Some(&alice), batch).await.unwrap();
+    }
+    store.flush_table(&table, Scope::All).await.unwrap();
+}
+
 #[tokio::test]
-async fn explain_shows_what_reached_the_store() {
+async fn explain_shows_the_parquet_scan_and_the_key_lookup() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path()).await;
+    load_flushed(&store, 0..2000).await;
+    let alice = session(&store, user("alice")).await;
+    assert_eq!(
+        rows(&alice, "DELETE FROM app.notes WHERE id = 7").await,
+        "DELETE 1"
+    );
+    assert_eq!(
+        rows(&alice, "INSERT INTO app.notes VALUES (5000, 'x', 1)").await,
+        "INSERT 1"
+    );
+    // Files through DataFusion's Parquet scan with the filter as its pruning predicate, hot
+    // rows beside them, the filter applied above both.
+    let plan = rows(
+        &alice,
+        "EXPLAIN SELECT id FROM app.notes WHERE id > 5 AND score < 3",
+    )
+    .await;
+    assert!(
+        plan.contains("FilterExec: id@0 > 5 AND score@1 < 3"),
+        "{plan}"
+    );
+    assert!(plan.contains("UnionExec"), "{plan}");
+    assert!(plan.contains("file_type=parquet"), "{plan}");
+    assert!(
+        plan.contains("predicate=id@0 > 5 AND score@2 < 3"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("MemoryExec") || plan.contains("partitions=1, partition_sizes=[1]"),
+        "{plan}"
+    );
+    // A query that pins the primary key is a lookup of those keys, not a scan.
+    let plan = rows(
+        &alice,
+        "EXPLAIN SELECT * FROM app.notes WHERE id IN (3, 4, 9)",
+    )
+    .await;
+    assert!(
+        plan.contains("KalamLookupExec: table=app.notes, keys=3"),
+        "{plan}"
+    );
+    assert!(!plan.contains("file_type=parquet"), "{plan}");
+    assert_eq!(
+        rows(
+            &alice,
+            "SELECT id, kind FROM app.notes WHERE id IN (3, 7, 5000) ORDER BY id"
+        )
+        .await,
+        "+------+------+\n\
+         | id   | kind |\n\
+         +------+------+\n\
+         | 3    | 0    |\n\
+         | 5000 | x    |\n\
+         +------+------+"
+    );
+    // A key lookup keeps the other conditions.
+    assert_eq!(
+        rows(
+            &alice,
+            "SELECT count(*) FROM app.notes WHERE id = 3 AND score > 50"
+        )
+        .await,
+        "+-------+\n\
+         | count |\n\
+         +-------+\n\
+         | 0     |\n\
+         +-------+"
+    );
+}
+
+#[tokio::test]
+async fn explain_analyze_shows_files_row_groups_and_pages_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path()).await;
+    // Two row groups of 128 Ki rows in the first file, a second file far above it.
+    load_flushed(&store, 0..140_000).await;
+    load_flushed(&store, 1_000_000..1_001_000).await;
     let alice = session(&store, user("alice")).await;
     let plan = rows(
         &alice,
-        "EXPLAIN SELECT id FROM app.notes WHERE id > 5 LIMIT 3",
+        "EXPLAIN ANALYZE SELECT id FROM app.notes WHERE id >= 132000 AND id < 132010",
     )
     .await;
-    assert!(plan.contains("KalamScanExec"), "{plan}");
-    assert!(plan.contains("store_filters"), "{plan}");
-    assert!(plan.contains("store_limit=3"), "{plan}");
-    let plan = rows(
-        &alice,
-        "EXPLAIN SELECT id FROM app.notes WHERE kind LIKE 'a%'",
-    )
-    .await;
-    assert!(!plan.contains("store_filters"), "{plan}");
+    // The second file by its statistics, the first file's first row group by its own, and
+    // all but one page of the second row group by the page index; ten rows come out.
+    assert!(
+        plan.contains("files_ranges_pruned_statistics=2 total \u{2192} 1 matched"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("row_groups_pruned_statistics=2 total \u{2192} 1 matched"),
+        "{plan}"
+    );
+    assert!(plan.contains("page_index_rows_pruned="), "{plan}");
+    let pruned = plan
+        .split("page_index_rows_pruned=")
+        .nth(1)
+        .and_then(|s| s.split(" total").next())
+        .unwrap_or_default()
+        .to_owned();
+    assert_ne!(pruned, "0", "{plan}");
+    assert!(
+        plan.contains("FilterExec: id@0 >= 132000 AND id@0 < 132010, metrics=[output_rows=10"),
+        "{plan}"
+    );
 }

@@ -68,7 +68,10 @@ pub use filter::{CmpOp, Filter};
 pub use flush::FlushOutcome;
 pub use flush::compact::CompactionPolicy;
 pub use location::S3Options;
-pub use merge::{BatchStream, RowEstimate, ScanOptions, TableScan, USER_COLUMN, read_schema};
+pub use merge::{
+    BatchStream, FileAccess, RowEstimate, ScanFile, ScanOptions, ScanSnapshot, TableScan,
+    USER_COLUMN, read_schema,
+};
 pub use seq::now_nanos;
 pub use store::{
     BackgroundFailure, CleanupOutcome, EngineProvider, JobOutcome, JobProgress, MaintenanceOutcome,

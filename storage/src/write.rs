@@ -1,6 +1,7 @@
 //! The write path: resolves a batch of mutations to keys, reads the current rows of all of them
-//! at once (hot engine, then flushed files), and commits the new rows, tombstones and the
-//! scope's buffered-row counter in one atomic batch.
+//! at once (hot engine, then flushed files), and commits the new rows, tombstones, the flushed
+//! rows they hide (`h` entries: reads then skip those rows without looking at hot keys) and
+//! the scope's buffered-entry count in one atomic batch.
 
 use std::collections::HashMap;
 
@@ -10,8 +11,9 @@ use tokio::sync::MutexGuard;
 use crate::backend::{WriteBatch, WriteOp};
 use crate::codec::{KalamValue, Row, SystemColumns};
 use crate::error::{Error, Result};
+use crate::format::{Hidden, hidden_key};
 use crate::ids::{KeyScope, UserId};
-use crate::merge::get_flushed_many;
+use crate::merge::{FlushedRow, get_flushed_many};
 use crate::schema::{ColumnDefinition, TableDefinition};
 use crate::seq::SeqGenerator;
 use crate::table::TableHandle;
@@ -81,7 +83,7 @@ impl BatchKeys {
 /// live flushed rows of the keys that are not hot.
 struct CurrentRows {
     hot: Vec<Option<Bytes>>,
-    flushed: HashMap<Vec<u8>, Vec<KalamValue>>,
+    flushed: HashMap<Vec<u8>, FlushedRow>,
     /// Whether some key appears in more than one mutation.
     repeated: bool,
 }
@@ -94,6 +96,10 @@ struct Staged {
     row: Option<Vec<KalamValue>>,
     /// Whether the key was hot before the batch (the scope's counter does not grow then).
     was_hot: bool,
+    /// Whether that hot entry was a tombstone.
+    was_tombstone: bool,
+    /// The live flushed row of the key, when it was not hot: the write hides it.
+    hides: Option<Hidden>,
 }
 
 impl TableHandle {
@@ -227,11 +233,21 @@ impl TableHandle {
         for (i, plan) in planned.into_iter().enumerate() {
             let key = &asked[i][keys.prefix_len..];
             let slot = slots.as_ref().and_then(|s| s.get(key).copied());
-            let (row_now, was_hot) = match slot {
-                Some(at) => (staged[at].row.clone(), staged[at].was_hot),
+            let (row_now, was_hot, was_tombstone, hides) = match slot {
+                Some(at) => {
+                    let earlier = &staged[at];
+                    let before = (earlier.was_hot, earlier.was_tombstone, earlier.hides);
+                    (earlier.row.clone(), before.0, before.1, before.2)
+                }
                 None => match &current.hot[i] {
-                    Some(bytes) => (self.hot_values(bytes)?, true),
-                    None => (current.flushed.get(key).cloned(), false),
+                    Some(bytes) => {
+                        let tombstone = Self::system_of(bytes)?.deleted;
+                        (self.hot_values(bytes)?, true, tombstone, None)
+                    }
+                    None => match current.flushed.get(key) {
+                        Some(f) => (Some(f.values.clone()), false, false, Some(f.at)),
+                        None => (None, false, false, None),
+                    },
                 },
             };
             let row = match plan {
@@ -267,6 +283,8 @@ impl TableHandle {
                 mutation: i,
                 row,
                 was_hot,
+                was_tombstone,
+                hides,
             };
             match slot {
                 Some(at) => staged[at] = write,
@@ -295,11 +313,19 @@ impl TableHandle {
         let updated = self.storage.clock.now_nanos();
         let tombstones = Tombstones::new(def);
         let staged_len = staged.len();
-        let mut added = 0u64;
+        let mut count = self.hot_count(scope);
+        let mut hidden: Vec<(&[u8], Hidden)> = Vec::new();
         let mut rows = Vec::with_capacity(staged_len);
         for (write, seq) in staged.into_iter().zip(seq.take(staged_len)) {
-            added += u64::from(!write.was_hot);
             let deleted = write.row.is_none();
+            count.entries += u64::from(!write.was_hot);
+            count.tombstones += u64::from(deleted);
+            count.tombstones = count
+                .tombstones
+                .saturating_sub(u64::from(write.was_hot && write.was_tombstone));
+            if let Some(at) = write.hides {
+                hidden.push((&asked[write.mutation][keys.prefix_len..], at));
+            }
             let values = match write.row {
                 Some(values) => values,
                 // A tombstone keeps the key columns, so a flush can still read its key.
@@ -328,7 +354,7 @@ impl TableHandle {
         }
         let buffer = Bytes::from(buffer);
         let mut batch = WriteBatch {
-            ops: Vec::with_capacity(spans.len() + 1),
+            ops: Vec::with_capacity(spans.len() + hidden.len() + 1),
         };
         for (key, value) in spans {
             batch.ops.push(WriteOp::Put {
@@ -337,12 +363,16 @@ impl TableHandle {
                 value: buffer.slice(value),
             });
         }
-        let count = self.buffered(scope) + added;
+        for (pk, at) in &hidden {
+            batch.put(&self.meta, hidden_key(scope, pk), at.encode());
+        }
         batch.ops.push(self.counter_op(scope, count));
         self.storage.hot.batch(batch).await?;
         self.write_generation
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        self.state.write().counters.insert(scope.clone(), count);
+        let mut state = self.state.write();
+        state.set_count(scope, count);
+        state.hide(scope, hidden.into_iter().map(|(_, at)| at));
         Ok(())
     }
 

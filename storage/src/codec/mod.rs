@@ -25,8 +25,8 @@ use arrow::array::{
 };
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{
-    Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
-    Time64MicrosecondType, TimestampMicrosecondType,
+    DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type,
+    Int64Type, Time64MicrosecondType, TimestampMicrosecondType,
 };
 
 use crate::error::{Error, Result};
@@ -140,12 +140,18 @@ pub fn array_from_values(
 }
 
 /// Reads row `i` of an arrow array of `data_type` as a value (the slow, per-value path).
+/// TEXT and JSON read from `Utf8` or `Utf8View`, BYTES from `Binary` or `BinaryView` (the
+/// view types DataFusion reads Parquet strings as).
 ///
 /// An array whose arrow type is not `data_type`'s, or an index past its end, is an error.
 pub fn value_at(array: &dyn Array, data_type: KalamDataType, i: usize) -> Result<KalamValue> {
     use KalamDataType as T;
     use KalamValue as V;
-    if array.data_type() != &data_type.to_arrow() || i >= array.len() {
+    let view = matches!(
+        (data_type, array.data_type()),
+        (T::Text | T::Json, DataType::Utf8View) | (T::Bytes, DataType::BinaryView)
+    );
+    if (!view && array.data_type() != &data_type.to_arrow()) || i >= array.len() {
         return Err(Error::InvalidValue {
             column: "?".into(),
             reason: format!(
@@ -166,12 +172,21 @@ pub fn value_at(array: &dyn Array, data_type: KalamDataType, i: usize) -> Result
         T::BigInt => V::BigInt(array.as_primitive::<Int64Type>().value(i)),
         T::Float => V::Float(array.as_primitive::<Float32Type>().value(i)),
         T::Double => V::Double(array.as_primitive::<Float64Type>().value(i)),
-        T::Text => V::Text(array.as_string::<i32>().value(i).to_owned()),
-        T::Json => V::Json(array.as_string::<i32>().value(i).to_owned()),
+        T::Text | T::Json => {
+            let text = match view {
+                true => array.as_string_view().value(i).to_owned(),
+                false => array.as_string::<i32>().value(i).to_owned(),
+            };
+            match data_type {
+                T::Json => V::Json(text),
+                _ => V::Text(text),
+            }
+        }
         T::Timestamp => V::Timestamp(array.as_primitive::<TimestampMicrosecondType>().value(i)),
         T::DateTime => V::DateTime(array.as_primitive::<TimestampMicrosecondType>().value(i)),
         T::Date => V::Date(array.as_primitive::<Date32Type>().value(i)),
         T::Time => V::Time(array.as_primitive::<Time64MicrosecondType>().value(i)),
+        T::Bytes if view => V::Bytes(array.as_binary_view().value(i).to_vec()),
         T::Bytes => V::Bytes(array.as_binary::<i32>().value(i).to_vec()),
         T::Uuid => {
             let mut u = [0u8; 16];

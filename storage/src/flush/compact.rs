@@ -2,9 +2,12 @@
 //! swapping inputs for the output in one manifest commit; and collection of orphaned files.
 //!
 //! Flush and compaction of a table hold its maintenance lock, so deletion vectors never change
-//! under a compaction: the output needs no remapping. Input files are deleted after the commit,
-//! once no reader still holds them (`table::pins`); a crash in between, or a reader that
-//! outlives the wait, leaves orphans that [`collect_orphans`] removes after a grace period.
+//! under a compaction. Hidden rows (live rows with a newer hot entry, see
+//! `format::partitions`) do, as writes go on: the output keeps them, and the commit, holding
+//! the write lock, points the `h` entries of the inputs' rows at their positions in the output.
+//! Input files are deleted after the commit, once no reader still holds them (`table::pins`);
+//! a crash in between, or a reader that outlives the wait, leaves orphans that
+//! [`collect_orphans`] removes after a grace period.
 
 use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
@@ -16,15 +19,15 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 
 use super::{FlushOutcome, check_cancel};
-use crate::backend::WriteBatch;
+use crate::backend::{ScanRequest, WriteBatch, scan_all};
 use crate::delta::mark_pending;
 use crate::error::{Error, Result};
 use crate::format::{
-    FileMeta, FileWriter, ROW_GROUP_ROWS, dv_key, is_delta_log_file, key_column, manifest_key,
-    table_dir,
+    DeletionVector, FileMeta, FileWriter, Hidden, ROW_GROUP_ROWS, dv_key, hidden_key,
+    hidden_prefix, is_delta_log_file, key_column, manifest_key, table_dir,
 };
 use crate::ids::KeyScope;
-use crate::merge::{FilePlan, read_file};
+use crate::merge::{FilePlan, find_live, read_file};
 use crate::seq::SeqGenerator;
 use crate::table::{FileEntry, READER_WAIT, TableHandle};
 
@@ -156,7 +159,8 @@ async fn rewrite(
     writer.finish(store.as_ref()).await.map(Some)
 }
 
-/// Swaps the inputs for the output in the manifest, in one batch.
+/// Swaps the inputs for the output in the manifest, in one batch, with the `h` entries of the
+/// inputs' rows pointed at the output.
 async fn commit(
     table: &TableHandle,
     scope: &KeyScope,
@@ -164,25 +168,74 @@ async fn commit(
     output: Option<FileMeta>,
 ) -> Result<()> {
     let _commit = table.commit.write().await;
+    let _writes = table.write_lock.lock().await;
     let mut batch = WriteBatch::new();
     mark_pending(table, &mut batch);
     for input in inputs {
         batch.delete(&table.meta, manifest_key(scope, input.meta.id));
         batch.delete(&table.meta, dv_key(scope, input.meta.id));
     }
-    if let Some(meta) = &output {
-        batch.put(&table.meta, manifest_key(scope, meta.id), meta.encode());
+    let gone: HashSet<i64> = inputs.iter().map(|f| f.meta.id).collect();
+    let moved = hidden_rows_of(table, scope, &gone).await?;
+    let mut output_entry = output.map(|meta| FileEntry::new(meta, DeletionVector::new()));
+    let mut found: Vec<(&[u8], Hidden)> = Vec::new();
+    if let Some(entry) = &output_entry {
+        let keys = moved.iter().map(Vec::as_slice);
+        found = find_live(table, std::slice::from_ref(entry), keys).await?;
+        batch.put(
+            &table.meta,
+            manifest_key(scope, entry.meta.id),
+            entry.meta.encode(),
+        );
+    }
+    // Every moved key is rewritten: to its row in the output, or (a row the output lacks,
+    // which the invariant rules out) removed.
+    for pk in &moved {
+        batch.delete(&table.meta, hidden_key(scope, pk));
+    }
+    for (pk, at) in &found {
+        batch.put(&table.meta, hidden_key(scope, pk), at.encode());
     }
     table.storage.hot.batch(batch).await?;
+    if let Some(entry) = &mut output_entry {
+        let mut positions: Vec<u64> = found.iter().map(|(_, at)| at.position).collect();
+        positions.sort_unstable();
+        std::sync::Arc::make_mut(&mut entry.hidden).extend_sorted(&positions);
+    }
     let mut state = table.state.write();
     let files = state.files.entry(scope.clone()).or_default();
-    let gone: HashSet<i64> = inputs.iter().map(|f| f.meta.id).collect();
     files.retain(|f| !gone.contains(&f.meta.id));
-    if let Some(meta) = output {
-        files.push(FileEntry::new(meta, Default::default()));
+    if let Some(entry) = output_entry {
+        files.push(entry);
         files.sort_by_key(|f| f.meta.id);
     }
     Ok(())
+}
+
+/// The primary keys (sorted) of a scope's `h` entries that point into `files`.
+async fn hidden_rows_of(
+    table: &TableHandle,
+    scope: &KeyScope,
+    files: &HashSet<i64>,
+) -> Result<Vec<Vec<u8>>> {
+    let prefix = hidden_prefix(scope);
+    let entries = scan_all(
+        table.storage.hot.as_ref(),
+        &table.meta,
+        ScanRequest::prefix(prefix.clone()),
+    )
+    .await?;
+    let mut keys = Vec::new();
+    for (key, value) in entries {
+        let at = Hidden::decode(&value).ok_or_else(|| Error::Corrupt {
+            what: format!("hidden row of {scope} of table {}", table.id),
+            reason: format!("{} bytes, not 16", value.len()),
+        })?;
+        if files.contains(&at.file) {
+            keys.push(key[prefix.len()..].to_vec());
+        }
+    }
+    Ok(keys)
 }
 
 async fn delete_object(table: &TableHandle, path: &str) -> Result<()> {

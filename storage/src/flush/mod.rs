@@ -6,36 +6,36 @@
 //! 2. Visit the scope's hot entries in key order (`scan_with`: no copy of the entries),
 //!    skipping those newer than `s0`. Live rows are decoded straight into arrow columns and go
 //!    to the new file, encoded by a writer task (Parquet encoding of one chunk overlaps the
-//!    scan and decode of the next); every entry (row or tombstone) is merge-joined against the
-//!    older files' sorted `_key` columns (pruned by min/max and bloom filter) and the position
-//!    it replaces is marked in that file's deletion vector. A tombstone of a key in no file
-//!    just disappears.
-//! 3. Commit in one batch: the file's manifest entry, the grown deletion vectors, the removal
-//!    of the hot entries with `_seq <= s0` and the new row counter. A row written during the
-//!    flush stays hot. When no write came in since the cut, the removal is one range delete
-//!    over the flushed keys (on engines that have it; after the table's flush the engine is
-//!    asked to reclaim them), else one delete per key. A crash before the commit leaves an
-//!    unreferenced file (collected later) and every row still hot; after it, the rows are in
-//!    the file.
+//!    scan and decode of the next). A tombstone just leaves its key behind.
+//! 3. Commit in one batch: the file's manifest entry; the older rows the flushed keys replace,
+//!    moved from their `h` entries (recorded by the writes, see `format::partitions`) into
+//!    their files' deletion vectors; the removal of the hot entries with `_seq <= s0`; the
+//!    new row counter. A row written during the flush stays hot (and, when the file holds an
+//!    older version of its key, gets an `h` entry for that row). When no write came in since
+//!    the cut, the removal is one range delete over the flushed keys (on engines that have
+//!    it; after the table's flush the engine is asked to reclaim them), else one delete per
+//!    key. A crash before the commit leaves an unreferenced file (collected later) and every
+//!    row still hot; after it, the rows are in the file.
 
 pub(crate) mod compact;
 mod pipeline;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
+use roaring::RoaringBitmap;
 
-use crate::backend::{ScanRequest, WriteBatch, WriteOp};
+use crate::backend::{ScanRequest, WriteBatch, WriteOp, prefix_successor};
 use crate::codec::read_row_meta;
 use crate::delta::mark_pending;
 use crate::error::{Error, Result};
 use crate::format::{
-    DeletionVector, FileMeta, FileWriter, dv_key, file_schema, manifest_key, split_hot_key,
+    DeletionVector, FileMeta, FileWriter, Hidden, HotCount, dv_key, file_schema, hidden_key,
+    hidden_prefix, manifest_key, split_hot_key,
 };
 use crate::ids::KeyScope;
-use crate::merge::FileKeyJoin;
-use crate::schema::TableType;
 use crate::seq::SeqGenerator;
 use crate::table::{FileEntry, TableHandle};
 use pipeline::{FileRows, KeyBuffer, PipelinedWriter};
@@ -96,13 +96,22 @@ struct SequenceCut {
     generation: u64,
 }
 
-/// What step 2 produced: the new file (if any row was live), the keys it flushed and the rows
-/// of older files those keys replace.
+/// What step 2 produced: the new file (if any row was live) and the keys it flushed (rows and
+/// tombstones, in key order).
 struct Written {
     file: Option<FileMeta>,
     keys: KeyBuffer,
-    replaced: HashMap<i64, DeletionVector>,
-    outcome: FlushOutcome,
+    /// Which keys (by number) are rows of the file: a key's position in the file is its rank
+    /// among them.
+    rows: RoaringBitmap,
+}
+
+impl Written {
+    /// The position in the new file of the flushed hot key `key`, if it went there as a row.
+    fn position_of(&self, key: &[u8]) -> Option<u64> {
+        let i = u32::try_from(self.keys.find(key)?).ok()?;
+        self.rows.contains(i).then(|| self.rows.rank(i) - 1)
+    }
 }
 
 /// Flushes one scope of a table. The caller holds `table.maintenance`.
@@ -123,35 +132,30 @@ pub(crate) async fn flush_scope(
             generation: table.write_generation.load(Ordering::Acquire),
         }
     };
-    let older = table.files(scope);
-    let written = write_file(table, scope, seq, cut, &older, job, cancel).await?;
+    let written = write_file(table, scope, seq, cut, job, cancel).await?;
     check_cancel(cancel, job)?;
     table.storage.failpoints.hit("flush.before_commit")?;
-    let flushed = commit(table, scope, cut, &older, written).await?;
+    let flushed = commit(table, scope, cut, written).await?;
     table.storage.failpoints.hit("flush.after_commit")?;
     Ok(flushed)
 }
 
-/// Step 2: scans the scope's hot entries up to the cut, writes the live ones to a new file and
-/// marks the rows they replace in older files.
+/// Step 2: scans the scope's hot entries up to the cut and writes the live ones to a new file.
 async fn write_file(
     table: &TableHandle,
     scope: &KeyScope,
     seq: &SeqGenerator,
     cut: SequenceCut,
-    older: &[FileEntry],
     job: &str,
     cancel: &AtomicBool,
 ) -> Result<Written> {
     let def = table.definition();
     let schema = file_schema(&def);
     let kind = def.table_type;
-    let mut joins: Vec<FileKeyJoin> = older.iter().cloned().map(FileKeyJoin::new).collect();
     let mut written = Written {
         file: None,
         keys: KeyBuffer::default(),
-        replaced: HashMap::new(),
-        outcome: FlushOutcome::default(),
+        rows: RoaringBitmap::new(),
     };
     let mut writer: Option<PipelinedWriter> = None;
     // Bytes of the live rows of the previous step: a bound for the next one's columns.
@@ -159,11 +163,10 @@ async fn write_file(
     let mut next = Some(ScanRequest::prefix(table.scope_prefix(scope)).chunk_size(FLUSH_CHUNK));
     while let Some(request) = next {
         check_cancel(cancel, job)?;
-        let first = written.keys.len();
         let hint = row_bytes.max(FLUSH_CHUNK * 16);
         let mut rows = FileRows::new(&def, &schema, FLUSH_CHUNK, hint)?;
         row_bytes = 0;
-        let keys = &mut written.keys;
+        let (keys, live) = (&mut written.keys, &mut written.rows);
         next = table
             .storage
             .hot
@@ -174,16 +177,17 @@ async fn write_file(
                     // Written after the cut: stays hot for the next flush.
                     return Ok(());
                 }
-                keys.push(key);
                 if !system.deleted {
+                    // Invariant: a flush holds far fewer than 2^32 keys (memory bounds it).
+                    live.insert(u32::try_from(keys.len()).expect("fewer than 2^32 keys"));
                     row_bytes += value.len();
                     let pk = split_hot_key(kind, key).1;
                     rows.push(&def, pk, value, header.schema_version)?;
                 }
+                keys.push(key);
                 Ok(())
             })
             .await?;
-        mark_replaced(table, kind, &mut joins, &mut written, first).await?;
         if rows.is_empty() {
             // Only tombstones (or nothing before the cut): no rows for the file.
             continue;
@@ -204,67 +208,95 @@ async fn write_file(
     Ok(written)
 }
 
-/// Merge-join: every key flushed since key number `first` replaces the live row with that key
-/// in older files; marks those rows.
-async fn mark_replaced(
-    table: &TableHandle,
-    kind: TableType,
-    joins: &mut [FileKeyJoin],
-    written: &mut Written,
-    first: usize,
-) -> Result<()> {
-    for key in written.keys.keys_from(first) {
-        let pk = split_hot_key(kind, key).1;
-        for join in joins.iter_mut() {
-            if let Some(pos) = join.position(table, pk).await?
-                && !join.entry().dv.contains(pos)
-                && written
-                    .replaced
-                    .entry(join.entry().meta.id)
-                    .or_default()
-                    .insert(pos)
-            {
-                written.outcome.deleted += 1;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Step 3: the manifest entry, the grown deletion vectors and the removal of the flushed hot
-/// entries, in one batch.
+/// Step 3: the manifest entry, the replaced rows moved into deletion vectors and the removal
+/// of the flushed hot entries, in one batch.
 async fn commit(
     table: &TableHandle,
     scope: &KeyScope,
     cut: SequenceCut,
-    older: &[FileEntry],
-    written: Written,
+    mut written: Written,
 ) -> Result<ScopeFlush> {
     let _commit = table.commit.write().await;
     let _writes = table.write_lock.lock().await;
+    let older = table.files(scope);
     let mut batch = WriteBatch::new();
     let unchanged = table.write_generation.load(Ordering::Acquire) == cut.generation;
     let range_deleted = unchanged && table.storage.hot.capabilities().delete_range;
-    let remaining = if unchanged {
-        remove_flushed_keys(table, written.keys, range_deleted, &mut batch);
-        0
-    } else {
-        remove_up_to_cut(table, scope, cut, &mut batch).await?
-    };
-    let mut grown: Vec<FileEntry> = Vec::new();
-    for entry in older {
-        if let Some(added) = written.replaced.get(&entry.meta.id) {
-            let mut dv = (*entry.dv).clone();
-            dv.union_with(added);
-            batch.ops.push(WriteOp::Put {
-                partition: table.meta.clone(),
-                key: dv_key(scope, entry.meta.id),
-                value: dv.encode().into(),
-            });
-            grown.push(FileEntry::new(entry.meta.clone(), dv));
+    let prefix = table.scope_prefix(scope);
+    // The flushed keys' `h` entries: their rows are replaced by the new file (or deleted by
+    // a flushed tombstone), so they move into their files' deletion vectors.
+    let mut replaced: HashMap<i64, Vec<u64>> = HashMap::new();
+    let hidden_range = hidden_prefix(scope);
+    let mut next = Some(ScanRequest::prefix(hidden_range.clone()).chunk_size(FLUSH_CHUNK));
+    let mut hot_key = prefix.clone();
+    while let Some(request) = next {
+        let chunk = table.storage.hot.scan(&table.meta, &request).await?;
+        next = chunk.resume;
+        for (key, value) in chunk.entries {
+            hot_key.truncate(prefix.len());
+            hot_key.extend_from_slice(&key[hidden_range.len()..]);
+            if !unchanged && written.keys.find(&hot_key).is_none() {
+                // A key first written after the cut: its entry stays.
+                continue;
+            }
+            let at = Hidden::decode(&value).ok_or_else(|| Error::Corrupt {
+                what: format!("hidden row of {scope} of table {}", table.id),
+                reason: format!("{} bytes, not 16", value.len()),
+            })?;
+            replaced.entry(at.file).or_default().push(at.position);
+            if !range_deleted {
+                batch.delete(&table.meta, key);
+            }
         }
     }
-    let mut outcome = written.outcome;
+    // Every hot entry was flushed, so were all keys with `h` entries: one range delete.
+    if range_deleted
+        && !replaced.is_empty()
+        && let Some(end) = prefix_successor(&hidden_range)
+    {
+        batch.delete_range(&table.meta, hidden_range.clone(), end);
+    }
+    let (remaining, rehidden) = if unchanged {
+        let keys = std::mem::take(&mut written.keys);
+        remove_flushed_keys(table, keys, range_deleted, &mut batch);
+        (HotCount::default(), Vec::new())
+    } else {
+        remove_up_to_cut(table, scope, cut, &written, &mut batch).await?
+    };
+    let new_file = written.file.as_ref().map(|m| m.id);
+    for (pk, position) in &rehidden {
+        let at = Hidden {
+            // Invariant: only keys flushed as rows are rehidden, so the file exists.
+            file: new_file.expect("a key flushed as a row has a file"),
+            position: *position,
+        };
+        batch.put(&table.meta, hidden_key(scope, pk), at.encode());
+    }
+    let mut outcome = FlushOutcome::default();
+    let mut grown: Vec<FileEntry> = Vec::new();
+    for entry in &older {
+        let Some(positions) = replaced.get_mut(&entry.meta.id) else {
+            continue;
+        };
+        positions.sort_unstable();
+        let mut dv = (*entry.dv).clone();
+        dv.extend_sorted(positions);
+        outcome.deleted += dv.len() - entry.dv.len();
+        batch.ops.push(WriteOp::Put {
+            partition: table.meta.clone(),
+            key: dv_key(scope, entry.meta.id),
+            value: dv.encode().into(),
+        });
+        let mut hidden = (*entry.hidden).clone();
+        for p in positions.iter() {
+            hidden.remove(*p);
+        }
+        grown.push(FileEntry {
+            meta: entry.meta.clone(),
+            dv: Arc::new(dv),
+            hidden: Arc::new(hidden),
+        });
+    }
     if let Some(meta) = &written.file {
         batch.ops.push(WriteOp::Put {
             partition: table.meta.clone(),
@@ -281,7 +313,7 @@ async fn commit(
     batch.ops.push(table.counter_op(scope, remaining));
     table.storage.hot.batch(batch).await?;
     let mut state = table.state.write();
-    state.counters.insert(scope.clone(), remaining);
+    state.set_count(scope, remaining);
     let files = state.files.entry(scope.clone()).or_default();
     for g in grown {
         if let Some(f) = files.iter_mut().find(|f| f.meta.id == g.meta.id) {
@@ -289,7 +321,10 @@ async fn commit(
         }
     }
     if let Some(meta) = written.file {
-        files.push(FileEntry::new(meta, DeletionVector::new()));
+        let mut entry = FileEntry::new(meta, DeletionVector::new());
+        let positions: Vec<u64> = rehidden.iter().map(|(_, p)| *p).collect();
+        Arc::make_mut(&mut entry.hidden).extend_sorted(&positions);
+        files.push(entry);
     }
     Ok(ScopeFlush {
         outcome,
@@ -320,26 +355,36 @@ fn remove_flushed_keys(
     }
 }
 
-/// Writes came in since the cut: removes the scope's entries up to the cut one by one and
-/// returns how many newer ones stay.
+/// Writes came in since the cut: removes the scope's entries up to the cut one by one. Returns
+/// the count of the entries that stay, and the keys among them that the new file holds as a
+/// row (an older version, flushed before the key was written again), with its position there:
+/// the hot entry hides that row.
 async fn remove_up_to_cut(
     table: &TableHandle,
     scope: &KeyScope,
     cut: SequenceCut,
+    written: &Written,
     batch: &mut WriteBatch,
-) -> Result<u64> {
-    let mut remaining = 0u64;
+) -> Result<(HotCount, Vec<(Vec<u8>, u64)>)> {
+    let kind = table.definition().table_type;
+    let mut remaining = HotCount::default();
+    let mut rehidden = Vec::new();
     let mut next = Some(ScanRequest::prefix(table.scope_prefix(scope)).chunk_size(FLUSH_CHUNK));
     while let Some(request) = next {
         let chunk = table.storage.hot.scan(&table.hot, &request).await?;
         next = chunk.resume;
         for (key, value) in chunk.entries {
-            if TableHandle::system_of(&value)?.seq <= cut.seq {
+            let system = TableHandle::system_of(&value)?;
+            if system.seq <= cut.seq {
                 batch.delete(&table.hot, key);
-            } else {
-                remaining += 1;
+                continue;
+            }
+            remaining.entries += 1;
+            remaining.tombstones += u64::from(system.deleted);
+            if let Some(position) = written.position_of(&key) {
+                rehidden.push((split_hot_key(kind, &key).1.to_vec(), position));
             }
         }
     }
-    Ok(remaining)
+    Ok((remaining, rehidden))
 }

@@ -12,10 +12,10 @@ use bytes::Bytes;
 use crate::codec::BatchDecoder;
 use crate::error::{Error, Result};
 use crate::format::{FileMeta, FileWriter};
-use crate::merge::upgrade_hot_row;
 use crate::schema::TableDefinition;
 use crate::spawn::AbortOnDrop;
 use crate::table::TableHandle;
+use crate::table::upgrade_hot_row;
 
 /// Chunks that may wait between a flush's scan and its file writer: enough to ride out the
 /// writer's pauses at row-group ends, few enough to keep a flush's memory small.
@@ -40,17 +40,25 @@ impl KeyBuffer {
         self.ends.len()
     }
 
-    /// The keys pushed after the first `first`, in order.
-    pub(super) fn keys_from(&self, first: usize) -> impl Iterator<Item = &[u8]> + '_ {
-        let mut start = match first {
-            0 => 0,
-            n => self.ends[n - 1],
-        };
-        self.ends[first..].iter().map(move |&end| {
-            let key = &self.bytes[start..end];
-            start = end;
-            key
-        })
+    /// Key number `i`.
+    fn key(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+
+    /// The number of `key`, when the keys were pushed in increasing order and it is one of
+    /// them.
+    pub(super) fn find(&self, key: &[u8]) -> Option<usize> {
+        let (mut lo, mut hi) = (0, self.ends.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.key(mid).cmp(key) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(mid),
+            }
+        }
+        None
     }
 
     /// The first and the last key pushed.

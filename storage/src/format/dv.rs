@@ -33,6 +33,11 @@ impl DeletionVector {
         self.0.insert(position)
     }
 
+    /// Marks `position` live again; returns whether it was dead.
+    pub fn remove(&mut self, position: u64) -> bool {
+        self.0.remove(position)
+    }
+
     /// Whether `position` is dead.
     pub fn contains(&self, position: u64) -> bool {
         self.0.contains(position)

@@ -4,8 +4,9 @@
 //!
 //! # A data file
 //! One sorted Parquet file per flush of a scope (`paths`: `<ns>/<table>/[_user=<user>/]<id>.parquet`),
-//! zstd level 1, row groups of 128 Ki rows, data pages of at most 1024 rows, page statistics
-//! and the page index, the schema version in the key-value metadata
+//! zstd level 1, row groups of 128 Ki rows, data pages of at most 1024 rows (16 KiB), row-group
+//! statistics for every column, page statistics and the page index for `_key` and the
+//! primary-key columns, the schema version in the key-value metadata
 //! (`kalamstore.schema_version`):
 //!
 //! | column          | arrow type          | what                                               |
@@ -48,11 +49,11 @@ pub(crate) use columns::{
 pub use columns::{KEY_COLUMN, file_schema};
 pub use dv::{DV_MAGIC, DeletionVector};
 pub use manifest::FileMeta;
+pub use partitions::{Hidden, HotCount, hot_partition, meta_partition};
 pub(crate) use partitions::{
-    META_DEFINITION, META_DELTA_PENDING, MetaKey, counter_key, counter_value, dv_key, manifest_key,
-    scope_prefix, split_hot_key,
+    META_DEFINITION, META_DELTA_PENDING, META_OVERLAY, MetaKey, counter_key, dv_key, hidden_key,
+    hidden_prefix, manifest_key, scope_prefix, split_hot_key,
 };
-pub use partitions::{hot_partition, meta_partition};
 pub(crate) use paths::{is_delta_log_file, scope_dir, table_dir};
 pub use reader::ObjectFileReader;
 pub(crate) use reader::{

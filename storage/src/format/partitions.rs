@@ -4,13 +4,21 @@
 //! |----------------------|---------------------------------------|--------------------------------|
 //! | `t.<ns>.<table>.hot` | `[<user> 0x00]` + encoded primary key | row (`codec::Row`); tombstones carry `_deleted` |
 //! | `t.<ns>.<table>.meta`| `d`                                   | the table definition           |
-//! |                      | `c` + `<user>`                        | buffered hot entries, u64 LE   |
+//! |                      | `c` + `<user>`                        | [`HotCount`]: buffered hot entries, then tombstones among them, u64 LE each |
 //! |                      | `f` + `<user>` 0x00 + file id (i64 BE) | [`FileMeta`](super::FileMeta) |
 //! |                      | `v` + `<user>` 0x00 + file id (i64 BE) | [`DeletionVector`](super::DeletionVector) |
+//! |                      | `h` + `<user>` 0x00 + primary key      | [`Hidden`]: the flushed row the key's hot entry hides, file id (i64 BE) and position (u64 BE) |
+//! |                      | `o`                                   | empty: `h` entries are kept (the table's overlay is resolved at write time) |
 //! |                      | `P`                                   | empty: the Delta log is behind |
 //!
 //! `<user>` is the scope's stored name ([`KeyScope::as_str`]): empty for SHARED and STREAM
 //! tables. User ids never contain 0x00, so the scope prefix is unambiguous.
+//!
+//! An `h` entry exists exactly while a key's live flushed row (not in its file's deletion
+//! vector) has a newer hot entry in the same scope: the write that first buffers the key
+//! records it in the same batch, a flush folds it into the deletion vector, a compaction
+//! points it at the row's new position. Reads then take a file's dead rows as its vector
+//! plus its hidden positions, without looking at the hot keys.
 
 use bytes::Bytes;
 
@@ -29,6 +37,10 @@ pub(crate) const META_COUNTER: u8 = b'c';
 pub(crate) const META_FILE: u8 = b'f';
 /// Tag of a deletion vector.
 pub(crate) const META_DV: u8 = b'v';
+/// Tag of a hidden flushed row.
+pub(crate) const META_HIDDEN: u8 = b'h';
+/// Key of the marker that the table keeps `h` entries.
+pub(crate) const META_OVERLAY: &[u8] = b"o";
 
 fn table_partition(id: &TableId, suffix: &str) -> Partition {
     // Invariant: namespace and table names are `[a-z][a-z0-9_]*` of at most 64 bytes each,
@@ -80,9 +92,44 @@ pub(crate) fn counter_key(scope: &KeyScope) -> Bytes {
     k.into()
 }
 
-/// The value of a buffered-entry counter.
-pub(crate) fn counter_value(count: u64) -> Bytes {
-    Bytes::copy_from_slice(&count.to_le_bytes())
+/// A scope's buffered hot entries, and how many of them are tombstones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HotCount {
+    /// Hot entries: rows and tombstones.
+    pub entries: u64,
+    /// Tombstones among them.
+    pub tombstones: u64,
+}
+
+impl HotCount {
+    /// Live hot rows (entries that are not tombstones; a STREAM row past its TTL still counts).
+    pub fn rows(&self) -> u64 {
+        self.entries.saturating_sub(self.tombstones)
+    }
+
+    /// The stored value: entries, then tombstones, u64 LE each.
+    pub(crate) fn encode(&self) -> Bytes {
+        let mut v = Vec::with_capacity(16);
+        v.extend_from_slice(&self.entries.to_le_bytes());
+        v.extend_from_slice(&self.tombstones.to_le_bytes());
+        v.into()
+    }
+
+    /// Decodes a stored value into entries and tombstones; tombstones are `None` in the
+    /// earlier 8-byte form (entries only), where they must be counted. A value of any other
+    /// length is `Err(its length)`.
+    pub(crate) fn decode(bytes: &[u8]) -> std::result::Result<(u64, Option<u64>), usize> {
+        let word = |at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_le_bytes(w)
+        };
+        match bytes.len() {
+            8 => Ok((word(0), None)),
+            16 => Ok((word(0), Some(word(8)))),
+            n => Err(n),
+        }
+    }
 }
 
 fn file_key(tag: u8, scope: &KeyScope, id: i64) -> Bytes {
@@ -105,6 +152,52 @@ pub(crate) fn dv_key(scope: &KeyScope, id: i64) -> Bytes {
     file_key(META_DV, scope, id)
 }
 
+/// The prefix of a scope's `h` entries.
+pub(crate) fn hidden_prefix(scope: &KeyScope) -> Vec<u8> {
+    let name = scope.as_str().as_bytes();
+    let mut k = Vec::with_capacity(name.len() + 2);
+    k.push(META_HIDDEN);
+    k.extend_from_slice(name);
+    k.push(0);
+    k
+}
+
+/// The key of the `h` entry of primary key `pk` in `scope`.
+pub(crate) fn hidden_key(scope: &KeyScope, pk: &[u8]) -> Bytes {
+    let mut k = hidden_prefix(scope);
+    k.extend_from_slice(pk);
+    k.into()
+}
+
+/// Where a hidden flushed row is: its file and its position in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Hidden {
+    /// The file's id.
+    pub file: i64,
+    /// The row's position in the file.
+    pub position: u64,
+}
+
+impl Hidden {
+    /// The stored value: file id (i64 BE), position (u64 BE).
+    pub(crate) fn encode(&self) -> Bytes {
+        let mut v = Vec::with_capacity(16);
+        v.extend_from_slice(&self.file.to_be_bytes());
+        v.extend_from_slice(&self.position.to_be_bytes());
+        v.into()
+    }
+
+    /// Decodes a stored value; `None` when it is not 16 bytes.
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+        let file: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+        let position: [u8; 8] = bytes.get(8..)?.try_into().ok()?;
+        Some(Self {
+            file: i64::from_be_bytes(file),
+            position: u64::from_be_bytes(position),
+        })
+    }
+}
+
 /// One decoded key of a meta partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum MetaKey {
@@ -116,6 +209,10 @@ pub(crate) enum MetaKey {
     File(KeyScope, i64),
     /// A deletion vector.
     Dv(KeyScope, i64),
+    /// The hidden flushed row of a primary key (the key after the scope).
+    Hidden(KeyScope, Vec<u8>),
+    /// The marker that `h` entries are kept.
+    Overlay,
     /// A key this version does not write (kept as it is).
     Other,
 }
@@ -146,6 +243,7 @@ impl MetaKey {
         };
         Ok(match key.split_first() {
             _ if key == META_DEFINITION => Self::Definition,
+            _ if key == META_OVERLAY => Self::Overlay,
             Some((&META_COUNTER, body)) => Self::Counter(scope(body)?),
             Some((&META_FILE, body)) => {
                 let (s, id) = file(body)?;
@@ -154,6 +252,13 @@ impl MetaKey {
             Some((&META_DV, body)) => {
                 let (s, id) = file(body)?;
                 Self::Dv(s, id)
+            }
+            Some((&META_HIDDEN, body)) => {
+                let zero = body
+                    .iter()
+                    .position(|b| *b == 0)
+                    .ok_or_else(|| corrupt("bad hidden-row key"))?;
+                Self::Hidden(scope(&body[..zero])?, body[zero + 1..].to_vec())
             }
             _ => Self::Other,
         })
@@ -189,6 +294,38 @@ mod tests {
             );
         }
         assert!(MetaKey::decode(b"f", &table()).is_err());
+    }
+
+    #[test]
+    fn hidden_keys_decode_back_with_keys_that_hold_zero_bytes() {
+        let alice = KeyScope::User(UserId::new("alice").unwrap());
+        for scope in [KeyScope::Shared, alice] {
+            let key = hidden_key(&scope, b"a\0b");
+            assert!(key.starts_with(&hidden_prefix(&scope)));
+            assert_eq!(
+                MetaKey::decode(&key, &table()).unwrap(),
+                MetaKey::Hidden(scope, b"a\0b".to_vec())
+            );
+        }
+        let at = Hidden {
+            file: -3,
+            position: 1 << 40,
+        };
+        assert_eq!(Hidden::decode(&at.encode()), Some(at));
+        assert_eq!(Hidden::decode(&[1, 2, 3]), None);
+        assert!(MetaKey::decode(b"h", &table()).is_err());
+    }
+
+    #[test]
+    fn hot_counts_decode_in_both_forms() {
+        let count = HotCount {
+            entries: 7,
+            tombstones: 2,
+        };
+        assert_eq!(HotCount::decode(&count.encode()), Ok((7, Some(2))));
+        assert_eq!(HotCount::decode(&7u64.to_le_bytes()), Ok((7, None)));
+        assert_eq!(HotCount::decode(&[0; 3]), Err(3));
+        assert_eq!(count.rows(), 5);
     }
 
     #[test]

@@ -53,8 +53,9 @@ pub fn writer_properties(def: &TableDefinition) -> WriterProperties {
         .set_data_page_row_count_limit(PAGE_ROWS)
         .set_data_page_size_limit(DATA_PAGE_BYTES)
         .set_write_batch_size(WRITE_BATCH_ROWS)
-        // Row-group statistics for every column (pruning by filter); page statistics only
-        // for `_key`, the page directory of point reads (the page index of the other
+        // Row-group statistics for every column (pruning by filter); page statistics for
+        // `_key`, the page directory of point reads, and for the primary-key columns, which
+        // files are sorted by, so a range of keys prunes pages (the page index of the other
         // columns would only grow the footer every read keeps in memory).
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_column_statistics_enabled(key.clone(), EnabledStatistics::Page)
@@ -71,8 +72,15 @@ pub fn writer_properties(def: &TableDefinition) -> WriterProperties {
             SCHEMA_VERSION_METADATA.to_owned(),
             def.schema.version.to_string(),
         )]));
+    let pk: Vec<_> = def.primary_key().collect();
+    for c in &pk {
+        builder = builder.set_column_statistics_enabled(
+            ColumnPath::from(c.name.as_str()),
+            EnabledStatistics::Page,
+        );
+    }
     // A single-column primary key is unique within a file too.
-    if let [pk] = def.primary_key().collect::<Vec<_>>().as_slice() {
+    if let [pk] = pk.as_slice() {
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(pk.name.as_str()), false);
     }
     builder.build()

@@ -1,22 +1,17 @@
-//! The hot side of a read: a consistent snapshot of a scope's hot entries and files, and hot
-//! entries decoded into arrow columns (with their keys, tombstone flags and write times).
+//! The hot side of a read: a consistent snapshot of a scope's hot entries (decoded, see
+//! `table::hot`) and files.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use arrow::array::{Array, BinaryArray, BooleanArray, Int64Array};
-use arrow::datatypes::{DataType, Field, Schema};
-use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 
 use crate::backend::{KeyRange, ScanRequest, prefix_successor, scan_all};
-use crate::codec::{DELETED_COLUMN, Row, UPDATED_COLUMN, decode_batch, read_header};
 use crate::error::{Error, Result};
-use crate::format::{KEY_COLUMN, KeyBounds, split_hot_key};
+use crate::format::{KeyBounds, is_unbounded, split_hot_key};
 use crate::ids::KeyScope;
-use crate::schema::TableDefinition;
-use crate::table::{FileEntry, ReaderPin, TableHandle, upgrade_row};
+use crate::table::{FileEntry, HotRows, ReaderPin, TableHandle};
 
 /// Hot entries read per chunk of a snapshot.
 const SNAPSHOT_CHUNK: usize = 4096;
@@ -35,13 +30,14 @@ pub(crate) struct ScopeRows {
     /// The scope.
     pub(crate) scope: KeyScope,
     /// Its hot entries within the read's key bounds, `None` when there are none.
-    pub(crate) hot: Option<HotRows>,
-    /// Its live files, oldest first.
+    pub(crate) hot: Option<Arc<HotRows>>,
+    /// Its live files, oldest first, with their dead and hidden rows.
     pub(crate) files: Vec<FileEntry>,
 }
 
-/// The hot entries and files of the scopes a read covers, taken together under the table's
-/// commit lock, so no row is seen twice or missed while a flush commits. The files stay
+/// The hot entries and files of the scopes a read covers, taken together: under the table's
+/// commit lock (no flush moves rows between the tiers meanwhile) and consistent with the
+/// writes (a file's hidden rows are those of exactly the hot entries seen). The files stay
 /// pinned while the snapshot lives. Hot entries are held decoded (the flush policy bounds
 /// them); files are read as the read goes.
 pub(crate) struct Snapshot {
@@ -53,36 +49,72 @@ pub(crate) struct Snapshot {
 /// Hot entries of one scope, key and value.
 type HotEntries = Vec<(Bytes, Bytes)>;
 
-/// Takes a [`Snapshot`] of `scopes` of a table, hot entries within `keys`.
+/// Takes a [`Snapshot`] of `scopes` of a table, hot entries within `keys`. A read of whole
+/// scopes takes decoded hot rows from the table's cache when no commit changed them since;
+/// otherwise the hot entries are read under the write lock, so no write lands between them
+/// and the files' hidden rows (and, for whole scopes, kept decoded for the next read).
 pub(crate) async fn snapshot(
     table: &TableHandle,
     scopes: &Scopes,
     keys: &KeyBounds,
 ) -> Result<Snapshot> {
-    let (pin, raw) = {
-        let _read = table.commit.read().await;
-        let pin = table.pins.pin();
-        let raw = match scopes {
-            Scopes::One(scope) => vec![(
-                scope.clone(),
-                table.files(scope),
-                hot_entries(table, scope, keys).await?,
-            )],
-            Scopes::AllUsers => all_scopes(table).await?,
-        };
-        (pin, raw)
+    let _read = table.commit.read().await;
+    let pin = table.pins.pin();
+    let schema_version = table.definition().schema.version;
+    let whole = is_unbounded(keys);
+    if whole && let Some(scopes) = cached(table, scopes, schema_version) {
+        return Ok(Snapshot { scopes, _pin: pin });
+    }
+    let _writes = table.write_lock.lock().await;
+    let version = (table.state.read().hot_version, schema_version);
+    let raw = match scopes {
+        Scopes::One(scope) => vec![(
+            scope.clone(),
+            table.files(scope),
+            hot_entries(table, scope, keys).await?,
+        )],
+        Scopes::AllUsers => all_scopes(table).await?,
     };
-    let scopes = raw
-        .into_iter()
-        .map(|(scope, files, hot)| {
-            let hot = match hot.is_empty() {
-                true => None,
-                false => Some(HotRows::decode(table, &hot)?),
-            };
-            Ok(ScopeRows { scope, hot, files })
-        })
-        .collect::<Result<_>>()?;
-    Ok(Snapshot { scopes, _pin: pin })
+    let mut out = Vec::with_capacity(raw.len());
+    for (scope, files, hot) in raw {
+        let hot = match hot.is_empty() {
+            true => None,
+            false => Some(Arc::new(HotRows::decode(table, &hot)?)),
+        };
+        if whole && let Some(rows) = &hot {
+            table
+                .hot_cache
+                .lock()
+                .keep(scope.clone(), version, rows.clone());
+        }
+        out.push(ScopeRows { scope, hot, files });
+    }
+    Ok(Snapshot {
+        scopes: out,
+        _pin: pin,
+    })
+}
+
+/// The scopes of a whole-scope read from the table's cache of decoded hot rows, if it holds
+/// every scope with hot entries at the table's current hot version.
+fn cached(table: &TableHandle, scopes: &Scopes, schema_version: u32) -> Option<Vec<ScopeRows>> {
+    let state = table.state.read();
+    let version = (state.hot_version, schema_version);
+    let cache = table.hot_cache.lock();
+    let wanted = match scopes {
+        Scopes::One(scope) => vec![scope.clone()],
+        Scopes::AllUsers => state.scopes(),
+    };
+    let mut out = Vec::with_capacity(wanted.len());
+    for scope in wanted {
+        let hot = match state.count(&scope).entries {
+            0 => None,
+            _ => Some(cache.get(&scope, version)?),
+        };
+        let files = state.files.get(&scope).cloned().unwrap_or_default();
+        out.push(ScopeRows { scope, hot, files });
+    }
+    Some(out)
 }
 
 /// The hot entries of one scope within `keys`.
@@ -158,115 +190,4 @@ fn hot_range(prefix: &[u8], keys: &KeyBounds) -> KeyRange {
         Bound::Unbounded => prefix_successor(prefix).map_or(Bound::Unbounded, Bound::Excluded),
     };
     KeyRange::Range(start, end)
-}
-
-/// Hot entries decoded: a batch of the current user columns, then `_seq`, `_updated`,
-/// `_deleted` and `_key` (the encoded primary key after the scope prefix), every column
-/// nullable (tombstones hold only their key columns).
-pub(crate) struct HotRows {
-    /// The decoded entries.
-    pub(crate) batch: RecordBatch,
-    /// Their encoded primary keys, in key order.
-    pub(crate) keys: BinaryArray,
-    /// Which are tombstones.
-    pub(crate) deleted: BooleanArray,
-    /// When each was written, ns since the epoch.
-    pub(crate) updated: Int64Array,
-}
-
-impl HotRows {
-    /// Decodes hot entries of `table`.
-    pub(crate) fn decode(table: &TableHandle, entries: &[(Bytes, Bytes)]) -> Result<Self> {
-        let def = table.definition();
-        let def = def.as_ref();
-        let current = def.schema.version;
-        let mut upgraded: Vec<Vec<u8>> = Vec::new();
-        let mut rows: Vec<&[u8]> = Vec::with_capacity(entries.len());
-        let needs_upgrade = entries
-            .iter()
-            .any(|(_, v)| read_header(v).map_or(true, |h| h.schema_version != current));
-        if needs_upgrade {
-            for (_, v) in entries {
-                upgraded.push(upgrade_hot_row(def, v)?);
-            }
-            rows.extend(upgraded.iter().map(Vec::as_slice));
-        } else {
-            rows.extend(entries.iter().map(|(_, v)| v.as_ref()));
-        }
-        let schema = def.arrow_schema(false);
-        let nullable = Arc::new(Schema::new_with_metadata(
-            schema
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone().with_nullable(true))
-                .collect::<Vec<_>>(),
-            schema.metadata().clone(),
-        ));
-        let decoded = decode_batch(rows, &nullable, true)?;
-        let kind = def.table_type;
-        let keys =
-            BinaryArray::from_iter_values(entries.iter().map(|(k, _)| split_hot_key(kind, k).1));
-        let system = |name: &str| {
-            decoded.column_by_name(name).ok_or_else(|| Error::Corrupt {
-                what: format!("hot rows of table {}", table.id),
-                reason: format!("decoded without `{name}`"),
-            })
-        };
-        let deleted = system(DELETED_COLUMN)?
-            .as_any()
-            .downcast_ref::<BooleanArray>()
-            .cloned();
-        let updated = system(UPDATED_COLUMN)?
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .cloned();
-        let (Some(deleted), Some(updated)) = (deleted, updated) else {
-            return Err(Error::Corrupt {
-                what: format!("hot rows of table {}", table.id),
-                reason: "system columns of the wrong type".into(),
-            });
-        };
-        let mut fields: Vec<Field> = decoded
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone().with_nullable(true))
-            .collect();
-        fields.push(Field::new(KEY_COLUMN, DataType::Binary, false));
-        let mut columns = decoded.columns().to_vec();
-        columns.push(Arc::new(keys.clone()));
-        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-            .map_err(Error::arrow("adding keys to hot rows"))?;
-        Ok(Self {
-            batch,
-            keys,
-            deleted,
-            updated,
-        })
-    }
-
-    /// Which entries are live rows: not tombstones, not past a STREAM table's TTL.
-    pub(crate) fn alive(&self, table: &TableHandle) -> BooleanArray {
-        let cutoff = table.expiry_cutoff();
-        (0..self.batch.num_rows())
-            .map(|i| {
-                let expired = cutoff.is_some_and(|c| self.updated.value(i) < c);
-                Some(!self.deleted.value(i) && !expired)
-            })
-            .collect()
-    }
-}
-
-/// A hot row written in an older schema version, re-encoded in `def`'s current one (added
-/// columns filled, dropped ones gone).
-pub(crate) fn upgrade_hot_row(def: &TableDefinition, bytes: &[u8]) -> Result<Vec<u8>> {
-    let row = Row::decode(bytes).map_err(|e| Error::decode("hot row", e))?;
-    let system = row.system;
-    let values = upgrade_row(def, row)?;
-    Ok(Row {
-        schema_version: def.schema.version,
-        values,
-        system,
-    }
-    .encode())
 }

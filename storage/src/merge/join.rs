@@ -1,6 +1,6 @@
 //! The merge-join of sorted keys with a file's sorted `_key` column, the one way kalamstore
-//! finds the flushed rows of given keys: a flush finds the rows its keys replace, a scan the
-//! rows its hot keys hide, the write path the rows of many looked-up keys.
+//! finds the flushed rows of many given keys: the write path the rows of many looked-up keys,
+//! a compaction where the rows its hot keys hide went (`overlay`).
 
 use arrow::array::{Array, BinaryArray};
 use futures::TryStreamExt;
@@ -9,7 +9,7 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 
 use crate::error::{Error, Result};
-use crate::format::{DeletionVector, KEY_COLUMN, RowGroupKeys, key_column};
+use crate::format::{KEY_COLUMN, RowGroupKeys, key_column};
 use crate::table::{FileEntry, TableHandle};
 
 /// A cursor over the sorted `_key` column of one file; keys must be sought in increasing
@@ -179,11 +179,6 @@ impl FileKeyJoin {
         }
     }
 
-    /// The file this join reads.
-    pub(crate) fn entry(&self) -> &FileEntry {
-        &self.entry
-    }
-
     /// The position of `key` in the file, if the file holds it (live or deleted). Keys must
     /// come in increasing order across calls.
     pub(crate) async fn position(
@@ -202,23 +197,4 @@ impl FileKeyJoin {
         };
         cursor.seek(table, &self.entry, key).await
     }
-}
-
-/// The rows of `entry` whose keys are in `keys` (sorted ascending), as positions added to the
-/// file's deletion vector: the flushed rows that hot entries replace or delete.
-pub(crate) async fn hide_keys<'k>(
-    table: &TableHandle,
-    entry: &FileEntry,
-    keys: impl IntoIterator<Item = &'k [u8]>,
-) -> Result<DeletionVector> {
-    let mut join = FileKeyJoin::new(entry.clone());
-    let mut positions = Vec::new();
-    for key in keys {
-        if let Some(pos) = join.position(table, key).await? {
-            positions.push(pos);
-        }
-    }
-    let mut dead = (*entry.dv).clone();
-    dead.extend_sorted(&positions);
-    Ok(dead)
 }

@@ -12,7 +12,7 @@ use super::file::{FilePlan, read_file};
 use super::join::FileKeyJoin;
 use crate::codec::{KalamValue, value_at};
 use crate::error::{Error, Result};
-use crate::format::{DeletionVector, KeyBounds, KeyPage, key_column};
+use crate::format::{DeletionVector, Hidden, KeyPage, key_column};
 use crate::ids::KeyScope;
 use crate::schema::TableDefinition;
 use crate::table::{FileEntry, TableHandle};
@@ -20,6 +20,15 @@ use crate::table::{FileEntry, TableHandle};
 /// Keys a batch must look up in one file before a merge-join with the file's `_key` column
 /// beats one point read (bloom filter, one page) per key.
 const MERGE_JOIN_KEYS: usize = 32;
+
+/// A live flushed row: its values in the current schema, and where it is.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FlushedRow {
+    /// The values, in column order.
+    pub(crate) values: Vec<KalamValue>,
+    /// Its file and position.
+    pub(crate) at: Hidden,
+}
 
 /// Point read of one row by primary key.
 pub(crate) async fn get(
@@ -33,8 +42,44 @@ pub(crate) async fn get(
     hot_key.extend_from_slice(&pk);
     match table.hot_entry(&hot_key).await? {
         Some(values) => Ok(values),
-        None => get_flushed(table, scope, &pk).await,
+        None => Ok(get_flushed(table, scope, &pk).await?.map(|row| row.values)),
     }
+}
+
+/// Point reads of many rows by primary key (in any order): the values of each key's row, or
+/// `None`, in the order asked. Hot entries come from one `get_many`, the others from one pass
+/// over the files.
+pub(crate) async fn get_many(
+    table: &TableHandle,
+    scope: &KeyScope,
+    keys: &[Vec<KalamValue>],
+) -> Result<Vec<Option<Vec<KalamValue>>>> {
+    let pks = keys
+        .iter()
+        .map(|k| table.encode_primary_key(k))
+        .collect::<Result<Vec<_>>>()?;
+    let prefix = table.scope_prefix(scope);
+    let hot_keys: Vec<Vec<u8>> = pks
+        .iter()
+        .map(|pk| [prefix.as_slice(), pk].concat())
+        .collect();
+    let _read = table.commit.read().await;
+    let asked: Vec<&[u8]> = hot_keys.iter().map(Vec::as_slice).collect();
+    let hot = table.storage.hot.get_many(&table.hot, &asked).await?;
+    let cold: Vec<&[u8]> = pks
+        .iter()
+        .zip(&hot)
+        .filter(|(_, h)| h.is_none())
+        .map(|(pk, _)| pk.as_slice())
+        .collect();
+    let mut flushed = get_flushed_many(table, scope, &cold).await?;
+    pks.iter()
+        .zip(hot)
+        .map(|(pk, hot)| match hot {
+            Some(bytes) => table.hot_values(&bytes),
+            None => Ok(flushed.remove(pk.as_slice()).map(|row| row.values)),
+        })
+        .collect()
 }
 
 /// The current values of the flushed row with encoded key `key` in `scope`, if a live one
@@ -43,12 +88,12 @@ async fn get_flushed(
     table: &TableHandle,
     scope: &KeyScope,
     key: &[u8],
-) -> Result<Option<Vec<KalamValue>>> {
+) -> Result<Option<FlushedRow>> {
     let def = table.definition();
     let view = table.files_view(scope);
     for entry in view.files.iter().rev().filter(|f| f.meta.may_hold(key)) {
-        if let Some(values) = get_in_file(table, &def, entry, key).await? {
-            return Ok(Some(values));
+        if let Some(row) = get_in_file(table, &def, entry, key).await? {
+            return Ok(Some(row));
         }
     }
     Ok(None)
@@ -61,8 +106,8 @@ pub(crate) async fn get_flushed_many(
     table: &TableHandle,
     scope: &KeyScope,
     keys: &[&[u8]],
-) -> Result<HashMap<Vec<u8>, Vec<KalamValue>>> {
-    let mut found: HashMap<Vec<u8>, Vec<KalamValue>> = HashMap::new();
+) -> Result<HashMap<Vec<u8>, FlushedRow>> {
+    let mut found: HashMap<Vec<u8>, FlushedRow> = HashMap::new();
     let view = table.files_view(scope);
     if view.files.is_empty() || keys.is_empty() {
         return Ok(found);
@@ -83,8 +128,8 @@ pub(crate) async fn get_flushed_many(
         }
         if wanted.len() < MERGE_JOIN_KEYS {
             for key in &wanted {
-                if let Some(values) = get_in_file(table, &def, entry, key).await? {
-                    found.insert(key.to_vec(), values);
+                if let Some(row) = get_in_file(table, &def, entry, key).await? {
+                    found.insert(key.to_vec(), row);
                 }
             }
         } else {
@@ -100,15 +145,17 @@ async fn read_joined(
     def: &Arc<TableDefinition>,
     entry: &FileEntry,
     wanted: &[&[u8]],
-    found: &mut HashMap<Vec<u8>, Vec<KalamValue>>,
+    found: &mut HashMap<Vec<u8>, FlushedRow>,
 ) -> Result<()> {
     let mut join = FileKeyJoin::new(entry.clone());
     let mut live = Vec::new();
+    let mut positions: HashMap<&[u8], u64> = HashMap::new();
     for key in wanted {
         if let Some(pos) = join.position(table, key).await?
             && !entry.dv.contains(pos)
         {
             live.push(pos);
+            positions.insert(key, pos);
         }
     }
     let (Some(first), Some(last)) = (wanted.first(), wanted.last()) else {
@@ -118,6 +165,7 @@ async fn read_joined(
         return Ok(());
     }
     let dead = DeletionVector::all_except(entry.meta.rows, live);
+    let file = entry.meta.id;
     let plan = FilePlan {
         keys: (
             Bound::Included(first.to_vec()),
@@ -129,7 +177,14 @@ async fn read_joined(
     for batch in read_file(table, entry, &plan, Some(&dead)).await? {
         let keys = key_column(&batch, &what)?;
         for row in 0..batch.num_rows() {
-            found.insert(keys.value(row).to_vec(), row_of(&batch, def, row)?);
+            let key = keys.value(row);
+            let position = positions.get(key).copied().ok_or_else(|| Error::Corrupt {
+                what: what.clone(),
+                reason: format!("read row {key:02x?}, which the merge-join did not find"),
+            })?;
+            let values = row_of(&batch, def, row)?;
+            let at = Hidden { file, position };
+            found.insert(key.to_vec(), FlushedRow { values, at });
         }
     }
     Ok(())
@@ -144,13 +199,12 @@ async fn get_in_file(
     def: &Arc<TableDefinition>,
     entry: &FileEntry,
     key: &[u8],
-) -> Result<Option<Vec<KalamValue>>> {
+) -> Result<Option<FlushedRow>> {
     let file = table.data_file(&entry.meta);
     let index = table.file_index.index(file).await?;
     let Some(pages) = &index.key_pages else {
-        return get_in_file_by_predicate(table, def, entry, key).await;
+        return get_in_file_by_join(table, def, entry, key).await;
     };
-    // Positions are of the whole file, so the decode must not skip dead rows.
     let everything = DeletionVector::new();
     // The bloom verdict of the last row group asked (pages holding a key are adjacent).
     let mut bloom_verdict: Option<(usize, bool)> = None;
@@ -174,23 +228,41 @@ async fn get_in_file(
         else {
             continue;
         };
-        if entry.dv.contains(position) {
-            return Ok(None);
-        }
-        let plan = FilePlan {
-            positions: Some(position..position + 1),
-            ..FilePlan::all(def.clone(), false, false)
-        };
-        let batches = read_file(table, entry, &plan, Some(&everything)).await?;
-        return match batches.iter().find(|b| b.num_rows() > 0) {
-            Some(batch) => row_of(batch, def, 0).map(Some),
-            None => Err(Error::Corrupt {
-                what: file.describe(),
-                reason: format!("row {position} of its `_key` page could not be read"),
-            }),
-        };
+        return read_row_at(table, def, entry, position).await;
     }
     Ok(None)
+}
+
+/// The row at `position` of a file, unless its deletion vector holds it.
+async fn read_row_at(
+    table: &TableHandle,
+    def: &Arc<TableDefinition>,
+    entry: &FileEntry,
+    position: u64,
+) -> Result<Option<FlushedRow>> {
+    if entry.dv.contains(position) {
+        return Ok(None);
+    }
+    let plan = FilePlan {
+        positions: Some(position..position + 1),
+        ..FilePlan::all(def.clone(), false, false)
+    };
+    // Positions are of the whole file, so the decode must not skip dead rows.
+    let batches = read_file(table, entry, &plan, Some(&DeletionVector::new())).await?;
+    let at = Hidden {
+        file: entry.meta.id,
+        position,
+    };
+    match batches.iter().find(|b| b.num_rows() > 0) {
+        Some(batch) => Ok(Some(FlushedRow {
+            values: row_of(batch, def, 0)?,
+            at,
+        })),
+        None => Err(Error::Corrupt {
+            what: table.data_file(&entry.meta).describe(),
+            reason: format!("row {position} of its `_key` page could not be read"),
+        }),
+    }
 }
 
 /// The position in the file of `key`, if `page` holds it: searches that page's `_key` values,
@@ -251,23 +323,18 @@ fn key_column_of(keys: ArrayRef, what: &str) -> Result<BinaryArray> {
         })
 }
 
-/// The live row of `key` in a file without `_key` page statistics: row groups pruned by
-/// statistics and bloom filter, rows by a key predicate in the decoder.
-async fn get_in_file_by_predicate(
+/// The live row of `key` in a file without `_key` page statistics: its position by a
+/// merge-join with the file's `_key` column (row groups pruned by statistics and bloom
+/// filter), then that row.
+async fn get_in_file_by_join(
     table: &TableHandle,
     def: &Arc<TableDefinition>,
     entry: &FileEntry,
     key: &[u8],
-) -> Result<Option<Vec<KalamValue>>> {
-    let keys: KeyBounds = (Bound::Included(key.to_vec()), Bound::Included(key.to_vec()));
-    let plan = FilePlan {
-        keys,
-        limit: Some(1),
-        ..FilePlan::all(def.clone(), false, false)
-    };
-    let batches = read_file(table, entry, &plan, None).await?;
-    match batches.iter().find(|b| b.num_rows() > 0) {
-        Some(batch) => row_of(batch, def, 0).map(Some),
+) -> Result<Option<FlushedRow>> {
+    let mut join = FileKeyJoin::new(entry.clone());
+    match join.position(table, key).await? {
+        Some(position) => read_row_at(table, def, entry, position).await,
         None => Ok(None),
     }
 }

@@ -1,14 +1,14 @@
-//! Merge-on-read: a scope's flushed files (deletion vectors applied) overlaid with its hot rows
-//! (a hot upsert replaces the flushed row with its key, a hot tombstone hides it). The flushed
-//! rows that hot keys replace are found by merge-joining the sorted hot keys with each file's
-//! `_key` column (`join`) and join the file's deletion vector for that read, so the decoder
-//! skips them like flushed deletes (`file`); point reads are in `lookup`.
+//! Merge-on-read: a scope's flushed files overlaid with its hot rows (a hot upsert replaces the
+//! flushed row with its key, a hot tombstone hides it). The write that buffers a key records
+//! the flushed row it hides (`overlay`), so a read skips a file's deletion vector and hidden
+//! rows alike, with no per-query key join (`file`, `stream`); point reads are in `lookup`.
 
 mod adapt;
 mod file;
 mod hot;
 mod join;
 mod lookup;
+mod overlay;
 mod stream;
 
 use std::ops::Bound;
@@ -24,10 +24,10 @@ use crate::table::TableHandle;
 
 pub use file::BatchStream;
 pub(crate) use file::{FilePlan, read_file};
-pub(crate) use hot::{Scopes, upgrade_hot_row};
-pub(crate) use join::FileKeyJoin;
-pub(crate) use lookup::{get, get_flushed_many};
-pub use stream::{RowEstimate, TableScan, USER_COLUMN};
+pub(crate) use hot::Scopes;
+pub(crate) use lookup::{FlushedRow, get, get_flushed_many, get_many};
+pub(crate) use overlay::{find_live, upgrade_overlay};
+pub use stream::{FileAccess, RowEstimate, ScanFile, ScanSnapshot, TableScan, USER_COLUMN};
 
 /// What a scan returns.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -1,9 +1,9 @@
 //! The streamed merge-on-read scan of a table ([`TableScan`]): a snapshot of the scopes it
 //! covers (taken when the first partition is polled), hot rows first (they are the newest),
-//! then each file with its deletion vector grown by the rows its scope's hot keys hide. A scan
-//! splits into any number of partitions that read disjoint files (partition 0 also returns the
-//! hot rows); every partition hides flushed rows under every hot key of their scope, so the
-//! partitions together return each live row once.
+//! then each file without its dead rows: its deletion vector and the rows newer hot entries
+//! hide (recorded by the writes, see `format::partitions`). A scan splits into any number of
+//! partitions that read disjoint files (partition 0 also returns the hot rows), which together
+//! return each live row once.
 
 use std::sync::Arc;
 
@@ -15,23 +15,93 @@ use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::file::{BATCH_ROWS, BatchStream, FilePlan, file_stream, limit_rows};
-use super::hot::{ScopeRows, Scopes, Snapshot, snapshot};
-use super::join::hide_keys;
+use super::hot::{Scopes, Snapshot, snapshot};
+use parquet::arrow::arrow_reader::ArrowReaderMetadata;
+
 use crate::error::{Error, Result};
-use crate::format::{key_mask, project};
-use crate::ids::KeyScope;
+use crate::format::{DeletionVector, FileMeta, ObjectFileReader, key_mask, project};
+use crate::ids::{KeyScope, UserId};
+use crate::schema::TableDefinition;
 use crate::table::{FileEntry, TableHandle};
 
 /// The column an all-users read adds: the user each row belongs to.
 pub const USER_COLUMN: &str = "_user";
+
+/// One file of a scan's snapshot, as a Parquet reader outside the core (DataFusion's) needs
+/// it: the rows to skip are exactly those the core's own read skips.
+#[derive(Debug, Clone)]
+pub struct ScanFile {
+    /// Whose file it is, for an all-users read of a USER table.
+    pub user: Option<UserId>,
+    /// The manifest entry (path, size, rows, schema version).
+    pub meta: FileMeta,
+    /// Rows a read skips: the deletion vector and the rows newer hot entries hide.
+    pub dead: Arc<DeletionVector>,
+}
+
+impl ScanFile {
+    /// Rows a read of the file returns (before any filter).
+    pub fn live_rows(&self) -> u64 {
+        self.meta.rows.saturating_sub(self.dead.len())
+    }
+}
+
+/// What a scan reads, fixed when it was taken: the files and the hot rows, consistent with
+/// each other. The files stay pinned (not deleted by a compaction) while it lives.
+pub struct ScanSnapshot {
+    /// The files, oldest first within each scope.
+    pub files: Vec<ScanFile>,
+    /// The hot rows that match the scan's filter, in the scan's schema.
+    pub hot: Vec<RecordBatch>,
+    _snapshot: Arc<Snapshot>,
+}
+
+impl std::fmt::Debug for ScanSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScanSnapshot")
+            .field("files", &self.files.len())
+            .field("hot_batches", &self.hot.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads of a table's Parquet files for a reader outside the core: byte ranges through the
+/// storage's cold store (and its cache), footers through the storage's metadata cache.
+#[derive(Clone)]
+pub struct FileAccess {
+    table: Arc<TableHandle>,
+}
+
+impl std::fmt::Debug for FileAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileAccess")
+            .field("table", &self.table.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FileAccess {
+    /// A reader of one of the table's files.
+    pub fn reader(&self, meta: &FileMeta) -> ObjectFileReader {
+        self.table.data_file(meta).reader()
+    }
+
+    /// The file's footer with its page index, from the metadata cache.
+    pub async fn metadata(&self, meta: &FileMeta) -> Result<ArrowReaderMetadata> {
+        self.table
+            .file_index
+            .footer(self.table.data_file(meta))
+            .await
+    }
+}
 
 /// How many rows a read will return, from the manifest and the buffered-row counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RowEstimate {
     /// The estimate.
     pub rows: u64,
-    /// Whether it is the exact count of the read's rows (no filter, no hot entries that
-    /// could replace or delete flushed rows, no STREAM expiry).
+    /// Whether it is the exact count of the read's rows (no filter, no STREAM expiry), as of
+    /// the table's last commit.
     pub exact: bool,
 }
 
@@ -87,40 +157,29 @@ impl TableScan {
         self.state.schema.clone()
     }
 
-    /// How many rows the scan will return, from the table's counters (before any filter).
+    /// How many rows the scan will return, from the table's counters and manifest (before any
+    /// filter): each file's rows less its deletion vector and hidden rows, plus the hot
+    /// entries that are not tombstones.
     pub fn estimate(&self) -> RowEstimate {
         let table = &self.state.table;
         let state = table.state.read();
-        let (mut flushed, mut hot) = (0u64, 0u64);
-        let mut count = |scope: &KeyScope| {
-            hot += state.counters.get(scope).copied().unwrap_or(0);
-            for f in state
+        let count = |scope: &KeyScope| {
+            let files = state
                 .files
                 .get(scope)
                 .map(Vec::as_slice)
-                .unwrap_or_default()
-            {
-                flushed += f.meta.rows.saturating_sub(f.dv.len());
-            }
+                .unwrap_or_default();
+            let flushed: u64 = files.iter().map(FileEntry::live_rows).sum();
+            flushed + state.count(scope).rows()
         };
-        match &self.state.scopes {
+        let rows = match &self.state.scopes {
             Scopes::One(scope) => count(scope),
-            Scopes::AllUsers => {
-                let scopes: Vec<KeyScope> = state
-                    .counters
-                    .keys()
-                    .chain(state.files.keys())
-                    .cloned()
-                    .collect::<std::collections::BTreeSet<_>>()
-                    .into_iter()
-                    .collect();
-                scopes.iter().for_each(&mut count);
-            }
-        }
+            Scopes::AllUsers => state.scopes().iter().map(count).sum(),
+        };
         let stream = table.definition().table_type == crate::schema::TableType::Stream;
         RowEstimate {
-            rows: flushed + hot,
-            exact: hot == 0 && !stream && self.state.plan.filter.is_none(),
+            rows,
+            exact: !stream && self.state.plan.filter.is_none(),
         }
     }
 
@@ -148,8 +207,8 @@ impl TableScan {
                 .collect();
             let files = stream::iter(files)
                 .then(move |(scope, entry)| {
-                    let (scan, snapshot) = (scan.clone(), snapshot.clone());
-                    async move { scan.file_batches(&snapshot, &scope, &entry).await }
+                    let scan = scan.clone();
+                    async move { scan.file_batches(&scope, &entry).await }
                 })
                 .try_flatten();
             Ok::<_, Error>(stream::iter(hot.into_iter().map(Ok)).chain(files))
@@ -171,6 +230,41 @@ impl TableScan {
     /// The whole scan as one stream, cut to its limit.
     pub fn stream(&self) -> BatchStream {
         self.partition(0, 1)
+    }
+
+    /// The scan's snapshot (taken now if no partition took it yet): its files with the rows
+    /// to skip, and its hot rows, for a reader that reads the files itself.
+    pub async fn snapshot_files(&self) -> Result<ScanSnapshot> {
+        let snapshot = self.snapshot().await?;
+        let hot = self.hot_batches(&snapshot)?;
+        let files = snapshot
+            .scopes
+            .iter()
+            .flat_map(|s| {
+                s.files.iter().map(|f| ScanFile {
+                    user: s.scope.user().cloned(),
+                    meta: f.meta.clone(),
+                    dead: f.dead(),
+                })
+            })
+            .collect();
+        Ok(ScanSnapshot {
+            files,
+            hot,
+            _snapshot: snapshot,
+        })
+    }
+
+    /// Reads of the table's files (see [`snapshot_files`](Self::snapshot_files)).
+    pub fn file_access(&self) -> FileAccess {
+        FileAccess {
+            table: self.state.table.clone(),
+        }
+    }
+
+    /// The table's definition the scan was planned with.
+    pub fn definition(&self) -> Arc<TableDefinition> {
+        self.state.plan.def.clone()
     }
 
     async fn snapshot(&self) -> Result<Arc<Snapshot>> {
@@ -215,26 +309,11 @@ impl TableScan {
         Ok(out)
     }
 
-    /// One file's rows that survive its deletion vector and its scope's hot keys.
-    async fn file_batches(
-        &self,
-        snapshot: &Snapshot,
-        scope: &KeyScope,
-        entry: &FileEntry,
-    ) -> Result<BatchStream> {
+    /// One file's rows that survive its deletion vector and its hidden rows.
+    async fn file_batches(&self, scope: &KeyScope, entry: &FileEntry) -> Result<BatchStream> {
         let table = &self.state.table;
-        let hot = snapshot
-            .scopes
-            .iter()
-            .find(|s| s.scope == *scope)
-            .and_then(|s: &ScopeRows| s.hot.as_ref());
-        // Flushed rows under a hot key (hot keys come sorted, like the file's) join the
-        // file's deletion vector for this read, so the decoder skips them like flushed deletes.
-        let dead = match hot {
-            Some(rows) => Some(hide_keys(table, entry, rows.keys.iter().flatten()).await?),
-            None => None,
-        };
-        let batches = file_stream(table, entry, &self.state.plan, dead.as_ref()).await?;
+        let dead = entry.dead();
+        let batches = file_stream(table, entry, &self.state.plan, Some(&dead)).await?;
         if self.state.scopes != Scopes::AllUsers {
             return Ok(batches);
         }

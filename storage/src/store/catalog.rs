@@ -338,7 +338,11 @@ impl Store {
                 .put(&meta, Bytes::from_static(META_DEFINITION), bytes.clone())
                 .await?;
         }
-        let handle = Arc::new(TableHandle::open(def, storage).await?);
+        let (handle, upgrade) = TableHandle::open(def, storage).await?;
+        if let Some(upgrade) = upgrade {
+            crate::merge::upgrade_overlay(&handle, upgrade).await?;
+        }
+        let handle = Arc::new(handle);
         self.repair_publication(&handle).await;
         let max_seq = handle
             .state

@@ -26,6 +26,8 @@ pub struct ScopeStats {
     pub file_rows: u64,
     /// Rows marked deleted in deletion vectors.
     pub deleted_rows: u64,
+    /// Flushed rows that newer hot entries replace or delete (deleted at the next flush).
+    pub hidden_rows: u64,
     /// Bytes of the files.
     pub bytes: u64,
 }
@@ -127,27 +129,36 @@ impl Store {
         .await
     }
 
+    /// Point reads of many rows by primary key: each key's row (values in column order) or
+    /// `None`, in the order asked, all from one consistent view of the table.
+    pub async fn get_many(
+        &self,
+        table: &TableId,
+        user: Option<&UserId>,
+        keys: &[Vec<KalamValue>],
+    ) -> Result<Vec<Option<Vec<KalamValue>>>> {
+        self.on_table(table, |handle| async move {
+            let scope = handle.scope(user)?;
+            crate::merge::get_many(&handle, &scope, keys).await
+        })
+        .await
+    }
+
     /// Per-scope rows, files and deletes of a table.
     pub async fn table_stats(&self, table: &TableId) -> Result<Vec<ScopeStats>> {
         let handle = self.handle(table).await?;
         let state = handle.state.read();
-        let mut scopes: Vec<_> = state
-            .counters
-            .keys()
-            .chain(state.files.keys())
-            .cloned()
-            .collect();
-        scopes.sort();
-        scopes.dedup();
-        Ok(scopes
+        Ok(state
+            .scopes()
             .into_iter()
             .map(|s| {
                 let files = state.files.get(&s).map(Vec::as_slice).unwrap_or_default();
                 ScopeStats {
-                    hot_rows: state.counters.get(&s).copied().unwrap_or(0),
+                    hot_rows: state.count(&s).entries,
                     files: files.len() as u64,
                     file_rows: files.iter().map(|f| f.meta.rows).sum(),
                     deleted_rows: files.iter().map(|f| f.dv.len()).sum(),
+                    hidden_rows: files.iter().map(|f| f.hidden.len()).sum(),
                     bytes: files.iter().map(|f| f.meta.size).sum(),
                     user: s.user().map(ToString::to_string),
                 }

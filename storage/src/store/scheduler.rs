@@ -18,6 +18,7 @@ use crate::backend::{ScanRequest, WriteBatch};
 use crate::catalog::{JobKind, JobRecord, JobStatus};
 use crate::error::{Error, Result};
 use crate::flush::compact::collect_orphans;
+use crate::format::HotCount;
 use crate::ids::{KeyScope, TableId};
 use crate::schema::{TableDefinition, TableType};
 use crate::table::TableHandle;
@@ -420,8 +421,13 @@ pub(super) async fn expire_stream(table: &TableHandle) -> Result<u64> {
     if removed == 0 {
         return Ok(0);
     }
-    batch.ops.push(table.counter_op(&scope, kept));
+    // Every tombstone went with the expired rows.
+    let count = HotCount {
+        entries: kept,
+        tombstones: 0,
+    };
+    batch.ops.push(table.counter_op(&scope, count));
     table.storage.hot.batch(batch).await?;
-    table.state.write().counters.insert(scope, kept);
+    table.state.write().set_count(&scope, count);
     Ok(removed)
 }

@@ -20,14 +20,17 @@
 //! | leaf | `TableHandle::def` | rwlock | the current definition (swapped by ALTER under 2 and 4) |
 //! | leaf | `TableHandle::state` | rwlock | counters and manifest in memory (changed by commits under 3 or 4) |
 //! | leaf | `TableHandle::last_flush` | mutex | when the table last flushed (interval policy) |
+//! | leaf | `TableHandle::hot_cache` | mutex | decoded hot rows of the last whole-scope reads (taken after `state`) |
 //! | leaf | `MetadataCache` | foyer's shard locks | cached footers, key pages and bloom filters |
 //! | leaf | `ReaderPins` | mutex | live reader pins per epoch |
 //! | leaf | `Store` `cancels`, `scheduler`, `background` | mutex | running jobs' cancel flags, the scheduler task, background failures |
 //!
 //! Examples: a flush takes 2, briefly 4 (the cut), then 3 and 4 for its commit; a drop takes
 //! 1, 2, 3, 4, then 5; a scan takes 3 shared and pins its files ([`pins`]) before releasing
-//! it; the write path takes 4 alone.
+//! it, and 4 too while it reads hot entries the cache does not hold (a write changes hot
+//! entries and the files' hidden rows together); the write path takes 4 alone.
 
+mod hot;
 mod pins;
 mod state;
 mod storage;
@@ -41,12 +44,14 @@ use crate::backend::{Partition, ScanRequest, WriteBatch, WriteOp, scan_all};
 use crate::codec::{KalamValue, Row, SystemColumns, encode_key, read_system_columns};
 use crate::error::{Error, Result};
 use crate::format::{
-    DataFile, DeletionVector, FileIndexCache, FileMeta, META_DEFINITION, META_DELTA_PENDING,
-    MetaKey, counter_key, counter_value, hot_partition, meta_partition, scope_dir, scope_prefix,
+    DataFile, DeletionVector, FileIndexCache, FileMeta, Hidden, HotCount, META_DEFINITION,
+    META_DELTA_PENDING, META_OVERLAY, MetaKey, counter_key, hot_partition, meta_partition,
+    scope_dir, scope_prefix,
 };
 use crate::ids::{KeyScope, TableId, UserId};
 use crate::schema::{DeltaPublishing, TableDefinition, TableType};
 
+pub(crate) use hot::{HotCache, HotRows, upgrade_hot_row};
 pub(crate) use pins::{READER_WAIT, ReaderPin, ReaderPins};
 pub use state::FileEntry;
 pub(crate) use state::TableState;
@@ -80,6 +85,8 @@ pub(crate) struct TableHandle {
     /// Bumped by every write batch (under `write_lock`): a flush that sees it unchanged at its
     /// commit knows no row changed since its sequence cut.
     pub(crate) write_generation: AtomicU64,
+    /// Decoded hot rows of the scopes last read whole (see [`HotCache`]).
+    pub(crate) hot_cache: parking_lot::Mutex<HotCache>,
 }
 
 impl std::fmt::Debug for TableHandle {
@@ -90,6 +97,13 @@ impl std::fmt::Debug for TableHandle {
     }
 }
 
+/// What opening a table found to bring up to date in its meta partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FormatUpgrade {
+    /// The hidden rows were never recorded (the table predates them): find them.
+    pub(crate) find_hidden: bool,
+}
+
 /// A scope's files as one reader sees them, pinned until the view is dropped.
 pub(crate) struct FilesView {
     /// The live files, oldest first.
@@ -98,8 +112,12 @@ pub(crate) struct FilesView {
 }
 
 impl TableHandle {
-    /// Opens a table whose partitions exist, loading counters and manifest.
-    pub(crate) async fn open(def: TableDefinition, storage: Arc<StorageHandle>) -> Result<Self> {
+    /// Opens a table whose partitions exist, loading counters and manifest; `Some` upgrade
+    /// when its stored form is older (see [`reload`](Self::reload)).
+    pub(crate) async fn open(
+        def: TableDefinition,
+        storage: Arc<StorageHandle>,
+    ) -> Result<(Self, Option<FormatUpgrade>)> {
         let id = def.id.clone();
         let now = storage.clock.now_ms();
         let file_index = storage.metadata.for_table();
@@ -118,8 +136,9 @@ impl TableHandle {
             last_flush: parking_lot::Mutex::new(now),
             retired: AtomicBool::new(false),
             write_generation: AtomicU64::new(0),
+            hot_cache: parking_lot::Mutex::new(HotCache::default()),
         };
-        table.reload().await?;
+        let upgrade = table.reload().await?;
         // The interval policy counts from the newest file, else from the table's creation,
         // so it holds across processes (a one-shot CLI never lives a whole interval).
         let newest = {
@@ -131,7 +150,7 @@ impl TableHandle {
         let created = def.history.iter().map(|v| v.created_at_ms);
         let created = created.fold(def.schema.created_at_ms, i64::min);
         *table.last_flush.lock() = newest.unwrap_or(created);
-        Ok(table)
+        Ok((table, upgrade))
     }
 
     /// Creates the table's partitions and writes its definition into its storage.
@@ -144,6 +163,7 @@ impl TableHandle {
         storage.hot.create_partition(&meta).await?;
         let mut batch = WriteBatch::new();
         batch.put(&meta, Bytes::from_static(META_DEFINITION), def.encode());
+        batch.put(&meta, Bytes::from_static(META_OVERLAY), Bytes::new());
         if def.options.delta != DeltaPublishing::Off {
             // The Delta log is published when the table is first opened.
             batch.put(&meta, Bytes::from_static(META_DELTA_PENDING), Bytes::new());
@@ -151,8 +171,21 @@ impl TableHandle {
         storage.hot.batch(batch).await
     }
 
-    /// Re-reads counters, manifest and deletion vectors from the meta partition.
-    pub(crate) async fn reload(&self) -> Result<()> {
+    /// Re-reads counters, manifest, deletion vectors and hidden rows from the meta
+    /// partition. `Some` when the stored form predates hidden rows or tombstone counts: the
+    /// caller brings it up to date (`merge::upgrade_overlay`) before anyone uses the table.
+    pub(crate) async fn reload(&self) -> Result<Option<FormatUpgrade>> {
+        let loaded = self.load_meta().await?;
+        let upgrade = FormatUpgrade {
+            find_hidden: !loaded.overlay,
+        };
+        let needed = !loaded.overlay || loaded.counters.values().any(|(_, t)| t.is_none());
+        *self.state.write() = loaded.into_state();
+        Ok(needed.then_some(upgrade))
+    }
+
+    /// The meta partition, decoded.
+    async fn load_meta(&self) -> Result<state::Loaded> {
         let entries = scan_all(
             self.storage.hot.as_ref(),
             &self.meta,
@@ -163,15 +196,11 @@ impl TableHandle {
         for (key, value) in entries {
             match MetaKey::decode(&key, &self.id)? {
                 MetaKey::Counter(scope) => {
-                    let n = value
-                        .as_ref()
-                        .try_into()
-                        .map(u64::from_le_bytes)
-                        .map_err(|_| Error::Corrupt {
-                            what: format!("row counter of {scope} of table {}", self.id),
-                            reason: format!("{} bytes, not 8", value.len()),
-                        })?;
-                    loaded.counters.insert(scope, n);
+                    let count = HotCount::decode(&value).map_err(|len| Error::Corrupt {
+                        what: format!("row counter of {scope} of table {}", self.id),
+                        reason: format!("{len} bytes, not 8 or 16"),
+                    })?;
+                    loaded.counters.insert(scope, count);
                 }
                 MetaKey::File(scope, id) => {
                     let meta = FileMeta::decode(&value, &self.id.to_string())?;
@@ -183,11 +212,22 @@ impl TableHandle {
                         .dvs
                         .insert((scope, id), DeletionVector::decode(&value, &what)?);
                 }
+                MetaKey::Hidden(scope, _) => {
+                    let at = Hidden::decode(&value).ok_or_else(|| Error::Corrupt {
+                        what: format!("hidden row of {scope} of table {}", self.id),
+                        reason: format!("{} bytes, not 16", value.len()),
+                    })?;
+                    loaded
+                        .hidden
+                        .entry((scope, at.file))
+                        .or_default()
+                        .insert(at.position);
+                }
+                MetaKey::Overlay => loaded.overlay = true,
                 MetaKey::Definition | MetaKey::Other => {}
             }
         }
-        *self.state.write() = loaded.into_state();
-        Ok(())
+        Ok(loaded)
     }
 
     /// Whether the table left this handle's storage (moved or dropped).
@@ -254,7 +294,12 @@ impl TableHandle {
 
     /// Buffered hot entries of a scope.
     pub(crate) fn buffered(&self, scope: &KeyScope) -> u64 {
-        self.state.read().counters.get(scope).copied().unwrap_or(0)
+        self.state.read().count(scope).entries
+    }
+
+    /// The buffered entries and tombstones of a scope.
+    pub(crate) fn hot_count(&self, scope: &KeyScope) -> HotCount {
+        self.state.read().count(scope)
     }
 
     /// Scopes with buffered hot entries, and how many each holds.
@@ -263,8 +308,8 @@ impl TableHandle {
             .read()
             .counters
             .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(s, n)| (s.clone(), *n))
+            .filter(|(_, n)| n.entries > 0)
+            .map(|(s, n)| (s.clone(), n.entries))
             .collect()
     }
 
@@ -293,11 +338,11 @@ impl TableHandle {
     }
 
     /// The write of a scope's buffered-entry counter, for a commit batch.
-    pub(crate) fn counter_op(&self, scope: &KeyScope, count: u64) -> WriteOp {
+    pub(crate) fn counter_op(&self, scope: &KeyScope, count: HotCount) -> WriteOp {
         WriteOp::Put {
             partition: self.meta.clone(),
             key: counter_key(scope),
-            value: counter_value(count),
+            value: count.encode(),
         }
     }
 

@@ -1,0 +1,156 @@
+//! A table's hot entries decoded into arrow columns (with their keys, tombstone flags and
+//! write times), and the cache that keeps them decoded while no commit changes them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, BinaryArray, BooleanArray, Int64Array};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+
+use super::{TableHandle, upgrade_row};
+use crate::codec::{DELETED_COLUMN, Row, UPDATED_COLUMN, decode_batch, read_header};
+use crate::error::{Error, Result};
+use crate::format::{KEY_COLUMN, split_hot_key};
+use crate::ids::KeyScope;
+use crate::schema::TableDefinition;
+
+/// Decoded hot rows of the scopes last read, valid for one hot version and schema version of
+/// the table (any commit that changes hot entries moves the version, and the next read that
+/// misses drops what was kept), so a read decodes the hot rows only after they changed.
+#[derive(Default)]
+pub(crate) struct HotCache {
+    /// Hot version and schema version the rows are current for.
+    at: (u64, u32),
+    scopes: HashMap<KeyScope, Arc<HotRows>>,
+}
+
+impl HotCache {
+    /// The decoded hot rows of `scope`, if kept for `version` (hot, schema).
+    pub(crate) fn get(&self, scope: &KeyScope, version: (u64, u32)) -> Option<Arc<HotRows>> {
+        (self.at == version)
+            .then(|| self.scopes.get(scope).cloned())
+            .flatten()
+    }
+
+    /// Keeps the decoded hot rows of `scope`, current at `version`.
+    pub(crate) fn keep(&mut self, scope: KeyScope, version: (u64, u32), rows: Arc<HotRows>) {
+        if self.at != version {
+            self.scopes.clear();
+            self.at = version;
+        }
+        self.scopes.insert(scope, rows);
+    }
+}
+
+/// Hot entries decoded: a batch of the current user columns, then `_seq`, `_updated`,
+/// `_deleted` and `_key` (the encoded primary key after the scope prefix), every column
+/// nullable (tombstones hold only their key columns).
+pub(crate) struct HotRows {
+    /// The decoded entries.
+    pub(crate) batch: RecordBatch,
+    /// Their encoded primary keys, in key order.
+    pub(crate) keys: BinaryArray,
+    /// Which are tombstones.
+    pub(crate) deleted: BooleanArray,
+    /// When each was written, ns since the epoch.
+    pub(crate) updated: Int64Array,
+}
+
+impl HotRows {
+    /// Decodes hot entries of `table`.
+    pub(crate) fn decode(table: &TableHandle, entries: &[(Bytes, Bytes)]) -> Result<Self> {
+        let def = table.definition();
+        let def = def.as_ref();
+        let current = def.schema.version;
+        let mut upgraded: Vec<Vec<u8>> = Vec::new();
+        let mut rows: Vec<&[u8]> = Vec::with_capacity(entries.len());
+        let needs_upgrade = entries
+            .iter()
+            .any(|(_, v)| read_header(v).map_or(true, |h| h.schema_version != current));
+        if needs_upgrade {
+            for (_, v) in entries {
+                upgraded.push(upgrade_hot_row(def, v)?);
+            }
+            rows.extend(upgraded.iter().map(Vec::as_slice));
+        } else {
+            rows.extend(entries.iter().map(|(_, v)| v.as_ref()));
+        }
+        let schema = def.arrow_schema(false);
+        let nullable = Arc::new(Schema::new_with_metadata(
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+            schema.metadata().clone(),
+        ));
+        let decoded = decode_batch(rows, &nullable, true)?;
+        let kind = def.table_type;
+        let keys =
+            BinaryArray::from_iter_values(entries.iter().map(|(k, _)| split_hot_key(kind, k).1));
+        let system = |name: &str| {
+            decoded.column_by_name(name).ok_or_else(|| Error::Corrupt {
+                what: format!("hot rows of table {}", table.id),
+                reason: format!("decoded without `{name}`"),
+            })
+        };
+        let deleted = system(DELETED_COLUMN)?
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .cloned();
+        let updated = system(UPDATED_COLUMN)?
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .cloned();
+        let (Some(deleted), Some(updated)) = (deleted, updated) else {
+            return Err(Error::Corrupt {
+                what: format!("hot rows of table {}", table.id),
+                reason: "system columns of the wrong type".into(),
+            });
+        };
+        let mut fields: Vec<Field> = decoded
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        fields.push(Field::new(KEY_COLUMN, DataType::Binary, false));
+        let mut columns = decoded.columns().to_vec();
+        columns.push(Arc::new(keys.clone()));
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+            .map_err(Error::arrow("adding keys to hot rows"))?;
+        Ok(Self {
+            batch,
+            keys,
+            deleted,
+            updated,
+        })
+    }
+
+    /// Which entries are live rows: not tombstones, not past a STREAM table's TTL.
+    pub(crate) fn alive(&self, table: &TableHandle) -> BooleanArray {
+        let cutoff = table.expiry_cutoff();
+        (0..self.batch.num_rows())
+            .map(|i| {
+                let expired = cutoff.is_some_and(|c| self.updated.value(i) < c);
+                Some(!self.deleted.value(i) && !expired)
+            })
+            .collect()
+    }
+}
+
+/// A hot row written in an older schema version, re-encoded in `def`'s current one (added
+/// columns filled, dropped ones gone).
+pub(crate) fn upgrade_hot_row(def: &TableDefinition, bytes: &[u8]) -> Result<Vec<u8>> {
+    let row = Row::decode(bytes).map_err(|e| Error::decode("hot row", e))?;
+    let system = row.system;
+    let values = upgrade_row(def, row)?;
+    Ok(Row {
+        schema_version: def.schema.version,
+        values,
+        system,
+    }
+    .encode())
+}
