@@ -1,14 +1,22 @@
-//! SQL through kalamstore's DataFusion provider next to DataFusion's own Parquet
-//! `ListingTable` over the very same data files (no deletes applied), in one process and one
-//! run: `COUNT(*)`, `GROUP BY` with `SUM`/`AVG`, a selective filter on a non-key column,
-//! `ORDER BY ... LIMIT 10` and a point query by primary key. The table holds `ROWS` rows
-//! (default 1M; `KALAMSTORE_SQL_BENCH_ROWS=10000000` for 10M), all flushed, 10% of them then
-//! deleted or updated and flushed again (deletion vectors), and 1% changed but still hot.
+//! SQL through kalamstore's DataFusion provider next to what a user would run instead over the
+//! same data, in one process and one run, both sides returning the same answer:
 //!
-//! Each timed iteration runs both sides back to back, alternating which goes first, and the
-//! ratio divides the sums (this VM's speed drifts minute to minute). After the groups, a
-//! streamed `SELECT *` through the `kalamstore` binary reports its peak RSS next to the data
-//! size. Results go to `$CARGO_TARGET_DIR/kalamstore-bench/sql.jsonl` for `bench-report`.
+//! - **clean**: `ROWS` rows flushed once, nothing hot, nothing deleted, against DataFusion's
+//!   own Parquet `ListingTable` over the very same files;
+//! - **10k hot**: the clean table with 10,000 of its rows updated and still hot: `COUNT(*)` and
+//!   a point query, against the same queries on the clean table (per-query cost must follow
+//!   what changed, not the table: compare the 1M and 10M rows of this pair);
+//! - **changed**: then flushed, 10% deleted or updated and flushed again (deletion vectors),
+//!   1% updated and left hot, against a `ListingTable` over a Parquet copy of the table's
+//!   current rows (written with the table's own writer properties), the same answer.
+//!
+//! Queries: `COUNT(*)`, `GROUP BY` with `SUM`/`AVG`, a selective filter on a non-key column,
+//! `ORDER BY ... LIMIT 10`, a point query by primary key. `KALAMSTORE_SQL_BENCH_ROWS` lists
+//! the sizes (default `1000000`; `1000000,10000000` for both). Each timed iteration runs
+//! both sides back to back, alternating which goes first, and the ratio divides the sums (this
+//! VM's speed drifts minute to minute). After the groups, a streamed `SELECT *` through the
+//! `kalamstore` binary reports its peak RSS next to the data size. Results go to
+//! `$CARGO_TARGET_DIR/kalamstore-bench/sql.jsonl` for `bench-report`.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -33,15 +41,20 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Rows written per insert batch of the fixture.
 const LOAD_BATCH: i64 = 50_000;
 
-/// Summed time per side and query, and the iteration count.
+/// Hot rows of the "10k hot" fixture.
+const HOT_ROWS: i64 = 10_000;
+
+/// One measured pair: summed time of ours and of the baseline, and the iteration count.
 type Times = HashMap<String, (Duration, Duration, u64)>;
 static TIMES: Mutex<Option<Times>> = Mutex::new(None);
 
-fn rows() -> i64 {
+/// The table sizes to run.
+fn sizes() -> Vec<i64> {
     std::env::var("KALAMSTORE_SQL_BENCH_ROWS")
         .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(1_000_000)
+        .map(|v| v.split(',').filter_map(|r| r.trim().parse().ok()).collect())
+        .filter(|v: &Vec<i64>| !v.is_empty())
+        .unwrap_or_else(|| vec![1_000_000])
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -69,9 +82,32 @@ fn row(i: i64, amount: f64) -> Vec<(String, KalamValue)> {
     ]
 }
 
-/// The data directory: `rows` rows flushed, 10% deleted or updated and flushed (deletion
-/// vectors), 1% changed and left hot.
-async fn fixture(dir: &Path, rows: i64) -> Store {
+/// Writes `change(i)` for every `i` of `range` that has one, in batches.
+async fn write(
+    store: &Store,
+    range: std::ops::Range<i64>,
+    change: impl Fn(i64) -> Option<Mutation>,
+) {
+    let mut at = range.start;
+    while at < range.end {
+        let end = (at + LOAD_BATCH).min(range.end);
+        let batch: Vec<Mutation> = (at..end).filter_map(&change).collect();
+        if !batch.is_empty() {
+            store.write(&table(), None, batch).await.expect("write");
+        }
+        at = end;
+    }
+}
+
+async fn flush(store: &Store) {
+    store
+        .flush_table(&table(), Scope::All)
+        .await
+        .expect("flush");
+}
+
+/// A data directory with `rows` rows flushed once.
+async fn clean_fixture(dir: &Path, rows: i64) -> Store {
     let mut config = StoreConfig::new(dir, Arc::new(kalamstore::Engines::default()));
     config.background = false;
     let store = Store::open(config).await.expect("store");
@@ -95,29 +131,28 @@ async fn fixture(dir: &Path, rows: i64) -> Store {
     )
     .expect("definition");
     store.create_table(def, true).await.expect("table");
-    let write = |range: std::ops::Range<i64>, change: fn(i64) -> Option<Mutation>| {
-        let store = store.clone();
-        async move {
-            let mut at = range.start;
-            while at < range.end {
-                let end = (at + LOAD_BATCH).min(range.end);
-                let batch: Vec<Mutation> = (at..end).filter_map(change).collect();
-                if !batch.is_empty() {
-                    store.write(&table(), None, batch).await.expect("write");
-                }
-                at = end;
-            }
-        }
-    };
-    write(0..rows, |i| {
+    write(&store, 0..rows, |i| {
         Some(Mutation::Insert(row(i, (i % 1000) as f64 / 10.0)))
     })
     .await;
+    flush(&store).await;
     store
-        .flush_table(&table(), Scope::All)
-        .await
-        .expect("flush");
-    write(0..rows, |i| match i % 20 {
+}
+
+/// `HOT_ROWS` rows of the table, spread over it, updated and left hot.
+async fn add_hot_rows(store: &Store, rows: i64) {
+    let step = (rows / HOT_ROWS).max(1);
+    write(store, 0..rows, |i| {
+        (i % step == 3).then(|| Mutation::Upsert(row(i, 750.0)))
+    })
+    .await;
+}
+
+/// The changed fixture from the 10k-hot one: flushed, 10% deleted or updated and flushed
+/// (deletion vectors), 1% updated and left hot.
+async fn change(store: &Store, rows: i64) {
+    flush(store).await;
+    write(store, 0..rows, |i| match i % 20 {
         0 => Some(Mutation::Delete {
             key: vec![KalamValue::BigInt(i)],
         }),
@@ -125,15 +160,45 @@ async fn fixture(dir: &Path, rows: i64) -> Store {
         _ => None,
     })
     .await;
-    store
-        .flush_table(&table(), Scope::All)
-        .await
-        .expect("flush");
-    write(0..rows, |i| {
+    flush(store).await;
+    write(store, 0..rows, |i| {
         (i % 100 == 5).then(|| Mutation::Upsert(row(i, 250.0)))
     })
     .await;
-    store
+}
+
+/// The table's current rows as Parquet in `dir`, written with the table's own writer
+/// properties: the files a user would keep instead (a compacted copy).
+async fn parquet_copy(store: &Store, session: &SqlSession, dir: &Path) {
+    let def = store.table(&table()).await.expect("definition");
+    let props = kalamstore::format::writer_properties(&def);
+    let SqlOutput::Rows(mut rows) = session
+        .run("SELECT * FROM bench.events ORDER BY id", &[])
+        .await
+        .expect("select")
+    else {
+        panic!("a query returns rows");
+    };
+    let mut writer: Option<parquet::arrow::ArrowWriter<std::fs::File>> = None;
+    while let Some(batch) = rows.try_next().await.expect("rows") {
+        // The storage's types (the provider reads text as views).
+        let schema = def.arrow_schema(false);
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(schema.fields())
+            .map(|(c, f)| arrow::compute::cast(c, f.data_type()).expect("cast"))
+            .collect();
+        let batch = RecordBatch::try_new(schema.clone(), columns).expect("batch");
+        let w = writer.get_or_insert_with(|| {
+            let file = std::fs::File::create(dir.join("copy.parquet")).expect("file");
+            parquet::arrow::ArrowWriter::try_new(file, schema, Some(props.clone())).expect("writer")
+        });
+        w.write(&batch).expect("write");
+    }
+    if let Some(w) = writer {
+        w.close().expect("close");
+    }
 }
 
 async fn ours(session: &SqlSession, sql: &str) -> usize {
@@ -146,7 +211,7 @@ async fn ours(session: &SqlSession, sql: &str) -> usize {
     }
 }
 
-async fn baseline(ctx: &SessionContext, sql: &str) -> usize {
+async fn listing(ctx: &SessionContext, sql: &str) -> usize {
     let batches = ctx
         .sql(sql)
         .await
@@ -157,102 +222,210 @@ async fn baseline(ctx: &SessionContext, sql: &str) -> usize {
     batches.iter().map(RecordBatch::num_rows).sum()
 }
 
-/// The queries: label, ours, baseline, target.
-fn queries(rows: i64) -> Vec<(&'static str, String, String, &'static str)> {
-    let q = |sql: &str| {
-        (
-            sql.replace("{t}", "bench.events"),
-            sql.replace("{t}", "events"),
-        )
+/// One query: label, ours, the baseline's SQL, target.
+struct Query {
+    label: &'static str,
+    sql: String,
+    baseline: String,
+    target: &'static str,
+}
+
+/// The queries of one fixture, `(the target of the four scans, of the point query)`.
+fn queries(rows: i64, targets: (&'static str, &'static str)) -> Vec<Query> {
+    let q = |label, sql: &str, target| Query {
+        label,
+        sql: sql.replace("{t}", "bench.events"),
+        baseline: sql.replace("{t}", "events"),
+        target,
     };
-    let mut out = Vec::new();
-    for (label, sql, target) in [
-        ("(a) COUNT(*)", "SELECT count(*) FROM {t}", "<= 1.25x time"),
-        (
+    vec![
+        q("(a) COUNT(*)", "SELECT count(*) FROM {t}", targets.0),
+        q(
             "(b) GROUP BY kind, SUM, AVG",
             "SELECT kind, sum(amount), avg(amount) FROM {t} GROUP BY kind",
-            "<= 1.25x time",
+            targets.0,
         ),
-        (
+        q(
             "(c) selective filter on a non-key column",
             "SELECT id, amount FROM {t} WHERE score = 4242",
-            "<= 1.25x time",
+            targets.0,
         ),
-        (
+        q(
             "(d) ORDER BY amount DESC LIMIT 10",
             "SELECT id, amount FROM {t} ORDER BY amount DESC, id LIMIT 10",
-            "<= 1.25x time",
+            targets.0,
         ),
-    ] {
-        let (a, b) = q(sql);
-        out.push((label, a, b, target));
-    }
-    let point = format!("SELECT * FROM {{t}} WHERE id = {}", rows / 2 + 1);
-    let (a, b) = q(&point);
-    out.push(("(e) point query by primary key", a, b, "<= 1.0x time"));
-    out
+        q(
+            "(e) point query by primary key",
+            &format!("SELECT * FROM {{t}} WHERE id = {}", rows / 2 + 1),
+            targets.1,
+        ),
+    ]
+}
+
+/// Times `mine` (through `session`) against `theirs` (through `their`), paired, under
+/// `key`, after checking that both return the same number of rows.
+#[allow(clippy::too_many_arguments)]
+fn pair(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    key: &str,
+    session: &SqlSession,
+    mine: &str,
+    their: impl Fn() -> Duration,
+    check: usize,
+) {
+    assert_eq!(rt.block_on(ours(session, mine)), check, "{key}: {mine}");
+    let mut group = c.benchmark_group(key);
+    group.sample_size(10);
+    let mut flip = false;
+    group.bench_function("kalamstore, then the baseline (paired)", |b| {
+        b.iter_custom(|iters| {
+            let (mut a, mut z) = (Duration::ZERO, Duration::ZERO);
+            for _ in 0..iters {
+                flip = !flip;
+                let time_ours = || {
+                    let start = Instant::now();
+                    rt.block_on(ours(session, mine));
+                    start.elapsed()
+                };
+                if flip {
+                    a += time_ours();
+                    z += their();
+                } else {
+                    z += their();
+                    a += time_ours();
+                }
+            }
+            let mut times = TIMES.lock().expect("times");
+            let entry = times
+                .get_or_insert_with(HashMap::new)
+                .entry(key.to_owned())
+                .or_default();
+            entry.0 += a;
+            entry.1 += z;
+            entry.2 += iters;
+            a + z
+        })
+    });
+    group.finish();
+}
+
+/// A recorded pair: what `key` names, and its description.
+struct Recorded {
+    key: String,
+    ours: String,
+    baseline: String,
+    target: String,
 }
 
 fn sql(c: &mut Criterion) {
     let rt = runtime();
-    let rows = rows();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = rt.block_on(fixture(dir.path(), rows));
-    let session = rt
-        .block_on(SqlSession::new(store.clone(), Principal::Anonymous))
-        .expect("session");
-    let ctx = SessionContext::new();
-    let files = dir.path().join("cold/bench/events/");
-    rt.block_on(ctx.register_parquet(
-        "events",
-        files.to_string_lossy().as_ref(),
-        ParquetReadOptions::default(),
-    ))
-    .expect("listing table");
-    let millions = format!("{}M", rows as f64 / 1e6);
-    for (label, mine, theirs, _) in queries(rows) {
-        let mut group = c.benchmark_group(format!("sql {millions}: {label}"));
-        group.sample_size(10);
-        let mut flip = false;
-        group.bench_function("kalamstore provider, then ListingTable (paired)", |b| {
-            b.iter_custom(|iters| {
-                let (mut a, mut z) = (Duration::ZERO, Duration::ZERO);
-                for _ in 0..iters {
-                    flip = !flip;
-                    let time_ours = || {
-                        let start = Instant::now();
-                        rt.block_on(ours(&session, &mine));
-                        start.elapsed()
-                    };
-                    let time_theirs = || {
-                        let start = Instant::now();
-                        rt.block_on(baseline(&ctx, &theirs));
-                        start.elapsed()
-                    };
-                    if flip {
-                        a += time_ours();
-                        z += time_theirs();
-                    } else {
-                        z += time_theirs();
-                        a += time_ours();
-                    }
-                }
-                let mut times = TIMES.lock().expect("times");
-                let entry = times
-                    .get_or_insert_with(HashMap::new)
-                    .entry(label.to_owned())
-                    .or_default();
-                entry.0 += a;
-                entry.1 += z;
-                entry.2 += iters;
-                a + z
-            })
-        });
-        group.finish();
+    let mut recorded = Vec::new();
+    let mut last_dir = None;
+    for rows in sizes() {
+        let millions = format!("{}M", rows as f64 / 1e6);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = rt.block_on(clean_fixture(dir.path(), rows));
+        let session = rt
+            .block_on(SqlSession::new(store.clone(), Principal::Anonymous))
+            .expect("session");
+
+        // (i) Clean: the very same files through DataFusion's ListingTable.
+        let ctx = SessionContext::new();
+        let files = dir.path().join("cold/bench/events/");
+        rt.block_on(ctx.register_parquet(
+            "events",
+            files.to_string_lossy().as_ref(),
+            ParquetReadOptions::default(),
+        ))
+        .expect("listing table");
+        for q in queries(rows, ("<= 1.10x time", "<= 0.5x time")) {
+            let key = format!("{millions} rows, clean: {}", q.label);
+            let check = rt.block_on(listing(&ctx, &q.baseline));
+            let their = || {
+                let start = Instant::now();
+                rt.block_on(listing(&ctx, &q.baseline));
+                start.elapsed()
+            };
+            pair(c, &rt, &key, &session, &q.sql, their, check);
+            recorded.push(Recorded {
+                key,
+                ours: "kalamstore".into(),
+                baseline: "DataFusion ListingTable, same files".into(),
+                target: q.target.into(),
+            });
+        }
+
+        // 10k hot rows: what the same two queries cost once 10,000 rows changed.
+        let clean = rt
+            .block_on(SqlSession::new(store.clone(), Principal::Anonymous))
+            .expect("session");
+        let point = format!("SELECT * FROM bench.events WHERE id = {}", rows / 2 + 1);
+        let hot_queries = [
+            ("COUNT(*)", "SELECT count(*) FROM bench.events".to_owned()),
+            ("point query by primary key", point),
+        ];
+        // The clean timings first, then the same queries over the hot rows.
+        let mut clean_times = Vec::new();
+        for (_, sql) in &hot_queries {
+            let start = Instant::now();
+            let n = 50;
+            for _ in 0..n {
+                rt.block_on(ours(&clean, sql));
+            }
+            clean_times.push(start.elapsed() / n);
+        }
+        rt.block_on(add_hot_rows(&store, rows));
+        for ((label, sql), clean_time) in hot_queries.iter().zip(clean_times) {
+            let key = format!("{millions} rows + 10k hot: {label}");
+            let check = rt.block_on(ours(&session, sql));
+            pair(c, &rt, &key, &session, sql, || clean_time, check);
+            recorded.push(Recorded {
+                key,
+                ours: "kalamstore, 10k rows hot".into(),
+                baseline: "kalamstore, nothing hot (same table before)".into(),
+                target: "10M / 1M <= 1.5x".into(),
+            });
+        }
+
+        // (ii) Changed: against a clean Parquet copy of the same rows.
+        rt.block_on(change(&store, rows));
+        let copy = tempfile::tempdir().expect("temp dir");
+        rt.block_on(parquet_copy(&store, &session, copy.path()));
+        let ctx = SessionContext::new();
+        rt.block_on(ctx.register_parquet(
+            "events",
+            copy.path().to_string_lossy().as_ref(),
+            ParquetReadOptions::default(),
+        ))
+        .expect("listing table");
+        for q in queries(rows, ("<= 1.3x time", "<= 1.3x time")) {
+            let target = match q.label {
+                "(a) COUNT(*)" => "<= 1.1x time",
+                _ => q.target,
+            };
+            let key = format!("{millions} rows, changed: {}", q.label);
+            let check = rt.block_on(listing(&ctx, &q.baseline));
+            let their = || {
+                let start = Instant::now();
+                rt.block_on(listing(&ctx, &q.baseline));
+                start.elapsed()
+            };
+            pair(c, &rt, &key, &session, &q.sql, their, check);
+            recorded.push(Recorded {
+                key,
+                ours: "kalamstore".into(),
+                baseline: "ListingTable over a Parquet copy of the live rows".into(),
+                target: target.into(),
+            });
+        }
+        rt.block_on(store.close()).expect("close");
+        last_dir = Some((dir, rows));
     }
-    rt.block_on(store.close()).expect("close");
-    let rss = streamed_select_rss(dir.path(), rows);
-    report(rows, rss);
+    let rss =
+        last_dir.and_then(|(dir, rows)| streamed_select_rss(dir.path(), rows).map(|r| (r, rows)));
+    report(&recorded, rss);
 }
 
 /// Bytes under a directory.
@@ -310,7 +483,7 @@ fn streamed_select_rss(dir: &Path, rows: i64) -> Option<(u64, u64, Duration)> {
     Some((peak_kib * 1024, du(dir), elapsed))
 }
 
-fn report(rows: i64, rss: Option<(u64, u64, Duration)>) {
+fn report(recorded: &[Recorded], rss: Option<((u64, u64, Duration), i64)>) {
     let times = TIMES.lock().expect("times").take().unwrap_or_default();
     let path = sql_results_path();
     if let Some(parent) = path.parent() {
@@ -321,24 +494,24 @@ fn report(rows: i64, rss: Option<(u64, u64, Duration)>) {
         .append(true)
         .open(&path)
         .expect("results file");
-    let millions = format!("{}M", rows as f64 / 1e6);
-    for (label, _, _, target) in queries(rows) {
-        let Some((a, z, n)) = times.get(label) else {
+    for r in recorded {
+        let Some((a, z, n)) = times.get(&r.key) else {
             continue;
         };
         let n = (*n).max(1) as f64;
-        let r = RatioResult {
-            bench: format!("{millions} rows: {label}"),
-            ours: "kalamstore provider".into(),
-            baseline: "DataFusion ListingTable, no deletes".into(),
+        let result = RatioResult {
+            bench: r.key.clone(),
+            ours: r.ours.clone(),
+            baseline: r.baseline.clone(),
             ours_secs: a.as_secs_f64() / n,
             baseline_secs: z.as_secs_f64() / n,
-            target: target.into(),
+            target: r.target.clone(),
             bytes: None,
         };
-        writeln!(out, "{}", serde_json::to_string(&r).expect("json")).expect("write");
+        writeln!(out, "{}", serde_json::to_string(&result).expect("json")).expect("write");
     }
-    if let Some((peak, data, elapsed)) = rss {
+    if let Some(((peak, data, elapsed), rows)) = rss {
+        let millions = format!("{}M", rows as f64 / 1e6);
         let r = MemoryResult {
             bench: format!("{millions} rows: streamed SELECT * through the CLI"),
             peak_rss_bytes: peak,
