@@ -11,11 +11,11 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::record_batch::RecordBatch;
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use bytes::Bytes;
 use datafusion::catalog::Session;
 use datafusion::common::stats::Precision;
@@ -50,9 +50,10 @@ use datafusion::physical_plan::union::UnionExec;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use kalamstore_storage::codec::array_from_values;
-use kalamstore_storage::format::{FileMeta, ObjectFileReader};
+use kalamstore_storage::format::{DeletionVector, FileMeta, ObjectFileReader};
 use kalamstore_storage::schema::SCHEMA_VERSION_METADATA;
 use kalamstore_storage::{FileAccess, ScanFile, ScanSnapshot, TableDefinition, USER_COLUMN};
+use parking_lot::Mutex;
 
 use crate::error::external;
 
@@ -115,6 +116,9 @@ pub(crate) async fn plan_read(
     read: ReadPlan<'_>,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
     let projection = read.projection.cloned();
+    if projection.as_ref().is_some_and(Vec::is_empty) && read.filters.is_empty() {
+        return Ok(count_only(&read));
+    }
     let hot = read
         .snapshot
         .hot
@@ -141,6 +145,25 @@ pub(crate) async fn plan_read(
         return Ok(Arc::new(EmptyExec::new(schema)));
     }
     UnionExec::try_new(inputs)
+}
+
+/// A read that returns no column and has no filter (`COUNT(*)`) needs only the count, which
+/// the snapshot holds exactly: each file's live rows and the hot rows. No file is opened and
+/// no deletion vector turned into a row selection.
+fn count_only(read: &ReadPlan<'_>) -> Arc<dyn ExecutionPlan> {
+    let files: u64 = read.snapshot.files.iter().map(ScanFile::live_rows).sum();
+    let hot: usize = read.snapshot.hot.iter().map(RecordBatch::num_rows).sum();
+    let rows = usize::try_from(files)
+        .unwrap_or(usize::MAX)
+        .saturating_add(hot);
+    let schema = Arc::new(Schema::empty());
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    // Invariant: a batch without columns takes any row count.
+    let batch = RecordBatch::try_new_with_options(schema.clone(), Vec::new(), &options)
+        .expect("a batch without columns");
+    // Invariant: the batch matches the empty schema it was built with.
+    MemorySourceConfig::try_new_exec(&[vec![batch]], schema, None)
+        .expect("the batch has the schema")
 }
 
 /// The files of a read as one `DataSourceExec`.
@@ -245,11 +268,7 @@ fn partitioned_file(
     all_users: bool,
 ) -> DfResult<PartitionedFile> {
     let live = usize::try_from(file.live_rows()).unwrap_or(usize::MAX);
-    let mut statistics = match file.meta.schema_version == def.schema.version {
-        true => DFParquetMetadata::statistics_from_parquet_metadata(metadata, file_schema)?,
-        // Column names and types of older versions differ: only the row count holds.
-        false => Statistics::new_unknown(file_schema),
-    };
+    let mut statistics = footer_statistics(def, file_schema, &file.meta, metadata)?;
     if !file.dead.is_empty() {
         // Column bounds still hold for the live rows; counts of nulls and values may not.
         statistics = statistics.to_inexact();
@@ -262,9 +281,69 @@ fn partitioned_file(
         partitioned = partitioned.with_partition_values(vec![ScalarValue::Utf8(user)]);
     }
     if !file.dead.is_empty() {
-        partitioned = partitioned.with_extension(access_plan(metadata, file)?);
+        partitioned = partitioned.with_extension(cached_access_plan(metadata, file)?);
     }
     Ok(partitioned.with_statistics(Arc::new(statistics)))
+}
+
+/// Footer statistics of files, by path and size, for the schema version and column count they
+/// were computed for (files never change).
+type FooterStatistics = HashMap<(String, u64), ((u32, usize), Statistics)>;
+static FOOTER_STATISTICS: LazyLock<Mutex<FooterStatistics>> = LazyLock::new(Mutex::default);
+
+/// Files whose footer statistics are kept.
+const KEPT_STATISTICS: usize = 4096;
+
+/// The column statistics of a file's footer for a read of `file_schema` (all rows, before any
+/// deletes), kept for the next read.
+fn footer_statistics(
+    def: &TableDefinition,
+    file_schema: &SchemaRef,
+    meta: &FileMeta,
+    metadata: &ParquetMetaData,
+) -> DfResult<Statistics> {
+    let key = (def.schema.version, file_schema.fields().len());
+    let file = (meta.path.clone(), meta.size);
+    if let Some((at, stats)) = FOOTER_STATISTICS.lock().get(&file)
+        && *at == key
+    {
+        return Ok(stats.clone());
+    }
+    let stats = match meta.schema_version == def.schema.version {
+        true => DFParquetMetadata::statistics_from_parquet_metadata(metadata, file_schema)?,
+        // Column names and types of older versions differ: only the row count holds.
+        false => Statistics::new_unknown(file_schema),
+    };
+    let mut kept = FOOTER_STATISTICS.lock();
+    if kept.len() >= KEPT_STATISTICS {
+        kept.clear();
+    }
+    kept.insert(file, (key, stats.clone()));
+    Ok(stats)
+}
+
+/// Access plans of files with dead rows, by path, with the dead set each was built from: a
+/// file's dead set is the same `Arc` for every read until a write or flush changes it.
+type AccessPlans = HashMap<String, (Arc<DeletionVector>, ParquetAccessPlan)>;
+static ACCESS_PLANS: LazyLock<Mutex<AccessPlans>> = LazyLock::new(Mutex::default);
+
+/// Files whose access plans are kept.
+const KEPT_ACCESS_PLANS: usize = 256;
+
+/// [`access_plan`], kept for the next read of the same dead set.
+fn cached_access_plan(metadata: &ParquetMetaData, file: &ScanFile) -> DfResult<ParquetAccessPlan> {
+    if let Some((dead, plan)) = ACCESS_PLANS.lock().get(&file.meta.path)
+        && Arc::ptr_eq(dead, &file.dead)
+    {
+        return Ok(plan.clone());
+    }
+    let plan = access_plan(metadata, file)?;
+    let mut kept = ACCESS_PLANS.lock();
+    if kept.len() >= KEPT_ACCESS_PLANS {
+        kept.clear();
+    }
+    kept.insert(file.meta.path.clone(), (file.dead.clone(), plan.clone()));
+    Ok(plan)
 }
 
 /// The row groups and rows of a file to read: every row not in its dead set.

@@ -112,8 +112,9 @@ pub(crate) async fn remove_replaced(table: &TableHandle, replaced: Vec<FileEntry
     if replaced.is_empty() || !table.pins.wait_for_readers(READER_WAIT).await {
         return Ok(());
     }
+    let version = table.definition().schema.version;
     for input in replaced {
-        table.file_index.forget(input.meta.id);
+        table.file_index.forget(input.meta.id, version);
         delete_object(table, &input.meta.path).await?;
     }
     Ok(())
@@ -198,9 +199,7 @@ async fn commit(
     }
     table.storage.hot.batch(batch).await?;
     if let Some(entry) = &mut output_entry {
-        let mut positions: Vec<u64> = found.iter().map(|(_, at)| at.position).collect();
-        positions.sort_unstable();
-        std::sync::Arc::make_mut(&mut entry.hidden).extend_sorted(&positions);
+        entry.hide(found.iter().map(|(_, at)| at.position));
     }
     let mut state = table.state.write();
     let files = state.files.entry(scope.clone()).or_default();

@@ -291,11 +291,11 @@ async fn commit(
         for p in positions.iter() {
             hidden.remove(*p);
         }
-        grown.push(FileEntry {
-            meta: entry.meta.clone(),
-            dv: Arc::new(dv),
-            hidden: Arc::new(hidden),
-        });
+        grown.push(FileEntry::with_hidden(
+            entry.meta.clone(),
+            Arc::new(dv),
+            Arc::new(hidden),
+        ));
     }
     if let Some(meta) = &written.file {
         batch.ops.push(WriteOp::Put {
@@ -322,8 +322,7 @@ async fn commit(
     }
     if let Some(meta) = written.file {
         let mut entry = FileEntry::new(meta, DeletionVector::new());
-        let positions: Vec<u64> = rehidden.iter().map(|(_, p)| *p).collect();
-        Arc::make_mut(&mut entry.hidden).extend_sorted(&positions);
+        entry.hide(rehidden.iter().map(|(_, p)| *p));
         files.push(entry);
     }
     Ok(ScopeFlush {

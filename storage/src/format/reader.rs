@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{Array, BinaryArray};
+use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -142,8 +143,9 @@ enum MetaPart {
     Index,
     /// The `_key` bloom filter of a row group.
     Bloom(usize),
-    /// The decoded `_key` values of the page starting at this row.
-    Keys(u64),
+    /// The decoded rows (current columns and `_key`, under this schema version) of the
+    /// `_key` page starting at this row.
+    Rows(u64, u32),
 }
 
 #[derive(Clone)]
@@ -151,7 +153,7 @@ enum MetaValue {
     Index(Arc<FileIndex>),
     /// `None`: the row group has no `_key` bloom filter.
     Bloom(Option<Arc<Sbbf>>),
-    Keys(BinaryArray),
+    Rows(RecordBatch),
 }
 
 /// Shards of a metadata cache (each holds a share of the budget under its own lock).
@@ -166,7 +168,7 @@ impl MetaValue {
             + match self {
                 Self::Index(index) => index.bytes,
                 Self::Bloom(bloom) => bloom.as_ref().map_or(0, |b| b.num_blocks() * 32),
-                Self::Keys(keys) => keys.get_array_memory_size(),
+                Self::Rows(rows) => rows.get_array_memory_size(),
             }
     }
 }
@@ -344,19 +346,30 @@ impl FileIndexCache {
         }
     }
 
-    /// The `_key` values of the file's page starting at row `first_row`, if kept.
-    pub(crate) fn page_keys(&self, file: i64, first_row: u64) -> Option<BinaryArray> {
-        match self.cache.get(&self.key(file, MetaPart::Keys(first_row)))? {
-            MetaValue::Keys(keys) => Some(keys),
+    /// The decoded rows of the file's `_key` page starting at row `first_row`, read under
+    /// schema version `version`, if kept.
+    pub(crate) fn page_rows(&self, file: i64, first_row: u64, version: u32) -> Option<RecordBatch> {
+        match self
+            .cache
+            .get(&self.key(file, MetaPart::Rows(first_row, version)))?
+        {
+            MetaValue::Rows(rows) => Some(rows),
             _ => None,
         }
     }
 
-    /// Keeps the decoded `_key` values of the file's page starting at row `first_row`.
-    pub(crate) fn keep_page_keys(&self, file: i64, first_row: u64, keys: BinaryArray) {
+    /// Keeps the decoded rows of the file's `_key` page starting at row `first_row`, read
+    /// under schema version `version`.
+    pub(crate) fn keep_page_rows(
+        &self,
+        file: i64,
+        first_row: u64,
+        version: u32,
+        rows: RecordBatch,
+    ) {
         self.cache.insert(
-            self.key(file, MetaPart::Keys(first_row)),
-            MetaValue::Keys(keys),
+            self.key(file, MetaPart::Rows(first_row, version)),
+            MetaValue::Rows(rows),
         );
     }
 
@@ -412,8 +425,8 @@ impl FileIndexCache {
         Ok(bloom)
     }
 
-    /// Drops what is kept of a file.
-    pub(crate) fn forget(&self, file_id: i64) {
+    /// Drops what is kept of a file (its rows as read under schema version `version`).
+    pub(crate) fn forget(&self, file_id: i64, version: u32) {
         let index = self.cache.cache.remove(&self.key(file_id, MetaPart::Index));
         if let Some(MetaValue::Index(index)) = index.as_ref().map(|e| e.value()) {
             for rg in 0..index.footer.metadata().num_row_groups() {
@@ -421,10 +434,11 @@ impl FileIndexCache {
                     .cache
                     .remove(&self.key(file_id, MetaPart::Bloom(rg)));
             }
+            // Rows kept under earlier schema versions age out.
             for page in index.key_pages.iter().flat_map(|p| &p.0) {
                 self.cache
                     .cache
-                    .remove(&self.key(file_id, MetaPart::Keys(page.first_row)));
+                    .remove(&self.key(file_id, MetaPart::Rows(page.first_row, version)));
             }
         }
     }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BinaryArray};
+use arrow::array::Array;
 use arrow::record_batch::RecordBatch;
 
 use super::file::{FilePlan, read_file};
@@ -192,8 +192,9 @@ async fn read_joined(
 
 /// The live row of `key` in one file, by a point read: the file's `_key` page directory
 /// (cached with its footer) names the page that may hold the key, the row group's bloom
-/// filter may rule it out, then only that page of `_key` is decoded to find the row's
-/// position, and only that row of the other columns.
+/// filter may rule it out, then that page's rows are searched: decoded (every current column
+/// and `_key`, one page per column) on first use and then kept in the storage's metadata
+/// cache, so later reads of keys on the same page decode nothing.
 async fn get_in_file(
     table: &TableHandle,
     def: &Arc<TableDefinition>,
@@ -205,7 +206,6 @@ async fn get_in_file(
     let Some(pages) = &index.key_pages else {
         return get_in_file_by_join(table, def, entry, key).await;
     };
-    let everything = DeletionVector::new();
     // The bloom verdict of the last row group asked (pages holding a key are adjacent).
     let mut bloom_verdict: Option<(usize, bool)> = None;
     for page in pages.holding(key) {
@@ -224,13 +224,59 @@ async fn get_in_file(
         if !may_hold {
             continue;
         }
-        let Some(position) = position_in_page(table, def, entry, page, key, &everything).await?
-        else {
-            continue;
-        };
-        return read_row_at(table, def, entry, position).await;
+        let rows = page_rows(table, def, entry, page).await?;
+        let what = file.describe();
+        let keys = key_column(&rows, &what)?;
+        // A file's keys are sorted and unique.
+        let (mut lo, mut hi) = (0usize, keys.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match keys.value(mid).cmp(key) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => {
+                    let position = page.first_row + mid as u64;
+                    if entry.dv.contains(position) {
+                        return Ok(None);
+                    }
+                    let at = Hidden {
+                        file: entry.meta.id,
+                        position,
+                    };
+                    let values = row_of(&rows, def, mid)?;
+                    return Ok(Some(FlushedRow { values, at }));
+                }
+            }
+        }
     }
     Ok(None)
+}
+
+/// Every row of one `_key` page of a file (the current columns and `_key`), decoded on first
+/// use and then kept in the storage's metadata cache under the table's schema version.
+async fn page_rows(
+    table: &TableHandle,
+    def: &Arc<TableDefinition>,
+    entry: &FileEntry,
+    page: &KeyPage,
+) -> Result<RecordBatch> {
+    let file = entry.meta.id;
+    let version = def.schema.version;
+    if let Some(rows) = table.file_index.page_rows(file, page.first_row, version) {
+        return Ok(rows);
+    }
+    let plan = FilePlan {
+        positions: Some(page.first_row..page.first_row + page.rows),
+        ..FilePlan::all(def.clone(), false, true)
+    };
+    // Positions are of the whole file, so the decode must not skip dead rows.
+    let batches = read_file(table, entry, &plan, Some(&DeletionVector::new())).await?;
+    let rows = arrow::compute::concat_batches(&plan.output_schema(), &batches)
+        .map_err(Error::arrow("joining a page's rows"))?;
+    table
+        .file_index
+        .keep_page_rows(file, page.first_row, version, rows.clone());
+    Ok(rows)
 }
 
 /// The row at `position` of a file, unless its deletion vector holds it.
@@ -260,67 +306,9 @@ async fn read_row_at(
         })),
         None => Err(Error::Corrupt {
             what: table.data_file(&entry.meta).describe(),
-            reason: format!("row {position} of its `_key` page could not be read"),
+            reason: format!("row {position} could not be read"),
         }),
     }
-}
-
-/// The position in the file of `key`, if `page` holds it: searches that page's `_key` values,
-/// decoded alone on first use and then kept in the storage's metadata cache.
-async fn position_in_page(
-    table: &TableHandle,
-    def: &Arc<TableDefinition>,
-    entry: &FileEntry,
-    page: &KeyPage,
-    key: &[u8],
-    everything: &DeletionVector,
-) -> Result<Option<u64>> {
-    let file = entry.meta.id;
-    let keys = match table.file_index.page_keys(file, page.first_row) {
-        Some(keys) => keys,
-        None => {
-            let plan = FilePlan {
-                columns: Vec::new(),
-                positions: Some(page.first_row..page.first_row + page.rows),
-                ..FilePlan::all(def.clone(), false, true)
-            };
-            let what = table.data_file(&entry.meta).describe();
-            let batches = read_file(table, entry, &plan, Some(everything)).await?;
-            let columns = batches
-                .iter()
-                .map(|b| Ok(key_column(b, &what)? as &dyn Array))
-                .collect::<Result<Vec<_>>>()?;
-            let keys =
-                arrow::compute::concat(&columns).map_err(Error::arrow("joining a page's keys"))?;
-            let keys = key_column_of(keys, &what)?;
-            table
-                .file_index
-                .keep_page_keys(file, page.first_row, keys.clone());
-            keys
-        }
-    };
-    // A file's keys are sorted and unique.
-    let (mut lo, mut hi) = (0usize, keys.len());
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        match keys.value(mid).cmp(key) {
-            std::cmp::Ordering::Less => lo = mid + 1,
-            std::cmp::Ordering::Greater => hi = mid,
-            std::cmp::Ordering::Equal => return Ok(Some(page.first_row + mid as u64)),
-        }
-    }
-    Ok(None)
-}
-
-/// A concatenated `_key` column as the binary array it is.
-fn key_column_of(keys: ArrayRef, what: &str) -> Result<BinaryArray> {
-    keys.as_any()
-        .downcast_ref::<BinaryArray>()
-        .cloned()
-        .ok_or_else(|| Error::Corrupt {
-            what: what.to_owned(),
-            reason: format!("`_key` is {}, not Binary", keys.data_type()),
-        })
 }
 
 /// The live row of `key` in a file without `_key` page statistics: its position by a

@@ -2,7 +2,7 @@
 //! deletion vectors and hidden rows) per scope, mirrored from the meta partition.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::format::{DeletionVector, FileMeta, Hidden, HotCount};
 use crate::ids::KeyScope;
@@ -17,26 +17,53 @@ pub struct FileEntry {
     /// Live rows whose keys have a newer hot entry (kept by `h` entries, not published):
     /// reads skip them like dead rows, a flush of those keys moves them into `dv`.
     pub hidden: Arc<DeletionVector>,
+    /// `dv` and `hidden` together, computed by the first read that needs it (shared by the
+    /// entry's clones; a new cell whenever either changes).
+    dead: Arc<OnceLock<Arc<DeletionVector>>>,
 }
 
 impl FileEntry {
     /// An entry for a file and its deletion vector, nothing hidden.
     pub(crate) fn new(meta: FileMeta, dv: DeletionVector) -> Self {
+        Self::with_hidden(meta, Arc::new(dv), Arc::default())
+    }
+
+    /// An entry for a file, its deletion vector and its hidden rows.
+    pub(crate) fn with_hidden(
+        meta: FileMeta,
+        dv: Arc<DeletionVector>,
+        hidden: Arc<DeletionVector>,
+    ) -> Self {
         Self {
             meta,
-            dv: Arc::new(dv),
-            hidden: Arc::default(),
+            dv,
+            hidden,
+            dead: Arc::default(),
         }
     }
 
-    /// The rows a read skips: the deletion vector and the hidden rows.
+    /// The rows a read skips: the deletion vector and the hidden rows (the same `Arc` for
+    /// every read until either changes).
     pub fn dead(&self) -> Arc<DeletionVector> {
         if self.hidden.is_empty() {
             return self.dv.clone();
         }
-        let mut dead = (*self.dv).clone();
-        dead.union_with(&self.hidden);
-        Arc::new(dead)
+        self.dead
+            .get_or_init(|| {
+                let mut dead = (*self.dv).clone();
+                dead.union_with(&self.hidden);
+                Arc::new(dead)
+            })
+            .clone()
+    }
+
+    /// Marks rows hidden.
+    pub(crate) fn hide(&mut self, positions: impl IntoIterator<Item = u64>) {
+        let hidden = Arc::make_mut(&mut self.hidden);
+        for p in positions {
+            hidden.insert(p);
+        }
+        self.dead = Arc::default();
     }
 
     /// Rows a read returns.
@@ -89,9 +116,13 @@ impl TableState {
         let Some(files) = self.files.get_mut(scope) else {
             return;
         };
+        let mut by_file: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
         for at in rows {
-            if let Some(f) = files.iter_mut().find(|f| f.meta.id == at.file) {
-                Arc::make_mut(&mut f.hidden).insert(at.position);
+            by_file.entry(at.file).or_default().push(at.position);
+        }
+        for (file, positions) in by_file {
+            if let Some(f) = files.iter_mut().find(|f| f.meta.id == file) {
+                f.hide(positions);
             }
         }
     }
@@ -137,11 +168,11 @@ impl Loaded {
             let key = (scope.clone(), id);
             let dv = self.dvs.remove(&key).unwrap_or_default();
             let hidden = self.hidden.remove(&key).unwrap_or_default();
-            state.files.entry(scope).or_default().push(FileEntry {
-                meta,
-                dv: Arc::new(dv),
-                hidden: Arc::new(hidden),
-            });
+            state
+                .files
+                .entry(scope)
+                .or_default()
+                .push(FileEntry::with_hidden(meta, Arc::new(dv), Arc::new(hidden)));
         }
         state
     }
