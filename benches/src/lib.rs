@@ -41,6 +41,7 @@ impl fmt::Display for LatencyStore {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl ObjectStore for LatencyStore {
     async fn put_opts(
         &self,
@@ -82,6 +83,13 @@ impl ObjectStore for LatencyStore {
     }
     fn list(&self, p: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         self.inner.list(p)
+    }
+    fn list_with_offset(
+        &self,
+        p: Option<&Path>,
+        o: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list_with_offset(p, o)
     }
     async fn list_with_delimiter(&self, p: Option<&Path>) -> object_store::Result<ListResult> {
         tokio::time::sleep(self.latency).await;

@@ -9,8 +9,9 @@ use kalamstore::{
 
 use crate::error::{CliError, invalid};
 use crate::maintenance::job_line;
+use crate::parse::table_id;
 use crate::parse::{AlterAction, ColumnSpec, Command, Literal};
-use crate::session::{Outcome, Session, table_id};
+use crate::session::{Outcome, Session};
 use crate::value::to_value;
 
 impl Session {

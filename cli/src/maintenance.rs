@@ -6,7 +6,8 @@ use kalamstore::{
 
 use crate::error::{CliError, invalid};
 use crate::parse::Command;
-use crate::session::{Outcome, Session, table_id};
+use crate::parse::table_id;
+use crate::session::{Outcome, Session};
 
 /// One line about a finished job.
 pub(crate) fn job_line(what: &str, job: &JobRecord) -> String {

@@ -2,6 +2,7 @@
 //! export, EXECUTE AS USER), parsed with DataFusion's `sqlparser` into [`Command`]s; any other
 //! statement is SQL for DataFusion ([`Command::Sql`]). Also splits scripts into statements.
 
+use kalamstore::TableId;
 use kalamstore_sql::datafusion::sql::sqlparser;
 use sqlparser::ast::{self, Expr, ObjectName, UnaryOperator, Value};
 use sqlparser::dialect::GenericDialect;
@@ -9,7 +10,15 @@ use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Location, Token, Tokenizer};
 
-use crate::error::CliError;
+use crate::error::{CliError, invalid};
+
+/// Longest text literal accepted (bytes); larger values belong in a file import, not SQL.
+pub const MAX_LITERAL_BYTES: usize = 16 << 20;
+
+/// Parses `namespace.table`.
+pub(crate) fn table_id(s: &str) -> Result<TableId, CliError> {
+    Ok(s.to_ascii_lowercase().parse::<TableId>()?)
+}
 
 /// A literal as written, typed later against its column.
 #[derive(Debug, Clone, PartialEq)]
@@ -292,12 +301,12 @@ pub fn parse(sql: &str) -> Result<Command, CliError> {
     let (tokens, offset) = tokens(sql)?;
     for t in &tokens {
         if let Token::SingleQuotedString(s) = &t.token
-            && s.len() > crate::value::MAX_LITERAL_BYTES
+            && s.len() > MAX_LITERAL_BYTES
         {
-            return Err(crate::error::invalid(format!(
-                "a {}-byte string literal exceeds the {}-byte limit of a statement's literals",
+            return Err(invalid(format!(
+                "a {}-byte string literal exceeds the {MAX_LITERAL_BYTES}-byte limit of a \
+                 statement's literals",
                 s.len(),
-                crate::value::MAX_LITERAL_BYTES
             )));
         }
     }

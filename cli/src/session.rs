@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use kalamstore::{StorageId, Store, TableId, UserId};
+use kalamstore::{StorageId, Store, UserId};
 use kalamstore_sql::datafusion::common::ScalarValue;
 use kalamstore_sql::datafusion::execution::SendableRecordBatchStream;
 use kalamstore_sql::{Principal, SqlOutput, SqlSession};
 
 use crate::error::{CliError, invalid};
-use crate::parse::Command;
+use crate::parse::{Command, table_id};
 use crate::views::view_query;
 
 /// What a statement produced.
@@ -35,11 +35,6 @@ pub struct Session {
     default_storage: StorageId,
     /// One SQL session per principal, made on first use; dropped after catalog changes.
     sql: tokio::sync::Mutex<HashMap<String, Arc<SqlSession>>>,
-}
-
-/// Parses `namespace.table`.
-pub(crate) fn table_id(s: &str) -> Result<TableId, CliError> {
-    Ok(s.to_ascii_lowercase().parse::<TableId>()?)
 }
 
 impl Session {

@@ -5,9 +5,7 @@ use kalamstore::{KalamDataType, KalamValue};
 
 use crate::error::{CliError, invalid};
 use crate::parse::Literal;
-
-/// Longest text literal accepted (bytes); larger values belong in a file import, not SQL.
-pub const MAX_LITERAL_BYTES: usize = 16 << 20;
+pub use crate::parse::MAX_LITERAL_BYTES;
 
 /// The value of a literal for a column of `data_type`; `params` fill `$n` placeholders.
 pub fn to_value(

@@ -1,8 +1,7 @@
 //! `SHOW` and `DESCRIBE`: queries of the `system` tables, run through SQL like any query.
 
 use crate::error::{CliError, invalid};
-use crate::parse::Command;
-use crate::session::table_id;
+use crate::parse::{Command, table_id};
 
 /// Quotes a string as a SQL literal.
 fn literal(s: &str) -> String {

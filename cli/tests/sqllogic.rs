@@ -188,6 +188,8 @@ async fn run_file(file: &Path, kind: &str) -> Result<(), String> {
         async move { next.ok_or_else(|| DbError("one connection per file".into())) }
     });
     runner.add_label(kind);
+    // The type letters of each `query` (I, R, T, ? for the rest) must match the result's.
+    runner.with_column_validator(sqllogictest::strict_column_validator);
     let result = runner.run_file_async(file).await.map_err(|e| e.to_string());
     runner.shutdown_async().await;
     result

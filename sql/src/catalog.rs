@@ -12,7 +12,7 @@ use datafusion::common::Result as DfResult;
 use kalamstore_storage::{Error, Store, TableId};
 
 use crate::error::{Result, external};
-use crate::session::Principal;
+use crate::principal::Principal;
 use crate::system::{INFORMATION_SCHEMA, SYSTEM, SystemSchema};
 use crate::table::KalamTable;
 

@@ -1,6 +1,6 @@
 //! kalamstore tables through Apache DataFusion: every table of a [`Store`] as a
-//! `TableProvider` (a streamed merge-on-read scan, projection, filter and limit pushdown,
-//! row-count statistics, `INSERT`), `system.*` and `information_schema.*` built from the
+//! `TableProvider` (DataFusion's own Parquet scan over the files' live rows unioned with the
+//! hot rows, key lookups for queries that pin the primary key, exact statistics, `INSERT`), `system.*` and `information_schema.*` built from the
 //! store's models, and a [`SqlSession`] per principal that also runs `UPDATE` and `DELETE`
 //! (planned as a query of the matching keys, written in one atomic batch).
 //!
@@ -25,6 +25,7 @@ mod catalog;
 mod error;
 mod filter;
 mod lookup;
+mod principal;
 mod scan;
 mod session;
 mod system;
@@ -33,5 +34,6 @@ mod table;
 pub use catalog::META_SUFFIX;
 pub use datafusion;
 pub use error::{Result, SqlError};
-pub use session::{Principal, SqlOutput, SqlSession};
+pub use principal::Principal;
+pub use session::{SqlOutput, SqlSession};
 pub use system::value_text;

@@ -126,16 +126,20 @@ pub(crate) async fn plan_read(
         .filter(|b| b.num_rows() > 0)
         .map(|b| to_schema(b, &read.schema))
         .collect::<DfResult<Vec<_>>>()?;
+    // The hot rows come first: they are in memory, so a TopK above has seen them (and
+    // tightened its dynamic filter) before the files are opened and pruned by it. With the
+    // files first, a file whose footer is cached starts decoding before the hot rows' values
+    // reach the filter.
     let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-    if !read.snapshot.files.is_empty() {
-        inputs.push(files_exec(state, &read).await?);
-    }
     if !hot.is_empty() {
         inputs.push(MemorySourceConfig::try_new_exec(
             &[hot],
             read.schema.clone(),
             projection.clone(),
         )?);
+    }
+    if !read.snapshot.files.is_empty() {
+        inputs.push(files_exec(state, &read).await?);
     }
     if inputs.is_empty() {
         let schema = match &projection {
@@ -232,25 +236,28 @@ async fn files_exec(state: &dyn Session, read: &ReadPlan<'_>) -> DfResult<Arc<dy
     Ok(DataSourceExec::from_data_source(config))
 }
 
-/// Files in up to `target` groups of about equal bytes (DataFusion splits large files
-/// further by byte range).
-fn split_files(mut files: Vec<PartitionedFile>, target: usize) -> Vec<FileGroup> {
-    files.sort_by_key(|f| std::cmp::Reverse(f.object_meta.size));
-    let n = target.min(files.len()).max(1);
-    let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); n];
+/// Files in up to `target` groups of about equal bytes, in the snapshot's (the manifest's)
+/// order, each group a run of consecutive files; DataFusion splits large files further by
+/// byte range. The order is the one a listing of the table's files gives, so a TopK query
+/// meets the files' rows in the order DataFusion's own scan of them would.
+fn split_files(files: Vec<PartitionedFile>, target: usize) -> Vec<FileGroup> {
+    let total: u64 = files.iter().map(|f| f.object_meta.size).sum();
+    let per_group = total.div_ceil(target.max(1) as u64).max(1);
+    let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new()];
+    let mut bytes = 0u64;
     for file in files {
-        // Invariant: `groups` has at least one group.
-        let smallest = groups
-            .iter_mut()
-            .min_by_key(|(bytes, _)| *bytes)
-            .expect("at least one group");
-        smallest.0 += file.object_meta.size;
-        smallest.1.push(file);
+        if bytes >= per_group && groups.len() < target {
+            groups.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += file.object_meta.size;
+        // Invariant: `groups` starts with one group and only grows.
+        groups.last_mut().expect("a group").push(file);
     }
     groups
         .into_iter()
-        .filter(|(_, files)| !files.is_empty())
-        .map(|(_, files)| FileGroup::new(files))
+        .filter(|files| !files.is_empty())
+        .map(FileGroup::new)
         .collect()
 }
 

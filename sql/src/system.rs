@@ -33,7 +33,7 @@ use kalamstore_storage::{
 };
 
 use crate::error::external;
-use crate::session::Principal;
+use crate::principal::Principal;
 
 /// The schema of the store's models.
 pub(crate) const SYSTEM: &str = "system";

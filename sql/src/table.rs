@@ -26,8 +26,8 @@ use kalamstore_storage::{
 
 use crate::error::external;
 use crate::lookup::{KalamLookupExec, pinned_keys};
+use crate::principal::Principal;
 use crate::scan::{ReadPlan, plan_read, view_schema};
-use crate::session::Principal;
 
 /// One table as a session's principal sees it.
 pub(crate) struct KalamTable {

@@ -39,6 +39,7 @@ impl std::fmt::Display for Counting {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl ObjectStore for Counting {
     async fn put_opts(
         &self,

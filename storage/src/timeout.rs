@@ -82,6 +82,7 @@ impl fmt::Display for TimeoutStore {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl ObjectStore for TimeoutStore {
     async fn put_opts(
         &self,
@@ -209,6 +210,7 @@ mod tests {
     }
 
     #[async_trait]
+    #[deny(clippy::missing_trait_methods)]
     impl ObjectStore for Silent {
         async fn put_opts(&self, _: &Path, _: PutPayload, _: PutOptions) -> Result<PutResult> {
             std::future::pending().await
@@ -237,6 +239,23 @@ mod tests {
         }
         async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
             self.0.copy_opts(from, to, options).await
+        }
+        async fn get_ranges(
+            &self,
+            location: &Path,
+            ranges: &[std::ops::Range<u64>],
+        ) -> Result<Vec<bytes::Bytes>> {
+            self.0.get_ranges(location, ranges).await
+        }
+        fn list_with_offset(
+            &self,
+            prefix: Option<&Path>,
+            offset: &Path,
+        ) -> BoxStream<'static, Result<ObjectMeta>> {
+            self.0.list_with_offset(prefix, offset)
+        }
+        async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
+            self.0.rename_opts(from, to, options).await
         }
     }
 

@@ -34,38 +34,33 @@
 //!   stamped by an earlier process is served while this process has not written its partition.
 
 mod config;
+mod epochs;
 mod error;
+mod owned;
 mod range_cache;
+mod stripes;
 mod warm;
 
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use foyer::{
-    BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
-    HybridCachePolicy, LruConfig, RecoverMode, Spawner, StorageKey, StorageValue,
-};
 use foyer::{HybridCacheProperties, Load, Location};
 use kalamstore_storage::backend::{
     BackendStats, Capabilities, Partition, ScanChunk, ScanRequest, StorageBackend, WriteBatch,
     WriteOp,
 };
 use kalamstore_storage::{CacheCounters, Error, Result};
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 pub use config::FoyerConfig;
-use error::{ENGINE, FoyerError};
+use epochs::Epochs;
+use error::ENGINE;
+use owned::OwnedCache;
 pub use range_cache::RangeCachedStore;
-
-/// Number of stripes (generations) ordering fills against writes. A write makes the disk
-/// copies of every key of its stripe miss once, so more stripes keep more of the disk tier
-/// usable under writes (16 bytes each).
-const STRIPES: usize = 1 << 14;
+use stripes::Stripes;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, Serialize, Deserialize)]
 struct CacheKey {
@@ -98,132 +93,14 @@ struct Stamp {
     generation: u64,
 }
 
-/// A foyer hybrid cache plus the runtime its disk tier runs on.
-pub(crate) struct OwnedCache<K: StorageKey + Clone, V: StorageValue> {
-    pub(crate) cache: HybridCache<K, V>,
-    runtime: Option<tokio::runtime::Runtime>,
-    handle: tokio::runtime::Handle,
-    /// The disk tier's directory, where the warm marker lives.
-    disk_dir: Option<std::path::PathBuf>,
-}
-
-impl<K: StorageKey + Clone, V: StorageValue> OwnedCache<K, V> {
-    /// Builds a cache named `name` with `weigh` as its entry weigher, on its own runtime.
-    ///
-    /// The disk tier reopens with its earlier entries only when a clean close left a marker
-    /// whose token equals `token` (the source's state now); the marker's payload is returned
-    /// then. Otherwise (no token, no marker, another token) it starts empty.
-    pub(crate) async fn build(
-        config: &FoyerConfig,
-        name: &'static str,
-        weigh: fn(&K, &V) -> usize,
-        token: Option<Vec<u8>>,
-    ) -> Result<(Self, Option<Vec<u8>>)> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(config.worker_threads.max(1))
-            .thread_name("kalamstore-foyer")
-            .enable_all()
-            .build()
-            .map_err(|e| FoyerError::Runtime(e.to_string()).during("starting the cache runtime"))?;
-        let handle = runtime.handle().clone();
-        let mut warm = None;
-        if let Some(dir) = &config.disk_dir {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| FoyerError::Runtime(format!("creating {}: {e}", dir.display())))
-                .map_err(|e| e.during("opening the disk tier"))?;
-            let marker = warm::take(dir).map_err(|e| e.during("reading the warm marker"))?;
-            warm = marker
-                .filter(|m| token.as_ref() == Some(&m.token))
-                .map(|m| m.payload);
-        }
-        let recover = if warm.is_some() {
-            RecoverMode::Quiet
-        } else {
-            RecoverMode::None
-        };
-        let config = config.clone();
-        let build_handle = handle.clone();
-        let disk_dir = config.disk_dir.clone();
-        let cache = handle
-            .spawn(async move {
-                let builder = HybridCacheBuilder::new()
-                    .with_name(name)
-                    .with_policy(HybridCachePolicy::WriteOnEviction)
-                    .with_flush_on_close(true)
-                    .memory(config.memory_bytes)
-                    .with_eviction_config(LruConfig::default())
-                    .with_weighter(weigh)
-                    .storage()
-                    .with_spawner(Spawner::from(build_handle))
-                    .with_recover_mode(recover);
-                let builder = match &config.disk_dir {
-                    Some(dir) => {
-                        let device = FsDeviceBuilder::new(dir)
-                            .with_capacity(config.disk_bytes)
-                            .build()?;
-                        builder.with_engine_config(
-                            BlockEngineConfig::new(device).with_block_size(config.block_bytes),
-                        )
-                    }
-                    None => builder,
-                };
-                Ok::<_, FoyerError>(builder.build().await?)
-            })
-            .await
-            .map_err(Error::task(ENGINE, "building the cache"))?
-            .map_err(|e| e.during("building the cache"))?;
-        let owned = Self {
-            cache,
-            runtime: Some(runtime),
-            handle,
-            disk_dir,
-        };
-        Ok((owned, warm))
-    }
-
-    /// Stops the cache, writing its memory tier to disk; with a `marker`, leaves it for the
-    /// next open to reopen warm.
-    pub(crate) async fn close(&self, marker: Option<warm::Marker>) -> Result<()> {
-        let cache = self.cache.clone();
-        self.handle
-            .spawn(async move { cache.close().await })
-            .await
-            .map_err(Error::task(ENGINE, "closing the cache"))?
-            .map_err(|e| FoyerError::from(e).during("closing the cache"))?;
-        if let (Some(dir), Some(marker)) = (&self.disk_dir, marker) {
-            warm::put(dir, &marker).map_err(|e| e.during("writing the warm marker"))?;
-        }
-        Ok(())
-    }
-}
-
-impl<K: StorageKey + Clone, V: StorageValue> Drop for OwnedCache<K, V> {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
-/// The cache epoch of one partition, and whether this process changed the partition (then
-/// the epoch is not handed to the next process: its entries may be stale after a crash or a
-/// dropped disk write).
-#[derive(Debug)]
-struct PartitionEpoch {
-    epoch: u64,
-    written: AtomicBool,
-}
-
 /// A read cache in front of a durable [`StorageBackend`].
 pub struct FoyerBackend<B: ?Sized> {
     inner: Arc<B>,
     cache: OwnedCache<CacheKey, CacheValue>,
-    /// Generation of each stripe: bumped by every write before and after its inner write.
-    stripes: Box<[Mutex<u64>]>,
-    stripe_hasher: std::hash::RandomState,
-    /// Current epoch of each partition seen so far.
-    epochs: parking_lot::RwLock<HashMap<Partition, PartitionEpoch>>,
-    next_epoch: AtomicU64,
+    /// Orders fills against writes (see `stripes`).
+    stripes: Stripes,
+    /// Each partition's epoch, part of every cache key (see `epochs`).
+    epochs: Epochs,
     /// This process's (this open's) stamp incarnation, random.
     incarnation: u64,
     counters: Arc<CacheCounters>,
@@ -238,40 +115,6 @@ impl<B: ?Sized> std::fmt::Debug for FoyerBackend<B> {
 
 fn weigh(key: &CacheKey, value: &CacheValue) -> usize {
     key.key.len() + value.len() + 64
-}
-
-/// The epochs a clean close hands to the next open: `next_epoch`, then each partition that
-/// this process only read, as (name length u16, name, epoch u64), little-endian.
-fn encode_epochs(next: u64, clean: &[(&Partition, u64)]) -> Vec<u8> {
-    let mut out = next.to_le_bytes().to_vec();
-    for (partition, epoch) in clean {
-        let name = partition.as_str().as_bytes();
-        // Partition names are at most `MAX_PARTITION_NAME_LEN` (200) bytes.
-        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        out.extend_from_slice(name);
-        out.extend_from_slice(&epoch.to_le_bytes());
-    }
-    out
-}
-
-fn decode_epochs(bytes: &[u8]) -> Option<(u64, HashMap<Partition, PartitionEpoch>)> {
-    let (next, mut rest) = bytes.split_first_chunk::<8>()?;
-    let mut epochs = HashMap::new();
-    while !rest.is_empty() {
-        let (len, tail) = rest.split_first_chunk::<2>()?;
-        let (name, tail) = tail.split_at_checked(usize::from(u16::from_le_bytes(*len)))?;
-        let (epoch, tail) = tail.split_first_chunk::<8>()?;
-        let partition = Partition::new(std::str::from_utf8(name).ok()?).ok()?;
-        epochs.insert(
-            partition,
-            PartitionEpoch {
-                epoch: u64::from_le_bytes(*epoch),
-                written: AtomicBool::new(false),
-            },
-        );
-        rest = tail;
-    }
-    Some((u64::from_le_bytes(*next), epochs))
 }
 
 impl<B: StorageBackend + ?Sized> FoyerBackend<B> {
@@ -296,18 +139,12 @@ impl<B: StorageBackend + ?Sized> FoyerBackend<B> {
             None => None,
         };
         let (cache, warm) = OwnedCache::build(&config, "kalamstore-kv", weigh, token).await?;
-        let (next_epoch, epochs) = warm
-            .as_deref()
-            .and_then(decode_epochs)
-            .unwrap_or_else(|| (1, HashMap::new()));
         counters.set_warm_start(warm.is_some());
         Ok(Self {
             inner,
             cache,
-            stripes: (0..STRIPES).map(|_| Mutex::new(0)).collect(),
-            stripe_hasher: std::hash::RandomState::new(),
-            epochs: parking_lot::RwLock::new(epochs),
-            next_epoch: AtomicU64::new(next_epoch),
+            stripes: Stripes::new(),
+            epochs: Epochs::open(warm.as_deref()),
             // A fresh `RandomState` carries fresh random keys: two opens differ but by chance.
             incarnation: std::hash::RandomState::new().hash_one(std::process::id()),
             counters,
@@ -335,51 +172,11 @@ impl<B: StorageBackend + ?Sized> FoyerBackend<B> {
         Ok(())
     }
 
-    /// The partition's epoch; a write marks the partition as changed by this process first.
-    fn epoch(&self, partition: &Partition, write: bool) -> u64 {
-        if let Some(state) = self.epochs.read().get(partition) {
-            if write && !state.written.load(Ordering::Relaxed) {
-                state.written.store(true, Ordering::Relaxed);
-            }
-            return state.epoch;
-        }
-        self.epochs
-            .write()
-            .entry(partition.clone())
-            .or_insert_with(|| PartitionEpoch {
-                epoch: self.next_epoch.fetch_add(1, Ordering::Relaxed),
-                written: AtomicBool::new(false),
-            })
-            .epoch_after(write)
-    }
-
-    /// Moves `partition` to a fresh epoch (on its next access), making every cached key of
-    /// the old one unreachable.
-    fn forget(&self, partition: &Partition) {
-        self.epochs.write().remove(partition);
-    }
-
     fn cache_key(&self, partition: &Partition, key: &[u8], write: bool) -> CacheKey {
         CacheKey {
-            epoch: self.epoch(partition, write),
+            epoch: self.epochs.of(partition, write),
             key: Bytes::copy_from_slice(key),
         }
-    }
-
-    fn stripe_of(&self, key: &CacheKey) -> usize {
-        (self.stripe_hasher.hash_one(key) as usize) % STRIPES
-    }
-
-    /// The stripe's generation now (a fill's start).
-    fn generation(&self, stripe: usize) -> u64 {
-        *self.stripes[stripe].lock()
-    }
-
-    /// A write's start: bumps the stripe's generation and returns it.
-    fn begin_write(&self, stripe: usize) -> u64 {
-        let mut generation = self.stripes[stripe].lock();
-        *generation += 1;
-        *generation
     }
 
     /// A write's end, after the inner engine applied it (or failed, `applied` false): caches
@@ -393,39 +190,35 @@ impl<B: StorageBackend + ?Sized> FoyerBackend<B> {
         applied: bool,
         written: impl IntoIterator<Item = (CacheKey, Option<Bytes>)>,
     ) {
-        let mut generation = self.stripes[stripe].lock();
-        *generation += 1;
-        let known = applied && *generation == began + 1;
-        let stamp = Stamp {
-            incarnation: self.incarnation,
-            generation: *generation,
-        };
-        let (memory, disk) = (self.cache.cache.memory(), self.cache.cache.storage());
-        for (key, value) in written {
-            if !known {
-                memory.remove(&key);
-                continue;
+        self.stripes.end_write(stripe, began, applied, |known| {
+            let (memory, disk) = (self.cache.cache.memory(), self.cache.cache.storage());
+            for (key, value) in written {
+                let Some(generation) = known else {
+                    memory.remove(&key);
+                    continue;
+                };
+                // Older disk copies can no longer be served (their stamps are older than the
+                // generation now); a tombstone just spares the disk read of one.
+                if disk.may_contains(&key) {
+                    disk.delete(&key);
+                }
+                let stamp = Stamp {
+                    incarnation: self.incarnation,
+                    generation,
+                };
+                self.cache.cache.insert(key, CacheValue { stamp, value });
             }
-            // Older disk copies can no longer be served (their stamps are older than the
-            // generation now); a tombstone just spares the disk read of one.
-            if disk.may_contains(&key) {
-                disk.delete(&key);
-            }
-            self.cache.cache.insert(key, CacheValue { stamp, value });
-        }
+        });
     }
 
     /// A bulk write's end for the keys of one stripe, once the inner engine applied it (or
-    /// failed): takes them out of memory, so a read fills them. Every older copy of a key is
-    /// stamped with an older generation than the bump here, and a fill that read the old value
-    /// either inserted it before this removal or finds the generation moved; so, unlike a
-    /// write that caches its value, it needs no bump before the inner write.
+    /// failed): takes them out of memory, so a read fills them.
     fn end_bulk_write<'k>(&self, stripe: usize, keys: impl IntoIterator<Item = &'k CacheKey>) {
-        let mut generation = self.stripes[stripe].lock();
-        *generation += 1;
-        for key in keys {
-            self.cache.cache.memory().remove(key);
-        }
+        self.stripes.end_bulk_write(stripe, || {
+            for key in keys {
+                self.cache.cache.memory().remove(key);
+            }
+        });
     }
 
     /// Moves each of `partitions` to a fresh epoch, once the inner engine applied (or may
@@ -433,21 +226,20 @@ impl<B: StorageBackend + ?Sized> FoyerBackend<B> {
     /// old epoch, which nobody reads again.
     fn forget_all(&self, partitions: &[Partition]) {
         for partition in partitions {
-            self.forget(partition);
+            self.epochs.forget(partition);
         }
     }
 
     /// A fill's end: caches what the inner engine returned unless a write of the stripe began
     /// or ended since the fill began (`began` is the generation then).
     fn end_fill(&self, stripe: usize, began: u64, key: CacheKey, value: Option<Bytes>) {
-        let generation = self.stripes[stripe].lock();
-        if *generation == began {
+        self.stripes.end_fill(stripe, began, || {
             let stamp = Stamp {
                 incarnation: self.incarnation,
                 generation: began,
             };
             self.cache.cache.insert(key, CacheValue { stamp, value });
-        }
+        });
     }
 
     /// The disk tier's copy of `key` if it is still current, which then goes back into memory;
@@ -465,29 +257,27 @@ impl<B: StorageBackend + ?Sized> FoyerBackend<B> {
             Load::Piece { piece, .. } => piece.value().clone(),
             Load::Throttled | Load::Miss => return None,
         };
-        let generation = self.stripes[stripe].lock();
-        let current = if copy.stamp.incarnation == self.incarnation {
-            copy.stamp.generation == *generation
-        } else {
-            // Cached by an earlier process: the partition's epoch was handed over by a clean
-            // close that had not written it, so the copy is current until this process
-            // writes the partition (a write marks it before it begins).
-            self.epochs
-                .read()
-                .get(partition)
-                .is_some_and(|s| s.epoch == key.epoch && !s.written.load(Ordering::Relaxed))
-        };
-        if !current {
-            return None;
-        }
-        // Memory only: the disk tier holds this copy already. Under the stripe lock, so a
-        // write of the key replaces it.
-        let memory_only = HybridCacheProperties::default().with_location(Location::InMem);
-        let value = copy.value.clone();
-        self.cache
-            .cache
-            .insert_with_properties(key.clone(), copy, memory_only);
-        Some(value)
+        self.stripes.with_generation(stripe, |generation| {
+            let current = if copy.stamp.incarnation == self.incarnation {
+                copy.stamp.generation == generation
+            } else {
+                // Cached by an earlier process: the partition's epoch was handed over by a
+                // clean close that had not written it, so the copy is current until this
+                // process writes the partition (a write marks it before it begins).
+                self.epochs.is_unwritten(partition, key.epoch)
+            };
+            if !current {
+                return None;
+            }
+            // Memory only: the disk tier holds this copy already. Under the stripe lock, so
+            // a write of the key replaces it.
+            let memory_only = HybridCacheProperties::default().with_location(Location::InMem);
+            let value = copy.value.clone();
+            self.cache
+                .cache
+                .insert_with_properties(key.clone(), copy, memory_only);
+            Some(value)
+        })
     }
 
     /// The marker for the next open: the inner engine's state now and the epochs of the
@@ -499,27 +289,15 @@ impl<B: StorageBackend + ?Sized> FoyerBackend<B> {
         let Some(token) = self.inner.state_token().await? else {
             return Ok(None);
         };
-        let epochs = self.epochs.read();
-        let clean: Vec<(&Partition, u64)> = epochs
-            .iter()
-            .filter(|(_, s)| !s.written.load(Ordering::Relaxed))
-            .map(|(p, s)| (p, s.epoch))
-            .collect();
-        let payload = encode_epochs(self.next_epoch.load(Ordering::Relaxed), &clean);
-        Ok(Some(warm::Marker { token, payload }))
-    }
-}
-
-impl PartitionEpoch {
-    fn epoch_after(&self, write: bool) -> u64 {
-        if write {
-            self.written.store(true, Ordering::Relaxed);
-        }
-        self.epoch
+        Ok(Some(warm::Marker {
+            token,
+            payload: self.epochs.handover(),
+        }))
     }
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
     fn name(&self) -> &'static str {
         ENGINE
@@ -539,7 +317,7 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
     async fn drop_partition(&self, partition: &Partition) -> Result<()> {
         self.check_open()?;
         let result = self.inner.drop_partition(partition).await;
-        self.forget(partition);
+        self.epochs.forget(partition);
         result
     }
 
@@ -561,8 +339,8 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
             self.counters.hit(value.as_ref().map_or(0, Bytes::len));
             return Ok(value);
         }
-        let stripe = self.stripe_of(&ck);
-        let began = self.generation(stripe);
+        let stripe = self.stripes.of(&ck);
+        let began = self.stripes.generation(stripe);
         if let Some(value) = self.disk_copy(partition, &ck, stripe).await {
             self.counters.hit(value.as_ref().map_or(0, Bytes::len));
             return Ok(value);
@@ -573,11 +351,59 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
         Ok(value)
     }
 
+    async fn get_many(&self, partition: &Partition, keys: &[&[u8]]) -> Result<Vec<Option<Bytes>>> {
+        self.check_open()?;
+        // Memory and disk first; the misses go to the inner engine in one batch, each filled
+        // as `get` fills it (the stripe's generation taken before the inner read).
+        let mut out = Vec::with_capacity(keys.len());
+        let mut misses: Vec<(usize, CacheKey, usize, u64)> = Vec::new();
+        for (at, key) in keys.iter().enumerate() {
+            let ck = self.cache_key(partition, key, false);
+            if let Some(entry) = self.cache.cache.memory().get(&ck) {
+                let value = entry.value().value.clone();
+                self.counters.hit(value.as_ref().map_or(0, Bytes::len));
+                out.push(value);
+                continue;
+            }
+            let stripe = self.stripes.of(&ck);
+            let began = self.stripes.generation(stripe);
+            if let Some(value) = self.disk_copy(partition, &ck, stripe).await {
+                self.counters.hit(value.as_ref().map_or(0, Bytes::len));
+                out.push(value);
+                continue;
+            }
+            out.push(None);
+            misses.push((at, ck, stripe, began));
+        }
+        if misses.is_empty() {
+            return Ok(out);
+        }
+        let missed: Vec<&[u8]> = misses.iter().map(|(at, ..)| keys[*at]).collect();
+        let values = self.inner.get_many(partition, &missed).await?;
+        if values.len() != missed.len() {
+            return Err(Error::engine(
+                ENGINE,
+                "a batched get",
+                format!(
+                    "the inner engine answered {} of {} keys",
+                    values.len(),
+                    missed.len()
+                ),
+            ));
+        }
+        for ((at, ck, stripe, began), value) in misses.into_iter().zip(values) {
+            self.counters.miss(value.as_ref().map_or(0, Bytes::len));
+            self.end_fill(stripe, began, ck, value.clone());
+            out[at] = value;
+        }
+        Ok(out)
+    }
+
     async fn put(&self, partition: &Partition, key: Bytes, value: Bytes) -> Result<()> {
         self.check_open()?;
         let ck = self.cache_key(partition, &key, true);
-        let stripe = self.stripe_of(&ck);
-        let began = self.begin_write(stripe);
+        let stripe = self.stripes.of(&ck);
+        let began = self.stripes.begin_write(stripe);
         let result = self.inner.put(partition, key, value.clone()).await;
         // Ended on failure too (the write may or may not have applied).
         self.end_write(stripe, began, result.is_ok(), [(ck, Some(value))]);
@@ -587,8 +413,8 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
     async fn delete(&self, partition: &Partition, key: &[u8]) -> Result<()> {
         self.check_open()?;
         let ck = self.cache_key(partition, key, true);
-        let stripe = self.stripe_of(&ck);
-        let began = self.begin_write(stripe);
+        let stripe = self.stripes.of(&ck);
+        let began = self.stripes.begin_write(stripe);
         let result = self.inner.delete(partition, key).await;
         self.end_write(stripe, began, result.is_ok(), [(ck, None)]);
         result
@@ -617,7 +443,7 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
             let epoch = match epochs.iter().rev().find(|(p, _)| *p == partition) {
                 Some((_, epoch)) => *epoch,
                 None => {
-                    let epoch = self.epoch(partition, true);
+                    let epoch = self.epochs.of(partition, true);
                     epochs.push((partition, epoch));
                     epoch
                 }
@@ -639,7 +465,7 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
             let mut order: Vec<(usize, usize)> = keys
                 .iter()
                 .enumerate()
-                .map(|(at, (ck, _))| (self.stripe_of(ck), at))
+                .map(|(at, (ck, _))| (self.stripes.of(ck), at))
                 .collect();
             order.sort_unstable();
             for run in order.chunk_by(|a, b| a.0 == b.0) {
@@ -652,13 +478,13 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
         // in the inner engine.
         let mut written: Vec<(usize, CacheKey, Option<Bytes>)> = keys
             .into_iter()
-            .map(|(ck, value)| (self.stripe_of(&ck), ck, value))
+            .map(|(ck, value)| (self.stripes.of(&ck), ck, value))
             .collect();
         written.sort_by_key(|(stripe, ..)| *stripe);
         let mut runs: Vec<(usize, u64)> = Vec::new();
         for (stripe, ..) in &written {
             if runs.last().is_none_or(|(s, _)| s != stripe) {
-                runs.push((*stripe, self.begin_write(*stripe)));
+                runs.push((*stripe, self.stripes.begin_write(*stripe)));
             }
         }
         let result = self.inner.batch(batch).await;
@@ -679,6 +505,16 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
     async fn scan(&self, partition: &Partition, request: &ScanRequest) -> Result<ScanChunk> {
         self.check_open()?;
         self.inner.scan(partition, request).await
+    }
+
+    async fn scan_with(
+        &self,
+        partition: &Partition,
+        request: &ScanRequest,
+        visit: &mut (dyn for<'e> FnMut(&'e [u8], &'e [u8]) -> Result<()> + Send),
+    ) -> Result<Option<ScanRequest>> {
+        self.check_open()?;
+        self.inner.scan_with(partition, request, visit).await
     }
 
     async fn reclaim(&self, partition: &Partition) -> Result<()> {

@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 
 use kalamstore_storage::{CacheCounters, CloseCache};
 
-use crate::OwnedCache;
 use crate::config::FoyerConfig;
+use crate::owned::OwnedCache;
 use crate::warm::Marker;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +106,7 @@ impl fmt::Display for RangeCachedStore {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl ObjectStore for RangeCachedStore {
     async fn put_opts(
         &self,

@@ -33,6 +33,7 @@ fn p(name: &str) -> Partition {
 /// A `MemoryBackend` whose next `get` can be held after it read its value, so a test can
 /// write the key while that read's fill is in flight. Its state token counts the writes, and
 /// it outlives a cache's close (as a reopened engine would), so a cache over it can reopen warm.
+/// It counts the reads that reach it: single gets, batched gets and their keys.
 #[derive(Debug, Default)]
 struct Gated {
     inner: MemoryBackend,
@@ -40,9 +41,13 @@ struct Gated {
     read: tokio::sync::Notify,
     release: tokio::sync::Notify,
     writes: AtomicU64,
+    gets: AtomicUsize,
+    batched_gets: AtomicUsize,
+    batched_keys: AtomicUsize,
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl StorageBackend for Gated {
     fn name(&self) -> &'static str {
         "gated"
@@ -63,12 +68,18 @@ impl StorageBackend for Gated {
         self.inner.partition_exists(partition).await
     }
     async fn get(&self, partition: &Partition, key: &[u8]) -> Result<Option<Bytes>> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
         let value = self.inner.get(partition, key).await;
         if self.hold_next_get.swap(false, Ordering::SeqCst) {
             self.read.notify_one();
             self.release.notified().await;
         }
         value
+    }
+    async fn get_many(&self, partition: &Partition, keys: &[&[u8]]) -> Result<Vec<Option<Bytes>>> {
+        self.batched_gets.fetch_add(1, Ordering::SeqCst);
+        self.batched_keys.fetch_add(keys.len(), Ordering::SeqCst);
+        self.inner.get_many(partition, keys).await
     }
     async fn put(&self, partition: &Partition, key: Bytes, value: Bytes) -> Result<()> {
         self.writes.fetch_add(1, Ordering::SeqCst);
@@ -85,6 +96,17 @@ impl StorageBackend for Gated {
     async fn scan(&self, partition: &Partition, request: &ScanRequest) -> Result<ScanChunk> {
         self.inner.scan(partition, request).await
     }
+    async fn scan_with(
+        &self,
+        partition: &Partition,
+        request: &ScanRequest,
+        visit: &mut (dyn for<'e> FnMut(&'e [u8], &'e [u8]) -> Result<()> + Send),
+    ) -> Result<Option<ScanRequest>> {
+        self.inner.scan_with(partition, request, visit).await
+    }
+    async fn reclaim(&self, partition: &Partition) -> Result<()> {
+        self.inner.reclaim(partition).await
+    }
     async fn flush(&self) -> Result<()> {
         self.inner.flush().await
     }
@@ -99,6 +121,44 @@ impl StorageBackend for Gated {
     async fn close(&self) -> Result<()> {
         Ok(())
     }
+}
+
+/// A batched read answers what the cache holds and sends every miss to the inner engine in
+/// one batched call (its `MultiGet`), never one `get` per key; the misses are then cached.
+#[tokio::test]
+async fn a_batched_read_sends_its_misses_to_the_engine_in_one_call() {
+    let inner = Arc::new(Gated::default());
+    let cache = FoyerBackend::new(inner.clone(), FoyerConfig::memory(4 << 20))
+        .await
+        .unwrap();
+    let t = p("t");
+    cache.create_partition(&t).await.unwrap();
+    let keys: Vec<Vec<u8>> = (0..1000u32)
+        .map(|i| format!("k{i:04}").into_bytes())
+        .collect();
+    let mut batch = WriteBatch::new();
+    // Every other key exists; half of those are cached by a single read first.
+    for (i, key) in keys.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
+        batch.put(&t, key.clone(), format!("v{i}").into_bytes());
+    }
+    inner.inner.batch(batch).await.unwrap();
+    for key in keys.iter().step_by(4) {
+        cache.get(&t, key).await.unwrap();
+    }
+    let gets = inner.gets.load(Ordering::SeqCst);
+    let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    let values = cache.get_many(&t, &refs).await.unwrap();
+    let expected: Vec<Option<Bytes>> = (0..1000)
+        .map(|i| (i % 2 == 0).then(|| Bytes::from(format!("v{i}"))))
+        .collect();
+    assert_eq!(values, expected);
+    assert_eq!(inner.gets.load(Ordering::SeqCst), gets, "no single gets");
+    assert_eq!(inner.batched_gets.load(Ordering::SeqCst), 1);
+    assert_eq!(inner.batched_keys.load(Ordering::SeqCst), 750);
+    // Now every key (present or absent) is cached: the engine is not asked again.
+    assert_eq!(cache.get_many(&t, &refs).await.unwrap(), expected);
+    assert_eq!(inner.batched_gets.load(Ordering::SeqCst), 1);
+    cache.close().await.unwrap();
 }
 
 /// A read that misses and fills races a write of the same key: the read got the old value
@@ -461,6 +521,7 @@ impl std::fmt::Display for Counting {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl ObjectStore for Counting {
     async fn put_opts(
         &self,
@@ -504,6 +565,13 @@ impl ObjectStore for Counting {
     ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
         self.inner.list(p)
     }
+    fn list_with_offset(
+        &self,
+        p: Option<&object_store::path::Path>,
+        o: &object_store::path::Path,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list_with_offset(p, o)
+    }
     async fn list_with_delimiter(
         &self,
         p: Option<&object_store::path::Path>,
@@ -517,6 +585,14 @@ impl ObjectStore for Counting {
         o: object_store::CopyOptions,
     ) -> object_store::Result<()> {
         self.inner.copy_opts(f, t, o).await
+    }
+    async fn rename_opts(
+        &self,
+        f: &object_store::path::Path,
+        t: &object_store::path::Path,
+        o: object_store::RenameOptions,
+    ) -> object_store::Result<()> {
+        self.inner.rename_opts(f, t, o).await
     }
 }
 

@@ -2,13 +2,12 @@
 //! key range, statistics and bloom filter ([`prune_row_groups`]), the deletion vector and the
 //! key pages turned into a row selection before decoding ([`live_rows`]), predicates pushed
 //! into the decoder, large reads decoded in parallel parts, and old schema versions adapted to
-//! the current one ([`FileColumns`]).
+//! the current one (`adapt`).
 
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use futures::stream::{self, BoxStream};
@@ -20,15 +19,14 @@ use parquet::arrow::arrow_reader::{
 use parquet::arrow::async_reader::ParquetRecordBatchStream;
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 
-use super::adapt::Finisher;
-use crate::codec::{SEQ_COLUMN, UPDATED_COLUMN};
+use super::adapt::{FileColumns, Finisher};
+use super::plan::FilePlan;
 use crate::error::{Error, Result};
-use crate::filter::{BoundFilter, ColumnStats};
+use crate::filter::ColumnStats;
 use crate::format::{
-    DeletionVector, KEY_COLUMN, KeyBounds, ObjectFileReader, RowGroupKeys, bounds_overlap,
-    is_unbounded, key_column, key_mask, key_page_ranges, output_schema, point_key,
+    DeletionVector, KEY_COLUMN, ObjectFileReader, RowGroupKeys, bounds_overlap, is_unbounded,
+    key_column, key_mask, key_page_ranges, point_key,
 };
-use crate::schema::{ColumnDefinition, TableDefinition};
 use crate::spawn::AbortOnDrop;
 use crate::table::{FileEntry, TableHandle};
 
@@ -44,55 +42,6 @@ const PART_AHEAD: usize = 2;
 /// A stream of batches that owns everything it reads.
 pub type BatchStream = BoxStream<'static, Result<RecordBatch>>;
 
-/// What to read from a table's files.
-#[derive(Debug, Clone)]
-pub(crate) struct FilePlan {
-    /// The table's current definition (the filter's columns, the schema history).
-    pub(crate) def: Arc<TableDefinition>,
-    /// User columns to return, in the current schema.
-    pub(crate) columns: Vec<ColumnDefinition>,
-    /// Also return `_seq` and `_updated`.
-    pub(crate) with_system: bool,
-    /// Also return `_key`.
-    pub(crate) with_key: bool,
-    /// Rows must match this.
-    pub(crate) filter: Option<BoundFilter>,
-    /// Rows must have keys within these bounds.
-    pub(crate) keys: KeyBounds,
-    /// Stop after this many rows.
-    pub(crate) limit: Option<usize>,
-    /// Only rows at these positions of the file (a point read that found its row by the
-    /// file's `_key` page directory); row groups are then not pruned by statistics.
-    pub(crate) positions: Option<Range<u64>>,
-}
-
-impl FilePlan {
-    /// Every current column of every row, with `_key` when `with_key` (and the system columns
-    /// when `with_system`).
-    pub(crate) fn all(def: Arc<TableDefinition>, with_system: bool, with_key: bool) -> Self {
-        Self {
-            columns: def.columns().to_vec(),
-            def,
-            with_system,
-            with_key,
-            filter: None,
-            keys: crate::format::ALL_KEYS,
-            limit: None,
-            positions: None,
-        }
-    }
-
-    /// The schema of the batches a read returns.
-    pub(crate) fn output_schema(&self) -> SchemaRef {
-        output_schema(&self.columns, self.with_system, self.with_key)
-    }
-
-    /// Whether the read must decode `_key` (asked for, or bounded).
-    pub(super) fn needs_key(&self) -> bool {
-        self.with_key || !is_unbounded(&self.keys)
-    }
-}
-
 /// The rows of one kept row group to decode.
 #[derive(Debug, Clone)]
 struct RowGroupRows {
@@ -107,89 +56,6 @@ struct RowGroupRows {
 impl RowGroupRows {
     fn selected(&self) -> usize {
         self.live.iter().map(ExactSizeIterator::len).sum()
-    }
-}
-
-/// How the plan's current columns map onto one file's columns.
-pub(super) struct FileColumns {
-    /// Current columns the read decodes: the output columns and those the filter reads.
-    pub(super) needed: Vec<ColumnDefinition>,
-    /// For each needed column, its name in the file (`None`: the file predates it).
-    pub(super) sources: Vec<Option<String>>,
-    /// Parquet leaf indices to decode.
-    indices: Vec<usize>,
-    /// Current columns the file holds under that name and in that type.
-    unchanged: Vec<String>,
-    /// Whether the filter runs inside the decoder (the file has every column it reads,
-    /// unchanged) rather than on adapted batches.
-    pub(super) pushed: bool,
-}
-
-impl FileColumns {
-    fn new(plan: &FilePlan, schema_version: u32, footer: &ArrowReaderMetadata) -> Self {
-        let file_schema = footer.schema();
-        // Current columns map to the file's by id: the file may predate a rename, a widening,
-        // an added or a dropped-and-re-added column.
-        let file_version = plan.def.version(schema_version);
-        let source = |c: &ColumnDefinition| -> Option<String> {
-            match file_version {
-                Some(v) => v.column_by_id(c.id).map(|o| o.name.clone()),
-                None => Some(c.name.clone()),
-            }
-        };
-        let unchanged: Vec<String> = plan
-            .def
-            .columns()
-            .iter()
-            .filter(|c| {
-                source(c).as_deref() == Some(c.name.as_str())
-                    && file_schema
-                        .field_with_name(&c.name)
-                        .is_ok_and(|f| f.data_type() == &c.data_type.to_arrow())
-            })
-            .map(|c| c.name.clone())
-            .collect();
-        let filter_columns: Vec<&str> = plan
-            .filter
-            .as_ref()
-            .map(|f| f.columns())
-            .unwrap_or_default();
-        let needed: Vec<ColumnDefinition> = plan
-            .def
-            .columns()
-            .iter()
-            .filter(|c| {
-                plan.columns.iter().any(|o| o.name == c.name)
-                    || filter_columns.contains(&c.name.as_str())
-            })
-            .cloned()
-            .collect();
-        let sources: Vec<Option<String>> = needed.iter().map(source).collect();
-        let mut wanted: Vec<&str> = sources.iter().flatten().map(String::as_str).collect();
-        if plan.with_system {
-            wanted.extend([SEQ_COLUMN, UPDATED_COLUMN]);
-        }
-        if plan.needs_key() {
-            wanted.push(KEY_COLUMN);
-        }
-        let indices = wanted
-            .iter()
-            .filter_map(|name| file_schema.index_of(name).ok())
-            .collect();
-        let pushed = filter_columns
-            .iter()
-            .all(|name| unchanged.iter().any(|u| u == name));
-        Self {
-            needed,
-            sources,
-            indices,
-            unchanged,
-            pushed,
-        }
-    }
-
-    fn is_unchanged(&self, name: &str) -> bool {
-        self.unchanged.iter().any(|u| u == name)
     }
 }
 

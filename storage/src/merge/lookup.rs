@@ -8,8 +8,9 @@ use std::sync::Arc;
 use arrow::array::Array;
 use arrow::record_batch::RecordBatch;
 
-use super::file::{FilePlan, read_file};
+use super::file::read_file;
 use super::join::FileKeyJoin;
+use super::plan::FilePlan;
 use crate::codec::{KalamValue, value_at};
 use crate::error::{Error, Result};
 use crate::format::{DeletionVector, Hidden, KeyPage, key_column};

@@ -9,6 +9,7 @@ mod hot;
 mod join;
 mod lookup;
 mod overlay;
+mod plan;
 mod stream;
 
 use std::ops::Bound;
@@ -23,10 +24,11 @@ use crate::schema::{ColumnDefinition, TableDefinition, TableType};
 use crate::table::TableHandle;
 
 pub use file::BatchStream;
-pub(crate) use file::{FilePlan, read_file};
+pub(crate) use file::read_file;
 pub(crate) use hot::Scopes;
 pub(crate) use lookup::{FlushedRow, get, get_flushed_many, get_many};
 pub(crate) use overlay::{find_live, upgrade_overlay};
+pub(crate) use plan::FilePlan;
 pub use stream::{FileAccess, RowEstimate, ScanFile, ScanSnapshot, TableScan, USER_COLUMN};
 
 /// What a scan returns.

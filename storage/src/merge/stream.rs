@@ -14,8 +14,9 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use futures::stream::{self, StreamExt, TryStreamExt};
 
-use super::file::{BATCH_ROWS, BatchStream, FilePlan, file_stream, limit_rows};
+use super::file::{BATCH_ROWS, BatchStream, file_stream, limit_rows};
 use super::hot::{Scopes, Snapshot, snapshot};
+use super::plan::FilePlan;
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 
 use crate::error::{Error, Result};

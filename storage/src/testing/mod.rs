@@ -148,7 +148,9 @@ impl<B: StorageBackend + ?Sized> FailAfter<B> {
     }
 }
 
+// Every method forwarded, so the wrapped engine's fast paths stay in use.
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl<B: StorageBackend + ?Sized> StorageBackend for FailAfter<B> {
     fn name(&self) -> &'static str {
         self.inner.name()
@@ -170,6 +172,9 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FailAfter<B> {
     }
     async fn get(&self, partition: &Partition, key: &[u8]) -> Result<Option<Bytes>> {
         self.inner.get(partition, key).await
+    }
+    async fn get_many(&self, partition: &Partition, keys: &[&[u8]]) -> Result<Vec<Option<Bytes>>> {
+        self.inner.get_many(partition, keys).await
     }
     async fn put(&self, partition: &Partition, key: Bytes, value: Bytes) -> Result<()> {
         self.admit(std::iter::once(partition))?;
@@ -197,11 +202,22 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FailAfter<B> {
     async fn scan(&self, partition: &Partition, request: &ScanRequest) -> Result<ScanChunk> {
         self.inner.scan(partition, request).await
     }
+    async fn scan_with(
+        &self,
+        partition: &Partition,
+        request: &ScanRequest,
+        visit: &mut (dyn for<'e> FnMut(&'e [u8], &'e [u8]) -> Result<()> + Send),
+    ) -> Result<Option<ScanRequest>> {
+        self.inner.scan_with(partition, request, visit).await
+    }
     async fn reclaim(&self, partition: &Partition) -> Result<()> {
         self.inner.reclaim(partition).await
     }
     async fn flush(&self) -> Result<()> {
         self.inner.flush().await
+    }
+    async fn state_token(&self) -> Result<Option<Vec<u8>>> {
+        self.inner.state_token().await
     }
     async fn stats(&self) -> Result<BackendStats> {
         self.inner.stats().await
