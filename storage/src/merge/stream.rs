@@ -20,7 +20,7 @@ use super::plan::FilePlan;
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 
 use crate::error::{Error, Result};
-use crate::format::{DeletionVector, FileMeta, ObjectFileReader, key_mask, project};
+use crate::format::{DeletionVector, FileMeta, ObjectFileReader, is_unbounded, key_mask, project};
 use crate::ids::{KeyScope, UserId};
 use crate::schema::TableDefinition;
 use crate::table::{FileEntry, TableHandle};
@@ -288,6 +288,19 @@ impl TableScan {
         let mut out = Vec::new();
         for scope in &snapshot.scopes {
             let Some(rows) = &scope.hot else { continue };
+            let whole = plan.filter.is_none()
+                && is_unbounded(&plan.keys)
+                && self.state.table.expiry_cutoff().is_none();
+            if whole {
+                let projected = project(rows.without_tombstones()?, &schema)?;
+                let mut at = 0;
+                while at < projected.num_rows() {
+                    let len = BATCH_ROWS.min(projected.num_rows() - at);
+                    out.push(self.with_user(projected.slice(at, len), &scope.scope)?);
+                    at += len;
+                }
+                continue;
+            }
             let mut mask = boolean::and(
                 &rows.alive(&self.state.table),
                 &key_mask(&rows.keys, &plan.keys)?,

@@ -2,7 +2,7 @@
 //! write times), and the cache that keeps them decoded while no commit changes them.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arrow::array::{Array, BinaryArray, BooleanArray, Int64Array};
 use arrow::datatypes::{DataType, Field, Schema};
@@ -56,6 +56,8 @@ pub(crate) struct HotRows {
     pub(crate) deleted: BooleanArray,
     /// When each was written, ns since the epoch.
     pub(crate) updated: Int64Array,
+    /// `batch` without its tombstones, computed by the first read that wants it.
+    live: OnceLock<RecordBatch>,
 }
 
 impl HotRows {
@@ -126,7 +128,25 @@ impl HotRows {
             keys,
             deleted,
             updated,
+            live: OnceLock::new(),
         })
+    }
+
+    /// The entries that are not tombstones, filtered once per decoded version: what every
+    /// read of a table without a TTL takes when no key bound or filter narrows it (a STREAM
+    /// table's rows expire with time, so its reads use [`alive`](Self::alive)).
+    pub(crate) fn without_tombstones(&self) -> Result<&RecordBatch> {
+        if let Some(live) = self.live.get() {
+            return Ok(live);
+        }
+        // As in `alive`: a tombstone is a set `_deleted` value.
+        let keep: BooleanArray = (0..self.deleted.len())
+            .map(|i| Some(!self.deleted.value(i)))
+            .collect();
+        let live = arrow::compute::filter_record_batch(&self.batch, &keep)
+            .map_err(Error::arrow("dropping hot tombstones"))?;
+        // Two reads may both compute it; either result is the same.
+        Ok(self.live.get_or_init(|| live))
     }
 
     /// Which entries are live rows: not tombstones, not past a STREAM table's TTL.
