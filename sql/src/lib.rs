@@ -24,6 +24,7 @@
 mod catalog;
 mod error;
 mod filter;
+mod leaf;
 mod lookup;
 mod principal;
 mod scan;

@@ -9,24 +9,15 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Result as DfResult, Statistics};
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::common::Result as DfResult;
 use datafusion::logical_expr::Expr;
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::statistics::StatisticsArgs;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
-    PlanProperties, ReplaceChildrenOptions,
-};
-use futures::stream;
+use futures::future::BoxFuture;
 use kalamstore_storage::codec::array_from_values;
 use kalamstore_storage::{CmpOp, Filter, KalamValue, Store, TableDefinition, UserId};
 
 use crate::error::external;
 use crate::filter::to_filter;
+use crate::leaf::{BatchExec, BatchSource};
 use crate::scan::to_schema;
 
 /// Most keys a query may pin and still be answered by point reads.
@@ -118,61 +109,58 @@ fn equalities(filter: Filter) -> Option<(String, Vec<KalamValue>)> {
     }
 }
 
-/// Reads the rows of given primary keys.
-pub(crate) struct KalamLookupExec {
+/// Reads the rows of given primary keys: the source of the lookup's plan, shown by EXPLAIN as
+/// `KalamLookupExec`.
+#[derive(Clone)]
+pub(crate) struct Lookup {
     store: Store,
     def: Arc<TableDefinition>,
     user: Option<UserId>,
-    keys: Vec<Vec<KalamValue>>,
+    keys: Arc<Vec<Vec<KalamValue>>>,
     /// The provider's schema (every column, view types).
     table_schema: SchemaRef,
     projection: Option<Vec<usize>>,
-    properties: Arc<PlanProperties>,
 }
 
-impl fmt::Debug for KalamLookupExec {
+impl fmt::Debug for Lookup {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KalamLookupExec")
+        f.debug_struct("Lookup")
             .field("table", &self.def.id)
             .field("keys", &self.keys.len())
             .finish_non_exhaustive()
     }
 }
 
-impl KalamLookupExec {
-    /// A lookup of `keys` in `def`'s table for `user`, returning `projection` of
-    /// `table_schema`.
-    pub(crate) fn new(
-        store: Store,
-        def: Arc<TableDefinition>,
-        user: Option<UserId>,
-        keys: Vec<Vec<KalamValue>>,
-        table_schema: SchemaRef,
-        projection: Option<Vec<usize>>,
-    ) -> DfResult<Self> {
-        let schema = match &projection {
-            Some(p) => Arc::new(table_schema.project(p)?),
-            None => table_schema.clone(),
-        };
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(schema),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        );
-        Ok(Self {
-            store,
-            def,
-            user,
-            keys,
-            table_schema,
-            projection,
-            properties: Arc::new(properties),
-        })
-    }
+/// The plan of a key lookup.
+pub(crate) type KalamLookupExec = BatchExec<Lookup>;
 
+/// A lookup of `keys` in `def`'s table for `user`, returning `projection` of `table_schema`.
+pub(crate) fn lookup_exec(
+    store: Store,
+    def: Arc<TableDefinition>,
+    user: Option<UserId>,
+    keys: Vec<Vec<KalamValue>>,
+    table_schema: SchemaRef,
+    projection: Option<Vec<usize>>,
+) -> DfResult<KalamLookupExec> {
+    let schema = match &projection {
+        Some(p) => Arc::new(table_schema.project(p)?),
+        None => table_schema.clone(),
+    };
+    let lookup = Lookup {
+        store,
+        def,
+        user,
+        keys: Arc::new(keys),
+        table_schema,
+        projection,
+    };
+    Ok(BatchExec::new(lookup, schema))
+}
+
+impl Lookup {
     /// The found rows as one batch of the projected schema.
-    async fn rows(&self) -> DfResult<RecordBatch> {
+    async fn rows(self) -> DfResult<RecordBatch> {
         let found = self
             .store
             .get_many(&self.def.id, self.user.as_ref(), &self.keys)
@@ -203,85 +191,18 @@ impl KalamLookupExec {
     }
 }
 
-impl DisplayAs for KalamLookupExec {
-    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match t {
-            DisplayFormatType::Default | DisplayFormatType::Verbose => write!(
-                f,
-                "KalamLookupExec: table={}, keys={}",
-                self.def.id,
-                self.keys.len()
-            ),
-            DisplayFormatType::TreeRender => writeln!(f, "keys={}", self.keys.len()),
-        }
-    }
-}
+impl BatchSource for Lookup {
+    const NAME: &'static str = "KalamLookupExec";
 
-impl ExecutionPlan for KalamLookupExec {
-    fn name(&self) -> &str {
-        "KalamLookupExec"
+    fn describe(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "table={}, keys={}", self.def.id, self.keys.len())
     }
 
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
+    fn batch(self) -> BoxFuture<'static, DfResult<RecordBatch>> {
+        Box::pin(self.rows())
     }
 
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
-    ) -> DfResult<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn replace_children(
-        self: Arc<Self>,
-        _children: Vec<Arc<dyn ExecutionPlan>>,
-        _options: ReplaceChildrenOptions,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        Ok(self)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        self.replace_children(
-            children,
-            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-        )
-    }
-
-    fn execute(
-        &self,
-        _partition: usize,
-        _context: Arc<TaskContext>,
-    ) -> DfResult<SendableRecordBatchStream> {
-        let schema = self.properties.eq_properties.schema().clone();
-        let this = Self {
-            store: self.store.clone(),
-            def: self.def.clone(),
-            user: self.user.clone(),
-            keys: self.keys.clone(),
-            table_schema: self.table_schema.clone(),
-            projection: self.projection.clone(),
-            properties: self.properties.clone(),
-        };
-        let rows = stream::once(async move { this.rows().await });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, rows)))
-    }
-
-    fn statistics_from_inputs(
-        &self,
-        _input_stats: &[Arc<Statistics>],
-        _args: &StatisticsArgs,
-    ) -> DfResult<Arc<Statistics>> {
-        let schema = self.properties.eq_properties.schema();
-        let mut stats = Statistics::new_unknown(schema);
-        stats.num_rows = datafusion::common::stats::Precision::Inexact(self.keys.len());
-        Ok(Arc::new(stats))
+    fn rows_estimate(&self) -> Option<usize> {
+        Some(self.keys.len())
     }
 }

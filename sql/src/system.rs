@@ -13,19 +13,11 @@ use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use async_trait::async_trait;
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result as DfResult, project_schema};
 use datafusion::datasource::TableType;
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
-    PlanProperties, ReplaceChildrenOptions,
-};
-use futures::stream;
+use datafusion::physical_plan::ExecutionPlan;
+use futures::future::BoxFuture;
 use kalamstore_storage::codec::array_from_values;
 use kalamstore_storage::{
     ColumnDefinition, KalamDataType as T, KalamValue as V, Result as StoreResult, Store,
@@ -33,6 +25,7 @@ use kalamstore_storage::{
 };
 
 use crate::error::external;
+use crate::leaf::{BatchExec, BatchSource};
 use crate::principal::Principal;
 
 /// The schema of the store's models.
@@ -531,113 +524,44 @@ impl TableProvider for SystemTable {
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let schema = project_schema(&self.schema, projection)?;
-        Ok(Arc::new(SystemExec::new(
-            self.view,
-            schema,
-            projection.cloned(),
-            self.store.clone(),
-            self.principal.clone(),
-        )))
+        let rows = SystemRows {
+            view: self.view,
+            projection: projection.cloned(),
+            store: self.store.clone(),
+            principal: self.principal.clone(),
+        };
+        Ok(Arc::new(BatchExec::new(rows, schema)))
     }
 }
 
-/// Builds a system table's batch when executed.
-#[derive(Debug)]
-struct SystemExec {
+/// Builds a system table's batch when executed: the source of its plan, shown by EXPLAIN as
+/// `SystemExec`.
+#[derive(Debug, Clone)]
+struct SystemRows {
     view: View,
-    schema: SchemaRef,
     projection: Option<Vec<usize>>,
     store: Store,
     principal: Principal,
-    properties: Arc<PlanProperties>,
 }
 
-impl SystemExec {
-    fn new(
-        view: View,
-        schema: SchemaRef,
-        projection: Option<Vec<usize>>,
-        store: Store,
-        principal: Principal,
-    ) -> Self {
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(schema.clone()),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        );
-        Self {
-            view,
-            schema,
-            projection,
-            store,
-            principal,
-            properties: Arc::new(properties),
-        }
-    }
-}
+impl BatchSource for SystemRows {
+    const NAME: &'static str = "SystemExec";
 
-impl DisplayAs for SystemExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SystemExec: {:?}", self.view)
-    }
-}
-
-impl ExecutionPlan for SystemExec {
-    fn name(&self) -> &str {
-        "SystemExec"
+    fn describe(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.view)
     }
 
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
-    ) -> DfResult<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn replace_children(
-        self: Arc<Self>,
-        _children: Vec<Arc<dyn ExecutionPlan>>,
-        _options: ReplaceChildrenOptions,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        Ok(self)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        self.replace_children(
-            children,
-            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-        )
-    }
-
-    fn execute(
-        &self,
-        _partition: usize,
-        _context: Arc<TaskContext>,
-    ) -> DfResult<SendableRecordBatchStream> {
-        let (view, store, principal) = (self.view, self.store.clone(), self.principal.clone());
-        let projection = self.projection.clone();
-        let batch = async move {
-            let batch = view.batch(&store, &principal).await.map_err(external)?;
-            match projection {
+    fn batch(self) -> BoxFuture<'static, DfResult<RecordBatch>> {
+        Box::pin(async move {
+            let batch = self
+                .view
+                .batch(&self.store, &self.principal)
+                .await
+                .map_err(external)?;
+            match self.projection {
                 Some(p) => Ok(batch.project(&p)?),
                 None => Ok(batch),
             }
-        };
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            self.schema.clone(),
-            stream::once(batch),
-        )))
+        })
     }
 }

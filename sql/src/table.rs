@@ -25,7 +25,7 @@ use kalamstore_storage::{
 };
 
 use crate::error::external;
-use crate::lookup::{KalamLookupExec, pinned_keys};
+use crate::lookup::{lookup_exec, pinned_keys};
 use crate::principal::Principal;
 use crate::scan::{ReadPlan, plan_read, view_schema};
 
@@ -128,7 +128,7 @@ impl TableProvider for KalamTable {
             && !all_users
             && let Some(keys) = pinned_keys(filters, &self.def)
         {
-            return Ok(Arc::new(KalamLookupExec::new(
+            return Ok(Arc::new(lookup_exec(
                 self.store.clone(),
                 self.def.clone(),
                 user.cloned(),

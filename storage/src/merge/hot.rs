@@ -11,6 +11,7 @@ use crate::backend::{KeyRange, ScanRequest, prefix_successor, scan_all};
 use crate::error::{Error, Result};
 use crate::format::{KeyBounds, is_unbounded, split_hot_key};
 use crate::ids::KeyScope;
+use crate::schema::TableType;
 use crate::table::{FileEntry, HotRows, ReaderPin, TableHandle};
 
 /// Hot entries read per chunk of a snapshot.
@@ -147,14 +148,7 @@ async fn all_scopes(table: &TableHandle) -> Result<Vec<(KeyScope, Vec<FileEntry>
     .await?;
     let mut hot: BTreeMap<KeyScope, HotEntries> = BTreeMap::new();
     for (key, value) in entries {
-        let name = split_hot_key(kind, &key).0;
-        let scope = std::str::from_utf8(name)
-            .ok()
-            .and_then(|n| KeyScope::from_stored(n).ok())
-            .ok_or_else(|| Error::Corrupt {
-                what: format!("hot partition of table {}", table.id),
-                reason: format!("key {key:02x?} has no valid scope"),
-            })?;
+        let scope = hot_key_scope(table, kind, &key)?.0;
         hot.entry(scope).or_default().push((key, value));
     }
     let mut scopes: BTreeMap<KeyScope, (Vec<FileEntry>, HotEntries)> = BTreeMap::new();
@@ -190,4 +184,21 @@ fn hot_range(prefix: &[u8], keys: &KeyBounds) -> KeyRange {
         Bound::Unbounded => prefix_successor(prefix).map_or(Bound::Unbounded, Bound::Excluded),
     };
     KeyRange::Range(start, end)
+}
+
+/// The scope of a hot partition's key, and the key after the scope.
+pub(super) fn hot_key_scope<'k>(
+    table: &TableHandle,
+    kind: TableType,
+    key: &'k [u8],
+) -> Result<(KeyScope, &'k [u8])> {
+    let (name, pk) = split_hot_key(kind, key);
+    let scope = std::str::from_utf8(name)
+        .ok()
+        .and_then(|n| KeyScope::from_stored(n).ok())
+        .ok_or_else(|| Error::Corrupt {
+            what: format!("hot partition of table {}", table.id),
+            reason: format!("key {key:02x?} has no valid scope"),
+        })?;
+    Ok((scope, pk))
 }

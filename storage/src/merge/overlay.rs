@@ -7,10 +7,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 
+use super::hot::hot_key_scope;
 use super::join::FileKeyJoin;
 use crate::backend::{ScanRequest, WriteBatch, scan_all};
-use crate::error::{Error, Result};
-use crate::format::{Hidden, META_OVERLAY, counter_key, hidden_key, split_hot_key};
+use crate::error::Result;
+use crate::format::{Hidden, META_OVERLAY, counter_key, hidden_key};
 use crate::ids::KeyScope;
 use crate::table::{FileEntry, FormatUpgrade, TableHandle};
 
@@ -57,14 +58,7 @@ pub(crate) async fn upgrade_overlay(table: &TableHandle, upgrade: FormatUpgrade)
     let mut tombstones: HashMap<KeyScope, u64> = HashMap::new();
     let mut keys: BTreeMap<KeyScope, Vec<Bytes>> = BTreeMap::new();
     for (key, value) in entries {
-        let (name, pk) = split_hot_key(kind, &key);
-        let scope = std::str::from_utf8(name)
-            .ok()
-            .and_then(|n| KeyScope::from_stored(n).ok())
-            .ok_or_else(|| Error::Corrupt {
-                what: format!("hot partition of table {}", table.id),
-                reason: format!("key {key:02x?} has no valid scope"),
-            })?;
+        let (scope, pk) = hot_key_scope(table, kind, &key)?;
         if TableHandle::system_of(&value)?.deleted {
             *tombstones.entry(scope.clone()).or_default() += 1;
         }
