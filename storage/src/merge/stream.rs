@@ -288,31 +288,27 @@ impl TableScan {
         let mut out = Vec::new();
         for scope in &snapshot.scopes {
             let Some(rows) = &scope.hot else { continue };
+            // Without a key bound, filter or TTL, the rows are the cached tombstone-free batch.
             let whole = plan.filter.is_none()
                 && is_unbounded(&plan.keys)
                 && self.state.table.expiry_cutoff().is_none();
-            if whole {
-                let projected = project(rows.without_tombstones()?, &schema)?;
-                let mut at = 0;
-                while at < projected.num_rows() {
-                    let len = BATCH_ROWS.min(projected.num_rows() - at);
-                    out.push(self.with_user(projected.slice(at, len), &scope.scope)?);
-                    at += len;
+            let projected = match whole {
+                true => project(rows.without_tombstones()?, &schema)?,
+                false => {
+                    let mut mask = boolean::and(
+                        &rows.alive(&self.state.table),
+                        &key_mask(&rows.keys, &plan.keys)?,
+                    )
+                    .map_err(Error::arrow("masking hot rows"))?;
+                    if let Some(f) = &plan.filter {
+                        mask = boolean::and_kleene(&mask, &f.evaluate(&rows.batch)?)
+                            .map_err(Error::arrow("filtering hot rows"))?;
+                    }
+                    let filtered = filter_record_batch(&rows.batch, &mask)
+                        .map_err(Error::arrow("filtering hot rows"))?;
+                    project(&filtered, &schema)?
                 }
-                continue;
-            }
-            let mut mask = boolean::and(
-                &rows.alive(&self.state.table),
-                &key_mask(&rows.keys, &plan.keys)?,
-            )
-            .map_err(Error::arrow("masking hot rows"))?;
-            if let Some(f) = &plan.filter {
-                mask = boolean::and_kleene(&mask, &f.evaluate(&rows.batch)?)
-                    .map_err(Error::arrow("filtering hot rows"))?;
-            }
-            let filtered = filter_record_batch(&rows.batch, &mask)
-                .map_err(Error::arrow("filtering hot rows"))?;
-            let projected = project(&filtered, &schema)?;
+            };
             let mut at = 0;
             while at < projected.num_rows() {
                 let len = BATCH_ROWS.min(projected.num_rows() - at);
