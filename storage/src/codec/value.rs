@@ -67,6 +67,17 @@ pub(crate) mod tag {
 }
 
 impl KalamValue {
+    /// Bytes this value takes in memory, its heap part included (what caches charge).
+    pub fn memory_size(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + match self {
+                Self::Text(s) | Self::Json(s) => s.capacity(),
+                Self::Bytes(b) => b.capacity(),
+                Self::Embedding(v) => v.capacity() * std::mem::size_of::<f32>(),
+                _ => 0,
+            }
+    }
+
     /// The wire tag of this value.
     pub const fn tag(&self) -> u8 {
         match self {

@@ -112,9 +112,8 @@ pub(crate) async fn remove_replaced(table: &TableHandle, replaced: Vec<FileEntry
     if replaced.is_empty() || !table.pins.wait_for_readers(READER_WAIT).await {
         return Ok(());
     }
-    let version = table.definition().schema.version;
     for input in replaced {
-        table.file_index.forget(input.meta.id, version);
+        table.file_index.forget(input.meta.id);
         delete_object(table, &input.meta.path).await?;
     }
     Ok(())

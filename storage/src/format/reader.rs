@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{Array, BinaryArray};
-use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -16,6 +15,7 @@ use futures::future::BoxFuture;
 use super::columns::{KEY_COLUMN, KeyBounds, bounds_overlap, is_unbounded};
 use super::manifest::FileMeta;
 use crate::cache::CacheCounters;
+use crate::codec::KalamValue;
 use crate::error::{Error, Result};
 use crate::ids::TableId;
 use object_store::ObjectStore;
@@ -143,9 +143,10 @@ enum MetaPart {
     Index,
     /// The `_key` bloom filter of a row group.
     Bloom(usize),
-    /// The decoded rows (current columns and `_key`, under this schema version) of the
-    /// `_key` page starting at this row.
-    Rows(u64, u32),
+    /// The `_key` values of the `_key` page starting at this row.
+    Keys(u64),
+    /// The decoded user columns of the row at this position, under this schema version.
+    Row(u64, u32),
 }
 
 #[derive(Clone)]
@@ -153,7 +154,8 @@ enum MetaValue {
     Index(Arc<FileIndex>),
     /// `None`: the row group has no `_key` bloom filter.
     Bloom(Option<Arc<Sbbf>>),
-    Rows(RecordBatch),
+    Keys(BinaryArray),
+    Row(Arc<[KalamValue]>),
 }
 
 /// Shards of a metadata cache (each holds a share of the budget under its own lock).
@@ -168,7 +170,8 @@ impl MetaValue {
             + match self {
                 Self::Index(index) => index.bytes,
                 Self::Bloom(bloom) => bloom.as_ref().map_or(0, |b| b.num_blocks() * 32),
-                Self::Rows(rows) => rows.get_array_memory_size(),
+                Self::Keys(keys) => keys.get_array_memory_size(),
+                Self::Row(values) => values.iter().map(KalamValue::memory_size).sum(),
             }
     }
 }
@@ -346,30 +349,46 @@ impl FileIndexCache {
         }
     }
 
-    /// The decoded rows of the file's `_key` page starting at row `first_row`, read under
-    /// schema version `version`, if kept.
-    pub(crate) fn page_rows(&self, file: i64, first_row: u64, version: u32) -> Option<RecordBatch> {
-        match self
-            .cache
-            .get(&self.key(file, MetaPart::Rows(first_row, version)))?
-        {
-            MetaValue::Rows(rows) => Some(rows),
+    /// The `_key` values of the file's `_key` page starting at row `first_row`, if kept.
+    pub(crate) fn page_keys(&self, file: i64, first_row: u64) -> Option<BinaryArray> {
+        match self.cache.get(&self.key(file, MetaPart::Keys(first_row)))? {
+            MetaValue::Keys(keys) => Some(keys),
             _ => None,
         }
     }
 
-    /// Keeps the decoded rows of the file's `_key` page starting at row `first_row`, read
-    /// under schema version `version`.
-    pub(crate) fn keep_page_rows(
+    /// Keeps the `_key` values of the file's `_key` page starting at row `first_row`.
+    pub(crate) fn keep_page_keys(&self, file: i64, first_row: u64, keys: BinaryArray) {
+        self.cache.insert(
+            self.key(file, MetaPart::Keys(first_row)),
+            MetaValue::Keys(keys),
+        );
+    }
+
+    /// The user-column values of the file's row at `position` decoded under schema version
+    /// `version`, if kept.
+    pub(crate) fn row(&self, file: i64, position: u64, version: u32) -> Option<Arc<[KalamValue]>> {
+        match self
+            .cache
+            .get(&self.key(file, MetaPart::Row(position, version)))?
+        {
+            MetaValue::Row(values) => Some(values),
+            _ => None,
+        }
+    }
+
+    /// Keeps the user-column values of the file's row at `position`, decoded under schema
+    /// version `version`.
+    pub(crate) fn keep_row(
         &self,
         file: i64,
-        first_row: u64,
+        position: u64,
         version: u32,
-        rows: RecordBatch,
+        values: Arc<[KalamValue]>,
     ) {
         self.cache.insert(
-            self.key(file, MetaPart::Rows(first_row, version)),
-            MetaValue::Rows(rows),
+            self.key(file, MetaPart::Row(position, version)),
+            MetaValue::Row(values),
         );
     }
 
@@ -425,8 +444,9 @@ impl FileIndexCache {
         Ok(bloom)
     }
 
-    /// Drops what is kept of a file (its rows as read under schema version `version`).
-    pub(crate) fn forget(&self, file_id: i64, version: u32) {
+    /// Drops what is kept of a file's footer, blooms and key pages; its decoded rows age out
+    /// (file ids are never reused within a table handle, so they are never read again).
+    pub(crate) fn forget(&self, file_id: i64) {
         let index = self.cache.cache.remove(&self.key(file_id, MetaPart::Index));
         if let Some(MetaValue::Index(index)) = index.as_ref().map(|e| e.value()) {
             for rg in 0..index.footer.metadata().num_row_groups() {
@@ -434,11 +454,10 @@ impl FileIndexCache {
                     .cache
                     .remove(&self.key(file_id, MetaPart::Bloom(rg)));
             }
-            // Rows kept under earlier schema versions age out.
             for page in index.key_pages.iter().flat_map(|p| &p.0) {
                 self.cache
                     .cache
-                    .remove(&self.key(file_id, MetaPart::Rows(page.first_row, version)));
+                    .remove(&self.key(file_id, MetaPart::Keys(page.first_row)));
             }
         }
     }

@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use arrow::array::Array;
+use arrow::array::{Array, BinaryArray};
 use arrow::record_batch::RecordBatch;
 
 use super::file::read_file;
 use super::join::FileKeyJoin;
 use super::plan::FilePlan;
-use crate::codec::{KalamValue, value_at};
+use crate::codec::{KalamValue, decode_key, value_at};
 use crate::error::{Error, Result};
 use crate::format::{DeletionVector, Hidden, KeyPage, key_column};
 use crate::ids::KeyScope;
@@ -193,9 +193,9 @@ async fn read_joined(
 
 /// The live row of `key` in one file, by a point read: the file's `_key` page directory
 /// (cached with its footer) names the page that may hold the key, the row group's bloom
-/// filter may rule it out, then that page's rows are searched: decoded (every current column
-/// and `_key`, one page per column) on first use and then kept in the storage's metadata
-/// cache, so later reads of keys on the same page decode nothing.
+/// filter may rule it out, the page's keys (decoded once, then kept in the storage's metadata
+/// cache) give its position, and only that row is decoded (then kept in the same cache, so a
+/// row read again decodes nothing).
 async fn get_in_file(
     table: &TableHandle,
     def: &Arc<TableDefinition>,
@@ -225,91 +225,139 @@ async fn get_in_file(
         if !may_hold {
             continue;
         }
-        let rows = page_rows(table, def, entry, page).await?;
-        let what = file.describe();
-        let keys = key_column(&rows, &what)?;
-        // A file's keys are sorted and unique.
-        let (mut lo, mut hi) = (0usize, keys.len());
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            match keys.value(mid).cmp(key) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => {
-                    let position = page.first_row + mid as u64;
-                    if entry.dv.contains(position) {
-                        return Ok(None);
-                    }
-                    let at = Hidden {
-                        file: entry.meta.id,
-                        position,
-                    };
-                    let values = row_of(&rows, def, mid)?;
-                    return Ok(Some(FlushedRow { values, at }));
-                }
-            }
+        if let Some(position) = position_in_page(table, def, entry, page, key).await? {
+            return read_row_at(table, def, entry, position, key).await;
         }
     }
     Ok(None)
 }
 
-/// Every row of one `_key` page of a file (the current columns and `_key`), decoded on first
-/// use and then kept in the storage's metadata cache under the table's schema version.
-async fn page_rows(
+/// The position of `key` in one `_key` page of a file, if the page holds it: a binary search
+/// of the page's keys, decoded on first use and then kept in the storage's metadata cache.
+async fn position_in_page(
     table: &TableHandle,
     def: &Arc<TableDefinition>,
     entry: &FileEntry,
     page: &KeyPage,
-) -> Result<RecordBatch> {
+    key: &[u8],
+) -> Result<Option<u64>> {
     let file = entry.meta.id;
-    let version = def.schema.version;
-    if let Some(rows) = table.file_index.page_rows(file, page.first_row, version) {
-        return Ok(rows);
-    }
-    let plan = FilePlan {
-        positions: Some(page.first_row..page.first_row + page.rows),
-        ..FilePlan::all(def.clone(), false, true)
+    let keys = match table.file_index.page_keys(file, page.first_row) {
+        Some(keys) => keys,
+        None => {
+            let plan = FilePlan {
+                columns: Vec::new(),
+                positions: Some(page.first_row..page.first_row + page.rows),
+                ..FilePlan::all(def.clone(), false, true)
+            };
+            let what = table.data_file(&entry.meta).describe();
+            // Positions are of the whole file, so the decode must not skip dead rows.
+            let batches = read_file(table, entry, &plan, Some(&DeletionVector::new())).await?;
+            let columns = batches
+                .iter()
+                .map(|b| Ok(key_column(b, &what)? as &dyn Array))
+                .collect::<Result<Vec<_>>>()?;
+            let joined =
+                arrow::compute::concat(&columns).map_err(Error::arrow("joining a page's keys"))?;
+            let keys = joined
+                .as_any()
+                .downcast_ref::<BinaryArray>()
+                .ok_or_else(|| Error::Corrupt {
+                    what,
+                    reason: "its _key page did not decode as binary".into(),
+                })?
+                .clone();
+            table
+                .file_index
+                .keep_page_keys(file, page.first_row, keys.clone());
+            keys
+        }
     };
-    // Positions are of the whole file, so the decode must not skip dead rows.
-    let batches = read_file(table, entry, &plan, Some(&DeletionVector::new())).await?;
-    let rows = arrow::compute::concat_batches(&plan.output_schema(), &batches)
-        .map_err(Error::arrow("joining a page's rows"))?;
-    table
-        .file_index
-        .keep_page_rows(file, page.first_row, version, rows.clone());
-    Ok(rows)
+    // A file's keys are sorted and unique.
+    let (mut lo, mut hi) = (0usize, keys.len());
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match keys.value(mid).cmp(key) {
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+            std::cmp::Ordering::Equal => return Ok(Some(page.first_row + mid as u64)),
+        }
+    }
+    Ok(None)
 }
 
-/// The row at `position` of a file, unless its deletion vector holds it.
+/// The row at `position` of a file, whose encoded key is `key`, unless its deletion vector
+/// holds it: its primary-key values decoded from `key` (a key round-trips exactly), the other
+/// columns read from the file; kept decoded in the storage's metadata cache after its first
+/// read.
 async fn read_row_at(
     table: &TableHandle,
     def: &Arc<TableDefinition>,
     entry: &FileEntry,
     position: u64,
+    key: &[u8],
 ) -> Result<Option<FlushedRow>> {
     if entry.dv.contains(position) {
         return Ok(None);
     }
+    let file = entry.meta.id;
+    let version = def.schema.version;
+    let at = Hidden { file, position };
+    if let Some(values) = table.file_index.row(file, position, version) {
+        let values = values.to_vec();
+        return Ok(Some(FlushedRow { values, at }));
+    }
+    let key_types: Vec<_> = def.primary_key().map(|c| c.data_type).collect();
+    let mut key_values = decode_key(key, &key_types)?.into_iter();
     let plan = FilePlan {
+        columns: def
+            .columns()
+            .iter()
+            .filter(|c| !c.primary_key)
+            .cloned()
+            .collect(),
         positions: Some(position..position + 1),
         ..FilePlan::all(def.clone(), false, false)
     };
-    // Positions are of the whole file, so the decode must not skip dead rows.
-    let batches = read_file(table, entry, &plan, Some(&DeletionVector::new())).await?;
-    let at = Hidden {
-        file: entry.meta.id,
-        position,
-    };
-    match batches.iter().find(|b| b.num_rows() > 0) {
-        Some(batch) => Ok(Some(FlushedRow {
-            values: row_of(batch, def, 0)?,
-            at,
-        })),
-        None => Err(Error::Corrupt {
+    let mut read = Vec::new();
+    if !plan.columns.is_empty() {
+        // Positions are of the whole file, so the decode must not skip dead rows.
+        read = read_file(table, entry, &plan, Some(&DeletionVector::new())).await?;
+    }
+    let batch = read.iter().find(|b| b.num_rows() > 0);
+    if batch.is_none() && !plan.columns.is_empty() {
+        return Err(Error::Corrupt {
             what: table.data_file(&entry.meta).describe(),
             reason: format!("row {position} could not be read"),
-        }),
+        });
     }
+    let mut read_columns = plan
+        .columns
+        .iter()
+        .zip(batch.map(RecordBatch::columns).unwrap_or_default());
+    let values = def
+        .columns()
+        .iter()
+        .map(|c| {
+            if c.primary_key {
+                return key_values.next().ok_or_else(|| Error::Corrupt {
+                    what: table.data_file(&entry.meta).describe(),
+                    reason: format!("key {key:02x?} holds fewer values than the primary key"),
+                });
+            }
+            match read_columns.next() {
+                Some((read, array)) => value_at(array.as_ref(), read.data_type, 0),
+                None => Err(Error::Corrupt {
+                    what: table.data_file(&entry.meta).describe(),
+                    reason: format!("row {position} lacks column {}", c.name),
+                }),
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    table
+        .file_index
+        .keep_row(file, position, version, values.as_slice().into());
+    Ok(Some(FlushedRow { values, at }))
 }
 
 /// The live row of `key` in a file without `_key` page statistics: its position by a
@@ -323,7 +371,7 @@ async fn get_in_file_by_join(
 ) -> Result<Option<FlushedRow>> {
     let mut join = FileKeyJoin::new(entry.clone());
     match join.position(table, key).await? {
-        Some(position) => read_row_at(table, def, entry, position).await,
+        Some(position) => read_row_at(table, def, entry, position, key).await,
         None => Ok(None),
     }
 }

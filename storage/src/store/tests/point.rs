@@ -177,8 +177,10 @@ async fn the_metadata_cache_counts_hits_and_keeps_reads_right_within_any_budget(
             assert_eq!(s.stats.hits, 0, "{s:?}");
         } else {
             assert!(used > 0 && used <= budget, "used {used} of {budget}");
-            // Footers, directories and blooms of three files load once; the rest are hits.
-            assert!(s.stats.misses <= 3 * 4, "{s:?}");
+            // Footers, directories, blooms and key pages of three files load once, and each
+            // row read once; the second pass is all hits.
+            let asked = (0..650).step_by(7).count() as u64;
+            assert!(s.stats.misses <= 3 * 4 + asked, "{s:?}");
             assert!(s.stats.hits > 100, "{s:?}");
         }
         store.close().await.unwrap();
