@@ -635,38 +635,19 @@ fn streamed_select_rss(dir: &Path, rows: i64) -> Option<(u64, u64, Duration)> {
         .iter()
         .map(|p| target.join(p).join("kalamstore"))
         .find(|p| p.exists())?;
-    let start = Instant::now();
-    let mut child = std::process::Command::new(&binary)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--format", "csv", "-c", "SELECT * FROM bench.events"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .ok()?;
-    let status = format!("/proc/{}/status", child.id());
-    let mut peak_kib = 0u64;
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&status)
-            && let Some(kib) = text
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        {
-            peak_kib = peak_kib.max(kib);
-        }
-        match child.try_wait() {
-            Ok(Some(_)) | Err(_) => break,
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-    let elapsed = start.elapsed();
+    let (elapsed, peak) = kalamstore_benches::run_with_peak_rss(
+        std::process::Command::new(&binary)
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--format", "csv", "-c", "SELECT * FROM bench.events"]),
+        Duration::from_millis(20),
+    )?;
     eprintln!(
         "streamed SELECT * of {rows} rows: peak RSS {} MiB, data {} MiB, {elapsed:?}",
-        peak_kib / 1024,
+        peak >> 20,
         du(dir) >> 20
     );
-    Some((peak_kib * 1024, du(dir), elapsed))
+    Some((peak, du(dir), elapsed))
 }
 
 fn report(recorded: &[Recorded], rss: Option<((u64, u64, Duration), i64)>) {

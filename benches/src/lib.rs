@@ -209,6 +209,37 @@ pub fn percentiles(latencies: &mut [Duration]) -> (f64, f64) {
     (at(0.50), at(0.99))
 }
 
+/// Runs `command` (stdout and stderr to `/dev/null`) to its end, sampling its peak RSS
+/// (`VmHWM`) every `every`; its wall time and peak RSS in bytes, or `None` if it cannot start.
+pub fn run_with_peak_rss(
+    command: &mut std::process::Command,
+    every: Duration,
+) -> Option<(Duration, u64)> {
+    let start = std::time::Instant::now();
+    let mut child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0u64;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&status)
+            && let Some(kib) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            peak_kib = peak_kib.max(kib);
+        }
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => break,
+            Ok(None) => std::thread::sleep(every),
+        }
+    }
+    Some((start.elapsed(), peak_kib * 1024))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

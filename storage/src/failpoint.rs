@@ -70,7 +70,7 @@ impl Failpoints {
 /// Aborts the process at a named point when `KALAMSTORE_FAILPOINT` names it (crash tests);
 /// `KALAMSTORE_FAILPOINT_SKIP=n` lets the first `n` hits pass.
 #[cfg(feature = "failpoints")]
-pub(crate) fn crash_point(name: &str) {
+pub fn crash_point(name: &str) {
     use std::sync::atomic::AtomicUsize;
     static HITS: AtomicUsize = AtomicUsize::new(0);
     if std::env::var("KALAMSTORE_FAILPOINT").is_ok_and(|v| v == name) {
@@ -89,7 +89,7 @@ pub(crate) fn crash_point(name: &str) {
 /// does nothing without the `failpoints` feature.
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
-pub(crate) fn crash_point(_name: &str) {}
+pub fn crash_point(_name: &str) {}
 
 #[cfg(test)]
 mod tests {

@@ -242,6 +242,73 @@ async fn drop_table_leaves_no_files_and_orphans_are_collected() {
     store.close().await.unwrap();
 }
 
+/// A cleanup looks for orphaned files only in the tables a job worked on since the previous
+/// cleanup (and in open or non-idle ones): a data dir of many idle tables costs it one seek
+/// per table, and an orphan, which only a job leaves, is still found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cleanup_looks_only_at_the_tables_jobs_worked_on_since_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || async {
+        let mut config = kalamstore::StoreConfig::new(
+            dir.path(),
+            std::sync::Arc::new(kalamstore::Engines::default()),
+        );
+        config.background = false;
+        config.orphan_grace = Duration::ZERO;
+        Store::open(config).await.unwrap()
+    };
+    let store = open().await;
+    store
+        .create_namespace(&NamespaceId::new("app").unwrap(), false)
+        .await
+        .unwrap();
+    let mut tables: Vec<TableId> = Vec::new();
+    for name in ["busy", "idle"] {
+        let def = chat_table(name, TableType::Shared, &StorageId::local());
+        tables.push(def.id.clone());
+        store.create_table(def, false).await.unwrap();
+    }
+    for t in &tables {
+        store.insert(t, None, vec![chat_row(1, "x")]).await.unwrap();
+        store.flush_table(t, Scope::All).await.unwrap();
+    }
+    // Job times are in milliseconds: the flushes end before the first cleanup starts.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(store.cleanup().await.unwrap().files, 0);
+    store.close().await.unwrap();
+    drop(store);
+
+    // Reopened: no table handle is open. An orphan in each table's directory; a job on one.
+    let store = open().await;
+    let orphan = |name: &str| {
+        dir.path()
+            .join(format!("cold/app/{name}/00000000000000ff.parquet"))
+    };
+    for name in ["busy", "idle"] {
+        std::fs::write(orphan(name), b"not referenced").unwrap();
+    }
+    store
+        .insert(&tables[0], None, vec![chat_row(2, "y")])
+        .await
+        .unwrap();
+    store.flush_table(&tables[0], Scope::All).await.unwrap();
+    assert_eq!(store.cleanup().await.unwrap().files, 1);
+    assert!(!orphan("busy").exists());
+    assert!(orphan("idle").exists(), "no job touched the idle table");
+    // Once a job works on it, the next cleanup finds its orphan.
+    store
+        .insert(&tables[1], None, vec![chat_row(2, "y")])
+        .await
+        .unwrap();
+    store.flush_table(&tables[1], Scope::All).await.unwrap();
+    assert_eq!(store.cleanup().await.unwrap().files, 1);
+    assert!(!orphan("idle").exists());
+    for t in &tables {
+        assert_eq!(contents(&store, t, None).await.len(), 2);
+    }
+    store.close().await.unwrap();
+}
+
 /// A figure of the RocksDB engine's statistics under `local`.
 async fn rocksdb_figure(store: &Store, name: &str) -> u64 {
     let stats = store
@@ -255,11 +322,11 @@ async fn rocksdb_figure(store: &Store, name: &str) -> u64 {
     value.and_then(|(_, v)| v.parse().ok()).unwrap()
 }
 
-/// A table flush removes each scope's rows with one range delete, then has RocksDB drop them
-/// from its memtable: one memtable flush (one new table file) for the whole table, not one
-/// per user.
+/// A table flush removes each scope's rows with one range delete, then asks RocksDB to drop
+/// them from its shared memtable at most once for the whole table (none while the memtable is
+/// too small to matter, see `RocksDbConfig::reclaim_min_memtable_bytes`), not once per user.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_table_flush_has_rocksdb_drop_the_flushed_rows_once() {
+async fn a_table_flush_has_rocksdb_drop_the_flushed_rows_at_most_once() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = store_with_storages(dir.path()).await;
     let def = chat_table("inbox", TableType::User, &StorageId::local());
@@ -286,7 +353,7 @@ async fn a_table_flush_has_rocksdb_drop_the_flushed_rows_once() {
         rocksdb_figure(&store, "flushes_pending").await == 0
     })
     .await;
-    assert_eq!(rocksdb_figure(&store, "table_files").await, before + 1);
+    assert!(rocksdb_figure(&store, "table_files").await <= before + 1);
     for user in &users {
         assert_eq!(contents(&store, &t, Some(user)).await.len(), 200, "{user}");
     }

@@ -20,6 +20,9 @@ pub struct RocksDbConfig {
     pub sync_writes: bool,
     /// Bloom filter bits per key (0 disables the filter).
     pub bloom_bits_per_key: f64,
+    /// `reclaim` flushes the shared memtable only when it holds at least this many bytes:
+    /// entries under a range delete in a smaller one cost scans little.
+    pub reclaim_min_memtable_bytes: usize,
 }
 
 impl RocksDbConfig {
@@ -38,6 +41,7 @@ impl RocksDbConfig {
             max_background_jobs: 2,
             sync_writes: false,
             bloom_bits_per_key: 10.0,
+            reclaim_min_memtable_bytes: 16 << 20,
         }
     }
 

@@ -9,6 +9,8 @@ pub(crate) const ENGINE: &str = "rocksdb";
 pub(crate) enum RocksDbError {
     #[error(transparent)]
     Rocks(#[from] rocksdb::Error),
+    #[error("column family `{family}` is missing")]
+    MissingFamily { family: String },
     #[error("could not create directory {path}")]
     CreateDir {
         path: std::path::PathBuf,

@@ -1,14 +1,17 @@
-//! `RocksDbBackend`: kalamstore's embedded default engine, one RocksDB column family per
-//! partition.
+//! `RocksDbBackend`: kalamstore's embedded default engine. Every partition is a key range of
+//! one `rows` column family, prefixed with its generation, and named in a registry (see
+//! `registry`): creating or dropping a partition costs the same with 10 partitions as with
+//! 10,000, and all partitions share one memtable budget. A database of the earlier layout (a
+//! family per partition) is migrated when opened (see `migrate`).
 //!
 //! Calls run RocksDB inline on the calling thread (point operations take microseconds; a scan
 //! chunk is bounded by `chunk_size`), so the backend works from any runtime without a bridge.
 
 mod config;
 mod error;
+mod migrate;
+mod registry;
 
-use std::collections::BTreeSet;
-use std::ops::Bound;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -26,23 +29,25 @@ use rocksdb::{
 
 pub use config::RocksDbConfig;
 use error::{ENGINE, RocksDbError, rocks};
+use registry::{
+    GENERATION_BYTES, NEXT_GENERATION, PARTITION_PREFIX, ROWS_CF, Registry, decode_generation,
+    registry_key, stored_bounds, stored_key, stored_key_into,
+};
 
 type Db = DBWithThreadMode<MultiThreaded>;
-
-/// Column families of partitions carry this prefix, which keeps RocksDB's own `default` family
-/// out of the partition namespace.
-const CF_PREFIX: &str = "p:";
 
 /// A [`StorageBackend`] on RocksDB.
 pub struct RocksDbBackend {
     /// `None` once closed.
     db: RwLock<Option<Arc<Db>>>,
-    /// Partitions that exist; also serialises creation and drops (RocksDB refuses a
-    /// duplicate family).
-    partitions: Mutex<BTreeSet<Partition>>,
+    /// Partitions that exist, by generation.
+    registry: RwLock<Registry>,
+    /// Serialises creations and drops (each reads and advances the registry).
+    registry_writes: Mutex<()>,
     config: RocksDbConfig,
-    cf_options: Options,
     write_options: WriteOptions,
+    /// Partitions migrated out of the earlier layout when this backend opened.
+    migrated: migrate::Migrated,
 }
 
 impl std::fmt::Debug for RocksDbBackend {
@@ -51,10 +56,6 @@ impl std::fmt::Debug for RocksDbBackend {
             .field("path", &self.config.path)
             .finish_non_exhaustive()
     }
-}
-
-fn cf_name(partition: &Partition) -> String {
-    format!("{CF_PREFIX}{partition}")
 }
 
 impl RocksDbBackend {
@@ -67,23 +68,17 @@ impl RocksDbBackend {
         mut visit: impl FnMut(&[u8], &[u8]) -> Result<()>,
     ) -> Result<usize> {
         let db = self.db()?;
-        let cf = family(&db, partition)?;
+        let generation = self.generation(partition)?;
+        let cf = rows_family(&db)?;
         let budget = request.chunk_budget();
         let (start, end) = request.range.bounds();
         if budget == 0 || kalamstore_storage::backend::is_empty_range(&start, &end) {
             return Ok(0);
         }
+        let (lower, upper) = stored_bounds(generation, &start, &end);
         let mut options = ReadOptions::default();
-        match &start {
-            Bound::Included(s) => options.set_iterate_lower_bound(s.to_vec()),
-            Bound::Excluded(s) => options.set_iterate_lower_bound(successor(s)),
-            Bound::Unbounded => {}
-        }
-        match &end {
-            Bound::Included(e) => options.set_iterate_upper_bound(successor(e)),
-            Bound::Excluded(e) => options.set_iterate_upper_bound(e.to_vec()),
-            Bound::Unbounded => {}
-        }
+        options.set_iterate_lower_bound(lower);
+        options.set_iterate_upper_bound(upper);
         let mut it = db.raw_iterator_cf_opt(&cf, options);
         match request.direction {
             Direction::Forward => it.seek_to_first(),
@@ -94,7 +89,8 @@ impl RocksDbBackend {
             let (Some(k), Some(v)) = (it.key(), it.value()) else {
                 break;
             };
-            visit(k, v)?;
+            // Every key within the bounds carries the generation prefix.
+            visit(&k[GENERATION_BYTES..], v)?;
             visited += 1;
             match request.direction {
                 Direction::Forward => it.next(),
@@ -157,33 +153,35 @@ impl RocksDbBackend {
         db_options.set_allow_mmap_reads(true);
         db_options.set_enable_pipelined_write(true);
 
-        // Opening must name every existing family, so list them first; a new directory has none.
-        let families = if path.join("CURRENT").exists() {
+        // Opening must name every existing family, so list them first; a new directory has
+        // none. A database of the earlier layout also has one family per partition.
+        let mut families = if path.join("CURRENT").exists() {
             Db::list_cf(&db_options, path).map_err(rocks(|| {
                 format!("listing column families in {}", path.display())
             }))?
         } else {
             vec!["default".to_owned()]
         };
-        let partitions = families
-            .iter()
-            .filter_map(|name| name.strip_prefix(CF_PREFIX))
-            .map(Partition::new)
-            .collect::<Result<BTreeSet<_>>>()?;
+        if !families.iter().any(|f| f == ROWS_CF) {
+            families.push(ROWS_CF.to_owned());
+        }
         let descriptors = families
-            .into_iter()
+            .iter()
             .map(|name| rocksdb::ColumnFamilyDescriptor::new(name, cf_options.clone()));
         let db = Db::open_cf_descriptors(&db_options, path, descriptors)
             .map_err(rocks(|| format!("opening {}", path.display())))?;
+        let mut registry = load_registry(&db)?;
+        let migrated = migrate::migrate(&db, &families, &mut registry)?;
 
         let mut write_options = WriteOptions::default();
         write_options.set_sync(config.sync_writes);
         Ok(Self {
             db: RwLock::new(Some(Arc::new(db))),
-            partitions: Mutex::new(partitions),
+            registry: RwLock::new(registry),
+            registry_writes: Mutex::new(()),
             config,
-            cf_options,
             write_options,
+            migrated,
         })
     }
 
@@ -198,21 +196,69 @@ impl RocksDbBackend {
             reason: "close() was called",
         })
     }
+
+    fn generation(&self, partition: &Partition) -> Result<u64> {
+        self.registry.read().generation(partition)
+    }
 }
 
-fn family<'a>(db: &'a Db, partition: &Partition) -> Result<Arc<BoundColumnFamily<'a>>> {
-    db.cf_handle(&cf_name(partition))
-        .ok_or_else(|| Error::PartitionNotFound {
-            partition: partition.to_string(),
-        })
+/// The family holding every partition's keys.
+pub(crate) fn rows_family(db: &Db) -> Result<Arc<BoundColumnFamily<'_>>> {
+    family_named(db, ROWS_CF)
 }
 
-/// The smallest key strictly greater than `key`.
-fn successor(key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(key.len() + 1);
-    out.extend_from_slice(key);
-    out.push(0);
-    out
+/// The family holding the partition registry.
+pub(crate) fn registry_family(db: &Db) -> Result<Arc<BoundColumnFamily<'_>>> {
+    family_named(db, "default")
+}
+
+fn family_named<'a>(db: &'a Db, name: &str) -> Result<Arc<BoundColumnFamily<'a>>> {
+    // Both families are created when the database opens.
+    db.cf_handle(name).ok_or_else(|| {
+        RocksDbError::MissingFamily {
+            family: name.to_owned(),
+        }
+        .during("resolving a column family")
+    })
+}
+
+/// Reads the registry: every partition's generation and the next generation.
+fn load_registry(db: &Db) -> Result<Registry> {
+    let cf = registry_family(db)?;
+    let what = || "reading the partition registry";
+    let next = db
+        .get_cf(&cf, NEXT_GENERATION)
+        .map_err(rocks(what))?
+        .map(|v| decode_generation(&v, "next generation"))
+        .transpose()?
+        .unwrap_or(1);
+    let mut registry = Registry {
+        next,
+        ..Registry::default()
+    };
+    let mut options = ReadOptions::default();
+    options.set_iterate_upper_bound(
+        kalamstore_storage::backend::prefix_successor(PARTITION_PREFIX)
+            .map(|b| b.to_vec())
+            .unwrap_or_default(),
+    );
+    let mut it = db.raw_iterator_cf_opt(&cf, options);
+    it.seek(PARTITION_PREFIX);
+    while let (Some(k), Some(v)) = (it.key(), it.value()) {
+        let name =
+            std::str::from_utf8(&k[PARTITION_PREFIX.len()..]).map_err(|_| Error::Corrupt {
+                what: format!("{ENGINE} registry key {k:02x?}"),
+                reason: "the partition name is not UTF-8".into(),
+            })?;
+        let generation = decode_generation(v, name)?;
+        registry.next = registry.next.max(generation + 1);
+        registry
+            .partitions
+            .insert(Partition::new(name)?, generation);
+        it.next();
+    }
+    it.status().map_err(rocks(what))?;
+    Ok(registry)
 }
 
 #[async_trait]
@@ -234,66 +280,95 @@ impl StorageBackend for RocksDbBackend {
 
     async fn create_partition(&self, partition: &Partition) -> Result<()> {
         let db = self.db()?;
-        let mut partitions = self.partitions.lock();
-        if partitions.contains(partition) {
-            return Ok(());
-        }
-        db.create_cf(cf_name(partition), &self.cf_options)
+        let _writes = self.registry_writes.lock();
+        let generation = {
+            let registry = self.registry.read();
+            if registry.partitions.contains_key(partition) {
+                return Ok(());
+            }
+            registry.next
+        };
+        let cf = registry_family(&db)?;
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put_cf(&cf, registry_key(partition), generation.to_be_bytes());
+        batch.put_cf(&cf, NEXT_GENERATION, (generation + 1).to_be_bytes());
+        db.write_opt(batch, &self.write_options)
             .map_err(rocks(|| format!("creating partition `{partition}`")))?;
-        partitions.insert(partition.clone());
+        let mut registry = self.registry.write();
+        registry.partitions.insert(partition.clone(), generation);
+        registry.next = generation + 1;
         Ok(())
     }
 
     async fn drop_partition(&self, partition: &Partition) -> Result<()> {
         let db = self.db()?;
-        let mut partitions = self.partitions.lock();
-        if !partitions.contains(partition) {
+        let _writes = self.registry_writes.lock();
+        let Some(generation) = self.registry.read().partitions.get(partition).copied() else {
             return Ok(());
-        }
-        db.drop_cf(&cf_name(partition))
+        };
+        // The name and every key go in one atomic batch; the range delete's covered entries
+        // are dropped by RocksDB's compactions.
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.delete_cf(&registry_family(&db)?, registry_key(partition));
+        batch.delete_range_cf(
+            &rows_family(&db)?,
+            generation.to_be_bytes(),
+            (generation + 1).to_be_bytes(),
+        );
+        db.write_opt(batch, &self.write_options)
             .map_err(rocks(|| format!("dropping partition `{partition}`")))?;
-        partitions.remove(partition);
+        self.registry.write().partitions.remove(partition);
         Ok(())
     }
 
     async fn list_partitions(&self) -> Result<Vec<Partition>> {
         self.db()?;
-        Ok(self.partitions.lock().iter().cloned().collect())
+        let mut partitions: Vec<Partition> =
+            self.registry.read().partitions.keys().cloned().collect();
+        partitions.sort_unstable();
+        Ok(partitions)
     }
 
     async fn partition_exists(&self, partition: &Partition) -> Result<bool> {
-        Ok(self.db()?.cf_handle(&cf_name(partition)).is_some())
+        self.db()?;
+        Ok(self.registry.read().partitions.contains_key(partition))
     }
 
     async fn get(&self, partition: &Partition, key: &[u8]) -> Result<Option<Bytes>> {
         let db = self.db()?;
-        let cf = family(&db, partition)?;
-        let value = db.get_pinned_cf(&cf, key).map_err(rocks(|| {
-            format!("reading a key of partition `{partition}`")
-        }))?;
+        let stored = stored_key(self.generation(partition)?, key);
+        let value = db
+            .get_pinned_cf(&rows_family(&db)?, stored)
+            .map_err(rocks(|| {
+                format!("reading a key of partition `{partition}`")
+            }))?;
         Ok(value.map(|v| Bytes::copy_from_slice(&v)))
     }
 
     async fn get_many(&self, partition: &Partition, keys: &[&[u8]]) -> Result<Vec<Option<Bytes>>> {
+        let db = self.db()?;
+        let generation = self.generation(partition)?;
         let (Some(lo), Some(hi)) = (keys.iter().min(), keys.iter().max()) else {
             return Ok(Vec::new());
         };
-        let db = self.db()?;
-        let cf = family(&db, partition)?;
+        let cf = rows_family(&db)?;
         let what = || format!("reading {} keys of partition `{partition}`", keys.len());
         // One seek proves the whole batch absent when no stored key lies in its range: the
         // common case of new keys appended past the stored ones.
         let mut options = ReadOptions::default();
-        options.set_iterate_upper_bound(successor(hi));
+        let mut upper = stored_key(generation, hi);
+        upper.push(0);
+        options.set_iterate_upper_bound(upper);
         let mut it = db.raw_iterator_cf_opt(&cf, options);
-        it.seek(lo);
+        it.seek(stored_key(generation, lo));
         if !it.valid() {
             it.status().map_err(rocks(what))?;
             return Ok(vec![None; keys.len()]);
         }
         drop(it);
         let sorted = keys.is_sorted();
-        db.batched_multi_get_cf(&cf, keys, sorted)
+        let stored: Vec<Vec<u8>> = keys.iter().map(|k| stored_key(generation, k)).collect();
+        db.batched_multi_get_cf(&cf, &stored, sorted)
             .into_iter()
             .map(|value| {
                 value
@@ -305,8 +380,8 @@ impl StorageBackend for RocksDbBackend {
 
     async fn put(&self, partition: &Partition, key: Bytes, value: Bytes) -> Result<()> {
         let db = self.db()?;
-        let cf = family(&db, partition)?;
-        db.put_cf_opt(&cf, key, value, &self.write_options)
+        let stored = stored_key(self.generation(partition)?, &key);
+        db.put_cf_opt(&rows_family(&db)?, stored, value, &self.write_options)
             .map_err(rocks(|| {
                 format!("writing a key of partition `{partition}`")
             }))
@@ -314,8 +389,8 @@ impl StorageBackend for RocksDbBackend {
 
     async fn delete(&self, partition: &Partition, key: &[u8]) -> Result<()> {
         let db = self.db()?;
-        let cf = family(&db, partition)?;
-        db.delete_cf_opt(&cf, key, &self.write_options)
+        let stored = stored_key(self.generation(partition)?, key);
+        db.delete_cf_opt(&rows_family(&db)?, stored, &self.write_options)
             .map_err(rocks(|| {
                 format!("deleting a key of partition `{partition}`")
             }))
@@ -323,36 +398,43 @@ impl StorageBackend for RocksDbBackend {
 
     async fn batch(&self, batch: WriteBatch) -> Result<()> {
         let db = self.db()?;
-        // Resolve every family first: a missing partition fails the batch before anything is
-        // written. A batch touches a few partitions, mostly in runs: a short list beats hashing
-        // the name of every op.
-        let mut families: Vec<(&Partition, Arc<BoundColumnFamily<'_>>)> = Vec::new();
-        let mut at = 0usize;
-        let mut resolved = Vec::with_capacity(batch.ops.len());
-        for op in &batch.ops {
-            let partition = op.partition();
-            if families.get(at).is_none_or(|(p, _)| *p != partition) {
-                at = match families.iter().position(|(p, _)| *p == partition) {
-                    Some(i) => i,
-                    None => {
-                        families.push((partition, family(&db, partition)?));
-                        families.len() - 1
+        let cf = rows_family(&db)?;
+        // Resolve every generation first: a missing partition fails the batch before anything
+        // is written. A batch touches a few partitions, mostly in runs: the last one is kept.
+        let mut rocks_batch = rocksdb::WriteBatch::default();
+        {
+            let registry = self.registry.read();
+            let mut last: Option<(&Partition, u64)> = None;
+            let mut key = Vec::new();
+            let mut end = Vec::new();
+            for op in &batch.ops {
+                let partition = op.partition();
+                let generation = match last {
+                    Some((p, g)) if p == partition => g,
+                    _ => {
+                        let g = registry.generation(partition)?;
+                        last = Some((partition, g));
+                        g
                     }
                 };
-            }
-            resolved.push(at);
-        }
-        let mut rocks_batch = rocksdb::WriteBatch::default();
-        for (op, at) in batch.ops.iter().zip(resolved) {
-            let cf = &families[at].1;
-            match op {
-                WriteOp::Put { key, value, .. } => rocks_batch.put_cf(cf, key, value),
-                WriteOp::Delete { key, .. } => rocks_batch.delete_cf(cf, key),
-                // RocksDB rejects a range whose end sorts before its start; it is empty anyway.
-                WriteOp::DeleteRange { start, end, .. } if start < end => {
-                    rocks_batch.delete_range_cf(cf, start, end)
+                match op {
+                    WriteOp::Put { key: k, value, .. } => {
+                        stored_key_into(&mut key, generation, k);
+                        rocks_batch.put_cf(&cf, &key, value);
+                    }
+                    WriteOp::Delete { key: k, .. } => {
+                        stored_key_into(&mut key, generation, k);
+                        rocks_batch.delete_cf(&cf, &key);
+                    }
+                    // RocksDB rejects a range whose end sorts before its start; it is empty
+                    // anyway.
+                    WriteOp::DeleteRange { start, end: e, .. } if start < e => {
+                        stored_key_into(&mut key, generation, start);
+                        stored_key_into(&mut end, generation, e);
+                        rocks_batch.delete_range_cf(&cf, &key, &end);
+                    }
+                    WriteOp::DeleteRange { .. } => {}
                 }
-                WriteOp::DeleteRange { .. } => {}
             }
         }
         db.write_opt(rocks_batch, &self.write_options)
@@ -401,14 +483,24 @@ impl StorageBackend for RocksDbBackend {
 
     async fn reclaim(&self, partition: &Partition) -> Result<()> {
         // A memtable flush drops the entries a range delete in the same memtable covers; until
-        // then every scan steps over them one by one. Scheduled, not awaited (RocksDB first
-        // waits while switching the memtable would stall writes).
+        // then every scan of that range steps over them one by one. The memtable is shared by
+        // every partition, so it is flushed only when it holds enough to matter. Scheduled,
+        // not awaited (RocksDB first waits while switching the memtable would stall writes).
         let db = self.db()?;
-        let cf = family(&db, partition)?;
+        self.generation(partition)?;
+        let cf = rows_family(&db)?;
+        let active = db
+            .property_int_value_cf(&cf, rocksdb::properties::CUR_SIZE_ACTIVE_MEM_TABLE)
+            .map_err(rocks(|| "reading the memtable size"))?
+            .unwrap_or(0);
+        if active < self.config.reclaim_min_memtable_bytes as u64 {
+            return Ok(());
+        }
         let mut options = rocksdb::FlushOptions::default();
         options.set_wait(false);
-        db.flush_cf_opt(&cf, &options)
-            .map_err(rocks(|| format!("flushing the memtable of `{partition}`")))
+        db.flush_cf_opt(&cf, &options).map_err(rocks(|| {
+            format!("flushing the memtable after `{partition}`")
+        }))
     }
 
     async fn flush(&self) -> Result<()> {
@@ -418,51 +510,43 @@ impl StorageBackend for RocksDbBackend {
     }
 
     async fn state_token(&self) -> Result<Option<Vec<u8>>> {
-        // The database's identity (a UUID written at creation), the sequence number of its
-        // last write, and its families (creating or dropping one takes no sequence number).
+        // The database's identity (a UUID written at creation) and the sequence number of its
+        // last write: creating or dropping a partition is a registry write, so it counts too.
         let db = self.db()?;
         let mut token = db
             .get_db_identity()
             .map_err(rocks(|| "reading the database identity"))?;
         token.push(0);
         token.extend_from_slice(&db.latest_sequence_number().to_le_bytes());
-        for partition in self.partitions.lock().iter() {
-            token.push(0);
-            token.extend_from_slice(partition.as_str().as_bytes());
-        }
         Ok(Some(token))
     }
 
     async fn stats(&self) -> Result<BackendStats> {
         let db = self.db()?;
-        let partitions = self.list_partitions().await?;
-        let mut keys = 0u64;
-        let mut bytes = 0u64;
+        let partitions = self.registry.read().partitions.len();
+        let cf = rows_family(&db)?;
+        let int = |name: &std::ffi::CStr| -> Result<u64> {
+            Ok(db
+                .property_int_value_cf(&cf, name)
+                .map_err(rocks(|| "reading the statistics of the rows family"))?
+                .unwrap_or(0))
+        };
+        let keys = int(rocksdb::properties::ESTIMATE_NUM_KEYS)?;
+        let bytes = int(rocksdb::properties::ESTIMATE_LIVE_DATA_SIZE)?
+            + int(rocksdb::properties::CUR_SIZE_ALL_MEM_TABLES)?;
         // Memtable flushes requested and not yet finished (scheduled ones plus running ones).
-        let mut flushes = db
+        let flushes = db
             .property_int_value(rocksdb::properties::NUM_RUNNING_FLUSHES)
             .map_err(rocks(|| "reading the running flushes"))?
-            .unwrap_or(0);
-        for partition in &partitions {
-            let cf = family(&db, partition)?;
-            let int = |name: &std::ffi::CStr| -> Result<u64> {
-                Ok(db
-                    .property_int_value_cf(&cf, name)
-                    .map_err(rocks(|| format!("reading statistics of `{partition}`")))?
-                    .unwrap_or(0))
-            };
-            keys += int(rocksdb::properties::ESTIMATE_NUM_KEYS)?;
-            bytes += int(rocksdb::properties::ESTIMATE_LIVE_DATA_SIZE)?
-                + int(rocksdb::properties::CUR_SIZE_ALL_MEM_TABLES)?;
-            flushes += int(rocksdb::properties::MEM_TABLE_FLUSH_PENDING)?;
-        }
+            .unwrap_or(0)
+            + int(rocksdb::properties::MEM_TABLE_FLUSH_PENDING)?;
         let table_files = db
             .live_files()
             .map_err(rocks(|| "listing the live table files"))?
             .len();
         Ok(BackendStats {
             engine: ENGINE,
-            partitions: partitions.len(),
+            partitions,
             approximate_keys: Some(keys),
             approximate_bytes: Some(bytes),
             details: vec![
@@ -470,6 +554,13 @@ impl StorageBackend for RocksDbBackend {
                 ("sync_writes".into(), self.config.sync_writes.to_string()),
                 ("table_files".into(), table_files.to_string()),
                 ("flushes_pending".into(), flushes.to_string()),
+                (
+                    "migrated_at_open".into(),
+                    format!(
+                        "{} partitions, {} keys",
+                        self.migrated.partitions, self.migrated.keys
+                    ),
+                ),
             ],
         })
     }

@@ -1,5 +1,5 @@
-//! RocksDB against the conformance suite, plus reopening with many partitions and a second
-//! opener of the same directory.
+//! RocksDB against the conformance suite, plus reopening with many partitions, a second
+//! opener of the same directory, and the migration out of the family-per-partition layout.
 
 use std::sync::Arc;
 
@@ -66,7 +66,11 @@ async fn a_second_open_of_the_same_directory_fails_clearly() {
 #[tokio::test]
 async fn reclaim_after_a_range_delete_empties_the_memtable() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = RocksDbBackend::open(RocksDbConfig::new(dir.path())).unwrap();
+    let config = RocksDbConfig {
+        reclaim_min_memtable_bytes: 0,
+        ..RocksDbConfig::new(dir.path())
+    };
+    let backend = RocksDbBackend::open(config).unwrap();
     let p = Partition::new("t").unwrap();
     backend.create_partition(&p).await.unwrap();
     let mut batch = WriteBatch::new();
@@ -81,7 +85,7 @@ async fn reclaim_after_a_range_delete_empties_the_memtable() {
     backend.batch(batch).await.unwrap();
     let memtable_entries = || {
         let db = backend.db().unwrap();
-        let cf = family(&db, &p).unwrap();
+        let cf = rows_family(&db).unwrap();
         let int = |name: &str| db.property_int_value_cf(&cf, name).unwrap().unwrap();
         int("rocksdb.num-entries-active-mem-table") + int("rocksdb.num-entries-imm-mem-tables")
     };
@@ -97,4 +101,131 @@ async fn reclaim_after_a_range_delete_empties_the_memtable() {
         .unwrap();
     assert!(all.is_empty());
     backend.close().await.unwrap();
+}
+
+/// Writes a database of the earlier layout: one column family `p:<name>` per partition.
+fn write_old_layout(path: &std::path::Path, partitions: &[(&str, u32)]) {
+    let mut options = Options::default();
+    options.create_if_missing(true);
+    options.create_missing_column_families(true);
+    let names: Vec<String> = partitions.iter().map(|(n, _)| format!("p:{n}")).collect();
+    let db = Db::open_cf(&options, path, &names).unwrap();
+    for (name, keys) in partitions {
+        let cf = db.cf_handle(&format!("p:{name}")).unwrap();
+        for i in 0..*keys {
+            db.put_cf(&cf, format!("k{i:05}"), format!("{name} {i}"))
+                .unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_database_of_the_family_per_partition_layout_is_migrated_once_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    write_old_layout(dir.path(), &[("a", 10_000), ("b", 3), ("empty", 0)]);
+    let backend = RocksDbBackend::open(RocksDbConfig::new(dir.path())).unwrap();
+    assert_eq!(
+        backend.migrated,
+        migrate::Migrated {
+            partitions: 3,
+            keys: 10_003
+        }
+    );
+    let names: Vec<String> = backend
+        .list_partitions()
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(names, ["a", "b", "empty"]);
+    let a = kalamstore_storage::backend::scan_all(
+        &backend,
+        &Partition::new("a").unwrap(),
+        ScanRequest::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.len(), 10_000);
+    assert_eq!(a[17], (Bytes::from("k00017"), Bytes::from("a 17")));
+    let b = Partition::new("b").unwrap();
+    assert_eq!(
+        backend.get(&b, b"k00002").await.unwrap(),
+        Some(Bytes::from("b 2"))
+    );
+    // A new partition takes a generation after the migrated ones.
+    let c = Partition::new("c").unwrap();
+    backend.create_partition(&c).await.unwrap();
+    assert!(backend.get(&c, b"k00002").await.unwrap().is_none());
+    backend.close().await.unwrap();
+    drop(backend);
+
+    // The old families are gone; a second open migrates nothing and keeps every key.
+    let families = Db::list_cf(&Options::default(), dir.path()).unwrap();
+    assert!(
+        families.iter().all(|f| !f.starts_with("p:")),
+        "{families:?}"
+    );
+    let reopened = RocksDbBackend::open(RocksDbConfig::new(dir.path())).unwrap();
+    assert_eq!(reopened.migrated, migrate::Migrated::default());
+    assert_eq!(reopened.list_partitions().await.unwrap().len(), 4);
+    assert_eq!(
+        reopened.get(&b, b"k00000").await.unwrap(),
+        Some(Bytes::from("b 0"))
+    );
+    reopened.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_family_the_registry_already_names_is_dropped_not_copied_again() {
+    // The state a crash leaves between registering a migrated partition and dropping its old
+    // family: the registry's copy is the truth, even where the old family differs.
+    let dir = tempfile::tempdir().unwrap();
+    write_old_layout(dir.path(), &[("a", 5)]);
+    let backend = RocksDbBackend::open(RocksDbConfig::new(dir.path())).unwrap();
+    let a = Partition::new("a").unwrap();
+    backend.delete(&a, b"k00001").await.unwrap();
+    backend.close().await.unwrap();
+    drop(backend);
+    {
+        let mut options = Options::default();
+        options.create_missing_column_families(true);
+        let families = Db::list_cf(&options, dir.path()).unwrap();
+        let mut db = Db::open_cf(&options, dir.path(), &families).unwrap();
+        db.create_cf("p:a", &Options::default()).unwrap();
+        let cf = db.cf_handle("p:a").unwrap();
+        db.put_cf(&cf, "k00001", "stale").unwrap();
+        drop(cf);
+        let _ = &mut db;
+    }
+    let reopened = RocksDbBackend::open(RocksDbConfig::new(dir.path())).unwrap();
+    assert_eq!(reopened.migrated.partitions, 0);
+    assert_eq!(reopened.get(&a, b"k00001").await.unwrap(), None);
+    assert_eq!(
+        reopened.get(&a, b"k00002").await.unwrap(),
+        Some(Bytes::from("a 2"))
+    );
+    reopened.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn creating_and_dropping_partitions_leaves_no_column_family_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = RocksDbBackend::open(RocksDbConfig::new(dir.path())).unwrap();
+    for i in 0..200 {
+        let p = Partition::new(format!("t{i}")).unwrap();
+        backend.create_partition(&p).await.unwrap();
+        backend
+            .put(&p, Bytes::from("k"), Bytes::from("v"))
+            .await
+            .unwrap();
+        if i % 2 == 0 {
+            backend.drop_partition(&p).await.unwrap();
+        }
+    }
+    assert_eq!(backend.list_partitions().await.unwrap().len(), 100);
+    backend.close().await.unwrap();
+    drop(backend);
+    let families = Db::list_cf(&Options::default(), dir.path()).unwrap();
+    assert_eq!(families, ["default", "rows"]);
 }

@@ -507,8 +507,12 @@ impl Store {
     /// retention count.
     pub(super) async fn remove_old_jobs(&self) -> Result<u64> {
         let config = &self.inner.config;
-        let cutoff =
-            self.now_ms() - i64::try_from(config.job_retention.as_millis()).unwrap_or(i64::MAX);
+        let now = self.now_ms();
+        let cutoff = now - i64::try_from(config.job_retention.as_millis()).unwrap_or(i64::MAX);
+        // Jobs that ended within an orphan grace period stay for the next cleanup, which looks
+        // for their orphans (see `tables_touched_since_last_cleanup`).
+        let recent =
+            now.saturating_sub(i64::try_from(config.orphan_grace.as_millis()).unwrap_or(i64::MAX));
         // Job ids grow with time, so the catalog lists them oldest first.
         let finished: Vec<JobRecord> = self
             .jobs()
@@ -519,7 +523,8 @@ impl Store {
         let over = finished.len().saturating_sub(config.job_retention_count);
         let mut batch = WriteBatch::new();
         for (i, job) in finished.into_iter().enumerate() {
-            if i < over || job.ended_at_ms.unwrap_or(job.created_at_ms) < cutoff {
+            let ended = job.ended_at_ms.unwrap_or(job.created_at_ms);
+            if (i < over || ended < cutoff) && ended < recent {
                 batch.ops.push(WriteOp::Delete {
                     partition: sys(JOBS),
                     key: job.id.into(),

@@ -4,7 +4,7 @@
 //! background failures (work nobody waits for is never silently dropped: each failure is
 //! logged with `tracing` and counted per kind, see [`Store::background_failures`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -18,7 +18,7 @@ use crate::backend::{ScanRequest, WriteBatch};
 use crate::catalog::{JobKind, JobRecord, JobStatus};
 use crate::error::{Error, Result};
 use crate::flush::compact::collect_orphans;
-use crate::format::HotCount;
+use crate::format::{HotCount, hot_partition};
 use crate::ids::{KeyScope, TableId};
 use crate::schema::{TableDefinition, TableType};
 use crate::table::TableHandle;
@@ -222,6 +222,16 @@ impl Store {
             pass.skipped = true;
             return pass;
         }
+        // A table nobody opened and with nothing hot has nothing to flush or expire: one seek
+        // tells, so a pass over a data dir of many idle tables opens none of them.
+        match self.idle_and_closed(&def).await {
+            Ok(true) => return pass,
+            Ok(false) => {}
+            Err(e) => {
+                pass.failures.push(("catalog", def.id, e));
+                return pass;
+            }
+        }
         let handle = match self.handle(&def.id).await {
             Ok(h) => h,
             Err(e) => {
@@ -246,6 +256,19 @@ impl Store {
             }
         }
         pass
+    }
+
+    /// Whether the table's handle is not open and its hot partition holds no entry.
+    async fn idle_and_closed(&self, def: &TableDefinition) -> Result<bool> {
+        if self.inner.tables.lock().await.contains_key(&def.id) {
+            return Ok(false);
+        }
+        let storage = self.storage(&def.storage_id).await?;
+        let first = storage
+            .hot
+            .scan(&hot_partition(&def.id), &ScanRequest::default().limit(1))
+            .await?;
+        Ok(first.entries.is_empty())
     }
 
     /// Removes a STREAM table's expired rows as an `expiry` job, when a read-only look finds
@@ -291,19 +314,53 @@ impl Store {
         Ok(self.now_ms().saturating_sub(last) >= interval)
     }
 
+    /// The tables a cleanup must look at for orphaned files: those named by a job that had not
+    /// ended an orphan grace period before the previous completed cleanup started (only a job
+    /// writes files, so an orphan comes from one; older ones were that cleanup's to collect).
+    /// `None` when no cleanup completed yet: every table.
+    async fn tables_touched_since_last_cleanup(&self) -> Result<Option<BTreeSet<TableId>>> {
+        let jobs = self.jobs().await?;
+        let Some(previous) = jobs
+            .iter()
+            .filter(|j| j.kind == JobKind::Cleanup && j.status == JobStatus::Completed)
+            .filter_map(|j| j.started_at_ms)
+            .max()
+        else {
+            return Ok(None);
+        };
+        let grace = i64::try_from(self.inner.config.orphan_grace.as_millis()).unwrap_or(i64::MAX);
+        let from = previous.saturating_sub(grace);
+        Ok(Some(
+            jobs.into_iter()
+                .filter(|j| j.ended_at_ms.is_none_or(|ended| ended >= from))
+                .filter_map(|j| j.table)
+                .collect(),
+        ))
+    }
+
     /// Runs the cleanup job now: removes finished jobs past their retention, orphaned files
-    /// past the grace period and expired STREAM rows, and finishes interrupted tasks.
+    /// past the grace period and expired STREAM rows, and finishes interrupted tasks. Tables
+    /// no job worked on since the previous cleanup, closed and with nothing hot, are skipped:
+    /// a data dir of many idle tables costs a cleanup one seek per table.
     pub async fn cleanup(&self) -> Result<JobRecord> {
         let store = self.clone();
         self.run_job(JobKind::Cleanup, None, None, None, move |_job, _cancel| {
             let store = store.clone();
             async move {
+                // Before old job records go: they name the tables worked on since.
+                let touched = store.tables_touched_since_last_cleanup().await?;
                 let mut done = CleanupOutcome {
                     jobs_removed: store.remove_old_jobs().await?,
                     tasks_finished: store.resume_tasks().await?,
                     ..CleanupOutcome::default()
                 };
                 for def in store.all_tables().await? {
+                    if let Some(touched) = &touched
+                        && !touched.contains(&def.id)
+                        && store.idle_and_closed(&def).await?
+                    {
+                        continue;
+                    }
                     let handle = store.handle(&def.id).await?;
                     if def.table_type == TableType::Stream {
                         done.stream_rows_expired += expire_stream(&handle).await?;
