@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{JOBS, Store, sys};
+use super::{JOBS, ORPHAN_WATCH, Store, sys};
 use crate::backend::{WriteBatch, WriteOp};
 use crate::catalog::{JobKind, JobRecord, JobStatus};
 use crate::delta::Reason;
@@ -509,8 +509,9 @@ impl Store {
         let config = &self.inner.config;
         let now = self.now_ms();
         let cutoff = now - i64::try_from(config.job_retention.as_millis()).unwrap_or(i64::MAX);
-        // Jobs that ended within an orphan grace period stay for the next cleanup, which looks
-        // for their orphans (see `tables_touched_since_last_cleanup`).
+        // A job that ended within an orphan grace period may have left files a cleanup cannot
+        // take yet: its table goes on the watch list with its record (see
+        // `tables_touched_since_last_cleanup`).
         let recent =
             now.saturating_sub(i64::try_from(config.orphan_grace.as_millis()).unwrap_or(i64::MAX));
         // Job ids grow with time, so the catalog lists them oldest first.
@@ -524,7 +525,14 @@ impl Store {
         let mut batch = WriteBatch::new();
         for (i, job) in finished.into_iter().enumerate() {
             let ended = job.ended_at_ms.unwrap_or(job.created_at_ms);
-            if (i < over || ended < cutoff) && ended < recent {
+            if i < over || ended < cutoff {
+                if let Some(table) = job.table.as_ref().filter(|_| ended >= recent) {
+                    batch.put(
+                        &sys(ORPHAN_WATCH),
+                        table.to_string(),
+                        ended.to_be_bytes().to_vec(),
+                    );
+                }
                 batch.ops.push(WriteOp::Delete {
                     partition: sys(JOBS),
                     key: job.id.into(),

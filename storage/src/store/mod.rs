@@ -42,6 +42,10 @@ const STORAGES: &str = "sys.storages";
 const TABLES: &str = "sys.tables";
 const JOBS: &str = "sys.jobs";
 const TASKS: &str = "sys.tasks";
+/// Tables whose job records went (past `job_retention_count`) while files they may have
+/// orphaned were still within the orphan grace: the next cleanups look at them (key: table id,
+/// value: when the job ended, ms BE).
+const ORPHAN_WATCH: &str = "sys.orphan_watch";
 
 /// A catalog partition.
 fn sys(name: &'static str) -> Partition {
@@ -106,7 +110,7 @@ impl Store {
             .engines
             .open(&engine, &S3Options::default(), None)
             .await?;
-        for p in [NAMESPACES, STORAGES, TABLES, JOBS, TASKS] {
+        for p in [NAMESPACES, STORAGES, TABLES, JOBS, TASKS, ORPHAN_WATCH] {
             system.create_partition(&sys(p)).await?;
         }
         let workers = config.job_workers.max(1);

@@ -12,8 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::Store;
 use super::jobs::{JobOutcome, Scope};
+use super::{ORPHAN_WATCH, Store, sys};
 use crate::backend::{ScanRequest, WriteBatch};
 use crate::catalog::{JobKind, JobRecord, JobStatus};
 use crate::error::{Error, Result};
@@ -316,9 +316,17 @@ impl Store {
 
     /// The tables a cleanup must look at for orphaned files: those named by a job that had not
     /// ended an orphan grace period before the previous completed cleanup started (only a job
-    /// writes files, so an orphan comes from one; older ones were that cleanup's to collect).
-    /// `None` when no cleanup completed yet: every table.
-    async fn tables_touched_since_last_cleanup(&self) -> Result<Option<BTreeSet<TableId>>> {
+    /// writes files, so an orphan comes from one; older ones were that cleanup's to collect),
+    /// and those on the watch list (jobs whose records went before that). `None` when no
+    /// cleanup completed yet: every table.
+    pub(super) async fn tables_touched_since_last_cleanup(
+        &self,
+    ) -> Result<Option<BTreeSet<TableId>>> {
+        let watched: Vec<TableId> = self
+            .catalog(ORPHAN_WATCH, |k, _| {
+                String::from_utf8_lossy(k).parse::<TableId>()
+            })
+            .await?;
         let jobs = self.jobs().await?;
         let Some(previous) = jobs
             .iter()
@@ -334,8 +342,34 @@ impl Store {
             jobs.into_iter()
                 .filter(|j| j.ended_at_ms.is_none_or(|ended| ended >= from))
                 .filter_map(|j| j.table)
+                .chain(watched)
                 .collect(),
         ))
+    }
+
+    /// Takes off the watch list the tables whose watched job ended an orphan grace period
+    /// before `started` (the start of a cleanup that looked at them: their orphans were old
+    /// enough to go).
+    async fn unwatch_collected(&self, started: i64) -> Result<()> {
+        let grace = i64::try_from(self.inner.config.orphan_grace.as_millis()).unwrap_or(i64::MAX);
+        let done_before = started.saturating_sub(grace);
+        let stale: Vec<Vec<u8>> = self
+            .catalog(ORPHAN_WATCH, |k, v| {
+                let ended = v.try_into().map(i64::from_be_bytes).unwrap_or(i64::MIN);
+                Ok((ended < done_before).then(|| k.to_vec()))
+            })
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::new();
+        for key in stale {
+            batch.delete(&sys(ORPHAN_WATCH), key);
+        }
+        self.inner.system.batch(batch).await
     }
 
     /// Runs the cleanup job now: removes finished jobs past their retention, orphaned files
@@ -348,6 +382,7 @@ impl Store {
             let store = store.clone();
             async move {
                 // Before old job records go: they name the tables worked on since.
+                let started = store.now_ms();
                 let touched = store.tables_touched_since_last_cleanup().await?;
                 let mut done = CleanupOutcome {
                     jobs_removed: store.remove_old_jobs().await?,
@@ -373,6 +408,7 @@ impl Store {
                     done.orphans_removed +=
                         collect_orphans(&handle, store.inner.config.orphan_grace).await?;
                 }
+                store.unwatch_collected(started).await?;
                 Ok(done.into())
             }
         })

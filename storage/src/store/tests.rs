@@ -365,8 +365,6 @@ async fn maintain_runs_due_flushes_expiry_and_cleanup_by_the_clock() {
     config.clock = clock.clone();
     config.job_retention_count = 2;
     config.cleanup_interval = Duration::from_secs(60);
-    // Jobs that ended within the orphan grace stay for the next cleanup's orphan search.
-    config.orphan_grace = Duration::ZERO;
     let store = Store::open(config).await.unwrap();
     store
         .create_namespace(&NamespaceId::new("app").unwrap(), false)
@@ -433,6 +431,56 @@ async fn maintain_runs_due_flushes_expiry_and_cleanup_by_the_clock() {
     assert_eq!(kinds, [JobKind::Expiry, JobKind::Flush, JobKind::Cleanup]);
     assert_eq!(jobs[2].id, cleanup.id);
     assert_eq!(ids(&store, None, None).await, (0..8).collect::<Vec<_>>());
+}
+
+/// A job record pruned (past `job_retention_count`) while the files its job may have orphaned
+/// are within the orphan grace leaves its table on the watch list: later cleanups look at the
+/// table until a cleanup starts a grace period after the job ended.
+#[tokio::test]
+async fn pruned_recent_jobs_keep_their_table_on_the_orphan_watch_list() {
+    let clock = Arc::new(crate::clock::ManualClock::new());
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::new(dir.path(), Arc::new(MemoryEngines));
+    config.background = false;
+    config.clock = clock.clone();
+    config.job_retention_count = 1;
+    config.orphan_grace = Duration::from_secs(600);
+    let store = Store::open(config).await.unwrap();
+    store
+        .create_namespace(&NamespaceId::new("app").unwrap(), false)
+        .await
+        .unwrap();
+    store
+        .create_table(messages(TableType::Shared), false)
+        .await
+        .unwrap();
+    for i in 0..2 {
+        store.insert(&t(), None, vec![row(i, "x")]).await.unwrap();
+        store.flush_table(&t(), Scope::All).await.unwrap();
+    }
+    let watched = || async {
+        store
+            .catalog(ORPHAN_WATCH, |k, _| {
+                Ok(String::from_utf8_lossy(k).into_owned())
+            })
+            .await
+            .unwrap()
+    };
+    // The first cleanup looks at every table and prunes the older flush's record.
+    clock.advance(Duration::from_secs(1));
+    store.cleanup().await.unwrap();
+    assert_eq!(watched().await, ["app.messages"]);
+    // No job since that cleanup: the table is looked at for the watch list alone.
+    clock.advance(Duration::from_secs(1));
+    let touched = store.tables_touched_since_last_cleanup().await.unwrap();
+    assert_eq!(touched, Some(std::iter::once(t()).collect()));
+    store.cleanup().await.unwrap();
+    assert_eq!(watched().await, ["app.messages"], "still within the grace");
+    // A cleanup a grace period later takes its orphans and the table off the list.
+    clock.advance(Duration::from_secs(601));
+    store.cleanup().await.unwrap();
+    assert!(watched().await.is_empty());
+    store.close().await.unwrap();
 }
 
 #[tokio::test]
