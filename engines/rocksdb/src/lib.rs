@@ -23,8 +23,8 @@ use kalamstore_storage::backend::{
 use kalamstore_storage::{Error, Result};
 use parking_lot::{Mutex, RwLock};
 use rocksdb::{
-    BlockBasedOptions, BoundColumnFamily, Cache, DBCompressionType, DBWithThreadMode,
-    MultiThreaded, Options, ReadOptions, WriteOptions,
+    BlockBasedOptions, Cache, ColumnFamily, DBCompressionType, DBWithThreadMode, Options,
+    ReadOptions, SingleThreaded, WriteOptions,
 };
 
 pub use config::RocksDbConfig;
@@ -34,7 +34,10 @@ use registry::{
     registry_key, stored_bounds, stored_key, stored_key_into,
 };
 
-type Db = DBWithThreadMode<MultiThreaded>;
+/// Column families are fixed once the database is open (partitions are key ranges), so the
+/// single-threaded handle mode serves: its family handles are plain references, looked up
+/// without RocksDB's lock on the family map. Reads and writes still run from any thread.
+type Db = DBWithThreadMode<SingleThreaded>;
 
 /// A [`StorageBackend`] on RocksDB.
 pub struct RocksDbBackend {
@@ -168,10 +171,10 @@ impl RocksDbBackend {
         let descriptors = families
             .iter()
             .map(|name| rocksdb::ColumnFamilyDescriptor::new(name, cf_options.clone()));
-        let db = Db::open_cf_descriptors(&db_options, path, descriptors)
+        let mut db = Db::open_cf_descriptors(&db_options, path, descriptors)
             .map_err(rocks(|| format!("opening {}", path.display())))?;
         let mut registry = load_registry(&db)?;
-        let migrated = migrate::migrate(&db, &families, &mut registry)?;
+        let migrated = migrate::migrate(&mut db, &families, &mut registry)?;
 
         let mut write_options = WriteOptions::default();
         write_options.set_sync(config.sync_writes);
@@ -203,16 +206,16 @@ impl RocksDbBackend {
 }
 
 /// The family holding every partition's keys.
-pub(crate) fn rows_family(db: &Db) -> Result<Arc<BoundColumnFamily<'_>>> {
+pub(crate) fn rows_family(db: &Db) -> Result<&ColumnFamily> {
     family_named(db, ROWS_CF)
 }
 
 /// The family holding the partition registry.
-pub(crate) fn registry_family(db: &Db) -> Result<Arc<BoundColumnFamily<'_>>> {
+pub(crate) fn registry_family(db: &Db) -> Result<&ColumnFamily> {
     family_named(db, "default")
 }
 
-fn family_named<'a>(db: &'a Db, name: &str) -> Result<Arc<BoundColumnFamily<'a>>> {
+fn family_named<'a>(db: &'a Db, name: &str) -> Result<&'a ColumnFamily> {
     // Both families are created when the database opens.
     db.cf_handle(name).ok_or_else(|| {
         RocksDbError::MissingFamily {

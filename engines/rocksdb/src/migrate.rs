@@ -34,7 +34,11 @@ pub(crate) struct Migrated {
 
 /// Moves every partition family named in `families` into the `rows` family, registering it in
 /// `registry`.
-pub(crate) fn migrate(db: &Db, families: &[String], registry: &mut Registry) -> Result<Migrated> {
+pub(crate) fn migrate(
+    db: &mut Db,
+    families: &[String],
+    registry: &mut Registry,
+) -> Result<Migrated> {
     let mut done = Migrated::default();
     for family in families {
         let Some(name) = family.strip_prefix(OLD_FAMILY_PREFIX) else {

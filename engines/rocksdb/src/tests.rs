@@ -194,9 +194,7 @@ async fn a_family_the_registry_already_names_is_dropped_not_copied_again() {
         let mut db = Db::open_cf(&options, dir.path(), &families).unwrap();
         db.create_cf("p:a", &Options::default()).unwrap();
         let cf = db.cf_handle("p:a").unwrap();
-        db.put_cf(&cf, "k00001", "stale").unwrap();
-        drop(cf);
-        let _ = &mut db;
+        db.put_cf(cf, "k00001", "stale").unwrap();
     }
     let reopened = RocksDbBackend::open(RocksDbConfig::new(dir.path())).unwrap();
     assert_eq!(reopened.migrated.partitions, 0);
