@@ -439,17 +439,12 @@ async fn maintain_runs_due_flushes_expiry_and_cleanup_by_the_clock() {
 #[tokio::test]
 async fn pruned_recent_jobs_keep_their_table_on_the_orphan_watch_list() {
     let clock = Arc::new(crate::clock::ManualClock::new());
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = StoreConfig::new(dir.path(), Arc::new(MemoryEngines));
-    config.background = false;
-    config.clock = clock.clone();
-    config.job_retention_count = 1;
-    config.orphan_grace = Duration::from_secs(600);
-    let store = Store::open(config).await.unwrap();
-    store
-        .create_namespace(&NamespaceId::new("app").unwrap(), false)
-        .await
-        .unwrap();
+    let (_dir, store) = store_with(|config| {
+        config.clock = clock.clone();
+        config.job_retention_count = 1;
+        config.orphan_grace = Duration::from_secs(600);
+    })
+    .await;
     store
         .create_table(messages(TableType::Shared), false)
         .await
