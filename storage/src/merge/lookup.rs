@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use arrow::array::{Array, BinaryArray};
+use arrow::array::Array;
 use arrow::record_batch::RecordBatch;
 
 use super::file::read_file;
@@ -253,20 +253,9 @@ async fn position_in_page(
             let what = table.data_file(&entry.meta).describe();
             // Positions are of the whole file, so the decode must not skip dead rows.
             let batches = read_file(table, entry, &plan, Some(&DeletionVector::new())).await?;
-            let columns = batches
-                .iter()
-                .map(|b| Ok(key_column(b, &what)? as &dyn Array))
-                .collect::<Result<Vec<_>>>()?;
-            let joined =
-                arrow::compute::concat(&columns).map_err(Error::arrow("joining a page's keys"))?;
-            let keys = joined
-                .as_any()
-                .downcast_ref::<BinaryArray>()
-                .ok_or_else(|| Error::Corrupt {
-                    what,
-                    reason: "its _key page did not decode as binary".into(),
-                })?
-                .clone();
+            let joined = arrow::compute::concat_batches(&plan.output_schema(), &batches)
+                .map_err(Error::arrow("joining a page's keys"))?;
+            let keys = key_column(&joined, &what)?.clone();
             table
                 .file_index
                 .keep_page_keys(file, page.first_row, keys.clone());
@@ -319,22 +308,22 @@ async fn read_row_at(
         positions: Some(position..position + 1),
         ..FilePlan::all(def.clone(), false, false)
     };
-    let mut read = Vec::new();
-    if !plan.columns.is_empty() {
+    // A table of key columns only reads nothing: its row is its key.
+    let batch = if plan.columns.is_empty() {
+        None
+    } else {
         // Positions are of the whole file, so the decode must not skip dead rows.
-        read = read_file(table, entry, &plan, Some(&DeletionVector::new())).await?;
-    }
-    let batch = read.iter().find(|b| b.num_rows() > 0);
-    if batch.is_none() && !plan.columns.is_empty() {
-        return Err(Error::Corrupt {
+        let read = read_file(table, entry, &plan, Some(&DeletionVector::new())).await?;
+        let batch = read.into_iter().find(|b| b.num_rows() > 0);
+        Some(batch.ok_or_else(|| Error::Corrupt {
             what: table.data_file(&entry.meta).describe(),
             reason: format!("row {position} could not be read"),
-        });
-    }
+        })?)
+    };
     let mut read_columns = plan
         .columns
         .iter()
-        .zip(batch.map(RecordBatch::columns).unwrap_or_default());
+        .zip(batch.as_ref().map(RecordBatch::columns).unwrap_or_default());
     let values = def
         .columns()
         .iter()
