@@ -232,6 +232,38 @@ pub enum Error {
         /// What was wrong, e.g. "a USER table needs a user id".
         reason: &'static str,
     },
+    /// A change-feed cursor older than what the table's change log still holds: the changes
+    /// right after it were trimmed (`CHANGE_RETENTION`). Start again from a snapshot.
+    #[error(
+        "table {table}: the change log no longer holds changes after _seq {after}; the oldest \
+         it holds start at _seq {oldest} (re-read the table, then follow from its _seq)"
+    )]
+    ChangeGap {
+        /// `namespace.table`.
+        table: String,
+        /// The cursor asked for.
+        after: i64,
+        /// The oldest `_seq` the log can still return (its floor).
+        oldest: i64,
+    },
+    /// No live query with this id in this process.
+    #[error("live query `{id}` not found")]
+    LiveQueryNotFound {
+        /// The id asked for.
+        id: String,
+    },
+    /// The live query was killed (`KILL LIVE QUERY`).
+    #[error("live query `{id}` was killed")]
+    LiveQueryKilled {
+        /// Its id.
+        id: String,
+    },
+    /// The table keeps no change log (`CHANGE_RETENTION = 'off'`).
+    #[error("table {table} keeps no change log (CHANGE_RETENTION is off)")]
+    NoChangeLog {
+        /// `namespace.table`.
+        table: String,
+    },
     /// A filter or projection that does not fit the table.
     #[error("table {table}: {reason}")]
     InvalidQuery {

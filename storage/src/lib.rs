@@ -8,12 +8,14 @@
 //!
 //! Layers, each using only those above it in this list: `error`, `ids`, `types`, `backend`,
 //! `seq`, `location`, `spawn`, `failpoint` (foundations); `memory`, `codec`; `schema`,
-//! `catalog`, `cache`; `filter`, `format`; `table`; `merge`; `write`, `flush`; `delta`; `store`.
+//! `catalog`, `cache`; `filter`, `format`; `table`; `merge`; `write`, `flush`; `changes`;
+//! `delta`; `store`.
 
 #![warn(unreachable_pub)]
 
 pub mod backend;
 pub mod cache;
+mod changes;
 pub mod catalog;
 pub mod clock;
 pub mod codec;
@@ -49,15 +51,17 @@ pub use backend::{
 pub use cache::{
     CacheCounters, CacheRequest, CacheStats, CacheTier, CloseCache, ColdTier, StorageCacheStats,
 };
+pub use changes::ChangePage;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{KalamValue, Row, SystemColumns};
 pub use error::{DecodeError, Error, Result};
 pub use failpoint::Failpoints;
+pub use format::{Change, ChangeOp};
 pub use ids::{KeyScope, NamespaceId, StorageId, TableId, TableName, UserId};
 pub use memory::MemoryBackend;
 pub use schema::{
-    AccessLevel, ColumnDefinition, DeltaPublishing, FlushPolicy, SchemaChange, SchemaVersion,
-    TableDefinition, TableOptions, TableType,
+    AccessLevel, ChangeRetention, ColumnDefinition, DeltaPublishing, FlushPolicy, SchemaChange,
+    SchemaVersion, TableDefinition, TableOptions, TableType,
 };
 pub use types::KalamDataType;
 
@@ -74,8 +78,9 @@ pub use merge::{
 };
 pub use seq::now_nanos;
 pub use store::{
-    BackgroundFailure, CleanupOutcome, EngineProvider, JobOutcome, JobProgress, MaintenanceOutcome,
-    MemoryEngines, OptionsChange, Scope, ScopeStats, Store, StoreConfig,
+    BackgroundFailure, CleanupOutcome, DEFAULT_BATCH, EngineProvider, JobOutcome, JobProgress,
+    LiveQuery, MaintenanceOutcome, MemoryEngines, OptionsChange, Scope, ScopeStats, StartAt,
+    Store, StoreConfig, SubscribeOptions, Subscription, SubscriptionEvent,
 };
 pub use table::FileEntry;
 pub use write::{Mutation, WriteSummary};

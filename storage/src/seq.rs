@@ -140,6 +140,18 @@ impl Iterator for SeqIds<'_> {
     }
 }
 
+/// The smallest id of millisecond `ms` (since the Unix epoch): every id taken in an earlier
+/// millisecond is below it. Retention turns a time into a log position with it.
+pub(crate) fn first_id_at_ms(ms: i64) -> i64 {
+    let since = (ms.max(0) as u64).saturating_sub(SEQ_EPOCH_MS);
+    (since << (NODE_BITS + SEQUENCE_BITS)) as i64
+}
+
+/// The smallest id of the current millisecond plus `ahead_ms`.
+pub(crate) fn first_id_from_now(ahead_ms: u64) -> i64 {
+    first_id_at_ms((now_ms() + ahead_ms) as i64)
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -208,6 +220,15 @@ mod tests {
         let future = g.next() + (1_000_000 << 22);
         g.observe(future);
         assert!(g.next() > future);
+    }
+
+    #[test]
+    fn an_id_is_below_the_first_id_of_any_later_millisecond() {
+        let g = SeqGenerator::new(MAX_NODE_ID).unwrap();
+        let id = g.next();
+        assert!(id < first_id_from_now(1));
+        assert!(first_id_from_now(0) <= g.next() + 1);
+        assert_eq!(first_id_at_ms(0), 0);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The write path: resolves a batch of mutations to keys, reads the current rows of all of them
 //! at once (hot engine, then flushed files), and commits the new rows, tombstones, the flushed
 //! rows they hide (`h` entries: reads then skip those rows without looking at hot keys) and
-//! the scope's buffered-entry count in one atomic batch.
+//! the scope's buffered-entry count and one change-log entry per changed key in one atomic
+//! batch.
 
 use std::collections::HashMap;
 
@@ -11,7 +12,7 @@ use tokio::sync::MutexGuard;
 use crate::backend::{WriteBatch, WriteOp};
 use crate::codec::{KalamValue, Row, SystemColumns};
 use crate::error::{Error, Result};
-use crate::format::{Hidden, hidden_key};
+use crate::format::{Change, ChangeOp, Hidden, encode_entry, hidden_key, log_key};
 use crate::ids::{KeyScope, UserId};
 use crate::merge::{FlushedRow, get_flushed_many};
 use crate::schema::{ColumnDefinition, TableDefinition};
@@ -100,6 +101,10 @@ struct Staged {
     was_tombstone: bool,
     /// The live flushed row of the key, when it was not hot: the write hides it.
     hides: Option<Hidden>,
+    /// Whether the key had a live row before the batch (the change log's insert/update).
+    existed: bool,
+    /// The row an update or delete replaced, for the change log (`None` when it is off).
+    old: Option<Vec<KalamValue>>,
 }
 
 impl TableHandle {
@@ -230,12 +235,15 @@ impl TableHandle {
         // others just keep their order.
         let mut slots: Option<HashMap<&[u8], usize>> = current.repeated.then(HashMap::new);
         let mut summary = WriteSummary::default();
+        let logging = def.options.change_retention.is_on();
         for (i, plan) in planned.into_iter().enumerate() {
             let key = &asked[i][keys.prefix_len..];
             let slot = slots.as_ref().and_then(|s| s.get(key).copied());
+            let mut before_batch = None;
             let (row_now, was_hot, was_tombstone, hides) = match slot {
                 Some(at) => {
                     let earlier = &staged[at];
+                    before_batch = Some((earlier.existed, earlier.old.clone()));
                     let before = (earlier.was_hot, earlier.was_tombstone, earlier.hides);
                     (earlier.row.clone(), before.0, before.1, before.2)
                 }
@@ -249,6 +257,12 @@ impl TableHandle {
                         None => (None, false, false, None),
                     },
                 },
+            };
+            // The log records one change per key and batch, against the row before the batch.
+            let (existed, old) = match before_batch {
+                Some(before) => before,
+                None if logging => (row_now.is_some(), row_now.clone()),
+                None => (row_now.is_some(), None),
             };
             let row = match plan {
                 Planned::Insert(row) => {
@@ -285,6 +299,8 @@ impl TableHandle {
                 was_hot,
                 was_tombstone,
                 hides,
+                existed,
+                old,
             };
             match slot {
                 Some(at) => staged[at] = write,
@@ -300,7 +316,8 @@ impl TableHandle {
     }
 
     /// Encodes the staged rows and tombstones and commits them with the scope's new counter
-    /// in one batch. Every key and row goes into one buffer the ops share.
+    /// and their change-log entries in one batch. Every key and row goes into one buffer the
+    /// ops share, every log entry into a second one.
     async fn commit_staged(
         &self,
         def: &TableDefinition,
@@ -313,6 +330,7 @@ impl TableHandle {
         let updated = self.storage.clock.now_nanos();
         let tombstones = Tombstones::new(def);
         let staged_len = staged.len();
+        let logging = def.options.change_retention.is_on();
         let mut count = self.hot_count(scope);
         let mut hidden: Vec<(&[u8], Hidden)> = Vec::new();
         let mut rows = Vec::with_capacity(staged_len);
@@ -326,41 +344,91 @@ impl TableHandle {
             if let Some(at) = write.hides {
                 hidden.push((&asked[write.mutation][keys.prefix_len..], at));
             }
+            let change = match (logging, deleted, write.existed) {
+                (false, ..) | (true, true, false) => None,
+                (true, true, true) => Some(ChangeOp::Delete),
+                (true, false, true) => Some(ChangeOp::Update),
+                (true, false, false) => Some(ChangeOp::Insert),
+            };
             let values = match write.row {
                 Some(values) => values,
                 // A tombstone keeps the key columns, so a flush can still read its key.
                 None => tombstones.values(&asked[write.mutation][keys.prefix_len..])?,
             };
+            let system = SystemColumns {
+                seq,
+                updated,
+                deleted,
+            };
             let row = Row {
                 schema_version: def.schema.version,
                 values,
-                system: SystemColumns {
-                    seq,
-                    updated,
-                    deleted,
-                },
+                system,
             };
-            rows.push((asked[write.mutation], row));
+            let logged = change.map(|op| (op, write.old));
+            rows.push((asked[write.mutation], row, logged));
         }
-        let size: usize = rows.iter().map(|(k, r)| k.len() + r.encoded_len()).sum();
+        let size: usize = rows.iter().map(|(k, r, _)| k.len() + r.encoded_len()).sum();
         let mut buffer = Vec::with_capacity(size);
+        let mut log = Vec::new();
         let mut spans = Vec::with_capacity(rows.len());
-        for (key, row) in rows {
+        let mut log_spans = Vec::new();
+        let mut ring = self.feed.wants_changes().then(Vec::new);
+        let mut last_seq = None;
+        for (key, row, logged) in rows {
             let at = buffer.len();
             buffer.extend_from_slice(key);
             let key_end = buffer.len();
             row.encode_into(&mut buffer);
             spans.push((at..key_end, key_end..buffer.len()));
+            let Some((op, old)) = logged else { continue };
+            let old_row = old.map(|values| Row {
+                schema_version: def.schema.version,
+                values,
+                system: row.system,
+            });
+            // A delete logs the row it removed; an update the row it replaced after the new one.
+            let (image, before) = match op {
+                ChangeOp::Delete => (old_row.as_ref().map(Row::encode), None),
+                _ => (None, old_row.as_ref().map(Row::encode)),
+            };
+            let image = image.as_deref().unwrap_or(&buffer[key_end..]);
+            let log_at = log.len();
+            encode_entry(op, key, image, before.as_deref(), &mut log);
+            log_spans.push((row.system.seq, log_at..log.len()));
+            last_seq = Some(row.system.seq);
+            if let Some(ring) = &mut ring {
+                let (values, old) = match op {
+                    ChangeOp::Delete => (old_row.map(|r| r.values).unwrap_or(row.values), None),
+                    _ => (row.values, old_row.map(|r| r.values)),
+                };
+                ring.push(Change {
+                    seq: row.system.seq,
+                    op,
+                    user: scope.user().cloned(),
+                    values,
+                    old,
+                    updated,
+                });
+            }
         }
         let buffer = Bytes::from(buffer);
+        let log = Bytes::from(log);
         let mut batch = WriteBatch {
-            ops: Vec::with_capacity(spans.len() + hidden.len() + 1),
+            ops: Vec::with_capacity(spans.len() + log_spans.len() + hidden.len() + 1),
         };
         for (key, value) in spans {
             batch.ops.push(WriteOp::Put {
                 partition: self.hot.clone(),
                 key: buffer.slice(key),
                 value: buffer.slice(value),
+            });
+        }
+        for (seq, value) in log_spans {
+            batch.ops.push(WriteOp::Put {
+                partition: self.log.clone(),
+                key: Bytes::copy_from_slice(&log_key(seq)),
+                value: log.slice(value),
             });
         }
         for (pk, at) in &hidden {
@@ -370,9 +438,14 @@ impl TableHandle {
         self.storage.hot.batch(batch).await?;
         self.write_generation
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        let mut state = self.state.write();
-        state.set_count(scope, count);
-        state.hide(scope, hidden.into_iter().map(|(_, at)| at));
+        {
+            let mut state = self.state.write();
+            state.set_count(scope, count);
+            state.hide(scope, hidden.into_iter().map(|(_, at)| at));
+        }
+        if let Some(last) = last_seq {
+            self.feed.publish(last, ring);
+        }
         Ok(())
     }
 

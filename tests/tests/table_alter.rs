@@ -415,7 +415,7 @@ async fn drops_leave_the_storage_empty() {
         assert!(left.is_empty(), "{storage}: {left:?}");
         assert_eq!(
             table_partitions(&store, storage).await,
-            ["t.app.other.hot", "t.app.other.meta"]
+            ["t.app.other.hot", "t.app.other.log", "t.app.other.meta"]
         );
         let drop_job = store.jobs().await.unwrap().pop().unwrap();
         assert_eq!(

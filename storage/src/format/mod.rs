@@ -29,9 +29,10 @@
 //! ranges, schema version, commit time. Kept as the value of the file's `f` key.
 //!
 //! # The table's partitions
-//! Hot rows and the meta partition (definition, counters, manifest, deletion vectors) in the
-//! storage's hot engine: see `partitions`.
+//! Hot rows, the meta partition (definition, counters, manifest, deletion vectors) and the
+//! change log in the storage's hot engine: see `partitions` and `changelog`.
 
+mod changelog;
 mod columns;
 mod dv;
 #[cfg(test)]
@@ -46,13 +47,17 @@ pub(crate) use columns::{
     ALL_KEYS, KeyBounds, bounds_overlap, is_unbounded, key_column, key_mask, output_schema,
     point_key, project,
 };
+pub use changelog::{Change, ChangeOp};
+pub(crate) use changelog::{
+    decode_entry, encode_entry, entry_head, log_key, seq_of_log_key,
+};
 pub use columns::{KEY_COLUMN, file_schema};
 pub use dv::{DV_MAGIC, DeletionVector};
 pub use manifest::FileMeta;
-pub use partitions::{Hidden, HotCount, hot_partition, meta_partition};
+pub use partitions::{Hidden, HotCount, hot_partition, log_partition, meta_partition};
 pub(crate) use partitions::{
-    META_DEFINITION, META_DELTA_PENDING, META_OVERLAY, MetaKey, counter_key, dv_key, hidden_key,
-    hidden_prefix, manifest_key, scope_prefix, split_hot_key,
+    META_DEFINITION, META_DELTA_PENDING, META_LOG_FLOOR, META_OVERLAY, MetaKey, counter_key,
+    dv_key, hidden_key, hidden_prefix, manifest_key, scope_prefix, split_hot_key,
 };
 pub(crate) use paths::{is_delta_log_file, scope_dir, table_dir};
 pub use reader::ObjectFileReader;

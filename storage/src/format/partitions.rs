@@ -1,4 +1,4 @@
-//! A table's two partitions in its storage's hot engine, and the keys of its meta partition.
+//! A table's three partitions in its storage's hot engine, and the keys of its meta partition.
 //!
 //! | partition            | key                                   | value                          |
 //! |----------------------|---------------------------------------|--------------------------------|
@@ -10,6 +10,8 @@
 //! |                      | `h` + `<user>` 0x00 + primary key      | [`Hidden`]: the flushed row the key's hot entry hides, file id (i64 BE) and position (u64 BE) |
 //! |                      | `o`                                   | empty: `h` entries are kept (the table's overlay is resolved at write time) |
 //! |                      | `P`                                   | empty: the Delta log is behind |
+//! |                      | `l`                                   | the change log's floor (i64 BE): entries below it may be trimmed |
+//! | `t.<ns>.<table>.log` | `_seq` (i64 BE)                       | one change ([`changes`](crate::changes)): op, hot key, row image |
 //!
 //! `<user>` is the scope's stored name ([`KeyScope::as_str`]): empty for SHARED and STREAM
 //! tables. User ids never contain 0x00, so the scope prefix is unambiguous.
@@ -41,6 +43,8 @@ pub(crate) const META_DV: u8 = b'v';
 pub(crate) const META_HIDDEN: u8 = b'h';
 /// Key of the marker that the table keeps `h` entries.
 pub(crate) const META_OVERLAY: &[u8] = b"o";
+/// Key of the change log's floor: the log holds every change at or above it.
+pub(crate) const META_LOG_FLOOR: &[u8] = b"l";
 
 fn table_partition(id: &TableId, suffix: &str) -> Partition {
     // Invariant: namespace and table names are `[a-z][a-z0-9_]*` of at most 64 bytes each,
@@ -57,6 +61,11 @@ pub fn hot_partition(id: &TableId) -> Partition {
 /// The meta partition of a table (definition, counters, manifest, deletion vectors).
 pub fn meta_partition(id: &TableId) -> Partition {
     table_partition(id, "meta")
+}
+
+/// The change-log partition of a table (one entry per changed key, by `_seq`).
+pub fn log_partition(id: &TableId) -> Partition {
+    table_partition(id, "log")
 }
 
 /// The key prefix of a scope in the hot partition: empty for the shared scope, else the user

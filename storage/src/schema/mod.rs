@@ -173,6 +173,88 @@ impl FromStr for DeltaPublishing {
     }
 }
 
+/// How long a table's change log keeps its entries (`CHANGE_RETENTION`): a cursor older than
+/// that gets a gap answer. Maintenance trims the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChangeRetention {
+    /// Changes younger than this (by their `_seq`'s time).
+    Duration(Duration),
+    /// The newest this many changes.
+    Rows(u64),
+    /// No change log: writes log nothing, feeds refuse the table.
+    Off,
+}
+
+impl ChangeRetention {
+    /// The default: seven days, as Kafka keeps a topic.
+    pub const DEFAULT: Self = Self::Duration(Duration::from_secs(7 * 24 * 3600));
+
+    /// Whether writes append to the log.
+    pub fn is_on(&self) -> bool {
+        *self != Self::Off
+    }
+}
+
+impl Default for ChangeRetention {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+impl fmt::Display for ChangeRetention {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Duration(d) => {
+                let s = d.as_secs();
+                match (s % 86_400, s % 3600, s % 60) {
+                    (0, _, _) => write!(f, "{}d", s / 86_400),
+                    (_, 0, _) => write!(f, "{}h", s / 3600),
+                    (_, _, 0) => write!(f, "{}m", s / 60),
+                    _ => write!(f, "{s}s"),
+                }
+            }
+            Self::Rows(n) => write!(f, "{n} rows"),
+            Self::Off => f.write_str("off"),
+        }
+    }
+}
+
+impl FromStr for ChangeRetention {
+    type Err = Error;
+    /// `off`, `<n> rows`, or a duration `<n>s|m|h|d`.
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || Error::InvalidValue {
+            column: "CHANGE_RETENTION".into(),
+            reason: format!("`{s}` is not `off`, `<n> rows` or a duration like `30m`, `12h`, `7d`"),
+        };
+        let t = s.trim().to_ascii_lowercase();
+        if t == "off" {
+            return Ok(Self::Off);
+        }
+        if let Some(n) = t.strip_suffix("rows").or_else(|| t.strip_suffix("row")) {
+            let n: u64 = n.trim().parse().map_err(|_| bad())?;
+            return if n == 0 {
+                Err(bad())
+            } else {
+                Ok(Self::Rows(n))
+            };
+        }
+        let split = t.len().checked_sub(1).ok_or_else(bad)?;
+        let (n, unit) = t.split_at(split);
+        let n: u64 = n.trim().parse().map_err(|_| bad())?;
+        let secs = match unit {
+            "s" => Some(n),
+            "m" => n.checked_mul(60),
+            "h" => n.checked_mul(3600),
+            "d" => n.checked_mul(86_400),
+            _ => None,
+        }
+        .filter(|s| *s > 0)
+        .ok_or_else(bad)?;
+        Ok(Self::Duration(Duration::from_secs(secs)))
+    }
+}
+
 /// Per-table options.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct TableOptions {
@@ -186,6 +268,8 @@ pub struct TableOptions {
     pub comment: Option<String>,
     /// Whether the flushed state is published as a Delta Lake table.
     pub delta: DeltaPublishing,
+    /// How long the change log keeps changes.
+    pub change_retention: ChangeRetention,
 }
 
 /// One column of a table.

@@ -7,8 +7,8 @@
 use prost::Message;
 
 use super::{
-    AccessLevel, ColumnDefinition, DeltaPublishing, FlushPolicy, SchemaVersion, TableDefinition,
-    TableOptions, TableType,
+    AccessLevel, ChangeRetention, ColumnDefinition, DeltaPublishing, FlushPolicy, SchemaVersion,
+    TableDefinition, TableOptions, TableType,
 };
 use crate::codec::KalamValue;
 use crate::error::{DecodeError, Error, Result};
@@ -53,6 +53,12 @@ pub(super) struct TableOptionsProto {
     /// 0 (absent): publish a Delta log; 1: do not; 2: with the system columns.
     #[prost(int32, tag = "6")]
     pub delta: i32,
+    /// 0 (absent): the default retention; 1: `change_retention` seconds; 2: that many rows;
+    /// 3: no change log.
+    #[prost(int32, tag = "7")]
+    pub change_log: i32,
+    #[prost(uint64, tag = "8")]
+    pub change_retention: u64,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -129,6 +135,18 @@ pub(super) fn encode(def: &TableDefinition) -> Vec<u8> {
                 DeltaPublishing::On => 0,
                 DeltaPublishing::Off => 1,
                 DeltaPublishing::WithSystemColumns => 2,
+            },
+            change_log: match options.change_retention {
+                r if r == ChangeRetention::DEFAULT => 0,
+                ChangeRetention::Duration(_) => 1,
+                ChangeRetention::Rows(_) => 2,
+                ChangeRetention::Off => 3,
+            },
+            change_retention: match options.change_retention {
+                r if r == ChangeRetention::DEFAULT => 0,
+                ChangeRetention::Duration(d) => d.as_secs(),
+                ChangeRetention::Rows(n) => n,
+                ChangeRetention::Off => 0,
             },
         }),
         schema: Some(schema_to_proto(&def.schema)),
@@ -225,6 +243,15 @@ pub(super) fn decode(bytes: &[u8]) -> Result<TableDefinition> {
                 1 => DeltaPublishing::Off,
                 2 => DeltaPublishing::WithSystemColumns,
                 other => return Err(invalid(format!("Delta publishing {other}"))),
+            },
+            change_retention: match (o.change_log, o.change_retention) {
+                (0, _) => ChangeRetention::DEFAULT,
+                (1, secs) if secs > 0 => {
+                    ChangeRetention::Duration(std::time::Duration::from_secs(secs))
+                }
+                (2, rows) if rows > 0 => ChangeRetention::Rows(rows),
+                (3, _) => ChangeRetention::Off,
+                (kind, n) => return Err(invalid(format!("change retention {kind}/{n}"))),
             },
         },
     };

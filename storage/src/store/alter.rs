@@ -11,10 +11,11 @@ use crate::backend::WriteBatch;
 use crate::catalog::JobKind;
 use crate::delta::{self, Reason};
 use crate::error::{Error, Result};
-use crate::format::{META_DEFINITION, META_DELTA_PENDING};
+use crate::format::{META_DEFINITION, META_DELTA_PENDING, META_LOG_FLOOR};
 use crate::ids::TableId;
 use crate::schema::{
-    AccessLevel, DeltaPublishing, FlushPolicy, SchemaChange, TableDefinition, TableType,
+    AccessLevel, ChangeRetention, DeltaPublishing, FlushPolicy, SchemaChange, TableDefinition,
+    TableType,
 };
 use crate::table::TableHandle;
 
@@ -31,6 +32,8 @@ pub struct OptionsChange {
     pub comment: Option<String>,
     /// Whether and how the table is published as a Delta Lake table.
     pub delta: Option<DeltaPublishing>,
+    /// How long the change log keeps changes.
+    pub change_retention: Option<ChangeRetention>,
 }
 
 impl Store {
@@ -58,9 +61,19 @@ impl Store {
         change: &OptionsChange,
     ) -> Result<Arc<TableDefinition>> {
         let before = self.table(table).await?.options.delta;
+        let log_starts = parking_lot::Mutex::new(None);
         let def = self
             .replace_definition(table, |def| {
                 let mut next = def.clone();
+                if let Some(retention) = change.change_retention {
+                    if !def.options.change_retention.is_on() && retention.is_on() {
+                        // Writes while the log was off are not in it: cursors from before
+                        // now get the gap answer. Taken under the write lock, so every
+                        // logged write's seq is above it.
+                        *log_starts.lock() = Some(self.inner.seq.next());
+                    }
+                    next.options.change_retention = retention;
+                }
                 if let Some(policy) = change.flush_policy {
                     if def.table_type == TableType::Stream {
                         return Err(Error::InvalidSchema {
@@ -87,6 +100,19 @@ impl Store {
                 Ok(next)
             })
             .await?;
+        if let Some(floor) = log_starts.into_inner() {
+            let handle = self.handle(table).await?;
+            handle
+                .storage
+                .hot
+                .put(
+                    &handle.meta,
+                    Bytes::from_static(META_LOG_FLOOR),
+                    Bytes::copy_from_slice(&floor.to_be_bytes()),
+                )
+                .await?;
+            handle.feed.raise_floor(floor);
+        }
         self.republish_after_change(table, before).await?;
         Ok(def)
     }
@@ -158,6 +184,7 @@ impl Store {
         }
         handle.storage.hot.batch(batch).await?;
         *handle.def.write() = Arc::new(def);
+        handle.feed.reset_ring();
         Ok(())
     }
 }

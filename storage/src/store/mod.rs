@@ -10,6 +10,7 @@ mod alter;
 mod catalog;
 mod config;
 mod data;
+mod feed;
 mod jobs;
 mod moves;
 mod probe;
@@ -33,6 +34,9 @@ use crate::table::{StorageHandle, TableHandle};
 pub use alter::OptionsChange;
 pub use config::{EngineProvider, MemoryEngines, StoreConfig};
 pub use data::ScopeStats;
+pub use feed::{
+    DEFAULT_BATCH, LiveQuery, StartAt, SubscribeOptions, Subscription, SubscriptionEvent,
+};
 pub use jobs::{JobOutcome, JobProgress, Scope};
 pub use scheduler::{BackgroundFailure, CleanupOutcome, MaintenanceOutcome};
 
@@ -72,6 +76,8 @@ struct Inner {
     background: scheduler::BackgroundLog,
     /// When the last cleanup job ended (ms); `i64::MIN` until read from the job records.
     last_cleanup_ms: AtomicI64,
+    /// Live subscriptions (a leaf lock).
+    live: feed::LiveRegistry,
     /// Jobs a restart interrupted, queued to run again (a leaf lock).
     requeued: parking_lot::Mutex<Vec<crate::catalog::JobRecord>>,
     closed: AtomicBool,
@@ -127,6 +133,7 @@ impl Store {
                 background: scheduler::BackgroundLog::default(),
                 last_cleanup_ms: AtomicI64::new(i64::MIN),
                 requeued: parking_lot::Mutex::new(Vec::new()),
+                live: feed::LiveRegistry::default(),
                 closed: AtomicBool::new(false),
                 config,
             }),

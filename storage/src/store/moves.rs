@@ -8,7 +8,9 @@
 //! | 2    | remove leftovers of an earlier attempt from the target  | run    | rolled back    |
 //! | 3    | copy + verify every Parquet file (size, CRC32, rows),   | run    | rolled back    |
 //! |      | copy the Delta log                                      |        |                |
-//! | 4    | copy + verify hot rows and the meta partition           | wait   | rolled back    |
+//! | 3b   | copy + verify the change log up to now                  | run    | rolled back    |
+//! | 4    | copy + verify hot rows, the meta partition and the      | wait   | rolled back    |
+//! |      | change log's tail                                       |        |                |
 //! | 5    | one system batch: catalog -> target, task switched;     | wait   | finished       |
 //! |      | the table opens on the target and publishes its log     |        |                |
 //! | 6    | wait for readers of the old files, remove the source    | run    | finished       |
@@ -20,6 +22,7 @@
 //! table. Reads use the source until the switch and the target after it.
 
 use std::collections::HashMap;
+use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -34,14 +37,14 @@ use super::jobs::JobOutcome;
 use super::probe::check_storage_handle;
 use super::tasks::remove_table_data;
 use super::{Store, TABLES, TASKS, sys};
-use crate::backend::{Partition, ScanRequest, WriteBatch};
+use crate::backend::{KeyRange, Partition, ScanRequest, WriteBatch};
 use crate::catalog::{JobKind, JobRecord, TableTask, TableTaskOp};
 use crate::error::{Error, Result};
 use crate::failpoint::crash_point;
 use crate::flush::check_cancel;
 use crate::format::{
     FileMeta, META_DEFINITION, META_DELTA_PENDING, MetaKey, ObjectFileReader, is_delta_log_file,
-    table_dir,
+    log_key, table_dir,
 };
 use crate::ids::{StorageId, TableId};
 use crate::schema::{DeltaPublishing, TableDefinition};
@@ -209,6 +212,10 @@ impl Store {
         }
         drop(copies);
         copy_delta_log(source, target, id).await?;
+        // The change log up to now while writes go on; its tail after they stop.
+        let log_cut = Bytes::copy_from_slice(&log_key(handle.feed.committed()));
+        let old_log = KeyRange::Range(Bound::Unbounded, Bound::Included(log_cut.clone()));
+        copy_range(source, target, &handle.log, old_log, |k, v| Ok((k, v))).await?;
         self.inner.config.failpoints.hit("move.files_copied")?;
 
         // Writes wait from here to the switch.
@@ -219,6 +226,8 @@ impl Store {
             ..(*handle.definition()).clone()
         };
         let hot_rows = copy_partition(source, target, &handle.hot, |k, v| Ok((k, v))).await?;
+        let new_log = KeyRange::Range(Bound::Excluded(log_cut), Bound::Unbounded);
+        copy_range(source, target, &handle.log, new_log, |k, v| Ok((k, v))).await?;
         let table = id.to_string();
         copy_partition(source, target, &handle.meta, |k, v| {
             if k.as_ref() == META_DEFINITION {
@@ -491,9 +500,20 @@ async fn copy_partition(
     partition: &Partition,
     map: impl Fn(Bytes, Bytes) -> Result<(Bytes, Bytes)>,
 ) -> Result<u64> {
+    copy_range(source, target, partition, KeyRange::All, map).await
+}
+
+/// [`copy_partition`] of the keys in `range` only.
+async fn copy_range(
+    source: &StorageHandle,
+    target: &StorageHandle,
+    partition: &Partition,
+    range: KeyRange,
+    map: impl Fn(Bytes, Bytes) -> Result<(Bytes, Bytes)>,
+) -> Result<u64> {
     target.hot.create_partition(partition).await?;
     let mut expected = EntryDigest::default();
-    let mut next = Some(ScanRequest::default().chunk_size(COPY_BATCH));
+    let mut next = Some(ScanRequest::new(range.clone()).chunk_size(COPY_BATCH));
     while let Some(request) = next {
         let chunk = source.hot.scan(partition, &request).await?;
         next = chunk.resume;
@@ -508,7 +528,7 @@ async fn copy_partition(
         }
     }
     let mut actual = EntryDigest::default();
-    let mut next = Some(ScanRequest::default().chunk_size(COPY_BATCH));
+    let mut next = Some(ScanRequest::new(range).chunk_size(COPY_BATCH));
     while let Some(request) = next {
         let chunk = target.hot.scan(partition, &request).await?;
         next = chunk.resume;

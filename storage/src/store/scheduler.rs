@@ -18,9 +18,10 @@ use crate::backend::{ScanRequest, WriteBatch};
 use crate::catalog::{JobKind, JobRecord, JobStatus};
 use crate::error::{Error, Result};
 use crate::flush::compact::collect_orphans;
-use crate::format::{HotCount, hot_partition};
+use crate::changes::{oldest_logged, retention_floor, trim_log};
+use crate::format::{HotCount, hot_partition, log_partition};
 use crate::ids::{KeyScope, TableId};
-use crate::schema::{TableDefinition, TableType};
+use crate::schema::{ChangeRetention, TableDefinition, TableType};
 use crate::table::TableHandle;
 
 /// Hot entries read per chunk of a STREAM expiry.
@@ -58,6 +59,8 @@ pub struct MaintenanceOutcome {
     pub failures: u64,
     /// Tables not visited because the time budget ran out.
     pub tables_skipped: usize,
+    /// Change logs trimmed to their table's `CHANGE_RETENTION`.
+    pub log_trims: u64,
 }
 
 /// Background failures per kind.
@@ -184,6 +187,7 @@ impl Store {
             .await;
         let (mut flushes, mut rows_flushed, mut expired, mut skipped) = (0, 0, 0, 0);
         for pass in passes {
+            done.log_trims += pass.log_trims;
             flushes += pass.flushes;
             rows_flushed += pass.rows_flushed;
             expired += pass.expired;
@@ -224,13 +228,23 @@ impl Store {
         }
         // A table nobody opened and with nothing hot has nothing to flush or expire: one seek
         // tells, so a pass over a data dir of many idle tables opens none of them.
-        match self.idle_and_closed(&def).await {
-            Ok(true) => return pass,
-            Ok(false) => {}
+        // A closed one is opened only when its change log has entries past retention.
+        let idle = match self.idle_and_closed(&def).await {
+            Ok(true) => match self.log_trim_due(&def).await {
+                Ok(due) => !due,
+                Err(e) => {
+                    pass.failures.push(("trim", def.id, e));
+                    return pass;
+                }
+            },
+            Ok(false) => false,
             Err(e) => {
                 pass.failures.push(("catalog", def.id, e));
                 return pass;
             }
+        };
+        if idle {
+            return pass;
         }
         let handle = match self.handle(&def.id).await {
             Ok(h) => h,
@@ -239,6 +253,14 @@ impl Store {
                 return pass;
             }
         };
+        // A move or flush in progress holds the table: its log is trimmed next pass.
+        if let Ok(_maintenance) = handle.maintenance.try_lock() {
+            match trim_log(&handle, self.now_ms()).await {
+                Ok(Some(_)) => pass.log_trims += 1,
+                Ok(None) => {}
+                Err(e) => pass.failures.push(("trim", def.id.clone(), e)),
+            }
+        }
         if def.table_type == TableType::Stream {
             match self.expire_stream_job(handle).await {
                 Ok(job) => pass.expired += job.map_or(0, |j| j.rows),
@@ -256,6 +278,21 @@ impl Store {
             }
         }
         pass
+    }
+
+    /// Whether a closed table's change log holds entries past its time-based retention (a
+    /// count-based retention is enforced while the table is in use).
+    async fn log_trim_due(&self, def: &TableDefinition) -> Result<bool> {
+        let floor = match def.options.change_retention {
+            ChangeRetention::Off => i64::MAX,
+            retention => match retention_floor(retention, self.now_ms()) {
+                Some(floor) => floor,
+                None => return Ok(false),
+            },
+        };
+        let storage = self.storage(&def.storage_id).await?;
+        let oldest = oldest_logged(storage.hot.as_ref(), &log_partition(&def.id)).await?;
+        Ok(oldest.is_some_and(|seq| seq < floor))
     }
 
     /// Whether the table's handle is not open and its hot partition holds no entry.
@@ -428,6 +465,7 @@ struct TablePass {
     flushes: u64,
     rows_flushed: u64,
     expired: u64,
+    log_trims: u64,
     skipped: bool,
     failures: Vec<(&'static str, TableId, Error)>,
 }

@@ -8,7 +8,7 @@ use super::probe::delete_prefix;
 use super::{Store, TASKS, sys};
 use crate::catalog::{JobStatus, TableTask, TableTaskOp};
 use crate::error::{Error, Result};
-use crate::format::{hot_partition, meta_partition, table_dir};
+use crate::format::{hot_partition, log_partition, meta_partition, table_dir};
 use crate::ids::TableId;
 use crate::table::StorageHandle;
 
@@ -17,6 +17,7 @@ use crate::table::StorageHandle;
 pub(super) async fn remove_table_data(storage: &StorageHandle, id: &TableId) -> Result<()> {
     storage.hot.drop_partition(&hot_partition(id)).await?;
     storage.hot.drop_partition(&meta_partition(id)).await?;
+    storage.hot.drop_partition(&log_partition(id)).await?;
     delete_prefix(storage, &table_dir(&storage.cold.prefix, id)).await
 }
 

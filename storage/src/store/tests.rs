@@ -688,6 +688,7 @@ async fn a_flush_whose_commit_fails_keeps_every_row_hot_and_readable() {
 mod alter;
 mod batches;
 mod delta;
+mod feed;
 mod jobs;
 mod point;
 mod stream;

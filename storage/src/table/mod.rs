@@ -30,6 +30,7 @@
 //! it, and 4 too while it reads hot entries the cache does not hold (a write changes hot
 //! entries and the files' hidden rows together); the write path takes 4 alone.
 
+mod feed;
 mod hot;
 mod pins;
 mod state;
@@ -45,12 +46,13 @@ use crate::codec::{KalamValue, Row, SystemColumns, encode_key, read_system_colum
 use crate::error::{Error, Result};
 use crate::format::{
     DataFile, DeletionVector, FileIndexCache, FileMeta, Hidden, HotCount, META_DEFINITION,
-    META_DELTA_PENDING, META_OVERLAY, MetaKey, counter_key, hot_partition, meta_partition,
-    scope_dir, scope_prefix,
+    META_DELTA_PENDING, META_LOG_FLOOR, META_OVERLAY, MetaKey, counter_key, hot_partition,
+    log_partition, meta_partition, scope_dir, scope_prefix, seq_of_log_key,
 };
 use crate::ids::{KeyScope, TableId, UserId};
 use crate::schema::{DeltaPublishing, TableDefinition, TableType};
 
+pub(crate) use feed::{ChangeHub, Listening, RING_CAPACITY, RingRead};
 pub(crate) use hot::{HotCache, HotRows, upgrade_hot_row};
 pub(crate) use pins::{READER_WAIT, ReaderPin, ReaderPins};
 pub use state::FileEntry;
@@ -65,6 +67,10 @@ pub(crate) struct TableHandle {
     pub(crate) storage: Arc<StorageHandle>,
     pub(crate) hot: Partition,
     pub(crate) meta: Partition,
+    /// The change log (`format::changelog`).
+    pub(crate) log: Partition,
+    /// The change log's tail in memory and its subscribers' wake-up (see [`feed`]).
+    pub(crate) feed: Arc<ChangeHub>,
     /// Lock 4 of the module's `# Locking` table.
     pub(crate) write_lock: tokio::sync::Mutex<()>,
     /// Lock 3: readers snapshot hot rows + manifest under `read`; commits that move rows
@@ -121,9 +127,11 @@ impl TableHandle {
         let id = def.id.clone();
         let now = storage.clock.now_ms();
         let file_index = storage.metadata.for_table();
-        let table = Self {
+        let mut table = Self {
             hot: hot_partition(&id),
             meta: meta_partition(&id),
+            log: log_partition(&id),
+            feed: Arc::new(ChangeHub::new(0, 0)),
             id,
             def: parking_lot::RwLock::new(Arc::new(def)),
             storage,
@@ -139,6 +147,7 @@ impl TableHandle {
             hot_cache: parking_lot::Mutex::new(HotCache::default()),
         };
         let upgrade = table.reload().await?;
+        table.open_log().await?;
         // The interval policy counts from the newest file, else from the table's creation,
         // so it holds across processes (a one-shot CLI never lives a whole interval).
         let newest = {
@@ -161,9 +170,12 @@ impl TableHandle {
         let (hot, meta) = (hot_partition(&def.id), meta_partition(&def.id));
         storage.hot.create_partition(&hot).await?;
         storage.hot.create_partition(&meta).await?;
+        storage.hot.create_partition(&log_partition(&def.id)).await?;
         let mut batch = WriteBatch::new();
         batch.put(&meta, Bytes::from_static(META_DEFINITION), def.encode());
         batch.put(&meta, Bytes::from_static(META_OVERLAY), Bytes::new());
+        // The log holds every change since the table's creation.
+        batch.put(&meta, Bytes::from_static(META_LOG_FLOOR), Bytes::from_static(&[0; 8]));
         if def.options.delta != DeltaPublishing::Off {
             // The Delta log is published when the table is first opened.
             batch.put(&meta, Bytes::from_static(META_DELTA_PENDING), Bytes::new());
@@ -182,6 +194,39 @@ impl TableHandle {
         let needed = !loaded.overlay || loaded.counters.values().any(|(_, t)| t.is_none());
         *self.state.write() = loaded.into_state();
         Ok(needed.then_some(upgrade))
+    }
+
+    /// Reads the change log's floor and its last seq. A table that predates the log (no
+    /// floor recorded) gets its log and a floor past every `_seq` it holds: cursors from before
+    /// get a gap answer, never silently fewer changes.
+    async fn open_log(&mut self) -> Result<()> {
+        let floor = match self.storage.hot.get(&self.meta, META_LOG_FLOOR).await? {
+            Some(bytes) => decode_floor(&bytes, &self.id)?,
+            None => {
+                self.storage.hot.create_partition(&self.log).await?;
+                // A second ahead: ids taken in a burst may run ahead of the clock.
+                let floor = crate::seq::first_id_from_now(1000);
+                self.storage
+                    .hot
+                    .put(
+                        &self.meta,
+                        Bytes::from_static(META_LOG_FLOOR),
+                        Bytes::copy_from_slice(&floor.to_be_bytes()),
+                    )
+                    .await?;
+                floor
+            }
+        };
+        let request = ScanRequest::default()
+            .direction(crate::backend::Direction::Reverse)
+            .limit(1);
+        let last = self.storage.hot.scan(&self.log, &request).await?;
+        let committed = match last.entries.first() {
+            Some((key, _)) => seq_of_log_key(key)?,
+            None => floor.saturating_sub(1).max(0),
+        };
+        self.feed = Arc::new(ChangeHub::new(committed, floor));
+        Ok(())
     }
 
     /// The meta partition, decoded.
@@ -238,6 +283,8 @@ impl TableHandle {
     /// Marks the table as gone from this handle's storage.
     pub(crate) fn retire(&self) {
         self.retired.store(true, Ordering::Release);
+        // Subscribers go to the table's new handle (or learn it was dropped).
+        self.feed.wake();
     }
 
     /// Fails with [`Error::TableRetired`] when the table left this handle's storage.
@@ -420,6 +467,15 @@ impl TableHandle {
     pub(crate) fn system_of(bytes: &[u8]) -> Result<SystemColumns> {
         read_system_columns(bytes).map_err(|e| Error::decode("hot row", e))
     }
+}
+
+/// A change-log floor stored in the meta partition.
+fn decode_floor(bytes: &[u8], table: &TableId) -> Result<i64> {
+    let b: [u8; 8] = bytes.try_into().map_err(|_| Error::Corrupt {
+        what: format!("change log floor of table {table}"),
+        reason: format!("{} bytes, expected 8", bytes.len()),
+    })?;
+    Ok(i64::from_be_bytes(b))
 }
 
 /// A hot row's values in `def`'s current schema: columns matched by id (so renames keep their

@@ -310,6 +310,12 @@ async fn a_move_takes_files_vectors_and_hot_rows_and_leaves_nothing_behind() {
         .unwrap();
     let before = ids(&store, None, None).await;
     assert_eq!(before, (10..60).collect::<Vec<_>>());
+    let log_before = store
+        .changes_since(&t(), None, false, 0, 1000)
+        .await
+        .unwrap()
+        .changes;
+    assert_eq!(log_before.len(), 70);
 
     assert!(
         store
@@ -326,6 +332,8 @@ async fn a_move_takes_files_vectors_and_hot_rows_and_leaves_nothing_behind() {
     assert!(job.files >= 1 && job.bytes > 0);
     assert_eq!(store.table(&t()).await.unwrap().storage_id, second);
     assert_eq!(ids(&store, None, None).await, before);
+    let log_moved = store.changes_since(&t(), None, false, 0, 1000).await;
+    assert_eq!(log_moved.unwrap().changes, log_before, "the log moves along");
     assert_eq!(store.table_stats(&t()).await.unwrap()[0].deleted_rows, 10);
     let local_cold = dir.path().join("cold");
     assert!(
@@ -356,7 +364,11 @@ async fn a_move_takes_files_vectors_and_hot_rows_and_leaves_nothing_behind() {
     assert!(files_under(&dir.path().join("second")).is_empty());
     assert_eq!(
         table_partitions(&store).await,
-        ["t.app.messages.hot", "t.app.messages.meta"]
+        [
+            "t.app.messages.hot",
+            "t.app.messages.log",
+            "t.app.messages.meta"
+        ]
     );
 }
 

@@ -1,0 +1,307 @@
+//! Reading a table's change log: pages of changes after a `_seq` cursor for one user or all
+//! users (from the feed's ring when it still holds them, else from the `log` partition), the
+//! gap answer past retention, the trim that enforces retention, and the filter transitions a
+//! filtered feed applies. The subscription loop on top lives in `store::feed`.
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::backend::{Direction, KeyRange, ScanRequest, WriteBatch};
+use crate::error::{Error, Result};
+use crate::filter::RowFilter;
+use crate::format::{
+    Change, ChangeOp, META_LOG_FLOOR, decode_entry, entry_head, log_key, scope_prefix,
+    seq_of_log_key, split_hot_key,
+};
+use crate::ids::{KeyScope, UserId};
+use crate::schema::{ChangeRetention, TableDefinition};
+use crate::table::{RingRead, TableHandle, upgrade_row};
+
+/// Log entries one page examines at most (a user's page over a log of other users' changes
+/// ends there and resumes from its cursor).
+const MAX_EXAMINED: usize = 65_536;
+
+/// One page of a table's changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangePage {
+    /// The changes, in `_seq` order.
+    pub changes: Vec<Change>,
+    /// Where the page ends: the next page starts after it. Every change of the scope up to it
+    /// is in this page or an earlier one.
+    pub cursor: i64,
+    /// The table's last committed `_seq` when the page was read: `cursor < committed` means
+    /// more changes are waiting.
+    pub committed: i64,
+}
+
+/// Whose changes a read returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FeedScope {
+    /// One scope: a user of a USER table, or the shared scope of the others.
+    One(KeyScope),
+    /// Every user of a USER table (the operator's feed).
+    AllUsers,
+}
+
+impl FeedScope {
+    /// The hot-key prefix changes of this scope start with (empty: every change).
+    fn prefix(&self) -> Vec<u8> {
+        match self {
+            Self::One(scope) => scope_prefix(scope),
+            Self::AllUsers => Vec::new(),
+        }
+    }
+}
+
+/// Fails unless the table keeps a change log.
+pub(crate) fn check_logged(table: &TableHandle) -> Result<Arc<TableDefinition>> {
+    let def = table.definition();
+    if !def.options.change_retention.is_on() {
+        return Err(Error::NoChangeLog {
+            table: table.id.to_string(),
+        });
+    }
+    Ok(def)
+}
+
+/// The changes of `scope` after `after`, at most `limit` of them (at least one is asked
+/// for). A cursor older than the log's floor is [`Error::ChangeGap`].
+pub(crate) async fn read_changes(
+    table: &TableHandle,
+    scope: &FeedScope,
+    after: i64,
+    limit: usize,
+) -> Result<ChangePage> {
+    let def = check_logged(table)?;
+    let limit = limit.max(1);
+    let after = after.max(0);
+    let prefix = scope.prefix();
+    let page = match table.feed.read_after(after, limit.saturating_mul(4)) {
+        RingRead::Covered(ring, upto) => {
+            let mut changes = Vec::new();
+            let mut cursor = upto;
+            for c in ring {
+                if changes.len() == limit {
+                    cursor = changes.last().map_or(after, |c: &Change| c.seq);
+                    break;
+                }
+                if in_scope(&c, scope) {
+                    changes.push(Change::clone(&c));
+                }
+            }
+            ChangePage {
+                changes,
+                cursor,
+                committed: table.feed.committed(),
+            }
+        }
+        RingRead::Behind => read_log(table, &def, &prefix, after, limit).await?,
+    };
+    // After the read: a trim that raced with it shows here.
+    let floor = table.feed.floor();
+    if after < floor.saturating_sub(1) {
+        return Err(Error::ChangeGap {
+            table: table.id.to_string(),
+            after,
+            oldest: floor,
+        });
+    }
+    Ok(page)
+}
+
+fn in_scope(change: &Change, scope: &FeedScope) -> bool {
+    match scope {
+        FeedScope::AllUsers | FeedScope::One(KeyScope::Shared) => true,
+        FeedScope::One(KeyScope::User(u)) => change.user.as_ref() == Some(u),
+    }
+}
+
+/// [`read_changes`] from the `log` partition.
+async fn read_log(
+    table: &TableHandle,
+    def: &TableDefinition,
+    prefix: &[u8],
+    after: i64,
+    limit: usize,
+) -> Result<ChangePage> {
+    let committed = table.feed.committed();
+    let start = Bytes::copy_from_slice(&log_key(after));
+    let range = KeyRange::Range(Bound::Excluded(start), Bound::Unbounded);
+    let mut next = Some(ScanRequest::new(range).chunk_size(limit.clamp(16, 1024)));
+    let mut changes = Vec::new();
+    let mut examined = 0usize;
+    let mut cursor = after;
+    let mut reached_end = true;
+    while let Some(request) = next {
+        let chunk = table.storage.hot.scan(&table.log, &request).await?;
+        next = chunk.resume;
+        for (key, value) in chunk.entries {
+            let seq = seq_of_log_key(&key)?;
+            let (_, hot_key) = entry_head(&value)?;
+            if hot_key.starts_with(prefix) {
+                changes.push(decode_change(def, seq, &value)?);
+            }
+            cursor = seq;
+            examined += 1;
+            if changes.len() == limit || examined == MAX_EXAMINED {
+                reached_end = false;
+                break;
+            }
+        }
+        if !reached_end {
+            break;
+        }
+    }
+    if reached_end {
+        cursor = cursor.max(committed);
+    }
+    Ok(ChangePage {
+        changes,
+        cursor,
+        committed: committed.max(cursor),
+    })
+}
+
+/// A log value as a change in the table's current schema.
+pub(crate) fn decode_change(def: &TableDefinition, seq: i64, value: &Bytes) -> Result<Change> {
+    let entry = decode_entry(value)?;
+    let (user, _) = split_hot_key(def.table_type, &entry.hot_key);
+    let user = if user.is_empty() {
+        None
+    } else {
+        let name = std::str::from_utf8(user).map_err(|_| Error::Corrupt {
+            what: format!("change log of table {}", def.id),
+            reason: "a user id is not UTF-8".into(),
+        })?;
+        Some(UserId::new(name)?)
+    };
+    let updated = entry.row.system.updated;
+    let values = upgrade_row(def, entry.row)?;
+    let old = entry.old.map(|row| upgrade_row(def, row)).transpose()?;
+    Ok(Change {
+        seq,
+        op: entry.op,
+        user,
+        values,
+        old,
+        updated,
+    })
+}
+
+/// A change as a subscriber with `filter` sees it: an update whose row leaves the filter is a
+/// delete of the old row, one whose row enters it an insert; changes outside it vanish.
+pub(crate) fn through_filter(change: Change, filter: &RowFilter) -> Option<Change> {
+    let now = filter.matches(&change.values);
+    match change.op {
+        ChangeOp::Insert | ChangeOp::Delete => now.then_some(change),
+        ChangeOp::Update => {
+            // The log keeps an update's old row; without one, the update is taken as staying
+            // on the side of the filter its new row is on.
+            let before = change.old.as_ref().map_or(now, |old| filter.matches(old));
+            match (before, now) {
+                (true, true) => Some(change),
+                (false, true) => Some(Change {
+                    op: ChangeOp::Insert,
+                    old: None,
+                    ..change
+                }),
+                (true, false) => Some(Change {
+                    op: ChangeOp::Delete,
+                    values: change.old.clone().unwrap_or_default(),
+                    old: None,
+                    ..change
+                }),
+                (false, false) => None,
+            }
+        }
+    }
+}
+
+/// The floor a time-based retention asks for at `now_ms`: entries below it are past it.
+pub(crate) fn retention_floor(retention: ChangeRetention, now_ms: i64) -> Option<i64> {
+    match retention {
+        ChangeRetention::Duration(keep) => {
+            let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+            Some(crate::seq::first_id_at_ms(now_ms.saturating_sub(keep_ms)))
+        }
+        ChangeRetention::Rows(_) | ChangeRetention::Off => None,
+    }
+}
+
+/// The `_seq` of the oldest entry of a table's log, if any.
+pub(crate) async fn oldest_logged(
+    backend: &dyn crate::backend::StorageBackend,
+    log: &crate::backend::Partition,
+) -> Result<Option<i64>> {
+    let first = backend.scan(log, &ScanRequest::default().limit(1)).await?;
+    first
+        .entries
+        .first()
+        .map(|(key, _)| seq_of_log_key(key))
+        .transpose()
+}
+
+/// Trims the log to the table's retention: one range delete up to the newest entry past it,
+/// recorded with the new floor (one above that entry) in the same batch. Returns the new
+/// floor when it moved. The caller holds the table's maintenance lock (a move copies the log).
+pub(crate) async fn trim_log(table: &TableHandle, now_ms: i64) -> Result<Option<i64>> {
+    let def = table.definition();
+    let floor = match def.options.change_retention {
+        ChangeRetention::Off => table.feed.committed().saturating_add(1),
+        ChangeRetention::Duration(_) => {
+            // Invariant: a Duration retention always has a floor.
+            retention_floor(def.options.change_retention, now_ms).unwrap_or(0)
+        }
+        ChangeRetention::Rows(keep) => {
+            let keep = usize::try_from(keep).unwrap_or(usize::MAX);
+            let request = ScanRequest::default()
+                .direction(Direction::Reverse)
+                .limit(keep);
+            let mut oldest_kept = None;
+            let mut next = Some(request);
+            while let Some(request) = next {
+                let chunk = table.storage.hot.scan(&table.log, &request).await?;
+                next = chunk.resume;
+                if let Some((key, _)) = chunk.entries.last() {
+                    oldest_kept = Some(seq_of_log_key(key)?);
+                }
+            }
+            match oldest_kept {
+                Some(seq) => seq,
+                None => return Ok(None),
+            }
+        }
+    };
+    // The newest entry below the retention's floor: the log keeps everything after it, so
+    // a cursor at it is still whole.
+    let below = ScanRequest::new(KeyRange::Range(
+        Bound::Unbounded,
+        Bound::Excluded(Bytes::copy_from_slice(&log_key(floor))),
+    ))
+    .direction(Direction::Reverse)
+    .limit(1);
+    let newest_trimmed = match table.storage.hot.scan(&table.log, &below).await?.entries.first() {
+        Some((key, _)) => seq_of_log_key(key)?,
+        None => return Ok(None),
+    };
+    let floor = newest_trimmed.saturating_add(1);
+    if floor <= table.feed.floor() {
+        return Ok(None);
+    }
+    let mut batch = WriteBatch::new();
+    batch.delete_range(
+        &table.log,
+        Bytes::copy_from_slice(&log_key(0)),
+        Bytes::copy_from_slice(&log_key(floor)),
+    );
+    batch.put(
+        &table.meta,
+        Bytes::from_static(META_LOG_FLOOR),
+        Bytes::copy_from_slice(&floor.to_be_bytes()),
+    );
+    table.storage.hot.batch(batch).await?;
+    table.feed.raise_floor(floor);
+    Ok(Some(floor))
+}
