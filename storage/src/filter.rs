@@ -278,19 +278,25 @@ impl Filter {
         };
         let literal = |at: usize, value: &KalamValue| {
             let c = &schema.columns[at];
-            value.coerce(c.data_type).ok_or_else(|| Error::InvalidQuery {
-                table: table.to_owned(),
-                reason: format!(
-                    "column `{}` is {}, cannot compare with {value:?}",
-                    c.name, c.data_type
-                ),
-            })
+            value
+                .coerce(c.data_type)
+                .ok_or_else(|| Error::InvalidQuery {
+                    table: table.to_owned(),
+                    reason: format!(
+                        "column `{}` is {}, cannot compare with {value:?}",
+                        c.name, c.data_type
+                    ),
+                })
         };
         let all = |fs: &[Filter]| -> Result<Vec<RowFilter>> {
             fs.iter().map(|f| f.for_rows(schema, table)).collect()
         };
         Ok(match self {
-            Self::Compare { column: c, op, value } => {
+            Self::Compare {
+                column: c,
+                op,
+                value,
+            } => {
                 let at = column(c)?;
                 RowFilter::Compare(at, *op, literal(at, value)?)
             }
@@ -302,7 +308,10 @@ impl Filter {
                 negated,
             } => {
                 let at = column(c)?;
-                let values = values.iter().map(|v| literal(at, v)).collect::<Result<_>>()?;
+                let values = values
+                    .iter()
+                    .map(|v| literal(at, v))
+                    .collect::<Result<_>>()?;
                 RowFilter::In(at, values, *negated)
             }
             Self::And(fs) => RowFilter::And(all(fs)?),
@@ -342,18 +351,22 @@ impl RowFilter {
                 let unknown = !hit && values.iter().any(KalamValue::is_null);
                 (!unknown).then_some(hit != *negated)
             }
-            Self::And(fs) => fs.iter().try_fold(Some(true), |acc, f| match f.eval(row) {
-                Some(false) => Err(()),
-                None => Ok(None),
-                Some(true) => Ok(acc),
-            })
-            .unwrap_or(Some(false)),
-            Self::Or(fs) => fs.iter().try_fold(Some(false), |acc, f| match f.eval(row) {
-                Some(true) => Err(()),
-                None => Ok(None),
-                Some(false) => Ok(acc),
-            })
-            .map_or(Some(true), |r| r),
+            Self::And(fs) => fs
+                .iter()
+                .try_fold(Some(true), |acc, f| match f.eval(row) {
+                    Some(false) => Err(()),
+                    None => Ok(None),
+                    Some(true) => Ok(acc),
+                })
+                .unwrap_or(Some(false)),
+            Self::Or(fs) => fs
+                .iter()
+                .try_fold(Some(false), |acc, f| match f.eval(row) {
+                    Some(true) => Err(()),
+                    None => Ok(None),
+                    Some(false) => Ok(acc),
+                })
+                .map_or(Some(true), |r| r),
             Self::Not(f) => f.eval(row).map(|b| !b),
         }
     }

@@ -15,8 +15,8 @@
 
 pub mod backend;
 pub mod cache;
-mod changes;
 pub mod catalog;
+mod changes;
 pub mod clock;
 pub mod codec;
 pub mod error;
@@ -79,8 +79,8 @@ pub use merge::{
 pub use seq::now_nanos;
 pub use store::{
     BackgroundFailure, CleanupOutcome, DEFAULT_BATCH, EngineProvider, JobOutcome, JobProgress,
-    LiveQuery, MaintenanceOutcome, MemoryEngines, OptionsChange, Scope, ScopeStats, StartAt,
-    Store, StoreConfig, SubscribeOptions, Subscription, SubscriptionEvent,
+    LiveQuery, MaintenanceOutcome, MemoryEngines, OptionsChange, Scope, ScopeStats, StartAt, Store,
+    StoreConfig, SubscribeOptions, Subscription, SubscriptionEvent,
 };
 pub use table::FileEntry;
 pub use write::{Mutation, WriteSummary};

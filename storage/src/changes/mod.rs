@@ -282,7 +282,14 @@ pub(crate) async fn trim_log(table: &TableHandle, now_ms: i64) -> Result<Option<
     ))
     .direction(Direction::Reverse)
     .limit(1);
-    let newest_trimmed = match table.storage.hot.scan(&table.log, &below).await?.entries.first() {
+    let newest_trimmed = match table
+        .storage
+        .hot
+        .scan(&table.log, &below)
+        .await?
+        .entries
+        .first()
+    {
         Some((key, _)) => seq_of_log_key(key)?,
         None => return Ok(None),
     };

@@ -214,7 +214,13 @@ mod tests {
     #[test]
     fn truncated_entries_are_corrupt_not_a_panic() {
         let mut out = Vec::new();
-        encode_entry(ChangeOp::Insert, b"k", &row(1, false).encode(), None, &mut out);
+        encode_entry(
+            ChangeOp::Insert,
+            b"k",
+            &row(1, false).encode(),
+            None,
+            &mut out,
+        );
         for cut in 0..out.len() {
             assert!(decode_entry(&Bytes::copy_from_slice(&out[..cut])).is_err());
         }

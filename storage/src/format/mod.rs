@@ -43,13 +43,11 @@ mod paths;
 mod reader;
 mod writer;
 
+pub use changelog::{Change, ChangeOp};
+pub(crate) use changelog::{decode_entry, encode_entry, entry_head, log_key, seq_of_log_key};
 pub(crate) use columns::{
     ALL_KEYS, KeyBounds, bounds_overlap, is_unbounded, key_column, key_mask, output_schema,
     point_key, project,
-};
-pub use changelog::{Change, ChangeOp};
-pub(crate) use changelog::{
-    decode_entry, encode_entry, entry_head, log_key, seq_of_log_key,
 };
 pub use columns::{KEY_COLUMN, file_schema};
 pub use dv::{DV_MAGIC, DeletionVector};

@@ -298,7 +298,11 @@ impl Store {
                         (false, false) => "initial",
                     },
                     cursor,
-                    lag: e.committed.load(Ordering::Acquire).saturating_sub(cursor).max(0),
+                    lag: e
+                        .committed
+                        .load(Ordering::Acquire)
+                        .saturating_sub(cursor)
+                        .max(0),
                     delivered: e.delivered.load(Ordering::Acquire),
                     started_at_ms: e.started_at_ms,
                 }

@@ -52,7 +52,9 @@ use crate::format::{
 use crate::ids::{KeyScope, TableId, UserId};
 use crate::schema::{DeltaPublishing, TableDefinition, TableType};
 
-pub(crate) use feed::{ChangeHub, Listening, RING_CAPACITY, RingRead};
+#[cfg(test)]
+pub(crate) use feed::RING_CAPACITY;
+pub(crate) use feed::{ChangeHub, Listening, RingRead};
 pub(crate) use hot::{HotCache, HotRows, upgrade_hot_row};
 pub(crate) use pins::{READER_WAIT, ReaderPin, ReaderPins};
 pub use state::FileEntry;
@@ -170,12 +172,19 @@ impl TableHandle {
         let (hot, meta) = (hot_partition(&def.id), meta_partition(&def.id));
         storage.hot.create_partition(&hot).await?;
         storage.hot.create_partition(&meta).await?;
-        storage.hot.create_partition(&log_partition(&def.id)).await?;
+        storage
+            .hot
+            .create_partition(&log_partition(&def.id))
+            .await?;
         let mut batch = WriteBatch::new();
         batch.put(&meta, Bytes::from_static(META_DEFINITION), def.encode());
         batch.put(&meta, Bytes::from_static(META_OVERLAY), Bytes::new());
         // The log holds every change since the table's creation.
-        batch.put(&meta, Bytes::from_static(META_LOG_FLOOR), Bytes::from_static(&[0; 8]));
+        batch.put(
+            &meta,
+            Bytes::from_static(META_LOG_FLOOR),
+            Bytes::from_static(&[0; 8]),
+        );
         if def.options.delta != DeltaPublishing::Off {
             // The Delta log is published when the table is first opened.
             batch.put(&meta, Bytes::from_static(META_DELTA_PENDING), Bytes::new());

@@ -333,7 +333,11 @@ async fn a_move_takes_files_vectors_and_hot_rows_and_leaves_nothing_behind() {
     assert_eq!(store.table(&t()).await.unwrap().storage_id, second);
     assert_eq!(ids(&store, None, None).await, before);
     let log_moved = store.changes_since(&t(), None, false, 0, 1000).await;
-    assert_eq!(log_moved.unwrap().changes, log_before, "the log moves along");
+    assert_eq!(
+        log_moved.unwrap().changes,
+        log_before,
+        "the log moves along"
+    );
     assert_eq!(store.table_stats(&t()).await.unwrap()[0].deleted_rows, 10);
     let local_cold = dir.path().join("cold");
     assert!(

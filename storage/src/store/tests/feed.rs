@@ -140,10 +140,7 @@ async fn a_user_reads_only_their_own_changes_and_all_users_carry_their_user() {
             .unwrap();
     }
     store.flush_table(&t(), Scope::All).await.unwrap();
-    store
-        .write(&t(), Some(&bob()), vec![del(2)])
-        .await
-        .unwrap();
+    store.write(&t(), Some(&bob()), vec![del(2)]).await.unwrap();
     let mine = all_changes(&store, Some(&alice()), false, 0).await;
     assert_eq!(
         ops(&mine).iter().map(|c| c.1).collect::<Vec<_>>(),
@@ -323,7 +320,10 @@ async fn a_subscription_sends_initial_data_ready_then_changes_through_its_filter
     assert_eq!((live[0].state, live[0].delivered), ("live", 3));
     assert_eq!(live[0].filter, "body = 'room1'");
     drop(sub);
-    assert!(store.live_queries().is_empty(), "a dropped subscription leaves");
+    assert!(
+        store.live_queries().is_empty(),
+        "a dropped subscription leaves"
+    );
 }
 
 #[tokio::test]
@@ -367,7 +367,10 @@ async fn last_rows_sends_the_newest_rows_and_a_user_subscription_sees_only_its_u
     let SubscriptionEvent::Changes { changes, .. } = next_event(&mut sub).await else {
         panic!("changes")
     };
-    assert_eq!(ops(&changes).iter().map(|r| r.1).collect::<Vec<_>>(), vec![7]);
+    assert_eq!(
+        ops(&changes).iter().map(|r| r.1).collect::<Vec<_>>(),
+        vec![7]
+    );
     // An all-users feed is refused with a user, and on a shared table.
     let both = SubscribeOptions {
         user: Some(alice()),
