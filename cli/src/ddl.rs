@@ -2,9 +2,9 @@
 //! (schema changes, options, storage moves).
 
 use kalamstore::{
-    AccessLevel, CacheSpec, ColumnDefinition, DeltaPublishing, FlushPolicy, HotEngine, NamespaceId,
-    OptionsChange, S3Options, SchemaChange, StorageDefinition, StorageId, TableDefinition, TableId,
-    TableOptions, TableType,
+    AccessLevel, CacheSpec, ChangeRetention, ColumnDefinition, DeltaPublishing, FlushPolicy,
+    HotEngine, NamespaceId, OptionsChange, S3Options, SchemaChange, StorageDefinition, StorageId,
+    TableDefinition, TableId, TableOptions, TableType,
 };
 
 use crate::error::{CliError, invalid};
@@ -215,6 +215,7 @@ impl Session {
             access_level: change.access_level.unwrap_or_default(),
             comment: change.comment,
             delta: change.delta.unwrap_or_default(),
+            change_retention: change.change_retention.unwrap_or_default(),
         };
         let storage = storage.unwrap_or_else(|| self.default_storage().clone());
         let now = chrono::Utc::now().timestamp_millis();
@@ -268,11 +269,12 @@ impl Session {
                     let o = &def.options;
                     lines.push(format!(
                         "ALTER TABLE {id}: FLUSH_POLICY {}, TTL_SECONDS {}, ACCESS_LEVEL {}, \
-                         DELTA {}",
+                         DELTA {}, CHANGE_RETENTION {}",
                         o.flush_policy,
                         o.ttl_seconds.map_or("-".into(), |t| t.to_string()),
                         o.access_level,
-                        o.delta
+                        o.delta,
+                        o.change_retention
                     ));
                 }
                 if let Some(storage) = storage {
@@ -332,10 +334,13 @@ fn table_properties(
                 };
                 change.delta = Some(v.parse::<DeltaPublishing>()?);
             }
+            "CHANGE_RETENTION" => {
+                change.change_retention = Some(text()?.parse::<ChangeRetention>()?);
+            }
             other => {
                 return Err(invalid(format!(
                     "unknown table option `{other}` (STORAGE_ID, FLUSH_POLICY, TTL_SECONDS, \
-                     ACCESS_LEVEL, COMMENT, DELTA)"
+                     ACCESS_LEVEL, COMMENT, DELTA, CHANGE_RETENTION)"
                 )));
             }
         }

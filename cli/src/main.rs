@@ -53,6 +53,12 @@ struct Args {
     /// The storage of tables created without `STORAGE_ID` (default `local`).
     #[arg(long)]
     storage: Option<String>,
+    /// End a `SUBSCRIBE` after this many rows.
+    #[arg(long, value_name = "N")]
+    until_rows: Option<u64>,
+    /// End a `SUBSCRIBE` after this many seconds (it otherwise runs until Ctrl-C).
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<f64>,
     /// Run every statement and fail at the end instead of at the first error.
     #[arg(long)]
     continue_on_error: bool,
@@ -145,21 +151,21 @@ fn elapsed(start: Instant) -> String {
 async fn run_one(session: &Session, format: Format, sql: &str) -> Result<(), CliError> {
     let start = Instant::now();
     let command = parse::parse(sql)?;
-    let summary = match session.execute(command).await? {
-        Outcome::Done(summary) => summary,
-        Outcome::Rows(rows) => {
-            let mut out = std::io::stdout().lock();
-            match output::print(rows, format, &mut out).await {
-                Ok(n) => format!("{n} row{}", if n == 1 { "" } else { "s" }),
-                // A reader that went away (`| head`) is not an error.
-                Err(CliError::Io { source, .. })
-                    if source.kind() == std::io::ErrorKind::BrokenPipe =>
-                {
-                    return Ok(());
-                }
-                Err(e) => return Err(e),
-            }
+    let printed = match session.execute(command).await? {
+        Outcome::Done(summary) => Ok(summary),
+        Outcome::Rows(rows) => output::print(rows, format, &mut std::io::stdout().lock()).await,
+        Outcome::Live(rows) => {
+            let limits = session.live_limits();
+            output::print_live(rows, format, &mut std::io::stdout().lock(), limits).await
         }
+    };
+    let summary = match printed {
+        Ok(summary) => summary,
+        // A reader that went away (`| head`) is not an error.
+        Err(CliError::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            return Ok(());
+        }
+        Err(e) => return Err(e),
     };
     note(&format!("{summary} ({})", elapsed(start)));
     Ok(())
@@ -375,6 +381,20 @@ fn main() -> ExitCode {
         .and_then(|s| match &args.storage {
             Some(id) => Ok(s.with_default_storage(kalamstore::StorageId::new(id)?)),
             None => Ok(s),
+        })
+        .and_then(|s| {
+            let time = match args.timeout {
+                Some(t) if !(t >= 0.0 && t.is_finite()) => {
+                    return Err(CliError::Parse(format!(
+                        "--timeout {t} is not a number of seconds"
+                    )));
+                }
+                t => t.map(Duration::from_secs_f64),
+            };
+            Ok(s.with_live_limits(output::LiveLimits {
+                rows: args.until_rows,
+                time,
+            }))
         }) {
             Ok(s) => s,
             Err(e) => {

@@ -115,12 +115,85 @@ pub fn text_rows(batch: &RecordBatch) -> Vec<Vec<Option<String>>> {
         .collect()
 }
 
+/// When a live result (a subscription) stops printing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LiveLimits {
+    /// After this many rows (`--until-rows`).
+    pub rows: Option<u64>,
+    /// After this long (`--timeout`).
+    pub time: Option<std::time::Duration>,
+}
+
+/// Prints a live result's batches as each arrives (a table block per batch) until the stream
+/// ends, a limit is reached or Ctrl-C; returns how many rows were printed.
+pub async fn print_live(
+    mut rows: SendableRecordBatchStream,
+    format: Format,
+    out: &mut dyn Write,
+    limits: LiveLimits,
+) -> Result<String, CliError> {
+    let schema = rows.schema();
+    let io = |source| CliError::Io {
+        op: "writing results".into(),
+        source,
+    };
+    if format == Format::Csv {
+        let header: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| csv_field(f.name()))
+            .collect();
+        writeln!(out, "{}", header.join(",")).map_err(io)?;
+        out.flush().map_err(io)?;
+    }
+    let deadline = limits.time.map(|t| tokio::time::Instant::now() + t);
+    let mut printed = 0u64;
+    loop {
+        if limits.rows.is_some_and(|n| printed >= n) {
+            break;
+        }
+        let until = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let batch = tokio::select! {
+            next = rows.try_next() => match next.map_err(kalamstore_sql::SqlError::from)? {
+                Some(batch) => batch,
+                None => break,
+            },
+            () = until => break,
+            _ = tokio::signal::ctrl_c() => break,
+        };
+        let room = limits.rows.map_or(u64::MAX, |n| n - printed);
+        let take = (batch.num_rows() as u64).min(room) as usize;
+        if take == 0 {
+            continue;
+        }
+        let batch = batch.slice(0, take);
+        printed += take as u64;
+        match format {
+            Format::Table => print_table(&schema, std::slice::from_ref(&batch), out).map_err(io)?,
+            Format::Csv => print_csv(&batch, out).map_err(io)?,
+            Format::Json => print_json(&batch, out).map_err(io)?,
+        }
+        out.flush().map_err(io)?;
+    }
+    Ok(rows_summary(printed))
+}
+
+/// `1 row`, `3 rows`.
+fn rows_summary(n: u64) -> String {
+    format!("{n} row{}", if n == 1 { "" } else { "s" })
+}
+
 /// Prints result batches as they come; returns how many rows were printed.
 pub async fn print(
     mut rows: SendableRecordBatchStream,
     format: Format,
     out: &mut dyn Write,
-) -> Result<u64, CliError> {
+) -> Result<String, CliError> {
     let schema = rows.schema();
     let io = |source| CliError::Io {
         op: "writing results".into(),
@@ -161,7 +234,7 @@ pub async fn print(
     if format == Format::Table && (block_rows > 0 || printed == 0) {
         print_table(&schema, &block, out).map_err(io)?;
     }
-    Ok(printed)
+    Ok(rows_summary(printed))
 }
 
 fn print_table(

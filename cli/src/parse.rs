@@ -1,8 +1,9 @@
 //! kalamstore's own statements (storages, namespaces, tables, ALTER TABLE, maintenance,
-//! export, EXECUTE AS USER), parsed with DataFusion's `sqlparser` into [`Command`]s; any other
+//! export, EXECUTE AS USER, SUBSCRIBE and live queries), parsed with DataFusion's `sqlparser` into [`Command`]s; any other
 //! statement is SQL for DataFusion ([`Command::Sql`]). Also splits scripts into statements.
 
-use kalamstore::TableId;
+use kalamstore::{StartAt, TableId};
+use kalamstore_sql::SubscribeRequest;
 use kalamstore_sql::datafusion::sql::sqlparser;
 use sqlparser::ast::{self, Expr, ObjectName, UnaryOperator, Value};
 use sqlparser::dialect::GenericDialect;
@@ -178,6 +179,13 @@ pub enum Command {
     ShowCacheStats,
     /// `KILL JOB 'id'`.
     KillJob(String),
+    /// `SUBSCRIBE TO ns.t [FOR ALL USERS] [WHERE cond] [OPTIONS (last_rows = N, from_seq_id =
+    /// S, batch_size = B)]`.
+    Subscribe(SubscribeRequest),
+    /// `SHOW LIVE QUERIES`.
+    ShowLiveQueries,
+    /// `KILL LIVE QUERY 'id'`.
+    KillLiveQuery(String),
     /// `EXPORT USER DATA 'u' TO 'file.zip'`.
     Export {
         /// The user.
@@ -205,8 +213,18 @@ pub enum Command {
 
 /// The first words of kalamstore's own statements.
 const OWN: &[&str] = &[
-    "CREATE", "DROP", "SHOW", "STORAGE", "ALTER", "DESCRIBE", "DESC", "KILL", "EXPORT", "IMPORT",
+    "CREATE",
+    "DROP",
+    "SHOW",
+    "STORAGE",
+    "ALTER",
+    "DESCRIBE",
+    "DESC",
+    "KILL",
+    "EXPORT",
+    "IMPORT",
     "EXECUTE",
+    "SUBSCRIBE",
 ];
 
 /// One statement of a script and where it starts.
@@ -334,6 +352,60 @@ pub fn parse(sql: &str) -> Result<Command, CliError> {
         )));
     }
     Ok(command)
+}
+
+/// The rest of `SUBSCRIBE TO ...`. The start follows KalamDB: `from_seq_id` (changes after
+/// it, no initial data) over `last_rows` (the newest N rows; 0: none) over all matching rows.
+fn subscribe(p: &mut Parser<'_>) -> Result<Command, CliError> {
+    p.expect_keyword(Keyword::TO).map_err(err)?;
+    let table = object(p)?;
+    let all_users = p.parse_keywords(&[Keyword::FOR, Keyword::ALL]);
+    if all_users {
+        expect_word(p, "USERS")?;
+    }
+    let condition = if p.parse_keyword(Keyword::WHERE) {
+        Some(p.parse_expr().map_err(err)?.to_string())
+    } else {
+        None
+    };
+    let mut request = SubscribeRequest {
+        table,
+        condition,
+        all_users,
+        start: StartAt::Snapshot,
+        batch_size: None,
+    };
+    if ident_word(p, "OPTIONS") {
+        p.next_token();
+        let mut from_seq = None;
+        let mut last_rows = None;
+        for (key, value) in properties(p)? {
+            let n = match &value {
+                Literal::Number(n) => n.parse::<u64>().ok(),
+                _ => None,
+            }
+            .ok_or_else(|| invalid(format!("{key} needs a whole number >= 0")))?;
+            let n_usize = usize::try_from(n).unwrap_or(usize::MAX);
+            match key.as_str() {
+                "FROM_SEQ_ID" => from_seq = Some(i64::try_from(n).unwrap_or(i64::MAX)),
+                "LAST_ROWS" => last_rows = Some(n_usize),
+                "BATCH_SIZE" if n > 0 => request.batch_size = Some(n_usize),
+                other => {
+                    return Err(invalid(format!(
+                        "unknown SUBSCRIBE option `{other}` (LAST_ROWS, FROM_SEQ_ID, \
+                         BATCH_SIZE > 0)"
+                    )));
+                }
+            }
+        }
+        request.start = match (from_seq, last_rows) {
+            (Some(seq), _) => StartAt::After(seq),
+            (None, Some(0)) => StartAt::Now,
+            (None, Some(n)) => StartAt::LastRows(n),
+            (None, None) => StartAt::Snapshot,
+        };
+    }
+    Ok(Command::Subscribe(request))
 }
 
 fn ident_word(p: &Parser<'_>, word: &str) -> bool {
@@ -468,6 +540,11 @@ fn parse_command(p: &mut Parser<'_>) -> Result<Command, CliError> {
             let _ = p.parse_keyword(Keyword::TABLE);
             return Ok(Command::ShowManifest(object(p)?));
         }
+        if ident_word(p, "LIVE") {
+            p.next_token();
+            expect_word(p, "QUERIES")?;
+            return Ok(Command::ShowLiveQueries);
+        }
         if ident_word(p, "STATS") {
             p.next_token();
             if !p.parse_keyword(Keyword::FOR) {
@@ -477,7 +554,8 @@ fn parse_command(p: &mut Parser<'_>) -> Result<Command, CliError> {
             return Ok(Command::ShowStats(object(p)?));
         }
         return Err(bad(format!(
-            "unknown SHOW `{}` (STORAGES, NAMESPACES, TABLES, MANIFEST FOR, STATS [FOR TABLE])",
+            "unknown SHOW `{}` (STORAGES, NAMESPACES, TABLES, MANIFEST FOR, STATS [FOR TABLE], \
+             LIVE QUERIES)",
             p.peek_token().token
         )));
     }
@@ -536,8 +614,17 @@ fn parse_command(p: &mut Parser<'_>) -> Result<Command, CliError> {
         return Ok(Command::Describe(object(p)?));
     }
     if p.parse_keyword(Keyword::KILL) {
+        if ident_word(p, "LIVE") {
+            p.next_token();
+            expect_word(p, "QUERY")?;
+            return Ok(Command::KillLiveQuery(string(p)?));
+        }
         expect_word(p, "JOB")?;
         return Ok(Command::KillJob(string(p)?));
+    }
+    if ident_word(p, "SUBSCRIBE") {
+        p.next_token();
+        return subscribe(p);
     }
     if p.parse_keyword(Keyword::EXPORT) {
         p.expect_keyword(Keyword::USER).map_err(err)?;
@@ -941,5 +1028,51 @@ mod tests {
             Command::Sql("UPDATE app.m SET n = (SELECT 1) WHERE id = 2".into())
         );
         assert!(parse("EXECUTE AS USER 'a' (EXECUTE AS USER 'b' (SELECT 1))").is_err());
+    }
+
+    #[test]
+    fn subscriptions_and_live_queries_parse() {
+        let sub = |sql: &str| match parse(sql).unwrap() {
+            Command::Subscribe(r) => r,
+            other => panic!("{other:?}"),
+        };
+        let r = sub("SUBSCRIBE TO app.m");
+        assert_eq!(
+            (r.table.as_str(), r.condition, r.all_users, r.start),
+            ("app.m", None, false, StartAt::Snapshot)
+        );
+        let r = sub(
+            "SUBSCRIBE TO app.m FOR ALL USERS WHERE room = 'r1' AND n > 2 \
+             OPTIONS (last_rows = 5, batch_size = 10)",
+        );
+        assert!(r.all_users);
+        assert_eq!(r.condition.as_deref(), Some("room = 'r1' AND n > 2"));
+        assert_eq!((r.start, r.batch_size), (StartAt::LastRows(5), Some(10)));
+        // `from_seq_id` wins over `last_rows`; `last_rows = 0` is no initial data.
+        let r = sub("SUBSCRIBE TO app.m OPTIONS (last_rows = 5, from_seq_id = 42)");
+        assert_eq!(r.start, StartAt::After(42));
+        assert_eq!(
+            sub("SUBSCRIBE TO app.m OPTIONS (last_rows = 0)").start,
+            StartAt::Now
+        );
+        for bad in [
+            "SUBSCRIBE app.m",
+            "SUBSCRIBE TO app.m FOR ALL",
+            "SUBSCRIBE TO app.m OPTIONS (batch_size = 0)",
+            "SUBSCRIBE TO app.m OPTIONS (last_rows = 'x')",
+            "SUBSCRIBE TO app.m OPTIONS (last_rows = -1)",
+            "SUBSCRIBE TO app.m WHERE",
+            "KILL LIVE 'x'",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse("SHOW LIVE QUERIES").unwrap(),
+            Command::ShowLiveQueries
+        );
+        assert_eq!(
+            parse("KILL LIVE QUERY 'lq-1-2'").unwrap(),
+            Command::KillLiveQuery("lq-1-2".into())
+        );
     }
 }

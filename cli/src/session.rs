@@ -10,6 +10,7 @@ use kalamstore_sql::datafusion::execution::SendableRecordBatchStream;
 use kalamstore_sql::{Principal, SqlOutput, SqlSession};
 
 use crate::error::{CliError, invalid};
+use crate::output::LiveLimits;
 use crate::parse::{Command, table_id};
 use crate::views::view_query;
 
@@ -17,6 +18,8 @@ use crate::views::view_query;
 pub enum Outcome {
     /// Rows to print, streamed.
     Rows(SendableRecordBatchStream),
+    /// A subscription's rows, printed as each batch comes until it ends or is stopped.
+    Live(SendableRecordBatchStream),
     /// A summary line for stderr, e.g. `INSERT 3`.
     Done(String),
 }
@@ -35,6 +38,8 @@ pub struct Session {
     default_storage: StorageId,
     /// One SQL session per principal, made on first use; dropped after catalog changes.
     sql: tokio::sync::Mutex<HashMap<String, Arc<SqlSession>>>,
+    /// When subscriptions stop printing.
+    live_limits: LiveLimits,
 }
 
 impl Session {
@@ -60,7 +65,19 @@ impl Session {
             progress,
             default_storage: StorageId::local(),
             sql: tokio::sync::Mutex::new(HashMap::new()),
+            live_limits: LiveLimits::default(),
         })
+    }
+
+    /// Ends subscriptions after `limits` (`--until-rows`, `--timeout`).
+    pub fn with_live_limits(mut self, limits: LiveLimits) -> Self {
+        self.live_limits = limits;
+        self
+    }
+
+    /// When subscriptions stop printing.
+    pub fn live_limits(&self) -> LiveLimits {
+        self.live_limits
     }
 
     /// Puts tables created without `STORAGE_ID` on `storage` (`--storage`).
@@ -89,7 +106,16 @@ impl Session {
         match command {
             Command::ExecuteAs { .. } => Err(invalid("EXECUTE AS cannot be nested")),
             Command::Sql(sql) => self.sql(&sql, principal).await,
+            Command::Subscribe(request) => {
+                let session = self.sql_session(principal).await?;
+                Ok(Outcome::Live(session.subscribe(request).await?))
+            }
+            Command::KillLiveQuery(id) => {
+                self.store.kill_live_query(&id).await?;
+                Ok(Outcome::Done(format!("KILL LIVE QUERY {id}")))
+            }
             view @ (Command::ShowStorages
+            | Command::ShowLiveQueries
             | Command::ShowNamespaces
             | Command::ShowTables(_)
             | Command::Describe(_)

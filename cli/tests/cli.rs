@@ -1018,3 +1018,92 @@ fn show_stats_reports_the_cache_and_a_later_process_reopens_it_warm() {
     );
     assert!(second.starts_with("id,v\n1,a\n2,b\n"), "{second}");
 }
+
+#[test]
+fn a_subscription_prints_its_rows_and_ends_at_until_rows_or_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["-c", SETUP]);
+    for (user, id) in [("alice", 1), ("bob", 2), ("alice", 3)] {
+        let insert = format!("INSERT INTO app.notes (id, body) VALUES ({id}, '{user}')");
+        ok(dir.path(), &["--user", user, "-c", &insert]);
+    }
+    ok(dir.path(), &["-c", "STORAGE FLUSH ALL"]);
+    ok(
+        dir.path(),
+        &[
+            "--user",
+            "alice",
+            "-c",
+            "DELETE FROM app.notes WHERE id = 1",
+        ],
+    );
+    // The operator's feed: every change with its user, in `_seq` order.
+    let feed = ok(
+        dir.path(),
+        &[
+            "--all-users",
+            "--format",
+            "csv",
+            "-c",
+            "SELECT _op, _user, id, body FROM changes_since('app.notes', 0) ORDER BY _seq",
+        ],
+    );
+    assert_eq!(
+        feed,
+        "_op,_user,id,body\ninsert,alice,1,alice\ninsert,bob,2,bob\ninsert,alice,3,alice\n\
+         delete,alice,1,alice\n"
+    );
+    // A subscription's initial data, cut at two rows.
+    let (success, stdout, stderr) = run(
+        dir.path(),
+        &[
+            "--all-users",
+            "--format",
+            "json",
+            "--until-rows",
+            "2",
+            "-c",
+            "SUBSCRIBE TO app.notes FOR ALL USERS",
+        ],
+    );
+    assert!(success, "{stderr}");
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    assert!(rows.iter().all(|r| r["_op"] == "insert"));
+    assert!(stderr.contains("2 rows"), "{stderr}");
+    // Nothing new arrives: the timeout ends it.
+    let (success, stdout, stderr) = run(
+        dir.path(),
+        &[
+            "--user",
+            "bob",
+            "--format",
+            "csv",
+            "--timeout",
+            "0.3",
+            "-c",
+            "SUBSCRIBE TO app.notes OPTIONS (last_rows = 0)",
+        ],
+    );
+    assert!(success, "{stderr}");
+    assert_eq!(stdout, "_seq,_op,id,body,n,at\n");
+    assert!(stderr.contains("0 rows"), "{stderr}");
+    // A user may not follow everyone.
+    let (success, _, stderr) = run(
+        dir.path(),
+        &[
+            "--user",
+            "bob",
+            "-c",
+            "SUBSCRIBE TO app.notes FOR ALL USERS",
+        ],
+    );
+    assert!(!success);
+    assert!(stderr.contains("permission denied"), "{stderr}");
+    let (success, _, stderr) = run(dir.path(), &["--timeout=-1", "-c", "SELECT 1"]);
+    assert!(!success);
+    assert!(stderr.contains("--timeout"), "{stderr}");
+}

@@ -6,7 +6,9 @@
 //! go unless they name one) and `other` (RocksDB, a target for moves).
 //!
 //! Statements the runner itself understands: `RESTART` (close and reopen the data
-//! directory), `SET USER '<id>'` and `RESET USER` (whose rows USER tables show).
+//! directory), `SET USER '<id>'` and `RESET USER` (whose rows USER tables show). A
+//! `SUBSCRIBE` returns the rows that arrive until it is quiet for half a second, its `_seq`
+//! shown as `<seq>`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -100,42 +102,60 @@ impl sqllogictest::AsyncDB for Db {
             return Ok(DBOutput::StatementComplete(0));
         }
         let session = self.session()?;
-        match session.execute(parse::parse(text)?).await? {
+        let (mut stream, live) = match session.execute(parse::parse(text)?).await? {
             Outcome::Done(summary) => {
                 let n = summary
                     .split_whitespace()
                     .nth(1)
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(0);
-                Ok(DBOutput::StatementComplete(n))
+                return Ok(DBOutput::StatementComplete(n));
             }
-            Outcome::Rows(stream) => {
-                let types = stream
-                    .schema()
-                    .fields()
-                    .iter()
-                    .map(|f| column_type(f.data_type()))
-                    .collect();
-                let batches: Vec<_> = stream
-                    .try_collect()
-                    .await
-                    .map_err(|e| DbError(kalamstore_sql::SqlError::from(e).to_string()))?;
-                let rows = batches
-                    .iter()
-                    .flat_map(text_rows)
-                    .map(|row| {
-                        row.into_iter()
-                            .map(|cell| match cell {
-                                None => "NULL".to_owned(),
-                                Some(s) if s.is_empty() => "(empty)".to_owned(),
-                                Some(s) => s,
-                            })
-                            .collect()
+            Outcome::Rows(stream) => (stream, false),
+            Outcome::Live(stream) => (stream, true),
+        };
+        let types = stream
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| column_type(f.data_type()))
+            .collect();
+        // A subscription's `_seq` values depend on the clock: shown as `<seq>`.
+        let seq_at = live
+            .then(|| stream.schema().index_of("_seq").ok())
+            .flatten();
+        let sql_error = |e| DbError(kalamstore_sql::SqlError::from(e).to_string());
+        let batches: Vec<_> = if live {
+            // A subscription never ends: its rows are what arrives until it is quiet
+            // for half a second.
+            let mut out = Vec::new();
+            let quiet = std::time::Duration::from_millis(500);
+            while let Ok(next) = tokio::time::timeout(quiet, stream.try_next()).await {
+                match next.map_err(sql_error)? {
+                    Some(batch) => out.push(batch),
+                    None => break,
+                }
+            }
+            out
+        } else {
+            stream.try_collect().await.map_err(sql_error)?
+        };
+        let rows = batches
+            .iter()
+            .flat_map(text_rows)
+            .map(|row| {
+                row.into_iter()
+                    .enumerate()
+                    .map(|(i, cell)| match cell {
+                        _ if Some(i) == seq_at => "<seq>".to_owned(),
+                        None => "NULL".to_owned(),
+                        Some(s) if s.is_empty() => "(empty)".to_owned(),
+                        Some(s) => s,
                     })
-                    .collect();
-                Ok(DBOutput::Rows { types, rows })
-            }
-        }
+                    .collect()
+            })
+            .collect();
+        Ok(DBOutput::Rows { types, rows })
     }
 
     async fn shutdown(&mut self) {

@@ -11,6 +11,7 @@ use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::common::Result as DfResult;
 use kalamstore_storage::{Error, Store, TableId};
 
+use crate::changes::Definitions;
 use crate::error::{Result, external};
 use crate::principal::Principal;
 use crate::system::{INFORMATION_SCHEMA, SYSTEM, SystemSchema};
@@ -28,6 +29,8 @@ pub(crate) struct KalamCatalog {
     store: Store,
     principal: Principal,
     names: Arc<parking_lot::RwLock<BTreeMap<String, Vec<String>>>>,
+    /// The definitions read by the last refresh (for planning that cannot wait on the store).
+    pub(crate) definitions: Definitions,
 }
 
 impl KalamCatalog {
@@ -36,6 +39,7 @@ impl KalamCatalog {
             store,
             principal,
             names: Arc::default(),
+            definitions: Arc::default(),
         }
     }
 
@@ -45,13 +49,16 @@ impl KalamCatalog {
         for ns in self.store.namespaces().await? {
             names.entry(ns.to_string()).or_default();
         }
+        let mut definitions = BTreeMap::new();
         for def in self.store.tables(None).await? {
             names
                 .entry(def.id.namespace.to_string())
                 .or_default()
                 .push(def.id.table.to_string());
+            definitions.insert(def.id.clone(), def);
         }
         *self.names.write() = names;
+        *self.definitions.write() = definitions;
         Ok(())
     }
 }

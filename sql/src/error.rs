@@ -13,6 +13,12 @@ pub enum SqlError {
     /// DataFusion could not parse, plan or run the statement.
     #[error("{}", clear(.0))]
     DataFusion(#[from] DataFusionError),
+    /// The session's principal may not do this (SQLSTATE 42501).
+    #[error("permission denied: {what}")]
+    Forbidden {
+        /// What was refused.
+        what: String,
+    },
     /// A statement this layer does not run.
     #[error("{what} is not supported: {hint}")]
     Unsupported {
@@ -75,7 +81,7 @@ impl SqlError {
                 DataFusionError::External(inner) => inner.downcast_ref(),
                 _ => None,
             },
-            Self::Unsupported { .. } => None,
+            Self::Unsupported { .. } | Self::Forbidden { .. } => None,
         }
     }
 }

@@ -22,6 +22,7 @@
 //! [`Store`]: kalamstore_storage::Store
 
 mod catalog;
+mod changes;
 mod error;
 mod filter;
 mod leaf;
@@ -33,6 +34,9 @@ mod system;
 mod table;
 
 pub use catalog::META_SUFFIX;
+pub use changes::{
+    DEFAULT_CHANGES_LIMIT, SubscribeRequest, changes_batch, changes_schema, subscription_batches,
+};
 pub use datafusion;
 pub use error::{Result, SqlError};
 pub use principal::Principal;

@@ -10,6 +10,7 @@ use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::logical_expr::{Expr as LogicalExpr, ExprSchemable, LogicalPlan};
@@ -20,10 +21,14 @@ use datafusion::sql::sqlparser::ast::{
 };
 use futures::TryStreamExt;
 use kalamstore_storage::codec::value_at;
-use kalamstore_storage::{KalamValue, Mutation, Store, TableDefinition, TableId};
+use kalamstore_storage::{
+    Filter, KalamValue, Mutation, Store, SubscribeOptions, TableDefinition, TableId,
+};
 
 use crate::catalog::{CATALOG, KalamCatalog};
+use crate::changes::{ChangesSince, SubscribeRequest, subscription_batches};
 use crate::error::{Result, SqlError};
+use crate::filter::to_filter;
 use crate::principal::Principal;
 
 /// What a statement returned.
@@ -78,6 +83,14 @@ impl SqlSession {
             .with_information_schema(false);
         let ctx = SessionContext::new_with_config(config);
         ctx.register_catalog(CATALOG, catalog.clone());
+        ctx.register_udtf(
+            "changes_since",
+            Arc::new(ChangesSince {
+                store: store.clone(),
+                principal: principal.clone(),
+                definitions: catalog.definitions.clone(),
+            }),
+        );
         Ok(Self {
             store,
             principal,
@@ -89,6 +102,78 @@ impl SqlSession {
     /// The principal.
     pub fn principal(&self) -> &Principal {
         &self.principal
+    }
+
+    /// Follows a table's changes as the session's principal (`SUBSCRIBE TO`): batches of
+    /// [`changes_schema`](crate::changes_schema), initial data first when asked. The `WHERE`
+    /// condition must be one the store evaluates (comparisons of columns with literals, `IN`,
+    /// `IS NULL`, `BETWEEN`, `AND`/`OR`/`NOT`). `FOR ALL USERS` is refused to a user.
+    pub async fn subscribe(&self, request: SubscribeRequest) -> Result<SendableRecordBatchStream> {
+        let id: TableId = request.table.parse()?;
+        let def = self.store.table(&id).await?;
+        let (user, all_users) = match (&self.principal, request.all_users) {
+            (Principal::User(u), true) => {
+                return Err(SqlError::Forbidden {
+                    what: format!("user {u} may not subscribe to every user's rows of {id}"),
+                });
+            }
+            (_, true) => (None, true),
+            (p, false) => (p.user_for(&def).cloned(), p.reads_all_users(&def)),
+        };
+        let filter = match &request.condition {
+            Some(condition) => Some(self.store_filter(&id, &def, condition).await?),
+            None => None,
+        };
+        let options = SubscribeOptions {
+            user,
+            all_users,
+            filter,
+            start: request.start,
+            batch_size: request.batch_size,
+            principal: match &self.principal {
+                Principal::User(u) => u.to_string(),
+                Principal::AllUsers => "operator".into(),
+                Principal::Anonymous => "anonymous".into(),
+            },
+        };
+        let subscription = self.store.subscribe(&id, options).await?;
+        Ok(subscription_batches(subscription, def, all_users))
+    }
+
+    /// A `WHERE` condition on `table` as the store's filter, or an error naming what the
+    /// store cannot evaluate.
+    async fn store_filter(
+        &self,
+        table: &TableId,
+        def: &TableDefinition,
+        condition: &str,
+    ) -> Result<Filter> {
+        let plan = self
+            .ctx
+            .sql(&format!("SELECT * FROM {table} WHERE {condition}"))
+            .await?
+            .into_optimized_plan()?;
+        let mut predicates = Vec::new();
+        plan.apply(|node| {
+            match node {
+                LogicalPlan::Filter(f) => predicates.push(f.predicate.clone()),
+                LogicalPlan::TableScan(scan) => predicates.extend(scan.filters.iter().cloned()),
+                _ => {}
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        let mut filters = Vec::with_capacity(predicates.len());
+        for p in &predicates {
+            filters.push(to_filter(p, def).ok_or_else(|| SqlError::Unsupported {
+                what: format!("the subscription filter `{p}`"),
+                hint: "compare columns with literals (=, <, >, IN, IS NULL, BETWEEN) joined by \
+                       AND, OR, NOT",
+            })?);
+        }
+        Ok(match filters.len() {
+            1 => filters.remove(0),
+            _ => Filter::And(filters),
+        })
     }
 
     /// Re-reads the namespaces and tables the catalog lists (after DDL).

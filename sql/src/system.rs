@@ -1,5 +1,5 @@
 //! `system.*` and `information_schema.*`: the store's models (storages, namespaces, tables,
-//! columns, jobs, per-scope stats, the manifest) as tables with every model field (secrets
+//! columns, jobs, per-scope stats, the manifest, live queries) as tables with every model field (secrets
 //! aside), built when a query reads them, so they filter, join and aggregate like any table.
 //! A session of one user sees only its own and shared scopes in `stats`, `manifest` and
 //! `jobs`.
@@ -43,6 +43,7 @@ const SYSTEM_TABLES: &[&str] = &[
     "stats",
     "manifest",
     "caches",
+    "live_queries",
 ];
 const INFORMATION_TABLES: &[&str] = &["tables", "columns"];
 
@@ -111,6 +112,7 @@ enum View {
     Stats,
     Manifest,
     Caches,
+    LiveQueries,
 }
 
 /// A column of a system table.
@@ -128,6 +130,7 @@ impl View {
             (SYSTEM, "stats") => Self::Stats,
             (SYSTEM, "manifest") => Self::Manifest,
             (SYSTEM, "caches") => Self::Caches,
+            (SYSTEM, "live_queries") => Self::LiveQueries,
             _ => return None,
         })
     }
@@ -167,6 +170,7 @@ impl View {
                 ("columns", T::BigInt),
                 ("created_at", T::Timestamp),
                 ("altered_at", T::Timestamp),
+                ("change_retention", T::Text),
             ],
             Self::Columns => &[
                 ("namespace", T::Text),
@@ -233,6 +237,19 @@ impl View {
                 ("disk_bytes", T::BigInt),
                 ("used_bytes", T::BigInt),
                 ("warm_start", T::Boolean),
+            ],
+            Self::LiveQueries => &[
+                ("live_id", T::Text),
+                ("principal", T::Text),
+                ("table_name", T::Text),
+                ("scope", T::Text),
+                ("filter", T::Text),
+                ("state", T::Text),
+                ("cursor", T::BigInt),
+                ("lag", T::BigInt),
+                ("delivered", T::BigInt),
+                ("queue_depth", T::BigInt),
+                ("started_at", T::Timestamp),
             ],
         }
     }
@@ -387,6 +404,30 @@ impl View {
                     ]
                 })
                 .collect(),
+            Self::LiveQueries => store
+                .live_queries()
+                .into_iter()
+                .filter(|q| match principal {
+                    Principal::User(me) => q.principal == me.as_str(),
+                    _ => true,
+                })
+                .map(|q| {
+                    vec![
+                        V::Text(q.id),
+                        V::Text(q.principal),
+                        V::Text(q.table),
+                        V::Text(q.scope),
+                        V::Text(q.filter),
+                        V::Text(q.state.to_owned()),
+                        V::BigInt(q.cursor),
+                        V::BigInt(q.lag),
+                        big(q.delivered),
+                        // A subscription is a cursor: nothing waits in a queue for it.
+                        V::BigInt(0),
+                        at(Some(q.started_at_ms)),
+                    ]
+                })
+                .collect(),
         })
     }
 
@@ -458,6 +499,7 @@ fn table_row(d: &TableDefinition) -> Vec<V> {
         V::BigInt(d.columns().len() as i64),
         at(Some(created)),
         at(Some(d.schema.created_at_ms)),
+        V::Text(d.options.change_retention.to_string()),
     ]
 }
 
