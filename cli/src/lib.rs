@@ -1,9 +1,11 @@
 //! The `kalamstore` shell as a library: kalamstore's own statements (storages, namespaces,
-//! tables, ALTER TABLE, flushes, compactions, moves, export, `EXECUTE AS USER`) parsed by
+//! tables, ALTER TABLE, flushes, compactions, moves, export, `EXECUTE AS USER`, subscriptions
+//! and consumers) parsed by
 //! [`parse`], everything else run as SQL through DataFusion (`kalamstore-sql`), results printed
 //! as they stream ([`output`]). The binary (`main.rs`) adds arguments, scripts and the shell;
 //! the SQL logic tests drive this library directly.
 
+mod consumers;
 mod ddl;
 pub mod error;
 mod export;

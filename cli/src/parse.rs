@@ -2,7 +2,7 @@
 //! export, EXECUTE AS USER, SUBSCRIBE and live queries), parsed with DataFusion's `sqlparser` into [`Command`]s; any other
 //! statement is SQL for DataFusion ([`Command::Sql`]). Also splits scripts into statements.
 
-use kalamstore::{StartAt, TableId};
+use kalamstore::{ConsumerStart, StartAt, TableId};
 use kalamstore_sql::SubscribeRequest;
 use kalamstore_sql::datafusion::sql::sqlparser;
 use sqlparser::ast::{self, Expr, ObjectName, UnaryOperator, Value};
@@ -184,6 +184,40 @@ pub enum Command {
     Subscribe(SubscribeRequest),
     /// `SHOW LIVE QUERIES`.
     ShowLiveQueries,
+    /// `CREATE CONSUMER name ON ns.t [FOR ALL USERS] [FROM EARLIEST | FROM <seq>]`.
+    CreateConsumer {
+        /// Its name.
+        name: String,
+        /// `ns.t`.
+        table: String,
+        /// `FOR ALL USERS`.
+        all_users: bool,
+        /// Where it starts (default: after what committed so far).
+        start: ConsumerStart,
+    },
+    /// `CONSUME FROM name [LIMIT n]`.
+    Consume {
+        /// The consumer.
+        name: String,
+        /// Most changes returned.
+        limit: Option<usize>,
+    },
+    /// `ACK name UPTO <seq>`.
+    Ack {
+        /// The consumer.
+        name: String,
+        /// Every change up to this `_seq` is done.
+        seq: i64,
+    },
+    /// `DROP CONSUMER [IF EXISTS] name`.
+    DropConsumer {
+        /// The consumer.
+        name: String,
+        /// `IF EXISTS`.
+        if_exists: bool,
+    },
+    /// `SHOW CONSUMERS`.
+    ShowConsumers,
     /// `KILL LIVE QUERY 'id'`.
     KillLiveQuery(String),
     /// `EXPORT USER DATA 'u' TO 'file.zip'`.
@@ -225,6 +259,8 @@ const OWN: &[&str] = &[
     "IMPORT",
     "EXECUTE",
     "SUBSCRIBE",
+    "CONSUME",
+    "ACK",
 ];
 
 /// One statement of a script and where it starts.
@@ -408,6 +444,42 @@ fn subscribe(p: &mut Parser<'_>) -> Result<Command, CliError> {
     Ok(Command::Subscribe(request))
 }
 
+/// The rest of `CREATE CONSUMER ...`.
+fn create_consumer(p: &mut Parser<'_>) -> Result<Command, CliError> {
+    let consumer = name(p)?;
+    p.expect_keyword(Keyword::ON).map_err(err)?;
+    let table = object(p)?;
+    let all_users = p.parse_keywords(&[Keyword::FOR, Keyword::ALL]);
+    if all_users {
+        expect_word(p, "USERS")?;
+    }
+    let start = if p.parse_keyword(Keyword::FROM) {
+        if ident_word(p, "EARLIEST") {
+            p.next_token();
+            ConsumerStart::Earliest
+        } else {
+            ConsumerStart::After(i64::try_from(whole_number(p, "FROM")?).unwrap_or(i64::MAX))
+        }
+    } else {
+        ConsumerStart::Now
+    };
+    Ok(Command::CreateConsumer {
+        name: consumer,
+        table,
+        all_users,
+        start,
+    })
+}
+
+/// A whole number >= 0 literal.
+fn whole_number(p: &mut Parser<'_>, what: &str) -> Result<u64, CliError> {
+    match literal(&p.parse_expr().map_err(err)?)? {
+        Literal::Number(n) => n.parse::<u64>().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| invalid(format!("{what} needs a whole number >= 0")))
+}
+
 fn ident_word(p: &Parser<'_>, word: &str) -> bool {
     matches!(&p.peek_token().token, Token::Word(w) if w.value.eq_ignore_ascii_case(word))
 }
@@ -448,6 +520,10 @@ fn string(p: &mut Parser<'_>) -> Result<String, CliError> {
 
 fn parse_command(p: &mut Parser<'_>) -> Result<Command, CliError> {
     if p.parse_keyword(Keyword::CREATE) {
+        if ident_word(p, "CONSUMER") {
+            p.next_token();
+            return create_consumer(p);
+        }
         if ident_word(p, "STORAGE") {
             p.next_token();
             return create_storage(p);
@@ -483,6 +559,14 @@ fn parse_command(p: &mut Parser<'_>) -> Result<Command, CliError> {
         return create_table(p, kind);
     }
     if p.parse_keyword(Keyword::DROP) {
+        if ident_word(p, "CONSUMER") {
+            p.next_token();
+            let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+            return Ok(Command::DropConsumer {
+                name: name(p)?,
+                if_exists,
+            });
+        }
         if ident_word(p, "STORAGE") {
             p.next_token();
             let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
@@ -545,6 +629,10 @@ fn parse_command(p: &mut Parser<'_>) -> Result<Command, CliError> {
             expect_word(p, "QUERIES")?;
             return Ok(Command::ShowLiveQueries);
         }
+        if ident_word(p, "CONSUMERS") {
+            p.next_token();
+            return Ok(Command::ShowConsumers);
+        }
         if ident_word(p, "STATS") {
             p.next_token();
             if !p.parse_keyword(Keyword::FOR) {
@@ -555,7 +643,7 @@ fn parse_command(p: &mut Parser<'_>) -> Result<Command, CliError> {
         }
         return Err(bad(format!(
             "unknown SHOW `{}` (STORAGES, NAMESPACES, TABLES, MANIFEST FOR, STATS [FOR TABLE], \
-             LIVE QUERIES)",
+             LIVE QUERIES, CONSUMERS)",
             p.peek_token().token
         )));
     }
@@ -625,6 +713,30 @@ fn parse_command(p: &mut Parser<'_>) -> Result<Command, CliError> {
     if ident_word(p, "SUBSCRIBE") {
         p.next_token();
         return subscribe(p);
+    }
+    if ident_word(p, "CONSUME") {
+        p.next_token();
+        p.expect_keyword(Keyword::FROM).map_err(err)?;
+        let consumer = name(p)?;
+        let limit = if p.parse_keyword(Keyword::LIMIT) {
+            Some(whole_number(p, "LIMIT")?)
+        } else {
+            None
+        };
+        return Ok(Command::Consume {
+            name: consumer,
+            limit: limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        });
+    }
+    if ident_word(p, "ACK") {
+        p.next_token();
+        let consumer = name(p)?;
+        expect_word(p, "UPTO")?;
+        let seq = whole_number(p, "UPTO")?;
+        return Ok(Command::Ack {
+            name: consumer,
+            seq: i64::try_from(seq).unwrap_or(i64::MAX),
+        });
     }
     if p.parse_keyword(Keyword::EXPORT) {
         p.expect_keyword(Keyword::USER).map_err(err)?;

@@ -110,12 +110,17 @@ impl Session {
                 let session = self.sql_session(principal).await?;
                 Ok(Outcome::Live(session.subscribe(request).await?))
             }
+            consumer @ (Command::CreateConsumer { .. }
+            | Command::Consume { .. }
+            | Command::Ack { .. }
+            | Command::DropConsumer { .. }) => self.consumer_command(consumer, principal).await,
             Command::KillLiveQuery(id) => {
                 self.store.kill_live_query(&id).await?;
                 Ok(Outcome::Done(format!("KILL LIVE QUERY {id}")))
             }
             view @ (Command::ShowStorages
             | Command::ShowLiveQueries
+            | Command::ShowConsumers
             | Command::ShowNamespaces
             | Command::ShowTables(_)
             | Command::Describe(_)

@@ -7,8 +7,8 @@
 //!
 //! Statements the runner itself understands: `RESTART` (close and reopen the data
 //! directory), `SET USER '<id>'` and `RESET USER` (whose rows USER tables show). A
-//! `SUBSCRIBE` returns the rows that arrive until it is quiet for half a second, its `_seq`
-//! shown as `<seq>`.
+//! `SUBSCRIBE` returns the rows that arrive until it is quiet for half a second. A result
+//! column named `_seq` is shown as `<seq>` (its values depend on the clock).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -120,10 +120,8 @@ impl sqllogictest::AsyncDB for Db {
             .iter()
             .map(|f| column_type(f.data_type()))
             .collect();
-        // A subscription's `_seq` values depend on the clock: shown as `<seq>`.
-        let seq_at = live
-            .then(|| stream.schema().index_of("_seq").ok())
-            .flatten();
+        // `_seq` values depend on the clock: a column of them is shown as `<seq>`.
+        let seq_at = stream.schema().index_of("_seq").ok();
         let sql_error = |e| DbError(kalamstore_sql::SqlError::from(e).to_string());
         let batches: Vec<_> = if live {
             // A subscription never ends: its rows are what arrives until it is quiet

@@ -28,14 +28,14 @@ pub use kalamstore_rocksdb::{RocksDbBackend, RocksDbConfig};
 pub use kalamstore_storage::{
     AccessLevel, BackgroundFailure, CacheCounters, CacheRequest, CacheSpec, CacheStats, CacheTier,
     Change, ChangeOp, ChangePage, ChangeRetention, CleanupOutcome, Clock, CmpOp, ColdTier,
-    ColumnDefinition, CompactionPolicy, DeltaPublishing, EngineProvider, Error, FileEntry, Filter,
-    FlushOutcome, FlushPolicy, HotEngine, JobKind, JobOutcome, JobProgress, JobRecord, JobStatus,
-    KalamDataType, KalamValue, KeyScope, LiveQuery, MaintenanceOutcome, ManualClock, MemoryBackend,
-    Mutation, NamespaceId, OptionsChange, Result, S3Options, ScanOptions, SchemaChange,
-    SchemaVersion, Scope, ScopeStats, StartAt, StorageBackend, StorageCacheStats,
-    StorageDefinition, StorageId, Store, StoreConfig, SubscribeOptions, Subscription,
-    SubscriptionEvent, SystemClock, TableDefinition, TableId, TableName, TableOptions, TableTask,
-    TableTaskOp, TableType, UserId, WriteSummary,
+    ColumnDefinition, CompactionPolicy, ConsumerRecord, ConsumerStart, DeltaPublishing,
+    EngineProvider, Error, FileEntry, Filter, FlushOutcome, FlushPolicy, HotEngine, JobKind,
+    JobOutcome, JobProgress, JobRecord, JobStatus, KalamDataType, KalamValue, KeyScope, LiveQuery,
+    MaintenanceOutcome, ManualClock, MemoryBackend, Mutation, NamespaceId, OptionsChange, Result,
+    S3Options, ScanOptions, SchemaChange, SchemaVersion, Scope, ScopeStats, StartAt,
+    StorageBackend, StorageCacheStats, StorageDefinition, StorageId, Store, StoreConfig,
+    SubscribeOptions, Subscription, SubscriptionEvent, SystemClock, TableDefinition, TableId,
+    TableName, TableOptions, TableTask, TableTaskOp, TableType, UserId, WriteSummary,
 };
 pub use kalamstore_storage::{backend, codec, format, location, types};
 

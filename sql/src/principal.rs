@@ -25,8 +25,8 @@ impl Principal {
         }
     }
 
-    /// Whether reads of `def` cover every user.
-    pub(crate) fn reads_all_users(&self, def: &TableDefinition) -> bool {
+    /// Whether reads of `def` cover every user (an operator on a USER table).
+    pub fn reads_all_users(&self, def: &TableDefinition) -> bool {
         *self == Self::AllUsers && def.table_type == TableType::User
     }
 }

@@ -1,5 +1,5 @@
 //! `system.*` and `information_schema.*`: the store's models (storages, namespaces, tables,
-//! columns, jobs, per-scope stats, the manifest, live queries) as tables with every model field (secrets
+//! columns, jobs, per-scope stats, the manifest, live queries, consumers) as tables with every model field (secrets
 //! aside), built when a query reads them, so they filter, join and aggregate like any table.
 //! A session of one user sees only its own and shared scopes in `stats`, `manifest` and
 //! `jobs`.
@@ -44,6 +44,7 @@ const SYSTEM_TABLES: &[&str] = &[
     "manifest",
     "caches",
     "live_queries",
+    "consumers",
 ];
 const INFORMATION_TABLES: &[&str] = &["tables", "columns"];
 
@@ -113,6 +114,7 @@ enum View {
     Manifest,
     Caches,
     LiveQueries,
+    Consumers,
 }
 
 /// A column of a system table.
@@ -131,6 +133,7 @@ impl View {
             (SYSTEM, "manifest") => Self::Manifest,
             (SYSTEM, "caches") => Self::Caches,
             (SYSTEM, "live_queries") => Self::LiveQueries,
+            (SYSTEM, "consumers") => Self::Consumers,
             _ => return None,
         })
     }
@@ -250,6 +253,14 @@ impl View {
                 ("delivered", T::BigInt),
                 ("queue_depth", T::BigInt),
                 ("started_at", T::Timestamp),
+            ],
+            Self::Consumers => &[
+                ("name", T::Text),
+                ("table_name", T::Text),
+                ("scope", T::Text),
+                ("acked", T::BigInt),
+                ("acked_at", T::Timestamp),
+                ("created_at", T::Timestamp),
             ],
         }
     }
@@ -425,6 +436,29 @@ impl View {
                         // A subscription is a cursor: nothing waits in a queue for it.
                         V::BigInt(0),
                         at(Some(q.started_at_ms)),
+                    ]
+                })
+                .collect(),
+            Self::Consumers => store
+                .consumers()
+                .await?
+                .into_iter()
+                .filter(|c| match principal {
+                    Principal::User(me) => c.user.as_ref() == Some(me),
+                    _ => true,
+                })
+                .map(|c| {
+                    vec![
+                        V::Text(c.name),
+                        V::Text(c.table.to_string()),
+                        V::Text(match (&c.user, c.all_users) {
+                            (_, true) => "*".into(),
+                            (Some(u), false) => u.to_string(),
+                            (None, false) => String::new(),
+                        }),
+                        V::BigInt(c.acked),
+                        at(Some(c.acked_at_ms)),
+                        at(Some(c.created_at_ms)),
                     ]
                 })
                 .collect(),

@@ -246,6 +246,18 @@ pub enum Error {
         /// The oldest `_seq` the log can still return (its floor).
         oldest: i64,
     },
+    /// No consumer with this name.
+    #[error("consumer `{name}` not found")]
+    ConsumerNotFound {
+        /// The name asked for.
+        name: String,
+    },
+    /// A consumer with this name exists already.
+    #[error("consumer `{name}` exists already")]
+    ConsumerExists {
+        /// The name.
+        name: String,
+    },
     /// No live query with this id in this process.
     #[error("live query `{id}` not found")]
     LiveQueryNotFound {

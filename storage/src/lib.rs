@@ -66,7 +66,8 @@ pub use schema::{
 pub use types::KalamDataType;
 
 pub use catalog::{
-    CacheSpec, HotEngine, JobKind, JobRecord, JobStatus, StorageDefinition, TableTask, TableTaskOp,
+    CacheSpec, ConsumerRecord, HotEngine, JobKind, JobRecord, JobStatus, StorageDefinition,
+    TableTask, TableTaskOp,
 };
 pub use filter::{CmpOp, Filter};
 pub use flush::FlushOutcome;
@@ -78,9 +79,9 @@ pub use merge::{
 };
 pub use seq::now_nanos;
 pub use store::{
-    BackgroundFailure, CleanupOutcome, DEFAULT_BATCH, EngineProvider, JobOutcome, JobProgress,
-    LiveQuery, MaintenanceOutcome, MemoryEngines, OptionsChange, Scope, ScopeStats, StartAt, Store,
-    StoreConfig, SubscribeOptions, Subscription, SubscriptionEvent,
+    BackgroundFailure, CleanupOutcome, ConsumerStart, DEFAULT_BATCH, EngineProvider, JobOutcome,
+    JobProgress, LiveQuery, MaintenanceOutcome, MemoryEngines, OptionsChange, Scope, ScopeStats,
+    StartAt, Store, StoreConfig, SubscribeOptions, Subscription, SubscriptionEvent,
 };
 pub use table::FileEntry;
 pub use write::{Mutation, WriteSummary};

@@ -238,6 +238,39 @@ impl JobRecord {
     }
 }
 
+/// A durable change-feed consumer (an agent following a table): its acknowledged cursor is
+/// kept in the catalog, so a restarted consumer resumes after what it acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerRecord {
+    /// Its name, `[a-z][a-z0-9_]*`.
+    pub name: String,
+    /// The table it follows.
+    pub table: TableId,
+    /// Whose changes: one user of a USER table, or `None` (every user of a USER table when
+    /// `all_users`, else a SHARED or STREAM table's).
+    pub user: Option<UserId>,
+    /// Every user's changes of a USER table.
+    pub all_users: bool,
+    /// Every change up to this `_seq` is acknowledged.
+    pub acked: i64,
+    /// When it was created, ms since the epoch.
+    pub created_at_ms: i64,
+    /// When it last acknowledged, ms since the epoch.
+    pub acked_at_ms: i64,
+}
+
+impl ConsumerRecord {
+    /// Encodes the record (protobuf).
+    pub fn encode(&self) -> Vec<u8> {
+        proto::encode_consumer(self)
+    }
+
+    /// Decodes a stored record.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        proto::decode_consumer(bytes)
+    }
+}
+
 /// A multi-step table operation in progress, recorded before its first step so that a
 /// restart finishes or undoes it. Keyed by table: a table has at most one.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,8 @@
 use prost::Message;
 
 use super::{
-    CacheSpec, HotEngine, JobKind, JobRecord, JobStatus, StorageDefinition, TableTask, TableTaskOp,
+    CacheSpec, ConsumerRecord, HotEngine, JobKind, JobRecord, JobStatus, StorageDefinition,
+    TableTask, TableTaskOp,
 };
 use crate::error::{Error, Result};
 use crate::ids::{StorageId, TableId, UserId};
@@ -237,5 +238,50 @@ pub(super) fn decode_task(bytes: &[u8]) -> Result<TableTask> {
         job: p.job,
         table: p.table.parse()?,
         op,
+    })
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct ConsumerProto {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(string, tag = "2")]
+    table: String,
+    #[prost(string, optional, tag = "3")]
+    user: Option<String>,
+    #[prost(bool, tag = "4")]
+    all_users: bool,
+    #[prost(int64, tag = "5")]
+    acked: i64,
+    #[prost(int64, tag = "6")]
+    created_at_ms: i64,
+    #[prost(int64, tag = "7")]
+    acked_at_ms: i64,
+}
+
+pub(super) fn encode_consumer(c: &ConsumerRecord) -> Vec<u8> {
+    ConsumerProto {
+        name: c.name.clone(),
+        table: c.table.to_string(),
+        user: c.user.as_ref().map(ToString::to_string),
+        all_users: c.all_users,
+        acked: c.acked,
+        created_at_ms: c.created_at_ms,
+        acked_at_ms: c.acked_at_ms,
+    }
+    .encode_to_vec()
+}
+
+pub(super) fn decode_consumer(bytes: &[u8]) -> Result<ConsumerRecord> {
+    const WHAT: &str = "consumer record";
+    let p = ConsumerProto::decode(bytes).map_err(prost_error(WHAT))?;
+    Ok(ConsumerRecord {
+        name: p.name,
+        table: p.table.parse()?,
+        user: p.user.map(UserId::new).transpose()?,
+        all_users: p.all_users,
+        acked: p.acked,
+        created_at_ms: p.created_at_ms,
+        acked_at_ms: p.acked_at_ms,
     })
 }

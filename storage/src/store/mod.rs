@@ -1,7 +1,8 @@
 //! `Store`: the embeddable entry point. It opens a data directory, keeps the catalog
 //! (namespaces, storages, tables, jobs) in the system storage, and routes every table
 //! operation to the table's own storage. By concern: `config` (engines and settings),
-//! `catalog` (namespaces, storages, tables), `data` (reads and writes), `jobs` (job records,
+//! `catalog` (namespaces, storages, tables), `data` (reads and writes), `feed` and `consumers`
+//! (the change feed: pulls, subscriptions, durable consumers), `jobs` (job records,
 //! flush and compaction), `scheduler` (background work, STREAM expiry, cleanup), `probe` (the
 //! storage check), `alter`, `moves` and `tasks` (crash-safe multi-step operations), `publish` (each
 //! table's Delta log).
@@ -9,6 +10,7 @@
 mod alter;
 mod catalog;
 mod config;
+mod consumers;
 mod data;
 mod feed;
 mod jobs;
@@ -33,6 +35,7 @@ use crate::table::{StorageHandle, TableHandle};
 
 pub use alter::OptionsChange;
 pub use config::{EngineProvider, MemoryEngines, StoreConfig};
+pub use consumers::ConsumerStart;
 pub use data::ScopeStats;
 pub use feed::{
     DEFAULT_BATCH, LiveQuery, StartAt, SubscribeOptions, Subscription, SubscriptionEvent,
@@ -50,6 +53,9 @@ const TASKS: &str = "sys.tasks";
 /// orphaned were still within the orphan grace: the next cleanups look at them (key: table id,
 /// value: when the job ended, ms BE).
 const ORPHAN_WATCH: &str = "sys.orphan_watch";
+
+/// Durable change-feed consumers (key: name, value: `ConsumerRecord`).
+const CONSUMERS: &str = "sys.consumers";
 
 /// A catalog partition.
 fn sys(name: &'static str) -> Partition {
@@ -116,7 +122,15 @@ impl Store {
             .engines
             .open(&engine, &S3Options::default(), None)
             .await?;
-        for p in [NAMESPACES, STORAGES, TABLES, JOBS, TASKS, ORPHAN_WATCH] {
+        for p in [
+            NAMESPACES,
+            STORAGES,
+            TABLES,
+            JOBS,
+            TASKS,
+            ORPHAN_WATCH,
+            CONSUMERS,
+        ] {
             system.create_partition(&sys(p)).await?;
         }
         let workers = config.job_workers.max(1);

@@ -477,3 +477,83 @@ async fn changes_after_alter_table_come_in_the_new_columns() {
     assert_eq!(all[0].values.len(), 4);
     assert_eq!(all[0].values[3], KalamValue::Null);
 }
+
+#[tokio::test]
+async fn a_consumer_gets_changes_again_until_it_acknowledges_them() {
+    let (_dir, store) = store().await;
+    store
+        .create_table(messages(TableType::User), false)
+        .await
+        .unwrap();
+    for (user, id) in [(alice(), 1), (bob(), 2)] {
+        store
+            .insert(&t(), Some(&user), vec![row(id, "x")])
+            .await
+            .unwrap();
+    }
+    let agent = store
+        .create_consumer("agent", &t(), None, true, ConsumerStart::Earliest)
+        .await
+        .unwrap();
+    assert_eq!(agent.acked, 0);
+    let late = store
+        .create_consumer("late", &t(), Some(&alice()), false, ConsumerStart::Now)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .create_consumer("agent", &t(), None, true, ConsumerStart::Now)
+            .await,
+        Err(Error::ConsumerExists { .. })
+    ));
+    assert!(matches!(
+        store
+            .create_consumer("Bad-Name", &t(), None, true, ConsumerStart::Now)
+            .await,
+        Err(Error::InvalidId { .. })
+    ));
+    let first = store.consume("agent", 10).await.unwrap();
+    assert_eq!(first.changes.len(), 2);
+    // Not acknowledged: the same changes again.
+    assert_eq!(store.consume("agent", 10).await.unwrap(), first);
+    store.ack("agent", first.changes[0].seq).await.unwrap();
+    let rest = store.consume("agent", 10).await.unwrap();
+    assert_eq!(rest.changes, first.changes[1..].to_vec());
+    // A cursor never moves back, nor past what committed.
+    store.ack("agent", 0).await.unwrap();
+    assert_eq!(store.consume("agent", 10).await.unwrap().changes.len(), 1);
+    assert!(matches!(
+        store.ack("agent", i64::MAX).await,
+        Err(Error::InvalidValue { .. })
+    ));
+    // The late one starts after what committed before it, and sees only alice's rows.
+    assert!(store.consume("late", 10).await.unwrap().changes.is_empty());
+    store
+        .insert(&t(), Some(&bob()), vec![row(3, "y")])
+        .await
+        .unwrap();
+    store
+        .insert(&t(), Some(&alice()), vec![row(4, "y")])
+        .await
+        .unwrap();
+    let mine = store.consume("late", 10).await.unwrap();
+    assert_eq!(
+        ops(&mine.changes).iter().map(|c| c.1).collect::<Vec<_>>(),
+        vec![4]
+    );
+    assert!(late.acked > 0);
+    let names: Vec<String> = store
+        .consumers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["agent", "late"]);
+    store.drop_consumer("late", false).await.unwrap();
+    store.drop_consumer("late", true).await.unwrap();
+    assert!(matches!(
+        store.consume("late", 1).await,
+        Err(Error::ConsumerNotFound { .. })
+    ));
+}
