@@ -19,7 +19,7 @@ DEMO_DATA ?= $(CARGO_TARGET_DIR)/demo-data
 demo: setup
 	cargo build --workspace --bins
 	rm -rf "$(DEMO_DATA)"
-	"$(CARGO_TARGET_DIR)/debug/kalamstore" --data-dir "$(DEMO_DATA)" --file examples/chat.sql
+	"$(CARGO_TARGET_DIR)/debug/kalamstore" --data-dir "$(DEMO_DATA)" --timeout 1 --file examples/chat.sql
 
 test: setup
 	@set -e; \

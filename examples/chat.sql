@@ -82,3 +82,13 @@ SELECT job_id, kind, table_name, user_id, status, rows, files FROM system.jobs O
 -- readable by Spark, DuckDB, Polars and delta-rs; REPUBLISH rebuilds a table's log.
 SELECT namespace, table_name, table_type, delta FROM system.tables ORDER BY table_name;
 ALTER TABLE chat.messages REPUBLISH;
+
+-- The change feed: every insert, update and delete (flushed rows too) with its _seq. An AI
+-- agent follows every user's messages with a durable consumer: CONSUME returns what it has
+-- not acknowledged yet, ACK moves its cursor (kept in the catalog across restarts).
+EXECUTE AS USER 'alice' (SELECT _op, id, content FROM changes_since('chat.messages', 0) ORDER BY _seq);
+CREATE CONSUMER agent ON chat.messages FOR ALL USERS FROM EARLIEST;
+CONSUME FROM agent LIMIT 4;
+-- A live query prints rows as they commit (`make demo` runs with --timeout 1, so it ends).
+SUBSCRIBE TO chat.messages FOR ALL USERS WHERE role = 'assistant' OPTIONS (last_rows = 2);
+SHOW CONSUMERS;

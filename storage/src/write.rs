@@ -1,7 +1,7 @@
 //! The write path: resolves a batch of mutations to keys, reads the current rows of all of them
 //! at once (hot engine, then flushed files), and commits the new rows, tombstones, the flushed
 //! rows they hide (`h` entries: reads then skip those rows without looking at hot keys) and
-//! the scope's buffered-entry count and one change-log entry per changed key in one atomic
+//! the scope's buffered-entry count and the change-log entry of its changes in one atomic
 //! batch.
 
 use std::collections::HashMap;
@@ -12,7 +12,7 @@ use tokio::sync::MutexGuard;
 use crate::backend::{WriteBatch, WriteOp};
 use crate::codec::{KalamValue, Row, SystemColumns};
 use crate::error::{Error, Result};
-use crate::format::{Change, ChangeOp, Hidden, encode_entry, hidden_key, log_key};
+use crate::format::{Change, ChangeOp, EntryWriter, Hidden, hidden_key, log_key};
 use crate::ids::{KeyScope, UserId};
 use crate::merge::{FlushedRow, get_flushed_many};
 use crate::schema::{ColumnDefinition, TableDefinition};
@@ -370,9 +370,8 @@ impl TableHandle {
         }
         let size: usize = rows.iter().map(|(k, r, _)| k.len() + r.encoded_len()).sum();
         let mut buffer = Vec::with_capacity(size);
-        let mut log = Vec::new();
+        let mut log = logging.then(|| EntryWriter::with_capacity(size + size / 4));
         let mut spans = Vec::with_capacity(rows.len());
-        let mut log_spans = Vec::new();
         let mut ring = self.feed.wants_changes().then(Vec::new);
         let mut last_seq = None;
         for (key, row, logged) in rows {
@@ -381,7 +380,9 @@ impl TableHandle {
             let key_end = buffer.len();
             row.encode_into(&mut buffer);
             spans.push((at..key_end, key_end..buffer.len()));
-            let Some((op, old)) = logged else { continue };
+            let (Some((op, old)), Some(log)) = (logged, &mut log) else {
+                continue;
+            };
             let old_row = old.map(|values| Row {
                 schema_version: def.schema.version,
                 values,
@@ -393,9 +394,7 @@ impl TableHandle {
                 _ => (None, old_row.as_ref().map(Row::encode)),
             };
             let image = image.as_deref().unwrap_or(&buffer[key_end..]);
-            let log_at = log.len();
-            encode_entry(op, key, image, before.as_deref(), &mut log);
-            log_spans.push((row.system.seq, log_at..log.len()));
+            log.push(row.system.seq, op, key, image, before.as_deref());
             last_seq = Some(row.system.seq);
             if let Some(ring) = &mut ring {
                 let (values, old) = match op {
@@ -413,9 +412,8 @@ impl TableHandle {
             }
         }
         let buffer = Bytes::from(buffer);
-        let log = Bytes::from(log);
         let mut batch = WriteBatch {
-            ops: Vec::with_capacity(spans.len() + log_spans.len() + hidden.len() + 1),
+            ops: Vec::with_capacity(spans.len() + hidden.len() + 2),
         };
         for (key, value) in spans {
             batch.ops.push(WriteOp::Put {
@@ -424,11 +422,12 @@ impl TableHandle {
                 value: buffer.slice(value),
             });
         }
-        for (seq, value) in log_spans {
+        // The batch's changes as one log entry, keyed by its first seq.
+        if let Some((first, value)) = log.and_then(EntryWriter::finish) {
             batch.ops.push(WriteOp::Put {
                 partition: self.log.clone(),
-                key: Bytes::copy_from_slice(&log_key(seq)),
-                value: log.slice(value),
+                key: Bytes::copy_from_slice(&log_key(first)),
+                value: value.into(),
             });
         }
         for (pk, at) in &hidden {

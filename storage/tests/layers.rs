@@ -30,6 +30,7 @@ const ORDER: &[&str] = &[
     "write",
     "delta",
     "flush",
+    "changes",
     "store",
     "conformance",
     "testing",

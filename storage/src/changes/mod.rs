@@ -12,7 +12,7 @@ use crate::backend::{Direction, KeyRange, ScanRequest, WriteBatch};
 use crate::error::{Error, Result};
 use crate::filter::RowFilter;
 use crate::format::{
-    Change, ChangeOp, META_LOG_FLOOR, decode_entry, entry_head, log_key, scope_prefix,
+    Change, ChangeOp, META_LOG_FLOOR, RawChange, entry_changes, last_seq, log_key, scope_prefix,
     seq_of_log_key, split_hot_key,
 };
 use crate::ids::{KeyScope, UserId};
@@ -127,35 +127,48 @@ async fn read_log(
     limit: usize,
 ) -> Result<ChangePage> {
     let committed = table.feed.committed();
-    let start = Bytes::copy_from_slice(&log_key(after));
-    let range = KeyRange::Range(Bound::Excluded(start), Bound::Unbounded);
-    let mut next = Some(ScanRequest::new(range).chunk_size(limit.clamp(16, 1024)));
     let mut changes = Vec::new();
     let mut examined = 0usize;
     let mut cursor = after;
-    let mut reached_end = true;
-    while let Some(request) = next {
+    // An entry is keyed by its first change: the one holding the changes right after the
+    // cursor may start at or before it.
+    let holding = ScanRequest::new(KeyRange::Range(
+        Bound::Unbounded,
+        Bound::Included(Bytes::copy_from_slice(&log_key(after))),
+    ))
+    .direction(Direction::Reverse)
+    .limit(1);
+    let first = table.storage.hot.scan(&table.log, &holding).await?.entries;
+    let range = KeyRange::Range(
+        Bound::Excluded(Bytes::copy_from_slice(&log_key(after))),
+        Bound::Unbounded,
+    );
+    let mut next = Some(ScanRequest::new(range).chunk_size(64));
+    let mut entries = first;
+    'pages: loop {
+        for (_, value) in &entries {
+            for raw in entry_changes(value)? {
+                if raw.seq <= after {
+                    continue;
+                }
+                if raw.hot_key.starts_with(prefix) {
+                    changes.push(decode_change(def, &raw)?);
+                }
+                cursor = raw.seq;
+                examined += 1;
+                if changes.len() == limit || examined == MAX_EXAMINED {
+                    break 'pages;
+                }
+            }
+        }
+        let Some(request) = next.take() else {
+            // The end of the log: nothing up to the committed seq is missing.
+            cursor = cursor.max(committed);
+            break;
+        };
         let chunk = table.storage.hot.scan(&table.log, &request).await?;
         next = chunk.resume;
-        for (key, value) in chunk.entries {
-            let seq = seq_of_log_key(&key)?;
-            let (_, hot_key) = entry_head(&value)?;
-            if hot_key.starts_with(prefix) {
-                changes.push(decode_change(def, seq, &value)?);
-            }
-            cursor = seq;
-            examined += 1;
-            if changes.len() == limit || examined == MAX_EXAMINED {
-                reached_end = false;
-                break;
-            }
-        }
-        if !reached_end {
-            break;
-        }
-    }
-    if reached_end {
-        cursor = cursor.max(committed);
+        entries = chunk.entries;
     }
     Ok(ChangePage {
         changes,
@@ -164,9 +177,9 @@ async fn read_log(
     })
 }
 
-/// A log value as a change in the table's current schema.
-pub(crate) fn decode_change(def: &TableDefinition, seq: i64, value: &Bytes) -> Result<Change> {
-    let entry = decode_entry(value)?;
+/// A logged change in the table's current schema.
+pub(crate) fn decode_change(def: &TableDefinition, raw: &RawChange<'_>) -> Result<Change> {
+    let entry = raw.decode()?;
     let (user, _) = split_hot_key(def.table_type, &entry.hot_key);
     let user = if user.is_empty() {
         None
@@ -181,7 +194,7 @@ pub(crate) fn decode_change(def: &TableDefinition, seq: i64, value: &Bytes) -> R
     let values = upgrade_row(def, entry.row)?;
     let old = entry.old.map(|row| upgrade_row(def, row)).transpose()?;
     Ok(Change {
-        seq,
+        seq: raw.seq,
         op: entry.op,
         user,
         values,
@@ -243,29 +256,36 @@ pub(crate) async fn oldest_logged(
         .transpose()
 }
 
-/// Trims the log to the table's retention: one range delete up to the newest entry past it,
-/// recorded with the new floor (one above that entry) in the same batch. Returns the new
-/// floor when it moved. The caller holds the table's maintenance lock (a move copies the log).
+/// Trims the log to the table's retention: one range delete of the entries before the first
+/// one it keeps, recorded with the new floor (one above the newest change deleted) in the
+/// same batch. An entry holds one write batch and goes whole. Returns the new floor when it
+/// moved. The caller holds the table's maintenance lock (a move copies the log).
 pub(crate) async fn trim_log(table: &TableHandle, now_ms: i64) -> Result<Option<i64>> {
     let def = table.definition();
-    let floor = match def.options.change_retention {
+    // Entries keyed below this go.
+    let cut = match def.options.change_retention {
         ChangeRetention::Off => table.feed.committed().saturating_add(1),
         ChangeRetention::Duration(_) => {
             // Invariant: a Duration retention always has a floor.
             retention_floor(def.options.change_retention, now_ms).unwrap_or(0)
         }
         ChangeRetention::Rows(keep) => {
-            let keep = usize::try_from(keep).unwrap_or(usize::MAX);
+            // The oldest entry that holds one of the newest `keep` changes.
+            let mut kept = 0u64;
+            let mut oldest_kept = None;
             let request = ScanRequest::default()
                 .direction(Direction::Reverse)
-                .limit(keep);
-            let mut oldest_kept = None;
+                .chunk_size(64);
             let mut next = Some(request);
-            while let Some(request) = next {
+            'entries: while let Some(request) = next {
                 let chunk = table.storage.hot.scan(&table.log, &request).await?;
                 next = chunk.resume;
-                if let Some((key, _)) = chunk.entries.last() {
+                for (key, value) in &chunk.entries {
                     oldest_kept = Some(seq_of_log_key(key)?);
+                    kept += entry_changes(value)?.len() as u64;
+                    if kept >= keep {
+                        break 'entries;
+                    }
                 }
             }
             match oldest_kept {
@@ -274,15 +294,14 @@ pub(crate) async fn trim_log(table: &TableHandle, now_ms: i64) -> Result<Option<
             }
         }
     };
-    // The newest entry below the retention's floor: the log keeps everything after it, so
-    // a cursor at it is still whole.
+    // The newest entry that goes, for the new floor.
     let below = ScanRequest::new(KeyRange::Range(
         Bound::Unbounded,
-        Bound::Excluded(Bytes::copy_from_slice(&log_key(floor))),
+        Bound::Excluded(Bytes::copy_from_slice(&log_key(cut))),
     ))
     .direction(Direction::Reverse)
     .limit(1);
-    let newest_trimmed = match table
+    let floor = match table
         .storage
         .hot
         .scan(&table.log, &below)
@@ -290,10 +309,9 @@ pub(crate) async fn trim_log(table: &TableHandle, now_ms: i64) -> Result<Option<
         .entries
         .first()
     {
-        Some((key, _)) => seq_of_log_key(key)?,
+        Some((_, value)) => last_seq(value)?.saturating_add(1),
         None => return Ok(None),
     };
-    let floor = newest_trimmed.saturating_add(1);
     if floor <= table.feed.floor() {
         return Ok(None);
     }
@@ -301,7 +319,7 @@ pub(crate) async fn trim_log(table: &TableHandle, now_ms: i64) -> Result<Option<
     batch.delete_range(
         &table.log,
         Bytes::copy_from_slice(&log_key(0)),
-        Bytes::copy_from_slice(&log_key(floor)),
+        Bytes::copy_from_slice(&log_key(cut)),
     );
     batch.put(
         &table.meta,

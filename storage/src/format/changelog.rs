@@ -1,10 +1,12 @@
-//! The change log's entries: one per changed key, keyed by the write's `_seq` (i64 BE) in the
-//! table's `log` partition, written in the same batch as the change.
+//! The change log's entries: one per committed write batch, keyed by the `_seq` of its first
+//! change (i64 BE) in the table's `log` partition, written in the same batch as the changes
+//! (one entry per batch rather than per key: a 1000-row insert adds one key to the engine).
 //!
-//! Value: `[version u8 = 1][op u8][hot key len u32 LE][hot key][row len u32 LE][row][old row]`.
+//! Value: `[version u8 = 2][count u32 LE]`, then per changed key, in `_seq` order:
+//! `[seq i64 BE][op u8][hot key len u32 LE][hot key][row len u32 LE][row][old len u32 LE][old]`.
 //! The hot key is the scope prefix and the encoded primary key (as in the hot partition);
 //! `row` is a [`Row`]: the new image of an insert or update, the old image of a delete (with
-//! `_deleted` set); `old row` (updates only, else empty) is the image the update replaced.
+//! `_deleted` set); `old` (updates only, else empty) is the image the update replaced.
 
 use bytes::Bytes;
 
@@ -12,7 +14,8 @@ use crate::codec::{KalamValue, Row};
 use crate::error::{Error, Result};
 use crate::ids::UserId;
 
-const ENTRY_VERSION: u8 = 1;
+const ENTRY_VERSION: u8 = 2;
+const HEADER: usize = 5;
 
 /// What a change did to its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -91,38 +94,88 @@ pub(crate) fn seq_of_log_key(key: &[u8]) -> Result<i64> {
     Ok(i64::from_be_bytes(bytes))
 }
 
-/// Appends a log value to `out`. `old` is the encoded image an update replaced.
-pub(crate) fn encode_entry(
-    op: ChangeOp,
-    hot_key: &[u8],
-    row: &[u8],
-    old: Option<&[u8]>,
-    out: &mut Vec<u8>,
-) {
-    out.push(ENTRY_VERSION);
-    out.push(op.tag());
-    // Invariant: hot keys and rows are bounded by MAX_VALUE_LEN per column and the column
-    // count, far below 4 GiB.
-    out.extend_from_slice(&(hot_key.len() as u32).to_le_bytes());
-    out.extend_from_slice(hot_key);
-    out.extend_from_slice(&(row.len() as u32).to_le_bytes());
-    out.extend_from_slice(row);
-    if let Some(old) = old {
-        out.extend_from_slice(old);
+/// Builds the log entry of one write batch.
+pub(crate) struct EntryWriter {
+    buf: Vec<u8>,
+    count: u32,
+    first: Option<i64>,
+}
+
+impl EntryWriter {
+    /// An empty entry with room for about `bytes`.
+    pub(crate) fn with_capacity(bytes: usize) -> Self {
+        let mut buf = Vec::with_capacity(HEADER + bytes);
+        buf.push(ENTRY_VERSION);
+        buf.extend_from_slice(&0u32.to_le_bytes());
+        Self {
+            buf,
+            count: 0,
+            first: None,
+        }
+    }
+
+    /// Appends one change; changes come in `_seq` order. `old` is the encoded image an update
+    /// replaced.
+    pub(crate) fn push(
+        &mut self,
+        seq: i64,
+        op: ChangeOp,
+        hot_key: &[u8],
+        row: &[u8],
+        old: Option<&[u8]>,
+    ) {
+        self.first.get_or_insert(seq);
+        self.count += 1;
+        let old = old.unwrap_or_default();
+        let out = &mut self.buf;
+        out.extend_from_slice(&seq.to_be_bytes());
+        out.push(op.tag());
+        // Invariant: hot keys and rows are bounded by MAX_VALUE_LEN per column and the column
+        // count, far below 4 GiB.
+        for part in [hot_key, row, old] {
+            out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            out.extend_from_slice(part);
+        }
+    }
+
+    /// The entry's key seq and value, or `None` when no change was pushed.
+    pub(crate) fn finish(mut self) -> Option<(i64, Vec<u8>)> {
+        let first = self.first?;
+        self.buf[1..HEADER].copy_from_slice(&self.count.to_le_bytes());
+        Some((first, self.buf))
     }
 }
 
-/// A log value, decoded down to its rows.
-#[derive(Debug)]
-pub(crate) struct LogEntry {
+/// One change of a log entry, its rows not decoded yet.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RawChange<'a> {
+    pub(crate) seq: i64,
     pub(crate) op: ChangeOp,
-    pub(crate) hot_key: Bytes,
-    pub(crate) row: Row,
-    pub(crate) old: Option<Row>,
+    pub(crate) hot_key: &'a [u8],
+    row: &'a [u8],
+    old: &'a [u8],
 }
 
-/// The op and hot key of a log value, without decoding its rows (scope filtering).
-pub(crate) fn entry_head(value: &[u8]) -> Result<(ChangeOp, &[u8])> {
+impl RawChange<'_> {
+    /// The change with its rows decoded.
+    pub(crate) fn decode(&self) -> Result<LogEntry> {
+        let row = Row::decode(self.row).map_err(|e| Error::decode("change log row", e))?;
+        let old = if self.old.is_empty() {
+            None
+        } else {
+            Some(Row::decode(self.old).map_err(|e| Error::decode("change log old row", e))?)
+        };
+        Ok(LogEntry {
+            op: self.op,
+            hot_key: Bytes::copy_from_slice(self.hot_key),
+            row,
+            old,
+        })
+    }
+}
+
+/// The changes of a log entry, in `_seq` order.
+pub(crate) fn entry_changes(value: &[u8]) -> Result<Vec<RawChange<'_>>> {
     let corrupt = |reason: &str| Error::Corrupt {
         what: "change log entry".into(),
         reason: reason.to_owned(),
@@ -130,44 +183,61 @@ pub(crate) fn entry_head(value: &[u8]) -> Result<(ChangeOp, &[u8])> {
     if value.first() != Some(&ENTRY_VERSION) {
         return Err(corrupt("unknown entry version"));
     }
-    let op = value
-        .get(1)
-        .copied()
-        .and_then(ChangeOp::from_tag)
-        .ok_or_else(|| corrupt("unknown op"))?;
-    let len = read_u32(value, 2).ok_or_else(|| corrupt("truncated key length"))?;
-    let key = value
-        .get(6..6 + len)
-        .ok_or_else(|| corrupt("truncated key"))?;
-    Ok((op, key))
+    let count = read_u32(value, 1).ok_or_else(|| corrupt("truncated header"))?;
+    let mut out = Vec::with_capacity(count.min(value.len() / 21));
+    let mut at = HEADER;
+    for _ in 0..count {
+        let seq = value
+            .get(at..at + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(i64::from_be_bytes)
+            .ok_or_else(|| corrupt("truncated seq"))?;
+        let op = value
+            .get(at + 8)
+            .copied()
+            .and_then(ChangeOp::from_tag)
+            .ok_or_else(|| corrupt("unknown op"))?;
+        at += 9;
+        let mut parts = [&value[..0]; 3];
+        for part in &mut parts {
+            let len = read_u32(value, at).ok_or_else(|| corrupt("truncated length"))?;
+            *part = value
+                .get(at + 4..at + 4 + len)
+                .ok_or_else(|| corrupt("truncated change"))?;
+            at += 4 + len;
+        }
+        out.push(RawChange {
+            seq,
+            op,
+            hot_key: parts[0],
+            row: parts[1],
+            old: parts[2],
+        });
+    }
+    if at != value.len() {
+        return Err(corrupt("bytes after its last change"));
+    }
+    Ok(out)
 }
 
-/// Decodes a log value.
-pub(crate) fn decode_entry(value: &Bytes) -> Result<LogEntry> {
-    let corrupt = |reason: &str| Error::Corrupt {
-        what: "change log entry".into(),
-        reason: reason.to_owned(),
-    };
-    let (op, key) = entry_head(value)?;
-    let key_end = 6 + key.len();
-    let row_len = read_u32(value, key_end).ok_or_else(|| corrupt("truncated row length"))?;
-    let row_start = key_end + 4;
-    let row_bytes = value
-        .get(row_start..row_start + row_len)
-        .ok_or_else(|| corrupt("truncated row"))?;
-    let row = Row::decode(row_bytes).map_err(|e| Error::decode("change log row", e))?;
-    let rest = &value[row_start + row_len..];
-    let old = if rest.is_empty() {
-        None
-    } else {
-        Some(Row::decode(rest).map_err(|e| Error::decode("change log old row", e))?)
-    };
-    Ok(LogEntry {
-        op,
-        hot_key: value.slice(6..key_end),
-        row,
-        old,
-    })
+/// The `_seq` of an entry's last change.
+pub(crate) fn last_seq(value: &[u8]) -> Result<i64> {
+    entry_changes(value)?
+        .last()
+        .map(|c| c.seq)
+        .ok_or_else(|| Error::Corrupt {
+            what: "change log entry".into(),
+            reason: "no change in it".into(),
+        })
+}
+
+/// A change of a log entry, decoded down to its rows.
+#[derive(Debug)]
+pub(crate) struct LogEntry {
+    pub(crate) op: ChangeOp,
+    pub(crate) hot_key: Bytes,
+    pub(crate) row: Row,
+    pub(crate) old: Option<Row>,
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> Option<usize> {
@@ -193,37 +263,48 @@ mod tests {
     }
 
     #[test]
-    fn entries_decode_back_with_and_without_an_old_row() {
-        for (op, old) in [
-            (ChangeOp::Insert, None),
-            (ChangeOp::Update, Some(row(1, false))),
-            (ChangeOp::Delete, None),
-        ] {
-            let new = row(2, op == ChangeOp::Delete);
-            let (new_bytes, old_bytes) = (new.encode(), old.as_ref().map(Row::encode));
-            let mut out = Vec::new();
-            encode_entry(op, b"alice\0k", &new_bytes, old_bytes.as_deref(), &mut out);
-            let entry = decode_entry(&Bytes::from(out)).unwrap();
-            assert_eq!(entry.op, op);
-            assert_eq!(&entry.hot_key[..], b"alice\0k");
-            assert_eq!(entry.row, new);
-            assert_eq!(entry.old, old);
+    fn an_entry_decodes_back_to_its_changes() {
+        let changes = [
+            (10, ChangeOp::Insert, None),
+            (11, ChangeOp::Update, Some(row(1, false))),
+            (12, ChangeOp::Delete, None),
+        ];
+        let mut entry = EntryWriter::with_capacity(0);
+        for (seq, op, old) in &changes {
+            let new = row(*seq, *op == ChangeOp::Delete).encode();
+            entry.push(
+                *seq,
+                *op,
+                b"alice\0k",
+                &new,
+                old.as_ref().map(Row::encode).as_deref(),
+            );
         }
+        let (first, value) = entry.finish().unwrap();
+        assert_eq!(first, 10);
+        assert_eq!(last_seq(&value).unwrap(), 12);
+        let raw = entry_changes(&value).unwrap();
+        assert_eq!(raw.len(), 3);
+        for (r, (seq, op, old)) in raw.iter().zip(&changes) {
+            let decoded = r.decode().unwrap();
+            assert_eq!((r.seq, r.op, r.hot_key), (*seq, *op, &b"alice\0k"[..]));
+            assert_eq!(decoded.row, row(*seq, *op == ChangeOp::Delete));
+            assert_eq!(&decoded.old, old);
+        }
+        assert!(EntryWriter::with_capacity(0).finish().is_none());
     }
 
     #[test]
     fn truncated_entries_are_corrupt_not_a_panic() {
-        let mut out = Vec::new();
-        encode_entry(
-            ChangeOp::Insert,
-            b"k",
-            &row(1, false).encode(),
-            None,
-            &mut out,
-        );
-        for cut in 0..out.len() {
-            assert!(decode_entry(&Bytes::copy_from_slice(&out[..cut])).is_err());
+        let mut entry = EntryWriter::with_capacity(0);
+        entry.push(1, ChangeOp::Insert, b"k", &row(1, false).encode(), None);
+        let (_, value) = entry.finish().unwrap();
+        for cut in 0..value.len() {
+            assert!(entry_changes(&value[..cut]).is_err(), "cut at {cut}");
         }
+        let mut longer = value.clone();
+        longer.push(0);
+        assert!(entry_changes(&longer).is_err());
         assert_eq!(seq_of_log_key(&log_key(42)).unwrap(), 42);
         assert!(seq_of_log_key(b"short").is_err());
     }

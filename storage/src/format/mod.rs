@@ -44,7 +44,9 @@ mod reader;
 mod writer;
 
 pub use changelog::{Change, ChangeOp};
-pub(crate) use changelog::{decode_entry, encode_entry, entry_head, log_key, seq_of_log_key};
+pub(crate) use changelog::{
+    EntryWriter, RawChange, entry_changes, last_seq, log_key, seq_of_log_key,
+};
 pub(crate) use columns::{
     ALL_KEYS, KeyBounds, bounds_overlap, is_unbounded, key_column, key_mask, output_schema,
     point_key, project,

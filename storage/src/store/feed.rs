@@ -86,7 +86,8 @@ pub enum SubscriptionEvent {
 }
 
 /// A live subscription: a stream of [`SubscriptionEvent`]s that ends only with an error (the
-/// table was dropped, the query was killed, the cursor fell past retention) or when dropped.
+/// table was dropped, the query was killed, the store closed, the cursor fell past retention)
+/// or when dropped.
 pub struct Subscription {
     id: String,
     events: BoxStream<'static, Result<SubscriptionEvent>>,
@@ -393,6 +394,7 @@ impl Follower {
             return Ok(SubscriptionEvent::Ready { seq });
         }
         loop {
+            self.store.check_open()?;
             if self.entry().killed.load(Ordering::Acquire) {
                 return Err(Error::LiveQueryKilled {
                     id: self.entry().id.clone(),

@@ -222,7 +222,10 @@ impl Store {
         if let Some(h) = self.inner.scheduler.lock().take() {
             h.abort();
         }
-        self.inner.tables.lock().await.clear();
+        // Subscriptions wake up, find the store closed and end with `Error::Closed`.
+        for (_, table) in self.inner.tables.lock().await.drain() {
+            table.feed.wake();
+        }
         let storages: Vec<_> = self.inner.storages.lock().await.drain().collect();
         for (_, s) in storages {
             s.close().await?;

@@ -47,7 +47,7 @@ use crate::error::{Error, Result};
 use crate::format::{
     DataFile, DeletionVector, FileIndexCache, FileMeta, Hidden, HotCount, META_DEFINITION,
     META_DELTA_PENDING, META_LOG_FLOOR, META_OVERLAY, MetaKey, counter_key, hot_partition,
-    log_partition, meta_partition, scope_dir, scope_prefix, seq_of_log_key,
+    last_seq, log_partition, meta_partition, scope_dir, scope_prefix,
 };
 use crate::ids::{KeyScope, TableId, UserId};
 use crate::schema::{DeltaPublishing, TableDefinition, TableType};
@@ -231,7 +231,7 @@ impl TableHandle {
             .limit(1);
         let last = self.storage.hot.scan(&self.log, &request).await?;
         let committed = match last.entries.first() {
-            Some((key, _)) => seq_of_log_key(key)?,
+            Some((_, value)) => last_seq(value)?,
             None => floor.saturating_sub(1).max(0),
         };
         self.feed = Arc::new(ChangeHub::new(committed, floor));

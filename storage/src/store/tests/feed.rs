@@ -557,3 +557,49 @@ async fn a_consumer_gets_changes_again_until_it_acknowledges_them() {
         Err(Error::ConsumerNotFound { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_subscription_ends_when_its_table_is_dropped_or_the_store_closes() {
+    let (_dir, store) = store().await;
+    store
+        .create_table(messages(TableType::Shared), false)
+        .await
+        .unwrap();
+    let mut first = store
+        .subscribe(&t(), SubscribeOptions::default())
+        .await
+        .unwrap();
+    next_event(&mut first).await;
+    let waiting = tokio::spawn(async move { first.next().await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    store.drop_table(&t(), false).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(ended, Some(Err(Error::TableNotFound { .. }))),
+        "{ended:?}"
+    );
+
+    store
+        .create_table(messages(TableType::Shared), false)
+        .await
+        .unwrap();
+    let mut second = store
+        .subscribe(&t(), SubscribeOptions::default())
+        .await
+        .unwrap();
+    next_event(&mut second).await;
+    let waiting = tokio::spawn(async move { second.next().await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    store.close().await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(ended, Some(Err(Error::Closed { .. }))),
+        "{ended:?}"
+    );
+}

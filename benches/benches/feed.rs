@@ -1,0 +1,251 @@
+//! The change feed's cost, side by side in one run:
+//! - write throughput of 1000-row insert batches into a table with its change log on vs the
+//!   same table with `CHANGE_RETENTION = 'off'` (RocksDB, the default storage); each timed
+//!   batch of one side is paired with one of the other, alternately first;
+//! - end-to-end latency from a single-row write to its subscriber's event with 1, 100 and
+//!   1,000 in-process subscribers on one table, each filtered to its own conversation
+//!   (`room = 'r<i>'`); each write goes to one random conversation. p50/p99 are printed and
+//!   go to `$CARGO_TARGET_DIR/kalamstore-bench/feed.jsonl`.
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use futures::StreamExt;
+use kalamstore::{
+    ChangeRetention, ColumnDefinition, Filter, KalamDataType, KalamValue, NamespaceId, StartAt,
+    StorageId, Store, StoreConfig, SubscribeOptions, SubscriptionEvent, TableDefinition, TableId,
+    TableOptions, TableType,
+};
+
+/// The allocator the `kalamstore` binary ships with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const BATCH: i64 = 1000;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn def(name: &str, retention: ChangeRetention) -> TableDefinition {
+    TableDefinition::new(
+        format!("bench.{name}").parse().unwrap(),
+        TableType::Shared,
+        vec![
+            ColumnDefinition::new("id", KalamDataType::BigInt).primary_key(),
+            ColumnDefinition::new("room", KalamDataType::Text),
+            ColumnDefinition::new("body", KalamDataType::Text),
+        ],
+        StorageId::local(),
+        TableOptions {
+            change_retention: retention,
+            ..TableOptions::default()
+        },
+        0,
+    )
+    .unwrap()
+}
+
+fn row(i: i64, room: i64) -> Vec<(String, KalamValue)> {
+    vec![
+        ("id".into(), KalamValue::BigInt(i)),
+        ("room".into(), KalamValue::Text(format!("r{room}"))),
+        (
+            "body".into(),
+            KalamValue::Text(format!(
+                "message {i} of a chat, long enough to look like one"
+            )),
+        ),
+    ]
+}
+
+async fn store(dir: &std::path::Path) -> Store {
+    let mut config = StoreConfig::new(dir, Arc::new(kalamstore::Engines::default()));
+    config.background = false;
+    let store = Store::open(config).await.unwrap();
+    store
+        .create_namespace(&NamespaceId::new("bench").unwrap(), true)
+        .await
+        .unwrap();
+    store
+}
+
+fn results(line: serde_json::Value) {
+    let dir = std::path::PathBuf::from(
+        std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()),
+    )
+    .join("kalamstore-bench");
+    let _ = std::fs::create_dir_all(&dir);
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("feed.jsonl"))
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+fn write_throughput(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store = rt.block_on(store(dir.path()));
+    rt.block_on(async {
+        store
+            .create_table(def("logged", ChangeRetention::DEFAULT), false)
+            .await
+            .unwrap();
+        store
+            .create_table(def("unlogged", ChangeRetention::Off), false)
+            .await
+            .unwrap();
+    });
+    let logged: TableId = "bench.logged".parse().unwrap();
+    let unlogged: TableId = "bench.unlogged".parse().unwrap();
+    let mut next = 0i64;
+    let (mut on, mut off) = (Duration::ZERO, Duration::ZERO);
+    let mut group = c.benchmark_group("feed");
+    group.throughput(criterion::Throughput::Elements(BATCH as u64));
+    group.bench_function("insert 1000 rows, change log on vs off", |b| {
+        b.iter_custom(|iters| {
+            let mut measured = Duration::ZERO;
+            for i in 0..iters {
+                let rows: Vec<_> = (next..next + BATCH).map(|k| row(k, k % 100)).collect();
+                next += BATCH;
+                let mut timed = |t: &TableId, rows| {
+                    let start = Instant::now();
+                    rt.block_on(store.insert(t, None, rows)).unwrap();
+                    start.elapsed()
+                };
+                // Alternately first, so both sides see the same machine.
+                let (a, b) = if i % 2 == 0 {
+                    let a = timed(&logged, rows.clone());
+                    (a, timed(&unlogged, rows))
+                } else {
+                    let b = timed(&unlogged, rows.clone());
+                    (timed(&logged, rows), b)
+                };
+                on += a;
+                off += b;
+                measured += a;
+            }
+            measured
+        });
+    });
+    group.finish();
+    let ratio = off.as_secs_f64() / on.as_secs_f64();
+    println!(
+        "feed: inserts with the change log on run at {ratio:.2}x the throughput of the same \
+         table with it off (target >= 0.8x)"
+    );
+    results(serde_json::json!({"bench": "write_log_on_vs_off", "ratio": ratio}));
+    rt.block_on(store.close()).unwrap();
+}
+
+fn latency(c: &mut Criterion) {
+    let rt = runtime();
+    for subscribers in [1usize, 100, 1000] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = rt.block_on(store(dir.path()));
+        let name = format!("rooms{subscribers}");
+        rt.block_on(store.create_table(def(&name, ChangeRetention::DEFAULT), false))
+            .unwrap();
+        let t: TableId = format!("bench.{name}").parse().unwrap();
+        // Each subscriber reports the id of every row it receives.
+        let (seen_tx, seen_rx) = std::sync::mpsc::channel::<(i64, Instant)>();
+        let tasks: Vec<_> = (0..subscribers)
+            .map(|room| {
+                let options = SubscribeOptions {
+                    filter: Some(Filter::eq("room", KalamValue::Text(format!("r{room}")))),
+                    start: StartAt::Now,
+                    ..SubscribeOptions::default()
+                };
+                let mut sub = rt.block_on(store.subscribe(&t, options)).unwrap();
+                let seen = seen_tx.clone();
+                rt.spawn(async move {
+                    while let Some(Ok(event)) = sub.next().await {
+                        if let SubscriptionEvent::Changes { changes, .. } = event {
+                            let at = Instant::now();
+                            for c in changes {
+                                if let KalamValue::BigInt(id) = c.values[0] {
+                                    let _ = seen.send((id, at));
+                                }
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        // Let every subscriber reach its first wait.
+        std::thread::sleep(Duration::from_millis(200));
+        let mut samples: Vec<Duration> = Vec::new();
+        let mut id = 0i64;
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        c.bench_function(
+            &format!("feed/commit to event, {subscribers} subscribers"),
+            |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        let room = (rng % subscribers as u64) as i64;
+                        id += 1;
+                        let start = Instant::now();
+                        rt.block_on(store.insert(&t, None, vec![row(id, room)]))
+                            .unwrap();
+                        let arrived = loop {
+                            let (got, at) = seen_rx
+                                .recv_timeout(Duration::from_secs(10))
+                                .expect("the subscriber's event within 10 s");
+                            if got == id {
+                                break at;
+                            }
+                        };
+                        let took = arrived.saturating_duration_since(start);
+                        samples.push(took);
+                        total += took;
+                    }
+                    total
+                });
+            },
+        );
+        samples.sort_unstable();
+        let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
+        let (p50, p99) = (pct(0.50), pct(0.99));
+        println!(
+            "feed: {subscribers} subscribers, commit to event p50 {:.3} ms, p99 {:.3} ms \
+             ({} writes; target p99 <= 5 ms at 1,000)",
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3,
+            samples.len()
+        );
+        results(serde_json::json!({
+            "bench": "commit_to_event",
+            "subscribers": subscribers,
+            "p50_ms": p50.as_secs_f64() * 1e3,
+            "p99_ms": p99.as_secs_f64() * 1e3,
+            "writes": samples.len(),
+        }));
+        for task in tasks {
+            task.abort();
+        }
+        rt.block_on(store.close()).unwrap();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    targets = write_throughput, latency
+}
+criterion_main!(benches);
