@@ -370,7 +370,7 @@ impl TableHandle {
         }
         let size: usize = rows.iter().map(|(k, r, _)| k.len() + r.encoded_len()).sum();
         let mut buffer = Vec::with_capacity(size);
-        let mut log = logging.then(|| EntryWriter::with_capacity(size + size / 4));
+        let mut log = logging.then(|| EntryWriter::new(scope.as_str(), size + size / 8));
         let mut spans = Vec::with_capacity(rows.len());
         let mut ring = self.feed.wants_changes().then(Vec::new);
         let mut last_seq = None;
@@ -394,7 +394,7 @@ impl TableHandle {
                 _ => (None, old_row.as_ref().map(Row::encode)),
             };
             let image = image.as_deref().unwrap_or(&buffer[key_end..]);
-            log.push(row.system.seq, op, key, image, before.as_deref());
+            log.push(row.system.seq, op, image, before.as_deref());
             last_seq = Some(row.system.seq);
             if let Some(ring) = &mut ring {
                 let (values, old) = match op {

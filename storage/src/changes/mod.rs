@@ -12,11 +12,10 @@ use crate::backend::{Direction, KeyRange, ScanRequest, WriteBatch};
 use crate::error::{Error, Result};
 use crate::filter::RowFilter;
 use crate::format::{
-    Change, ChangeOp, META_LOG_FLOOR, RawChange, entry_changes, last_seq, log_key, scope_prefix,
-    seq_of_log_key, split_hot_key,
+    Change, ChangeOp, META_LOG_FLOOR, RawChange, entry_changes, last_seq, log_key, seq_of_log_key,
 };
 use crate::ids::{KeyScope, UserId};
-use crate::schema::{ChangeRetention, TableDefinition};
+use crate::schema::{ChangeRetention, TableDefinition, TableType};
 use crate::table::{RingRead, TableHandle, upgrade_row};
 
 /// Log entries one page examines at most (a user's page over a log of other users' changes
@@ -46,11 +45,11 @@ pub(crate) enum FeedScope {
 }
 
 impl FeedScope {
-    /// The hot-key prefix changes of this scope start with (empty: every change).
-    fn prefix(&self) -> Vec<u8> {
+    /// Whether a write batch of the scope stored as `name` is this one's.
+    fn covers(&self, name: &[u8]) -> bool {
         match self {
-            Self::One(scope) => scope_prefix(scope),
-            Self::AllUsers => Vec::new(),
+            Self::One(KeyScope::User(u)) => u.as_str().as_bytes() == name,
+            Self::One(KeyScope::Shared) | Self::AllUsers => true,
         }
     }
 }
@@ -77,7 +76,6 @@ pub(crate) async fn read_changes(
     let def = check_logged(table)?;
     let limit = limit.max(1);
     let after = after.max(0);
-    let prefix = scope.prefix();
     let page = match table.feed.read_after(after, limit.saturating_mul(4)) {
         RingRead::Covered(ring, upto) => {
             let mut changes = Vec::new();
@@ -97,7 +95,7 @@ pub(crate) async fn read_changes(
                 committed: table.feed.committed(),
             }
         }
-        RingRead::Behind => read_log(table, &def, &prefix, after, limit).await?,
+        RingRead::Behind => read_log(table, &def, scope, after, limit).await?,
     };
     // After the read: a trim that raced with it shows here.
     let floor = table.feed.floor();
@@ -122,7 +120,7 @@ fn in_scope(change: &Change, scope: &FeedScope) -> bool {
 async fn read_log(
     table: &TableHandle,
     def: &TableDefinition,
-    prefix: &[u8],
+    scope: &FeedScope,
     after: i64,
     limit: usize,
 ) -> Result<ChangePage> {
@@ -147,12 +145,17 @@ async fn read_log(
     let mut entries = first;
     'pages: loop {
         for (_, value) in &entries {
-            for raw in entry_changes(value)? {
+            let entry = entry_changes(value)?;
+            let user = scope
+                .covers(entry.scope)
+                .then(|| user_of(def, entry.scope))
+                .transpose()?;
+            for raw in &entry.changes {
                 if raw.seq <= after {
                     continue;
                 }
-                if raw.hot_key.starts_with(prefix) {
-                    changes.push(decode_change(def, &raw)?);
+                if let Some(user) = &user {
+                    changes.push(decode_change(def, user.clone(), raw)?);
                 }
                 cursor = raw.seq;
                 examined += 1;
@@ -177,19 +180,25 @@ async fn read_log(
     })
 }
 
-/// A logged change in the table's current schema.
-pub(crate) fn decode_change(def: &TableDefinition, raw: &RawChange<'_>) -> Result<Change> {
+/// The user of a write batch's scope stored as `name` (`None` for SHARED and STREAM tables).
+fn user_of(def: &TableDefinition, name: &[u8]) -> Result<Option<UserId>> {
+    if name.is_empty() || def.table_type != TableType::User {
+        return Ok(None);
+    }
+    let name = std::str::from_utf8(name).map_err(|_| Error::Corrupt {
+        what: format!("change log of table {}", def.id),
+        reason: "a user id is not UTF-8".into(),
+    })?;
+    Ok(Some(UserId::new(name)?))
+}
+
+/// A logged change of `user` in the table's current schema.
+fn decode_change(
+    def: &TableDefinition,
+    user: Option<UserId>,
+    raw: &RawChange<'_>,
+) -> Result<Change> {
     let entry = raw.decode()?;
-    let (user, _) = split_hot_key(def.table_type, &entry.hot_key);
-    let user = if user.is_empty() {
-        None
-    } else {
-        let name = std::str::from_utf8(user).map_err(|_| Error::Corrupt {
-            what: format!("change log of table {}", def.id),
-            reason: "a user id is not UTF-8".into(),
-        })?;
-        Some(UserId::new(name)?)
-    };
     let updated = entry.row.system.updated;
     let values = upgrade_row(def, entry.row)?;
     let old = entry.old.map(|row| upgrade_row(def, row)).transpose()?;
@@ -282,7 +291,7 @@ pub(crate) async fn trim_log(table: &TableHandle, now_ms: i64) -> Result<Option<
                 next = chunk.resume;
                 for (key, value) in &chunk.entries {
                     oldest_kept = Some(seq_of_log_key(key)?);
-                    kept += entry_changes(value)?.len() as u64;
+                    kept += entry_changes(value)?.changes.len() as u64;
                     if kept >= keep {
                         break 'entries;
                     }

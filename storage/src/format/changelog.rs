@@ -2,20 +2,18 @@
 //! change (i64 BE) in the table's `log` partition, written in the same batch as the changes
 //! (one entry per batch rather than per key: a 1000-row insert adds one key to the engine).
 //!
-//! Value: `[version u8 = 2][count u32 LE]`, then per changed key, in `_seq` order:
-//! `[seq i64 BE][op u8][hot key len u32 LE][hot key][row len u32 LE][row][old len u32 LE][old]`.
-//! The hot key is the scope prefix and the encoded primary key (as in the hot partition);
-//! `row` is a [`Row`]: the new image of an insert or update, the old image of a delete (with
-//! `_deleted` set); `old` (updates only, else empty) is the image the update replaced.
-
-use bytes::Bytes;
+//! Value: `[version u8 = 2][count u32 LE][scope len u32 LE][scope]`, then per changed key, in
+//! `_seq` order: `[seq i64 BE][op u8][row len u32 LE][row][old len u32 LE][old]`. A write
+//! batch has one scope: its stored name (`KeyScope::as_str`, empty for SHARED and STREAM
+//! tables). `row` is a [`Row`]: the new image of an insert or update, the old image of a
+//! delete (with `_deleted` set), key columns included; `old` (updates only, else empty) is the
+//! image the update replaced.
 
 use crate::codec::{KalamValue, Row};
 use crate::error::{Error, Result};
 use crate::ids::UserId;
 
 const ENTRY_VERSION: u8 = 2;
-const HEADER: usize = 5;
 
 /// What a change did to its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -102,11 +100,14 @@ pub(crate) struct EntryWriter {
 }
 
 impl EntryWriter {
-    /// An empty entry with room for about `bytes`.
-    pub(crate) fn with_capacity(bytes: usize) -> Self {
-        let mut buf = Vec::with_capacity(HEADER + bytes);
+    /// An empty entry of the scope stored as `scope`, with room for about `bytes`.
+    pub(crate) fn new(scope: &str, bytes: usize) -> Self {
+        let mut buf = Vec::with_capacity(9 + scope.len() + bytes);
         buf.push(ENTRY_VERSION);
         buf.extend_from_slice(&0u32.to_le_bytes());
+        // Invariant: a scope's name is a user id of at most 64 bytes.
+        buf.extend_from_slice(&(scope.len() as u32).to_le_bytes());
+        buf.extend_from_slice(scope.as_bytes());
         Self {
             buf,
             count: 0,
@@ -116,23 +117,15 @@ impl EntryWriter {
 
     /// Appends one change; changes come in `_seq` order. `old` is the encoded image an update
     /// replaced.
-    pub(crate) fn push(
-        &mut self,
-        seq: i64,
-        op: ChangeOp,
-        hot_key: &[u8],
-        row: &[u8],
-        old: Option<&[u8]>,
-    ) {
+    pub(crate) fn push(&mut self, seq: i64, op: ChangeOp, row: &[u8], old: Option<&[u8]>) {
         self.first.get_or_insert(seq);
         self.count += 1;
-        let old = old.unwrap_or_default();
         let out = &mut self.buf;
         out.extend_from_slice(&seq.to_be_bytes());
         out.push(op.tag());
-        // Invariant: hot keys and rows are bounded by MAX_VALUE_LEN per column and the column
-        // count, far below 4 GiB.
-        for part in [hot_key, row, old] {
+        // Invariant: rows are bounded by MAX_VALUE_LEN per column and the column count, far
+        // below 4 GiB.
+        for part in [row, old.unwrap_or_default()] {
             out.extend_from_slice(&(part.len() as u32).to_le_bytes());
             out.extend_from_slice(part);
         }
@@ -141,9 +134,18 @@ impl EntryWriter {
     /// The entry's key seq and value, or `None` when no change was pushed.
     pub(crate) fn finish(mut self) -> Option<(i64, Vec<u8>)> {
         let first = self.first?;
-        self.buf[1..HEADER].copy_from_slice(&self.count.to_le_bytes());
+        self.buf[1..5].copy_from_slice(&self.count.to_le_bytes());
         Some((first, self.buf))
     }
+}
+
+/// A log entry, its rows not decoded yet.
+#[derive(Debug, Clone)]
+pub(crate) struct RawEntry<'a> {
+    /// The stored name of the batch's scope.
+    pub(crate) scope: &'a [u8],
+    /// Its changes, in `_seq` order.
+    pub(crate) changes: Vec<RawChange<'a>>,
 }
 
 /// One change of a log entry, its rows not decoded yet.
@@ -151,7 +153,6 @@ impl EntryWriter {
 pub(crate) struct RawChange<'a> {
     pub(crate) seq: i64,
     pub(crate) op: ChangeOp,
-    pub(crate) hot_key: &'a [u8],
     row: &'a [u8],
     old: &'a [u8],
 }
@@ -167,15 +168,14 @@ impl RawChange<'_> {
         };
         Ok(LogEntry {
             op: self.op,
-            hot_key: Bytes::copy_from_slice(self.hot_key),
             row,
             old,
         })
     }
 }
 
-/// The changes of a log entry, in `_seq` order.
-pub(crate) fn entry_changes(value: &[u8]) -> Result<Vec<RawChange<'_>>> {
+/// A log value, split into its changes.
+pub(crate) fn entry_changes(value: &[u8]) -> Result<RawEntry<'_>> {
     let corrupt = |reason: &str| Error::Corrupt {
         what: "change log entry".into(),
         reason: reason.to_owned(),
@@ -184,8 +184,12 @@ pub(crate) fn entry_changes(value: &[u8]) -> Result<Vec<RawChange<'_>>> {
         return Err(corrupt("unknown entry version"));
     }
     let count = read_u32(value, 1).ok_or_else(|| corrupt("truncated header"))?;
-    let mut out = Vec::with_capacity(count.min(value.len() / 21));
-    let mut at = HEADER;
+    let scope_len = read_u32(value, 5).ok_or_else(|| corrupt("truncated header"))?;
+    let scope = value
+        .get(9..9 + scope_len)
+        .ok_or_else(|| corrupt("truncated scope"))?;
+    let mut at = 9 + scope_len;
+    let mut changes = Vec::with_capacity(count.min(value.len() / 17));
     for _ in 0..count {
         let seq = value
             .get(at..at + 8)
@@ -198,7 +202,7 @@ pub(crate) fn entry_changes(value: &[u8]) -> Result<Vec<RawChange<'_>>> {
             .and_then(ChangeOp::from_tag)
             .ok_or_else(|| corrupt("unknown op"))?;
         at += 9;
-        let mut parts = [&value[..0]; 3];
+        let mut parts = [&value[..0]; 2];
         for part in &mut parts {
             let len = read_u32(value, at).ok_or_else(|| corrupt("truncated length"))?;
             *part = value
@@ -206,23 +210,23 @@ pub(crate) fn entry_changes(value: &[u8]) -> Result<Vec<RawChange<'_>>> {
                 .ok_or_else(|| corrupt("truncated change"))?;
             at += 4 + len;
         }
-        out.push(RawChange {
+        changes.push(RawChange {
             seq,
             op,
-            hot_key: parts[0],
-            row: parts[1],
-            old: parts[2],
+            row: parts[0],
+            old: parts[1],
         });
     }
     if at != value.len() {
         return Err(corrupt("bytes after its last change"));
     }
-    Ok(out)
+    Ok(RawEntry { scope, changes })
 }
 
 /// The `_seq` of an entry's last change.
 pub(crate) fn last_seq(value: &[u8]) -> Result<i64> {
     entry_changes(value)?
+        .changes
         .last()
         .map(|c| c.seq)
         .ok_or_else(|| Error::Corrupt {
@@ -235,7 +239,6 @@ pub(crate) fn last_seq(value: &[u8]) -> Result<i64> {
 #[derive(Debug)]
 pub(crate) struct LogEntry {
     pub(crate) op: ChangeOp,
-    pub(crate) hot_key: Bytes,
     pub(crate) row: Row,
     pub(crate) old: Option<Row>,
 }
@@ -269,35 +272,29 @@ mod tests {
             (11, ChangeOp::Update, Some(row(1, false))),
             (12, ChangeOp::Delete, None),
         ];
-        let mut entry = EntryWriter::with_capacity(0);
+        let mut entry = EntryWriter::new("alice", 0);
         for (seq, op, old) in &changes {
             let new = row(*seq, *op == ChangeOp::Delete).encode();
-            entry.push(
-                *seq,
-                *op,
-                b"alice\0k",
-                &new,
-                old.as_ref().map(Row::encode).as_deref(),
-            );
+            entry.push(*seq, *op, &new, old.as_ref().map(Row::encode).as_deref());
         }
         let (first, value) = entry.finish().unwrap();
         assert_eq!(first, 10);
         assert_eq!(last_seq(&value).unwrap(), 12);
         let raw = entry_changes(&value).unwrap();
-        assert_eq!(raw.len(), 3);
-        for (r, (seq, op, old)) in raw.iter().zip(&changes) {
+        assert_eq!((raw.scope, raw.changes.len()), (&b"alice"[..], 3));
+        for (r, (seq, op, old)) in raw.changes.iter().zip(&changes) {
             let decoded = r.decode().unwrap();
-            assert_eq!((r.seq, r.op, r.hot_key), (*seq, *op, &b"alice\0k"[..]));
+            assert_eq!((r.seq, r.op), (*seq, *op));
             assert_eq!(decoded.row, row(*seq, *op == ChangeOp::Delete));
             assert_eq!(&decoded.old, old);
         }
-        assert!(EntryWriter::with_capacity(0).finish().is_none());
+        assert!(EntryWriter::new("", 0).finish().is_none());
     }
 
     #[test]
     fn truncated_entries_are_corrupt_not_a_panic() {
-        let mut entry = EntryWriter::with_capacity(0);
-        entry.push(1, ChangeOp::Insert, b"k", &row(1, false).encode(), None);
+        let mut entry = EntryWriter::new("", 0);
+        entry.push(1, ChangeOp::Insert, &row(1, false).encode(), None);
         let (_, value) = entry.finish().unwrap();
         for cut in 0..value.len() {
             assert!(entry_changes(&value[..cut]).is_err(), "cut at {cut}");

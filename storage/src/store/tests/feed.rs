@@ -603,3 +603,36 @@ async fn a_subscription_ends_when_its_table_is_dropped_or_the_store_closes() {
         "{ended:?}"
     );
 }
+
+#[tokio::test]
+async fn a_subscriber_left_behind_past_retention_gets_the_gap_answer() {
+    let (_dir, store) = store().await;
+    let mut def = messages(TableType::Shared);
+    def.options.change_retention = "2 rows".parse().unwrap();
+    store.create_table(def, false).await.unwrap();
+    store.insert(&t(), None, vec![row(0, "x")]).await.unwrap();
+    let options = SubscribeOptions {
+        start: StartAt::After(0),
+        batch_size: Some(1),
+        ..SubscribeOptions::default()
+    };
+    let mut sub = store.subscribe(&t(), options).await.unwrap();
+    assert!(matches!(
+        next_event(&mut sub).await,
+        SubscriptionEvent::Ready { .. }
+    ));
+    // It reads one change, then falls behind while the log is trimmed past it.
+    assert!(matches!(
+        next_event(&mut sub).await,
+        SubscriptionEvent::Changes { .. }
+    ));
+    for i in 1..6 {
+        store.insert(&t(), None, vec![row(i, "x")]).await.unwrap();
+    }
+    store.maintain(Duration::from_secs(60)).await.unwrap();
+    let gap = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .unwrap();
+    assert!(matches!(gap, Some(Err(Error::ChangeGap { .. }))), "{gap:?}");
+    assert!(sub.next().await.is_none(), "the stream ends after the gap");
+}
