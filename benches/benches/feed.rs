@@ -117,7 +117,7 @@ fn write_throughput(c: &mut Criterion) {
             for i in 0..iters {
                 let rows: Vec<_> = (next..next + BATCH).map(|k| row(k, k % 100)).collect();
                 next += BATCH;
-                let mut timed = |t: &TableId, rows| {
+                let timed = |t: &TableId, rows| {
                     let start = Instant::now();
                     rt.block_on(store.insert(t, None, rows)).unwrap();
                     start.elapsed()
