@@ -138,12 +138,7 @@ pub async fn print_live(
         source,
     };
     if format == Format::Csv {
-        let header: Vec<String> = schema
-            .fields()
-            .iter()
-            .map(|f| csv_field(f.name()))
-            .collect();
-        writeln!(out, "{}", header.join(",")).map_err(io)?;
+        print_csv_header(&schema, out).map_err(io)?;
         out.flush().map_err(io)?;
     }
     let deadline = limits.time.map(|t| tokio::time::Instant::now() + t);
@@ -203,12 +198,7 @@ pub async fn print(
     let mut block: Vec<RecordBatch> = Vec::new();
     let mut block_rows = 0usize;
     if format == Format::Csv {
-        let header: Vec<String> = schema
-            .fields()
-            .iter()
-            .map(|f| csv_field(f.name()))
-            .collect();
-        writeln!(out, "{}", header.join(",")).map_err(io)?;
+        print_csv_header(&schema, out).map_err(io)?;
     }
     while let Some(batch) = rows
         .try_next()
@@ -262,6 +252,15 @@ fn print_table(
         }
     }
     writeln!(out, "{table}")
+}
+
+fn print_csv_header(schema: &SchemaRef, out: &mut dyn Write) -> std::io::Result<()> {
+    let header: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| csv_field(f.name()))
+        .collect();
+    writeln!(out, "{}", header.join(","))
 }
 
 fn print_csv(batch: &RecordBatch, out: &mut dyn Write) -> std::io::Result<()> {

@@ -10,13 +10,11 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use async_trait::async_trait;
-use datafusion::catalog::{Session, TableFunctionImpl, TableProvider};
-use datafusion::common::{Result as DfResult, ScalarValue, plan_err, project_schema};
+use datafusion::catalog::{TableFunctionImpl, TableProvider};
+use datafusion::common::{Result as DfResult, ScalarValue, plan_err};
 use datafusion::datasource::TableType;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -27,7 +25,7 @@ use kalamstore_storage::{
 };
 
 use crate::error::external;
-use crate::leaf::{BatchExec, BatchSource};
+use crate::leaf::{BatchSource, BatchTable, ProjectedSource};
 use crate::principal::Principal;
 
 /// Rows `changes_since` returns unless given a limit.
@@ -144,51 +142,20 @@ impl TableFunctionImpl for ChangesSince {
                  EXECUTE AS USER) or by an operator (--all-users)"
             );
         }
-        Ok(Arc::new(ChangesTable {
-            schema: changes_schema(&def, all_users),
-            source: ChangesRows {
-                store: self.store.clone(),
-                def: Arc::new(def),
-                user: user.cloned(),
-                all_users,
-                after,
-                limit,
-                projection: None,
-            },
-        }))
-    }
-}
-
-/// The rows of one `changes_since` call.
-#[derive(Debug)]
-struct ChangesTable {
-    schema: SchemaRef,
-    source: ChangesRows,
-}
-
-#[async_trait]
-impl TableProvider for ChangesTable {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::Temporary
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let schema = project_schema(&self.schema, projection)?;
-        let source = ChangesRows {
-            projection: projection.cloned(),
-            ..self.source.clone()
+        let rows = ChangesRows {
+            store: self.store.clone(),
+            user: user.cloned(),
+            all_users,
+            after,
+            limit,
+            projection: None,
+            def: Arc::new(def),
         };
-        Ok(Arc::new(BatchExec::new(source, schema)))
+        Ok(Arc::new(BatchTable::new(
+            changes_schema(&rows.def, all_users),
+            TableType::Temporary,
+            rows,
+        )))
     }
 }
 
@@ -202,6 +169,15 @@ struct ChangesRows {
     after: i64,
     limit: usize,
     projection: Option<Vec<usize>>,
+}
+
+impl ProjectedSource for ChangesRows {
+    fn projected(&self, projection: Option<Vec<usize>>) -> Self {
+        Self {
+            projection,
+            ..self.clone()
+        }
+    }
 }
 
 impl BatchSource for ChangesRows {

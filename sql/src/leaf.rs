@@ -1,17 +1,22 @@
 //! The one shape of our own leaf plans: a plan with no children and one partition whose rows
-//! are a batch built when it executes (the key lookup, the system tables). A source says what
-//! it is called, how EXPLAIN shows it and how it builds its batch; the `ExecutionPlan`
-//! boilerplate lives here once.
+//! are a batch built when it executes (the key lookup, the system tables, `changes_since`). A
+//! source says what it is called, how EXPLAIN shows it and how it builds its batch; the
+//! `ExecutionPlan` boilerplate lives here once, and so does the `TableProvider` of a table
+//! whose rows are one such batch ([`BatchTable`]).
 
 use std::fmt;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Result as DfResult, Statistics};
+use datafusion::common::{Result as DfResult, Statistics, project_schema};
+use datafusion::datasource::TableType;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::statistics::StatisticsArgs;
@@ -37,6 +42,54 @@ pub(crate) trait BatchSource: fmt::Debug + Clone + Send + Sync + 'static {
     /// About how many rows it returns, when known.
     fn rows_estimate(&self) -> Option<usize> {
         None
+    }
+}
+
+/// A source that returns only some of its columns.
+pub(crate) trait ProjectedSource: BatchSource {
+    /// The same source, returning the columns at `projection` (all when `None`).
+    fn projected(&self, projection: Option<Vec<usize>>) -> Self;
+}
+
+/// A table whose rows are the batch of a [`ProjectedSource`], built when a query runs.
+#[derive(Debug)]
+pub(crate) struct BatchTable<S> {
+    schema: SchemaRef,
+    table_type: TableType,
+    source: S,
+}
+
+impl<S> BatchTable<S> {
+    /// A table of `schema` over `source`.
+    pub(crate) fn new(schema: SchemaRef, table_type: TableType, source: S) -> Self {
+        Self {
+            schema,
+            table_type,
+            source,
+        }
+    }
+}
+
+#[async_trait]
+impl<S: ProjectedSource> TableProvider for BatchTable<S> {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.table_type
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let schema = project_schema(&self.schema, projection)?;
+        let source = self.source.projected(projection.cloned());
+        Ok(Arc::new(BatchExec::new(source, schema)))
     }
 }
 

@@ -12,11 +12,9 @@ use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use async_trait::async_trait;
-use datafusion::catalog::{SchemaProvider, Session, TableProvider};
-use datafusion::common::{Result as DfResult, project_schema};
+use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::common::Result as DfResult;
 use datafusion::datasource::TableType;
-use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::ExecutionPlan;
 use futures::future::BoxFuture;
 use kalamstore_storage::codec::array_from_values;
 use kalamstore_storage::{
@@ -25,7 +23,7 @@ use kalamstore_storage::{
 };
 
 use crate::error::external;
-use crate::leaf::{BatchExec, BatchSource};
+use crate::leaf::{BatchSource, BatchTable, ProjectedSource};
 use crate::principal::Principal;
 
 /// The schema of the store's models.
@@ -88,12 +86,17 @@ impl SchemaProvider for SystemSchema {
         let Some(view) = View::named(self.schema, name) else {
             return Ok(None);
         };
-        Ok(Some(Arc::new(SystemTable {
+        let rows = SystemRows {
             view,
-            schema: view.schema(),
+            projection: None,
             store: self.store.clone(),
             principal: self.principal.clone(),
-        })))
+        };
+        Ok(Some(Arc::new(BatchTable::new(
+            view.schema(),
+            TableType::View,
+            rows,
+        ))))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -566,50 +569,6 @@ pub fn value_text(value: &V, data_type: T) -> String {
     }
 }
 
-/// A system table as a provider.
-struct SystemTable {
-    view: View,
-    schema: SchemaRef,
-    store: Store,
-    principal: Principal,
-}
-
-impl fmt::Debug for SystemTable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SystemTable")
-            .field("view", &self.view)
-            .finish_non_exhaustive()
-    }
-}
-
-#[async_trait]
-impl TableProvider for SystemTable {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let schema = project_schema(&self.schema, projection)?;
-        let rows = SystemRows {
-            view: self.view,
-            projection: projection.cloned(),
-            store: self.store.clone(),
-            principal: self.principal.clone(),
-        };
-        Ok(Arc::new(BatchExec::new(rows, schema)))
-    }
-}
-
 /// Builds a system table's batch when executed: the source of its plan, shown by EXPLAIN as
 /// `SystemExec`.
 #[derive(Debug, Clone)]
@@ -618,6 +577,15 @@ struct SystemRows {
     projection: Option<Vec<usize>>,
     store: Store,
     principal: Principal,
+}
+
+impl ProjectedSource for SystemRows {
+    fn projected(&self, projection: Option<Vec<usize>>) -> Self {
+        Self {
+            projection,
+            ..self.clone()
+        }
+    }
 }
 
 impl BatchSource for SystemRows {

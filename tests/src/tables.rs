@@ -215,6 +215,53 @@ pub fn run_child_to_failpoint(child: &str, env: &[(&str, &str)], failpoint: &str
     );
 }
 
+/// Runs test `child` of the current test binary with `env`, SIGKILLs it after `after`, checks
+/// that it died of the signal, and returns every line it wrote to stdout before it died (read
+/// to the end of the pipe). Its stderr goes to `stderr_path`, shown when it died otherwise.
+pub fn run_child_and_kill(
+    child: &str,
+    env: &[(&str, String)],
+    after: std::time::Duration,
+    stderr_path: &std::path::Path,
+) -> Vec<String> {
+    use std::io::BufRead;
+    let mut process = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            child,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::from(
+            std::fs::File::create(stderr_path).expect("child stderr file"),
+        ))
+        .spawn()
+        .expect("start the child");
+    let stdout = process.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<String>>()
+    });
+    std::thread::sleep(after);
+    process.kill().expect("SIGKILL the child");
+    let status = process.wait().expect("reap the child");
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "the child died of SIGKILL: {status}\n{}",
+            std::fs::read_to_string(stderr_path).unwrap_or_default()
+        );
+    }
+    reader.join().expect("reader thread")
+}
+
 /// The Python interpreter of the venv with delta-rs's `deltalake` and Polars that `make test`
 /// installs (`scripts/delta-readers`): `KALAMSTORE_DELTA_PYTHON`, else the Makefile's default
 /// place. A missing reader fails the test: it never passes without one.

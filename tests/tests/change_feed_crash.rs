@@ -4,12 +4,12 @@
 //! data dir and checks that the log holds every acknowledged change, in order, and nothing
 //! else but the one write the kill may have caught between its commit and its report.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use kalamstore::{ChangeOp, KalamValue, Mutation, Scope, StorageId, TableId, TableType};
-use kalamstore_tests::tables::{chat_row, chat_table, runtime, store_with_storages};
+use kalamstore_tests::tables::{
+    chat_row, chat_table, run_child_and_kill, runtime, store_with_storages,
+};
 
 const CHILD_DIR: &str = "KALAMSTORE_FEED_CRASH_DIR";
 const CHILD_STORAGE: &str = "KALAMSTORE_FEED_CRASH_STORAGE";
@@ -68,49 +68,19 @@ fn feed_crash_child() {
 /// writes it acknowledged.
 fn run_and_kill(dir: &str, storage: &str, first: u64, after: Duration) -> Vec<u64> {
     let stderr_path = std::path::Path::new(dir).join(format!("child-{first}.stderr"));
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "feed_crash_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_DIR, dir)
-        .env(CHILD_STORAGE, storage)
-        .env(CHILD_FIRST, first.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(
-            std::fs::File::create(&stderr_path).expect("child stderr file"),
-        ))
-        .spawn()
-        .expect("start the child");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let reader = std::thread::spawn(move || {
-        // To the end: every line the child wrote before it died counts.
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            // libtest's `test ... ` has no newline: the first report shares its line.
-            .filter_map(|l| {
-                l.rsplit_once("ACK ")
-                    .and_then(|(_, n)| n.trim().parse::<u64>().ok())
-            })
-            .collect::<Vec<u64>>()
-    });
-    std::thread::sleep(after);
-    child.kill().expect("SIGKILL the child");
-    let status = child.wait().expect("reap the child");
-    {
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(
-            status.signal(),
-            Some(9),
-            "the child died of SIGKILL: {status}\n{}",
-            std::fs::read_to_string(&stderr_path).unwrap_or_default()
-        );
-    }
-    reader.join().expect("reader thread")
+    let env = [
+        (CHILD_DIR, dir.to_owned()),
+        (CHILD_STORAGE, storage.to_owned()),
+        (CHILD_FIRST, first.to_string()),
+    ];
+    run_child_and_kill("feed_crash_child", &env, after, &stderr_path)
+        .iter()
+        // libtest's `test ... ` has no newline: the first report shares its line.
+        .filter_map(|l| {
+            l.rsplit_once("ACK ")
+                .and_then(|(_, n)| n.trim().parse::<u64>().ok())
+        })
+        .collect()
 }
 
 /// `(key, Some(body))` of an insert or update, `(key, None)` of a delete.

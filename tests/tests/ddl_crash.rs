@@ -6,12 +6,12 @@
 //! fully gone (no catalog entry, and creating it again gives an empty table).
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use kalamstore::{Scope, StorageId, TableId, TableType};
-use kalamstore_tests::tables::{chat_row, chat_table, contents, open_store, runtime};
+use kalamstore_tests::tables::{
+    chat_row, chat_table, contents, open_store, run_child_and_kill, runtime,
+};
 
 const CHILD_DIR: &str = "KALAMSTORE_DDL_CRASH_DIR";
 const CHILD_FIRST: &str = "KALAMSTORE_DDL_CRASH_FIRST";
@@ -76,55 +76,25 @@ struct Acked {
 /// Runs the child from table `first`, kills it after `after`, and returns what it reported.
 fn run_and_kill(dir: &str, first: u64, after: Duration) -> Acked {
     let stderr_path = std::path::Path::new(dir).join(format!("child-{first}.stderr"));
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "ddl_crash_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_DIR, dir)
-        .env(CHILD_FIRST, first.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(
-            std::fs::File::create(&stderr_path).expect("child stderr file"),
-        ))
-        .spawn()
-        .expect("start the child");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let reader = std::thread::spawn(move || {
-        let mut acked = Acked::default();
-        // To the end: every line the child wrote before it died counts.
-        for line in BufReader::new(stdout).lines() {
-            let line = line.expect("child output");
-            let mut parts = line.split_whitespace();
-            let (Some(step), Some(n)) = (parts.next(), parts.next()) else {
-                continue;
-            };
-            let Ok(n) = n.parse::<u64>() else { continue };
-            match step {
-                "CREATED" => acked.created.insert(n),
-                "WRITTEN" => acked.written.insert(n),
-                "DROPPED" => acked.dropped.insert(n),
-                _ => false,
-            };
-        }
-        acked
-    });
-    std::thread::sleep(after);
-    child.kill().expect("SIGKILL the child");
-    let status = child.wait().expect("reap the child");
-    {
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(
-            status.signal(),
-            Some(9),
-            "the child died of SIGKILL: {status}\n{}",
-            std::fs::read_to_string(&stderr_path).unwrap_or_default()
-        );
+    let env = [
+        (CHILD_DIR, dir.to_owned()),
+        (CHILD_FIRST, first.to_string()),
+    ];
+    let mut acked = Acked::default();
+    for line in run_child_and_kill("ddl_crash_child", &env, after, &stderr_path) {
+        let mut parts = line.split_whitespace();
+        let (Some(step), Some(n)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let Ok(n) = n.parse::<u64>() else { continue };
+        match step {
+            "CREATED" => acked.created.insert(n),
+            "WRITTEN" => acked.written.insert(n),
+            "DROPPED" => acked.dropped.insert(n),
+            _ => false,
+        };
     }
-    reader.join().expect("reader thread")
+    acked
 }
 
 #[test]

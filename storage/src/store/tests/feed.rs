@@ -245,6 +245,20 @@ async fn a_table_without_a_change_log_says_so() {
     assert!(page.options.change_retention.is_on());
 }
 
+/// What a subscription waiting for its next event yields once `action` has run.
+async fn after_waiting(
+    mut sub: Subscription,
+    action: impl std::future::Future<Output = ()>,
+) -> Option<Result<SubscriptionEvent>> {
+    let waiting = tokio::spawn(async move { sub.next().await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    action.await;
+    tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the stream answers within 5 s")
+        .expect("the waiting task")
+}
+
 /// The next event, or a panic after 5 s.
 async fn next_event(sub: &mut Subscription) -> SubscriptionEvent {
     tokio::time::timeout(Duration::from_secs(5), sub.next())
@@ -429,13 +443,10 @@ async fn a_killed_live_query_ends_with_an_error() {
         .unwrap();
     next_event(&mut sub).await;
     let id = sub.id().to_owned();
-    let waiting = tokio::spawn(async move { sub.next().await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    store.kill_live_query(&id).await.unwrap();
-    let ended = tokio::time::timeout(Duration::from_secs(5), waiting)
-        .await
-        .unwrap()
-        .unwrap();
+    let ended = after_waiting(sub, async {
+        store.kill_live_query(&id).await.unwrap();
+    })
+    .await;
     assert!(
         matches!(ended, Some(Err(Error::LiveQueryKilled { .. }))),
         "{ended:?}"
@@ -570,13 +581,10 @@ async fn a_subscription_ends_when_its_table_is_dropped_or_the_store_closes() {
         .await
         .unwrap();
     next_event(&mut first).await;
-    let waiting = tokio::spawn(async move { first.next().await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    store.drop_table(&t(), false).await.unwrap();
-    let ended = tokio::time::timeout(Duration::from_secs(5), waiting)
-        .await
-        .unwrap()
-        .unwrap();
+    let ended = after_waiting(first, async {
+        store.drop_table(&t(), false).await.unwrap();
+    })
+    .await;
     assert!(
         matches!(ended, Some(Err(Error::TableNotFound { .. }))),
         "{ended:?}"
@@ -591,13 +599,10 @@ async fn a_subscription_ends_when_its_table_is_dropped_or_the_store_closes() {
         .await
         .unwrap();
     next_event(&mut second).await;
-    let waiting = tokio::spawn(async move { second.next().await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    store.close().await.unwrap();
-    let ended = tokio::time::timeout(Duration::from_secs(5), waiting)
-        .await
-        .unwrap()
-        .unwrap();
+    let ended = after_waiting(second, async {
+        store.close().await.unwrap();
+    })
+    .await;
     assert!(
         matches!(ended, Some(Err(Error::Closed { .. }))),
         "{ended:?}"
