@@ -35,7 +35,8 @@ pub use kalamstore_storage::{
     S3Options, ScanOptions, SchemaChange, SchemaVersion, Scope, ScopeStats, StartAt,
     StorageBackend, StorageCacheStats, StorageDefinition, StorageId, Store, StoreConfig,
     SubscribeOptions, Subscription, SubscriptionEvent, SystemClock, TableDefinition, TableId,
-    TableName, TableOptions, TableTask, TableTaskOp, TableType, UserId, WriteSummary,
+    TableName, TableOptions, TableTask, TableTaskOp, TableType, TablesChangePage, UserId,
+    WriteSummary,
 };
 pub use kalamstore_storage::{backend, codec, format, location, types};
 

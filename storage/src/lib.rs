@@ -82,6 +82,7 @@ pub use store::{
     BackgroundFailure, CleanupOutcome, ConsumerStart, DEFAULT_BATCH, EngineProvider, JobOutcome,
     JobProgress, LiveQuery, MaintenanceOutcome, MemoryEngines, OptionsChange, Scope, ScopeStats,
     StartAt, Store, StoreConfig, SubscribeOptions, Subscription, SubscriptionEvent,
+    TablesChangePage,
 };
 pub use table::FileEntry;
 pub use write::{Mutation, WriteSummary};

@@ -23,6 +23,25 @@ pub(crate) struct SeqGenerator {
     node_id: u64,
     /// `(ms << SEQUENCE_BITS) | sequence` of the last id handed out.
     last: AtomicU64,
+    /// The first id of every write batch that took its ids with [`SeqGenerator::take_tracked`]
+    /// and has not committed or failed yet (a leaf lock).
+    in_flight: parking_lot::Mutex<std::collections::BTreeSet<i64>>,
+}
+
+/// A write batch's ids in flight: dropped once the batch committed (or failed), which lets
+/// the [watermark](SeqGenerator::watermark) pass them.
+#[derive(Debug)]
+pub(crate) struct InFlight<'g> {
+    generator: &'g SeqGenerator,
+    first: Option<i64>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(first) = self.first {
+            self.generator.in_flight.lock().remove(&first);
+        }
+    }
 }
 
 impl SeqGenerator {
@@ -37,6 +56,7 @@ impl SeqGenerator {
         Ok(Self {
             node_id: u64::from(node_id),
             last: AtomicU64::new(0),
+            in_flight: parking_lot::Mutex::new(std::collections::BTreeSet::new()),
         })
     }
 
@@ -96,6 +116,36 @@ impl SeqGenerator {
                 }
                 Err(actual) => current = actual,
             }
+        }
+    }
+
+    /// [`take`](Self::take) for a write batch whose changes readers of several tables follow:
+    /// until the returned guard is dropped (after the commit), the watermark stays below these
+    /// ids.
+    pub(crate) fn take_tracked(&self, n: usize) -> (Vec<i64>, InFlight<'_>) {
+        let mut in_flight = self.in_flight.lock();
+        // Under the lock: a watermark read never sees these ids taken but not yet in flight.
+        let ids: Vec<i64> = self.take(n).collect();
+        let first = ids.first().copied();
+        if let Some(first) = first {
+            in_flight.insert(first);
+        }
+        (
+            ids,
+            InFlight {
+                generator: self,
+                first,
+            },
+        )
+    }
+
+    /// The largest id no write batch taken with [`take_tracked`](Self::take_tracked) can still
+    /// commit below: every change with a `_seq` up to it has committed (or never will).
+    pub(crate) fn watermark(&self) -> i64 {
+        let in_flight = self.in_flight.lock();
+        match in_flight.first() {
+            Some(first) => first - 1,
+            None => self.compose(self.last.load(Ordering::Acquire)),
         }
     }
 
@@ -229,6 +279,22 @@ mod tests {
         assert!(id < first_id_from_now(1));
         assert!(first_id_from_now(0) <= g.next() + 1);
         assert_eq!(first_id_at_ms(0), 0);
+    }
+
+    #[test]
+    fn the_watermark_stays_below_batches_in_flight() {
+        let g = SeqGenerator::new(3).unwrap();
+        let before = g.next();
+        assert_eq!(g.watermark(), before);
+        let (ids, first) = g.take_tracked(3);
+        assert_eq!(g.watermark(), ids[0] - 1);
+        let (later, second) = g.take_tracked(2);
+        drop(second);
+        assert_eq!(g.watermark(), ids[0] - 1, "an older batch still holds it");
+        drop(first);
+        assert_eq!(g.watermark(), later[1]);
+        assert!(g.take_tracked(0).0.is_empty());
+        assert_eq!(g.watermark(), later[1]);
     }
 
     #[test]

@@ -334,7 +334,9 @@ impl TableHandle {
         let mut count = self.hot_count(scope);
         let mut hidden: Vec<(&[u8], Hidden)> = Vec::new();
         let mut rows = Vec::with_capacity(staged_len);
-        for (write, seq) in staged.into_iter().zip(seq.take(staged_len)) {
+        // In flight until this function returns: multi-table readers wait for the commit.
+        let (seqs, _in_flight) = seq.take_tracked(staged_len);
+        for (write, seq) in staged.into_iter().zip(seqs) {
             let deleted = write.row.is_none();
             count.entries += u64::from(!write.was_hot);
             count.tombstones += u64::from(deleted);

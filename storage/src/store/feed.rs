@@ -1,4 +1,5 @@
-//! The change feed's public face: `changes_since` (pull a page after a `_seq` cursor),
+//! The change feed's public face: `changes_since` (pull a page after a `_seq` cursor, of one
+//! table or merged over a namespace's or a storage's tables),
 //! `subscribe` (initial data, a ready marker, then every committed change as it commits) and
 //! the live-query registry behind `SHOW LIVE QUERIES` / `KILL LIVE QUERY`.
 //!
@@ -24,9 +25,9 @@ use crate::codec::row_values;
 use crate::error::{Error, Result};
 use crate::filter::{Filter, RowFilter};
 use crate::format::{Change, ChangeOp};
-use crate::ids::{TableId, UserId};
+use crate::ids::{NamespaceId, StorageId, TableId, UserId};
 use crate::merge::{BatchStream, ScanOptions, USER_COLUMN, scan_table};
-use crate::schema::TableType;
+use crate::schema::{TableDefinition, TableType};
 use crate::table::{Listening, TableHandle};
 
 /// Changes a subscription reads per step unless told otherwise.
@@ -119,6 +120,16 @@ impl Stream for Subscription {
     }
 }
 
+/// A page of the changes of several tables (a namespace or a storage), merged by `_seq`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TablesChangePage {
+    /// `(table, change)` in `_seq` order across the tables.
+    pub changes: Vec<(TableId, Change)>,
+    /// Resume after this `_seq`: every change of these tables up to it is in this page or an
+    /// earlier one, and none up to it can still commit.
+    pub cursor: i64,
+}
+
 /// A row of `system.live_queries`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LiveQuery {
@@ -200,6 +211,89 @@ impl Store {
             read_changes(&handle, &scope, after, limit).await
         })
         .await
+    }
+
+    /// The changes of every table of namespace `ns` after `after`, merged by `_seq`, at most
+    /// `limit`: SHARED and STREAM tables', and of USER tables `user`'s (or every user's with
+    /// `all_users`; neither skips USER tables). Tables without a change log are skipped. The
+    /// cursor advances only past seqs that can no longer commit (`_seq`s are taken before a
+    /// write commits), so a change never arrives after a newer one.
+    pub async fn namespace_changes_since(
+        &self,
+        ns: &NamespaceId,
+        user: Option<&UserId>,
+        all_users: bool,
+        after: i64,
+        limit: usize,
+    ) -> Result<TablesChangePage> {
+        let tables = self.tables(Some(ns)).await?;
+        self.changes_of_tables(tables, user, all_users, after, limit)
+            .await
+    }
+
+    /// [`namespace_changes_since`](Self::namespace_changes_since) over the tables of storage
+    /// `storage`.
+    pub async fn storage_changes_since(
+        &self,
+        storage: &StorageId,
+        user: Option<&UserId>,
+        all_users: bool,
+        after: i64,
+        limit: usize,
+    ) -> Result<TablesChangePage> {
+        let tables = self.tables(None).await?;
+        let tables = tables.into_iter().filter(|d| &d.storage_id == storage);
+        self.changes_of_tables(tables.collect(), user, all_users, after, limit)
+            .await
+    }
+
+    async fn changes_of_tables(
+        &self,
+        tables: Vec<TableDefinition>,
+        user: Option<&UserId>,
+        all_users: bool,
+        after: i64,
+        limit: usize,
+    ) -> Result<TablesChangePage> {
+        let limit = limit.max(1);
+        // Read first: every change up to it has committed when the tables are read below.
+        let watermark = self.inner.seq.watermark();
+        let mut covered = watermark.max(after);
+        let mut changes = Vec::new();
+        for def in tables {
+            if !def.options.change_retention.is_on() {
+                continue;
+            }
+            let (user, all_users) = match (def.table_type, user, all_users) {
+                (TableType::User, Some(u), _) => (Some(u), false),
+                (TableType::User, None, true) => (None, true),
+                (TableType::User, None, false) => continue,
+                _ => (None, false),
+            };
+            let page = match self
+                .changes_since(&def.id, user, all_users, after, limit)
+                .await
+            {
+                Err(Error::TableNotFound { .. }) => continue,
+                page => page?,
+            };
+            if page.cursor < page.committed {
+                // The table has more after this page: the merge stops where the page does.
+                covered = covered.min(page.cursor);
+            }
+            let id = def.id.clone();
+            changes.extend(page.changes.into_iter().map(|c| (id.clone(), c)));
+        }
+        changes.retain(|(_, c)| c.seq <= covered);
+        changes.sort_by_key(|(_, c)| c.seq);
+        if changes.len() > limit {
+            changes.truncate(limit);
+            covered = changes.last().map_or(covered, |(_, c)| c.seq);
+        }
+        Ok(TablesChangePage {
+            changes,
+            cursor: covered,
+        })
     }
 
     /// Follows a table's changes (see [`SubscribeOptions`] and [`SubscriptionEvent`]).

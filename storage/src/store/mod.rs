@@ -39,6 +39,7 @@ pub use consumers::ConsumerStart;
 pub use data::ScopeStats;
 pub use feed::{
     DEFAULT_BATCH, LiveQuery, StartAt, SubscribeOptions, Subscription, SubscriptionEvent,
+    TablesChangePage,
 };
 pub use jobs::{JobOutcome, JobProgress, Scope};
 pub use scheduler::{BackgroundFailure, CleanupOutcome, MaintenanceOutcome};

@@ -627,3 +627,95 @@ async fn a_subscriber_left_behind_past_retention_gets_the_gap_answer() {
     assert!(matches!(gap, Some(Err(Error::ChangeGap { .. }))), "{gap:?}");
     assert!(sub.next().await.is_none(), "the stream ends after the gap");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_namespace_feed_never_delivers_an_older_seq_after_a_newer_one() {
+    let (_dir, store) = store().await;
+    let tables: Vec<TableId> = (0..3)
+        .map(|i| format!("app.t{i}").parse().unwrap())
+        .collect();
+    for t in &tables {
+        let mut def = messages(TableType::Shared);
+        def.id = t.clone();
+        store.create_table(def, false).await.unwrap();
+    }
+    // A USER table: read only with a user, or by an operator.
+    let mut private = messages(TableType::User);
+    private.id = "app.private".parse().unwrap();
+    store.create_table(private, false).await.unwrap();
+    const WRITES: i64 = 150;
+    let writers: Vec<_> = tables
+        .iter()
+        .map(|t| {
+            let (store, t) = (store.clone(), t.clone());
+            tokio::spawn(async move {
+                for i in 0..WRITES {
+                    store.insert(&t, None, vec![row(i, "x")]).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let ns = NamespaceId::new("app").unwrap();
+    let (mut cursor, mut seen) = (0i64, Vec::new());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while seen.len() < tables.len() * WRITES as usize {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} changes seen in 20 s; the cursor passed the others",
+            seen.len()
+        );
+        let page = store
+            .namespace_changes_since(&ns, None, false, cursor, 7)
+            .await
+            .unwrap();
+        assert!(page.cursor >= cursor);
+        for (_, c) in &page.changes {
+            assert!(
+                c.seq > cursor && c.seq <= page.cursor,
+                "{} after {cursor}",
+                c.seq
+            );
+            assert!(seen.last().is_none_or(|last| *last < c.seq), "out of order");
+            seen.push(c.seq);
+        }
+        cursor = page.cursor;
+        tokio::task::yield_now().await;
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let mut all: Vec<i64> = Vec::new();
+    for t in &tables {
+        all.extend(all_changes_of(&store, t).await.iter().map(|c| c.seq));
+    }
+    all.sort_unstable();
+    assert_eq!(seen, all, "every change once, in _seq order");
+    // The USER table joins with a user, and every user's with an operator.
+    store
+        .insert(
+            &"app.private".parse().unwrap(),
+            Some(&alice()),
+            vec![row(1, "a")],
+        )
+        .await
+        .unwrap();
+    let mine = store
+        .namespace_changes_since(&ns, Some(&alice()), false, cursor, 10)
+        .await
+        .unwrap();
+    assert_eq!(mine.changes.len(), 1);
+    assert_eq!(mine.changes[0].0.to_string(), "app.private");
+    let anonymous = store
+        .namespace_changes_since(&ns, None, false, cursor, 10)
+        .await
+        .unwrap();
+    assert!(anonymous.changes.is_empty());
+}
+
+async fn all_changes_of(store: &Store, table: &TableId) -> Vec<Change> {
+    store
+        .changes_since(table, None, false, 0, 100_000)
+        .await
+        .unwrap()
+        .changes
+}
