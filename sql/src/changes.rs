@@ -31,6 +31,10 @@ use crate::principal::Principal;
 /// Rows `changes_since` returns unless given a limit.
 pub const DEFAULT_CHANGES_LIMIT: usize = 10_000;
 
+/// The largest limit `changes_since` takes: its rows are one batch in memory (page through
+/// larger ranges with the cursor).
+pub const MAX_CHANGES_LIMIT: usize = 1_000_000;
+
 /// Table definitions by id, as the session's catalog last read them (a table function plans
 /// synchronously).
 pub(crate) type Definitions = Arc<parking_lot::RwLock<BTreeMap<TableId, TableDefinition>>>;
@@ -131,6 +135,12 @@ impl TableFunctionImpl for ChangesSince {
                 usize::try_from(n).unwrap_or(usize::MAX)
             })
             .max(1);
+        if limit > MAX_CHANGES_LIMIT {
+            return plan_err!(
+                "changes_since: the limit is at most {MAX_CHANGES_LIMIT} rows; page with the \
+                 last _seq as the cursor"
+            );
+        }
         let id: TableId = table.parse().map_err(external)?;
         let Some(def) = self.definitions.read().get(&id).cloned() else {
             return plan_err!("table `{id}` not found");
