@@ -1,8 +1,9 @@
 //! `Store`: the embeddable entry point. It opens a data directory, keeps the catalog
 //! (namespaces, storages, tables, jobs) in the system storage, and routes every table
 //! operation to the table's own storage. By concern: `config` (engines and settings),
-//! `catalog` (namespaces, storages, tables), `data` (reads and writes), `feed` and `consumers`
-//! (the change feed: pulls, subscriptions, durable consumers), `jobs` (job records,
+//! `catalog` (namespaces, storages, tables), `data` (reads and writes), `feed`, `follow` and
+//! `consumers` (the change feed: pulls, subscriptions and their streams, durable consumers),
+//! `jobs` (job records,
 //! flush and compaction), `scheduler` (background work, STREAM expiry, cleanup), `probe` (the
 //! storage check), `alter`, `moves` and `tasks` (crash-safe multi-step operations), `publish` (each
 //! table's Delta log).
@@ -13,6 +14,7 @@ mod config;
 mod consumers;
 mod data;
 mod feed;
+mod follow;
 mod jobs;
 mod moves;
 mod probe;
@@ -37,10 +39,8 @@ pub use alter::OptionsChange;
 pub use config::{EngineProvider, MemoryEngines, StoreConfig};
 pub use consumers::ConsumerStart;
 pub use data::ScopeStats;
-pub use feed::{
-    DEFAULT_BATCH, LiveQuery, StartAt, SubscribeOptions, Subscription, SubscriptionEvent,
-    TablesChangePage,
-};
+pub use feed::{DEFAULT_BATCH, LiveQuery, SubscribeOptions, Subscription, TablesChangePage};
+pub use follow::{StartAt, SubscriptionEvent};
 pub use jobs::{JobOutcome, JobProgress, Scope};
 pub use scheduler::{BackgroundFailure, CleanupOutcome, MaintenanceOutcome};
 
@@ -84,7 +84,7 @@ struct Inner {
     /// When the last cleanup job ended (ms); `i64::MIN` until read from the job records.
     last_cleanup_ms: AtomicI64,
     /// Live subscriptions (a leaf lock).
-    live: feed::LiveRegistry,
+    live: follow::LiveRegistry,
     /// Jobs a restart interrupted, queued to run again (a leaf lock).
     requeued: parking_lot::Mutex<Vec<crate::catalog::JobRecord>>,
     closed: AtomicBool,
@@ -148,7 +148,7 @@ impl Store {
                 background: scheduler::BackgroundLog::default(),
                 last_cleanup_ms: AtomicI64::new(i64::MIN),
                 requeued: parking_lot::Mutex::new(Vec::new()),
-                live: feed::LiveRegistry::default(),
+                live: follow::LiveRegistry::default(),
                 closed: AtomicBool::new(false),
                 config,
             }),
