@@ -271,6 +271,20 @@ async fn initial_ids(sub: &mut Subscription) -> Vec<i64> {
     }
 }
 
+/// Creates the SHARED `app.messages` and subscribes to it from now, past its ready marker.
+async fn live_on_new_table(store: &Store) -> Subscription {
+    store
+        .create_table(messages(TableType::Shared), false)
+        .await
+        .unwrap();
+    let mut sub = store
+        .subscribe(&t(), SubscribeOptions::default())
+        .await
+        .unwrap();
+    assert!(initial_ids(&mut sub).await.is_empty());
+    sub
+}
+
 /// The next event, or a panic after 5 s.
 async fn next_event(sub: &mut Subscription) -> SubscriptionEvent {
     tokio::time::timeout(Duration::from_secs(5), sub.next())
@@ -422,15 +436,7 @@ async fn a_slow_subscriber_reads_on_from_the_log_after_the_ring_moved_past_it() 
 #[tokio::test]
 async fn a_killed_live_query_ends_with_an_error() {
     let (_dir, store) = store().await;
-    store
-        .create_table(messages(TableType::Shared), false)
-        .await
-        .unwrap();
-    let mut sub = store
-        .subscribe(&t(), SubscribeOptions::default())
-        .await
-        .unwrap();
-    next_event(&mut sub).await;
+    let sub = live_on_new_table(&store).await;
     let id = sub.id().to_owned();
     let ended = after_waiting(sub, async {
         store.kill_live_query(&id).await.unwrap();
@@ -449,15 +455,7 @@ async fn a_killed_live_query_ends_with_an_error() {
 #[tokio::test]
 async fn changes_after_alter_table_come_in_the_new_columns() {
     let (_dir, store) = store().await;
-    store
-        .create_table(messages(TableType::Shared), false)
-        .await
-        .unwrap();
-    let mut sub = store
-        .subscribe(&t(), SubscribeOptions::default())
-        .await
-        .unwrap();
-    next_event(&mut sub).await;
+    let mut sub = live_on_new_table(&store).await;
     store.insert(&t(), None, vec![row(1, "x")]).await.unwrap();
     next_event(&mut sub).await;
     store
@@ -561,15 +559,7 @@ async fn a_consumer_gets_changes_again_until_it_acknowledges_them() {
 #[tokio::test]
 async fn a_subscription_ends_when_its_table_is_dropped_or_the_store_closes() {
     let (_dir, store) = store().await;
-    store
-        .create_table(messages(TableType::Shared), false)
-        .await
-        .unwrap();
-    let mut first = store
-        .subscribe(&t(), SubscribeOptions::default())
-        .await
-        .unwrap();
-    next_event(&mut first).await;
+    let first = live_on_new_table(&store).await;
     let ended = after_waiting(first, async {
         store.drop_table(&t(), false).await.unwrap();
     })
@@ -579,15 +569,7 @@ async fn a_subscription_ends_when_its_table_is_dropped_or_the_store_closes() {
         "{ended:?}"
     );
 
-    store
-        .create_table(messages(TableType::Shared), false)
-        .await
-        .unwrap();
-    let mut second = store
-        .subscribe(&t(), SubscribeOptions::default())
-        .await
-        .unwrap();
-    next_event(&mut second).await;
+    let second = live_on_new_table(&store).await;
     let ended = after_waiting(second, async {
         store.close().await.unwrap();
     })
