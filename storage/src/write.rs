@@ -12,7 +12,7 @@ use tokio::sync::MutexGuard;
 use crate::backend::{WriteBatch, WriteOp};
 use crate::codec::{KalamValue, Row, SystemColumns};
 use crate::error::{Error, Result};
-use crate::format::{Change, ChangeOp, EntryWriter, Hidden, hidden_key, log_key};
+use crate::format::{Change, ChangeOp, EntryWriter, Hidden, Image, hidden_key, log_key};
 use crate::ids::{KeyScope, UserId};
 use crate::merge::{FlushedRow, get_flushed_many};
 use crate::schema::{ColumnDefinition, TableDefinition};
@@ -391,12 +391,17 @@ impl TableHandle {
                 system: row.system,
             });
             // A delete logs the row it removed; an update the row it replaced after the new one.
-            let (image, before) = match op {
-                ChangeOp::Delete => (old_row.as_ref().map(Row::encode), None),
-                _ => (None, old_row.as_ref().map(Row::encode)),
-            };
-            let image = image.as_deref().unwrap_or(&buffer[key_end..]);
-            log.push(row.system.seq, op, image, before.as_deref());
+            match (op, &old_row) {
+                (ChangeOp::Delete, Some(removed)) => {
+                    log.push(row.system.seq, op, Image::Row(removed), None)
+                }
+                _ => log.push(
+                    row.system.seq,
+                    op,
+                    Image::Encoded(&buffer[key_end..]),
+                    old_row.as_ref(),
+                ),
+            }
             last_seq = Some(row.system.seq);
             if let Some(ring) = &mut ring {
                 let (values, old) = match op {

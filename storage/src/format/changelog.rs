@@ -92,6 +92,15 @@ pub(crate) fn seq_of_log_key(key: &[u8]) -> Result<i64> {
     Ok(i64::from_be_bytes(bytes))
 }
 
+/// A row image for [`EntryWriter::push`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Image<'a> {
+    /// Already encoded.
+    Encoded(&'a [u8]),
+    /// Encoded into the entry.
+    Row(&'a Row),
+}
+
 /// Builds the log entry of one write batch.
 pub(crate) struct EntryWriter {
     buf: Vec<u8>,
@@ -115,19 +124,27 @@ impl EntryWriter {
         }
     }
 
-    /// Appends one change; changes come in `_seq` order. `old` is the encoded image an update
-    /// replaced.
-    pub(crate) fn push(&mut self, seq: i64, op: ChangeOp, row: &[u8], old: Option<&[u8]>) {
+    /// Appends one change; changes come in `_seq` order. `row` is the change's image, given
+    /// encoded (an insert's or update's hot row, already encoded for the hot partition) or as a
+    /// row encoded straight into the entry; `old` is the row an update replaced.
+    pub(crate) fn push(&mut self, seq: i64, op: ChangeOp, row: Image<'_>, old: Option<&Row>) {
         self.first.get_or_insert(seq);
         self.count += 1;
         let out = &mut self.buf;
         out.extend_from_slice(&seq.to_be_bytes());
         out.push(op.tag());
-        // Invariant: rows are bounded by MAX_VALUE_LEN per column and the column count, far
-        // below 4 GiB.
-        for part in [row, old.unwrap_or_default()] {
-            out.extend_from_slice(&(part.len() as u32).to_le_bytes());
-            out.extend_from_slice(part);
+        for part in [Some(row), old.map(Image::Row)] {
+            let at = out.len();
+            out.extend_from_slice(&[0; 4]);
+            match part {
+                Some(Image::Encoded(bytes)) => out.extend_from_slice(bytes),
+                Some(Image::Row(row)) => row.encode_into(out),
+                None => {}
+            }
+            // Invariant: rows are bounded by MAX_VALUE_LEN per column and the column count,
+            // far below 4 GiB.
+            let len = (out.len() - at - 4) as u32;
+            out[at..at + 4].copy_from_slice(&len.to_le_bytes());
         }
     }
 
@@ -274,8 +291,11 @@ mod tests {
         ];
         let mut entry = EntryWriter::new("alice", 0);
         for (seq, op, old) in &changes {
-            let new = row(*seq, *op == ChangeOp::Delete).encode();
-            entry.push(*seq, *op, &new, old.as_ref().map(Row::encode).as_deref());
+            let new = row(*seq, *op == ChangeOp::Delete);
+            match seq % 2 {
+                0 => entry.push(*seq, *op, Image::Row(&new), old.as_ref()),
+                _ => entry.push(*seq, *op, Image::Encoded(&new.encode()), old.as_ref()),
+            }
         }
         let (first, value) = entry.finish().unwrap();
         assert_eq!(first, 10);
@@ -294,7 +314,7 @@ mod tests {
     #[test]
     fn truncated_entries_are_corrupt_not_a_panic() {
         let mut entry = EntryWriter::new("", 0);
-        entry.push(1, ChangeOp::Insert, &row(1, false).encode(), None);
+        entry.push(1, ChangeOp::Insert, Image::Row(&row(1, false)), None);
         let (_, value) = entry.finish().unwrap();
         for cut in 0..value.len() {
             assert!(entry_changes(&value[..cut]).is_err(), "cut at {cut}");

@@ -107,10 +107,7 @@ impl Store {
     pub async fn ack(&self, name: &str, seq: i64) -> Result<ConsumerRecord> {
         let _ddl = self.inner.ddl.lock().await;
         let mut c = self.consumer(name).await?;
-        let committed = self
-            .changes_since(&c.table, c.user.as_ref(), c.all_users, c.acked, 1)
-            .await?
-            .committed;
+        let committed = self.handle(&c.table).await?.feed.committed();
         if seq > committed {
             return Err(Error::InvalidValue {
                 column: "seq".into(),
