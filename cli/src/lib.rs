@@ -3,8 +3,10 @@
 //! and consumers) parsed by
 //! [`parse`], everything else run as SQL through DataFusion (`kalamstore-sql`), results printed
 //! as they stream ([`output`]). The binary (`main.rs`) adds arguments, scripts and the shell;
-//! the SQL logic tests drive this library directly.
+//! the SQL logic tests drive this library directly. [`serve`] puts it behind the Postgres-wire
+//! server (`kalamstore-server`), one [`Session`] per login, limited by [`access`].
 
+pub mod access;
 mod consumers;
 mod ddl;
 pub mod error;
@@ -12,7 +14,9 @@ mod export;
 mod maintenance;
 pub mod output;
 pub mod parse;
+pub mod serve;
 pub mod session;
+mod users;
 mod value;
 mod views;
 

@@ -86,6 +86,161 @@ enum Action {
     /// Run all due maintenance once and exit (for cron): flushes the tables whose policy asks
     /// for it, removes expired STREAM rows and runs the cleanup job when due.
     Maintain,
+    /// Serve the data directory over the Postgres wire protocol (psql, psycopg, JDBC, ...)
+    /// until SIGTERM or Ctrl-C. The first start creates the operator `root` from
+    /// `KALAMSTORE_ROOT_PASSWORD`.
+    Serve(ServeArgs),
+}
+
+/// `kalamstore serve` options.
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:5433")]
+    listen: std::net::SocketAddr,
+    /// The only directory statements may read and write files in (EXPORT, IMPORT, filesystem
+    /// storages); without it they are refused.
+    #[arg(long)]
+    files_dir: Option<PathBuf>,
+    /// TLS certificate chain (PEM); with --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM); with --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Connections beyond this many are refused.
+    #[arg(long, default_value_t = 100)]
+    max_connections: usize,
+    /// On shutdown, how long running statements may take to finish.
+    #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
+    shutdown_grace: f64,
+}
+
+/// The environment variable the first operator's password comes from.
+const ROOT_PASSWORD_ENV: &str = "KALAMSTORE_ROOT_PASSWORD";
+
+/// Resolves on SIGTERM or Ctrl-C; a second one exits at once (acknowledged writes are already
+/// durable in the engines' logs).
+async fn shutdown_signal() {
+    let first = async {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = tokio::signal::ctrl_c() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    };
+    first.await;
+    note("shutting down: no new connections; running statements may finish (again to exit now)");
+    tokio::spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            note("exiting now");
+            std::process::exit(130);
+        }
+    });
+}
+
+async fn serve(store: &kalamstore::Store, args: &ServeArgs) -> ExitCode {
+    let password = std::env::var(ROOT_PASSWORD_ENV).ok();
+    match kalamstore_server::ensure_root(store, password.as_deref()).await {
+        Ok(true) => note("created the operator `root` from KALAMSTORE_ROOT_PASSWORD"),
+        Ok(false) => {}
+        Err(e) => {
+            note(&format!("error: {e}"));
+            return ExitCode::FAILURE;
+        }
+    }
+    let has_logins = match store.users().await {
+        Ok(u) => !u.is_empty(),
+        Err(e) => {
+            note(&format!("error: {}", CliError::from(e)));
+            return ExitCode::FAILURE;
+        }
+    };
+    if !has_logins {
+        if !args.listen.ip().is_loopback() {
+            note(&format!(
+                "error: no login exists yet, so nothing can be checked: set {ROOT_PASSWORD_ENV} \
+                 to create the operator `root`, or listen on a loopback address"
+            ));
+            return ExitCode::FAILURE;
+        }
+        note(&format!(
+            "no login exists: set {ROOT_PASSWORD_ENV} and restart to create the operator `root` \
+             (listening on loopback only)"
+        ));
+    }
+    if let Some(dir) = &args.files_dir
+        && let Err(e) = std::fs::create_dir_all(dir)
+    {
+        note(&format!("error: creating {}: {e}", dir.display()));
+        return ExitCode::FAILURE;
+    }
+    let files_dir = match args
+        .files_dir
+        .as_ref()
+        .map(std::fs::canonicalize)
+        .transpose()
+    {
+        Ok(d) => d,
+        Err(e) => {
+            note(&format!("error: --files-dir: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut config = kalamstore_server::ServerConfig::new(args.listen);
+    config.max_connections = args.max_connections;
+    config.shutdown_grace = Duration::from_secs_f64(args.shutdown_grace.max(0.0));
+    config.tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(kalamstore_server::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
+    let connector = Arc::new(kalamstore_cli::serve::ServeConnector {
+        store: store.clone(),
+        files_dir,
+    });
+    let server = match kalamstore_server::Server::bind(store.clone(), connector, config).await {
+        Ok(s) => s,
+        Err(e) => {
+            note(&format!("error: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    match server.local_addr() {
+        Ok(addr) => note(&format!(
+            "kalamstore {VERSION} serving {} on {addr}{}",
+            store.data_dir().display(),
+            if args.tls_cert.is_some() {
+                " (TLS)"
+            } else {
+                ""
+            }
+        )),
+        Err(e) => note(&format!("error: {e}")),
+    }
+    match server.run(shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            note(&format!("error: {e}"));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Runs due maintenance within `budget` and says what it did (the cleanup job only when
@@ -353,7 +508,9 @@ fn main() -> ExitCode {
         };
         // A shell keeps the background scheduler; one-shot runs do their due maintenance at
         // exit instead (`--maintain-budget`), so buffers and job records stay bounded.
-        let one_shot = args.action.is_some() || !args.commands.is_empty() || args.file.is_some();
+        let serving = matches!(args.action, Some(Action::Serve(_)));
+        let one_shot =
+            (args.action.is_some() && !serving) || !args.commands.is_empty() || args.file.is_some();
         let mut config =
             kalamstore::StoreConfig::new(&args.data_dir, Arc::new(kalamstore::Engines::default()));
         config.background = !one_shot;
@@ -402,7 +559,8 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let mut code = match args.action {
+        let mut code = match &args.action {
+            Some(Action::Serve(serve_args)) => serve(&store, serve_args).await,
             Some(Action::Maintain) => ExitCode::SUCCESS,
             None if !one_shot => shell(&session, args.format).await,
             None => run_batch(&session, &args, sources).await,
@@ -412,6 +570,7 @@ fn main() -> ExitCode {
             Some(Action::Maintain) => maintain(&store, Duration::MAX, true).await,
             // After statements: within the budget; a failure is logged and left for the next
             // run, the statements' result stands.
+            Some(Action::Serve(_)) => true,
             None if one_shot && args.maintain_budget > 0 => {
                 let budget = Duration::from_secs(args.maintain_budget);
                 maintain(&store, budget, false).await;

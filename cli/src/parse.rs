@@ -241,6 +241,36 @@ pub enum Command {
         /// The statement.
         inner: Box<Command>,
     },
+    /// `CREATE USER [IF NOT EXISTS] name [WITH] PASSWORD '...' [ROLE operator|user]`: a login
+    /// of the server.
+    CreateUser {
+        /// The login name.
+        name: String,
+        /// The password (hashed into a SCRAM verifier; never stored).
+        password: String,
+        /// `operator` or `user` (default).
+        role: Option<String>,
+        /// `IF NOT EXISTS`.
+        if_not_exists: bool,
+    },
+    /// `ALTER USER name [WITH] [PASSWORD '...'] [ROLE operator|user]`.
+    AlterUser {
+        /// The login name.
+        name: String,
+        /// A new password.
+        password: Option<String>,
+        /// A new role.
+        role: Option<String>,
+    },
+    /// `DROP USER [IF EXISTS] name`.
+    DropUser {
+        /// The login name.
+        name: String,
+        /// `IF EXISTS`.
+        if_exists: bool,
+    },
+    /// `SHOW USERS`.
+    ShowUsers,
     /// Any other statement: SQL for DataFusion (queries, INSERT, UPDATE, DELETE, EXPLAIN).
     Sql(String),
 }
@@ -518,6 +548,21 @@ fn string(p: &mut Parser<'_>) -> Result<String, CliError> {
     p.parse_literal_string().map_err(err)
 }
 
+/// `[WITH] [PASSWORD '...'] [ROLE operator|user]`, in either order.
+fn user_options(p: &mut Parser<'_>) -> Result<(Option<String>, Option<String>), CliError> {
+    let _ = p.parse_keyword(Keyword::WITH);
+    let (mut password, mut role) = (None, None);
+    loop {
+        if p.parse_keyword(Keyword::PASSWORD) {
+            password = Some(string(p)?);
+        } else if p.parse_keyword(Keyword::ROLE) {
+            role = Some(name(p)?.to_ascii_lowercase());
+        } else {
+            return Ok((password, role));
+        }
+    }
+}
+
 fn parse_command(p: &mut Parser<'_>) -> Result<Command, CliError> {
     if p.parse_keyword(Keyword::CREATE) {
         if ident_word(p, "CONSUMER") {
@@ -527,6 +572,21 @@ fn parse_command(p: &mut Parser<'_>) -> Result<Command, CliError> {
         if ident_word(p, "STORAGE") {
             p.next_token();
             return create_storage(p);
+        }
+        if ident_word(p, "USER")
+            && !matches!(&p.peek_nth_token(1).token, Token::Word(w) if w.value.eq_ignore_ascii_case("TABLE"))
+        {
+            p.next_token();
+            let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+            let name = name(p)?;
+            let (password, role) = user_options(p)?;
+            let password = password.ok_or_else(|| bad("CREATE USER needs PASSWORD '...'"))?;
+            return Ok(Command::CreateUser {
+                name,
+                password,
+                role,
+                if_not_exists,
+            });
         }
         if ident_word(p, "NAMESPACE") || p.parse_keyword(Keyword::SCHEMA) {
             if ident_word(p, "NAMESPACE") {
@@ -559,6 +619,13 @@ fn parse_command(p: &mut Parser<'_>) -> Result<Command, CliError> {
         return create_table(p, kind);
     }
     if p.parse_keyword(Keyword::DROP) {
+        if p.parse_keyword(Keyword::USER) {
+            let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+            return Ok(Command::DropUser {
+                name: name(p)?,
+                if_exists,
+            });
+        }
         if ident_word(p, "CONSUMER") {
             p.next_token();
             let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
@@ -633,6 +700,10 @@ fn parse_command(p: &mut Parser<'_>) -> Result<Command, CliError> {
             p.next_token();
             return Ok(Command::ShowConsumers);
         }
+        if ident_word(p, "USERS") {
+            p.next_token();
+            return Ok(Command::ShowUsers);
+        }
         if ident_word(p, "STATS") {
             p.next_token();
             if !p.parse_keyword(Keyword::FOR) {
@@ -643,7 +714,7 @@ fn parse_command(p: &mut Parser<'_>) -> Result<Command, CliError> {
         }
         return Err(bad(format!(
             "unknown SHOW `{}` (STORAGES, NAMESPACES, TABLES, MANIFEST FOR, STATS [FOR TABLE], \
-             LIVE QUERIES, CONSUMERS)",
+             LIVE QUERIES, CONSUMERS, USERS)",
             p.peek_token().token
         )));
     }
@@ -690,6 +761,18 @@ fn parse_command(p: &mut Parser<'_>) -> Result<Command, CliError> {
         ));
     }
     if p.parse_keyword(Keyword::ALTER) {
+        if p.parse_keyword(Keyword::USER) {
+            let name = name(p)?;
+            let (password, role) = user_options(p)?;
+            if password.is_none() && role.is_none() {
+                return Err(bad("ALTER USER needs PASSWORD '...' or ROLE"));
+            }
+            return Ok(Command::AlterUser {
+                name,
+                password,
+                role,
+            });
+        }
         p.expect_keyword(Keyword::TABLE).map_err(err)?;
         let table = object(p)?;
         return Ok(Command::AlterTable {
@@ -1033,6 +1116,43 @@ pub fn literal(e: &Expr) -> Result<Literal, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_statements_parse_beside_create_user_table() {
+        assert!(matches!(
+            parse("CREATE USER TABLE app.t (id BIGINT PRIMARY KEY)").unwrap(),
+            Command::CreateTable { kind, .. } if kind == "USER"
+        ));
+        match parse("CREATE USER IF NOT EXISTS alice WITH PASSWORD 'p''w' ROLE Operator").unwrap() {
+            Command::CreateUser {
+                name,
+                password,
+                role,
+                if_not_exists,
+            } => {
+                assert_eq!((name.as_str(), password.as_str()), ("alice", "p'w"));
+                assert_eq!(role.as_deref(), Some("operator"));
+                assert!(if_not_exists);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse("ALTER USER alice ROLE user").unwrap(),
+            Command::AlterUser { password: None, role: Some(r), .. } if r == "user"
+        ));
+        assert!(matches!(
+            parse("DROP USER IF EXISTS alice").unwrap(),
+            Command::DropUser {
+                if_exists: true,
+                ..
+            }
+        ));
+        assert!(
+            parse("CREATE USER alice").is_err(),
+            "a password is required"
+        );
+        assert!(parse("ALTER USER alice").is_err(), "something must change");
+    }
 
     #[test]
     fn scripts_split_at_top_level_semicolons_with_lines() {

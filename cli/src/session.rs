@@ -9,6 +9,7 @@ use kalamstore_sql::datafusion::common::ScalarValue;
 use kalamstore_sql::datafusion::execution::SendableRecordBatchStream;
 use kalamstore_sql::{Principal, SqlOutput, SqlSession};
 
+use crate::access::Access;
 use crate::error::{CliError, invalid};
 use crate::output::LiveLimits;
 use crate::parse::{Command, table_id};
@@ -40,6 +41,8 @@ pub struct Session {
     sql: tokio::sync::Mutex<HashMap<String, Arc<SqlSession>>>,
     /// When subscriptions stop printing.
     live_limits: LiveLimits,
+    /// What the session may run.
+    access: Access,
 }
 
 impl Session {
@@ -66,7 +69,22 @@ impl Session {
             default_storage: StorageId::local(),
             sql: tokio::sync::Mutex::new(HashMap::new()),
             live_limits: LiveLimits::default(),
+            access: Access::Local,
         })
+    }
+
+    /// A server connection's session: `principal`'s rows, limited to what `access` allows.
+    pub fn connect(store: Store, principal: Principal, access: Access) -> Self {
+        Self {
+            store,
+            principal,
+            params: Vec::new(),
+            progress: false,
+            default_storage: StorageId::local(),
+            sql: tokio::sync::Mutex::new(HashMap::new()),
+            live_limits: LiveLimits::default(),
+            access,
+        }
     }
 
     /// Ends subscriptions after `limits` (`--until-rows`, `--timeout`).
@@ -93,19 +111,64 @@ impl Session {
 
     /// Runs one statement.
     pub async fn execute(&self, command: Command) -> Result<Outcome, CliError> {
+        self.execute_with(command, None).await
+    }
+
+    /// Runs one statement; `params` (the server's typed `$n`) replace `--param`.
+    pub async fn execute_with(
+        &self,
+        command: Command,
+        params: Option<&[ScalarValue]>,
+    ) -> Result<Outcome, CliError> {
+        let command = self.access.confine(command)?;
         match command {
             Command::ExecuteAs { user, inner } => {
                 let principal = Principal::User(UserId::new(user)?);
-                self.run(*inner, &principal).await
+                self.run(*inner, &principal, params).await
             }
-            other => self.run(other, &self.principal).await,
+            other => self.run(other, &self.principal, params).await,
         }
     }
 
-    async fn run(&self, command: Command, principal: &Principal) -> Result<Outcome, CliError> {
+    /// What `command` takes and returns, without running it (the server's Describe).
+    pub async fn describe(
+        &self,
+        command: Command,
+    ) -> Result<kalamstore_sql::SqlDescription, CliError> {
+        let command = self.access.confine(command)?;
+        let (command, principal) = match command {
+            Command::ExecuteAs { user, inner } => (*inner, Principal::User(UserId::new(user)?)),
+            other => (other, self.principal.clone()),
+        };
+        let session = self.sql_session(&principal).await?;
+        Ok(match &command {
+            Command::Sql(sql) => session.describe(sql).await?,
+            Command::Subscribe(request) => kalamstore_sql::SqlDescription {
+                params: Vec::new(),
+                columns: Some(session.subscribe_schema(request).await?),
+            },
+            view if view_query(view).is_ok() => session.describe(&view_query(view)?).await?,
+            Command::Consume { name, .. } => {
+                let c = self.store.consumer(name).await?;
+                let def = self.store.table(&c.table).await?;
+                kalamstore_sql::SqlDescription {
+                    params: Vec::new(),
+                    columns: Some(kalamstore_sql::changes_schema(&def, c.all_users)),
+                }
+            }
+            _ => kalamstore_sql::SqlDescription::default(),
+        })
+    }
+
+    async fn run(
+        &self,
+        command: Command,
+        principal: &Principal,
+        params: Option<&[ScalarValue]>,
+    ) -> Result<Outcome, CliError> {
         match command {
             Command::ExecuteAs { .. } => Err(invalid("EXECUTE AS cannot be nested")),
-            Command::Sql(sql) => self.sql(&sql, principal).await,
+            Command::Sql(sql) => self.sql(&sql, principal, params).await,
             Command::Subscribe(request) => {
                 let session = self.sql_session(principal).await?;
                 Ok(Outcome::Live(session.subscribe(request).await?))
@@ -121,6 +184,7 @@ impl Session {
             view @ (Command::ShowStorages
             | Command::ShowLiveQueries
             | Command::ShowConsumers
+            | Command::ShowUsers
             | Command::ShowNamespaces
             | Command::ShowTables(_)
             | Command::Describe(_)
@@ -133,8 +197,11 @@ impl Session {
                     self.store.table(&table_id(t)?).await?;
                 }
                 let query = view_query(&view)?;
-                self.sql(&query, principal).await
+                self.sql(&query, principal, None).await
             }
+            user @ (Command::CreateUser { .. }
+            | Command::AlterUser { .. }
+            | Command::DropUser { .. }) => self.user_command(user).await,
             maintenance @ (Command::Flush { .. }
             | Command::Compact(_)
             | Command::KillJob(_)
@@ -149,15 +216,27 @@ impl Session {
         }
     }
 
-    /// Runs SQL through DataFusion as `principal`.
-    async fn sql(&self, sql: &str, principal: &Principal) -> Result<Outcome, CliError> {
+    /// Runs SQL through DataFusion as `principal`, with `params` or else `--param`.
+    async fn sql(
+        &self,
+        sql: &str,
+        principal: &Principal,
+        params: Option<&[ScalarValue]>,
+    ) -> Result<Outcome, CliError> {
         let session = self.sql_session(principal).await?;
-        let params: Vec<ScalarValue> = self
-            .params
-            .iter()
-            .map(|p| ScalarValue::Utf8(Some(p.clone())))
-            .collect();
-        Ok(match session.run(sql, &params).await? {
+        let given: Vec<ScalarValue>;
+        let params = match params {
+            Some(p) => p,
+            None => {
+                given = self
+                    .params
+                    .iter()
+                    .map(|p| ScalarValue::Utf8(Some(p.clone())))
+                    .collect();
+                &given
+            }
+        };
+        Ok(match session.run(sql, params).await? {
             SqlOutput::Rows(rows) => Outcome::Rows(rows),
             SqlOutput::Changed { verb, rows } => Outcome::Done(format!("{verb} {rows}")),
         })

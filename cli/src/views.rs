@@ -25,6 +25,7 @@ pub(crate) fn view_query(command: &Command) -> Result<String, CliError> {
                 .into()
         }
         Command::ShowConsumers => "SELECT * FROM system.consumers ORDER BY name".into(),
+        Command::ShowUsers => "SELECT * FROM system.users ORDER BY name".into(),
         Command::ShowLiveQueries => "SELECT * FROM system.live_queries ORDER BY started_at".into(),
         Command::ShowNamespaces => {
             "SELECT namespace FROM system.namespaces ORDER BY namespace".into()

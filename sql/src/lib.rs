@@ -40,5 +40,5 @@ pub use changes::{
 pub use datafusion;
 pub use error::{Result, SqlError};
 pub use principal::Principal;
-pub use session::{SqlOutput, SqlSession};
+pub use session::{SqlDescription, SqlOutput, SqlSession};
 pub use system::value_text;

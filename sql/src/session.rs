@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arrow::array::Array;
 use arrow::compute::{CastOptions, cast_with_options};
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
@@ -51,6 +51,15 @@ impl std::fmt::Debug for SqlOutput {
             Self::Changed { verb, rows } => write!(f, "{verb} {rows}"),
         }
     }
+}
+
+/// What a statement takes and returns, from its plan.
+#[derive(Debug, Clone, Default)]
+pub struct SqlDescription {
+    /// The type of each `$n` (`$1` first), where the plan fixes one.
+    pub params: Vec<Option<DataType>>,
+    /// The columns of its rows; `None` for INSERT, UPDATE and DELETE.
+    pub columns: Option<SchemaRef>,
 }
 
 /// A SQL session: one DataFusion context whose catalog is the store's namespaces (plus
@@ -138,6 +147,74 @@ impl SqlSession {
         };
         let subscription = self.store.subscribe(&id, options).await?;
         Ok(subscription_batches(subscription, def, all_users))
+    }
+
+    /// The schema of what [`subscribe`](Self::subscribe) would stream for `request`, without
+    /// subscribing.
+    pub async fn subscribe_schema(&self, request: &SubscribeRequest) -> Result<SchemaRef> {
+        let id: TableId = request.table.parse()?;
+        let def = self.store.table(&id).await?;
+        let all_users = request.all_users || self.principal.reads_all_users(&def);
+        Ok(crate::changes_schema(&def, all_users))
+    }
+
+    /// What `sql` takes and returns, planned but not run: the type DataFusion infers for each
+    /// `$n` (`None` where nothing fixes one) and the columns of a query (`None` for INSERT,
+    /// UPDATE and DELETE, which return a count).
+    pub async fn describe(&self, sql: &str) -> Result<SqlDescription> {
+        let mut statements = DFParser::parse_sql(sql)?;
+        let statement = match (statements.pop_front(), statements.is_empty()) {
+            (Some(s), true) => s,
+            _ => {
+                return Err(SqlError::Unsupported {
+                    what: "other than one statement in one call".into(),
+                    hint: "run them one at a time",
+                });
+            }
+        };
+        let (statement, returns_rows) = match statement {
+            DfStatement::Statement(s) => match *s {
+                Statement::Query(mut query) => {
+                    name_like_postgres(&mut query);
+                    (
+                        DfStatement::Statement(Box::new(Statement::Query(query))),
+                        true,
+                    )
+                }
+                Statement::Explain { .. } => (DfStatement::Statement(s), true),
+                s @ (Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)) => {
+                    (DfStatement::Statement(Box::new(s)), false)
+                }
+                other => {
+                    return Err(SqlError::Unsupported {
+                        what: format!("`{}`", first_words(&other.to_string())),
+                        hint: "kalamstore runs queries, INSERT, UPDATE, DELETE and EXPLAIN \
+                               through SQL",
+                    });
+                }
+            },
+            explain @ DfStatement::Explain(_) => (explain, true),
+            other => {
+                return Err(SqlError::Unsupported {
+                    what: format!("`{}`", first_words(&other.to_string())),
+                    hint: "kalamstore runs queries, INSERT, UPDATE, DELETE and EXPLAIN through SQL",
+                });
+            }
+        };
+        let plan = self.ctx.state().statement_to_plan(statement).await?;
+        let types = plan.get_parameter_types()?;
+        let count = types
+            .keys()
+            .filter_map(|k| k.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()))
+            .max()
+            .unwrap_or(0);
+        let params = (1..=count)
+            .map(|i| types.get(&format!("${i}")).cloned().flatten())
+            .collect();
+        Ok(SqlDescription {
+            params,
+            columns: returns_rows.then(|| Arc::new(plan.schema().as_arrow().clone())),
+        })
     }
 
     /// A `WHERE` condition on `table` as the store's filter, or an error naming what the

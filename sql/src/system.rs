@@ -1,5 +1,5 @@
 //! `system.*` and `information_schema.*`: the store's models (storages, namespaces, tables,
-//! columns, jobs, per-scope stats, the manifest, live queries, consumers) as tables with every model field (secrets
+//! columns, jobs, per-scope stats, the manifest, live queries, consumers, logins) as tables with every model field (secrets
 //! aside), built when a query reads them, so they filter, join and aggregate like any table.
 //! A session of one user sees only its own and shared scopes in `stats`, `manifest` and
 //! `jobs`.
@@ -43,6 +43,7 @@ const SYSTEM_TABLES: &[&str] = &[
     "caches",
     "live_queries",
     "consumers",
+    "users",
 ];
 const INFORMATION_TABLES: &[&str] = &["tables", "columns"];
 
@@ -118,6 +119,7 @@ enum View {
     Caches,
     LiveQueries,
     Consumers,
+    Users,
 }
 
 /// A column of a system table.
@@ -137,6 +139,7 @@ impl View {
             (SYSTEM, "caches") => Self::Caches,
             (SYSTEM, "live_queries") => Self::LiveQueries,
             (SYSTEM, "consumers") => Self::Consumers,
+            (SYSTEM, "users") => Self::Users,
             _ => return None,
         })
     }
@@ -264,6 +267,13 @@ impl View {
                 ("acked", T::BigInt),
                 ("acked_at", T::Timestamp),
                 ("created_at", T::Timestamp),
+            ],
+            // The verifier is a secret: never listed.
+            Self::Users => &[
+                ("name", T::Text),
+                ("role", T::Text),
+                ("created_at", T::Timestamp),
+                ("updated_at", T::Timestamp),
             ],
         }
     }
@@ -462,6 +472,23 @@ impl View {
                         V::BigInt(c.acked),
                         at(Some(c.acked_at_ms)),
                         at(Some(c.created_at_ms)),
+                    ]
+                })
+                .collect(),
+            Self::Users => store
+                .users()
+                .await?
+                .into_iter()
+                .filter(|u| match principal {
+                    Principal::User(me) => u.name == me.as_str(),
+                    _ => true,
+                })
+                .map(|u| {
+                    vec![
+                        V::Text(u.name),
+                        V::Text(u.role.as_str().to_owned()),
+                        at(Some(u.created_at_ms)),
+                        at(Some(u.updated_at_ms)),
                     ]
                 })
                 .collect(),

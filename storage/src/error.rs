@@ -258,6 +258,26 @@ pub enum Error {
         /// The name.
         name: String,
     },
+    /// No login with this name.
+    #[error("user `{name}` not found")]
+    UserNotFound {
+        /// The name asked for.
+        name: String,
+    },
+    /// A login with this name exists already.
+    #[error("user `{name}` exists already")]
+    UserExists {
+        /// The name.
+        name: String,
+    },
+    /// Another process has the data directory open.
+    #[error("data directory {dir} is in use by {holder}")]
+    DataDirInUse {
+        /// The data directory.
+        dir: String,
+        /// Who holds it: `pid N`, or `another process` when its lock file names none.
+        holder: String,
+    },
     /// No live query with this id in this process.
     #[error("live query `{id}` not found")]
     LiveQueryNotFound {

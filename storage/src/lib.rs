@@ -66,8 +66,8 @@ pub use schema::{
 pub use types::KalamDataType;
 
 pub use catalog::{
-    CacheSpec, ConsumerRecord, HotEngine, JobKind, JobRecord, JobStatus, StorageDefinition,
-    TableTask, TableTaskOp,
+    CacheSpec, ConsumerRecord, HotEngine, JobKind, JobRecord, JobStatus, Role, StorageDefinition,
+    TableTask, TableTaskOp, UserRecord,
 };
 pub use filter::{CmpOp, Filter};
 pub use flush::FlushOutcome;

@@ -13,6 +13,7 @@ type Graph = BTreeMap<String, BTreeSet<String>>;
 const CRATES: &[&str] = &[
     "storage",
     "sql",
+    "server",
     "cli",
     "kalamstore",
     "engines/rocksdb",

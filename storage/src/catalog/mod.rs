@@ -271,6 +271,54 @@ impl ConsumerRecord {
     }
 }
 
+/// What a login may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Runs every statement: DDL, storages, jobs, files, `EXECUTE AS USER`, `FOR ALL USERS`.
+    Operator,
+    /// Reads and writes its own rows of USER tables (its name is the `UserId`) and SHARED
+    /// and STREAM tables.
+    User,
+}
+
+impl Role {
+    /// `operator` or `user`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Operator => "operator",
+            Self::User => "user",
+        }
+    }
+}
+
+/// A login of the server: its name, role and credential verifier. The core keeps the
+/// verifier opaque; the server writes and checks it (SCRAM-SHA-256), so no password is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// The login name; for a user role also the `UserId` of its rows.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// The credential verifier, as the server encoded it.
+    pub verifier: Vec<u8>,
+    /// When it was created, ms since the epoch.
+    pub created_at_ms: i64,
+    /// When its password or role last changed, ms since the epoch.
+    pub updated_at_ms: i64,
+}
+
+impl UserRecord {
+    /// Encodes the record (protobuf).
+    pub fn encode(&self) -> Vec<u8> {
+        proto::encode_user(self)
+    }
+
+    /// Decodes a stored record.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        proto::decode_user(bytes)
+    }
+}
+
 /// A multi-step table operation in progress, recorded before its first step so that a
 /// restart finishes or undoes it. Keyed by table: a table has at most one.
 #[derive(Debug, Clone, PartialEq, Eq)]

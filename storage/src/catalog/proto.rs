@@ -4,8 +4,8 @@
 use prost::Message;
 
 use super::{
-    CacheSpec, ConsumerRecord, HotEngine, JobKind, JobRecord, JobStatus, StorageDefinition,
-    TableTask, TableTaskOp,
+    CacheSpec, ConsumerRecord, HotEngine, JobKind, JobRecord, JobStatus, Role, StorageDefinition,
+    TableTask, TableTaskOp, UserRecord,
 };
 use crate::error::{Error, Result};
 use crate::ids::{StorageId, TableId, UserId};
@@ -283,5 +283,47 @@ pub(super) fn decode_consumer(bytes: &[u8]) -> Result<ConsumerRecord> {
         acked: p.acked,
         created_at_ms: p.created_at_ms,
         acked_at_ms: p.acked_at_ms,
+    })
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct UserProto {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(string, tag = "2")]
+    role: String,
+    #[prost(bytes = "vec", tag = "3")]
+    verifier: Vec<u8>,
+    #[prost(int64, tag = "4")]
+    created_at_ms: i64,
+    #[prost(int64, tag = "5")]
+    updated_at_ms: i64,
+}
+
+pub(super) fn encode_user(u: &UserRecord) -> Vec<u8> {
+    UserProto {
+        name: u.name.clone(),
+        role: u.role.as_str().to_owned(),
+        verifier: u.verifier.clone(),
+        created_at_ms: u.created_at_ms,
+        updated_at_ms: u.updated_at_ms,
+    }
+    .encode_to_vec()
+}
+
+pub(super) fn decode_user(bytes: &[u8]) -> Result<UserRecord> {
+    const WHAT: &str = "user record";
+    let p = UserProto::decode(bytes).map_err(prost_error(WHAT))?;
+    let role = match p.role.as_str() {
+        "operator" => Role::Operator,
+        "user" => Role::User,
+        other => return Err(bad(WHAT, format!("unknown role `{other}`"))),
+    };
+    Ok(UserRecord {
+        name: p.name,
+        role,
+        verifier: p.verifier,
+        created_at_ms: p.created_at_ms,
+        updated_at_ms: p.updated_at_ms,
     })
 }

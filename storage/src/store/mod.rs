@@ -3,6 +3,7 @@
 //! operation to the table's own storage. By concern: `config` (engines and settings),
 //! `catalog` (namespaces, storages, tables), `data` (reads and writes), `feed`, `follow` and
 //! `consumers` (the change feed: pulls, subscriptions and their streams, durable consumers),
+//! `users` (the server's logins), `dirlock` (one process per data directory),
 //! `jobs` (job records,
 //! flush and compaction), `scheduler` (background work, STREAM expiry, cleanup), `probe` (the
 //! storage check), `alter`, `moves` and `tasks` (crash-safe multi-step operations), `publish` (each
@@ -13,6 +14,7 @@ mod catalog;
 mod config;
 mod consumers;
 mod data;
+mod dirlock;
 mod feed;
 mod follow;
 mod jobs;
@@ -21,6 +23,7 @@ mod probe;
 mod publish;
 mod scheduler;
 mod tasks;
+mod users;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -57,6 +60,8 @@ const ORPHAN_WATCH: &str = "sys.orphan_watch";
 
 /// Durable change-feed consumers (key: name, value: `ConsumerRecord`).
 const CONSUMERS: &str = "sys.consumers";
+/// The server's logins (key: name, value: `UserRecord`).
+const USERS: &str = "sys.users";
 
 /// A catalog partition.
 fn sys(name: &'static str) -> Partition {
@@ -88,6 +93,8 @@ struct Inner {
     /// Jobs a restart interrupted, queued to run again (a leaf lock).
     requeued: parking_lot::Mutex<Vec<crate::catalog::JobRecord>>,
     closed: AtomicBool,
+    /// The data directory's lock, released by `close`.
+    dir_lock: parking_lot::Mutex<Option<dirlock::DirLock>>,
 }
 
 /// An open kalamstore data directory.
@@ -118,6 +125,7 @@ impl Store {
             op: format!("creating {}", config.data_dir.display()),
             source,
         })?;
+        let dir_lock = dirlock::DirLock::acquire(&config.data_dir)?;
         let engine = config.engines.default_engine(&config.data_dir.join("hot"));
         let system = config
             .engines
@@ -131,6 +139,7 @@ impl Store {
             TASKS,
             ORPHAN_WATCH,
             CONSUMERS,
+            USERS,
         ] {
             system.create_partition(&sys(p)).await?;
         }
@@ -150,6 +159,7 @@ impl Store {
                 requeued: parking_lot::Mutex::new(Vec::new()),
                 live: follow::LiveRegistry::default(),
                 closed: AtomicBool::new(false),
+                dir_lock: parking_lot::Mutex::new(Some(dir_lock)),
                 config,
             }),
         };
@@ -231,7 +241,9 @@ impl Store {
         for (_, s) in storages {
             s.close().await?;
         }
-        self.inner.system.close().await
+        let closed = self.inner.system.close().await;
+        self.inner.dir_lock.lock().take();
+        closed
     }
 }
 

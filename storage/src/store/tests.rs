@@ -692,3 +692,56 @@ mod feed;
 mod jobs;
 mod point;
 mod stream;
+
+#[tokio::test]
+async fn logins_are_kept_listed_changed_and_dropped() {
+    let (_dir, store) = store().await;
+    store
+        .create_user("alice", Role::User, b"v1".to_vec())
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.create_user("alice", Role::Operator, b"v2".to_vec()).await,
+        Err(Error::UserExists { name }) if name == "alice"
+    ));
+    assert!(matches!(
+        store
+            .create_user("bad name", Role::User, b"v".to_vec())
+            .await,
+        Err(Error::InvalidId { .. })
+    ));
+    let changed = store
+        .alter_user("alice", Some(Role::Operator), Some(b"v3".to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(
+        (changed.role, changed.verifier.as_slice()),
+        (Role::Operator, &b"v3"[..])
+    );
+    assert_eq!(store.users().await.unwrap(), vec![changed]);
+    store.drop_user("alice", false).await.unwrap();
+    assert!(matches!(
+        store.drop_user("alice", false).await,
+        Err(Error::UserNotFound { .. })
+    ));
+    store.drop_user("alice", true).await.unwrap();
+    assert!(store.find_user("alice").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_second_open_of_a_data_dir_names_the_holder_until_the_first_closes() {
+    let (dir, store) = store().await;
+    let config = || {
+        let mut c = StoreConfig::new(dir.path(), Arc::new(MemoryEngines));
+        c.background = false;
+        c
+    };
+    match Store::open(config()).await {
+        Err(Error::DataDirInUse { holder, .. }) => {
+            assert_eq!(holder, format!("pid {}", std::process::id()));
+        }
+        other => panic!("a second open: {other:?}"),
+    }
+    store.close().await.unwrap();
+    Store::open(config()).await.unwrap().close().await.unwrap();
+}

@@ -1,0 +1,778 @@
+//! `kalamstore serve` checked by clients no one here wrote: tokio-postgres (simple and
+//! extended protocol, typed parameters, SCRAM, cancel), psql (libpq, TLS) and psycopg 3. Each
+//! test starts its own server on a free port over its own data directory.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+const ROOT_PASSWORD: &str = "root-secret";
+
+/// A server child process; killed when dropped.
+struct Served {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Served {
+    fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, extra)
+    }
+
+    fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Self {
+        let mut child = Command::new(assert_cmd::cargo::cargo_bin("kalamstore"))
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("KALAMSTORE_ROOT_PASSWORD", ROOT_PASSWORD)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let port = loop {
+            let line = lines
+                .next()
+                .expect("the server exited before listening")
+                .unwrap();
+            if let Some(addr) = line.split(" on 127.0.0.1:").nth(1) {
+                let port = addr.split_whitespace().next().unwrap();
+                break port.parse().unwrap();
+            }
+        };
+        // Keep draining the server's log so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, port, dir }
+    }
+
+    fn config(&self, user: &str, password: &str) -> tokio_postgres::Config {
+        let mut c = tokio_postgres::Config::new();
+        c.host("127.0.0.1")
+            .port(self.port)
+            .user(user)
+            .password(password)
+            .dbname("kalamstore")
+            .connect_timeout(Duration::from_secs(10));
+        c
+    }
+
+    async fn connect(&self, user: &str, password: &str) -> Client {
+        let (client, connection) = self.config(user, password).connect(NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
+    }
+
+    async fn root(&self) -> Client {
+        self.connect("root", ROOT_PASSWORD).await
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The code of a failed statement.
+fn code(e: &tokio_postgres::Error) -> String {
+    e.code()
+        .map(|c| c.code().to_owned())
+        .unwrap_or_else(|| format!("no code: {e}"))
+}
+
+/// `app.m` (USER), `app.cfg` (SHARED) and the logins alice, bob (users).
+async fn setup(root: &Client) {
+    root.batch_execute(
+        "CREATE NAMESPACE app;
+         CREATE USER TABLE app.m (id BIGINT PRIMARY KEY, body TEXT, n INT, score DOUBLE, ok BOOLEAN,
+             at TIMESTAMP, day DATE, raw BYTES, doc JSON, price DECIMAL(10, 2));
+         CREATE SHARED TABLE app.cfg (k TEXT PRIMARY KEY, v TEXT);
+         CREATE USER alice WITH PASSWORD 'alice-pw';
+         CREATE USER bob WITH PASSWORD 'bob-pw' ROLE user;",
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_parameters_and_results_round_trip_over_the_extended_protocol() {
+    let s = Served::start();
+    setup(&s.root().await).await;
+    let alice = s.connect("alice", "alice-pw").await;
+    let at = chrono::NaiveDate::from_ymd_opt(2026, 12, 7)
+        .unwrap()
+        .and_hms_micro_opt(10, 11, 12, 345_678)
+        .unwrap();
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 1, 31).unwrap();
+    let inserted = alice
+        .execute(
+            "INSERT INTO app.m (id, body, n, score, ok, at, day, raw) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &1i64,
+                &"héllo",
+                &7i32,
+                &2.5f64,
+                &true,
+                &at,
+                &day,
+                &vec![0u8, 1, 255],
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(inserted, 1);
+    alice
+        .batch_execute(
+            "INSERT INTO app.m (id, body, doc, price) VALUES (2, NULL, '{\"a\": 1}', 12.34)",
+        )
+        .await
+        .unwrap();
+
+    let stmt = alice
+        .prepare("SELECT id, body, n, score, ok, at, day, raw, doc, price FROM app.m WHERE id = $1")
+        .await
+        .unwrap();
+    assert_eq!(stmt.params(), &[tokio_postgres::types::Type::INT8]);
+    let types: Vec<_> = stmt
+        .columns()
+        .iter()
+        .map(|c| c.type_().name().to_owned())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "int8",
+            "text",
+            "int4",
+            "float8",
+            "bool",
+            "timestamp",
+            "date",
+            "bytea",
+            "json",
+            "numeric"
+        ]
+    );
+    let row = alice.query_one(&stmt, &[&1i64]).await.unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1);
+    assert_eq!(row.get::<_, &str>(1), "héllo");
+    assert_eq!(row.get::<_, i32>(2), 7);
+    assert_eq!(row.get::<_, f64>(3), 2.5);
+    assert!(row.get::<_, bool>(4));
+    assert_eq!(row.get::<_, chrono::NaiveDateTime>(5), at);
+    assert_eq!(row.get::<_, chrono::NaiveDate>(6), day);
+    assert_eq!(row.get::<_, Vec<u8>>(7), vec![0u8, 1, 255]);
+    let row = alice.query_one(&stmt, &[&2i64]).await.unwrap();
+    assert_eq!(row.get::<_, Option<&str>>(1), None);
+    assert_eq!(
+        row.get::<_, serde_json::Value>(8),
+        serde_json::json!({"a": 1})
+    );
+
+    // UPDATE and DELETE with parameters report their counts.
+    let updated = alice
+        .execute(
+            "UPDATE app.m SET body = $1 WHERE id = $2",
+            &[&"changed", &1i64],
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated, 1);
+    let deleted = alice
+        .execute("DELETE FROM app.m WHERE id = $1", &[&2i64])
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let rows = alice
+        .query("SELECT id, body FROM app.m ORDER BY id", &[])
+        .await
+        .unwrap();
+    let got: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(got, [(1, "changed".to_owned())]);
+
+    // The simple protocol: several statements in one message, text results.
+    let messages = alice
+        .simple_query("SELECT count(*) AS c FROM app.m; SELECT 'x' AS t")
+        .await
+        .unwrap();
+    let values: Vec<String> = messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap().to_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(values, ["1", "x"]);
+
+    // A bad statement is a typed error and the connection keeps serving.
+    let e = alice.simple_query("SELEC 1").await.unwrap_err();
+    assert_eq!(code(&e), "42601", "{e}");
+    let e = alice
+        .simple_query("SELECT * FROM app.nope")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42P01", "{e}");
+    let e = alice
+        .execute("INSERT INTO app.m (id) VALUES ($1)", &[&1i64])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "23505", "{e}");
+    assert_eq!(alice.query("SELECT 1", &[]).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_passwords_and_unknown_logins_are_refused_with_28p01() {
+    let s = Served::start();
+    setup(&s.root().await).await;
+    for (user, password) in [("alice", "wrong"), ("nobody", "alice-pw"), ("root", "")] {
+        let e = s
+            .config(user, password)
+            .connect(NoTls)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{user} logged in with {password:?}"));
+        assert_eq!(e.code(), Some(&SqlState::INVALID_PASSWORD), "{user}: {e}");
+    }
+    // A changed password works at once, the old one no more; a dropped login is gone.
+    let root = s.root().await;
+    root.batch_execute("ALTER USER alice WITH PASSWORD 'new-pw'")
+        .await
+        .unwrap();
+    assert!(s.config("alice", "alice-pw").connect(NoTls).await.is_err());
+    s.connect("alice", "new-pw").await;
+    root.batch_execute("DROP USER bob").await.unwrap();
+    assert!(s.config("bob", "bob-pw").connect(NoTls).await.is_err());
+    // The catalog lists logins without their verifiers.
+    let rows = root
+        .simple_query("SELECT * FROM system.users")
+        .await
+        .unwrap();
+    let header = rows.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(r) => Some(
+            r.columns()
+                .iter()
+                .map(|c| c.name().to_owned())
+                .collect::<Vec<_>>(),
+        ),
+        _ => None,
+    });
+    assert_eq!(
+        header.unwrap(),
+        ["name", "role", "created_at", "updated_at"]
+    );
+}
+
+/// Runs `sql` as `client` and returns the first column of every row, as text.
+async fn column(client: &Client, sql: &str) -> Result<Vec<String>, tokio_postgres::Error> {
+    Ok(client
+        .simple_query(sql)
+        .await?
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("NULL").to_owned()),
+            _ => None,
+        })
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_never_reaches_another_users_rows_or_operator_statements() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    let s = Served::start_in(dir, &["--files-dir", files.to_str().unwrap()]);
+    let root = s.root().await;
+    setup(&root).await;
+    root.batch_execute(
+        "EXECUTE AS USER 'alice' (INSERT INTO app.m (id, body) VALUES (1, 'alice secret'));
+         EXECUTE AS USER 'bob' (INSERT INTO app.m (id, body) VALUES (2, 'bob note'));
+         EXECUTE AS USER 'alice' (CREATE CONSUMER alice_feed ON app.m FROM EARLIEST);",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let bob = s.connect("bob", "bob-pw").await;
+
+    // Reads of every shape see bob's rows only.
+    for sql in [
+        "SELECT body FROM app.m",
+        "SELECT body FROM app.m WHERE id = 1 OR id = 2",
+        "SELECT a.body FROM app.m a JOIN app.m b ON a.id = b.id",
+        "SELECT body FROM app.m WHERE id IN (SELECT id FROM app.m)",
+        "SELECT body FROM \"app\".\"m$meta\"",
+        "SELECT body FROM changes_since('app.m', 0)",
+    ] {
+        let got = column(&bob, sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert!(got.iter().all(|b| b == "bob note"), "{sql}: {got:?}");
+        assert!(!got.is_empty(), "{sql}: sees nothing of its own");
+    }
+    assert_eq!(
+        column(&bob, "SELECT name FROM system.users").await.unwrap(),
+        ["bob"]
+    );
+    assert!(
+        column(&bob, "SELECT name FROM system.consumers")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Writes cannot reach alice's key either: bob's id 1 is his own row.
+    bob.batch_execute("INSERT INTO app.m (id, body) VALUES (1, 'bob one')")
+        .await
+        .unwrap();
+    bob.batch_execute("DELETE FROM app.m WHERE id = 1")
+        .await
+        .unwrap();
+    let alice = s.connect("alice", "alice-pw").await;
+    assert_eq!(
+        column(&alice, "SELECT body FROM app.m").await.unwrap(),
+        ["alice secret"]
+    );
+
+    // Statements for operators are refused with 42501, one per path.
+    for sql in [
+        "EXECUTE AS USER 'alice' (SELECT * FROM app.m)",
+        "SUBSCRIBE TO app.m FOR ALL USERS",
+        "CREATE CONSUMER all_of_them ON app.m FOR ALL USERS",
+        "CONSUME FROM alice_feed",
+        "EXPORT USER DATA 'alice' TO 'alice.zip'",
+        "IMPORT USER DATA 'bob' FROM 'x.zip'",
+        "CREATE STORAGE mine TYPE filesystem PATH '/tmp/mine'",
+        "DROP TABLE app.m",
+        "STORAGE FLUSH ALL",
+        "CREATE USER eve WITH PASSWORD 'x' ROLE operator",
+    ] {
+        let e = bob.simple_query(sql).await.unwrap_err();
+        assert_eq!(code(&e), "42501", "{sql}: {e}");
+    }
+    // An operator's file paths stay inside --files-dir.
+    for sql in [
+        "EXPORT USER DATA 'alice' TO '/tmp/alice.zip'",
+        "EXPORT USER DATA 'alice' TO '../alice.zip'",
+    ] {
+        let e = root.simple_query(sql).await.unwrap_err();
+        assert_eq!(code(&e), "42501", "{sql}: {e}");
+    }
+    root.batch_execute("EXPORT USER DATA 'alice' TO 'alice.zip'")
+        .await
+        .unwrap();
+    assert!(files.join("alice.zip").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_request_stops_a_running_subscription() {
+    let s = Served::start();
+    let root = s.root().await;
+    setup(&root).await;
+    root.batch_execute("INSERT INTO app.cfg VALUES ('a', '1')")
+        .await
+        .unwrap();
+    let (client, connection) = s.config("alice", "alice-pw").connect(NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let cancel = client.cancel_token();
+    let started = Instant::now();
+    let running = tokio::spawn(async move {
+        let r = client.simple_query("SUBSCRIBE TO app.cfg").await;
+        (r, client)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !running.is_finished(),
+        "a subscription runs until cancelled"
+    );
+    cancel.cancel_query(NoTls).await.unwrap();
+    let (result, client) = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the cancel ends the subscription")
+        .unwrap();
+    let e = result.unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::QUERY_CANCELED), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The connection serves the next statement.
+    assert_eq!(
+        column(&client, "SELECT v FROM app.cfg").await.unwrap(),
+        ["1"]
+    );
+}
+
+fn send_raw(port: u16, bytes: &[u8]) -> Vec<u8> {
+    let mut socket = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = socket.write_all(bytes);
+    let mut answer = Vec::new();
+    let _ = socket.read_to_end(&mut answer);
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bytes_other_protocols_and_vanishing_clients_leave_the_server_serving() {
+    let s = Served::start();
+    let root = s.root().await;
+    setup(&root).await;
+    root.batch_execute(
+        "INSERT INTO app.cfg SELECT CAST(value AS TEXT), 'v' FROM generate_series(1, 20000)",
+    )
+    .await
+    .unwrap();
+    // An HTTP request, random bytes, a startup packet with a bogus length, a truncated one.
+    send_raw(s.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    send_raw(s.port, &[0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3, 4, 5, 6, 7]);
+    send_raw(s.port, &[0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0]);
+    send_raw(s.port, &[0, 0, 0, 40, 0, 3, 0, 0, b'u', b's']);
+    // A client that leaves in the middle of a large result.
+    {
+        let mut socket = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        let mut startup = Vec::new();
+        let body = b"\0\x03\0\0user\0root\0\0";
+        startup.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        startup.extend_from_slice(body);
+        socket.write_all(&startup).unwrap();
+    }
+    let (client, connection) = s
+        .config("root", ROOT_PASSWORD)
+        .connect(NoTls)
+        .await
+        .unwrap();
+    let task = tokio::spawn(connection);
+    let query = tokio::spawn(async move {
+        let _ = client
+            .query("SELECT * FROM app.cfg CROSS JOIN app.cfg b", &[])
+            .await;
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    query.abort();
+    task.abort();
+    // Everyone else is still served.
+    let again = s.root().await;
+    assert_eq!(
+        column(&again, "SELECT count(*) FROM app.cfg")
+            .await
+            .unwrap(),
+        ["20000"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_is_told_which_pid_has_the_data_dir() {
+    let s = Served::start();
+    s.root().await;
+    let out = Command::new(assert_cmd::cargo::cargo_bin("kalamstore"))
+        .arg("--data-dir")
+        .arg(s.data_dir())
+        .args(["-c", "SHOW TABLES"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("in use by pid {}", s.child.id())),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_get_53300_and_sigterm_stops_the_server() {
+    let mut s = Served::start_with(&["--max-connections", "2"]);
+    let a = s.root().await;
+    let _b = s.root().await;
+    let e = s
+        .config("root", ROOT_PASSWORD)
+        .connect(NoTls)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.code(), Some(&SqlState::TOO_MANY_CONNECTIONS), "{e}");
+    drop(a);
+    // The closed connection frees its slot.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match s.config("root", ROOT_PASSWORD).connect(NoTls).await {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline => {
+                assert_eq!(e.code(), Some(&SqlState::TOO_MANY_CONNECTIONS), "{e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // SIGTERM: the server stops within a few seconds and exits cleanly.
+    let pid = s.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = s.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+/// psql, if the machine has it (the image does); otherwise the test says so and fails.
+fn psql(s: &Served, user: &str, password: &str, extra: &[&str], args: &[&str]) -> (bool, String) {
+    let mut conn = format!(
+        "host=127.0.0.1 port={} user={user} dbname=kalamstore",
+        s.port
+    );
+    for e in extra {
+        conn.push(' ');
+        conn.push_str(e);
+    }
+    let out = Command::new("psql")
+        .arg(conn)
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        .args(args)
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .expect("psql is on the machine image (PostgreSQL 15 client)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn psql_runs_statements_and_reads_results() {
+    let s = Served::start();
+    let (ok, out) = psql(
+        &s,
+        "root",
+        ROOT_PASSWORD,
+        &["sslmode=disable"],
+        &[
+            "-c",
+            "CREATE NAMESPACE app",
+            "-c",
+            "CREATE SHARED TABLE app.cfg (k TEXT PRIMARY KEY, v TEXT)",
+            "-c",
+            "INSERT INTO app.cfg VALUES ('a', 'x'), ('b', NULL)",
+            "-c",
+            "SELECT k, coalesce(v, 'null') FROM app.cfg ORDER BY k",
+            "-c",
+            "SHOW TABLES",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("INSERT 0 2"), "{out}");
+    assert!(out.contains("a|x\nb|null\n"), "{out}");
+    assert!(out.contains("app|cfg|SHARED|local"), "{out}");
+    let (ok, out) = psql(&s, "root", "wrong", &[], &["-c", "SELECT 1"]);
+    assert!(!ok && out.contains("authentication failed"), "{out}");
+}
+
+/// A self-signed certificate for 127.0.0.1, made with the machine's openssl.
+fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+    let status = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl is on the machine");
+    assert!(status.success());
+    (cert, key)
+}
+
+#[test]
+fn psql_connects_over_tls_when_the_server_has_a_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(certs.path());
+    let s = Served::start_with(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let (ok, out) = psql(
+        &s,
+        "root",
+        ROOT_PASSWORD,
+        &["sslmode=require"],
+        &["-c", "SELECT 'over tls'"],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("over tls"), "{out}");
+}
+
+/// The venv python with psycopg (scripts/delta-readers installs it; `make test` sets
+/// `KALAMSTORE_DELTA_PYTHON`).
+fn python() -> PathBuf {
+    std::env::var_os("KALAMSTORE_DELTA_PYTHON")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let home = std::env::var_os("HOME")?;
+            let p = Path::new(&home).join(".cache/kalamstore/delta-venv/bin/python");
+            p.exists().then_some(p)
+        })
+        .expect(
+            "psycopg's python is missing: run `make test`, or scripts/delta-readers and set \
+             KALAMSTORE_DELTA_PYTHON",
+        )
+}
+
+#[test]
+fn psycopg_queries_with_parameters_and_streams_a_subscription() {
+    let s = Served::start();
+    let script = r#"
+import sys, psycopg
+port = int(sys.argv[1])
+root = psycopg.connect(host="127.0.0.1", port=port, user="root", password=sys.argv[2],
+                       dbname="kalamstore", autocommit=True)
+root.execute("CREATE NAMESPACE chat")
+root.execute("CREATE USER TABLE chat.msg (id BIGINT PRIMARY KEY, body TEXT, n INT)")
+root.execute("CREATE USER carol WITH PASSWORD 'carol-pw'")
+with psycopg.connect(host="127.0.0.1", port=port, user="carol", password="carol-pw",
+                     dbname="kalamstore") as conn:
+    with conn.cursor() as cur:
+        for i in range(1, 4):
+            cur.execute("INSERT INTO chat.msg (id, body, n) VALUES (%s, %s, %s)", (i, f"m{i}", i * 10))
+        conn.commit()
+        cur.execute("SELECT id, body, n FROM chat.msg WHERE n >= %s ORDER BY id", (20,))
+        print("rows", cur.fetchall())
+        cur.execute("SELECT count(*) FROM chat.msg")
+        print("count", cur.fetchone()[0])
+    conn.commit()
+    live = psycopg.connect(host="127.0.0.1", port=port, user="carol", password="carol-pw",
+                           dbname="kalamstore", autocommit=True)
+    seen = []
+    for row in live.cursor().stream("SUBSCRIBE TO chat.msg OPTIONS (last_rows = 2)"):
+        seen.append(row)
+        if len(seen) == 2:
+            conn.execute("INSERT INTO chat.msg (id, body, n) VALUES (4, 'live', 40)")
+            conn.commit()
+        if len(seen) == 3:
+            break
+    print("live", [(r[1], r[3], r[4]) for r in seen])
+"#;
+    let out = Command::new(python())
+        .args(["-c", script, &s.port.to_string(), ROOT_PASSWORD])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("rows [(2, 'm2', 20), (3, 'm3', 30)]"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("count 3"), "{stdout}");
+    assert!(
+        stdout
+            .contains("live [('insert', 'm2', 20), ('insert', 'm3', 30), ('insert', 'live', 40)]"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_mid_load_loses_no_acknowledged_write() {
+    use std::os::unix::process::ExitStatusExt as _;
+    use std::sync::{Arc, Mutex};
+
+    let mut s = Served::start();
+    setup(&s.root().await).await;
+    let acked = Arc::new(Mutex::new(Vec::<(String, i64)>::new()));
+    let mut writers = Vec::new();
+    for (user, password) in [("alice", "alice-pw"), ("bob", "bob-pw")] {
+        for lane in 0..2i64 {
+            let client = s.connect(user, password).await;
+            let acked = acked.clone();
+            writers.push(tokio::spawn(async move {
+                let insert = client
+                    .prepare("INSERT INTO app.m (id, body) VALUES ($1, $2)")
+                    .await
+                    .unwrap();
+                for i in 0.. {
+                    let id = lane * 1_000_000 + i;
+                    match client.execute(&insert, &[&id, &"row"]).await {
+                        Ok(1) => acked.lock().unwrap().push((user.to_owned(), id)),
+                        Ok(n) => panic!("INSERT of one row reported {n}"),
+                        // The server is gone.
+                        Err(_) => break,
+                    }
+                }
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.child.kill().unwrap();
+    let status = s.child.wait().unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "the server died of SIGKILL: {status:?}"
+    );
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 20, "the load ran: {} writes", acked.len());
+
+    let dir = std::mem::replace(&mut s.dir, tempfile::tempdir().unwrap());
+    let s = Served::start_in(dir, &[]);
+    for (user, password) in [("alice", "alice-pw"), ("bob", "bob-pw")] {
+        let client = s.connect(user, password).await;
+        let present: std::collections::HashSet<i64> = client
+            .query("SELECT id FROM app.m", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mine: Vec<i64> = acked
+            .iter()
+            .filter(|(u, _)| u == user)
+            .map(|(_, id)| *id)
+            .collect();
+        let lost: Vec<_> = mine.iter().filter(|id| !present.contains(id)).collect();
+        assert!(lost.is_empty(), "{user} lost acknowledged rows {lost:?}");
+        // At most the one write per lane in flight at the kill may have landed unacknowledged.
+        assert!(
+            present.len() <= mine.len() + 2,
+            "{user}: {} rows, {} acked",
+            present.len(),
+            mine.len()
+        );
+    }
+}

@@ -1,0 +1,683 @@
+//! The query protocols over a connection's [`Statements`](crate::Statements): simple queries
+//! (several statements per message), the extended protocol (Parse/Bind/Describe/Execute with
+//! typed `$n`), results streamed batch by batch (a subscription flushed as each batch comes),
+//! CancelRequests, and the session commands drivers send at connect (`SET`, `SHOW`, `BEGIN`,
+//! `COMMIT`, ...), answered here.
+
+use std::fmt::Debug;
+use std::sync::{Arc, Weak};
+
+use arrow_pg::datatypes::encode_recordbatch;
+use async_trait::async_trait;
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use kalamstore_sql::datafusion::arrow::array::StringArray;
+use kalamstore_sql::datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use kalamstore_sql::datafusion::arrow::record_batch::RecordBatch;
+use kalamstore_sql::datafusion::common::ScalarValue;
+use kalamstore_sql::datafusion::execution::SendableRecordBatchStream;
+use kalamstore_sql::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use pgwire::api::cancel::CancelHandler;
+use pgwire::api::portal::{Format, Portal, PortalExecutionState};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler, send_ready_for_query};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::{Entry, PortalStore};
+use pgwire::api::{ClientInfo, ClientPortalStore, DEFAULT_NAME, PgWireConnectionState, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::cancel::CancelRequest;
+use pgwire::messages::data::{DataRow, FieldDescription, RowDescription};
+use pgwire::messages::extendedquery::{Execute, PortalSuspended};
+use pgwire::messages::response::{EmptyQueryResponse, NoticeResponse, TransactionStatus};
+use pgwire::messages::simplequery::Query;
+use pgwire::messages::startup::SecretKey;
+use tokio_util::sync::CancellationToken;
+
+use crate::server::Connection;
+use crate::{Description, Reply, StatementError, types};
+
+fn error(code: &'static str, message: impl Into<String>) -> StatementError {
+    StatementError::new(code, message)
+}
+
+/// A statement's failure as the protocol's error.
+fn info(e: StatementError) -> ErrorInfo {
+    ErrorInfo::new("ERROR".into(), e.code.into(), e.message)
+}
+
+fn canceled() -> StatementError {
+    error("57014", "canceling statement due to user request")
+}
+
+/// A prepared statement: its text and what Describe says about it.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    sql: String,
+    params: Vec<Type>,
+    /// The types the statement fixes for its `$n`: a client's value of another type (psycopg
+    /// sends small integers as `int2`) is cast to it.
+    inferred: Vec<Option<DataType>>,
+    columns: Option<SchemaRef>,
+}
+
+/// What a statement does to the session's transaction block.
+enum Transaction {
+    Begin,
+    Commit,
+    Rollback,
+}
+
+/// A statement the connection answers itself.
+enum Local {
+    /// A tag, possibly moving the transaction block.
+    Tag(&'static str, Option<Transaction>),
+    /// `SHOW <setting>`: one text row.
+    Show(String, String),
+}
+
+/// The settings `SHOW` answers before any `SET`.
+const DEFAULTS: &[(&str, &str)] = &[
+    ("server_version", "16.0"),
+    ("server_version_num", "160000"),
+    ("server_encoding", "UTF8"),
+    ("client_encoding", "UTF8"),
+    ("datestyle", "ISO, MDY"),
+    ("intervalstyle", "postgres"),
+    ("timezone", "UTC"),
+    ("transaction_isolation", "serializable"),
+    ("default_transaction_isolation", "serializable"),
+    ("transaction_read_only", "off"),
+    ("standard_conforming_strings", "on"),
+    ("integer_datetimes", "on"),
+    ("application_name", ""),
+    ("search_path", "public"),
+    ("max_identifier_length", "63"),
+    ("extra_float_digits", "1"),
+    ("lc_collate", "C"),
+    ("lc_ctype", "C"),
+];
+
+fn words(sql: &str) -> Vec<String> {
+    sql.trim()
+        .trim_end_matches(';')
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+impl Connection {
+    /// The session command `sql` is, if it is one.
+    fn local(&self, sql: &str) -> Option<Result<Local, StatementError>> {
+        let words = words(sql);
+        let first = words.first()?.to_ascii_uppercase();
+        let second = words.get(1).map(|w| w.to_ascii_uppercase());
+        Some(Ok(match first.as_str() {
+            "BEGIN" => Local::Tag("BEGIN", Some(Transaction::Begin)),
+            "START" if second.as_deref() == Some("TRANSACTION") => {
+                Local::Tag("START TRANSACTION", Some(Transaction::Begin))
+            }
+            "COMMIT" | "END" => Local::Tag("COMMIT", Some(Transaction::Commit)),
+            "ROLLBACK" | "ABORT" => Local::Tag("ROLLBACK", Some(Transaction::Rollback)),
+            "DISCARD" => Local::Tag("DISCARD ALL", None),
+            "DEALLOCATE" => Local::Tag("DEALLOCATE", None),
+            "UNLISTEN" => Local::Tag("UNLISTEN", None),
+            "SET" => return Some(self.set(&words[1..]).map(|()| Local::Tag("SET", None))),
+            "RESET" => {
+                let name = words.get(1)?.to_ascii_lowercase();
+                let mut settings = self.settings.lock();
+                if name == "all" {
+                    settings.clear();
+                } else {
+                    settings.remove(&name);
+                }
+                Local::Tag("RESET", None)
+            }
+            "SHOW" => {
+                let name = match (second.as_deref(), words.len()) {
+                    (Some("TRANSACTION"), 4) => "transaction_isolation".to_owned(),
+                    (Some(_), 2) => words[1].to_ascii_lowercase(),
+                    _ => return None,
+                };
+                let value = self.settings.lock().get(&name).cloned().or_else(|| {
+                    DEFAULTS
+                        .iter()
+                        .find(|(k, _)| *k == name)
+                        .map(|(_, v)| (*v).to_owned())
+                })?;
+                Local::Show(name, value)
+            }
+            _ => return None,
+        }))
+    }
+
+    /// `SET [SESSION | LOCAL] name {= | TO} value` and `SET TIME ZONE value`.
+    fn set(&self, words: &[String]) -> Result<(), StatementError> {
+        let mut words = words;
+        if words
+            .first()
+            .is_some_and(|w| w.eq_ignore_ascii_case("SESSION") || w.eq_ignore_ascii_case("LOCAL"))
+        {
+            words = &words[1..];
+        }
+        let text = words.join(" ");
+        let (name, value) = if text.to_ascii_uppercase().starts_with("TIME ZONE ") {
+            ("timezone".to_owned(), text["TIME ZONE ".len()..].to_owned())
+        } else if let Some((n, v)) = text.split_once('=') {
+            (n.trim().to_ascii_lowercase(), v.trim().to_owned())
+        } else if words.len() >= 3 && words[1].eq_ignore_ascii_case("TO") {
+            (words[0].to_ascii_lowercase(), words[2..].join(" "))
+        } else {
+            return Err(error("42601", format!("syntax error in SET {text}")));
+        };
+        let value = value.trim_matches('\'').trim_matches('"').to_owned();
+        self.settings.lock().insert(name, value);
+        Ok(())
+    }
+
+    /// Runs the session command, moving the transaction block; a notice when `ROLLBACK` cannot
+    /// undo what was written.
+    fn run_local(&self, local: Local) -> (Reply, Option<ErrorInfo>) {
+        match local {
+            Local::Tag(tag, tx) => {
+                let mut notice = None;
+                let mut block = self.transaction.lock();
+                match tx {
+                    Some(Transaction::Begin) => *block = Some(false),
+                    Some(Transaction::Commit) => *block = None,
+                    Some(Transaction::Rollback) => {
+                        let wrote = block.take() == Some(true);
+                        notice = wrote.then(|| {
+                            ErrorInfo::new(
+                                "WARNING".into(),
+                                "25000".into(),
+                                "the statements since BEGIN stay committed: kalamstore commits \
+                                 each statement on its own"
+                                    .into(),
+                            )
+                        });
+                    }
+                    None => {}
+                }
+                (Reply::Done(tag.to_owned()), notice)
+            }
+            Local::Show(name, value) => {
+                let schema = Arc::new(Schema::new(vec![Field::new(&name, DataType::Utf8, false)]));
+                let batch = RecordBatch::try_new(
+                    schema.clone(),
+                    vec![Arc::new(StringArray::from(vec![value]))],
+                );
+                let stream = futures::stream::iter(vec![batch.map_err(Into::into)]);
+                (
+                    Reply::Rows(Box::pin(RecordBatchStreamAdapter::new(schema, stream))),
+                    None,
+                )
+            }
+        }
+    }
+
+    fn transaction_status(&self) -> TransactionStatus {
+        match *self.transaction.lock() {
+            Some(_) => TransactionStatus::Transaction,
+            None => TransactionStatus::Idle,
+        }
+    }
+
+    /// Runs one statement (a session command here, the rest through the statements), unless
+    /// `token` fires first.
+    async fn run(
+        &self,
+        sql: &str,
+        params: &[ScalarValue],
+        token: &CancellationToken,
+    ) -> Result<(Reply, Option<ErrorInfo>), StatementError> {
+        if let Some(local) = self.local(sql) {
+            return Ok(self.run_local(local?));
+        }
+        let session = self
+            .session()
+            .ok_or_else(|| error("08P01", "not authenticated"))?;
+        let reply = tokio::select! {
+            r = session.statements.execute(sql, params) => r?,
+            () = token.cancelled() => return Err(canceled()),
+        };
+        if matches!(reply, Reply::Done(_))
+            && let Some(wrote) = self.transaction.lock().as_mut()
+        {
+            *wrote = true;
+        }
+        Ok((reply, None))
+    }
+
+    /// What a statement takes and returns.
+    async fn describe(&self, sql: &str) -> Result<Description, StatementError> {
+        match self.local(sql) {
+            Some(Ok(Local::Show(name, _))) => {
+                return Ok(Description {
+                    params: vec![],
+                    columns: Some(Arc::new(Schema::new(vec![Field::new(
+                        name,
+                        DataType::Utf8,
+                        false,
+                    )]))),
+                });
+            }
+            Some(Ok(Local::Tag(..))) => return Ok(Description::default()),
+            Some(Err(e)) => return Err(e),
+            None => {}
+        }
+        let session = self
+            .session()
+            .ok_or_else(|| error("08P01", "not authenticated"))?;
+        session.statements.describe(sql).await
+    }
+}
+
+/// Sends the rows of `stream`: all of them, or until the token fires (57014). A live stream
+/// is flushed after each batch. The outer error is the connection's, the inner the statement's.
+async fn send_rows<C>(
+    client: &mut C,
+    mut stream: SendableRecordBatchStream,
+    fields: Arc<Vec<FieldInfo>>,
+    describe: bool,
+    live: bool,
+    token: &CancellationToken,
+) -> PgWireResult<Result<(), StatementError>>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    if describe {
+        let description = RowDescription::new(fields.iter().map(FieldDescription::from).collect());
+        client
+            .feed(PgWireBackendMessage::RowDescription(description))
+            .await?;
+        if live {
+            client.flush().await?;
+        }
+    }
+    let mut rows = 0usize;
+    loop {
+        let next = tokio::select! {
+            b = stream.next() => b,
+            () = token.cancelled() => return Ok(Err(canceled())),
+        };
+        let batch = match next {
+            None => break,
+            Some(Ok(b)) => b,
+            Some(Err(e)) => return Ok(Err(error("XX000", e.to_string()))),
+        };
+        for row in encode_recordbatch(fields.clone(), batch) {
+            match row {
+                Ok(row) => client.feed(PgWireBackendMessage::DataRow(row)).await?,
+                Err(e) => return Ok(Err(error("22000", e.to_string()))),
+            }
+            rows += 1;
+        }
+        if live {
+            client.flush().await?;
+        }
+    }
+    let tag = Tag::new("SELECT").with_rows(rows);
+    client
+        .feed(PgWireBackendMessage::CommandComplete(tag.into()))
+        .await?;
+    Ok(Ok(()))
+}
+
+/// A command's tag, e.g. `INSERT 0 3`, as a CommandComplete.
+async fn send_tag<C>(client: &mut C, tag: &str) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    client
+        .feed(PgWireBackendMessage::CommandComplete(Tag::new(tag).into()))
+        .await
+        .map_err(Into::into)
+}
+
+/// The rows of a batch stream as data rows, one batch encoded at a time.
+fn data_rows(
+    stream: SendableRecordBatchStream,
+    fields: Arc<Vec<FieldInfo>>,
+) -> impl Stream<Item = PgWireResult<DataRow>> + Send {
+    stream
+        .map(move |batch| {
+            let rows: Vec<PgWireResult<DataRow>> = match batch {
+                Ok(batch) => encode_recordbatch(fields.clone(), batch).collect(),
+                Err(e) => vec![Err(PgWireError::UserError(Box::new(info(error(
+                    "XX000",
+                    e.to_string(),
+                )))))],
+            };
+            futures::stream::iter(rows)
+        })
+        .flatten()
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Connection {
+    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let statements = match self.session() {
+            Some(s) => s.statements.split(&query.query),
+            None => Err(error("08P01", "not authenticated")),
+        };
+        let mut failed = false;
+        match statements {
+            Ok(list) if list.is_empty() => {
+                client
+                    .feed(PgWireBackendMessage::EmptyQueryResponse(
+                        EmptyQueryResponse::new(),
+                    ))
+                    .await?;
+            }
+            Ok(list) => {
+                for sql in list {
+                    let (token, _busy) = self.start_statement();
+                    let outcome = match self.run(&sql, &[], &token).await {
+                        Ok((reply, notice)) => {
+                            if let Some(n) = notice {
+                                client
+                                    .feed(PgWireBackendMessage::NoticeResponse(
+                                        NoticeResponse::from(n),
+                                    ))
+                                    .await?;
+                            }
+                            match reply {
+                                Reply::Done(tag) => send_tag(client, &tag).await.map(Ok)?,
+                                Reply::Rows(s) | Reply::Live(s) => {
+                                    let live = matches!(reply_kind(&sql), Kind::Live);
+                                    match types::fields(&s.schema(), &Format::UnifiedText) {
+                                        Ok(f) => {
+                                            send_rows(client, s, Arc::new(f), true, live, &token)
+                                                .await?
+                                        }
+                                        Err(e) => Err(error("0A000", e.to_string())),
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = outcome {
+                        client
+                            .feed(PgWireBackendMessage::ErrorResponse(info(e).into()))
+                            .await?;
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                client
+                    .feed(PgWireBackendMessage::ErrorResponse(info(e).into()))
+                    .await?;
+                failed = true;
+            }
+        }
+        let status = if failed && self.transaction.lock().is_some() {
+            TransactionStatus::Error
+        } else {
+            self.transaction_status()
+        };
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        client.set_transaction_status(status);
+        send_ready_for_query(client, status).await
+    }
+
+    async fn do_query<C>(&self, _client: &mut C, _query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        // `on_query` above runs every statement itself.
+        Ok(Vec::new())
+    }
+}
+
+enum Kind {
+    Live,
+    Other,
+}
+
+/// `SUBSCRIBE` statements stream until cancelled: their rows are flushed as they come.
+fn reply_kind(sql: &str) -> Kind {
+    match words(sql).first() {
+        Some(w) if w.eq_ignore_ascii_case("SUBSCRIBE") => Kind::Live,
+        _ => Kind::Other,
+    }
+}
+
+/// Describes statements at Parse time through the connection's statements.
+pub struct Parser(Weak<Connection>);
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let conn = self.0.upgrade().ok_or_else(|| {
+            PgWireError::UserError(Box::new(info(error("08006", "connection closed"))))
+        })?;
+        let description = conn
+            .describe(sql)
+            .await
+            .map_err(|e| PgWireError::UserError(Box::new(info(e))))?;
+        let count = description.params.len().max(types.len());
+        let params = (0..count)
+            .map(|i| match types.get(i).cloned().flatten() {
+                Some(t) if t != Type::UNKNOWN => t,
+                _ => types::param_type(description.params.get(i).and_then(Option::as_ref)),
+            })
+            .collect();
+        Ok(Some(Prepared {
+            sql: sql.to_owned(),
+            params,
+            inferred: description.params,
+            columns: description.columns,
+        }))
+    }
+
+    fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
+        Ok(stmt.params.clone())
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Prepared,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        match &stmt.columns {
+            Some(schema) => types::fields(schema, column_format.unwrap_or(&Format::UnifiedText)),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Connection {
+    type Statement = Prepared;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Parser> {
+        Arc::new(Parser(self.this.clone()))
+    }
+
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        let portal = match client.portal_store().get_portal(name) {
+            Some(Entry::Value(p)) => p,
+            Some(Entry::Empty) => {
+                client
+                    .feed(PgWireBackendMessage::EmptyQueryResponse(
+                        EmptyQueryResponse::new(),
+                    ))
+                    .await?;
+                return Ok(());
+            }
+            None => return Err(PgWireError::PortalNotFound(name.to_owned())),
+        };
+        let max_rows = usize::try_from(message.max_rows).unwrap_or(0);
+        let started = !matches!(*portal.state().lock().await, PortalExecutionState::Initial);
+        if !started {
+            client.set_state(PgWireConnectionState::QueryInProgress);
+            let result = self.execute_portal(client, &portal, max_rows).await;
+            client.set_state(PgWireConnectionState::ReadyForQuery);
+            client.set_transaction_status(self.transaction_status());
+            match result? {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                Err(e) => return Err(PgWireError::UserError(Box::new(info(e)))),
+            }
+        }
+        // A portal read `max_rows` at a time.
+        let fetched = portal.fetch(max_rows).await?;
+        let mut response = fetched.response;
+        let mut rows = 0;
+        while let Some(row) = response.data_rows().next().await {
+            client.feed(PgWireBackendMessage::DataRow(row?)).await?;
+            rows += 1;
+        }
+        if fetched.suspended {
+            client
+                .feed(PgWireBackendMessage::PortalSuspended(PortalSuspended::new()))
+                .await?;
+        } else {
+            let tag = Tag::new("SELECT").with_rows(rows);
+            client
+                .feed(PgWireBackendMessage::CommandComplete(tag.into()))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn do_query<C>(
+        &self,
+        _client: &mut C,
+        _portal: &Portal<Prepared>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        // `on_execute` above runs portals itself.
+        Ok(Response::EmptyQuery)
+    }
+}
+
+impl Connection {
+    /// Runs a bound portal. Rows are streamed straight to the client unless the client reads
+    /// `max_rows` at a time, when the portal keeps them: `Ok(true)` says to fetch from it.
+    async fn execute_portal<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Prepared>,
+        max_rows: usize,
+    ) -> PgWireResult<Result<bool, StatementError>>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let prepared = &portal.statement.statement;
+        let mut params = Vec::with_capacity(portal.parameter_len());
+        for i in 0..portal.parameter_len() {
+            let ty = prepared.params.get(i).cloned().unwrap_or(Type::UNKNOWN);
+            match types::param(portal, i, &ty) {
+                Ok(v) => match prepared.inferred.get(i).cloned().flatten() {
+                    Some(want) if want != v.data_type() && !v.is_null() => match v.cast_to(&want) {
+                        Ok(cast) => params.push(cast),
+                        Err(e) => {
+                            return Ok(Err(error("22P02", format!("parameter ${}: {e}", i + 1))));
+                        }
+                    },
+                    _ => params.push(v),
+                },
+                Err(PgWireError::UserError(e)) => {
+                    return Ok(Err(StatementError::new("22P02", e.message)));
+                }
+                Err(e) => return Ok(Err(error("22P02", e.to_string()))),
+            }
+        }
+        let (token, _busy) = self.start_statement();
+        let (reply, notice) = match self.run(&prepared.sql, &params, &token).await {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e)),
+        };
+        if let Some(n) = notice {
+            client
+                .feed(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(
+                    n,
+                )))
+                .await?;
+        }
+        let stream = match reply {
+            Reply::Done(tag) => {
+                send_tag(client, &tag).await?;
+                return Ok(Ok(false));
+            }
+            Reply::Rows(s) | Reply::Live(s) => s,
+        };
+        let fields = match types::fields(&stream.schema(), &portal.result_column_format) {
+            Ok(f) => Arc::new(f),
+            Err(e) => return Ok(Err(error("0A000", e.to_string()))),
+        };
+        let live = matches!(reply_kind(&prepared.sql), Kind::Live);
+        if max_rows == 0 || live {
+            return Ok(send_rows(client, stream, fields, false, live, &token)
+                .await?
+                .map(|()| false));
+        }
+        let rows = data_rows(stream, fields.clone());
+        portal.start(QueryResponse::new(fields, rows)).await;
+        Ok(Ok(true))
+    }
+}
+
+#[async_trait]
+impl CancelHandler for Connection {
+    async fn on_cancel_request(&self, request: CancelRequest) {
+        // Protocol 3.0 keys are 4 bytes, however the request was decoded.
+        let secret = match request.secret_key {
+            SecretKey::I32(s) => Some(s),
+            SecretKey::Bytes(b) => <[u8; 4]>::try_from(b.as_ref()).ok().map(i32::from_be_bytes),
+        };
+        if let Some(secret) = secret {
+            self.shared.cancel(request.pid, secret);
+        }
+    }
+}
