@@ -91,6 +91,18 @@ impl Statements for ServedSession {
         )
     }
 
+    async fn copy_in(
+        &self,
+        table: &str,
+        columns: &[String],
+        rows: &[kalamstore_server::copy::Record],
+    ) -> Result<u64, StatementError> {
+        self.0
+            .insert_text(table, columns, rows)
+            .await
+            .map_err(statement_error)
+    }
+
     async fn describe(&self, sql: &str) -> Result<Description, StatementError> {
         let command = parse::parse(sql).map_err(statement_error)?;
         let d = self.0.describe(command).await.map_err(statement_error)?;

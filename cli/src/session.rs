@@ -130,6 +130,18 @@ impl Session {
         }
     }
 
+    /// Inserts rows of text (a COPY) into `columns` of `table` as the session's principal, one
+    /// atomic batch.
+    pub async fn insert_text(
+        &self,
+        table: &str,
+        columns: &[String],
+        rows: &[kalamstore_sql::TextRow],
+    ) -> Result<u64, CliError> {
+        let session = self.sql_session(&self.principal).await?;
+        Ok(session.insert_text(table, columns, rows).await?)
+    }
+
     /// What `command` takes and returns, without running it (the server's Describe).
     pub async fn describe(
         &self,

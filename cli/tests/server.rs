@@ -682,6 +682,16 @@ with psycopg.connect(host="127.0.0.1", port=port, user="carol", password="carol-
         if len(seen) == 3:
             break
     print("live", [(r[1], r[3], r[4]) for r in seen])
+    with conn.cursor() as cur:
+        with cur.copy("COPY chat.msg (id, body, n) FROM STDIN") as copy:
+            for i in range(10, 13):
+                copy.write_row((i, f"copied {i}", i))
+        conn.commit()
+        out = []
+        with cur.copy("COPY (SELECT id, body FROM chat.msg WHERE id >= 10 ORDER BY id) TO STDOUT") as copy:
+            for row in copy.rows():
+                out.append(row)
+        print("copy", out)
 "#;
     let out = Command::new(python())
         .args(["-c", script, &s.port.to_string(), ROOT_PASSWORD])
@@ -698,6 +708,10 @@ with psycopg.connect(host="127.0.0.1", port=port, user="carol", password="carol-
         "{stdout}"
     );
     assert!(stdout.contains("count 3"), "{stdout}");
+    assert!(
+        stdout.contains("copy [('10', 'copied 10'), ('11', 'copied 11'), ('12', 'copied 12')]"),
+        "{stdout}"
+    );
     assert!(
         stdout
             .contains("live [('insert', 'm2', 20), ('insert', 'm3', 30), ('insert', 'live', 40)]"),
@@ -775,4 +789,282 @@ async fn a_sigkill_mid_load_loses_no_acknowledged_write() {
             mine.len()
         );
     }
+}
+
+/// pgbench's scripts and the tables they use (`benches/pgbench/`).
+fn pgbench_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/pgbench")
+}
+
+/// The resident memory of `pid`, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The transactions pgbench completed per script, by script file name.
+fn pgbench_counts(output: &str) -> std::collections::HashMap<String, u64> {
+    let mut counts = std::collections::HashMap::new();
+    let mut script = None;
+    for line in output.lines() {
+        if let Some(rest) = line.strip_prefix("SQL script ") {
+            script = rest
+                .split_once(": ")
+                .and_then(|(_, path)| Path::new(path.trim()).file_name())
+                .map(|f| f.to_string_lossy().into_owned());
+        } else if let (Some(name), Some(n)) = (
+            &script,
+            line.trim()
+                .strip_prefix("- ")
+                .and_then(|l| l.split_once(" transactions"))
+                .and_then(|(n, _)| n.parse::<u64>().ok()),
+        ) {
+            counts.insert(name.clone(), n);
+        }
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pgbench_load_of_four_users_keeps_every_acknowledged_write() {
+    const USERS: usize = 4;
+    const CLIENTS: usize = 16;
+    const SECONDS: u64 = 15;
+    let s = Served::start();
+    let root = s.root().await;
+    let setup = std::fs::read_to_string(pgbench_dir().join("setup.sql")).unwrap();
+    root.batch_execute(&setup).await.unwrap();
+    root.batch_execute("CREATE STORAGE other TYPE filesystem")
+        .await
+        .unwrap();
+    for u in 1..=USERS {
+        root.batch_execute(&format!(
+            "CREATE USER u{u} WITH PASSWORD 'pw{u}';
+             EXECUTE AS USER 'u{u}' (INSERT INTO bench.counters SELECT value, 0 FROM generate_series(1, 1000));
+             EXECUTE AS USER 'u{u}' (INSERT INTO bench.trash SELECT value FROM generate_series(1, 1000));"
+        ))
+        .await
+        .unwrap();
+    }
+    // Each user's pgbench runs its own protocol mode; ids of user u live in [u * 10^15, ...).
+    let modes = ["simple", "extended", "prepared", "prepared"];
+    let mut runs = Vec::new();
+    for u in 1..=USERS {
+        let dir = pgbench_dir();
+        let script = |name: &str, weight: u32| format!("{}@{weight}", dir.join(name).display());
+        let child = Command::new("pgbench")
+            .args(["-n", "-h", "127.0.0.1", "-p", &s.port.to_string()])
+            .args([
+                "-U",
+                &format!("u{u}"),
+                "-c",
+                &CLIENTS.to_string(),
+                "-j",
+                "1",
+            ])
+            .args(["-T", &SECONDS.to_string(), "-M", modes[u - 1]])
+            .args(["-D", &format!("base={}", u as u64 * 1_000_000_000_000_000)])
+            .args([
+                "-f",
+                &script("insert.sql", 5),
+                "-f",
+                &script("update.sql", 3),
+            ])
+            .args([
+                "-f",
+                &script("read.sql", 10),
+                "-f",
+                &script("aggregate.sql", 1),
+            ])
+            .args(["-f", &script("delete.sql", 1), "kalamstore"])
+            .env("PGPASSWORD", format!("pw{u}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("pgbench is on the machine image (PostgreSQL 15)");
+        runs.push(child);
+    }
+    // Meanwhile: flushes, a compaction and a storage move, and the server's memory.
+    let started = Instant::now();
+    let mut peak = 0;
+    let mut moved = false;
+    let mut compacted = false;
+    while started.elapsed() < Duration::from_secs(SECONDS) {
+        peak = peak.max(rss(s.child.id()));
+        let _ = root.batch_execute("STORAGE FLUSH TABLE bench.events").await;
+        let _ = root
+            .batch_execute("STORAGE FLUSH TABLE bench.counters")
+            .await;
+        if !compacted && started.elapsed() > Duration::from_secs(SECONDS / 3) {
+            root.batch_execute("STORAGE COMPACT TABLE bench.events")
+                .await
+                .unwrap();
+            compacted = true;
+        }
+        if !moved && started.elapsed() > Duration::from_secs(SECONDS / 2) {
+            root.batch_execute("ALTER TABLE bench.counters SET STORAGE other")
+                .await
+                .unwrap();
+            moved = true;
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    assert!(moved && compacted);
+    for (i, child) in runs.into_iter().enumerate() {
+        let u = i + 1;
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "pgbench of u{u}:\n{stdout}\n{stderr}");
+        let counts = pgbench_counts(&stdout);
+        let (inserts, updates) = (counts["insert.sql"], counts["update.sql"]);
+        assert!(inserts > 0 && updates > 0, "u{u}: {counts:?}\n{stdout}");
+
+        let client = s.connect(&format!("u{u}"), &format!("pw{u}")).await;
+        let row = client
+            .query_one("SELECT count(*), min(id), max(id) FROM bench.events", &[])
+            .await
+            .unwrap();
+        let (rows, min, max): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        // Every acknowledged insert is there; a transaction still running when pgbench
+        // stopped its clock may have landed too (at most one per client).
+        assert!(
+            (inserts..=inserts + CLIENTS as u64).contains(&(rows as u64)),
+            "u{u}: {rows} rows for {inserts} acknowledged inserts"
+        );
+        // No user ever sees another's rows.
+        let base = u as i64 * 1_000_000_000_000_000;
+        assert!(
+            min > base && max <= base + 1_000_000_000_000_000,
+            "u{u}: {min}..{max}"
+        );
+        let sum: i64 = client
+            .query_one("SELECT sum(n) FROM bench.counters", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            (updates..=updates + CLIENTS as u64).contains(&(sum as u64)),
+            "u{u}: counters add up to {sum} for {updates} acknowledged updates"
+        );
+    }
+    assert!(peak < 2 << 30, "the server's RSS peaked at {peak} bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_moves_rows_in_and_out_and_names_the_line_of_a_bad_record() {
+    use futures::{SinkExt as _, TryStreamExt as _};
+
+    let s = Served::start();
+    setup(&s.root().await).await;
+    let alice = s.connect("alice", "alice-pw").await;
+    // In: CSV over the extended protocol, 25,000 rows in chunks that split records (three
+    // atomic batches of at most 10,000 rows).
+    let sink = alice
+        .copy_in("COPY app.m (id, body, n) FROM STDIN WITH (FORMAT csv, HEADER true)")
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    let mut text = String::from("id,body,n\n");
+    for i in 1..=25_000 {
+        text.push_str(&format!("{i},\"row, {i}\",{}\n", i % 7));
+    }
+    for chunk in text.as_bytes().chunks(4093) {
+        sink.send(bytes::Bytes::copy_from_slice(chunk))
+            .await
+            .unwrap();
+    }
+    assert_eq!(sink.finish().await.unwrap(), 25_000);
+    let row = alice
+        .query_one("SELECT count(*), sum(n), max(body) FROM app.m", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 25_000);
+    assert_eq!(
+        row.get::<_, i64>(1),
+        (1..=25_000).map(|i| i % 7).sum::<i64>()
+    );
+    assert_eq!(row.get::<_, &str>(2), "row, 9999");
+
+    // Out: a query as CSV with a header, NULL as an empty field.
+    let out = alice
+        .copy_out(
+            "COPY (SELECT id, body, score FROM app.m WHERE id <= 2 ORDER BY id) TO STDOUT \
+             WITH (FORMAT csv, HEADER true)",
+        )
+        .await
+        .unwrap();
+    let bytes: Vec<bytes::Bytes> = out.try_collect().await.unwrap();
+    let text: String = bytes.iter().map(|b| String::from_utf8_lossy(b)).collect();
+    assert_eq!(text, "id,body,score\n1,\"row, 1\",\n2,\"row, 2\",\n");
+
+    // A value that does not fit fails its batch, named by line and column; nothing of that
+    // batch is written.
+    let sink = alice
+        .copy_in("COPY app.m (id, n) FROM STDIN")
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(
+        b"30001\t1\n30002\tlots\n30003\t3\n",
+    ))
+    .await
+    .unwrap();
+    let e = sink.finish().await.unwrap_err();
+    let message = e
+        .as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_default();
+    assert_eq!(code(&e), "22023", "{e}");
+    assert!(
+        message.contains("line 2") && message.contains("`lots`"),
+        "{message}"
+    );
+    let n: i64 = alice
+        .query_one("SELECT count(*) FROM app.m WHERE id > 30000", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn psql_copies_a_file_in_and_a_query_out() {
+    let s = Served::start();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    std::fs::write(&input, "k,v\na,1\nb,\n\"c,d\",\"x \"\"y\"\"\"\n").unwrap();
+    let output = dir.path().join("out.txt");
+    let (ok, out) = psql(
+        &s,
+        "root",
+        ROOT_PASSWORD,
+        &[],
+        &[
+            "-c",
+            "CREATE NAMESPACE app",
+            "-c",
+            "CREATE SHARED TABLE app.cfg (k TEXT PRIMARY KEY, v TEXT)",
+            "-c",
+            &format!(
+                "\\copy app.cfg FROM '{}' WITH (FORMAT csv, HEADER true)",
+                input.display()
+            ),
+            "-c",
+            &format!(
+                "\\copy (SELECT k, v FROM app.cfg ORDER BY k) TO '{}'",
+                output.display()
+            ),
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("COPY 3"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        "a\t1\nb\t\\N\nc,d\tx \"y\"\n"
+    );
 }

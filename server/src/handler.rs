@@ -17,15 +17,17 @@ use kalamstore_sql::datafusion::common::ScalarValue;
 use kalamstore_sql::datafusion::execution::SendableRecordBatchStream;
 use kalamstore_sql::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use pgwire::api::cancel::CancelHandler;
+use pgwire::api::copy::{CopyHandler, send_copy_in_response, send_copy_out_response};
 use pgwire::api::portal::{Format, Portal, PortalExecutionState};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler, send_ready_for_query};
-use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{ClientInfo, ClientPortalStore, DEFAULT_NAME, PgWireConnectionState, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::cancel::CancelRequest;
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::data::{DataRow, FieldDescription, RowDescription};
 use pgwire::messages::extendedquery::{Execute, PortalSuspended};
 use pgwire::messages::response::{EmptyQueryResponse, NoticeResponse, TransactionStatus};
@@ -33,7 +35,8 @@ use pgwire::messages::simplequery::Query;
 use pgwire::messages::startup::SecretKey;
 use tokio_util::sync::CancellationToken;
 
-use crate::server::Connection;
+use crate::copy::{self, BATCH_ROWS, CopyStatement, RecordReader};
+use crate::server::{Connection, CopyIn};
 use crate::{Description, Reply, StatementError, types};
 
 fn error(code: &'static str, message: impl Into<String>) -> StatementError {
@@ -250,6 +253,9 @@ impl Connection {
 
     /// What a statement takes and returns.
     async fn describe(&self, sql: &str) -> Result<Description, StatementError> {
+        if let Some(copy) = copy::parse_copy(sql) {
+            return copy.map(|_| Description::default());
+        }
         match self.local(sql) {
             Some(Ok(Local::Show(name, _))) => {
                 return Ok(Description {
@@ -386,6 +392,27 @@ impl SimpleQueryHandler for Connection {
             Ok(list) => {
                 for sql in list {
                     let (token, _busy) = self.start_statement();
+                    if let Some(copy) = copy::parse_copy(&sql) {
+                        let outcome = match copy {
+                            Ok(statement) => self.copy(client, statement, &token).await?,
+                            Err(e) => Err(e),
+                        };
+                        match outcome {
+                            // COPY IN mode: the rest of the exchange is CopyData.
+                            Ok(true) => {
+                                client.set_state(PgWireConnectionState::CopyInProgress(false));
+                                return Ok(());
+                            }
+                            Ok(false) => continue,
+                            Err(e) => {
+                                client
+                                    .feed(PgWireBackendMessage::ErrorResponse(info(e).into()))
+                                    .await?;
+                                failed = true;
+                                break;
+                            }
+                        }
+                    }
                     let outcome = match self.run(&sql, &[], &token).await {
                         Ok((reply, notice)) => {
                             if let Some(n) = notice {
@@ -553,7 +580,9 @@ impl ExtendedQueryHandler for Connection {
         if !started {
             client.set_state(PgWireConnectionState::QueryInProgress);
             let result = self.execute_portal(client, &portal, max_rows).await;
-            client.set_state(PgWireConnectionState::ReadyForQuery);
+            if !matches!(client.state(), PgWireConnectionState::CopyInProgress(_)) {
+                client.set_state(PgWireConnectionState::ReadyForQuery);
+            }
             client.set_transaction_status(self.transaction_status());
             match result? {
                 Ok(true) => {}
@@ -634,6 +663,19 @@ impl Connection {
             }
         }
         let (token, _busy) = self.start_statement();
+        if let Some(copy) = copy::parse_copy(&prepared.sql) {
+            let statement = match copy {
+                Ok(s) => s,
+                Err(e) => return Ok(Err(e)),
+            };
+            return Ok(match self.copy(client, statement, &token).await? {
+                Ok(true) => {
+                    client.set_state(PgWireConnectionState::CopyInProgress(true));
+                    Ok(false)
+                }
+                other => other.map(|_| false),
+            });
+        }
         let (reply, notice) = match self.run(&prepared.sql, &params, &token).await {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
@@ -679,5 +721,179 @@ impl CancelHandler for Connection {
         if let Some(secret) = secret {
             self.shared.cancel(request.pid, secret);
         }
+    }
+}
+
+impl Connection {
+    /// Runs a COPY with the client: rows out as CopyData, or COPY IN mode started (`Ok(true)`:
+    /// the client sends CopyData next).
+    async fn copy<C>(
+        &self,
+        client: &mut C,
+        statement: CopyStatement,
+        token: &CancellationToken,
+    ) -> PgWireResult<Result<bool, StatementError>>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let Some(session) = self.session() else {
+            return Ok(Err(error("08P01", "not authenticated")));
+        };
+        match statement {
+            CopyStatement::Out { query, format } => {
+                let reply = tokio::select! {
+                    r = session.statements.execute(&query, &[]) => r,
+                    () = token.cancelled() => Err(canceled()),
+                };
+                let stream = match reply {
+                    Ok(Reply::Rows(s)) => s,
+                    Ok(_) => return Ok(Err(error("0A000", "COPY ... TO STDOUT needs a query"))),
+                    Err(e) => return Ok(Err(e)),
+                };
+                let columns = stream.schema().fields().len();
+                let lines = match copy::copy_lines(stream, &format) {
+                    Ok(l) => l,
+                    Err(e) => return Ok(Err(error("0A000", e.to_string()))),
+                };
+                send_copy_out_response(client, CopyResponse::new(0, columns, lines)).await?;
+                Ok(Ok(false))
+            }
+            CopyStatement::In {
+                table,
+                columns,
+                format,
+            } => {
+                let count = if columns.is_empty() {
+                    match session
+                        .statements
+                        .describe(&format!("SELECT * FROM {table}"))
+                        .await
+                    {
+                        Ok(d) => d.columns.map_or(0, |c| c.fields().len()),
+                        Err(e) => return Ok(Err(e)),
+                    }
+                } else {
+                    columns.len()
+                };
+                *self.copy_in.lock() = Some(CopyIn {
+                    table,
+                    columns,
+                    reader: RecordReader::new(format),
+                    rows: Vec::new(),
+                    inserted: 0,
+                });
+                send_copy_in_response(
+                    client,
+                    CopyResponse::new(0, count, futures::stream::empty()),
+                )
+                .await?;
+                Ok(Ok(true))
+            }
+        }
+    }
+
+    /// Writes the rows read so far (all of them when `last`), one atomic batch per
+    /// [`BATCH_ROWS`]; on a failure the COPY ends and later data is ignored.
+    async fn write_copied(&self, last: bool) -> PgWireResult<u64> {
+        loop {
+            let batch = {
+                let mut guard = self.copy_in.lock();
+                let Some(copy) = guard.as_mut() else {
+                    return Ok(0);
+                };
+                if last {
+                    match copy.reader.finish() {
+                        Ok(records) => copy.rows.extend(records),
+                        Err(e) => {
+                            *guard = None;
+                            return Err(PgWireError::UserError(Box::new(info(e))));
+                        }
+                    }
+                }
+                if copy.rows.is_empty() || (!last && copy.rows.len() < BATCH_ROWS) {
+                    return Ok(copy.inserted);
+                }
+                let take = copy.rows.len().min(BATCH_ROWS);
+                let rows: Vec<_> = copy.rows.drain(..take).collect();
+                (copy.table.clone(), copy.columns.clone(), rows)
+            };
+            let (table, columns, rows) = batch;
+            let Some(session) = self.session() else {
+                return Ok(0);
+            };
+            match session.statements.copy_in(&table, &columns, &rows).await {
+                Ok(n) => {
+                    if let Some(copy) = self.copy_in.lock().as_mut() {
+                        copy.inserted += n;
+                    }
+                }
+                Err(e) => {
+                    self.copy_in.lock().take();
+                    return Err(PgWireError::UserError(Box::new(info(e))));
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl CopyHandler for Connection {
+    async fn on_copy_data<C>(&self, _client: &mut C, data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        {
+            let mut guard = self.copy_in.lock();
+            // After a failure the rest of the data is ignored, as Postgres does.
+            let Some(copy) = guard.as_mut() else {
+                return Ok(());
+            };
+            match copy.reader.push(&data.data) {
+                Ok(records) => copy.rows.extend(records),
+                Err(e) => {
+                    *guard = None;
+                    return Err(PgWireError::UserError(Box::new(info(e))));
+                }
+            }
+        }
+        self.write_copied(false).await.map(|_| ())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if self.copy_in.lock().is_none() {
+            return Ok(());
+        }
+        let inserted = self.write_copied(true).await?;
+        self.copy_in.lock().take();
+        let tag = Tag::new("COPY").with_rows(usize::try_from(inserted).unwrap_or(usize::MAX));
+        client
+            .send(PgWireBackendMessage::CommandComplete(tag.into()))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, _client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let written = self.copy_in.lock().take().map_or(0, |c| c.inserted);
+        PgWireError::UserError(Box::new(info(error(
+            "57014",
+            format!(
+                "COPY from stdin failed: {} ({written} rows of earlier batches stay written)",
+                fail.message
+            ),
+        ))))
     }
 }

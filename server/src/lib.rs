@@ -6,11 +6,13 @@
 //! then gets its own [`Statements`] from the [`Connector`] the statement layer provides (the
 //! CLI's dialect: kalamstore's statements plus SQL through DataFusion), scoped to that login.
 //! [`handler`] runs the simple and extended query protocols over it, streams results encoded
-//! by [`types`], answers the session commands drivers send (`SET`, `SHOW`, `BEGIN`), and
+//! by [`types`], runs `COPY` in and out ([`copy`]), answers the session commands drivers send
+//! (`SET`, `SHOW`, `BEGIN`), and
 //! cancels a running statement on a CancelRequest. [`Server`] accepts connections, enforces
 //! the connection limit and shuts down gracefully.
 
 pub mod auth;
+pub mod copy;
 mod error;
 mod handler;
 pub mod scram;
@@ -90,6 +92,15 @@ pub trait Statements: Send + Sync {
 
     /// What one statement takes and returns, without running it.
     async fn describe(&self, sql: &str) -> Result<Description, StatementError>;
+
+    /// Inserts rows of text (`COPY ... FROM STDIN`) into `columns` of `table` (all of them when
+    /// empty) as one atomic batch; returns how many.
+    async fn copy_in(
+        &self,
+        table: &str,
+        columns: &[String],
+        rows: &[copy::Record],
+    ) -> Result<u64, StatementError>;
 }
 
 /// Makes the statements of each new connection.

@@ -129,6 +129,17 @@ pub(crate) struct Connection {
     pub(crate) settings: parking_lot::Mutex<BTreeMap<String, String>>,
     /// Inside `BEGIN` ... `COMMIT`, and whether a statement there wrote.
     pub(crate) transaction: parking_lot::Mutex<Option<bool>>,
+    /// The `COPY ... FROM STDIN` in progress.
+    pub(crate) copy_in: parking_lot::Mutex<Option<CopyIn>>,
+}
+
+/// A `COPY ... FROM STDIN` in progress: where rows go and those not yet written.
+pub(crate) struct CopyIn {
+    pub(crate) table: String,
+    pub(crate) columns: Vec<String>,
+    pub(crate) reader: crate::copy::RecordReader,
+    pub(crate) rows: Vec<crate::copy::Record>,
+    pub(crate) inserted: u64,
 }
 
 impl Connection {
@@ -194,6 +205,10 @@ impl PgWireServerHandlers for Handlers {
     }
 
     fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        self.0.clone()
+    }
+
+    fn copy_handler(&self) -> Arc<impl pgwire::api::copy::CopyHandler> {
         self.0.clone()
     }
 }
@@ -284,6 +299,7 @@ impl Server {
                         busy: AtomicBool::new(false),
                         settings: parking_lot::Mutex::new(BTreeMap::new()),
                         transaction: parking_lot::Mutex::new(None),
+                        copy_in: parking_lot::Mutex::new(None),
                     });
                     connections.retain(|c| c.strong_count() > 0);
                     connections.push(Arc::downgrade(&conn));

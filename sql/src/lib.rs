@@ -32,6 +32,7 @@ mod scan;
 mod session;
 mod system;
 mod table;
+mod text_rows;
 
 pub use catalog::META_SUFFIX;
 pub use changes::{
@@ -42,3 +43,4 @@ pub use error::{Result, SqlError};
 pub use principal::Principal;
 pub use session::{SqlDescription, SqlOutput, SqlSession};
 pub use system::value_text;
+pub use text_rows::TextRow;

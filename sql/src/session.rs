@@ -217,6 +217,28 @@ impl SqlSession {
         })
     }
 
+    /// Inserts rows given as text (`COPY ... FROM`) into `columns` of `table` (all of them
+    /// when empty), casting each value to its column's type, as one atomic batch; a value
+    /// that does not fit fails the batch, naming its line and column.
+    pub async fn insert_text(
+        &self,
+        table: &str,
+        columns: &[String],
+        rows: &[crate::text_rows::TextRow],
+    ) -> Result<u64> {
+        let id: TableId = table.parse()?;
+        let def = self.store.table(&id).await?;
+        let mutations = crate::text_rows::text_inserts(&def, columns, rows)?;
+        if mutations.is_empty() {
+            return Ok(0);
+        }
+        let summary = self
+            .store
+            .write(&id, self.principal.user_for(&def), mutations)
+            .await?;
+        Ok(summary.inserted)
+    }
+
     /// A `WHERE` condition on `table` as the store's filter, or an error naming what the
     /// store cannot evaluate.
     async fn store_filter(

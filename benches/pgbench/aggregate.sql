@@ -1,0 +1,1 @@
+SELECT count(*), sum(n) FROM bench.counters;
