@@ -584,9 +584,16 @@ fn psql_runs_statements_and_reads_results() {
             "SELECT k, coalesce(v, 'null') FROM app.cfg ORDER BY k",
             "-c",
             "SHOW TABLES",
+            "-c",
+            "\\dt",
+            "-c",
+            "\\d app.cfg",
         ],
     );
     assert!(ok, "{out}");
+    // psql's own catalog queries: \dt lists, \d describes.
+    assert!(out.contains("app|cfg|table|kalamstore"), "{out}");
+    assert!(out.contains("k|text||not null|\nv|text|||"), "{out}");
     assert!(out.contains("INSERT 0 2"), "{out}");
     assert!(out.contains("a|x\nb|null\n"), "{out}");
     assert!(out.contains("app|cfg|SHARED|local"), "{out}");

@@ -239,8 +239,9 @@ impl Connection {
         let session = self
             .session()
             .ok_or_else(|| error("08P01", "not authenticated"))?;
+        let sql = crate::compat::rewrite(sql);
         let reply = tokio::select! {
-            r = session.statements.execute(sql, params) => r?,
+            r = session.statements.execute(&sql, params) => r?,
             () = token.cancelled() => return Err(canceled()),
         };
         if matches!(reply, Reply::Done(_))
@@ -274,7 +275,10 @@ impl Connection {
         let session = self
             .session()
             .ok_or_else(|| error("08P01", "not authenticated"))?;
-        session.statements.describe(sql).await
+        session
+            .statements
+            .describe(&crate::compat::rewrite(sql))
+            .await
     }
 }
 

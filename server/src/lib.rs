@@ -12,6 +12,7 @@
 //! the connection limit and shuts down gracefully.
 
 pub mod auth;
+mod compat;
 pub mod copy;
 mod error;
 mod handler;

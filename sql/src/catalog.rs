@@ -13,6 +13,7 @@ use kalamstore_storage::{Error, Store, TableId};
 
 use crate::changes::Definitions;
 use crate::error::{Result, external};
+use crate::pg_catalog::{PG_CATALOG, PgCatalog};
 use crate::principal::Principal;
 use crate::system::{INFORMATION_SCHEMA, SYSTEM, SystemSchema};
 use crate::table::KalamTable;
@@ -66,11 +67,18 @@ impl KalamCatalog {
 impl CatalogProvider for KalamCatalog {
     fn schema_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.names.read().keys().cloned().collect();
-        names.extend([SYSTEM.to_owned(), INFORMATION_SCHEMA.to_owned()]);
+        names.extend([
+            SYSTEM.to_owned(),
+            INFORMATION_SCHEMA.to_owned(),
+            PG_CATALOG.to_owned(),
+        ]);
         names
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if name == PG_CATALOG {
+            return Some(Arc::new(PgCatalog::new(self.store.clone())));
+        }
         if name == SYSTEM || name == INFORMATION_SCHEMA {
             return Some(Arc::new(SystemSchema::new(
                 name,

@@ -27,6 +27,7 @@ mod error;
 mod filter;
 mod leaf;
 mod lookup;
+mod pg_catalog;
 mod principal;
 mod scan;
 mod session;

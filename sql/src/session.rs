@@ -92,6 +92,7 @@ impl SqlSession {
             .with_information_schema(false);
         let ctx = SessionContext::new_with_config(config);
         ctx.register_catalog(CATALOG, catalog.clone());
+        crate::pg_catalog::register_functions(&ctx);
         ctx.register_udtf(
             "changes_since",
             Arc::new(ChangesSince {

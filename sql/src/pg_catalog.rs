@@ -1,0 +1,723 @@
+//! `pg_catalog`: the Postgres catalog tables Postgres clients read to list and describe
+//! tables (psql's `\dt` and `\d`, BI tools), built from the store's namespaces and tables, and
+//! the catalog functions those queries call. Namespaces are schemas, kalamstore tables are
+//! ordinary tables (`relkind` `r`), a table's key is its primary-key index.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Int16Array, Int32Array, Int64Array, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::common::{Result as DfResult, ScalarValue};
+use datafusion::datasource::TableType;
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+use datafusion::prelude::SessionContext;
+use futures::future::BoxFuture;
+use kalamstore_storage::{KalamDataType, Store, TableDefinition};
+
+use crate::error::external;
+use crate::leaf::{BatchSource, BatchTable, ProjectedSource};
+
+/// The schema name.
+pub(crate) const PG_CATALOG: &str = "pg_catalog";
+
+/// The oid of the first namespace; tables follow the namespaces.
+const FIRST_OID: i64 = 16384;
+
+/// One catalog table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Table {
+    Namespace,
+    Class,
+    Attribute,
+    Type,
+    Am,
+    Attrdef,
+    Index,
+    /// Tables psql consults for sections kalamstore has none of (policies, triggers, ...):
+    /// empty, with the columns those queries read.
+    Empty(&'static str),
+}
+
+/// Empty tables and the columns their queries use.
+const EMPTY: &[(&str, &[(&str, DataType)])] = &[
+    (
+        "pg_collation",
+        &[("oid", DataType::Int64), ("collname", DataType::Utf8)],
+    ),
+    (
+        "pg_constraint",
+        &[
+            ("oid", DataType::Int64),
+            ("conname", DataType::Utf8),
+            ("conrelid", DataType::Int64),
+            ("contype", DataType::Utf8),
+            ("conindid", DataType::Int64),
+            ("confrelid", DataType::Int64),
+            ("conparentid", DataType::Int64),
+            ("condeferrable", DataType::Boolean),
+            ("condeferred", DataType::Boolean),
+            ("convalidated", DataType::Boolean),
+            ("conislocal", DataType::Boolean),
+            ("connamespace", DataType::Int64),
+        ],
+    ),
+    (
+        "pg_policy",
+        &[
+            ("polname", DataType::Utf8),
+            ("polrelid", DataType::Int64),
+            ("polpermissive", DataType::Boolean),
+            ("polroles", DataType::Utf8),
+            ("polqual", DataType::Utf8),
+            ("polwithcheck", DataType::Utf8),
+            ("polcmd", DataType::Utf8),
+        ],
+    ),
+    (
+        "pg_statistic_ext",
+        &[
+            ("oid", DataType::Int64),
+            ("stxrelid", DataType::Int64),
+            ("stxname", DataType::Utf8),
+            ("stxnamespace", DataType::Int64),
+            ("stxkind", DataType::Utf8),
+            ("stxstattarget", DataType::Int32),
+        ],
+    ),
+    (
+        "pg_publication",
+        &[
+            ("oid", DataType::Int64),
+            ("pubname", DataType::Utf8),
+            ("puballtables", DataType::Boolean),
+        ],
+    ),
+    (
+        "pg_publication_rel",
+        &[("prpubid", DataType::Int64), ("prrelid", DataType::Int64)],
+    ),
+    (
+        "pg_publication_namespace",
+        &[("pnpubid", DataType::Int64), ("pnnspid", DataType::Int64)],
+    ),
+    (
+        "pg_inherits",
+        &[
+            ("inhrelid", DataType::Int64),
+            ("inhparent", DataType::Int64),
+            ("inhseqno", DataType::Int32),
+        ],
+    ),
+    (
+        "pg_trigger",
+        &[
+            ("oid", DataType::Int64),
+            ("tgrelid", DataType::Int64),
+            ("tgname", DataType::Utf8),
+            ("tgisinternal", DataType::Boolean),
+            ("tgenabled", DataType::Utf8),
+            ("tgparentid", DataType::Int64),
+        ],
+    ),
+    (
+        "pg_rewrite",
+        &[
+            ("oid", DataType::Int64),
+            ("ev_class", DataType::Int64),
+            ("rulename", DataType::Utf8),
+        ],
+    ),
+    (
+        "pg_foreign_table",
+        &[("ftrelid", DataType::Int64), ("ftserver", DataType::Int64)],
+    ),
+    ("pg_partitioned_table", &[("partrelid", DataType::Int64)]),
+    (
+        "pg_description",
+        &[
+            ("objoid", DataType::Int64),
+            ("classoid", DataType::Int64),
+            ("objsubid", DataType::Int32),
+            ("description", DataType::Utf8),
+        ],
+    ),
+];
+
+const TABLES: &[&str] = &[
+    "pg_namespace",
+    "pg_class",
+    "pg_attribute",
+    "pg_type",
+    "pg_am",
+    "pg_attrdef",
+    "pg_index",
+];
+
+impl Table {
+    fn named(name: &str) -> Option<Self> {
+        Some(match name {
+            "pg_namespace" => Self::Namespace,
+            "pg_class" => Self::Class,
+            "pg_attribute" => Self::Attribute,
+            "pg_type" => Self::Type,
+            "pg_am" => Self::Am,
+            "pg_attrdef" => Self::Attrdef,
+            "pg_index" => Self::Index,
+            other => Self::Empty(EMPTY.iter().find(|(n, _)| *n == other)?.0),
+        })
+    }
+
+    fn schema(self) -> SchemaRef {
+        use DataType::{Boolean as B, Int16 as I16, Int32 as I32, Int64 as O, Utf8 as S};
+        let cols: Vec<(&str, DataType)> = match self {
+            Self::Namespace => vec![("oid", O), ("nspname", S), ("nspowner", O)],
+            Self::Class => vec![
+                ("oid", O),
+                ("relname", S),
+                ("relnamespace", O),
+                ("relkind", S),
+                ("relowner", O),
+                ("relam", O),
+                ("reltuples", DataType::Float32),
+                ("relchecks", I16),
+                ("relhasindex", B),
+                ("relhasrules", B),
+                ("relhastriggers", B),
+                ("relrowsecurity", B),
+                ("relforcerowsecurity", B),
+                ("relispartition", B),
+                ("reltablespace", O),
+                ("reloftype", O),
+                ("relpersistence", S),
+                ("relreplident", S),
+                ("reltoastrelid", O),
+                ("relpartbound", S),
+            ],
+            Self::Attribute => vec![
+                ("attrelid", O),
+                ("attname", S),
+                ("atttypid", O),
+                ("atttypmod", I32),
+                ("attnum", I16),
+                ("attnotnull", B),
+                ("atthasdef", B),
+                ("attisdropped", B),
+                ("attcollation", O),
+                ("attidentity", S),
+                ("attgenerated", S),
+                ("attstattarget", I32),
+                ("attstorage", S),
+            ],
+            Self::Type => vec![
+                ("oid", O),
+                ("typname", S),
+                ("typnamespace", O),
+                ("typcollation", O),
+                ("typtype", S),
+            ],
+            Self::Am => vec![("oid", O), ("amname", S)],
+            Self::Attrdef => vec![("oid", O), ("adrelid", O), ("adnum", I16), ("adbin", S)],
+            Self::Index => vec![
+                ("indexrelid", O),
+                ("indrelid", O),
+                ("indisprimary", B),
+                ("indisunique", B),
+                ("indisclustered", B),
+                ("indisvalid", B),
+                ("indkey", S),
+                ("indisreplident", B),
+                ("indexdef", S),
+            ],
+            Self::Empty(name) => EMPTY
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, c)| c.to_vec())
+                .unwrap_or_default(),
+        };
+        Arc::new(Schema::new(
+            cols.into_iter()
+                .map(|(n, t)| Field::new(n, t, true))
+                .collect::<Vec<_>>(),
+        ))
+    }
+}
+
+/// Every kalamstore type's Postgres oid and `format_type` name.
+const TYPES: &[(i64, &str, &str)] = &[
+    (16, "bool", "boolean"),
+    (17, "bytea", "bytea"),
+    (20, "int8", "bigint"),
+    (21, "int2", "smallint"),
+    (23, "int4", "integer"),
+    (25, "text", "text"),
+    (114, "json", "json"),
+    (700, "float4", "real"),
+    (701, "float8", "double precision"),
+    (1021, "_float4", "real[]"),
+    (1082, "date", "date"),
+    (1083, "time", "time without time zone"),
+    (1114, "timestamp", "timestamp without time zone"),
+    (1184, "timestamptz", "timestamp with time zone"),
+    (1700, "numeric", "numeric"),
+    (2950, "uuid", "uuid"),
+];
+
+/// A column type's oid and type modifier, as Postgres encodes them.
+fn pg_type(t: KalamDataType) -> (i64, i32) {
+    use KalamDataType as K;
+    match t {
+        K::Null | K::Text => (25, -1),
+        K::Boolean => (16, -1),
+        K::SmallInt => (21, -1),
+        K::Int => (23, -1),
+        K::BigInt => (20, -1),
+        K::Float => (700, -1),
+        K::Double => (701, -1),
+        K::Json => (114, -1),
+        K::Timestamp => (1114, -1),
+        K::DateTime => (1184, -1),
+        K::Date => (1082, -1),
+        K::Time => (1083, -1),
+        K::Bytes => (17, -1),
+        K::Uuid => (2950, -1),
+        K::Decimal { precision, scale } => (
+            1700,
+            ((i32::from(precision) << 16) | i32::from(scale as u8)) + 4,
+        ),
+        K::Embedding { .. } => (1021, -1),
+        // A type added later reads as text until it gets its own oid here.
+        _ => (25, -1),
+    }
+}
+
+/// `pg_catalog` over a store.
+#[derive(Debug)]
+pub(crate) struct PgCatalog {
+    store: Store,
+}
+
+impl PgCatalog {
+    pub(crate) fn new(store: Store) -> Self {
+        Self { store }
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for PgCatalog {
+    fn table_names(&self) -> Vec<String> {
+        TABLES
+            .iter()
+            .copied()
+            .chain(EMPTY.iter().map(|(n, _)| *n))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let Some(table) = Table::named(name) else {
+            return Ok(None);
+        };
+        let rows = CatalogRows {
+            table,
+            projection: None,
+            store: self.store.clone(),
+        };
+        Ok(Some(Arc::new(BatchTable::new(
+            table.schema(),
+            TableType::View,
+            rows,
+        ))))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        Table::named(name).is_some()
+    }
+}
+
+/// The rows of one catalog table, read when a query runs.
+#[derive(Debug, Clone)]
+struct CatalogRows {
+    table: Table,
+    projection: Option<Vec<usize>>,
+    store: Store,
+}
+
+impl ProjectedSource for CatalogRows {
+    fn projected(&self, projection: Option<Vec<usize>>) -> Self {
+        Self {
+            projection,
+            ..self.clone()
+        }
+    }
+}
+
+impl BatchSource for CatalogRows {
+    const NAME: &'static str = "PgCatalogExec";
+
+    fn describe(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.table)
+    }
+
+    fn batch(self) -> BoxFuture<'static, DfResult<RecordBatch>> {
+        Box::pin(async move {
+            let batch = build(self.table, &self.store).await?;
+            match self.projection {
+                Some(p) => Ok(batch.project(&p)?),
+                None => Ok(batch),
+            }
+        })
+    }
+}
+
+fn texts<'a>(v: impl IntoIterator<Item = &'a str>) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(v))
+}
+
+fn oids(v: impl IntoIterator<Item = i64>) -> ArrayRef {
+    Arc::new(Int64Array::from_iter_values(v))
+}
+
+fn flags(n: usize, value: bool) -> ArrayRef {
+    Arc::new(BooleanArray::from(vec![value; n]))
+}
+
+/// The namespaces with their oids, and the tables with theirs, in name order.
+async fn listing(
+    store: &Store,
+) -> DfResult<(Vec<(i64, String)>, Vec<(i64, i64, TableDefinition)>)> {
+    let mut namespaces: Vec<String> = store
+        .namespaces_created()
+        .await
+        .map_err(external)?
+        .into_iter()
+        .map(|(ns, _)| ns.to_string())
+        .collect();
+    namespaces.sort();
+    let mut tables = store.tables(None).await.map_err(external)?;
+    tables.sort_by_key(|t| t.id.to_string());
+    let ns_oid = |name: &str| {
+        namespaces
+            .iter()
+            .position(|n| n == name)
+            .map_or(0, |i| FIRST_OID + i as i64)
+    };
+    let first_table = FIRST_OID + namespaces.len() as i64;
+    let tables = tables
+        .into_iter()
+        .enumerate()
+        .map(|(i, def)| {
+            (
+                first_table + i as i64,
+                ns_oid(def.id.namespace.as_str()),
+                def,
+            )
+        })
+        .collect();
+    let namespaces = namespaces
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| (FIRST_OID + i as i64, n))
+        .collect();
+    Ok((namespaces, tables))
+}
+
+/// The oid of a table's primary-key index: past every table's.
+const INDEX_OID_OFFSET: i64 = 1 << 30;
+
+async fn build(table: Table, store: &Store) -> DfResult<RecordBatch> {
+    let schema = table.schema();
+    let columns: Vec<ArrayRef> = match table {
+        Table::Namespace => {
+            let (ns, _) = listing(store).await?;
+            vec![
+                oids(ns.iter().map(|(o, _)| *o)),
+                texts(ns.iter().map(|(_, n)| n.as_str())),
+                oids(ns.iter().map(|_| 10)),
+            ]
+        }
+        Table::Class => {
+            let (_, tables) = listing(store).await?;
+            // The tables, then each one's primary-key index.
+            let mut rows: Vec<(i64, String, i64, &str, bool)> = Vec::new();
+            for (oid, ns, def) in &tables {
+                rows.push((*oid, def.id.table.to_string(), *ns, "r", true));
+            }
+            for (oid, ns, def) in &tables {
+                rows.push((
+                    oid + INDEX_OID_OFFSET,
+                    format!("{}_pkey", def.id.table),
+                    *ns,
+                    "i",
+                    false,
+                ));
+            }
+            let n = rows.len();
+            vec![
+                oids(rows.iter().map(|r| r.0)),
+                texts(rows.iter().map(|r| r.1.as_str())),
+                oids(rows.iter().map(|r| r.2)),
+                texts(rows.iter().map(|r| r.3)),
+                oids(rows.iter().map(|_| 10)),
+                oids(rows.iter().map(|r| if r.3 == "r" { 2 } else { 403 })),
+                Arc::new(arrow::array::Float32Array::from(vec![-1.0; n])),
+                Arc::new(Int16Array::from(vec![0; n])),
+                Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.4)))),
+                flags(n, false),
+                flags(n, false),
+                flags(n, false),
+                flags(n, false),
+                flags(n, false),
+                oids(rows.iter().map(|_| 0)),
+                oids(rows.iter().map(|_| 0)),
+                texts(rows.iter().map(|_| "p")),
+                texts(rows.iter().map(|_| "d")),
+                oids(rows.iter().map(|_| 0)),
+                Arc::new(StringArray::from(vec![None::<&str>; n])),
+            ]
+        }
+        Table::Attribute => {
+            let (_, tables) = listing(store).await?;
+            let mut rows = Vec::new();
+            for (oid, _, def) in &tables {
+                for (i, c) in def.columns().iter().enumerate() {
+                    let (typ, typmod) = pg_type(c.data_type);
+                    rows.push((
+                        *oid,
+                        c.name.clone(),
+                        typ,
+                        typmod,
+                        i as i16 + 1,
+                        !c.nullable || c.primary_key,
+                        c.default.is_some(),
+                    ));
+                }
+                // The key index's columns.
+                for (i, c) in def.columns().iter().filter(|c| c.primary_key).enumerate() {
+                    let (typ, typmod) = pg_type(c.data_type);
+                    rows.push((
+                        oid + INDEX_OID_OFFSET,
+                        c.name.clone(),
+                        typ,
+                        typmod,
+                        i as i16 + 1,
+                        true,
+                        false,
+                    ));
+                }
+            }
+            let n = rows.len();
+            vec![
+                oids(rows.iter().map(|r| r.0)),
+                texts(rows.iter().map(|r| r.1.as_str())),
+                oids(rows.iter().map(|r| r.2)),
+                Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.3))),
+                Arc::new(Int16Array::from_iter_values(rows.iter().map(|r| r.4))),
+                Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.5)))),
+                Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.6)))),
+                flags(n, false),
+                oids(rows.iter().map(|_| 0)),
+                texts(rows.iter().map(|_| "")),
+                texts(rows.iter().map(|_| "")),
+                Arc::new(Int32Array::from(vec![-1; n])),
+                texts(rows.iter().map(|_| "p")),
+            ]
+        }
+        Table::Type => vec![
+            oids(TYPES.iter().map(|t| t.0)),
+            texts(TYPES.iter().map(|t| t.1)),
+            oids(TYPES.iter().map(|_| 11)),
+            oids(TYPES.iter().map(|t| if t.0 == 25 { 100 } else { 0 })),
+            texts(TYPES.iter().map(|_| "b")),
+        ],
+        Table::Am => vec![oids([2, 403]), texts(["heap", "btree"])],
+        Table::Attrdef => {
+            let (_, tables) = listing(store).await?;
+            let mut rows = Vec::new();
+            for (oid, _, def) in &tables {
+                for (i, c) in def.columns().iter().enumerate() {
+                    if let Some(d) = &c.default {
+                        rows.push((
+                            *oid,
+                            i as i16 + 1,
+                            crate::system::value_text(d, c.data_type),
+                        ));
+                    }
+                }
+            }
+            vec![
+                oids(rows.iter().enumerate().map(|(i, _)| i as i64 + 1)),
+                oids(rows.iter().map(|r| r.0)),
+                Arc::new(Int16Array::from_iter_values(rows.iter().map(|r| r.1))),
+                texts(rows.iter().map(|r| r.2.as_str())),
+            ]
+        }
+        Table::Index => {
+            let (_, tables) = listing(store).await?;
+            let n = tables.len();
+            let keys: Vec<String> = tables
+                .iter()
+                .map(|(_, _, def)| {
+                    def.columns()
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| c.primary_key)
+                        .map(|(i, _)| (i + 1).to_string())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .collect();
+            let definitions: Vec<String> = tables
+                .iter()
+                .map(|(_, _, def)| {
+                    let key: Vec<&str> = def
+                        .columns()
+                        .iter()
+                        .filter(|c| c.primary_key)
+                        .map(|c| c.name.as_str())
+                        .collect();
+                    format!(
+                        "CREATE UNIQUE INDEX {}_pkey ON {} USING btree ({})",
+                        def.id.table,
+                        def.id,
+                        key.join(", ")
+                    )
+                })
+                .collect();
+            vec![
+                oids(tables.iter().map(|t| t.0 + INDEX_OID_OFFSET)),
+                oids(tables.iter().map(|t| t.0)),
+                flags(n, true),
+                flags(n, true),
+                flags(n, false),
+                flags(n, true),
+                texts(keys.iter().map(String::as_str)),
+                flags(n, false),
+                texts(definitions.iter().map(String::as_str)),
+            ]
+        }
+        Table::Empty(_) => schema
+            .fields()
+            .iter()
+            .map(|f| arrow::array::new_empty_array(f.data_type()))
+            .collect(),
+    };
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// A function of the catalog queries: `name(args) -> ret`, each row mapped by `f`.
+fn udf(
+    name: &str,
+    args: Vec<DataType>,
+    ret: DataType,
+    f: impl Fn(&[ScalarValue]) -> ScalarValue + Send + Sync + 'static,
+) -> ScalarUDF {
+    let f = Arc::new(f);
+    create_udf(
+        name,
+        args,
+        ret,
+        Volatility::Stable,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let rows = args.iter().find_map(|a| match a {
+                ColumnarValue::Array(a) => Some(a.len()),
+                ColumnarValue::Scalar(_) => None,
+            });
+            let Some(rows) = rows else {
+                let values: Vec<ScalarValue> = args
+                    .iter()
+                    .map(|a| match a {
+                        ColumnarValue::Scalar(s) => s.clone(),
+                        ColumnarValue::Array(_) => ScalarValue::Null,
+                    })
+                    .collect();
+                return Ok(ColumnarValue::Scalar(f(&values)));
+            };
+            let arrays = args
+                .iter()
+                .map(|a| a.clone().into_array(rows))
+                .collect::<DfResult<Vec<_>>>()?;
+            let mut out = Vec::with_capacity(rows);
+            for i in 0..rows {
+                let values = arrays
+                    .iter()
+                    .map(|a| ScalarValue::try_from_array(a, i))
+                    .collect::<DfResult<Vec<_>>>()?;
+                out.push(f(&values));
+            }
+            Ok(ColumnarValue::Array(ScalarValue::iter_to_array(out)?))
+        }),
+    )
+}
+
+fn int(v: &ScalarValue) -> Option<i64> {
+    match v.cast_to(&DataType::Int64).ok()? {
+        ScalarValue::Int64(v) => v,
+        _ => None,
+    }
+}
+
+/// Registers the catalog functions psql and drivers call.
+pub(crate) fn register_functions(ctx: &SessionContext) {
+    ctx.register_udf(udf(
+        "pg_get_userbyid",
+        vec![DataType::Int64],
+        DataType::Utf8,
+        |_| ScalarValue::Utf8(Some("kalamstore".into())),
+    ));
+    ctx.register_udf(udf(
+        "pg_table_is_visible",
+        vec![DataType::Int64],
+        DataType::Boolean,
+        |_| ScalarValue::Boolean(Some(true)),
+    ));
+    ctx.register_udf(udf(
+        "format_type",
+        vec![DataType::Int64, DataType::Int64],
+        DataType::Utf8,
+        |args| {
+            let oid = args.first().and_then(int);
+            let typmod = args.get(1).and_then(int).unwrap_or(-1);
+            let name = TYPES.iter().find(|t| Some(t.0) == oid).map(|t| t.2);
+            ScalarValue::Utf8(name.map(|n| match (n, typmod) {
+                ("numeric", m) if m >= 4 => {
+                    format!("numeric({},{})", (m - 4) >> 16, (m - 4) & 0xffff)
+                }
+                (n, _) => n.to_owned(),
+            }))
+        },
+    ));
+    ctx.register_udf(udf(
+        "pg_get_expr",
+        vec![DataType::Utf8, DataType::Int64, DataType::Boolean],
+        DataType::Utf8,
+        |args| args.first().cloned().unwrap_or(ScalarValue::Utf8(None)),
+    ));
+    ctx.register_udf(udf(
+        "pg_get_indexdef",
+        vec![DataType::Int64, DataType::Int64, DataType::Boolean],
+        DataType::Utf8,
+        |_| ScalarValue::Utf8(Some("PRIMARY KEY".into())),
+    ));
+    ctx.register_udf(udf(
+        "pg_get_constraintdef",
+        vec![DataType::Int64, DataType::Boolean],
+        DataType::Utf8,
+        |_| ScalarValue::Utf8(None),
+    ));
+    ctx.register_udf(udf(
+        "obj_description",
+        vec![DataType::Int64, DataType::Utf8],
+        DataType::Utf8,
+        |_| ScalarValue::Utf8(None),
+    ));
+    ctx.register_udf(udf(
+        "col_description",
+        vec![DataType::Int64, DataType::Int64],
+        DataType::Utf8,
+        |_| ScalarValue::Utf8(None),
+    ));
+}
