@@ -335,6 +335,15 @@ async fn a_user_never_reaches_another_users_rows_or_operator_statements() {
             .unwrap()
             .is_empty()
     );
+    // system.sessions: a user sees its own connection, an operator every one with what it runs.
+    assert_eq!(
+        column(&bob, "SELECT user_name FROM system.sessions")
+            .await
+            .unwrap(),
+        ["bob"]
+    );
+    let sql = "SELECT statement FROM system.sessions WHERE user_name = 'root'";
+    assert_eq!(column(&root, sql).await.unwrap(), [sql]);
     // Writes cannot reach alice's key either: bob's id 1 is his own row.
     bob.batch_execute("INSERT INTO app.m (id, body) VALUES (1, 'bob one')")
         .await
@@ -1074,4 +1083,86 @@ fn psql_copies_a_file_in_and_a_query_out() {
         std::fs::read_to_string(&output).unwrap(),
         "a\t1\nb\t\\N\nc,d\tx \"y\"\n"
     );
+}
+
+/// The PostgreSQL JDBC driver (Debian's `libpostgresql-jdbc-java`, which `make test` installs
+/// when a JVM is present).
+const JDBC_JAR: &str = "/usr/share/java/postgresql.jar";
+
+#[test]
+fn jdbc_runs_prepared_statements_and_reads_typed_results() {
+    if Command::new("java").arg("-version").output().is_err() {
+        assert_eq!(
+            std::env::var("KALAMSTORE_SKIP_JDBC").as_deref(),
+            Ok("1"),
+            "no JVM on this machine: install one (the JDBC test runs against it), or set \
+             KALAMSTORE_SKIP_JDBC=1 to skip this test"
+        );
+        eprintln!("skipping the JDBC test: no JVM (KALAMSTORE_SKIP_JDBC=1)");
+        return;
+    }
+    assert!(
+        Path::new(JDBC_JAR).exists(),
+        "{JDBC_JAR} is missing: run `make test` (it installs libpostgresql-jdbc-java)"
+    );
+    let s = Served::start();
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("Jdbc.java");
+    std::fs::write(
+        &source,
+        r#"
+import java.sql.*;
+public class Jdbc {
+  public static void main(String[] a) throws Exception {
+    String url = "jdbc:postgresql://127.0.0.1:" + a[0] + "/kalamstore";
+    try (Connection root = DriverManager.getConnection(url, "root", a[1]);
+         Statement st = root.createStatement()) {
+      st.execute("CREATE NAMESPACE shop");
+      st.execute("CREATE SHARED TABLE shop.items (id BIGINT PRIMARY KEY, name TEXT, price DOUBLE, live BOOLEAN)");
+      try (PreparedStatement ins = root.prepareStatement("INSERT INTO shop.items VALUES (?, ?, ?, ?)")) {
+        for (int i = 1; i <= 3; i++) {
+          ins.setLong(1, i); ins.setString(2, "item" + i); ins.setDouble(3, i * 1.5); ins.setBoolean(4, i != 2);
+          ins.executeUpdate();
+        }
+      }
+      // Server-side prepared statements after the driver's threshold (5 executions).
+      try (PreparedStatement q = root.prepareStatement("SELECT name, price, live FROM shop.items WHERE id = ?")) {
+        StringBuilder out = new StringBuilder();
+        for (int n = 0; n < 7; n++) {
+          q.setLong(1, (n % 3) + 1);
+          try (ResultSet rs = q.executeQuery()) {
+            rs.next();
+            out.append(rs.getString(1)).append('=').append(rs.getDouble(2)).append('/').append(rs.getBoolean(3)).append(' ');
+          }
+        }
+        System.out.println(out.toString().trim());
+      }
+      ResultSetMetaData md = st.executeQuery("SELECT id, name FROM shop.items").getMetaData();
+      System.out.println(md.getColumnTypeName(1) + " " + md.getColumnTypeName(2));
+    }
+  }
+}
+"#,
+    )
+    .unwrap();
+    let out = Command::new("java")
+        .args(["-cp", JDBC_JAR])
+        .arg(&source)
+        .args([&s.port.to_string(), ROOT_PASSWORD])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "item1=1.5/true item2=3.0/false item3=4.5/true item1=1.5/true item2=3.0/false \
+             item3=4.5/true item1=1.5/true"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("int8 text"), "{stdout}");
 }

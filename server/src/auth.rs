@@ -7,12 +7,12 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{Sink, SinkExt};
-use kalamstore::{Role, Store, UserRecord};
+use kalamstore::{Role, SessionInfo, Store, UserRecord};
 use pgwire::api::auth::{
     DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
     save_startup_parameters_to_metadata,
 };
-use pgwire::api::{ClientInfo, METADATA_USER, PgWireConnectionState};
+use pgwire::api::{ClientInfo, METADATA_APPLICATION_NAME, METADATA_USER, PgWireConnectionState};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::startup::{Authentication, SecretKey};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
@@ -158,11 +158,33 @@ impl Connection {
         parameters.server_version = format!("16.0 (kalamstore {})", env!("CARGO_PKG_VERSION"));
         parameters.is_superuser = login.role == Role::Operator;
         parameters.session_authorization = Some(login.name.clone());
-        let _ = self.session.set(Session { login, statements });
-        if let Some(this) = self.this.upgrade() {
-            let (pid, secret) = self.shared.register(&this);
-            client.set_pid_and_secret_key(pid, SecretKey::I32(secret));
-        }
+        let pid = match self.this.upgrade() {
+            Some(this) => {
+                let (pid, secret) = self.shared.register(&this);
+                client.set_pid_and_secret_key(pid, SecretKey::I32(secret));
+                pid
+            }
+            None => 0,
+        };
+        let handle = self.shared.store.register_session(SessionInfo {
+            id: i64::from(pid),
+            user: login.name.clone(),
+            role: login.role.as_str().to_owned(),
+            client: client.socket_addr().to_string(),
+            application: client
+                .metadata()
+                .get(METADATA_APPLICATION_NAME)
+                .cloned()
+                .unwrap_or_default(),
+            connected_at_ms: 0,
+            statement: None,
+            statement_started_at_ms: None,
+        });
+        let _ = self.session.set(Session {
+            login,
+            statements,
+            handle,
+        });
         finish_authentication(client, &parameters).await
     }
 }

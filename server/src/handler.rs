@@ -395,7 +395,7 @@ impl SimpleQueryHandler for Connection {
             }
             Ok(list) => {
                 for sql in list {
-                    let (token, _busy) = self.start_statement();
+                    let (token, _busy) = self.start_statement(&sql);
                     if let Some(copy) = copy::parse_copy(&sql) {
                         let outcome = match copy {
                             Ok(statement) => self.copy(client, statement, &token).await?,
@@ -666,7 +666,7 @@ impl Connection {
                 Err(e) => return Ok(Err(error("22P02", e.to_string()))),
             }
         }
-        let (token, _busy) = self.start_statement();
+        let (token, _busy) = self.start_statement(&prepared.sql);
         if let Some(copy) = copy::parse_copy(&prepared.sql) {
             let statement = match copy {
                 Ok(s) => s,

@@ -71,6 +71,7 @@ pub(crate) struct Shared {
 impl Shared {
     /// Registers `conn` for CancelRequests and returns its (pid, secret key).
     pub(crate) fn register(&self, conn: &Arc<Connection>) -> (i32, i32) {
+        debug_assert!(conn.key.lock().is_none(), "a connection registers once");
         let pid = self.next_pid.fetch_add(1, Ordering::Relaxed);
         let mut secret = [0u8; 4];
         crate::scram::fill_random(&mut secret);
@@ -111,6 +112,8 @@ pub(crate) enum AuthState {
 pub(crate) struct Session {
     pub(crate) login: Login,
     pub(crate) statements: Arc<dyn Statements>,
+    /// Its row of `system.sessions`.
+    pub(crate) handle: kalamstore::SessionHandle,
 }
 
 /// One connection's state: its login, the statement running and the session's settings.
@@ -144,7 +147,10 @@ pub(crate) struct CopyIn {
 
 impl Connection {
     /// Starts a statement: the token a CancelRequest fires; the guard marks it finished.
-    pub(crate) fn start_statement(&self) -> (CancellationToken, Busy<'_>) {
+    pub(crate) fn start_statement(&self, sql: &str) -> (CancellationToken, Busy<'_>) {
+        if let Some(session) = self.session.get() {
+            session.handle.running(Some(sql));
+        }
         let token = CancellationToken::new();
         *self.running.lock() = Some(token.clone());
         self.busy.store(true, Ordering::Release);
@@ -169,6 +175,9 @@ impl Drop for Busy<'_> {
     fn drop(&mut self) {
         self.0.busy.store(false, Ordering::Release);
         self.0.running.lock().take();
+        if let Some(session) = self.0.session.get() {
+            session.handle.running(None);
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! `system.*` and `information_schema.*`: the store's models (storages, namespaces, tables,
-//! columns, jobs, per-scope stats, the manifest, live queries, consumers, logins) as tables with every model field (secrets
+//! columns, jobs, per-scope stats, the manifest, live queries, consumers, logins, server sessions) as tables with every model field (secrets
 //! aside), built when a query reads them, so they filter, join and aggregate like any table.
 //! A session of one user sees only its own and shared scopes in `stats`, `manifest` and
 //! `jobs`.
@@ -44,6 +44,7 @@ const SYSTEM_TABLES: &[&str] = &[
     "live_queries",
     "consumers",
     "users",
+    "sessions",
 ];
 const INFORMATION_TABLES: &[&str] = &["tables", "columns"];
 
@@ -120,6 +121,7 @@ enum View {
     LiveQueries,
     Consumers,
     Users,
+    Sessions,
 }
 
 /// A column of a system table.
@@ -140,6 +142,7 @@ impl View {
             (SYSTEM, "live_queries") => Self::LiveQueries,
             (SYSTEM, "consumers") => Self::Consumers,
             (SYSTEM, "users") => Self::Users,
+            (SYSTEM, "sessions") => Self::Sessions,
             _ => return None,
         })
     }
@@ -274,6 +277,16 @@ impl View {
                 ("role", T::Text),
                 ("created_at", T::Timestamp),
                 ("updated_at", T::Timestamp),
+            ],
+            Self::Sessions => &[
+                ("session_id", T::BigInt),
+                ("user_name", T::Text),
+                ("role", T::Text),
+                ("client", T::Text),
+                ("application_name", T::Text),
+                ("connected_at", T::Timestamp),
+                ("statement", T::Text),
+                ("statement_started_at", T::Timestamp),
             ],
         }
     }
@@ -472,6 +485,26 @@ impl View {
                         V::BigInt(c.acked),
                         at(Some(c.acked_at_ms)),
                         at(Some(c.created_at_ms)),
+                    ]
+                })
+                .collect(),
+            Self::Sessions => store
+                .sessions()
+                .into_iter()
+                .filter(|s| match principal {
+                    Principal::User(me) => s.user == me.as_str(),
+                    _ => true,
+                })
+                .map(|s| {
+                    vec![
+                        V::BigInt(s.id),
+                        V::Text(s.user),
+                        V::Text(s.role),
+                        V::Text(s.client),
+                        V::Text(s.application),
+                        at(Some(s.connected_at_ms)),
+                        s.statement.map_or(V::Null, V::Text),
+                        at(s.statement_started_at_ms),
                     ]
                 })
                 .collect(),

@@ -3,7 +3,8 @@
 //! operation to the table's own storage. By concern: `config` (engines and settings),
 //! `catalog` (namespaces, storages, tables), `data` (reads and writes), `feed`, `follow` and
 //! `consumers` (the change feed: pulls, subscriptions and their streams, durable consumers),
-//! `users` (the server's logins), `dirlock` (one process per data directory),
+//! `users` (the server's logins), `sessions` (its connections), `dirlock` (one process per
+//! data directory),
 //! `jobs` (job records,
 //! flush and compaction), `scheduler` (background work, STREAM expiry, cleanup), `probe` (the
 //! storage check), `alter`, `moves` and `tasks` (crash-safe multi-step operations), `publish` (each
@@ -22,6 +23,7 @@ mod moves;
 mod probe;
 mod publish;
 mod scheduler;
+mod sessions;
 mod tasks;
 mod users;
 
@@ -46,6 +48,7 @@ pub use feed::{DEFAULT_BATCH, LiveQuery, SubscribeOptions, Subscription, TablesC
 pub use follow::{StartAt, SubscriptionEvent};
 pub use jobs::{JobOutcome, JobProgress, Scope};
 pub use scheduler::{BackgroundFailure, CleanupOutcome, MaintenanceOutcome};
+pub use sessions::{SessionHandle, SessionInfo};
 
 /// Catalog partitions of the system storage.
 const NAMESPACES: &str = "sys.namespaces";
@@ -93,6 +96,8 @@ struct Inner {
     /// Jobs a restart interrupted, queued to run again (a leaf lock).
     requeued: parking_lot::Mutex<Vec<crate::catalog::JobRecord>>,
     closed: AtomicBool,
+    /// A server's open sessions (a leaf lock).
+    sessions: Arc<sessions::SessionRegistry>,
     /// The data directory's lock, released by `close`.
     dir_lock: parking_lot::Mutex<Option<dirlock::DirLock>>,
 }
@@ -159,6 +164,7 @@ impl Store {
                 requeued: parking_lot::Mutex::new(Vec::new()),
                 live: follow::LiveRegistry::default(),
                 closed: AtomicBool::new(false),
+                sessions: Arc::default(),
                 dir_lock: parking_lot::Mutex::new(Some(dir_lock)),
                 config,
             }),
