@@ -24,6 +24,16 @@ pub use error::CliError;
 pub use output::Format;
 pub use session::{Outcome, Session};
 
+/// The version with the git commit and build date (`kalamstore --version`, SQL `version()`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("KALAMSTORE_GIT_COMMIT"),
+    ", built ",
+    env!("KALAMSTORE_BUILD_DATE"),
+    ")"
+);
+
 /// Writes `s` to stderr, ignoring a closed pipe.
 pub fn note(s: &str) {
     use std::io::Write as _;

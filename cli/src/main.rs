@@ -15,14 +15,7 @@ use kalamstore_cli::{CliError, Format, Outcome, Session, note, output, parse};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (commit ",
-    env!("KALAMSTORE_GIT_COMMIT"),
-    ", built ",
-    env!("KALAMSTORE_BUILD_DATE"),
-    ")"
-);
+use kalamstore_cli::VERSION;
 
 /// kalamstore: SQL over an embedded multi-tenant storage engine.
 #[derive(Debug, clap::Parser)]
@@ -114,6 +107,9 @@ struct ServeArgs {
     /// On shutdown, how long running statements may take to finish.
     #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
     shutdown_grace: f64,
+    /// Close connections idle this long (no statement running); 0 never.
+    #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
+    idle_timeout: f64,
 }
 
 /// The environment variable the first operator's password comes from.
@@ -204,6 +200,8 @@ async fn serve(store: &kalamstore::Store, args: &ServeArgs) -> ExitCode {
     let mut config = kalamstore_server::ServerConfig::new(args.listen);
     config.max_connections = args.max_connections;
     config.shutdown_grace = Duration::from_secs_f64(args.shutdown_grace.max(0.0));
+    config.idle_timeout =
+        (args.idle_timeout > 0.0).then(|| Duration::from_secs_f64(args.idle_timeout));
     config.tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(kalamstore_server::TlsFiles {
             cert: cert.clone(),

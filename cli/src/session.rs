@@ -260,7 +260,9 @@ impl Session {
         if let Some(s) = sessions.get(&key) {
             return Ok(s.clone());
         }
-        let session = Arc::new(SqlSession::new(self.store.clone(), principal.clone()).await?);
+        let session = SqlSession::new(self.store.clone(), principal.clone()).await?;
+        session.set_version(&format!("kalamstore {}", crate::VERSION));
+        let session = Arc::new(session);
         sessions.insert(key, session.clone());
         Ok(session)
     }

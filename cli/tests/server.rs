@@ -501,6 +501,30 @@ async fn a_second_process_is_told_which_pid_has_the_data_dir() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_is_closed_and_a_busy_one_is_not() {
+    let s = Served::start_with(&["--idle-timeout", "1"]);
+    let idle = s.root().await;
+    let busy = s.root().await;
+    setup(&idle).await;
+    // A statement running past the timeout keeps its connection.
+    let subscription = tokio::spawn(async move {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(3),
+            busy.simple_query("SUBSCRIBE TO app.cfg"),
+        )
+        .await;
+        busy
+    });
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(
+        idle.simple_query("SELECT 1").await.is_err(),
+        "the idle one was closed"
+    );
+    let busy = subscription.await.unwrap();
+    assert!(!busy.is_closed(), "the one running a statement stays open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_limit_get_53300_and_sigterm_stops_the_server() {
     let mut s = Served::start_with(&["--max-connections", "2"]);
     let a = s.root().await;
@@ -606,6 +630,11 @@ fn psql_runs_statements_and_reads_results() {
     assert!(out.contains("INSERT 0 2"), "{out}");
     assert!(out.contains("a|x\nb|null\n"), "{out}");
     assert!(out.contains("app|cfg|SHARED|local"), "{out}");
+    let (ok, out) = psql(&s, "root", ROOT_PASSWORD, &[], &["-c", "SELECT version()"]);
+    assert!(
+        ok && out.starts_with("kalamstore 0.") && out.contains("commit "),
+        "{out}"
+    );
     let (ok, out) = psql(&s, "root", "wrong", &[], &["-c", "SELECT 1"]);
     assert!(!ok && out.contains("authentication failed"), "{out}");
 }

@@ -850,6 +850,7 @@ impl CopyHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        self.touch();
         {
             let mut guard = self.copy_in.lock();
             // After a failure the rest of the data is ignored, as Postgres does.

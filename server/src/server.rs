@@ -42,6 +42,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// On shutdown, how long running statements may take to finish.
     pub shutdown_grace: Duration,
+    /// A connection idle (no statement running, no COPY data) this long is closed.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl ServerConfig {
@@ -52,6 +54,7 @@ impl ServerConfig {
             max_connections: 100,
             tls: None,
             shutdown_grace: Duration::from_secs(5),
+            idle_timeout: None,
         }
     }
 }
@@ -128,6 +131,8 @@ pub(crate) struct Connection {
     key: parking_lot::Mutex<Option<(i32, i32)>>,
     running: parking_lot::Mutex<Option<CancellationToken>>,
     busy: AtomicBool,
+    /// When it last did anything (a statement ended, COPY data came).
+    pub(crate) last_active: parking_lot::Mutex<Instant>,
     /// `SET` values of the session.
     pub(crate) settings: parking_lot::Mutex<BTreeMap<String, String>>,
     /// Inside `BEGIN` ... `COMMIT`, and whether a statement there wrote.
@@ -166,6 +171,16 @@ impl Connection {
     pub(crate) fn session(&self) -> Option<&Session> {
         self.session.get()
     }
+
+    /// Records activity that is not a statement (COPY data).
+    pub(crate) fn touch(&self) {
+        *self.last_active.lock() = Instant::now();
+    }
+
+    /// Idle for longer than `limit`: no statement running and nothing since.
+    fn idle_for(&self, limit: Duration) -> bool {
+        !self.busy.load(Ordering::Acquire) && self.last_active.lock().elapsed() > limit
+    }
 }
 
 /// Marks a connection's statement finished when dropped.
@@ -175,6 +190,7 @@ impl Drop for Busy<'_> {
     fn drop(&mut self) {
         self.0.busy.store(false, Ordering::Release);
         self.0.running.lock().take();
+        *self.0.last_active.lock() = Instant::now();
         if let Some(session) = self.0.session.get() {
             session.handle.running(None);
         }
@@ -278,12 +294,22 @@ impl Server {
     /// statements `shutdown_grace` to finish and closes every connection.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let mut tasks = JoinSet::new();
-        let mut connections: Vec<Weak<Connection>> = Vec::new();
+        let mut connections: Vec<(Weak<Connection>, tokio::task::AbortHandle)> = Vec::new();
+        let mut idle_check = tokio::time::interval(Duration::from_secs(1));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = idle_check.tick(), if self.config.idle_timeout.is_some() => {
+                    let limit = self.config.idle_timeout.unwrap_or(Duration::MAX);
+                    for (conn, task) in &connections {
+                        if conn.upgrade().is_some_and(|c| c.idle_for(limit)) {
+                            tracing::info!("closing a connection idle for {limit:?}");
+                            task.abort();
+                        }
+                    }
+                }
                 accepted = self.listener.accept() => {
                     let (socket, peer) = match accepted {
                         Ok(a) => a,
@@ -306,18 +332,20 @@ impl Server {
                         key: parking_lot::Mutex::new(None),
                         running: parking_lot::Mutex::new(None),
                         busy: AtomicBool::new(false),
+                        last_active: parking_lot::Mutex::new(Instant::now()),
                         settings: parking_lot::Mutex::new(BTreeMap::new()),
                         transaction: parking_lot::Mutex::new(None),
                         copy_in: parking_lot::Mutex::new(None),
                     });
-                    connections.retain(|c| c.strong_count() > 0);
-                    connections.push(Arc::downgrade(&conn));
+                    connections.retain(|(c, _)| c.strong_count() > 0);
+                    let weak = Arc::downgrade(&conn);
                     let tls = self.tls.clone();
-                    tasks.spawn(async move {
+                    let task = tasks.spawn(async move {
                         if let Err(e) = process_socket(socket, tls, Handlers(conn)).await {
                             tracing::debug!("connection from {peer} ended: {e}");
                         }
                     });
+                    connections.push((weak, task));
                 }
             }
         }
@@ -326,7 +354,7 @@ impl Server {
         while Instant::now() < deadline
             && connections
                 .iter()
-                .filter_map(Weak::upgrade)
+                .filter_map(|(c, _)| c.upgrade())
                 .any(|c| c.busy.load(Ordering::Acquire))
         {
             tokio::time::sleep(Duration::from_millis(20)).await;

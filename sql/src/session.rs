@@ -109,6 +109,22 @@ impl SqlSession {
         })
     }
 
+    /// Makes SQL `version()` return `text` (the product's version instead of DataFusion's).
+    pub fn set_version(&self, text: &str) {
+        let value = ScalarValue::Utf8(Some(text.to_owned()));
+        self.ctx.register_udf(datafusion::logical_expr::create_udf(
+            "version",
+            vec![],
+            DataType::Utf8,
+            datafusion::logical_expr::Volatility::Immutable,
+            Arc::new(move |_| {
+                Ok(datafusion::logical_expr::ColumnarValue::Scalar(
+                    value.clone(),
+                ))
+            }),
+        ));
+    }
+
     /// The principal.
     pub fn principal(&self) -> &Principal {
         &self.principal
