@@ -28,6 +28,7 @@ mod filter;
 mod leaf;
 mod lookup;
 mod pg_catalog;
+mod point;
 mod principal;
 mod scan;
 mod session;

@@ -335,6 +335,12 @@ impl SqlSession {
                     })
                 }
                 Statement::Query(mut query) => {
+                    // A prepared read of one row by its key: one lookup, no plan.
+                    if let ([param], Some(point)) = (params, crate::point::point_query(&query))
+                        && let Some(rows) = point.run(&self.store, &self.principal, param).await?
+                    {
+                        return Ok(SqlOutput::Rows(rows));
+                    }
                     name_like_postgres(&mut query);
                     let statement = DfStatement::Statement(Box::new(Statement::Query(query)));
                     Ok(SqlOutput::Rows(self.execute(statement, params).await?))
@@ -406,6 +412,10 @@ impl SqlSession {
             return Err(refuse("several tables"));
         };
         let (id, def) = self.target(table).await?;
+        let _exclusive = self
+            .store
+            .lock_for_update(&id, self.principal.user_for(&def))
+            .await;
         let keys = self
             .matching(&def, &[], delete.selection.as_ref(), params)
             .await?;
@@ -439,6 +449,12 @@ impl SqlSession {
             });
         }
         let (id, def) = self.target(&update.table).await?;
+        // Concurrent UPDATEs of one row each read it, then write what they computed: one at a
+        // time per scope, or an increment is lost.
+        let _exclusive = self
+            .store
+            .lock_for_update(&id, self.principal.user_for(&def))
+            .await;
         let mut set = Vec::with_capacity(update.assignments.len());
         for a in &update.assignments {
             let AssignmentTarget::ColumnName(name) = &a.target else {

@@ -267,3 +267,42 @@ async fn explain_analyze_shows_files_row_groups_and_pages_pruned() {
         "{plan}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_updates_of_one_row_lose_no_increment_and_deletes_stay_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path()).await;
+    let setup = session(&store, user("u1")).await;
+    setup
+        .run("INSERT INTO app.notes VALUES (1, 'k', 0), (2, 'k', 0)", &[])
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let s = session(&store, user("u1")).await;
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..25 {
+                s.run("UPDATE app.notes SET score = score + 1 WHERE id = 1", &[])
+                    .await
+                    .unwrap();
+                // Updates of a row another task deletes never bring it back.
+                s.run("UPDATE app.notes SET score = score + 1 WHERE id = 2", &[])
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    let deleter = session(&store, user("u1")).await;
+    tokio::task::yield_now().await;
+    deleter
+        .run("DELETE FROM app.notes WHERE id = 2", &[])
+        .await
+        .unwrap();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        rows(&setup, "SELECT id, score FROM app.notes ORDER BY id").await,
+        "+----+-------+\n| id | score |\n+----+-------+\n| 1  | 200   |\n+----+-------+"
+    );
+}

@@ -81,8 +81,8 @@ pub use seq::now_nanos;
 pub use store::{
     BackgroundFailure, CleanupOutcome, ConsumerStart, DEFAULT_BATCH, EngineProvider, JobOutcome,
     JobProgress, LiveQuery, MaintenanceOutcome, MemoryEngines, OptionsChange, Scope, ScopeStats,
-    SessionHandle, SessionInfo, StartAt, Store, StoreConfig, SubscribeOptions, Subscription,
-    SubscriptionEvent, TablesChangePage,
+    SessionHandle, SessionInfo, StartAt, StatementGuard, Store, StoreConfig, SubscribeOptions,
+    Subscription, SubscriptionEvent, TablesChangePage,
 };
 pub use table::FileEntry;
 pub use write::{Mutation, WriteSummary};

@@ -3,8 +3,8 @@
 //! operation to the table's own storage. By concern: `config` (engines and settings),
 //! `catalog` (namespaces, storages, tables), `data` (reads and writes), `feed`, `follow` and
 //! `consumers` (the change feed: pulls, subscriptions and their streams, durable consumers),
-//! `users` (the server's logins), `sessions` (its connections), `dirlock` (one process per
-//! data directory),
+//! `users` (the server's logins), `sessions` (its connections), `statements` (UPDATE and
+//! DELETE of one scope one at a time), `dirlock` (one process per data directory),
 //! `jobs` (job records,
 //! flush and compaction), `scheduler` (background work, STREAM expiry, cleanup), `probe` (the
 //! storage check), `alter`, `moves` and `tasks` (crash-safe multi-step operations), `publish` (each
@@ -24,6 +24,7 @@ mod probe;
 mod publish;
 mod scheduler;
 mod sessions;
+mod statements;
 mod tasks;
 mod users;
 
@@ -49,6 +50,7 @@ pub use follow::{StartAt, SubscriptionEvent};
 pub use jobs::{JobOutcome, JobProgress, Scope};
 pub use scheduler::{BackgroundFailure, CleanupOutcome, MaintenanceOutcome};
 pub use sessions::{SessionHandle, SessionInfo};
+pub use statements::StatementGuard;
 
 /// Catalog partitions of the system storage.
 const NAMESPACES: &str = "sys.namespaces";
@@ -96,6 +98,8 @@ struct Inner {
     /// Jobs a restart interrupted, queued to run again (a leaf lock).
     requeued: parking_lot::Mutex<Vec<crate::catalog::JobRecord>>,
     closed: AtomicBool,
+    /// Lock 0: one read-modify-write statement per table scope.
+    statement_locks: statements::StatementLocks,
     /// A server's open sessions (a leaf lock).
     sessions: Arc<sessions::SessionRegistry>,
     /// The data directory's lock, released by `close`.
@@ -164,6 +168,7 @@ impl Store {
                 requeued: parking_lot::Mutex::new(Vec::new()),
                 live: follow::LiveRegistry::default(),
                 closed: AtomicBool::new(false),
+                statement_locks: statements::StatementLocks::default(),
                 sessions: Arc::default(),
                 dir_lock: parking_lot::Mutex::new(Some(dir_lock)),
                 config,
