@@ -10,10 +10,13 @@ use std::sync::Arc;
 use super::Store;
 use crate::ids::{TableId, UserId};
 
-/// The statement locks, by table and user scope (a leaf lock guards the map).
+/// A table scope: the table and, for a USER table, the user.
+type ScopeKey = (TableId, Option<UserId>);
+
+/// The statement locks, by table scope (a leaf lock guards the map).
 #[derive(Debug, Default)]
 pub(super) struct StatementLocks {
-    locks: parking_lot::Mutex<HashMap<(TableId, Option<UserId>), Arc<tokio::sync::Mutex<()>>>>,
+    locks: parking_lot::Mutex<HashMap<ScopeKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Held by a read-modify-write statement until it committed.
