@@ -50,7 +50,10 @@ impl Access {
                 | Command::ShowLiveQueries
                 | Command::ShowConsumers
                 | Command::ShowUsers) => Ok(c),
-                Command::Export { .. } | Command::Import { .. } => {
+                Command::Export { .. }
+                | Command::Import { .. }
+                | Command::CopyFrom { .. }
+                | Command::CopyTo { .. } => {
                     Err(forbidden("reading or writing files on the server"))
                 }
                 other => Err(forbidden(&format!("`{}`", statement_name(&other)))),
@@ -71,6 +74,21 @@ impl Access {
                     },
                     Command::Import { user, path } => Command::Import {
                         user,
+                        path: inside(path)?,
+                    },
+                    Command::CopyFrom {
+                        table,
+                        columns,
+                        path,
+                        format,
+                    } => Command::CopyFrom {
+                        table,
+                        columns,
+                        path: inside(path)?,
+                        format,
+                    },
+                    Command::CopyTo { query, path } => Command::CopyTo {
+                        query,
                         path: inside(path)?,
                     },
                     Command::CreateStorage {
@@ -169,6 +187,8 @@ mod tests {
             "CREATE CONSUMER c ON app.m FOR ALL USERS",
             "EXPORT USER DATA 'alice' TO 'a.zip'",
             "IMPORT USER DATA 'alice' FROM 'a.zip'",
+            "COPY app.m FROM 'rows.csv'",
+            "COPY (SELECT 1) TO 'out.csv'",
             "CREATE STORAGE s TYPE filesystem PATH '/tmp/x'",
             "DROP TABLE app.m",
             "STORAGE FLUSH ALL",
@@ -193,6 +213,7 @@ mod tests {
             "EXPORT USER DATA 'alice' TO '/etc/a.zip'",
             "EXPORT USER DATA 'alice' TO '../a.zip'",
             "IMPORT USER DATA 'alice' FROM 'x/../../a.zip'",
+            "COPY app.m FROM '/etc/passwd'",
             "CREATE STORAGE s TYPE filesystem PATH '/var/lib/x'",
             "EXECUTE AS USER 'bob' (EXPORT USER DATA 'bob' TO '../b.zip')",
         ] {

@@ -183,11 +183,12 @@ fn rows_summary(n: u64) -> String {
     format!("{n} row{}", if n == 1 { "" } else { "s" })
 }
 
-/// Prints result batches as they come; returns how many rows were printed.
-pub async fn print(
+/// Prints result batches as they come; returns how many rows were printed. (Generic over the
+/// writer, so the future is `Send` when the writer is: the server writes COPY files with it.)
+pub async fn print<W: Write>(
     mut rows: SendableRecordBatchStream,
     format: Format,
-    out: &mut dyn Write,
+    out: &mut W,
 ) -> Result<String, CliError> {
     let schema = rows.schema();
     let io = |source| CliError::Io {

@@ -271,6 +271,25 @@ pub enum Command {
     },
     /// `SHOW USERS`.
     ShowUsers,
+    /// `COPY ns.t [(cols)] FROM '<file>' [WITH (FORMAT csv|text, HEADER, DELIMITER 'c', NULL
+    /// 's')]`: the file's rows inserted in atomic batches of 10,000.
+    CopyFrom {
+        /// `ns.t`.
+        table: String,
+        /// The columns given (empty: all).
+        columns: Vec<String>,
+        /// The file.
+        path: String,
+        /// Text or CSV (CSV by default for a `.csv` file).
+        format: kalamstore_server::copy::CopyFormat,
+    },
+    /// `COPY ns.t | (query) TO '<file>'`: the rows as CSV with a header.
+    CopyTo {
+        /// The query whose rows are written.
+        query: String,
+        /// The file.
+        path: String,
+    },
     /// Any other statement: SQL for DataFusion (queries, INSERT, UPDATE, DELETE, EXPLAIN).
     Sql(String),
 }
@@ -291,6 +310,7 @@ const OWN: &[&str] = &[
     "SUBSCRIBE",
     "CONSUME",
     "ACK",
+    "COPY",
 ];
 
 /// One statement of a script and where it starts.
@@ -406,6 +426,9 @@ pub fn parse(sql: &str) -> Result<Command, CliError> {
     }
     if first == "EXECUTE" {
         return execute_as(sql, &tokens, &offset);
+    }
+    if first == "COPY" {
+        return copy(sql);
     }
     let dialect = GenericDialect {};
     let mut p = Parser::new(&dialect).try_with_sql(sql).map_err(err)?;
@@ -546,6 +569,40 @@ fn object_name(n: &ObjectName) -> String {
 
 fn string(p: &mut Parser<'_>) -> Result<String, CliError> {
     p.parse_literal_string().map_err(err)
+}
+
+/// `COPY ... FROM|TO '<file>'`; the STDIN/STDOUT forms belong to a client connection.
+fn copy(sql: &str) -> Result<Command, CliError> {
+    use kalamstore_server::copy::{CopyFormat, CopyStatement, parse_copy_file};
+    match parse_copy_file(sql).map_err(|e| CliError::Parse(e.message))? {
+        Some((
+            CopyStatement::In {
+                table,
+                columns,
+                format,
+            },
+            path,
+        )) => {
+            // A `.csv` file without FORMAT is CSV.
+            let format = match format {
+                f if f == CopyFormat::text() && path.to_ascii_lowercase().ends_with(".csv") => {
+                    CopyFormat::csv(false)
+                }
+                f => f,
+            };
+            Ok(Command::CopyFrom {
+                table,
+                columns,
+                path,
+                format,
+            })
+        }
+        Some((CopyStatement::Out { query, .. }, path)) => Ok(Command::CopyTo { query, path }),
+        None => Err(bad(
+            "COPY ... FROM STDIN / TO STDOUT needs a client connection (psql's \\copy, or the \
+             server); here, COPY a file",
+        )),
+    }
 }
 
 /// `[WITH] [PASSWORD '...'] [ROLE operator|user]`, in either order.

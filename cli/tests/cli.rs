@@ -1107,3 +1107,73 @@ fn a_subscription_prints_its_rows_and_ends_at_until_rows_or_timeout() {
     assert!(!success);
     assert!(stderr.contains("--timeout"), "{stderr}");
 }
+
+#[test]
+fn copy_loads_a_csv_file_in_batches_and_writes_a_query_to_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["-c", SETUP]);
+    let input = dir.path().join("config.csv");
+    let mut text = String::from("k,v\n");
+    for i in 0..12_345 {
+        text.push_str(&format!("key{i},\"value, {i}\"\n"));
+    }
+    std::fs::write(&input, &text).unwrap();
+    let (success, _, stderr) = run(
+        dir.path(),
+        &[
+            "-c",
+            &format!(
+                "COPY app.config FROM '{}' WITH (FORMAT csv, HEADER true)",
+                input.display()
+            ),
+        ],
+    );
+    assert!(success, "{stderr}");
+    assert!(stderr.contains("COPY 12345"), "{stderr}");
+    let output = dir.path().join("out.csv");
+    let (success, _, stderr) = run(
+        dir.path(),
+        &[
+            "-c",
+            &format!(
+                "COPY (SELECT k, v FROM app.config WHERE k IN ('key1', 'key2') ORDER BY k) TO '{}'",
+                output.display()
+            ),
+        ],
+    );
+    assert!(success, "{stderr}");
+    assert!(stderr.contains("COPY 2"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        "k,v\nkey1,\"value, 1\"\nkey2,\"value, 2\"\n"
+    );
+    // A record that does not fit names its line; its batch writes nothing.
+    let bad = dir.path().join("notes.csv");
+    std::fs::write(&bad, "1,a,1\n2,b,two\n").unwrap();
+    let (success, _, stderr) = run(
+        dir.path(),
+        &[
+            "--user",
+            "alice",
+            "-c",
+            &format!("COPY app.notes (id, body, n) FROM '{}'", bad.display()),
+        ],
+    );
+    assert!(!success);
+    assert!(
+        stderr.contains("line 2") && stderr.contains("`two`"),
+        "{stderr}"
+    );
+    let out = ok(
+        dir.path(),
+        &[
+            "--user",
+            "alice",
+            "--format",
+            "csv",
+            "-c",
+            "SELECT count(*) AS c FROM app.notes",
+        ],
+    );
+    assert_eq!(out, "c\n0\n");
+}

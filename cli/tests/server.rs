@@ -678,6 +678,18 @@ fn psql_connects_over_tls_when_the_server_has_a_certificate() {
     assert!(out.contains("over tls"), "{out}");
 }
 
+/// What a client program printed; it must succeed.
+fn client_output(command: &mut Command) -> String {
+    let out = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// The venv python with psycopg (scripts/delta-readers installs it; `make test` sets
 /// `KALAMSTORE_DELTA_PYTHON`).
 fn python() -> PathBuf {
@@ -738,16 +750,12 @@ with psycopg.connect(host="127.0.0.1", port=port, user="carol", password="carol-
                 out.append(row)
         print("copy", out)
 "#;
-    let out = Command::new(python())
-        .args(["-c", script, &s.port.to_string(), ROOT_PASSWORD])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = client_output(Command::new(python()).args([
+        "-c",
+        script,
+        &s.port.to_string(),
+        ROOT_PASSWORD,
+    ]));
     assert!(
         stdout.contains("rows [(2, 'm2', 20), (3, 'm3', 30)]"),
         "{stdout}"
@@ -1174,17 +1182,11 @@ public class Jdbc {
 "#,
     )
     .unwrap();
-    let out = Command::new("java")
-        .args(["-cp", JDBC_JAR])
-        .arg(&source)
-        .args([&s.port.to_string(), ROOT_PASSWORD])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = client_output(
+        Command::new("java")
+            .args(["-cp", JDBC_JAR])
+            .arg(&source)
+            .args([&s.port.to_string(), ROOT_PASSWORD]),
     );
     assert!(
         stdout.contains(

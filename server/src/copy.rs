@@ -113,6 +113,32 @@ pub fn parse_copy(sql: &str) -> Option<Result<CopyStatement, StatementError>> {
     Some(copy_statement(source, *to, options, legacy_options))
 }
 
+/// A COPY of a file: the statement and the file's path; `None` for `STDIN`/`STDOUT`.
+pub fn parse_copy_file(sql: &str) -> Result<Option<(CopyStatement, String)>, StatementError> {
+    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+        .map_err(|e| syntax(format!("syntax error: {e}")))?;
+    let [
+        Statement::Copy {
+            source,
+            to,
+            target,
+            options,
+            legacy_options,
+            ..
+        },
+    ] = statements.as_slice()
+    else {
+        return Err(syntax("expected one COPY statement"));
+    };
+    let CopyTarget::File { filename } = target else {
+        return Ok(None);
+    };
+    Ok(Some((
+        copy_statement(source, *to, options, legacy_options)?,
+        filename.clone(),
+    )))
+}
+
 fn copy_statement(
     source: &CopySource,
     to: bool,
