@@ -25,6 +25,7 @@ mod catalog;
 mod changes;
 mod error;
 mod filter;
+mod insert_row;
 mod leaf;
 mod lookup;
 mod pg_catalog;

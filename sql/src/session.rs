@@ -320,6 +320,16 @@ impl SqlSession {
                 Statement::Delete(delete) => self.delete(delete, params).await,
                 Statement::Update(update) => self.update(update, params).await,
                 Statement::Insert(ref insert) => {
+                    // A prepared one-row INSERT: written directly, no plan.
+                    if !params.is_empty()
+                        && let Some(row) = crate::insert_row::row_insert(insert)
+                        && let Some(rows) = row.run(&self.store, &self.principal, params).await?
+                    {
+                        return Ok(SqlOutput::Changed {
+                            verb: "INSERT",
+                            rows,
+                        });
+                    }
                     self.check_insert_literals(insert).await?;
                     let statement = DfStatement::Statement(s);
                     let mut stream = self
