@@ -11,7 +11,7 @@ S3_BUCKET ?= kalamstore-test
 # delta-rs's Python `deltalake` and Polars, which read the published Delta tables in tests.
 DELTA_VENV ?= $(HOME)/.cache/kalamstore/delta-venv
 
-.PHONY: demo test setup build bench bench-engines fmt clippy s3-start s3-stop
+.PHONY: demo test setup build bench bench-engines bench-server fmt clippy s3-start s3-stop
 
 # A fresh data dir for every demo run.
 DEMO_DATA ?= $(CARGO_TARGET_DIR)/demo-data
@@ -46,6 +46,10 @@ bench: setup
 # The engine table of README: every engine in its own process, alternating, median of 3 rounds.
 bench-engines: setup
 	scripts/bench-engines 3
+
+# pgbench against `kalamstore serve` and the machine's PostgreSQL 15, side by side (README).
+bench-server: setup
+	scripts/bench-server 20 16
 
 fmt:
 	cargo fmt --all
