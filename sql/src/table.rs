@@ -269,9 +269,16 @@ impl DataSink for InsertSink {
         if mutations.is_empty() {
             return Ok(0);
         }
+        let user = self.principal.user_for(&self.def);
+        // A REPLACE overwrites rows an UPDATE may be reading: it waits for the scope's
+        // read-modify-write statements, or the UPDATE would write back over it.
+        let _exclusive = match self.upsert {
+            true => Some(self.store.lock_for_update(&self.def.id, user).await),
+            false => None,
+        };
         let summary = self
             .store
-            .write(&self.def.id, self.principal.user_for(&self.def), mutations)
+            .write(&self.def.id, user, mutations)
             .await
             .map_err(external)?;
         Ok(summary.inserted + summary.updated)

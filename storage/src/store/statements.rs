@@ -1,4 +1,5 @@
-//! Serializes the read-modify-write statements of one table scope. SQL `UPDATE` and `DELETE`
+//! Serializes the read-modify-write statements of one table scope (and `REPLACE`, which
+//! overwrites what they read). SQL `UPDATE` and `DELETE`
 //! read the rows they change (a query evaluates `SET n = n + 1` and the `WHERE`), then write
 //! them in one batch: two of them on the same rows at once would each write what it read,
 //! losing the other's change or bringing back a row the other deleted. Lock 0 of

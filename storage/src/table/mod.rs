@@ -11,7 +11,7 @@
 //!
 //! | # | lock | kind | protects |
 //! |---|------|------|----------|
-//! | 0 | `Store` statement lock per table scope | async mutex | a read-modify-write statement (SQL `UPDATE`, `DELETE`) from reading its rows to its commit |
+//! | 0 | `Store` statement lock per table scope | async mutex | a read-modify-write statement (SQL `UPDATE`, `DELETE`; `REPLACE` waits for them) from reading its rows to its commit |
 //! | 1 | `Store` `ddl` | async mutex | catalog changes: namespaces, storages, table create/drop, ALTER |
 //! | 2 | `TableHandle::maintenance` | async mutex | a table's files and vectors: one flush, compaction, move, ALTER or drop at a time |
 //! | 3 | `TableHandle::commit` | async rwlock | the hot rows and manifest as one snapshot: readers hold it shared while they snapshot both (and a point read while it reads); commits that move rows between the tiers or swap files hold it exclusive |
