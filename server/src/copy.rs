@@ -90,31 +90,23 @@ pub fn parse_copy(sql: &str) -> Option<Result<CopyStatement, StatementError>> {
     if !first.eq_ignore_ascii_case("COPY") {
         return None;
     }
-    let statements = match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
-        Ok(s) => s,
-        Err(e) => return Some(Err(syntax(format!("syntax error: {e}")))),
-    };
-    let [
-        Statement::Copy {
-            source,
-            to,
-            target,
-            options,
-            legacy_options,
-            ..
-        },
-    ] = statements.as_slice()
-    else {
-        return Some(Err(syntax("expected one COPY statement")));
-    };
-    if !matches!(target, CopyTarget::Stdin | CopyTarget::Stdout) {
-        return None;
+    match parse_any(sql) {
+        Ok((statement, CopyTarget::Stdin | CopyTarget::Stdout)) => Some(Ok(statement)),
+        Ok(_) => None,
+        Err(e) => Some(Err(e)),
     }
-    Some(copy_statement(source, *to, options, legacy_options))
 }
 
 /// A COPY of a file: the statement and the file's path; `None` for `STDIN`/`STDOUT`.
 pub fn parse_copy_file(sql: &str) -> Result<Option<(CopyStatement, String)>, StatementError> {
+    Ok(match parse_any(sql)? {
+        (statement, CopyTarget::File { filename }) => Some((statement, filename)),
+        _ => None,
+    })
+}
+
+/// One COPY statement and where it reads or writes.
+fn parse_any(sql: &str) -> Result<(CopyStatement, CopyTarget), StatementError> {
     let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)
         .map_err(|e| syntax(format!("syntax error: {e}")))?;
     let [
@@ -130,13 +122,10 @@ pub fn parse_copy_file(sql: &str) -> Result<Option<(CopyStatement, String)>, Sta
     else {
         return Err(syntax("expected one COPY statement"));
     };
-    let CopyTarget::File { filename } = target else {
-        return Ok(None);
-    };
-    Ok(Some((
+    Ok((
         copy_statement(source, *to, options, legacy_options)?,
-        filename.clone(),
-    )))
+        target.clone(),
+    ))
 }
 
 fn copy_statement(
