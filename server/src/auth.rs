@@ -228,8 +228,3 @@ pub async fn ensure_root(store: &Store, password: Option<&str>) -> Result<bool, 
     }
     Ok(true)
 }
-
-/// Whether `store` has a login that can log in.
-pub async fn has_logins(store: &Store) -> Result<bool, ServerError> {
-    Ok(!store.users().await?.is_empty())
-}

@@ -426,10 +426,10 @@ impl SimpleQueryHandler for Connection {
                                     ))
                                     .await?;
                             }
+                            let live = matches!(reply, Reply::Live(_));
                             match reply {
                                 Reply::Done(tag) => send_tag(client, &tag).await.map(Ok)?,
                                 Reply::Rows(s) | Reply::Live(s) => {
-                                    let live = matches!(reply_kind(&sql), Kind::Live);
                                     match types::fields(&s.schema(), &Format::UnifiedText) {
                                         Ok(f) => {
                                             send_rows(client, s, Arc::new(f), true, live, &token)
@@ -477,19 +477,6 @@ impl SimpleQueryHandler for Connection {
     {
         // `on_query` above runs every statement itself.
         Ok(Vec::new())
-    }
-}
-
-enum Kind {
-    Live,
-    Other,
-}
-
-/// `SUBSCRIBE` statements stream until cancelled: their rows are flushed as they come.
-fn reply_kind(sql: &str) -> Kind {
-    match words(sql).first() {
-        Some(w) if w.eq_ignore_ascii_case("SUBSCRIBE") => Kind::Live,
-        _ => Kind::Other,
     }
 }
 
@@ -691,6 +678,8 @@ impl Connection {
                 )))
                 .await?;
         }
+        // A subscription streams until cancelled: its rows are flushed as they come.
+        let live = matches!(reply, Reply::Live(_));
         let stream = match reply {
             Reply::Done(tag) => {
                 send_tag(client, &tag).await?;
@@ -702,7 +691,6 @@ impl Connection {
             Ok(f) => Arc::new(f),
             Err(e) => return Ok(Err(error("0A000", e.to_string()))),
         };
-        let live = matches!(reply_kind(&prepared.sql), Kind::Live);
         if max_rows == 0 || live {
             return Ok(send_rows(client, stream, fields, false, live, &token)
                 .await?
