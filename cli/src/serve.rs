@@ -7,14 +7,16 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use kalamstore::{Role, Store, UserId};
-use kalamstore_server::{Connector, Description, Login, Reply, StatementError, Statements};
+use kalamstore_server::{
+    Connector, Description, Login, PreparedStatement, Reply, StatementError, Statements,
+};
 use kalamstore_sql::Principal;
 use kalamstore_sql::datafusion::common::ScalarValue;
 
 use crate::access::Access;
 use crate::error::CliError;
 use crate::parse;
-use crate::session::{Outcome, Session};
+use crate::session::{Outcome, PreparedCommand, Session};
 
 fn statement_error(e: CliError) -> StatementError {
     StatementError::new(e.sqlstate(), e.to_string())
@@ -45,16 +47,46 @@ impl Connector for ServeConnector {
                 Access::User,
             ),
         };
-        Ok(Arc::new(ServedSession(Session::connect(
+        Ok(Arc::new(ServedSession(Arc::new(Session::connect(
             self.store.clone(),
             principal,
             access,
-        ))))
+        )))))
     }
 }
 
 /// A connection's session.
-struct ServedSession(Session);
+struct ServedSession(Arc<Session>);
+
+/// A connection's prepared statement.
+struct ServedStatement {
+    session: Arc<Session>,
+    prepared: PreparedCommand,
+    description: Description,
+}
+
+fn reply(outcome: Outcome) -> Reply {
+    match outcome {
+        Outcome::Rows(rows) => Reply::Rows(rows),
+        Outcome::Live(rows) => Reply::Live(rows),
+        Outcome::Done(summary) => Reply::Done(tag(summary)),
+    }
+}
+
+#[async_trait]
+impl PreparedStatement for ServedStatement {
+    fn description(&self) -> &Description {
+        &self.description
+    }
+
+    async fn execute(&self, params: &[ScalarValue]) -> Result<Reply, StatementError> {
+        self.session
+            .execute_prepared(&self.prepared, params)
+            .await
+            .map(reply)
+            .map_err(statement_error)
+    }
+}
 
 /// The Postgres command tag of a summary line: `INSERT 3` is `INSERT 0 3`.
 fn tag(summary: String) -> String {
@@ -77,18 +109,11 @@ impl Statements for ServedSession {
 
     async fn execute(&self, sql: &str, params: &[ScalarValue]) -> Result<Reply, StatementError> {
         let command = parse::parse(sql).map_err(statement_error)?;
-        Ok(
-            match self
-                .0
-                .execute_with(command, Some(params))
-                .await
-                .map_err(statement_error)?
-            {
-                Outcome::Rows(rows) => Reply::Rows(rows),
-                Outcome::Live(rows) => Reply::Live(rows),
-                Outcome::Done(summary) => Reply::Done(tag(summary)),
-            },
-        )
+        self.0
+            .execute_with(command, Some(params))
+            .await
+            .map(reply)
+            .map_err(statement_error)
     }
 
     async fn copy_in(
@@ -103,12 +128,17 @@ impl Statements for ServedSession {
             .map_err(statement_error)
     }
 
-    async fn describe(&self, sql: &str) -> Result<Description, StatementError> {
+    async fn prepare(&self, sql: &str) -> Result<Arc<dyn PreparedStatement>, StatementError> {
         let command = parse::parse(sql).map_err(statement_error)?;
-        let d = self.0.describe(command).await.map_err(statement_error)?;
-        Ok(Description {
-            params: d.params,
-            columns: d.columns,
-        })
+        let prepared = self.0.prepare(command).await.map_err(statement_error)?;
+        let description = Description {
+            params: prepared.description.params.clone(),
+            columns: prepared.description.columns.clone(),
+        };
+        Ok(Arc::new(ServedStatement {
+            session: self.0.clone(),
+            prepared,
+            description,
+        }))
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use kalamstore::{StorageId, Store, UserId};
 use kalamstore_sql::datafusion::common::ScalarValue;
 use kalamstore_sql::datafusion::execution::SendableRecordBatchStream;
-use kalamstore_sql::{Principal, SqlOutput, SqlSession};
+use kalamstore_sql::{Principal, SqlDescription, SqlOutput, SqlSession, SqlStatement};
 
 use crate::access::Access;
 use crate::error::{CliError, invalid};
@@ -23,6 +23,27 @@ pub enum Outcome {
     Live(SendableRecordBatchStream),
     /// A summary line for stderr, e.g. `INSERT 3`.
     Done(String),
+}
+
+/// A statement's output as the session's outcome.
+fn outcome(output: SqlOutput) -> Outcome {
+    match output {
+        SqlOutput::Rows(rows) => Outcome::Rows(rows),
+        SqlOutput::Changed { verb, rows } => Outcome::Done(format!("{verb} {rows}")),
+    }
+}
+
+/// A statement checked and parsed once, to run many times (see [`Session::prepare`]).
+#[derive(Debug, Clone)]
+pub struct PreparedCommand {
+    /// The statement, with `EXECUTE AS USER` taken off.
+    command: Command,
+    /// Whose rows it sees.
+    principal: Principal,
+    /// Its SQL, parsed, for SQL.
+    sql: Option<SqlStatement>,
+    /// What it takes and returns.
+    pub description: SqlDescription,
 }
 
 /// A connection to the store.
@@ -184,20 +205,24 @@ impl Session {
         Ok(session.insert_text(table, columns, rows).await?)
     }
 
-    /// What `command` takes and returns, without running it (the server's Describe).
-    pub async fn describe(
-        &self,
-        command: Command,
-    ) -> Result<kalamstore_sql::SqlDescription, CliError> {
+    /// Checks and parses `command` once for running many times (the server's prepared
+    /// statements), with what it takes and returns.
+    pub async fn prepare(&self, command: Command) -> Result<PreparedCommand, CliError> {
         let command = self.access.confine(command)?;
         let (command, principal) = match command {
             Command::ExecuteAs { user, inner } => (*inner, Principal::User(UserId::new(user)?)),
             other => (other, self.principal.clone()),
         };
         let session = self.sql_session(&principal).await?;
-        Ok(match &command {
-            Command::Sql(sql) => session.describe(sql).await?,
-            Command::Subscribe(request) => kalamstore_sql::SqlDescription {
+        let mut sql = None;
+        let description = match &command {
+            Command::Sql(text) => {
+                let statement = SqlStatement::parse(text)?;
+                let d = session.describe_statement(&statement).await?;
+                sql = Some(statement);
+                d
+            }
+            Command::Subscribe(request) => SqlDescription {
                 params: Vec::new(),
                 columns: Some(session.subscribe_schema(request).await?),
             },
@@ -205,13 +230,34 @@ impl Session {
             Command::Consume { name, .. } => {
                 let c = self.store.consumer(name).await?;
                 let def = self.store.table(&c.table).await?;
-                kalamstore_sql::SqlDescription {
+                SqlDescription {
                     params: Vec::new(),
                     columns: Some(kalamstore_sql::changes_schema(&def, c.all_users)),
                 }
             }
-            _ => kalamstore_sql::SqlDescription::default(),
+            _ => SqlDescription::default(),
+        };
+        Ok(PreparedCommand {
+            command,
+            principal,
+            sql,
+            description,
         })
+    }
+
+    /// Runs a prepared statement with `params` for its `$n`.
+    pub async fn execute_prepared(
+        &self,
+        prepared: &PreparedCommand,
+        params: &[ScalarValue],
+    ) -> Result<Outcome, CliError> {
+        let Some(statement) = &prepared.sql else {
+            return self
+                .run(prepared.command.clone(), &prepared.principal, Some(params))
+                .await;
+        };
+        let session = self.sql_session(&prepared.principal).await?;
+        Ok(outcome(session.run_statement(statement, params).await?))
     }
 
     async fn run(
@@ -317,10 +363,7 @@ impl Session {
                 &given
             }
         };
-        Ok(match session.run(sql, params).await? {
-            SqlOutput::Rows(rows) => Outcome::Rows(rows),
-            SqlOutput::Changed { verb, rows } => Outcome::Done(format!("{verb} {rows}")),
-        })
+        Ok(outcome(session.run(sql, params).await?))
     }
 
     async fn sql_session(&self, principal: &Principal) -> Result<Arc<SqlSession>, CliError> {

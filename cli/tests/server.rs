@@ -6,6 +6,7 @@ use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_postgres::error::SqlState;
@@ -110,6 +111,70 @@ async fn setup(root: &Client) {
     )
     .await
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_statement_runs_many_times_and_refuses_a_changed_result_type() {
+    let s = Served::start();
+    let root = s.root().await;
+    setup(&root).await;
+    let alice = s.connect("alice", "alice-pw").await;
+    let bob = s.connect("bob", "bob-pw").await;
+    // Both take the direct paths: a one-row INSERT of parameters, a read by key.
+    let insert = alice
+        .prepare("INSERT INTO app.m (id, body) VALUES ($1, $2)")
+        .await
+        .unwrap();
+    let read = alice
+        .prepare("SELECT * FROM app.m WHERE id = $1")
+        .await
+        .unwrap();
+    for id in 1..=50i64 {
+        let body = format!("body {id}");
+        assert_eq!(alice.execute(&insert, &[&id, &body]).await.unwrap(), 1);
+    }
+    for id in [1i64, 17, 50] {
+        let row = alice.query_one(&read, &[&id]).await.unwrap();
+        assert_eq!(row.get::<_, &str>(1), format!("body {id}"));
+    }
+    assert!(alice.query_opt(&read, &[&51i64]).await.unwrap().is_none());
+    let e = alice
+        .execute(&insert, &[&1i64, &"again"])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "23505", "{e}");
+    // The same statement as bob reads bob's rows: none.
+    let bobs = bob
+        .prepare("SELECT * FROM app.m WHERE id = $1")
+        .await
+        .unwrap();
+    assert!(bob.query_opt(&bobs, &[&1i64]).await.unwrap().is_none());
+
+    // A new column changes what `SELECT *` returns: the statement prepared before says so
+    // (as Postgres does) instead of sending rows its description does not match.
+    root.batch_execute("ALTER TABLE app.m ADD COLUMN extra TEXT")
+        .await
+        .unwrap();
+    let e = alice.query_opt(&read, &[&1i64]).await.unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e}");
+    assert!(
+        format!("{e:?}").contains("must not change result type"),
+        "{e:?}"
+    );
+    let read = alice
+        .prepare("SELECT * FROM app.m WHERE id = $1")
+        .await
+        .unwrap();
+    let row = alice.query_one(&read, &[&1i64]).await.unwrap();
+    assert_eq!(row.len(), 11);
+    assert_eq!(row.get::<_, Option<&str>>(10), None);
+    // The INSERT names its columns: it still fits.
+    assert_eq!(alice.execute(&insert, &[&51i64, &"late"]).await.unwrap(), 1);
+    let count = alice
+        .query_one("SELECT count(*) FROM app.m", &[])
+        .await
+        .unwrap();
+    assert_eq!(count.get::<_, i64>(0), 51);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -646,7 +711,10 @@ fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
         .args([
             "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
         ])
-        .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+        .args(["-subj", "/CN=127.0.0.1"])
+        // A server certificate (not a CA) for the address clients dial: rustls checks both.
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
         .arg(&key)
         .arg("-out")
         .arg(&cert)
@@ -676,6 +744,75 @@ fn psql_connects_over_tls_when_the_server_has_a_certificate() {
     );
     assert!(ok, "{out}");
     assert!(out.contains("over tls"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_postgres_verifies_the_certificate_and_runs_over_tls() {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(certs.path());
+    let s = Served::start_with(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(&cert).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut config = s.config("root", ROOT_PASSWORD);
+    config.ssl_mode(tokio_postgres::config::SslMode::Require);
+    let (client, connection) = config
+        .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    setup(&client).await;
+    // The extended protocol with parameters and the simple one, both over TLS.
+    client
+        .execute(
+            "INSERT INTO app.cfg (k, v) VALUES ($1, $2)",
+            &[&"mode", &"tls"],
+        )
+        .await
+        .unwrap();
+    let row = client
+        .query_one("SELECT v FROM app.cfg WHERE k = $1", &[&"mode"])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, &str>(0), "tls");
+
+    // A client that trusts another certificate refuses the server's.
+    let elsewhere = certs.path().join("other");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let (other, _) = certificate(&elsewhere);
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(&other).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let untrusting = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let e = config
+        .connect(tokio_postgres_rustls::MakeRustlsConnect::new(untrusting))
+        .await
+        .err()
+        .expect("a certificate the client does not trust is refused");
+    assert!(format!("{e:?}").contains("InvalidCertificate"), "{e:?}");
+    // Without TLS, the same server still answers.
+    let plain = s.root().await;
+    assert_eq!(plain.query("SELECT 1", &[]).await.unwrap().len(), 1);
 }
 
 /// What a client program printed; it must succeed.

@@ -20,16 +20,23 @@ use pgwire::api::cancel::CancelHandler;
 use pgwire::api::copy::{CopyHandler, send_copy_in_response, send_copy_out_response};
 use pgwire::api::portal::{Format, Portal, PortalExecutionState};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler, send_ready_for_query};
-use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response, Tag};
-use pgwire::api::stmt::QueryParser;
+use pgwire::api::results::{
+    CopyResponse, DescribeResponse, FieldInfo, QueryResponse, Response, Tag,
+};
+use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{ClientInfo, ClientPortalStore, DEFAULT_NAME, PgWireConnectionState, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
-use pgwire::messages::data::{DataRow, FieldDescription, RowDescription};
-use pgwire::messages::extendedquery::{Execute, PortalSuspended};
+use pgwire::messages::data::{
+    DataRow, FieldDescription, NoData, ParameterDescription, RowDescription,
+};
+use pgwire::messages::extendedquery::{
+    Bind, BindComplete, Describe, Execute, Parse, ParseComplete, PortalSuspended,
+    TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
+};
 use pgwire::messages::response::{EmptyQueryResponse, NoticeResponse, TransactionStatus};
 use pgwire::messages::simplequery::Query;
 use pgwire::messages::startup::SecretKey;
@@ -37,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::copy::{self, BATCH_ROWS, CopyStatement, RecordReader};
 use crate::server::{Connection, CopyIn};
-use crate::{Description, Reply, StatementError, types};
+use crate::{Description, PreparedStatement, Reply, StatementError, types};
 
 fn error(code: &'static str, message: impl Into<String>) -> StatementError {
     StatementError::new(code, message)
@@ -52,15 +59,26 @@ fn canceled() -> StatementError {
     error("57014", "canceling statement due to user request")
 }
 
-/// A prepared statement: its text and what Describe says about it.
-#[derive(Debug, Clone)]
+/// A prepared statement: its text, what Describe says about it and, unless the connection
+/// answers it itself (a session command, a COPY), the statements' prepared form.
+#[derive(Clone)]
 pub struct Prepared {
     sql: String,
+    statement: Option<Arc<dyn PreparedStatement>>,
     params: Vec<Type>,
     /// The types the statement fixes for its `$n`: a client's value of another type (psycopg
     /// sends small integers as `int2`) is cast to it.
     inferred: Vec<Option<DataType>>,
     columns: Option<SchemaRef>,
+}
+
+impl Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("sql", &self.sql)
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a statement does to the session's transaction block.
@@ -225,24 +243,32 @@ impl Connection {
         }
     }
 
-    /// Runs one statement (a session command here, the rest through the statements), unless
-    /// `token` fires first.
+    /// Runs one statement (a session command here, the rest through the statements, or its
+    /// prepared form when it has one), unless `token` fires first.
     async fn run(
         &self,
         sql: &str,
+        prepared: Option<&Arc<dyn PreparedStatement>>,
         params: &[ScalarValue],
         token: &CancellationToken,
     ) -> Result<(Reply, Option<ErrorInfo>), StatementError> {
-        if let Some(local) = self.local(sql) {
-            return Ok(self.run_local(local?));
-        }
-        let session = self
-            .session()
-            .ok_or_else(|| error("08P01", "not authenticated"))?;
-        let sql = crate::compat::rewrite(sql);
-        let reply = tokio::select! {
-            r = session.statements.execute(&sql, params) => r?,
-            () = token.cancelled() => return Err(canceled()),
+        let reply = if let Some(statement) = prepared {
+            tokio::select! {
+                r = statement.execute(params) => r?,
+                () = token.cancelled() => return Err(canceled()),
+            }
+        } else {
+            if let Some(local) = self.local(sql) {
+                return Ok(self.run_local(local?));
+            }
+            let session = self
+                .session()
+                .ok_or_else(|| error("08P01", "not authenticated"))?;
+            let sql = crate::compat::rewrite(sql);
+            tokio::select! {
+                r = session.statements.execute(&sql, params) => r?,
+                () = token.cancelled() => return Err(canceled()),
+            }
         };
         if matches!(reply, Reply::Done(_))
             && let Some(wrote) = self.transaction.lock().as_mut()
@@ -252,33 +278,36 @@ impl Connection {
         Ok((reply, None))
     }
 
-    /// What a statement takes and returns.
-    async fn describe(&self, sql: &str) -> Result<Description, StatementError> {
+    /// Prepares a statement: what it takes and returns and, unless the connection answers it
+    /// itself, the statements' prepared form.
+    async fn prepare(
+        &self,
+        sql: &str,
+    ) -> Result<(Description, Option<Arc<dyn PreparedStatement>>), StatementError> {
         if let Some(copy) = copy::parse_copy(sql) {
-            return copy.map(|_| Description::default());
+            return copy.map(|_| (Description::default(), None));
         }
         match self.local(sql) {
             Some(Ok(Local::Show(name, _))) => {
-                return Ok(Description {
+                let columns = Schema::new(vec![Field::new(name, DataType::Utf8, false)]);
+                let description = Description {
                     params: vec![],
-                    columns: Some(Arc::new(Schema::new(vec![Field::new(
-                        name,
-                        DataType::Utf8,
-                        false,
-                    )]))),
-                });
+                    columns: Some(Arc::new(columns)),
+                };
+                return Ok((description, None));
             }
-            Some(Ok(Local::Tag(..))) => return Ok(Description::default()),
+            Some(Ok(Local::Tag(..))) => return Ok((Description::default(), None)),
             Some(Err(e)) => return Err(e),
             None => {}
         }
         let session = self
             .session()
             .ok_or_else(|| error("08P01", "not authenticated"))?;
-        session
+        let statement = session
             .statements
-            .describe(&crate::compat::rewrite(sql))
-            .await
+            .prepare(&crate::compat::rewrite(sql))
+            .await?;
+        Ok((statement.description().clone(), Some(statement)))
     }
 }
 
@@ -417,7 +446,7 @@ impl SimpleQueryHandler for Connection {
                             }
                         }
                     }
-                    let outcome = match self.run(&sql, &[], &token).await {
+                    let outcome = match self.run(&sql, None, &[], &token).await {
                         Ok((reply, notice)) => {
                             if let Some(n) = notice {
                                 client
@@ -499,8 +528,8 @@ impl QueryParser for Parser {
         let conn = self.0.upgrade().ok_or_else(|| {
             PgWireError::UserError(Box::new(info(error("08006", "connection closed"))))
         })?;
-        let description = conn
-            .describe(sql)
+        let (description, statement) = conn
+            .prepare(sql)
             .await
             .map_err(|e| PgWireError::UserError(Box::new(info(e))))?;
         let count = description.params.len().max(types.len());
@@ -512,6 +541,7 @@ impl QueryParser for Parser {
             .collect();
         Ok(Some(Prepared {
             sql: sql.to_owned(),
+            statement,
             params,
             inferred: description.params,
             columns: description.columns,
@@ -541,6 +571,109 @@ impl ExtendedQueryHandler for Connection {
 
     fn query_parser(&self) -> Arc<Parser> {
         Arc::new(Parser(self.this.clone()))
+    }
+
+    // Parse, Bind and Describe answer into the connection's buffer: the client reads nothing
+    // before its Sync (or Flush), so one write carries a whole round trip's replies instead of
+    // one write (and one wake-up of the client) per message.
+    async fn on_parse<C>(&self, client: &mut C, message: Parse) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        match StoredStatement::parse(client, &message, self.query_parser()).await? {
+            Some(statement) => client.portal_store().put_statement(Arc::new(statement)),
+            None => client.portal_store().put_empty_statement(name),
+        }
+        client
+            .feed(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_bind<C>(&self, client: &mut C, message: Bind) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statement = message.statement_name.as_deref().unwrap_or(DEFAULT_NAME);
+        let portal = message.portal_name.as_deref().unwrap_or(DEFAULT_NAME);
+        match client.portal_store().get_statement(statement) {
+            Some(Entry::Value(stored)) => {
+                let bound = Portal::try_new(&message, stored)?;
+                client.portal_store().put_portal(Arc::new(bound));
+            }
+            Some(Entry::Empty) if message.parameters.is_empty() => {
+                client.portal_store().put_empty_portal(portal);
+            }
+            Some(Entry::Empty) => {
+                return Err(PgWireError::UserError(Box::new(info(error(
+                    "08P01",
+                    format!(
+                        "bind message supplies {} parameters, but the empty statement {statement:?} takes none",
+                        message.parameters.len()
+                    ),
+                )))));
+            }
+            None => return Err(PgWireError::StatementNotFound(statement.to_owned())),
+        }
+        client
+            .feed(PgWireBackendMessage::BindComplete(BindComplete::new()))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        let (params, fields) = match message.target_type {
+            TARGET_TYPE_BYTE_STATEMENT => match client.portal_store().get_statement(name) {
+                Some(Entry::Value(stored)) => {
+                    let r = self.do_describe_statement(client, &stored).await?;
+                    (
+                        Some(r.parameters().unwrap_or_default().to_vec()),
+                        r.fields().to_vec(),
+                    )
+                }
+                Some(Entry::Empty) => (Some(Vec::new()), Vec::new()),
+                None => return Err(PgWireError::StatementNotFound(name.to_owned())),
+            },
+            TARGET_TYPE_BYTE_PORTAL => match client.portal_store().get_portal(name) {
+                Some(Entry::Value(portal)) => {
+                    let r = self.do_describe_portal(client, &portal).await?;
+                    (None, r.fields().to_vec())
+                }
+                Some(Entry::Empty) => (None, Vec::new()),
+                None => return Err(PgWireError::PortalNotFound(name.to_owned())),
+            },
+            other => return Err(PgWireError::InvalidTargetType(other)),
+        };
+        if let Some(params) = params {
+            client
+                .feed(PgWireBackendMessage::ParameterDescription(
+                    ParameterDescription::new(params.iter().map(Type::oid).collect()),
+                ))
+                .await?;
+        }
+        let reply = if fields.is_empty() {
+            PgWireBackendMessage::NoData(NoData::new())
+        } else {
+            PgWireBackendMessage::RowDescription(RowDescription::new(
+                fields.iter().map(FieldDescription::from).collect(),
+            ))
+        };
+        client.feed(reply).await?;
+        Ok(())
     }
 
     async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
@@ -667,7 +800,10 @@ impl Connection {
                 other => other.map(|_| false),
             });
         }
-        let (reply, notice) = match self.run(&prepared.sql, &params, &token).await {
+        let (reply, notice) = match self
+            .run(&prepared.sql, prepared.statement.as_ref(), &params, &token)
+            .await
+        {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
@@ -687,6 +823,15 @@ impl Connection {
             }
             Reply::Rows(s) | Reply::Live(s) => s,
         };
+        if let Some(described) = &prepared.columns
+            && !types::same_types(described, &stream.schema())
+        {
+            return Ok(Err(error(
+                "0A000",
+                "cached plan must not change result type: the table changed since the \
+                 statement was prepared; prepare it again",
+            )));
+        }
         let fields = match types::fields(&stream.schema(), &portal.result_column_format) {
             Ok(f) => Arc::new(f),
             Err(e) => return Ok(Err(error("0A000", e.to_string()))),
@@ -760,10 +905,14 @@ impl Connection {
                 let count = if columns.is_empty() {
                     match session
                         .statements
-                        .describe(&format!("SELECT * FROM {table}"))
+                        .prepare(&format!("SELECT * FROM {table}"))
                         .await
                     {
-                        Ok(d) => d.columns.map_or(0, |c| c.fields().len()),
+                        Ok(p) => p
+                            .description()
+                            .columns
+                            .as_ref()
+                            .map_or(0, |c| c.fields().len()),
                         Err(e) => return Ok(Err(e)),
                     }
                 } else {

@@ -91,8 +91,9 @@ pub trait Statements: Send + Sync {
     /// Runs one statement with the values of `$1, $2, ...`.
     async fn execute(&self, sql: &str, params: &[ScalarValue]) -> Result<Reply, StatementError>;
 
-    /// What one statement takes and returns, without running it.
-    async fn describe(&self, sql: &str) -> Result<Description, StatementError>;
+    /// Checks and parses one statement once, to run many times (the extended protocol's
+    /// Parse): what it takes and returns is known before it runs.
+    async fn prepare(&self, sql: &str) -> Result<Arc<dyn PreparedStatement>, StatementError>;
 
     /// Inserts rows of text (`COPY ... FROM STDIN`) into `columns` of `table` (all of them when
     /// empty) as one atomic batch; returns how many.
@@ -102,6 +103,17 @@ pub trait Statements: Send + Sync {
         columns: &[String],
         rows: &[copy::Record],
     ) -> Result<u64, StatementError>;
+}
+
+/// A statement prepared by [`Statements::prepare`]: each execution binds values and runs it,
+/// with no parsing (and, for a read or write of one row by its key, no plan).
+#[async_trait]
+pub trait PreparedStatement: Send + Sync {
+    /// What it takes and returns.
+    fn description(&self) -> &Description;
+
+    /// Runs it with the values of `$1, $2, ...`.
+    async fn execute(&self, params: &[ScalarValue]) -> Result<Reply, StatementError>;
 }
 
 /// Makes the statements of each new connection.

@@ -23,6 +23,20 @@ pub fn pg_type(field: &Arc<Field>) -> PgWireResult<Type> {
     field_into_pg_type(field)
 }
 
+/// Whether two schemas have the same columns as a client sees them: as many, of the same
+/// Postgres types (what a prepared statement's Describe promised).
+pub fn same_types(described: &Schema, actual: &Schema) -> bool {
+    described.fields().len() == actual.fields().len()
+        && described
+            .fields()
+            .iter()
+            .zip(actual.fields())
+            .all(|(a, b)| match (pg_type(a), pg_type(b)) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => false,
+            })
+}
+
 /// The row description of `schema`, each column in the format the client asked for.
 pub fn fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
     schema

@@ -44,6 +44,6 @@ pub use changes::{
 pub use datafusion;
 pub use error::{Result, SqlError};
 pub use principal::Principal;
-pub use session::{SqlDescription, SqlOutput, SqlSession};
+pub use session::{SqlDescription, SqlOutput, SqlSession, SqlStatement};
 pub use system::value_text;
 pub use text_rows::TextRow;

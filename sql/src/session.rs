@@ -62,6 +62,75 @@ pub struct SqlDescription {
     pub columns: Option<SchemaRef>,
 }
 
+/// One statement parsed once to run many times (a server's prepared statement): its parsed
+/// form and, where it has one, the direct path it takes (a key lookup, a one-row write).
+#[derive(Debug, Clone)]
+pub struct SqlStatement {
+    statement: DfStatement,
+    /// A read of one row by its key from `$1`.
+    point: Option<crate::point::PointQuery>,
+    /// A one-row INSERT of parameters.
+    insert: Option<crate::insert_row::RowInsert>,
+}
+
+impl SqlStatement {
+    /// Parses `sql`: one query, INSERT, UPDATE, DELETE or EXPLAIN.
+    pub fn parse(sql: &str) -> Result<Self> {
+        let mut statements = DFParser::parse_sql(sql)?;
+        let statement = match (statements.pop_front(), statements.is_empty()) {
+            (Some(s), true) => s,
+            (None, _) => {
+                return Err(SqlError::Unsupported {
+                    what: "an empty statement".into(),
+                    hint: "write one statement",
+                });
+            }
+            (Some(_), false) => {
+                return Err(SqlError::Unsupported {
+                    what: "more than one statement in one call".into(),
+                    hint: "run them one at a time",
+                });
+            }
+        };
+        let (mut point, mut insert) = (None, None);
+        let statement = match statement {
+            DfStatement::Statement(s) => match *s {
+                Statement::Query(mut query) => {
+                    point = crate::point::point_query(&query);
+                    name_like_postgres(&mut query);
+                    DfStatement::Statement(Box::new(Statement::Query(query)))
+                }
+                Statement::Insert(i) => {
+                    insert = crate::insert_row::row_insert(&i);
+                    DfStatement::Statement(Box::new(Statement::Insert(i)))
+                }
+                s @ (Statement::Update(_) | Statement::Delete(_) | Statement::Explain { .. }) => {
+                    DfStatement::Statement(Box::new(s))
+                }
+                other => {
+                    return Err(SqlError::Unsupported {
+                        what: format!("`{}`", first_words(&other.to_string())),
+                        hint: "kalamstore runs queries, INSERT, UPDATE, DELETE and EXPLAIN \
+                               through SQL; tables and storages have their own statements",
+                    });
+                }
+            },
+            explain @ DfStatement::Explain(_) => explain,
+            other => {
+                return Err(SqlError::Unsupported {
+                    what: format!("`{}`", first_words(&other.to_string())),
+                    hint: "kalamstore runs queries, INSERT, UPDATE, DELETE and EXPLAIN through SQL",
+                });
+            }
+        };
+        Ok(Self {
+            statement,
+            point,
+            insert,
+        })
+    }
+}
+
 /// A SQL session: one DataFusion context whose catalog is the store's namespaces (plus
 /// `system` and `information_schema`), bound to one principal.
 pub struct SqlSession {
@@ -179,46 +248,21 @@ impl SqlSession {
     /// `$n` (`None` where nothing fixes one) and the columns of a query (`None` for INSERT,
     /// UPDATE and DELETE, which return a count).
     pub async fn describe(&self, sql: &str) -> Result<SqlDescription> {
-        let mut statements = DFParser::parse_sql(sql)?;
-        let statement = match (statements.pop_front(), statements.is_empty()) {
-            (Some(s), true) => s,
-            _ => {
-                return Err(SqlError::Unsupported {
-                    what: "other than one statement in one call".into(),
-                    hint: "run them one at a time",
-                });
-            }
-        };
-        let (statement, returns_rows) = match statement {
-            DfStatement::Statement(s) => match *s {
-                Statement::Query(mut query) => {
-                    name_like_postgres(&mut query);
-                    (
-                        DfStatement::Statement(Box::new(Statement::Query(query))),
-                        true,
-                    )
-                }
-                Statement::Explain { .. } => (DfStatement::Statement(s), true),
-                s @ (Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)) => {
-                    (DfStatement::Statement(Box::new(s)), false)
-                }
-                other => {
-                    return Err(SqlError::Unsupported {
-                        what: format!("`{}`", first_words(&other.to_string())),
-                        hint: "kalamstore runs queries, INSERT, UPDATE, DELETE and EXPLAIN \
-                               through SQL",
-                    });
-                }
-            },
-            explain @ DfStatement::Explain(_) => (explain, true),
-            other => {
-                return Err(SqlError::Unsupported {
-                    what: format!("`{}`", first_words(&other.to_string())),
-                    hint: "kalamstore runs queries, INSERT, UPDATE, DELETE and EXPLAIN through SQL",
-                });
-            }
-        };
-        let plan = self.ctx.state().statement_to_plan(statement).await?;
+        self.describe_statement(&SqlStatement::parse(sql)?).await
+    }
+
+    /// [`describe`](Self::describe) of a parsed statement.
+    pub async fn describe_statement(&self, statement: &SqlStatement) -> Result<SqlDescription> {
+        let returns_rows = !matches!(
+            &statement.statement,
+            DfStatement::Statement(s)
+                if matches!(**s, Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_))
+        );
+        let plan = self
+            .ctx
+            .state()
+            .statement_to_plan(statement.statement.clone())
+            .await?;
         let types = plan.get_parameter_types()?;
         let count = types
             .keys()
@@ -299,76 +343,57 @@ impl SqlSession {
 
     /// Runs one statement; `params` are the values of `$1`, `$2`, ...
     pub async fn run(&self, sql: &str, params: &[ScalarValue]) -> Result<SqlOutput> {
-        let mut statements = DFParser::parse_sql(sql)?;
-        let statement = match (statements.pop_front(), statements.is_empty()) {
-            (Some(s), true) => s,
-            (None, _) => {
-                return Err(SqlError::Unsupported {
-                    what: "an empty statement".into(),
-                    hint: "write one statement",
-                });
-            }
-            (Some(_), false) => {
-                return Err(SqlError::Unsupported {
-                    what: "more than one statement in one call".into(),
-                    hint: "run them one at a time",
-                });
-            }
+        self.run_statement(&SqlStatement::parse(sql)?, params).await
+    }
+
+    /// [`run`](Self::run) of a parsed statement: what a prepared statement runs each time,
+    /// without parsing it again.
+    pub async fn run_statement(
+        &self,
+        statement: &SqlStatement,
+        params: &[ScalarValue],
+    ) -> Result<SqlOutput> {
+        // A one-row INSERT of parameters is written directly, and a read of one row by its key
+        // is one lookup: no plan (unless the table turns out not to fit).
+        if let Some(row) = &statement.insert
+            && !params.is_empty()
+            && let Some(rows) = row.run(&self.store, &self.principal, params).await?
+        {
+            return Ok(SqlOutput::Changed {
+                verb: "INSERT",
+                rows,
+            });
+        }
+        if let (Some(point), [param]) = (&statement.point, params)
+            && let Some(rows) = point.run(&self.store, &self.principal, param).await?
+        {
+            return Ok(SqlOutput::Rows(rows));
+        }
+        let DfStatement::Statement(s) = &statement.statement else {
+            return Ok(SqlOutput::Rows(
+                self.execute(statement.statement.clone(), params).await?,
+            ));
         };
-        match statement {
-            DfStatement::Statement(s) => match *s {
-                Statement::Delete(delete) => self.delete(delete, params).await,
-                Statement::Update(update) => self.update(update, params).await,
-                Statement::Insert(ref insert) => {
-                    // A prepared one-row INSERT: written directly, no plan.
-                    if !params.is_empty()
-                        && let Some(row) = crate::insert_row::row_insert(insert)
-                        && let Some(rows) = row.run(&self.store, &self.principal, params).await?
-                    {
-                        return Ok(SqlOutput::Changed {
-                            verb: "INSERT",
-                            rows,
-                        });
-                    }
-                    self.check_insert_literals(insert).await?;
-                    let statement = DfStatement::Statement(s);
-                    let mut stream = self
-                        .execute_checked(statement, params, check_insert)
-                        .await?;
-                    let mut rows = 0u64;
-                    while let Some(batch) = stream.try_next().await? {
-                        rows += count_of(&batch);
-                    }
-                    Ok(SqlOutput::Changed {
-                        verb: "INSERT",
-                        rows,
-                    })
+        match s.as_ref() {
+            Statement::Delete(delete) => self.delete(delete.clone(), params).await,
+            Statement::Update(update) => self.update(update.clone(), params).await,
+            Statement::Insert(insert) => {
+                self.check_insert_literals(insert).await?;
+                let mut stream = self
+                    .execute_checked(statement.statement.clone(), params, check_insert)
+                    .await?;
+                let mut rows = 0u64;
+                while let Some(batch) = stream.try_next().await? {
+                    rows += count_of(&batch);
                 }
-                Statement::Query(mut query) => {
-                    // A prepared read of one row by its key: one lookup, no plan.
-                    if let ([param], Some(point)) = (params, crate::point::point_query(&query))
-                        && let Some(rows) = point.run(&self.store, &self.principal, param).await?
-                    {
-                        return Ok(SqlOutput::Rows(rows));
-                    }
-                    name_like_postgres(&mut query);
-                    let statement = DfStatement::Statement(Box::new(Statement::Query(query)));
-                    Ok(SqlOutput::Rows(self.execute(statement, params).await?))
-                }
-                Statement::Explain { .. } => Ok(SqlOutput::Rows(
-                    self.execute(DfStatement::Statement(s), params).await?,
-                )),
-                other => Err(SqlError::Unsupported {
-                    what: format!("`{}`", first_words(&other.to_string())),
-                    hint: "kalamstore runs queries, INSERT, UPDATE, DELETE and EXPLAIN through \
-                           SQL; tables and storages have their own statements",
-                }),
-            },
-            DfStatement::Explain(_) => Ok(SqlOutput::Rows(self.execute(statement, params).await?)),
-            other => Err(SqlError::Unsupported {
-                what: format!("`{}`", first_words(&other.to_string())),
-                hint: "kalamstore runs queries, INSERT, UPDATE, DELETE and EXPLAIN through SQL",
-            }),
+                Ok(SqlOutput::Changed {
+                    verb: "INSERT",
+                    rows,
+                })
+            }
+            _ => Ok(SqlOutput::Rows(
+                self.execute(statement.statement.clone(), params).await?,
+            )),
         }
     }
 
