@@ -488,6 +488,159 @@ async fn a_cancel_request_stops_a_running_subscription() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_of_a_subscription_to_stdout_streams_rows_until_cancelled() {
+    use futures::StreamExt as _;
+    let s = Served::start();
+    let root = s.root().await;
+    setup(&root).await;
+    let alice = s.connect("alice", "alice-pw").await;
+    alice
+        .batch_execute("INSERT INTO app.m (id, body) VALUES (1, 'before')")
+        .await
+        .unwrap();
+
+    // tokio-postgres reads CopyData as it comes: the row already there, then each new row as
+    // it is written. Text COPY lines, tab separated: `_seq`, `_op`, then the row.
+    let (follower, connection) = s.config("alice", "alice-pw").connect(NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let cancel = follower.cancel_token();
+    let out = follower
+        .copy_out("COPY (SUBSCRIBE TO app.m) TO STDOUT")
+        .await
+        .unwrap();
+    let mut out = std::pin::pin!(out);
+    let mut next_line = async || {
+        let data = tokio::time::timeout(Duration::from_secs(10), out.next())
+            .await
+            .expect("a line within 10 s");
+        data.map(|d| d.map(|b| String::from_utf8(b.to_vec()).unwrap()))
+    };
+    let first = next_line().await.unwrap().unwrap();
+    assert!(first.contains("\tinsert\t1\tbefore\t"), "{first}");
+    for (id, body) in [(2i64, "live one"), (3, "live two")] {
+        alice
+            .execute(
+                "INSERT INTO app.m (id, body) VALUES ($1, $2)",
+                &[&id, &body],
+            )
+            .await
+            .unwrap();
+        let line = next_line().await.unwrap().unwrap();
+        assert!(
+            line.contains(&format!("\tinsert\t{id}\t{body}\t")),
+            "{line}"
+        );
+    }
+    // A CancelRequest ends it with 57014; the connection serves on.
+    cancel.cancel_query(NoTls).await.unwrap();
+    let e = next_line().await.unwrap().unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::QUERY_CANCELED), "{e}");
+    assert_eq!(
+        column(&follower, "SELECT body FROM app.m ORDER BY id")
+            .await
+            .unwrap(),
+        ["before", "live one", "live two"]
+    );
+
+    // psql runs the same COPY until Ctrl-C, which it turns into a CancelRequest. (psql
+    // buffers COPY output written to a pipe, so its lines are read once it exits.)
+    let psql = Command::new("psql")
+        .arg(format!(
+            "host=127.0.0.1 port={} user=alice dbname=kalamstore",
+            s.port
+        ))
+        .args(["-X", "-c", "COPY (SUBSCRIBE TO app.m) TO STDOUT"])
+        .env("PGPASSWORD", "alice-pw")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("psql is on the machine image (PostgreSQL 15 client)");
+    // Its COPY is running once system.sessions shows it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let running = "SELECT count(*) FROM system.sessions WHERE statement LIKE 'COPY (SUBSCRIBE%'";
+    while column(&root, running).await.unwrap() != ["1"] {
+        assert!(Instant::now() < deadline, "psql's COPY never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &psql.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = psql.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("canceling statement due to user request"),
+        "{stderr}"
+    );
+    let bodies: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.split('\t').nth(3).unwrap_or(l))
+        .collect();
+    assert_eq!(bodies, ["before", "live one", "live two"], "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursors_hand_out_a_querys_rows_and_close_with_their_block() {
+    let s = Served::start();
+    let root = s.root().await;
+    setup(&root).await;
+    let alice = s.connect("alice", "alice-pw").await;
+    alice
+        .batch_execute(
+            "INSERT INTO app.m (id, body) VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd'), (5, 'e')",
+        )
+        .await
+        .unwrap();
+    let e = alice
+        .batch_execute("DECLARE c CURSOR FOR SELECT id FROM app.m")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "25P01", "{e}");
+    alice.batch_execute("BEGIN").await.unwrap();
+    alice
+        .batch_execute("DECLARE c CURSOR FOR SELECT id, body FROM app.m ORDER BY id")
+        .await
+        .unwrap();
+    let e = alice
+        .batch_execute("DECLARE c CURSOR FOR SELECT 1")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42P03", "{e}");
+    // The extended protocol describes FETCH by the cursor's columns.
+    let two = alice.query("FETCH 2 FROM c", &[]).await.unwrap();
+    let ids: Vec<i64> = two.iter().map(|r| r.get(0)).collect();
+    assert_eq!(ids, [1, 2]);
+    assert_eq!(column(&alice, "FETCH NEXT c").await.unwrap(), ["3"]);
+    assert_eq!(column(&alice, "FETCH ALL c").await.unwrap(), ["4", "5"]);
+    assert!(column(&alice, "FETCH ALL c").await.unwrap().is_empty());
+    let e = alice.batch_execute("FETCH 1 FROM nope").await.unwrap_err();
+    assert_eq!(code(&e), "34000", "{e}");
+    alice.batch_execute("COMMIT").await.unwrap();
+    // COMMIT closed it; one declared WITH HOLD stays until CLOSE.
+    let e = alice.batch_execute("FETCH 1 FROM c").await.unwrap_err();
+    assert_eq!(code(&e), "34000", "{e}");
+    alice
+        .batch_execute("DECLARE h CURSOR WITH HOLD FOR SELECT body FROM app.m ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(column(&alice, "FETCH 1 h").await.unwrap(), ["a"]);
+    alice.batch_execute("CLOSE h").await.unwrap();
+    let e = alice.batch_execute("CLOSE h").await.unwrap_err();
+    assert_eq!(code(&e), "34000", "{e}");
+    // A user's cursor reads that user's rows only.
+    let bob = s.connect("bob", "bob-pw").await;
+    bob.batch_execute("DECLARE b CURSOR WITH HOLD FOR SELECT id FROM app.m")
+        .await
+        .unwrap();
+    assert!(column(&bob, "FETCH ALL b").await.unwrap().is_empty());
+}
+
 fn send_raw(port: u16, bytes: &[u8]) -> Vec<u8> {
     let mut socket = TcpStream::connect(("127.0.0.1", port)).unwrap();
     socket
@@ -886,6 +1039,20 @@ with psycopg.connect(host="127.0.0.1", port=port, user="carol", password="carol-
             for row in copy.rows():
                 out.append(row)
         print("copy", out)
+    # Materialize's pattern for drivers without streaming: a cursor over the subscription,
+    # fetched in a loop; FETCH waits for new rows (at most its timeout).
+    with conn.transaction():
+        cur = conn.cursor()
+        cur.execute("DECLARE c CURSOR FOR SUBSCRIBE TO chat.msg OPTIONS (last_rows = 1)")
+        cur.execute("FETCH ALL c")
+        fetched = [(r[1], r[3]) for r in cur.fetchall()]
+        live.execute("INSERT INTO chat.msg (id, body, n) VALUES (5, 'fetched', 50)")
+        cur.execute("FETCH ALL c WITH (timeout = '10s')")
+        fetched += [(r[1], r[3]) for r in cur.fetchall()]
+        cur.execute("FETCH ALL c WITH (timeout = '100ms')")
+        fetched += [(r[1], r[3]) for r in cur.fetchall()]
+        cur.execute("CLOSE c")
+    print("fetch", fetched)
 "#;
     let stdout = client_output(Command::new(python()).args([
         "-c",
@@ -905,6 +1072,10 @@ with psycopg.connect(host="127.0.0.1", port=port, user="carol", password="carol-
     assert!(
         stdout
             .contains("live [('insert', 'm2', 20), ('insert', 'm3', 30), ('insert', 'live', 40)]"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("fetch [('insert', 'copied 12'), ('insert', 'fetched')]"),
         "{stdout}"
     );
 }

@@ -107,8 +107,17 @@ pub fn parse_copy_file(sql: &str) -> Result<Option<(CopyStatement, String)>, Sta
 
 /// One COPY statement and where it reads or writes.
 fn parse_any(sql: &str) -> Result<(CopyStatement, CopyTarget), StatementError> {
-    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)
-        .map_err(|e| syntax(format!("syntax error: {e}")))?;
+    // `COPY (statement) TO ...`: the statement in parentheses is any of the dialect's
+    // (`SUBSCRIBE`, `SHOW`, ...), which the SQL parser does not know; it parses the rest
+    // around a stand-in query.
+    let inner = statement_in_parentheses(sql)?;
+    let parsed = match &inner {
+        Some((_, rest)) => {
+            Parser::parse_sql(&PostgreSqlDialect {}, &format!("COPY (SELECT 1) {rest}"))
+        }
+        None => Parser::parse_sql(&PostgreSqlDialect {}, sql),
+    };
+    let statements = parsed.map_err(|e| syntax(format!("syntax error: {e}")))?;
     let [
         Statement::Copy {
             source,
@@ -122,10 +131,44 @@ fn parse_any(sql: &str) -> Result<(CopyStatement, CopyTarget), StatementError> {
     else {
         return Err(syntax("expected one COPY statement"));
     };
-    Ok((
-        copy_statement(source, *to, options, legacy_options)?,
-        target.clone(),
-    ))
+    let mut statement = copy_statement(source, *to, options, legacy_options)?;
+    if let (CopyStatement::Out { query, .. }, Some((text, _))) = (&mut statement, inner) {
+        *query = text;
+    }
+    Ok((statement, target.clone()))
+}
+
+/// For `COPY ( ... ) rest`: the text between the parentheses and what follows them.
+fn statement_in_parentheses(sql: &str) -> Result<Option<(String, String)>, StatementError> {
+    let text = sql.trim_start();
+    let Some(after_copy) = text
+        .get(..4)
+        .filter(|w| w.eq_ignore_ascii_case("COPY"))
+        .and_then(|_| text.get(4..))
+        .map(str::trim_start)
+        .filter(|rest| rest.starts_with('('))
+    else {
+        return Ok(None);
+    };
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    for (i, c) in after_copy.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '(') => depth += 1,
+            (None, ')') => {
+                depth -= 1;
+                if depth == 0 {
+                    let text = after_copy[1..i].trim().to_owned();
+                    return Ok(Some((text, after_copy[i + 1..].to_owned())));
+                }
+            }
+            _ => {}
+        }
+    }
+    Err(syntax("COPY (...): the parenthesis is not closed"))
 }
 
 fn copy_statement(
@@ -474,6 +517,26 @@ mod tests {
                 query: "SELECT id FROM app.t".into(),
                 format: CopyFormat::text(),
             }))
+        );
+        assert_eq!(
+            parse_copy(
+                "COPY (SUBSCRIBE TO app.t OPTIONS (last_rows = 1)) TO STDOUT WITH (FORMAT csv)"
+            ),
+            Some(Ok(CopyStatement::Out {
+                query: "SUBSCRIBE TO app.t OPTIONS (last_rows = 1)".into(),
+                format: CopyFormat::csv(false),
+            }))
+        );
+        assert_eq!(
+            parse_copy("copy (SELECT ')' AS p, \"a)\" FROM app.t) to stdout"),
+            Some(Ok(CopyStatement::Out {
+                query: "SELECT ')' AS p, \"a)\" FROM app.t".into(),
+                format: CopyFormat::text(),
+            }))
+        );
+        assert_eq!(
+            parse_copy("COPY (SELECT (1) TO STDOUT").map(|r| r.unwrap_err().code),
+            Some("42601")
         );
         assert!(matches!(
             parse_copy("COPY app.t FROM STDIN WITH (FORMAT binary)"),

@@ -9,7 +9,7 @@ use std::sync::{Arc, Weak};
 
 use arrow_pg::datatypes::encode_recordbatch;
 use async_trait::async_trait;
-use futures::{Sink, SinkExt, Stream, StreamExt};
+use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use kalamstore_sql::datafusion::arrow::array::StringArray;
 use kalamstore_sql::datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use kalamstore_sql::datafusion::arrow::record_batch::RecordBatch;
@@ -17,7 +17,7 @@ use kalamstore_sql::datafusion::common::ScalarValue;
 use kalamstore_sql::datafusion::execution::SendableRecordBatchStream;
 use kalamstore_sql::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use pgwire::api::cancel::CancelHandler;
-use pgwire::api::copy::{CopyHandler, send_copy_in_response, send_copy_out_response};
+use pgwire::api::copy::{CopyHandler, send_copy_in_response};
 use pgwire::api::portal::{Format, Portal, PortalExecutionState};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler, send_ready_for_query};
 use pgwire::api::results::{
@@ -29,7 +29,7 @@ use pgwire::api::{ClientInfo, ClientPortalStore, DEFAULT_NAME, PgWireConnectionS
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::cancel::CancelRequest;
-use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail, CopyOutResponse};
 use pgwire::messages::data::{
     DataRow, FieldDescription, NoData, ParameterDescription, RowDescription,
 };
@@ -43,6 +43,7 @@ use pgwire::messages::startup::SecretKey;
 use tokio_util::sync::CancellationToken;
 
 use crate::copy::{self, BATCH_ROWS, CopyStatement, RecordReader};
+use crate::cursor::{self, Cursor, CursorStatement};
 use crate::server::{Connection, CopyIn};
 use crate::{Description, PreparedStatement, Reply, StatementError, types};
 
@@ -81,11 +82,31 @@ impl Debug for Prepared {
     }
 }
 
+/// A statement's reply, a notice to send before it, and the verb of its row count's tag
+/// (`SELECT 3`, `FETCH 3`).
+struct Ran {
+    reply: Reply,
+    notice: Option<ErrorInfo>,
+    verb: &'static str,
+}
+
+impl Ran {
+    fn new(reply: Reply) -> Self {
+        Self {
+            reply,
+            notice: None,
+            verb: "SELECT",
+        }
+    }
+}
+
 /// What a statement does to the session's transaction block.
 enum Transaction {
     Begin,
     Commit,
     Rollback,
+    /// `ROLLBACK TO SAVEPOINT`: the block goes on.
+    RollbackTo,
 }
 
 /// A statement the connection answers itself.
@@ -138,6 +159,13 @@ impl Connection {
                 Local::Tag("START TRANSACTION", Some(Transaction::Begin))
             }
             "COMMIT" | "END" => Local::Tag("COMMIT", Some(Transaction::Commit)),
+            // Savepoints (drivers nest blocks with them): each statement commits on its own,
+            // so there is nothing to keep apart; ROLLBACK TO warns like ROLLBACK.
+            "SAVEPOINT" => Local::Tag("SAVEPOINT", None),
+            "RELEASE" => Local::Tag("RELEASE", None),
+            "ROLLBACK" if second.as_deref() == Some("TO") => {
+                Local::Tag("ROLLBACK", Some(Transaction::RollbackTo))
+            }
             "ROLLBACK" | "ABORT" => Local::Tag("ROLLBACK", Some(Transaction::Rollback)),
             "DISCARD" => Local::Tag("DISCARD ALL", None),
             "DEALLOCATE" => Local::Tag("DEALLOCATE", None),
@@ -197,16 +225,24 @@ impl Connection {
 
     /// Runs the session command, moving the transaction block; a notice when `ROLLBACK` cannot
     /// undo what was written.
-    fn run_local(&self, local: Local) -> (Reply, Option<ErrorInfo>) {
+    fn run_local(&self, local: Local) -> Ran {
         match local {
             Local::Tag(tag, tx) => {
                 let mut notice = None;
                 let mut block = self.transaction.lock();
                 match tx {
                     Some(Transaction::Begin) => *block = Some(false),
-                    Some(Transaction::Commit) => *block = None,
-                    Some(Transaction::Rollback) => {
-                        let wrote = block.take() == Some(true);
+                    Some(Transaction::Commit) => {
+                        *block = None;
+                        self.cursors.lock().retain(|_, c| c.hold);
+                    }
+                    Some(Transaction::Rollback | Transaction::RollbackTo) => {
+                        let wrote = if matches!(tx, Some(Transaction::Rollback)) {
+                            self.cursors.lock().retain(|_, c| c.hold);
+                            block.take() == Some(true)
+                        } else {
+                            *block == Some(true)
+                        };
                         notice = wrote.then(|| {
                             ErrorInfo::new(
                                 "WARNING".into(),
@@ -219,7 +255,11 @@ impl Connection {
                     }
                     None => {}
                 }
-                (Reply::Done(tag.to_owned()), notice)
+                Ran {
+                    reply: Reply::Done(tag.to_owned()),
+                    notice,
+                    verb: "SELECT",
+                }
             }
             Local::Show(name, value) => {
                 let schema = Arc::new(Schema::new(vec![Field::new(&name, DataType::Utf8, false)]));
@@ -228,10 +268,9 @@ impl Connection {
                     vec![Arc::new(StringArray::from(vec![value]))],
                 );
                 let stream = futures::stream::iter(vec![batch.map_err(Into::into)]);
-                (
-                    Reply::Rows(Box::pin(RecordBatchStreamAdapter::new(schema, stream))),
-                    None,
-                )
+                Ran::new(Reply::Rows(Box::pin(RecordBatchStreamAdapter::new(
+                    schema, stream,
+                ))))
             }
         }
     }
@@ -243,15 +282,15 @@ impl Connection {
         }
     }
 
-    /// Runs one statement (a session command here, the rest through the statements, or its
-    /// prepared form when it has one), unless `token` fires first.
+    /// Runs one statement (a session command or cursor statement here, the rest through the
+    /// statements, or its prepared form when it has one), unless `token` fires first.
     async fn run(
         &self,
         sql: &str,
         prepared: Option<&Arc<dyn PreparedStatement>>,
         params: &[ScalarValue],
         token: &CancellationToken,
-    ) -> Result<(Reply, Option<ErrorInfo>), StatementError> {
+    ) -> Result<Ran, StatementError> {
         let reply = if let Some(statement) = prepared {
             tokio::select! {
                 r = statement.execute(params) => r?,
@@ -260,6 +299,9 @@ impl Connection {
         } else {
             if let Some(local) = self.local(sql) {
                 return Ok(self.run_local(local?));
+            }
+            if let Some(statement) = cursor::parse(sql) {
+                return self.run_cursor(statement?, params, token).await;
             }
             let session = self
                 .session()
@@ -275,7 +317,83 @@ impl Connection {
         {
             *wrote = true;
         }
-        Ok((reply, None))
+        Ok(Ran::new(reply))
+    }
+
+    /// `DECLARE`, `FETCH` or `CLOSE`.
+    async fn run_cursor(
+        &self,
+        statement: CursorStatement,
+        params: &[ScalarValue],
+        token: &CancellationToken,
+    ) -> Result<Ran, StatementError> {
+        let missing = |name: &str| error("34000", format!("cursor \"{name}\" does not exist"));
+        match statement {
+            CursorStatement::Declare { name, query, hold } => {
+                if !hold && self.transaction.lock().is_none() {
+                    return Err(error(
+                        "25P01",
+                        "DECLARE CURSOR can only be used in transaction blocks (BEGIN first, \
+                         or declare it WITH HOLD)",
+                    ));
+                }
+                if self.cursors.lock().contains_key(&name) {
+                    return Err(error("42P03", format!("cursor \"{name}\" already exists")));
+                }
+                let session = self
+                    .session()
+                    .ok_or_else(|| error("08P01", "not authenticated"))?;
+                let query = crate::compat::rewrite(&query);
+                let reply = tokio::select! {
+                    r = session.statements.execute(&query, params) => r?,
+                    () = token.cancelled() => return Err(canceled()),
+                };
+                let cursor = match reply {
+                    Reply::Rows(s) => Cursor::new(s, false, hold),
+                    Reply::Live(s) => Cursor::new(s, true, hold),
+                    Reply::Done(_) => {
+                        return Err(error("42601", "a cursor's statement must return rows"));
+                    }
+                };
+                self.cursors.lock().insert(name, cursor);
+                Ok(Ran::new(Reply::Done("DECLARE CURSOR".into())))
+            }
+            CursorStatement::Fetch {
+                name,
+                count,
+                timeout,
+            } => {
+                // Out of the map while it reads (the map's lock is not held across a wait).
+                let mut cursor = self
+                    .cursors
+                    .lock()
+                    .remove(&name)
+                    .ok_or_else(|| missing(&name))?;
+                let fetched = tokio::select! {
+                    r = cursor.fetch(count, timeout) => r,
+                    () = token.cancelled() => Err(canceled()),
+                };
+                let schema = cursor.schema();
+                self.cursors.lock().insert(name, cursor);
+                let stream = futures::stream::iter(vec![Ok(fetched?)]);
+                Ok(Ran {
+                    reply: Reply::Rows(Box::pin(RecordBatchStreamAdapter::new(schema, stream))),
+                    notice: None,
+                    verb: "FETCH",
+                })
+            }
+            CursorStatement::Close(Some(name)) => {
+                self.cursors
+                    .lock()
+                    .remove(&name)
+                    .ok_or_else(|| missing(&name))?;
+                Ok(Ran::new(Reply::Done("CLOSE CURSOR".into())))
+            }
+            CursorStatement::Close(None) => {
+                self.cursors.lock().clear();
+                Ok(Ran::new(Reply::Done("CLOSE CURSOR ALL".into())))
+            }
+        }
     }
 
     /// Prepares a statement: what it takes and returns and, unless the connection answers it
@@ -300,6 +418,21 @@ impl Connection {
             Some(Err(e)) => return Err(e),
             None => {}
         }
+        match cursor::parse(sql) {
+            Some(Ok(CursorStatement::Fetch { name, .. })) => {
+                let columns = self.cursors.lock().get(&name).map(Cursor::schema);
+                let columns = columns
+                    .ok_or_else(|| error("34000", format!("cursor \"{name}\" does not exist")))?;
+                let description = Description {
+                    params: vec![],
+                    columns: Some(columns),
+                };
+                return Ok((description, None));
+            }
+            Some(Ok(_)) => return Ok((Description::default(), None)),
+            Some(Err(e)) => return Err(e),
+            None => {}
+        }
         let session = self
             .session()
             .ok_or_else(|| error("08P01", "not authenticated"))?;
@@ -311,14 +444,24 @@ impl Connection {
     }
 }
 
-/// Sends the rows of `stream`: all of them, or until the token fires (57014). A live stream
-/// is flushed after each batch. The outer error is the connection's, the inner the statement's.
+/// How rows go out.
+struct Rows {
+    /// Their columns as the client reads them.
+    fields: Arc<Vec<FieldInfo>>,
+    /// Send a RowDescription first (the simple protocol).
+    describe: bool,
+    /// A subscription: flushed after each batch.
+    live: bool,
+    /// The verb of the tag, e.g. `SELECT`.
+    verb: &'static str,
+}
+
+/// Sends the rows of `stream`: all of them, or until the token fires (57014). The outer error
+/// is the connection's, the inner the statement's.
 async fn send_rows<C>(
     client: &mut C,
     mut stream: SendableRecordBatchStream,
-    fields: Arc<Vec<FieldInfo>>,
-    describe: bool,
-    live: bool,
+    rows_out: Rows,
     token: &CancellationToken,
 ) -> PgWireResult<Result<(), StatementError>>
 where
@@ -326,6 +469,12 @@ where
     C::Error: Debug,
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
 {
+    let Rows {
+        fields,
+        describe,
+        live,
+        verb,
+    } = rows_out;
     if describe {
         let description = RowDescription::new(fields.iter().map(FieldDescription::from).collect());
         client
@@ -357,11 +506,65 @@ where
             client.flush().await?;
         }
     }
-    let tag = Tag::new("SELECT").with_rows(rows);
+    let tag = Tag::new(verb).with_rows(rows);
     client
         .feed(PgWireBackendMessage::CommandComplete(tag.into()))
         .await?;
     Ok(Ok(()))
+}
+
+/// Sends COPY OUT data: the lines of `lines` as CopyData, flushed whenever the next line is
+/// not ready yet (so a subscription's rows reach the client as they come), until the lines
+/// end or the token fires (57014).
+async fn send_copy_out<C>(
+    client: &mut C,
+    columns: usize,
+    header: bool,
+    lines: impl Stream<Item = PgWireResult<CopyData>> + Send,
+    token: &CancellationToken,
+) -> PgWireResult<Result<bool, StatementError>>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    // Text format, for the whole row and each column.
+    let width = i16::try_from(columns).unwrap_or(i16::MAX);
+    let out = CopyOutResponse::new(0, width, vec![0; columns]);
+    client
+        .feed(PgWireBackendMessage::CopyOutResponse(out))
+        .await?;
+    let mut lines = std::pin::pin!(lines);
+    let mut rows = 0usize;
+    loop {
+        let next = match lines.next().now_or_never() {
+            Some(next) => next,
+            None => {
+                client.flush().await?;
+                tokio::select! {
+                    next = lines.next() => next,
+                    () = token.cancelled() => return Ok(Err(canceled())),
+                }
+            }
+        };
+        match next {
+            None => break,
+            Some(Ok(data)) => {
+                if !data.data.is_empty() {
+                    rows += 1;
+                    client.feed(PgWireBackendMessage::CopyData(data)).await?;
+                }
+            }
+            Some(Err(e)) => return Ok(Err(error("XX000", e.to_string()))),
+        }
+    }
+    client
+        .feed(PgWireBackendMessage::CopyDone(CopyDone::new()))
+        .await?;
+    // The header line is not a row.
+    let rows = rows.saturating_sub(usize::from(header));
+    send_tag(client, &format!("COPY {rows}")).await?;
+    Ok(Ok(false))
 }
 
 /// A command's tag, e.g. `INSERT 0 3`, as a CommandComplete.
@@ -447,7 +650,11 @@ impl SimpleQueryHandler for Connection {
                         }
                     }
                     let outcome = match self.run(&sql, None, &[], &token).await {
-                        Ok((reply, notice)) => {
+                        Ok(Ran {
+                            reply,
+                            notice,
+                            verb,
+                        }) => {
                             if let Some(n) = notice {
                                 client
                                     .feed(PgWireBackendMessage::NoticeResponse(
@@ -461,8 +668,13 @@ impl SimpleQueryHandler for Connection {
                                 Reply::Rows(s) | Reply::Live(s) => {
                                     match types::fields(&s.schema(), &Format::UnifiedText) {
                                         Ok(f) => {
-                                            send_rows(client, s, Arc::new(f), true, live, &token)
-                                                .await?
+                                            let rows = Rows {
+                                                fields: Arc::new(f),
+                                                describe: true,
+                                                live,
+                                                verb,
+                                            };
+                                            send_rows(client, s, rows, &token).await?
                                         }
                                         Err(e) => Err(error("0A000", e.to_string())),
                                     }
@@ -800,7 +1012,11 @@ impl Connection {
                 other => other.map(|_| false),
             });
         }
-        let (reply, notice) = match self
+        let Ran {
+            reply,
+            notice,
+            verb,
+        } = match self
             .run(&prepared.sql, prepared.statement.as_ref(), &params, &token)
             .await
         {
@@ -837,7 +1053,13 @@ impl Connection {
             Err(e) => return Ok(Err(error("0A000", e.to_string()))),
         };
         if max_rows == 0 || live {
-            return Ok(send_rows(client, stream, fields, false, live, &token)
+            let rows = Rows {
+                fields,
+                describe: false,
+                live,
+                verb,
+            };
+            return Ok(send_rows(client, stream, rows, &token)
                 .await?
                 .map(|()| false));
         }
@@ -884,9 +1106,12 @@ impl Connection {
                     r = session.statements.execute(&query, &[]) => r,
                     () = token.cancelled() => Err(canceled()),
                 };
+                // A subscription's COPY runs until the client cancels or leaves.
                 let stream = match reply {
-                    Ok(Reply::Rows(s)) => s,
-                    Ok(_) => return Ok(Err(error("0A000", "COPY ... TO STDOUT needs a query"))),
+                    Ok(Reply::Rows(s) | Reply::Live(s)) => s,
+                    Ok(Reply::Done(_)) => {
+                        return Ok(Err(error("0A000", "COPY ... TO STDOUT needs a query")));
+                    }
                     Err(e) => return Ok(Err(e)),
                 };
                 let columns = stream.schema().fields().len();
@@ -894,8 +1119,8 @@ impl Connection {
                     Ok(l) => l,
                     Err(e) => return Ok(Err(error("0A000", e.to_string()))),
                 };
-                send_copy_out_response(client, CopyResponse::new(0, columns, lines)).await?;
-                Ok(Ok(false))
+                let header = format.csv && format.header;
+                send_copy_out(client, columns, header, lines, token).await
             }
             CopyStatement::In {
                 table,

@@ -14,6 +14,7 @@
 pub mod auth;
 mod compat;
 pub mod copy;
+mod cursor;
 mod error;
 mod handler;
 pub mod scram;

@@ -139,6 +139,8 @@ pub(crate) struct Connection {
     pub(crate) transaction: parking_lot::Mutex<Option<bool>>,
     /// The `COPY ... FROM STDIN` in progress.
     pub(crate) copy_in: parking_lot::Mutex<Option<CopyIn>>,
+    /// Declared cursors by name.
+    pub(crate) cursors: parking_lot::Mutex<HashMap<String, crate::cursor::Cursor>>,
 }
 
 /// A `COPY ... FROM STDIN` in progress: where rows go and those not yet written.
@@ -336,6 +338,7 @@ impl Server {
                         settings: parking_lot::Mutex::new(BTreeMap::new()),
                         transaction: parking_lot::Mutex::new(None),
                         copy_in: parking_lot::Mutex::new(None),
+                        cursors: parking_lot::Mutex::new(HashMap::new()),
                     });
                     connections.retain(|(c, _)| c.strong_count() > 0);
                     let weak = Arc::downgrade(&conn);
