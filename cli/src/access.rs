@@ -87,9 +87,14 @@ impl Access {
                         path: inside(path)?,
                         format,
                     },
-                    Command::CopyTo { query, path } => Command::CopyTo {
+                    Command::CopyTo {
+                        query,
+                        path,
+                        format,
+                    } => Command::CopyTo {
                         query,
                         path: inside(path)?,
+                        format,
                     },
                     Command::CreateStorage {
                         id,

@@ -8,6 +8,7 @@
 
 pub mod access;
 mod consumers;
+mod copy_file;
 mod ddl;
 pub mod error;
 mod export;

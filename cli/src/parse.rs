@@ -272,23 +272,26 @@ pub enum Command {
     /// `SHOW USERS`.
     ShowUsers,
     /// `COPY ns.t [(cols)] FROM '<file>' [WITH (FORMAT csv|text, HEADER, DELIMITER 'c', NULL
-    /// 's')]`: the file's rows inserted in atomic batches of 10,000.
+    /// 's')]`: the file's rows (text, CSV, Parquet or JSON lines) inserted in atomic batches
+    /// of 10,000.
     CopyFrom {
         /// `ns.t`.
         table: String,
-        /// The columns given (empty: all).
+        /// The columns given (empty: all, or for Parquet and JSON the file's).
         columns: Vec<String>,
         /// The file.
         path: String,
-        /// Text or CSV (CSV by default for a `.csv` file).
-        format: kalamstore_server::copy::CopyFormat,
+        /// How it is read.
+        format: FileFormat,
     },
-    /// `COPY ns.t | (query) TO '<file>'`: the rows as CSV with a header.
+    /// `COPY ns.t | (query) TO '<file>'`: the rows as CSV with a header, Parquet or JSON lines.
     CopyTo {
         /// The query whose rows are written.
         query: String,
         /// The file.
         path: String,
+        /// How it is written.
+        format: FileFormat,
     },
     /// Any other statement: SQL for DataFusion (queries, INSERT, UPDATE, DELETE, EXPLAIN).
     Sql(String),
@@ -571,9 +574,35 @@ fn string(p: &mut Parser<'_>) -> Result<String, CliError> {
     p.parse_literal_string().map_err(err)
 }
 
+/// How a COPY file is read or written.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FileFormat {
+    /// Text or CSV lines, as the COPY options say (CSV for a `.csv` file without FORMAT).
+    Delimited(kalamstore_server::copy::CopyFormat),
+    /// Apache Parquet (a `.parquet` file): columns by name, typed.
+    Parquet,
+    /// One JSON object per line (a `.json`, `.jsonl` or `.ndjson` file): fields by name.
+    Json,
+}
+
+impl FileFormat {
+    /// The format of `path`: by its extension, else the COPY options'.
+    fn of(path: &str, options: kalamstore_server::copy::CopyFormat) -> Self {
+        use kalamstore_server::copy::CopyFormat;
+        let lower = path.to_ascii_lowercase();
+        let extension = lower.rsplit_once('.').map_or("", |(_, e)| e);
+        match extension {
+            "parquet" => Self::Parquet,
+            "json" | "jsonl" | "ndjson" => Self::Json,
+            "csv" if options == CopyFormat::text() => Self::Delimited(CopyFormat::csv(false)),
+            _ => Self::Delimited(options),
+        }
+    }
+}
+
 /// `COPY ... FROM|TO '<file>'`; the STDIN/STDOUT forms belong to a client connection.
 fn copy(sql: &str) -> Result<Command, CliError> {
-    use kalamstore_server::copy::{CopyFormat, CopyStatement, parse_copy_file};
+    use kalamstore_server::copy::{CopyStatement, parse_copy_file};
     match parse_copy_file(sql).map_err(|e| CliError::Parse(e.message))? {
         Some((
             CopyStatement::In {
@@ -582,22 +611,17 @@ fn copy(sql: &str) -> Result<Command, CliError> {
                 format,
             },
             path,
-        )) => {
-            // A `.csv` file without FORMAT is CSV.
-            let format = match format {
-                f if f == CopyFormat::text() && path.to_ascii_lowercase().ends_with(".csv") => {
-                    CopyFormat::csv(false)
-                }
-                f => f,
-            };
-            Ok(Command::CopyFrom {
-                table,
-                columns,
-                path,
-                format,
-            })
-        }
-        Some((CopyStatement::Out { query, .. }, path)) => Ok(Command::CopyTo { query, path }),
+        )) => Ok(Command::CopyFrom {
+            table,
+            columns,
+            format: FileFormat::of(&path, format),
+            path,
+        }),
+        Some((CopyStatement::Out { query, format }, path)) => Ok(Command::CopyTo {
+            query,
+            format: FileFormat::of(&path, format),
+            path,
+        }),
         None => Err(bad(
             "COPY ... FROM STDIN / TO STDOUT needs a client connection (psql's \\copy, or the \
              server); here, COPY a file",

@@ -151,48 +151,6 @@ impl Session {
         }
     }
 
-    /// `COPY table FROM 'path'`: the file read as it goes, in atomic batches of 10,000 rows; a
-    /// bad record fails its batch naming its line (earlier batches stay written).
-    async fn copy_from_file(
-        &self,
-        table: &str,
-        columns: &[String],
-        path: &str,
-        format: kalamstore_server::copy::CopyFormat,
-        principal: &Principal,
-    ) -> Result<u64, CliError> {
-        use kalamstore_server::copy::{BATCH_ROWS, RecordReader};
-        use std::io::Read as _;
-        let io = |op: &str| {
-            let op = format!("{op} {path}");
-            move |source| CliError::Io { op, source }
-        };
-        let mut file = std::fs::File::open(path).map_err(io("opening"))?;
-        let session = self.sql_session(principal).await?;
-        let mut reader = RecordReader::new(format);
-        let mut rows = Vec::new();
-        let mut inserted = 0;
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = file.read(&mut buf).map_err(io("reading"))?;
-            let last = n == 0;
-            let records = if last {
-                reader.finish()
-            } else {
-                reader.push(&buf[..n])
-            }
-            .map_err(|e| invalid(format!("{path}: {}", e.message)))?;
-            rows.extend(records);
-            while rows.len() >= BATCH_ROWS || (last && !rows.is_empty()) {
-                let batch: Vec<_> = rows.drain(..rows.len().min(BATCH_ROWS)).collect();
-                inserted += session.insert_text(table, columns, &batch).await?;
-            }
-            if last {
-                return Ok(inserted);
-            }
-        }
-    }
-
     /// Inserts rows of text (a COPY) into `columns` of `table` as the session's principal, one
     /// atomic batch.
     pub async fn insert_text(
@@ -305,25 +263,21 @@ impl Session {
                 path,
                 format,
             } => {
-                let rows = self
-                    .copy_from_file(&table, &columns, &path, format, principal)
-                    .await?;
+                let session = self.sql_session(principal).await?;
+                let def = self.store.table(&table_id(&table)?).await?;
+                let rows =
+                    crate::copy_file::copy_from(&session, &def, &columns, &path, format).await?;
                 Ok(Outcome::Done(format!("COPY {rows}")))
             }
-            Command::CopyTo { query, path } => {
+            Command::CopyTo {
+                query,
+                path,
+                format,
+            } => {
                 let Outcome::Rows(rows) = self.sql(&query, principal, None).await? else {
                     return Err(invalid("COPY ... TO needs a query"));
                 };
-                let io = |op: &str| {
-                    let op = format!("{op} {path}");
-                    move |source| CliError::Io { op, source }
-                };
-                let file = std::fs::File::create(&path).map_err(io("creating"))?;
-                let mut out = std::io::BufWriter::new(file);
-                let summary = crate::output::print(rows, crate::Format::Csv, &mut out).await?;
-                std::io::Write::flush(&mut out).map_err(io("writing"))?;
-                // The summary is `N row(s)`.
-                let rows = summary.split_whitespace().next().unwrap_or("0");
+                let rows = crate::copy_file::copy_to(rows, &path, &format).await?;
                 Ok(Outcome::Done(format!("COPY {rows}")))
             }
             user @ (Command::CreateUser { .. }

@@ -1109,6 +1109,109 @@ fn a_subscription_prints_its_rows_and_ends_at_until_rows_or_timeout() {
 }
 
 #[test]
+fn copy_moves_rows_through_parquet_and_json_lines_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    ok(p, &["-c", SETUP]);
+    ok(
+        p,
+        &[
+            "-c",
+            "INSERT INTO app.config SELECT 'k' || value, 'v' || value FROM generate_series(1, 25000)",
+            "-c",
+            "CREATE SHARED TABLE app.copied (k TEXT PRIMARY KEY, v TEXT)",
+        ],
+    );
+    // Parquet: written as the rows come, read back in batches, typed by column name.
+    let parquet = p.join("config.parquet");
+    let (success, _, stderr) = run(
+        p,
+        &[
+            "-c",
+            &format!("COPY app.config TO '{}'", parquet.display()),
+            "-c",
+            &format!("COPY app.copied FROM '{}'", parquet.display()),
+        ],
+    );
+    assert!(success, "{stderr}");
+    assert_eq!(stderr.matches("COPY 25000").count(), 2, "{stderr}");
+    let same =
+        "SELECT count(*) AS c FROM app.copied c JOIN app.config o ON c.k = o.k AND c.v = o.v";
+    assert_eq!(ok(p, &["--format", "csv", "-c", same]), "c\n25000\n");
+
+    // JSON lines: one object per line, fields by name (others ignored), NULL where absent.
+    let json = p.join("notes.json");
+    std::fs::write(
+        &json,
+        "{\"id\": 1, \"body\": \"one\", \"n\": 10, \"extra\": true}\n{\"id\": 2, \"body\": \"two\"}\n",
+    )
+    .unwrap();
+    let (success, _, stderr) = run(
+        p,
+        &[
+            "--user",
+            "alice",
+            "-c",
+            &format!("COPY app.notes FROM '{}'", json.display()),
+        ],
+    );
+    assert!(success, "{stderr}");
+    assert!(stderr.contains("COPY 2"), "{stderr}");
+    let back = p.join("back.jsonl");
+    let (success, _, stderr) = run(
+        p,
+        &[
+            "--user",
+            "alice",
+            "-c",
+            &format!(
+                "COPY (SELECT id, body, n FROM app.notes ORDER BY id) TO '{}'",
+                back.display()
+            ),
+        ],
+    );
+    assert!(success, "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&back).unwrap(),
+        "{\"id\":1,\"body\":\"one\",\"n\":10}\n{\"id\":2,\"body\":\"two\",\"n\":null}\n"
+    );
+
+    // A Parquet value that does not fit its column names its row; nothing of the batch lands.
+    let bad = p.join("bad.parquet");
+    ok(
+        p,
+        &[
+            "-c",
+            &format!(
+                "COPY (SELECT CAST(value AS BIGINT) AS id, 'b' AS body, \
+                 CASE WHEN value = 13 THEN 'three' ELSE '1' END AS n \
+                 FROM generate_series(10, 13)) TO '{}'",
+                bad.display()
+            ),
+        ],
+    );
+    let (success, _, stderr) = run(
+        p,
+        &[
+            "--user",
+            "alice",
+            "-c",
+            &format!("COPY app.notes FROM '{}'", bad.display()),
+        ],
+    );
+    assert!(!success);
+    assert!(
+        stderr.contains("row 4") && stderr.contains("`three`"),
+        "{stderr}"
+    );
+    let count = "SELECT count(*) AS c FROM app.notes";
+    assert_eq!(
+        ok(p, &["--user", "alice", "--format", "csv", "-c", count]),
+        "c\n2\n"
+    );
+}
+
+#[test]
 fn copy_loads_a_csv_file_in_batches_and_writes_a_query_to_a_file() {
     let dir = tempfile::tempdir().unwrap();
     ok(dir.path(), &["-c", SETUP]);

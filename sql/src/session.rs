@@ -300,6 +300,28 @@ impl SqlSession {
         Ok(summary.inserted)
     }
 
+    /// Inserts the rows of `batch` (a file's, read by `COPY ... FROM`) into `table`, each column
+    /// into the table's column of its name, as one atomic batch; `first_row` is the file's
+    /// number of its first row, for errors.
+    pub async fn insert_batch(
+        &self,
+        table: &str,
+        batch: &RecordBatch,
+        first_row: u64,
+    ) -> Result<u64> {
+        let id: TableId = table.parse()?;
+        let def = self.store.table(&id).await?;
+        let mutations = crate::text_rows::batch_inserts(&def, batch, first_row)?;
+        if mutations.is_empty() {
+            return Ok(0);
+        }
+        let summary = self
+            .store
+            .write(&id, self.principal.user_for(&def), mutations)
+            .await?;
+        Ok(summary.inserted)
+    }
+
     /// A `WHERE` condition on `table` as the store's filter, or an error naming what the
     /// store cannot evaluate.
     async fn store_filter(
