@@ -853,6 +853,22 @@ fn psql_runs_statements_and_reads_results() {
         ok && out.starts_with("kalamstore 0.") && out.contains("commit "),
         "{out}"
     );
+    // FETCH_COUNT: psql reads through a cursor (BEGIN; DECLARE ... NO SCROLL CURSOR; FETCH
+    // FORWARD n in a loop; CLOSE; COMMIT).
+    let (ok, out) = psql(
+        &s,
+        "root",
+        ROOT_PASSWORD,
+        &[],
+        &[
+            "-v",
+            "FETCH_COUNT=1",
+            "-c",
+            "SELECT k, coalesce(v, 'null') FROM app.cfg ORDER BY k",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(out, "a|x\nb|null\n");
     let (ok, out) = psql(&s, "root", "wrong", &[], &["-c", "SELECT 1"]);
     assert!(!ok && out.contains("authentication failed"), "{out}");
 }
