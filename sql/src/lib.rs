@@ -36,6 +36,7 @@ mod session;
 mod system;
 mod table;
 mod text_rows;
+mod update_row;
 
 pub use catalog::META_SUFFIX;
 pub use changes::{

@@ -71,6 +71,8 @@ pub struct SqlStatement {
     point: Option<crate::point::PointQuery>,
     /// A one-row INSERT of parameters.
     insert: Option<crate::insert_row::RowInsert>,
+    /// An UPDATE of one row by its key from a parameter.
+    update: Option<crate::update_row::RowUpdate>,
 }
 
 impl SqlStatement {
@@ -92,7 +94,7 @@ impl SqlStatement {
                 });
             }
         };
-        let (mut point, mut insert) = (None, None);
+        let (mut point, mut insert, mut update) = (None, None, None);
         let statement = match statement {
             DfStatement::Statement(s) => match *s {
                 Statement::Query(mut query) => {
@@ -104,7 +106,11 @@ impl SqlStatement {
                     insert = crate::insert_row::row_insert(&i);
                     DfStatement::Statement(Box::new(Statement::Insert(i)))
                 }
-                s @ (Statement::Update(_) | Statement::Delete(_) | Statement::Explain { .. }) => {
+                Statement::Update(u) => {
+                    update = crate::update_row::row_update(&u);
+                    DfStatement::Statement(Box::new(Statement::Update(u)))
+                }
+                s @ (Statement::Delete(_) | Statement::Explain { .. }) => {
                     DfStatement::Statement(Box::new(s))
                 }
                 other => {
@@ -127,6 +133,7 @@ impl SqlStatement {
             statement,
             point,
             insert,
+            update,
         })
     }
 }
@@ -375,14 +382,25 @@ impl SqlSession {
         statement: &SqlStatement,
         params: &[ScalarValue],
     ) -> Result<SqlOutput> {
-        // A one-row INSERT of parameters is written directly, and a read of one row by its key
-        // is one lookup: no plan (unless the table turns out not to fit).
+        // A one-row INSERT of parameters is written directly, an UPDATE of one row by key reads
+        // and writes it, and a read of one row by its key is one lookup: no plan (unless the
+        // table turns out not to fit).
         if let Some(row) = &statement.insert
             && !params.is_empty()
             && let Some(rows) = row.run(&self.store, &self.principal, params).await?
         {
             return Ok(SqlOutput::Changed {
                 verb: "INSERT",
+                rows,
+            });
+        }
+        if let Some(row) = &statement.update
+            && let Some(rows) = row
+                .run(&self.store, &self.ctx, &self.principal, params)
+                .await?
+        {
+            return Ok(SqlOutput::Changed {
+                verb: "UPDATE",
                 rows,
             });
         }
@@ -681,7 +699,7 @@ impl SqlSession {
 /// Whether a value of type `from` may be assigned to a column of type `to`: DataFusion casts
 /// between any types, but a number or a boolean stored into a text column (or text into a
 /// number) is far more often a mistake than an intent, so it is refused.
-fn check_assignment(column: &str, from: &DataType, to: &DataType) -> Result<()> {
+pub(crate) fn check_assignment(column: &str, from: &DataType, to: &DataType) -> Result<()> {
     let text =
         |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
     let number = |t: &DataType| t.is_numeric() || *t == DataType::Boolean;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use arrow::record_batch::RecordBatch;
 use arrow::util::pretty::pretty_format_batches;
 use futures::TryStreamExt;
+use kalamstore_sql::datafusion::common::ScalarValue;
 use kalamstore_sql::{Principal, SqlOutput, SqlSession};
 use kalamstore_storage::{
     ColumnDefinition, KalamDataType, MemoryEngines, NamespaceId, Scope, StorageId, Store,
@@ -278,17 +279,22 @@ async fn concurrent_updates_of_one_row_lose_no_increment_and_deletes_stay_delete
         .await
         .unwrap();
     let mut tasks = Vec::new();
-    for _ in 0..8 {
+    // Half the tasks plan their UPDATE, half take the by-key path (`id = $1`): both hold the
+    // same statement lock.
+    for t in 0..8 {
         let s = session(&store, user("u1")).await;
         tasks.push(tokio::spawn(async move {
             for _ in 0..25 {
-                s.run("UPDATE app.notes SET score = score + 1 WHERE id = 1", &[])
-                    .await
-                    .unwrap();
-                // Updates of a row another task deletes never bring it back.
-                s.run("UPDATE app.notes SET score = score + 1 WHERE id = 2", &[])
-                    .await
-                    .unwrap();
+                for id in [1i64, 2] {
+                    // Updates of a row another task deletes never bring it back.
+                    if t % 2 == 0 {
+                        let sql = format!("UPDATE app.notes SET score = score + 1 WHERE id = {id}");
+                        s.run(&sql, &[]).await.unwrap();
+                    } else {
+                        let sql = "UPDATE app.notes SET score = score + 1 WHERE id = $1";
+                        s.run(sql, &[ScalarValue::Int64(Some(id))]).await.unwrap();
+                    }
+                }
             }
         }));
     }
@@ -304,5 +310,96 @@ async fn concurrent_updates_of_one_row_lose_no_increment_and_deletes_stay_delete
     assert_eq!(
         rows(&setup, "SELECT id, score FROM app.notes ORDER BY id").await,
         "+----+-------+\n| id | score |\n+----+-------+\n| 1  | 200   |\n+----+-------+"
+    );
+}
+
+#[tokio::test]
+async fn an_update_by_key_reads_hot_and_flushed_rows_and_refuses_what_the_planned_path_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path()).await;
+    let s = session(&store, user("u1")).await;
+    s.run(
+        "INSERT INTO app.notes VALUES (1, 'a', 10), (2, 'b', NULL), (3, 'c', 30)",
+        &[],
+    )
+    .await
+    .unwrap();
+    store
+        .flush_table(
+            &"app.notes".parse().unwrap(),
+            kalamstore_storage::Scope::All,
+        )
+        .await
+        .unwrap();
+    s.run("INSERT INTO app.notes VALUES (4, 'd', 40)", &[])
+        .await
+        .unwrap();
+    let by_key = "UPDATE app.notes SET score = score * $2 + 1, kind = upper(kind) WHERE id = $1";
+    let run = |id: i64, factor: i32| {
+        let s = &s;
+        async move {
+            s.run(
+                by_key,
+                &[
+                    ScalarValue::Int64(Some(id)),
+                    ScalarValue::Int32(Some(factor)),
+                ],
+            )
+            .await
+        }
+    };
+    let changed = |out: SqlOutput| match out {
+        SqlOutput::Changed { verb, rows } => format!("{verb} {rows}"),
+        SqlOutput::Rows(_) => "rows".into(),
+    };
+    // A flushed row, a hot one, a NULL score (stays NULL), a key that is not there.
+    assert_eq!(changed(run(1, 2).await.unwrap()), "UPDATE 1");
+    assert_eq!(changed(run(4, 3).await.unwrap()), "UPDATE 1");
+    assert_eq!(changed(run(2, 2).await.unwrap()), "UPDATE 1");
+    assert_eq!(changed(run(9, 2).await.unwrap()), "UPDATE 0");
+    // Another user sees none of u1's rows.
+    let other = session(&store, user("u2")).await;
+    let out = other
+        .run(
+            by_key,
+            &[ScalarValue::Int64(Some(3)), ScalarValue::Int32(Some(2))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed(out), "UPDATE 0");
+    assert_eq!(
+        rows(&s, "SELECT id, kind, score FROM app.notes ORDER BY id").await,
+        "+----+------+-------+\n\
+         | id | kind | score |\n\
+         +----+------+-------+\n\
+         | 1  | A    | 21    |\n\
+         | 2  | B    |       |\n\
+         | 3  | c    | 30    |\n\
+         | 4  | D    | 121   |\n\
+         +----+------+-------+"
+    );
+    // Text into a number and NULL into a NOT NULL column fail as on the planned path.
+    let e = s
+        .run(
+            "UPDATE app.notes SET score = $2 WHERE id = $1",
+            &[
+                ScalarValue::Int64(Some(1)),
+                ScalarValue::Utf8(Some("many".into())),
+            ],
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("score"), "{e}");
+    let e = s
+        .run(
+            "UPDATE app.notes SET kind = NULL WHERE id = $1",
+            &[ScalarValue::Int64(Some(1))],
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("kind"), "{e}");
+    assert_eq!(
+        rows(&s, "SELECT kind, score FROM app.notes WHERE id = 1").await,
+        "+------+-------+\n| kind | score |\n+------+-------+\n| A    | 21    |\n+------+-------+"
     );
 }

@@ -166,7 +166,11 @@ fn run(start_on: usize, ops: Vec<Op>) {
             .create_storage(StorageDefinition {
                 id: memory.clone(),
                 hot: HotEngine::Memory,
-                cold_url: dir.path().join("memory-cold").to_string_lossy().into_owned(),
+                cold_url: dir
+                    .path()
+                    .join("memory-cold")
+                    .to_string_lossy()
+                    .into_owned(),
                 s3: S3Options::default(),
                 cache: None,
                 metadata_cache_bytes: None,
