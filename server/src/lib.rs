@@ -5,19 +5,24 @@
 //! the catalog with SCRAM-SHA-256 ([`scram`], [`auth`]), over TLS when a certificate is given,
 //! then gets its own [`Statements`] from the [`Connector`] the statement layer provides (the
 //! CLI's dialect: kalamstore's statements plus SQL through DataFusion), scoped to that login.
-//! [`handler`] runs the simple and extended query protocols over it, streams results encoded
-//! by [`types`], runs `COPY` in and out ([`copy`]), answers the session commands drivers send
-//! (`SET`, `SHOW`, `BEGIN`), and
-//! cancels a running statement on a CancelRequest. [`Server`] accepts connections, enforces
-//! the connection limit and shuts down gracefully.
+//! `handler` runs its statements (a session command of `commands`, a cursor of `cursor`,
+//! or the connection's own) for the simple query protocol and `extended` for the extended
+//! one (statements prepared once), `send` streams results encoded by [`types`],
+//! `copy_wire` runs `COPY` in and out (parsed by [`copy`]), and a CancelRequest cancels the
+//! running statement. [`Server`] accepts connections, enforces the connection limit and shuts
+//! down gracefully.
 
 pub mod auth;
+mod commands;
 mod compat;
 pub mod copy;
+mod copy_wire;
 mod cursor;
 mod error;
+mod extended;
 mod handler;
 pub mod scram;
+mod send;
 mod server;
 pub mod types;
 
