@@ -11,7 +11,7 @@ use kalamstore_sql::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use pgwire::error::ErrorInfo;
 use pgwire::messages::response::TransactionStatus;
 
-use crate::handler::{Ran, error};
+use crate::outcome::{Ran, error};
 use crate::server::Connection;
 use crate::{Reply, StatementError};
 

@@ -14,7 +14,7 @@ use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use tokio_util::sync::CancellationToken;
 
 use crate::copy::{self, BATCH_ROWS, CopyStatement, RecordReader};
-use crate::handler::{canceled, error, info};
+use crate::outcome::{canceled, error, info};
 use crate::send::send_copy_out;
 use crate::server::{Connection, CopyIn};
 use crate::{Reply, StatementError};

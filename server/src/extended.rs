@@ -7,6 +7,7 @@ use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use futures::{Sink, SinkExt, StreamExt};
+use kalamstore_sql::datafusion::arrow::datatypes::{DataType, SchemaRef};
 use pgwire::api::portal::{Format, Portal, PortalExecutionState};
 use pgwire::api::query::ExtendedQueryHandler;
 use pgwire::api::results::{DescribeResponse, FieldInfo, QueryResponse, Response, Tag};
@@ -22,11 +23,33 @@ use pgwire::messages::extendedquery::{
 };
 use pgwire::messages::response::{EmptyQueryResponse, NoticeResponse};
 
-use crate::copy::{self};
-use crate::handler::{Prepared, Ran, error, info};
+use crate::copy;
+use crate::outcome::{Ran, error, info};
 use crate::send::{Rows, data_rows, send_rows, send_tag};
 use crate::server::Connection;
-use crate::{Reply, StatementError, types};
+use crate::{PreparedStatement, Reply, StatementError, types};
+
+/// A prepared statement: its text, what Describe says about it and, unless the connection
+/// answers it itself (a session command, a COPY), the statements' prepared form.
+#[derive(Clone)]
+pub struct Prepared {
+    pub(crate) sql: String,
+    pub(crate) statement: Option<Arc<dyn PreparedStatement>>,
+    pub(crate) params: Vec<Type>,
+    /// The types the statement fixes for its `$n`: a client's value of another type (psycopg
+    /// sends small integers as `int2`) is cast to it.
+    pub(crate) inferred: Vec<Option<DataType>>,
+    pub(crate) columns: Option<SchemaRef>,
+}
+
+impl Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("sql", &self.sql)
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Describes statements at Parse time through the connection's statements.
 pub struct Parser(Weak<Connection>);

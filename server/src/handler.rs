@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::{Sink, SinkExt};
-use kalamstore_sql::datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use kalamstore_sql::datafusion::arrow::datatypes::{DataType, Field, Schema};
 use kalamstore_sql::datafusion::common::ScalarValue;
 use kalamstore_sql::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use pgwire::api::cancel::CancelHandler;
@@ -23,8 +23,8 @@ use pgwire::api::portal::Format;
 use pgwire::api::query::{SimpleQueryHandler, send_ready_for_query};
 use pgwire::api::results::Response;
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, PgWireConnectionState, Type};
-use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::api::{ClientInfo, ClientPortalStore, PgWireConnectionState};
+use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::response::{EmptyQueryResponse, NoticeResponse, TransactionStatus};
@@ -33,64 +33,12 @@ use pgwire::messages::startup::SecretKey;
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::Local;
-use crate::copy::{self};
+use crate::copy;
 use crate::cursor::{self, Cursor, CursorStatement};
+use crate::outcome::{Ran, canceled, error, info};
 use crate::send::{Rows, send_rows, send_tag};
 use crate::server::Connection;
 use crate::{Description, PreparedStatement, Reply, StatementError, types};
-
-pub(crate) fn error(code: &'static str, message: impl Into<String>) -> StatementError {
-    StatementError::new(code, message)
-}
-
-/// A statement's failure as the protocol's error.
-pub(crate) fn info(e: StatementError) -> ErrorInfo {
-    ErrorInfo::new("ERROR".into(), e.code.into(), e.message)
-}
-
-pub(crate) fn canceled() -> StatementError {
-    error("57014", "canceling statement due to user request")
-}
-
-/// A prepared statement: its text, what Describe says about it and, unless the connection
-/// answers it itself (a session command, a COPY), the statements' prepared form.
-#[derive(Clone)]
-pub struct Prepared {
-    pub(crate) sql: String,
-    pub(crate) statement: Option<Arc<dyn PreparedStatement>>,
-    pub(crate) params: Vec<Type>,
-    /// The types the statement fixes for its `$n`: a client's value of another type (psycopg
-    /// sends small integers as `int2`) is cast to it.
-    pub(crate) inferred: Vec<Option<DataType>>,
-    pub(crate) columns: Option<SchemaRef>,
-}
-
-impl Debug for Prepared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Prepared")
-            .field("sql", &self.sql)
-            .field("params", &self.params)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A statement's reply, a notice to send before it, and the verb of its row count's tag
-/// (`SELECT 3`, `FETCH 3`).
-pub(crate) struct Ran {
-    pub(crate) reply: Reply,
-    pub(crate) notice: Option<ErrorInfo>,
-    pub(crate) verb: &'static str,
-}
-
-impl Ran {
-    pub(crate) fn new(reply: Reply) -> Self {
-        Self {
-            reply,
-            notice: None,
-            verb: "SELECT",
-        }
-    }
-}
 
 impl Connection {
     /// Runs one statement (a session command or cursor statement here, the rest through the

@@ -21,6 +21,7 @@ mod cursor;
 mod error;
 mod extended;
 mod handler;
+mod outcome;
 pub mod scram;
 mod send;
 mod server;

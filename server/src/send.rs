@@ -15,7 +15,7 @@ use pgwire::messages::data::{DataRow, FieldDescription, RowDescription};
 use tokio_util::sync::CancellationToken;
 
 use crate::StatementError;
-use crate::handler::{canceled, error, info};
+use crate::outcome::{canceled, error, info};
 
 /// How rows go out.
 pub(crate) struct Rows {

@@ -21,6 +21,7 @@
 //!
 //! [`Store`]: kalamstore_storage::Store
 
+mod assign;
 mod catalog;
 mod changes;
 mod error;
@@ -33,6 +34,7 @@ mod point;
 mod principal;
 mod scan;
 mod session;
+mod statement;
 mod system;
 mod table;
 mod text_rows;
@@ -45,6 +47,7 @@ pub use changes::{
 pub use datafusion;
 pub use error::{Result, SqlError};
 pub use principal::Principal;
-pub use session::{SqlDescription, SqlOutput, SqlSession, SqlStatement};
+pub use session::{SqlDescription, SqlOutput, SqlSession};
+pub use statement::SqlStatement;
 pub use system::value_text;
 pub use text_rows::TextRow;

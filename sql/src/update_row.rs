@@ -195,7 +195,7 @@ impl RowUpdate {
                 .into_array(1)?;
             // A value that needs more than a plain cast (text into a number, ...) is the
             // planned path's to refuse with its message.
-            if crate::session::check_assignment(
+            if crate::assign::check_assignment(
                 &column.name,
                 value.data_type(),
                 &column.data_type.to_arrow(),
