@@ -915,10 +915,24 @@ fn psql_connects_over_tls_when_the_server_has_a_certificate() {
     assert!(out.contains("over tls"), "{out}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokio_postgres_verifies_the_certificate_and_runs_over_tls() {
+/// A TLS client configuration that trusts the certificate in the PEM file `cert` only.
+fn trusting(cert: &Path) -> rustls::ClientConfig {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(cert).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_postgres_verifies_the_certificate_and_runs_over_tls() {
     let certs = tempfile::tempdir().unwrap();
     let (cert, key) = certificate(certs.path());
     let s = Served::start_with(&[
@@ -927,16 +941,7 @@ async fn tokio_postgres_verifies_the_certificate_and_runs_over_tls() {
         "--tls-key",
         key.to_str().unwrap(),
     ]);
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_file(&cert).unwrap())
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = trusting(&cert);
     let mut config = s.config("root", ROOT_PASSWORD);
     config.ssl_mode(tokio_postgres::config::SslMode::Require);
     let (client, connection) = config
@@ -963,16 +968,7 @@ async fn tokio_postgres_verifies_the_certificate_and_runs_over_tls() {
     let elsewhere = certs.path().join("other");
     std::fs::create_dir(&elsewhere).unwrap();
     let (other, _) = certificate(&elsewhere);
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_file(&other).unwrap())
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let untrusting = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let untrusting = trusting(&other);
     let e = config
         .connect(tokio_postgres_rustls::MakeRustlsConnect::new(untrusting))
         .await

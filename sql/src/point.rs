@@ -14,7 +14,7 @@ use datafusion::sql::sqlparser::ast::{
     BinaryOperator, Expr, GroupByExpr, Query, SelectItem, SetExpr, TableFactor, Value,
 };
 use kalamstore_storage::codec::{array_from_values, value_at};
-use kalamstore_storage::{Store, TableId, TableType};
+use kalamstore_storage::{Store, TableDefinition, TableId, TableType};
 
 use crate::error::Result;
 use crate::principal::Principal;
@@ -110,6 +110,38 @@ pub(crate) fn point_query(query: &Query) -> Option<PointQuery> {
     })
 }
 
+/// The table of a statement on one row by its key (this module's reads, `update_row`'s
+/// writes) and the index of its one key column, named `key`, when the direct path serves it:
+/// not a STREAM table (its rows expire by time) and not every user's rows at once (an
+/// operator's, which adds `_user` or needs a user to write). `None` sends the statement to
+/// the planned path, which also gives any error its usual message.
+pub(crate) async fn keyed_table(
+    store: &Store,
+    table: &TableId,
+    principal: &Principal,
+    key: &str,
+) -> Option<(Arc<TableDefinition>, usize)> {
+    let def = store.table(table).await.ok()?;
+    if def.table_type == TableType::Stream
+        || principal.reads_all_users(&def)
+        || (def.table_type == TableType::User && principal.user_for(&def).is_none())
+    {
+        return None;
+    }
+    let name = {
+        let mut keys = def.primary_key();
+        let (Some(only), None) = (keys.next(), keys.next()) else {
+            return None;
+        };
+        only.name.clone()
+    };
+    if name.to_lowercase() != key {
+        return None;
+    }
+    let at = def.columns().iter().position(|c| c.name == name)?;
+    Some((def, at))
+}
+
 impl PointQuery {
     /// The row, or `None` when the table does not fit a point read (the caller plans the
     /// query instead, which also gives any error its usual message).
@@ -119,25 +151,11 @@ impl PointQuery {
         principal: &Principal,
         param: &ScalarValue,
     ) -> Result<Option<SendableRecordBatchStream>> {
-        let Ok(def) = store.table(&self.table).await else {
+        let Some((def, at)) = keyed_table(store, &self.table, principal, &self.key).await else {
             return Ok(None);
         };
-        // STREAM rows expire by time, and an operator's read of a USER table adds `_user`:
-        // both keep the planned path.
-        if def.table_type == TableType::Stream
-            || principal.reads_all_users(&def)
-            || (def.table_type == TableType::User && principal.user_for(&def).is_none())
-        {
-            return Ok(None);
-        }
         let columns = def.columns();
-        let mut keys = def.primary_key();
-        let (Some(key), None) = (keys.next(), keys.next()) else {
-            return Ok(None);
-        };
-        if key.name.to_lowercase() != self.key {
-            return Ok(None);
-        }
+        let key = &columns[at];
         let picked: Vec<usize> = match &self.columns {
             None => (0..columns.len()).collect(),
             Some(names) => {

@@ -215,17 +215,10 @@ impl SqlSession {
         columns: &[String],
         rows: &[crate::text_rows::TextRow],
     ) -> Result<u64> {
-        let id: TableId = table.parse()?;
-        let def = self.store.table(&id).await?;
-        let mutations = crate::text_rows::text_inserts(&def, columns, rows)?;
-        if mutations.is_empty() {
-            return Ok(0);
-        }
-        let summary = self
-            .store
-            .write(&id, self.principal.user_for(&def), mutations)
-            .await?;
-        Ok(summary.inserted)
+        self.insert_rows(table, |def| {
+            crate::text_rows::text_inserts(def, columns, rows)
+        })
+        .await
     }
 
     /// Inserts the rows of `batch` (a file's, read by `COPY ... FROM`) into `table`, each column
@@ -237,9 +230,21 @@ impl SqlSession {
         batch: &RecordBatch,
         first_row: u64,
     ) -> Result<u64> {
+        self.insert_rows(table, |def| {
+            crate::text_rows::batch_inserts(def, batch, first_row)
+        })
+        .await
+    }
+
+    /// Writes the inserts `make` builds for `table`'s definition, as one atomic batch.
+    async fn insert_rows(
+        &self,
+        table: &str,
+        make: impl FnOnce(&TableDefinition) -> Result<Vec<kalamstore_storage::Mutation>>,
+    ) -> Result<u64> {
         let id: TableId = table.parse()?;
         let def = self.store.table(&id).await?;
-        let mutations = crate::text_rows::batch_inserts(&def, batch, first_row)?;
+        let mutations = make(&def)?;
         if mutations.is_empty() {
             return Ok(0);
         }

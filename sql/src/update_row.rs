@@ -19,9 +19,10 @@ use datafusion::sql::sqlparser::ast::{
     AssignmentTarget, BinaryOperator, Expr, TableFactor, Update, Value,
 };
 use kalamstore_storage::codec::{array_from_values, value_at};
-use kalamstore_storage::{Mutation, Store, TableId, TableType};
+use kalamstore_storage::{Mutation, Store, TableId};
 
 use crate::error::Result;
+use crate::point::keyed_table;
 use crate::principal::Principal;
 
 /// An `UPDATE` of the row whose one-column key equals a parameter.
@@ -124,26 +125,14 @@ impl RowUpdate {
         principal: &Principal,
         params: &[ScalarValue],
     ) -> Result<Option<u64>> {
-        let Ok(def) = store.table(&self.table).await else {
+        let Some((def, at)) = keyed_table(store, &self.table, principal, &self.key).await else {
             return Ok(None);
         };
-        // STREAM rows expire by time, and an operator's write to a USER table names a user:
-        // both keep the planned path.
-        if def.table_type == TableType::Stream
-            || principal.reads_all_users(&def)
-            || (def.table_type == TableType::User && principal.user_for(&def).is_none())
-        {
+        let Some(param) = params.get(self.param) else {
             return Ok(None);
-        }
+        };
         let columns = def.columns();
-        let mut keys = def.primary_key();
-        let (Some(key), None) = (keys.next(), keys.next()) else {
-            return Ok(None);
-        };
-        let (Some(param), true) = (params.get(self.param), key.name.to_lowercase() == self.key)
-        else {
-            return Ok(None);
-        };
+        let key = &columns[at];
         let mut targets = Vec::with_capacity(self.set.len());
         for (name, _) in &self.set {
             match columns.iter().position(|c| c.name.to_lowercase() == *name) {

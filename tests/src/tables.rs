@@ -33,22 +33,32 @@ pub async fn open_store(dir: &std::path::Path) -> Store {
 pub async fn storages(store: &Store, dir: &std::path::Path) -> Vec<StorageId> {
     let id = StorageId::new("objects").unwrap();
     if !store.storages().await.unwrap().iter().any(|s| s.id == id) {
+        let hot = HotEngine::ObjectStore {
+            url: dir.join("objects-hot").to_string_lossy().into_owned(),
+        };
         store
-            .create_storage(StorageDefinition {
-                id: id.clone(),
-                hot: HotEngine::ObjectStore {
-                    url: dir.join("objects-hot").to_string_lossy().into_owned(),
-                },
-                cold_url: dir.join("objects-cold").to_string_lossy().into_owned(),
-                s3: S3Options::default(),
-                cache: None,
-                metadata_cache_bytes: None,
-                created_at_ms: 0,
-            })
+            .create_storage(storage_definition(&id, hot, &dir.join("objects-cold")))
             .await
             .unwrap();
     }
     vec![StorageId::local(), id]
+}
+
+/// A storage `id` whose hot rows live in `hot` and whose Parquet files in the directory `cold`.
+pub fn storage_definition(
+    id: &StorageId,
+    hot: HotEngine,
+    cold: &std::path::Path,
+) -> StorageDefinition {
+    StorageDefinition {
+        id: id.clone(),
+        hot,
+        cold_url: cold.to_string_lossy().into_owned(),
+        s3: S3Options::default(),
+        cache: None,
+        metadata_cache_bytes: None,
+        created_at_ms: 0,
+    }
 }
 
 /// A store in `dir` with namespace `app` and the storages of [`storages`].

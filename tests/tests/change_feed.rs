@@ -11,11 +11,13 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kalamstore::{
-    Change, ChangeOp, CompactionPolicy, HotEngine, KalamValue, Mutation, NamespaceId, S3Options,
-    Scope, StartAt, StorageDefinition, StorageId, Store, SubscribeOptions, Subscription,
-    SubscriptionEvent, TableId, TableType, UserId,
+    Change, ChangeOp, CompactionPolicy, HotEngine, KalamValue, Mutation, NamespaceId, Scope,
+    StartAt, StorageId, Store, SubscribeOptions, Subscription, SubscriptionEvent, TableId,
+    TableType, UserId,
 };
-use kalamstore_tests::tables::{chat_row, chat_table, contents, runtime, store_with_storages};
+use kalamstore_tests::tables::{
+    chat_row, chat_table, contents, runtime, storage_definition, store_with_storages,
+};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -162,20 +164,9 @@ fn run(start_on: usize, ops: Vec<Op>) {
         let dir = tempfile::tempdir().unwrap();
         let (mut store, mut storages) = store_with_storages(dir.path()).await;
         let memory = StorageId::new("memory").unwrap();
+        let cold = dir.path().join("memory-cold");
         store
-            .create_storage(StorageDefinition {
-                id: memory.clone(),
-                hot: HotEngine::Memory,
-                cold_url: dir
-                    .path()
-                    .join("memory-cold")
-                    .to_string_lossy()
-                    .into_owned(),
-                s3: S3Options::default(),
-                cache: None,
-                metadata_cache_bytes: None,
-                created_at_ms: 0,
-            })
+            .create_storage(storage_definition(&memory, HotEngine::Memory, &cold))
             .await
             .unwrap();
         storages.push(memory.clone());
