@@ -2,7 +2,7 @@
 
 use arrow::datatypes::DataType;
 
-use crate::error::Result;
+use crate::error::{Result, SqlError};
 
 /// Whether a value of type `from` may be assigned to a column of type `to`: DataFusion casts
 /// between any types, but a number or a boolean stored into a text column (or text into a
@@ -27,4 +27,14 @@ pub(crate) fn check_assignment(column: &str, from: &DataType, to: &DataType) -> 
         .into());
     }
     Ok(())
+}
+
+/// The error for a NULL given to NOT NULL column `column` (the store's own words), before
+/// DataFusion would report it under a position's name (`column2`).
+pub(crate) fn null_in_not_null(column: &str) -> SqlError {
+    kalamstore_storage::Error::InvalidValue {
+        column: column.to_owned(),
+        reason: "NOT NULL column needs a value".into(),
+    }
+    .into()
 }

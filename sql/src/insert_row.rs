@@ -1,14 +1,16 @@
 //! One-row inserts by parameter: `INSERT INTO ns.t [(cols)] VALUES ($1, 'text', 42, NULL, ...)`
 //! written straight to the store, without a DataFusion plan per execution (what a server's
-//! prepared INSERT runs over and over). A value that does not plainly fit its column (text
-//! into a number, a literal of another type), a NULL for a NOT NULL column or any other shape
-//! takes the planned path, which also gives any error its usual message.
+//! prepared INSERT runs over and over). A NULL for a NOT NULL column is refused naming the
+//! column; a value that does not plainly fit its column (text into a number, a literal of
+//! another type) or any other shape takes the planned path, which also gives any error its
+//! usual message.
 
 use datafusion::common::ScalarValue;
 use datafusion::sql::sqlparser::ast::{Expr, Insert, SetExpr, TableObject, Value};
 use kalamstore_storage::codec::value_at;
 use kalamstore_storage::{KalamDataType, KalamValue, Mutation, Store, TableId, TableType};
 
+use crate::assign::null_in_not_null;
 use crate::error::Result;
 use crate::principal::Principal;
 
@@ -157,7 +159,7 @@ impl RowInsert {
                 Source::Number(_) | Source::Text(_) => return Ok(None),
             };
             let value = match scalar {
-                None if !column.nullable => return Ok(None),
+                None if !column.nullable => return Err(null_in_not_null(&column.name)),
                 None => KalamValue::Null,
                 Some(v) => {
                     let text_value = matches!(

@@ -403,3 +403,44 @@ async fn an_update_by_key_reads_hot_and_flushed_rows_and_refuses_what_the_planne
         "+------+-------+\n| kind | score |\n+------+-------+\n| A    | 21    |\n+------+-------+"
     );
 }
+
+#[tokio::test]
+async fn a_null_for_a_not_null_column_is_refused_naming_the_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path()).await;
+    let s = session(&store, user("u1")).await;
+    let refused = |e: kalamstore_sql::SqlError| {
+        let text = e.to_string();
+        assert!(
+            text.contains("kind") && text.contains("NOT NULL") && !text.contains("column2"),
+            "{text}"
+        );
+    };
+    // A literal, in the second row of several, and a parameter of a prepared INSERT.
+    refused(
+        s.run("INSERT INTO app.notes (id, kind) VALUES (1, NULL)", &[])
+            .await
+            .unwrap_err(),
+    );
+    refused(
+        s.run(
+            "INSERT INTO app.notes VALUES (1, 'a', 1), (2, NULL, 2)",
+            &[],
+        )
+        .await
+        .unwrap_err(),
+    );
+    refused(
+        s.run(
+            "INSERT INTO app.notes VALUES ($1, $2, 1)",
+            &[ScalarValue::Int64(Some(3)), ScalarValue::Utf8(None)],
+        )
+        .await
+        .unwrap_err(),
+    );
+    // Nothing of the refused statements landed.
+    assert_eq!(
+        rows(&s, "SELECT count(*) AS c FROM app.notes").await,
+        "+---+\n| c |\n+---+\n| 0 |\n+---+"
+    );
+}

@@ -20,7 +20,7 @@ use kalamstore_storage::codec::value_at;
 use kalamstore_storage::{KalamValue, Mutation, TableDefinition, TableId};
 
 use super::{SqlOutput, SqlSession};
-use crate::assign::check_assignment;
+use crate::assign::{check_assignment, null_in_not_null};
 use crate::error::{Result, SqlError};
 
 impl SqlSession {
@@ -126,7 +126,8 @@ impl SqlSession {
     }
 
     /// Checks the literals of `INSERT ... VALUES` against their columns' types (see
-    /// [`check_assignment`]); other values are DataFusion's to convert.
+    /// [`check_assignment`]) and a NULL literal against a NOT NULL column; other values are
+    /// DataFusion's to convert.
     pub(super) async fn check_insert_literals(&self, insert: &ast::Insert) -> Result<()> {
         let Some(source) = &insert.source else {
             return Ok(());
@@ -153,8 +154,19 @@ impl SqlSession {
                 .filter_map(|c| def.schema.column(&c.to_string().to_lowercase()))
                 .collect()
         };
+        // A NOT NULL column left out with no default to fill it.
+        if let Some(missing) = def.columns().iter().find(|c| {
+            !c.nullable && c.default.is_none() && !columns.iter().any(|g| g.name == c.name)
+        }) {
+            return Err(null_in_not_null(&missing.name));
+        }
         for row in &values.rows {
             for (expr, column) in row.content.iter().zip(&columns) {
+                if !column.nullable
+                    && matches!(expr, SqlExpr::Value(v) if v.value == ast::Value::Null)
+                {
+                    return Err(null_in_not_null(&column.name));
+                }
                 if let Some(from) = literal_type(expr) {
                     check_assignment(&column.name, &from, &column.data_type.to_arrow())?;
                 }
