@@ -26,7 +26,7 @@ use crate::statement::SqlStatement;
 
 mod dml;
 
-use dml::{check_insert, count_of};
+use dml::{check_insert, count_of, name_null_column};
 
 /// What a statement returned.
 pub enum SqlOutput {
@@ -344,12 +344,14 @@ impl SqlSession {
             Statement::Delete(delete) => self.delete(delete.clone(), params).await,
             Statement::Update(update) => self.update(update.clone(), params).await,
             Statement::Insert(insert) => {
-                self.check_insert_literals(insert).await?;
+                let def = self.check_insert_literals(insert).await?;
+                let named = |e: SqlError| name_null_column(e, def.as_deref());
                 let mut stream = self
                     .execute_checked(statement.statement.clone(), params, check_insert)
-                    .await?;
+                    .await
+                    .map_err(named)?;
                 let mut rows = 0u64;
-                while let Some(batch) = stream.try_next().await? {
+                while let Some(batch) = stream.try_next().await.map_err(|e| named(e.into()))? {
                     rows += count_of(&batch);
                 }
                 Ok(SqlOutput::Changed {

@@ -127,23 +127,26 @@ impl SqlSession {
 
     /// Checks the literals of `INSERT ... VALUES` against their columns' types (see
     /// [`check_assignment`]) and a NULL literal against a NOT NULL column; other values are
-    /// DataFusion's to convert.
-    pub(super) async fn check_insert_literals(&self, insert: &ast::Insert) -> Result<()> {
-        let Some(source) = &insert.source else {
-            return Ok(());
-        };
-        let SetExpr::Values(values) = source.body.as_ref() else {
-            return Ok(());
-        };
+    /// DataFusion's to convert. Returns the table's definition, when the table exists.
+    pub(super) async fn check_insert_literals(
+        &self,
+        insert: &ast::Insert,
+    ) -> Result<Option<Arc<TableDefinition>>> {
         let ast::TableObject::TableName(name) = &insert.table else {
-            return Ok(());
+            return Ok(None);
         };
         let Ok(id) = name.to_string().to_lowercase().parse::<TableId>() else {
-            return Ok(());
+            return Ok(None);
         };
         let Ok(def) = self.store.table(&id).await else {
             // DataFusion names the missing table.
-            return Ok(());
+            return Ok(None);
+        };
+        let Some(source) = &insert.source else {
+            return Ok(Some(def));
+        };
+        let SetExpr::Values(values) = source.body.as_ref() else {
+            return Ok(Some(def));
         };
         let columns: Vec<&kalamstore_storage::ColumnDefinition> = if insert.columns.is_empty() {
             def.columns().iter().collect()
@@ -172,7 +175,7 @@ impl SqlSession {
                 }
             }
         }
-        Ok(())
+        Ok(Some(def))
     }
 
     /// The table a DML statement names, with its definition.
@@ -262,6 +265,26 @@ impl SqlSession {
             }
         }
         Ok(out)
+    }
+}
+
+/// DataFusion's check of a sink's NOT NULL columns names a position (`Invalid batch column at
+/// '1' has null but schema specifies non-nullable`, its only report): `e` as the refusal
+/// naming the column of `def` at that position, as the other paths give it.
+pub(super) fn name_null_column(e: SqlError, def: Option<&TableDefinition>) -> SqlError {
+    let (SqlError::DataFusion(inner), Some(def)) = (&e, def) else {
+        return e;
+    };
+    let text = inner.find_root().to_string();
+    let position = text
+        .split("Invalid batch column at '")
+        .nth(1)
+        .filter(|_| text.contains("has null but schema specifies non-nullable"))
+        .and_then(|rest| rest.split('\'').next())
+        .and_then(|n| n.parse::<usize>().ok());
+    match position.and_then(|i| def.columns().get(i)) {
+        Some(column) => null_in_not_null(&column.name),
+        None => e,
     }
 }
 
