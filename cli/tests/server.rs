@@ -113,12 +113,18 @@ async fn setup(root: &Client) {
     .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_prepared_statement_runs_many_times_and_refuses_a_changed_result_type() {
+/// A server with [`setup`]'s tables and logins, and root's and alice's connections to it.
+async fn served_with_alice() -> (Served, Client, Client) {
     let s = Served::start();
     let root = s.root().await;
     setup(&root).await;
     let alice = s.connect("alice", "alice-pw").await;
+    (s, root, alice)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_statement_runs_many_times_and_refuses_a_changed_result_type() {
+    let (s, root, alice) = served_with_alice().await;
     let bob = s.connect("bob", "bob-pw").await;
     // Both take the direct paths: a one-row INSERT of parameters, a read by key.
     let insert = alice
@@ -179,9 +185,7 @@ async fn a_prepared_statement_runs_many_times_and_refuses_a_changed_result_type(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typed_parameters_and_results_round_trip_over_the_extended_protocol() {
-    let s = Served::start();
-    setup(&s.root().await).await;
-    let alice = s.connect("alice", "alice-pw").await;
+    let (_s, _root, alice) = served_with_alice().await;
     let at = chrono::NaiveDate::from_ymd_opt(2026, 12, 7)
         .unwrap()
         .and_hms_micro_opt(10, 11, 12, 345_678)
@@ -491,10 +495,7 @@ async fn a_cancel_request_stops_a_running_subscription() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_of_a_subscription_to_stdout_streams_rows_until_cancelled() {
     use futures::StreamExt as _;
-    let s = Served::start();
-    let root = s.root().await;
-    setup(&root).await;
-    let alice = s.connect("alice", "alice-pw").await;
+    let (s, root, alice) = served_with_alice().await;
     alice
         .batch_execute("INSERT INTO app.m (id, body) VALUES (1, 'before')")
         .await
@@ -587,10 +588,7 @@ async fn copy_of_a_subscription_to_stdout_streams_rows_until_cancelled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cursors_hand_out_a_querys_rows_and_close_with_their_block() {
-    let s = Served::start();
-    let root = s.root().await;
-    setup(&root).await;
-    let alice = s.connect("alice", "alice-pw").await;
+    let (s, _root, alice) = served_with_alice().await;
     alice
         .batch_execute(
             "INSERT INTO app.m (id, body) VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd'), (5, 'e')",
@@ -1332,9 +1330,7 @@ async fn a_pgbench_load_of_four_users_keeps_every_acknowledged_write() {
 async fn copy_moves_rows_in_and_out_and_names_the_line_of_a_bad_record() {
     use futures::{SinkExt as _, TryStreamExt as _};
 
-    let s = Served::start();
-    setup(&s.root().await).await;
-    let alice = s.connect("alice", "alice-pw").await;
+    let (_s, _root, alice) = served_with_alice().await;
     // In: CSV over the extended protocol, 25,000 rows in chunks that split records (three
     // atomic batches of at most 10,000 rows).
     let sink = alice

@@ -55,10 +55,7 @@ impl SqlSession {
             .into_iter()
             .map(|(key, _)| Mutation::Delete { key })
             .collect();
-        let summary = self
-            .store
-            .write(&id, self.principal.user_for(&def), mutations)
-            .await?;
+        let summary = self.write_changes(&def, mutations).await?;
         Ok(SqlOutput::Changed {
             verb: "DELETE",
             rows: summary.deleted,
@@ -115,10 +112,7 @@ impl SqlSession {
                 set: set.iter().map(|(c, _)| c.clone()).zip(values).collect(),
             })
             .collect();
-        let summary = self
-            .store
-            .write(&id, self.principal.user_for(&def), mutations)
-            .await?;
+        let summary = self.write_changes(&def, mutations).await?;
         Ok(SqlOutput::Changed {
             verb: "UPDATE",
             rows: summary.updated,
@@ -176,6 +170,18 @@ impl SqlSession {
             }
         }
         Ok(Some(def))
+    }
+
+    /// Writes a statement's changes to `def`'s table, in the session's scope, as one batch.
+    async fn write_changes(
+        &self,
+        def: &TableDefinition,
+        mutations: Vec<Mutation>,
+    ) -> Result<kalamstore_storage::WriteSummary> {
+        Ok(self
+            .store
+            .write(&def.id, self.principal.user_for(def), mutations)
+            .await?)
     }
 
     /// The table a DML statement names, with its definition.
