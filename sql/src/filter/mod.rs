@@ -173,6 +173,9 @@ fn literal(expr: &Expr, data_type: KalamDataType) -> Option<KalamValue> {
 }
 
 #[cfg(test)]
+mod property;
+
+#[cfg(test)]
 mod tests {
     use datafusion::logical_expr::{col, lit};
     use kalamstore_storage::{ColumnDefinition, StorageId, TableOptions, TableType};
@@ -209,12 +212,54 @@ mod tests {
         let both = col("body")
             .is_null()
             .or(col("id").between(lit(1i64), lit(3i64)));
-        assert!(to_filter(&both, &d).is_some());
+        assert_eq!(
+            to_filter(&both, &d),
+            Some(Filter::Or(vec![
+                Filter::IsNull("body".into()),
+                Filter::And(vec![
+                    Filter::cmp("id", CmpOp::GtEq, KalamValue::BigInt(1)),
+                    Filter::cmp("id", CmpOp::LtEq, KalamValue::BigInt(3)),
+                ]),
+            ]))
+        );
+        let outside = col("id").not_between(lit(1i64), lit(3i64));
+        assert_eq!(
+            to_filter(&outside, &d),
+            Some(Filter::Not(Box::new(Filter::And(vec![
+                Filter::cmp("id", CmpOp::GtEq, KalamValue::BigInt(1)),
+                Filter::cmp("id", CmpOp::LtEq, KalamValue::BigInt(3)),
+            ]))))
+        );
         let listed = col("body").in_list(vec![lit("a"), lit("b")], true);
-        assert!(matches!(
+        assert_eq!(
             to_filter(&listed, &d),
-            Some(Filter::In { negated: true, .. })
-        ));
+            Some(Filter::In {
+                column: "body".into(),
+                values: vec![KalamValue::Text("a".into()), KalamValue::Text("b".into())],
+                negated: true,
+            })
+        );
+        // A NULL in a list stays in it: `x NOT IN (1, NULL)` is never true, in SQL and here.
+        let with_null =
+            col("score").in_list(vec![lit(1.5f64), lit(ScalarValue::Float64(None))], false);
+        assert_eq!(
+            to_filter(&with_null, &d),
+            Some(Filter::In {
+                column: "score".into(),
+                values: vec![KalamValue::Double(1.5), KalamValue::Null],
+                negated: false,
+            })
+        );
+        let negated = !(col("body")
+            .is_not_null()
+            .and(col("score").gt_eq(lit(2.0f64))));
+        assert_eq!(
+            to_filter(&negated, &d),
+            Some(Filter::Not(Box::new(Filter::And(vec![
+                Filter::IsNotNull("body".into()),
+                Filter::cmp("score", CmpOp::GtEq, KalamValue::Double(2.0)),
+            ]))))
+        );
     }
 
     #[test]
