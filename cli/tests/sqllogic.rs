@@ -9,6 +9,11 @@
 //! directory), `SET USER '<id>'` and `RESET USER` (whose rows USER tables show). A
 //! `SUBSCRIBE` returns the rows that arrive until it is quiet for half a second. A result
 //! column named `_seq` is shown as `<seq>` (its values depend on the clock).
+//!
+//! Plans (`EXPLAIN`) print as DataFusion's own `.slt` files print them: a cell of several
+//! lines starts on a line of its own, each line numbered and its indentation shown as `-`;
+//! Parquet file names (random ids) print as `<file>.parquet`; DataFusion plans for two
+//! partitions (`DATAFUSION_EXECUTION_TARGET_PARTITIONS=2`) on any machine.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,6 +24,9 @@ use kalamstore::{StorageId, Store, UserId};
 use kalamstore_cli::output::text_rows;
 use kalamstore_cli::{CliError, Outcome, Session, parse};
 use sqllogictest::{DBOutput, DefaultColumnType};
+
+/// DataFusion's setting of how many partitions it plans for, read by every session.
+const PARTITIONS: &str = "DATAFUSION_EXECUTION_TARGET_PARTITIONS";
 
 /// The storages every file runs against.
 const KINDS: &[&str] = &["memory", "rocksdb", "object_store"];
@@ -148,6 +156,7 @@ impl sqllogictest::AsyncDB for Db {
                         _ if Some(i) == seq_at => "<seq>".to_owned(),
                         None => "NULL".to_owned(),
                         Some(s) if s.is_empty() => "(empty)".to_owned(),
+                        Some(s) if s.contains('\n') => plan_lines(&s),
                         Some(s) => s,
                     })
                     .collect()
@@ -169,6 +178,61 @@ impl sqllogictest::AsyncDB for Db {
     async fn sleep(dur: std::time::Duration) {
         tokio::time::sleep(dur).await;
     }
+}
+
+/// Whether a result matches its expected lines, each compared with runs of whitespace as one
+/// space: a row whose cell holds several lines (a plan) is that many lines.
+fn lines_match(
+    _normalizer: sqllogictest::Normalizer,
+    actual: &[Vec<String>],
+    expected: &[String],
+) -> bool {
+    let norm = |s: &str| s.split_ascii_whitespace().collect::<Vec<_>>().join(" ");
+    let actual = actual.iter().flat_map(|row| {
+        let row = row.join(" ");
+        row.lines().map(norm).collect::<Vec<_>>()
+    });
+    actual.eq(expected.iter().map(|l| norm(l)))
+}
+
+/// A multi-line cell (a plan) as numbered lines, indentation as `-`, file names hidden.
+fn plan_lines(cell: &str) -> String {
+    let mut out = String::new();
+    for (n, line) in cell.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+        let body = line.trim_start();
+        let indent = line.len() - body.len();
+        out.push_str(&format!(
+            "\n{:02}){}{}",
+            n + 1,
+            "-".repeat(indent),
+            hide_files(body)
+        ));
+    }
+    out
+}
+
+/// `<16 hex digits>.parquet` as `<file>.parquet`.
+fn hide_files(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(at) = rest.find(".parquet") {
+        let (before, after) = rest.split_at(at);
+        let id_at = before.len().saturating_sub(16);
+        let is_id = before.len() >= 16
+            && before.is_char_boundary(id_at)
+            && before[id_at..].bytes().all(|b| b.is_ascii_hexdigit());
+        match is_id {
+            true => {
+                out.push_str(&before[..id_at]);
+                out.push_str("<file>");
+            }
+            false => out.push_str(before),
+        }
+        out.push_str(".parquet");
+        rest = &after[".parquet".len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A fresh data directory with the two storages, `under_test` of `kind`.
@@ -208,6 +272,7 @@ async fn run_file(file: &Path, kind: &str) -> Result<(), String> {
     runner.add_label(kind);
     // The type letters of each `query` (I, R, T, ? for the rest) must match the result's.
     runner.with_column_validator(sqllogictest::strict_column_validator);
+    runner.with_validator(lines_match);
     let result = runner.run_file_async(file).await.map_err(|e| e.to_string());
     runner.shutdown_async().await;
     result
@@ -229,6 +294,22 @@ fn main() -> ExitCode {
         }
     };
     files.sort();
+    // Plans for two partitions on any machine: run again with the setting in the environment
+    // (setting it in this process would need `unsafe`).
+    if std::env::var_os(PARTITIONS).is_none() {
+        let status = std::process::Command::new(std::env::current_exe().expect("our own path"))
+            .args(std::env::args_os().skip(1))
+            .env(PARTITIONS, "2")
+            .status();
+        return match status {
+            Ok(s) if s.success() => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("cannot run the SQL logic tests again with {PARTITIONS}: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

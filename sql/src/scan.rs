@@ -20,7 +20,7 @@ use bytes::Bytes;
 use datafusion::catalog::Session;
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
-use datafusion::common::{DFSchema, Result as DfResult, ScalarValue, Statistics};
+use datafusion::common::{Result as DfResult, ScalarValue, Statistics};
 use datafusion::config::TableParquetOptions;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
@@ -33,7 +33,6 @@ use datafusion::datasource::physical_plan::{
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::logical_expr::Expr;
-use datafusion::logical_expr::utils::conjunction;
 use datafusion::parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection};
 use datafusion::parquet::arrow::async_reader::AsyncFileReader;
 use datafusion::parquet::errors::ParquetError;
@@ -104,7 +103,8 @@ pub(crate) struct ReadPlan<'a> {
     pub(crate) access: FileAccess,
     /// Columns of `schema` to return.
     pub(crate) projection: Option<&'a Vec<usize>>,
-    /// The filters DataFusion applies above the scan, used here to prune.
+    /// The filters DataFusion applies above the scan (its physical pushdown hands them to the
+    /// Parquet source for pruning); with none and no column read, counts answer the read.
     pub(crate) filters: &'a [Expr],
     /// Rows to stop after, when no filter stands above.
     pub(crate) limit: Option<usize>,
@@ -215,15 +215,14 @@ async fn files_exec(state: &dyn Session, read: &ReadPlan<'_>) -> DfResult<Arc<dy
         global: state.config_options().execution.parquet.clone(),
         ..TableParquetOptions::default()
     };
-    let mut source = ParquetSource::new(table_schema)
+    // No predicate of our own: the filters stay in a `FilterExec` above (they are Inexact),
+    // and DataFusion's physical filter pushdown hands them to the Parquet source, where a
+    // predicate set here too was applied twice.
+    let source = ParquetSource::new(table_schema)
         .with_table_parquet_options(options)
         .with_parquet_file_reader_factory(Arc::new(KalamReaderFactory {
             access: read.access.clone(),
         }));
-    if let Some(predicate) = conjunction(read.filters.to_vec()) {
-        let df_schema = DFSchema::try_from(read.schema.as_ref().clone())?;
-        source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
-    }
     let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
         .with_file_groups(groups)
         .with_statistics(statistics)

@@ -82,8 +82,9 @@ impl SqlSession {
         let catalog = Arc::new(KalamCatalog::new(store.clone(), principal.clone()));
         catalog.refresh().await?;
         // Unqualified names resolve in schema `public`, which no namespace can be: tables
-        // are always named `namespace.table`.
-        let config = SessionConfig::new()
+        // are always named `namespace.table`. DataFusion's own settings come from its
+        // `DATAFUSION_*` environment variables (`DATAFUSION_EXECUTION_TARGET_PARTITIONS=4`).
+        let config = SessionConfig::from_env()?
             .with_default_catalog_and_schema(CATALOG, "public")
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(false);
