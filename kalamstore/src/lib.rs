@@ -29,14 +29,14 @@ pub use kalamstore_storage::{
     AccessLevel, BackgroundFailure, CacheCounters, CacheRequest, CacheSpec, CacheStats, CacheTier,
     Change, ChangeOp, ChangePage, ChangeRetention, CleanupOutcome, Clock, CmpOp, ColdTier,
     ColumnDefinition, CompactionPolicy, ConsumerRecord, ConsumerStart, DeltaPublishing,
-    EngineProvider, Error, FileEntry, Filter, FlushOutcome, FlushPolicy, HotEngine, JobKind,
-    JobOutcome, JobProgress, JobRecord, JobStatus, KalamDataType, KalamValue, KeyScope, LiveQuery,
-    MaintenanceOutcome, ManualClock, MemoryBackend, Mutation, NamespaceId, OptionsChange, Result,
-    Role, S3Options, ScanOptions, SchemaChange, SchemaVersion, Scope, ScopeStats, SessionHandle,
-    SessionInfo, StartAt, StorageBackend, StorageCacheStats, StorageDefinition, StorageId, Store,
-    StoreConfig, SubscribeOptions, Subscription, SubscriptionEvent, SystemClock, TableDefinition,
-    TableId, TableName, TableOptions, TableTask, TableTaskOp, TableType, TablesChangePage, UserId,
-    UserRecord, WriteSummary,
+    EngineProvider, Error, Failpoints, FileEntry, Filter, FlushOutcome, FlushPolicy, HotEngine,
+    JobKind, JobOutcome, JobProgress, JobRecord, JobStatus, KalamDataType, KalamValue, KeyScope,
+    LiveQuery, MaintenanceOutcome, ManualClock, MemoryBackend, Mutation, NamespaceId,
+    OptionsChange, Pause, Result, Role, S3Options, ScanOptions, SchemaChange, SchemaVersion, Scope,
+    ScopeStats, SessionHandle, SessionInfo, StartAt, StorageBackend, StorageCacheStats,
+    StorageDefinition, StorageId, Store, StoreConfig, SubscribeOptions, Subscription,
+    SubscriptionEvent, SystemClock, TableDefinition, TableId, TableName, TableOptions, TableTask,
+    TableTaskOp, TableType, TablesChangePage, UserId, UserRecord, WriteSummary,
 };
 pub use kalamstore_storage::{backend, codec, format, location, types};
 

@@ -1,6 +1,8 @@
 //! Named failure points on the flush, compaction, move and drop paths: per store, a test makes a
 //! point return an error for its next `n` hits ([`Failpoints`], in `StoreConfig`), so retry and
-//! backoff paths run in-process; with the `failpoints` feature, `KALAMSTORE_FAILPOINT=<name>`
+//! backoff paths run in-process, or holds the next hit until it lets go ([`Pause`]), so work
+//! that must overlap a flush, compaction or move does; with the `failpoints` feature,
+//! `KALAMSTORE_FAILPOINT=<name>`
 //! also aborts the process there (crash tests, which kill a real child process). Points after
 //! which no clean in-process failure exists (a move's switch, a drop's steps) are crash-only
 //! ([`crash_point`]).
@@ -10,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
+use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 
@@ -25,6 +28,38 @@ struct Armed {
     any: AtomicBool,
     /// Remaining failures per point.
     points: Mutex<HashMap<String, u32>>,
+    /// Points whose next hit waits: the sender tells the test it got there, the receiver
+    /// waits for the test to let go.
+    pauses: Mutex<HashMap<String, (oneshot::Sender<()>, oneshot::Receiver<()>)>>,
+}
+
+/// A point's next hit, held: [`reached`](Self::reached) waits for the work to get there, and
+/// the work goes on when this is released or dropped.
+#[derive(Debug)]
+pub struct Pause {
+    point: String,
+    reached: Option<oneshot::Receiver<()>>,
+    release: Option<oneshot::Sender<()>>,
+}
+
+impl Pause {
+    /// Waits until the work has reached the point (and waits there). Fails if the point was
+    /// disarmed, or the store dropped, before anything reached it.
+    pub async fn reached(&mut self) -> Result<()> {
+        let Some(reached) = self.reached.take() else {
+            return Ok(());
+        };
+        reached.await.map_err(|_| Error::Injected {
+            point: format!("{} (never reached)", self.point),
+        })
+    }
+
+    /// Lets the held work go on.
+    pub fn release(mut self) {
+        if let Some(release) = self.release.take() {
+            let _ = release.send(());
+        }
+    }
 }
 
 impl Failpoints {
@@ -37,7 +72,24 @@ impl Failpoints {
         } else {
             points.insert(name.to_owned(), times);
         }
-        self.inner.any.store(!points.is_empty(), Ordering::Release);
+        let armed = !points.is_empty() || !self.inner.pauses.lock().is_empty();
+        self.inner.any.store(armed, Ordering::Release);
+    }
+
+    /// Holds the next hit of point `name` until the returned [`Pause`] is released.
+    pub fn pause_next(&self, name: &str) -> Pause {
+        let (reached_tx, reached_rx) = oneshot::channel();
+        let (release_tx, release_rx) = oneshot::channel();
+        self.inner
+            .pauses
+            .lock()
+            .insert(name.to_owned(), (reached_tx, release_rx));
+        self.inner.any.store(true, Ordering::Release);
+        Pause {
+            point: name.to_owned(),
+            reached: Some(reached_rx),
+            release: Some(release_tx),
+        }
     }
 
     /// Failures still armed at point `name`.
@@ -45,12 +97,19 @@ impl Failpoints {
         self.inner.points.lock().get(name).copied().unwrap_or(0)
     }
 
-    /// Passes point `name`: fails when it is armed; aborts the process when the `failpoints`
-    /// feature is on and `KALAMSTORE_FAILPOINT` names it.
-    pub(crate) fn hit(&self, name: &str) -> Result<()> {
+    /// Passes point `name`: waits there when a [`Pause`] holds it, fails when it is armed;
+    /// aborts the process when the `failpoints` feature is on and `KALAMSTORE_FAILPOINT` names
+    /// it.
+    pub(crate) async fn hit(&self, name: &str) -> Result<()> {
         crash_point(name);
         if !self.inner.any.load(Ordering::Acquire) {
             return Ok(());
+        }
+        let paused = self.inner.pauses.lock().remove(name);
+        if let Some((reached, release)) = paused {
+            let _ = reached.send(());
+            // A dropped `Pause` lets go too.
+            let _ = release.await;
         }
         let mut points = self.inner.points.lock();
         let Some(left) = points.get_mut(name) else {
@@ -59,8 +118,9 @@ impl Failpoints {
         *left -= 1;
         if *left == 0 {
             points.remove(name);
-            self.inner.any.store(!points.is_empty(), Ordering::Release);
         }
+        let armed = !points.is_empty() || !self.inner.pauses.lock().is_empty();
+        self.inner.any.store(armed, Ordering::Release);
         Err(Error::Injected {
             point: name.to_owned(),
         })
@@ -95,24 +155,45 @@ pub fn crash_point(_name: &str) {}
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_armed_point_fails_its_next_hits_then_passes() {
+    #[tokio::test]
+    async fn an_armed_point_fails_its_next_hits_then_passes() {
         let points = Failpoints::default();
-        assert!(points.hit("flush.before_commit").is_ok());
+        assert!(points.hit("flush.before_commit").await.is_ok());
         points.fail_next("flush.before_commit", 2);
         assert!(
-            points.hit("flush.after_commit").is_ok(),
+            points.hit("flush.after_commit").await.is_ok(),
             "other points pass"
         );
         for _ in 0..2 {
-            let err = points.hit("flush.before_commit").unwrap_err();
+            let err = points.hit("flush.before_commit").await.unwrap_err();
             assert!(err.is_transient(), "{err}");
             assert!(err.to_string().contains("flush.before_commit"), "{err}");
         }
-        assert!(points.hit("flush.before_commit").is_ok());
+        assert!(points.hit("flush.before_commit").await.is_ok());
         assert_eq!(points.remaining("flush.before_commit"), 0);
         points.fail_next("x", 1);
         points.fail_next("x", 0);
-        assert!(points.hit("x").is_ok(), "disarmed");
+        assert!(points.hit("x").await.is_ok(), "disarmed");
+    }
+
+    #[tokio::test]
+    async fn a_paused_point_holds_its_next_hit_until_released() {
+        let points = Failpoints::default();
+        let mut pause = points.pause_next("flush.before_commit");
+        let passed = Arc::new(AtomicBool::new(false));
+        let work = {
+            let (points, passed) = (points.clone(), passed.clone());
+            tokio::spawn(async move {
+                points.hit("flush.before_commit").await.unwrap();
+                passed.store(true, Ordering::SeqCst);
+            })
+        };
+        pause.reached().await.unwrap();
+        assert!(!passed.load(Ordering::SeqCst), "held at the point");
+        pause.release();
+        work.await.unwrap();
+        assert!(passed.load(Ordering::SeqCst));
+        // Only the next hit waits.
+        points.hit("flush.before_commit").await.unwrap();
     }
 }

@@ -55,7 +55,7 @@ pub use changes::ChangePage;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{KalamValue, Row, SystemColumns};
 pub use error::{DecodeError, Error, Result};
-pub use failpoint::Failpoints;
+pub use failpoint::{Failpoints, Pause};
 pub use format::{Change, ChangeOp};
 pub use ids::{KeyScope, NamespaceId, StorageId, TableId, TableName, UserId};
 pub use memory::MemoryBackend;

@@ -1,12 +1,14 @@
 //! Crash safety of storage moves and drops: a child process moves (or drops) a table and
 //! aborts at a failpoint between two steps; the parent reopens the data directory and checks
 //! that the table is whole on exactly one storage (or gone, for a drop), that the other
-//! storage holds nothing of it, and that no task or running job is left.
+//! storage holds nothing of it, and that no task or running job is left. The same copy steps
+//! also fail in-process (armed failure points), where the move rolls back without a restart.
 
-use kalamstore::{JobStatus, Scope, StorageId, TableId, TableType};
+use kalamstore::{Error, Failpoints, JobStatus, Scope, StorageId, TableId, TableType};
 use kalamstore_tests::tables::{
     assert_changed_rows, chat_row, chat_table, cold_dir, contents, files_under,
-    flushed_with_changes, run_child_to_failpoint, runtime, store_with_storages, table_partitions,
+    flushed_with_changes, run_child_to_failpoint, runtime, store_with_failpoints,
+    store_with_storages, table_partitions,
 };
 
 const CHILD_DIR: &str = "KALAMSTORE_MOVE_CRASH_DIR";
@@ -95,10 +97,64 @@ fn crash_move_at(failpoint: &str, expected: &str) {
             .await
             .unwrap();
         store.move_table(&t, other).await.unwrap();
-        let rows = contents(&store, &t, None).await;
-        assert_eq!(rows.len(), 1100, "{failpoint}: after moving again");
+        let mut rows = contents(&store, &t, None).await;
+        assert_eq!(rows.pop(), Some((5000, "after".into())), "{failpoint}");
+        assert_changed_rows(&rows, &format!("{failpoint}: after moving again"));
         store.close().await.unwrap();
     });
+}
+
+/// A move that fails in-process at a copy step (every attempt of its job) rolls back: the
+/// table stays on its storage with every row, the target keeps no file and no partition of
+/// it, no task is left; disarmed, the same move succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_failing_at_a_copy_step_rolls_back_and_cleans_its_target() {
+    for failpoint in ["move.files_copied", "move.rows_copied"] {
+        let dir = tempfile::tempdir().unwrap();
+        let failpoints = Failpoints::default();
+        let (store, _) = store_with_failpoints(dir.path(), failpoints.clone()).await;
+        let t = table();
+        let (local, objects) = (StorageId::local(), StorageId::new("objects").unwrap());
+        store
+            .create_table(chat_table("chat", TableType::Shared, &local), false)
+            .await
+            .unwrap();
+        flushed_with_changes(&store, &t).await;
+        store
+            .insert(&t, None, (1000..1100).map(|i| chat_row(i, "v1")).collect())
+            .await
+            .unwrap();
+        failpoints.fail_next(failpoint, 1000);
+        let failed = store.move_table(&t, &objects).await;
+        assert!(
+            failpoints.remaining(failpoint) < 1000,
+            "{failpoint}: never reached"
+        );
+        match failed {
+            Err(Error::Injected { point }) => assert_eq!(point, failpoint),
+            other => panic!("{failpoint}: expected the injected failure, got {other:?}"),
+        }
+        assert_eq!(
+            store.table(&t).await.unwrap().storage_id,
+            local,
+            "{failpoint}"
+        );
+        assert_changed_rows(&contents(&store, &t, None).await, failpoint);
+        let left = files_under(&cold_dir(dir.path(), &objects).join("app/chat"));
+        assert!(left.is_empty(), "{failpoint}: the target kept {left:?}");
+        assert_eq!(
+            table_partitions(&store, &objects).await,
+            Vec::<String>::new()
+        );
+        assert!(store.table_tasks().await.unwrap().is_empty(), "{failpoint}");
+
+        failpoints.fail_next(failpoint, 0);
+        store.move_table(&t, &objects).await.unwrap();
+        assert_eq!(store.table(&t).await.unwrap().storage_id, objects);
+        assert_changed_rows(&contents(&store, &t, None).await, failpoint);
+        assert_eq!(table_partitions(&store, &local).await, Vec::<String>::new());
+        store.close().await.unwrap();
+    }
 }
 
 #[test]

@@ -8,7 +8,8 @@ use kalamstore::{
     TableId, TableType, UserId,
 };
 use kalamstore_tests::tables::{
-    chat_row, chat_table, contents, files_under, store_with_storages, wait_until,
+    chat_row, chat_table, contents, files_under, store_with_failpoints, store_with_storages,
+    wait_until,
 };
 
 fn delete(id: i64) -> Mutation {
@@ -116,10 +117,14 @@ async fn user_rows_stay_apart_on_every_storage() {
     store.close().await.unwrap();
 }
 
+/// Writes made while a flush has read the hot rows and written its file, before it commits
+/// (the flush held at `flush.before_commit`): updates of rows the file holds and new rows are
+/// all there after that flush and the next.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_written_during_a_flush_are_not_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, storages) = store_with_storages(dir.path()).await;
+    let failpoints = kalamstore::Failpoints::default();
+    let (store, storages) = store_with_failpoints(dir.path(), failpoints.clone()).await;
     for (i, storage) in storages.iter().enumerate() {
         let def = chat_table(&format!("c{i}"), TableType::Shared, storage);
         let t = def.id.clone();
@@ -128,40 +133,41 @@ async fn rows_written_during_a_flush_are_not_lost() {
             .insert(&t, None, (0..20_000).map(|i| chat_row(i, "old")).collect())
             .await
             .unwrap();
-        let writer = {
+        let mut pause = failpoints.pause_next("flush.before_commit");
+        let flush = {
             let (store, t) = (store.clone(), t.clone());
-            tokio::spawn(async move {
-                let mut acked = Vec::new();
-                for round in 0..200i64 {
-                    let id = (round * 97) % 20_000;
-                    let body = format!("new{round}");
-                    store
-                        .write(&t, None, vec![update(id, &body)])
-                        .await
-                        .unwrap();
-                    acked.push((id, body));
-                    store
-                        .insert(&t, None, vec![chat_row(100_000 + round, "fresh")])
-                        .await
-                        .unwrap();
-                    tokio::task::yield_now().await;
-                }
-                acked
-            })
+            tokio::spawn(async move { store.flush_table(&t, Scope::All).await })
         };
-        store.flush_table(&t, Scope::All).await.unwrap();
-        let acked = writer.await.unwrap();
-        store.flush_table(&t, Scope::All).await.unwrap();
-        let rows = contents(&store, &t, None).await;
-        assert_eq!(rows.len(), 20_200, "{storage}");
-        let latest: std::collections::HashMap<i64, String> = acked.into_iter().collect();
-        for (id, body) in &rows {
-            match latest.get(id) {
-                Some(expected) => assert_eq!(body, expected, "{storage}: row {id}"),
-                None if *id >= 100_000 => assert_eq!(body, "fresh"),
-                None => assert_eq!(body, "old"),
-            }
+        pause.reached().await.unwrap();
+        let mut latest = std::collections::HashMap::new();
+        for round in 0..200i64 {
+            let id = (round * 97) % 20_000;
+            let body = format!("new{round}");
+            store
+                .write(&t, None, vec![update(id, &body)])
+                .await
+                .unwrap();
+            latest.insert(id, body);
+            store
+                .insert(&t, None, vec![chat_row(100_000 + round, "fresh")])
+                .await
+                .unwrap();
         }
+        pause.release();
+        flush.await.unwrap().unwrap();
+        let expected: Vec<(i64, String)> = (0..20_000)
+            .map(|id| (id, latest.get(&id).cloned().unwrap_or_else(|| "old".into())))
+            .chain((0..200).map(|r| (100_000 + r, "fresh".to_owned())))
+            .collect();
+        assert!(
+            contents(&store, &t, None).await == expected,
+            "{storage}: after the held flush"
+        );
+        store.flush_table(&t, Scope::All).await.unwrap();
+        assert!(
+            contents(&store, &t, None).await == expected,
+            "{storage}: after the next flush"
+        );
     }
     store.close().await.unwrap();
 }

@@ -97,9 +97,17 @@ pub(crate) async fn compact_scope(
         outcome.files = 1;
     }
     check_cancel(cancel, job)?;
-    table.storage.failpoints.hit("compaction.before_commit")?;
+    table
+        .storage
+        .failpoints
+        .hit("compaction.before_commit")
+        .await?;
     commit(table, scope, &inputs, output).await?;
-    table.storage.failpoints.hit("compaction.after_commit")?;
+    table
+        .storage
+        .failpoints
+        .hit("compaction.after_commit")
+        .await?;
     Ok(Compacted {
         outcome,
         replaced: inputs,

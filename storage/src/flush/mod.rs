@@ -134,9 +134,9 @@ pub(crate) async fn flush_scope(
     };
     let written = write_file(table, scope, seq, cut, job, cancel).await?;
     check_cancel(cancel, job)?;
-    table.storage.failpoints.hit("flush.before_commit")?;
+    table.storage.failpoints.hit("flush.before_commit").await?;
     let flushed = commit(table, scope, cut, written).await?;
-    table.storage.failpoints.hit("flush.after_commit")?;
+    table.storage.failpoints.hit("flush.after_commit").await?;
     Ok(flushed)
 }
 

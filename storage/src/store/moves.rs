@@ -216,7 +216,11 @@ impl Store {
         let log_cut = Bytes::copy_from_slice(&log_key(handle.feed.committed()));
         let old_log = KeyRange::Range(Bound::Unbounded, Bound::Included(log_cut.clone()));
         copy_range(source, target, &handle.log, old_log, |k, v| Ok((k, v))).await?;
-        self.inner.config.failpoints.hit("move.files_copied")?;
+        self.inner
+            .config
+            .failpoints
+            .hit("move.files_copied")
+            .await?;
 
         // Writes wait from here to the switch.
         let _writes = handle.write_lock.lock().await;
@@ -262,7 +266,7 @@ impl Store {
                 .await?;
         }
         outcome.rows += hot_rows;
-        self.inner.config.failpoints.hit("move.rows_copied")?;
+        self.inner.config.failpoints.hit("move.rows_copied").await?;
 
         // The switch: the catalog and the task flip together.
         if let TableTaskOp::Move { switched, .. } = &mut task.op {
