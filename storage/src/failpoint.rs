@@ -28,10 +28,13 @@ struct Armed {
     any: AtomicBool,
     /// Remaining failures per point.
     points: Mutex<HashMap<String, u32>>,
-    /// Points whose next hit waits: the sender tells the test it got there, the receiver
-    /// waits for the test to let go.
-    pauses: Mutex<HashMap<String, (oneshot::Sender<()>, oneshot::Receiver<()>)>>,
+    /// Points whose next hit waits.
+    pauses: Mutex<HashMap<String, Held>>,
 }
+
+/// A held point's ends: the sender tells the test the work got there, the receiver waits for
+/// the test to let go.
+type Held = (oneshot::Sender<()>, oneshot::Receiver<()>);
 
 /// A point's next hit, held: [`reached`](Self::reached) waits for the work to get there, and
 /// the work goes on when this is released or dropped.
