@@ -187,7 +187,9 @@ fn system_views_and_maintenance_statements_work() {
         dir.path(),
         &["--format", "json", "-c", "SHOW STATS FOR TABLE app.config"],
     );
-    assert!(stats.contains("\"file_rows\":1"), "{stats}");
+    let row: serde_json::Value = serde_json::from_str(stats.lines().next().unwrap_or("")).unwrap();
+    assert_eq!(row["file_rows"], 1, "{stats}");
+    assert_eq!(stats.lines().count(), 1, "one scope: {stats}");
     let jobs = ok(
         dir.path(),
         &[

@@ -326,10 +326,14 @@ async fn wrong_passwords_and_unknown_logins_are_refused_with_28p01() {
     root.batch_execute("ALTER USER alice WITH PASSWORD 'new-pw'")
         .await
         .unwrap();
-    assert!(s.config("alice", "alice-pw").connect(NoTls).await.is_err());
+    let e = s.config("alice", "alice-pw").connect(NoTls).await.err();
+    let e = e.expect("the old login is refused");
+    assert_eq!(e.code(), Some(&SqlState::INVALID_PASSWORD), "alice: {e}");
     s.connect("alice", "new-pw").await;
     root.batch_execute("DROP USER bob").await.unwrap();
-    assert!(s.config("bob", "bob-pw").connect(NoTls).await.is_err());
+    let e = s.config("bob", "bob-pw").connect(NoTls).await.err();
+    let e = e.expect("the old login is refused");
+    assert_eq!(e.code(), Some(&SqlState::INVALID_PASSWORD), "bob: {e}");
     // The catalog lists logins without their verifiers.
     let rows = root
         .simple_query("SELECT * FROM system.users")
@@ -732,9 +736,10 @@ async fn an_idle_connection_is_closed_and_a_busy_one_is_not() {
         busy
     });
     tokio::time::sleep(Duration::from_millis(3500)).await;
+    let e = idle.simple_query("SELECT 1").await.err();
     assert!(
-        idle.simple_query("SELECT 1").await.is_err(),
-        "the idle one was closed"
+        idle.is_closed(),
+        "the idle one was closed (its statement failed with {e:?})"
     );
     let busy = subscription.await.unwrap();
     assert!(!busy.is_closed(), "the one running a statement stays open");

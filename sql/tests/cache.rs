@@ -220,10 +220,19 @@ async fn repeated_query_and_restart(dir: tempfile::TempDir, hot_engine: HotEngin
         .await
         .unwrap();
     // The cache in front of the hot engine keeps the engine's range delete (RocksDB has one,
-    // SlateDB not), so a flush removes the flushed rows with one range delete.
+    // SlateDB not), so a flush removes the flushed rows with one range delete (counted by
+    // the RocksDB engine, whose figures the cache passes on).
     let hot = store.storage_engine(&cached).await.unwrap();
     assert_eq!(hot.name(), "foyer");
     assert_eq!(hot.capabilities().delete_range, rocksdb);
+    let range_deletes = || {
+        let hot = hot.clone();
+        async move {
+            let stats = hot.stats().await.unwrap();
+            let figure = stats.details.iter().find(|(n, _)| n == "range_deletes");
+            figure.map(|(_, v)| v.parse::<u64>().unwrap())
+        }
+    };
 
     store
         .create_namespace(&NamespaceId::new("app").unwrap(), false)
@@ -255,10 +264,18 @@ async fn repeated_query_and_restart(dir: tempfile::TempDir, hot_engine: HotEngin
         &format!("INSERT INTO app.notes VALUES {}", values.join(", ")),
     )
     .await;
+    let before_flush = range_deletes().await;
     store
         .flush_table(&"app.notes".parse().unwrap(), Scope::User(alice.clone()))
         .await
         .unwrap();
+    match (rocksdb, before_flush, range_deletes().await) {
+        (true, Some(before), Some(after)) => {
+            assert_eq!(after - before, 1, "one range delete for the flushed scope")
+        }
+        (false, None, None) => {}
+        other => panic!("range deletes (rocksdb, before, after): {other:?}"),
+    }
     assert!(
         rows(&session, "SELECT hot_rows FROM system.stats")
             .await

@@ -51,6 +51,9 @@ pub struct RocksDbBackend {
     write_options: WriteOptions,
     /// Partitions migrated out of the earlier layout when this backend opened.
     migrated: migrate::Migrated,
+    /// Range deletes written through batches since the backend opened (`stats`: a flush
+    /// removes a scope's rows with one).
+    range_deletes: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for RocksDbBackend {
@@ -185,6 +188,7 @@ impl RocksDbBackend {
             config,
             write_options,
             migrated,
+            range_deletes: Default::default(),
         })
     }
 
@@ -438,6 +442,8 @@ impl StorageBackend for RocksDbBackend {
                         stored_key_into(&mut key, generation, start);
                         stored_key_into(&mut end, generation, e);
                         rocks_batch.delete_range_cf(&cf, &key, &end);
+                        self.range_deletes
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     WriteOp::DeleteRange { .. } => {}
                 }
@@ -560,6 +566,12 @@ impl StorageBackend for RocksDbBackend {
                 ("sync_writes".into(), self.config.sync_writes.to_string()),
                 ("table_files".into(), table_files.to_string()),
                 ("flushes_pending".into(), flushes.to_string()),
+                (
+                    "range_deletes".into(),
+                    self.range_deletes
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        .to_string(),
+                ),
                 (
                     "migrated_at_open".into(),
                     format!(

@@ -94,6 +94,7 @@ pub(crate) async fn file_stream(
         Some(positions) => row_groups_holding(&footer, positions),
         None => prune_row_groups(table, entry, &footer, plan, &columns).await?,
     };
+    table.reads.count(&keep);
     let selection = live_rows(&footer, &keep, plan, dead);
     if selection.is_empty() {
         return Ok(stream::empty().boxed());

@@ -96,6 +96,35 @@ pub(crate) struct TableHandle {
     pub(crate) write_generation: AtomicU64,
     /// Decoded hot rows of the scopes last read whole (see [`HotCache`]).
     pub(crate) hot_cache: parking_lot::Mutex<HotCache>,
+    /// What the core's file reads skipped and decoded, since the table was opened.
+    pub(crate) reads: ReadCounters,
+}
+
+/// Row groups the core's file reads pruned (by key range, statistics or bloom filter) and
+/// kept, since the table was opened: what shows that a filter skipped data.
+#[derive(Debug, Default)]
+pub(crate) struct ReadCounters {
+    pub(crate) row_groups_pruned: AtomicU64,
+    pub(crate) row_groups_read: AtomicU64,
+}
+
+impl ReadCounters {
+    /// Counts one file read's row groups: `keep[i]` when group `i` is read.
+    pub(crate) fn count(&self, keep: &[bool]) {
+        let read = keep.iter().filter(|k| **k).count() as u64;
+        let pruned = keep.len() as u64 - read;
+        self.row_groups_read.fetch_add(read, Ordering::Relaxed);
+        self.row_groups_pruned.fetch_add(pruned, Ordering::Relaxed);
+    }
+
+    /// `(pruned, read)` so far.
+    #[cfg(test)]
+    pub(crate) fn row_groups(&self) -> (u64, u64) {
+        (
+            self.row_groups_pruned.load(Ordering::Relaxed),
+            self.row_groups_read.load(Ordering::Relaxed),
+        )
+    }
 }
 
 impl std::fmt::Debug for TableHandle {
@@ -148,6 +177,7 @@ impl TableHandle {
             retired: AtomicBool::new(false),
             write_generation: AtomicU64::new(0),
             hot_cache: parking_lot::Mutex::new(HotCache::default()),
+            reads: ReadCounters::default(),
         };
         let upgrade = table.reload().await?;
         table.open_log().await?;

@@ -197,12 +197,18 @@ async fn options_change_and_a_shorter_ttl_expires_rows_already_stored() {
         flush_policy: Some("rows:10".parse().unwrap()),
         ..OptionsChange::default()
     };
-    assert!(store.set_table_options(&t(), &bad).await.is_err());
+    assert!(matches!(
+        store.set_table_options(&t(), &bad).await,
+        Err(Error::InvalidSchema { .. })
+    ));
     let zero = OptionsChange {
         ttl_seconds: Some(0),
         ..OptionsChange::default()
     };
-    assert!(store.set_table_options(&t(), &zero).await.is_err());
+    assert!(matches!(
+        store.set_table_options(&t(), &zero).await,
+        Err(Error::InvalidSchema { .. })
+    ));
     let short = OptionsChange {
         ttl_seconds: Some(1),
         access_level: Some(crate::schema::AccessLevel::Public),

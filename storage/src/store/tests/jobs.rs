@@ -334,20 +334,20 @@ async fn kill_job_cancels_a_running_flush_and_a_queued_one_leaving_the_table_unc
     assert_eq!(ids(&store, None, None).await, (0..50).collect::<Vec<_>>());
 }
 
-/// With one job worker, a flush of a second table waits `queued` until the running flush of
-/// the first has finished, although the two tables do not share a lock.
+/// With one job worker, a flush of a second table waits `queued` while the flush of the first
+/// runs (held before its commit), although the two tables do not share a lock, and runs once
+/// the first has finished.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_beyond_the_workers_wait_queued_for_one() {
     use JobStatus::*;
-    let (_dir, store, _backend, seen) = recording_store(
-        Duration::from_millis(200),
-        Default::default(),
-        None,
-        |config| {
+    let failpoints = Failpoints::default();
+    let armed = failpoints.clone();
+    let (_dir, store, _backend, seen) =
+        recording_store(Duration::ZERO, Default::default(), None, move |config| {
             config.job_workers = 1;
-        },
-    )
-    .await;
+            config.failpoints = armed;
+        })
+        .await;
     let mut other = messages(TableType::Shared);
     other.id = "app.other".parse().unwrap();
     store.create_table(other.clone(), false).await.unwrap();
@@ -356,21 +356,34 @@ async fn jobs_beyond_the_workers_wait_queued_for_one() {
         .insert(&other.id, None, (0..10).map(|i| row(i, "y")).collect())
         .await
         .unwrap();
+    let mut held = failpoints.pause_next("flush.before_commit");
     let first = tokio::spawn({
         let store = store.clone();
         async move { store.flush_table(&t(), Scope::All).await }
     });
-    let running = || async {
-        seen.lock()
-            .values()
-            .any(|statuses| statuses.last() == Some(&Running))
-    };
-    wait_until("the first flush runs", running).await;
+    held.reached().await.unwrap();
     let second = tokio::spawn({
         let store = store.clone();
         let id = other.id.clone();
         async move { store.flush_table(&id, Scope::All).await }
     });
+    let last_statuses = || {
+        let mut last: Vec<JobStatus> = seen
+            .lock()
+            .values()
+            .filter_map(|s| s.last().copied())
+            .collect();
+        last.sort_by_key(|s| format!("{s:?}"));
+        last
+    };
+    wait_until("the second flush is queued", || async {
+        last_statuses() == [Queued, Running]
+    })
+    .await;
+    // Held, the first flush keeps the only worker: the second stays queued.
+    tokio::task::yield_now().await;
+    assert_eq!(last_statuses(), [Queued, Running]);
+    held.release();
     let first = first.await.unwrap().unwrap();
     let second = second.await.unwrap().unwrap();
     assert_eq!(seen.lock()[&first.id], [New, Queued, Running, Completed]);
