@@ -7,7 +7,7 @@
 //! `kalamstore-foyer`); this crate depends on none of them.
 //!
 //! Layers, each using only those above it in this list: `error`, `ids`, `types`, `backend`,
-//! `seq`, `location`, `spawn`, `failpoint` (foundations); `memory`, `codec`; `schema`,
+//! `seq`, `location`, `spawn`, `failpoint`, `job` (foundations); `memory`, `codec`; `schema`,
 //! `catalog`, `cache`; `filter`, `format`; `table`; `merge`; `write`, `flush`; `changes`;
 //! `delta`; `store`.
 
@@ -24,6 +24,7 @@ pub mod failpoint;
 mod filter;
 pub mod format;
 pub mod ids;
+mod job;
 pub mod location;
 mod memory;
 mod merge;

@@ -111,7 +111,7 @@ impl TableHandle {
     /// Takes the table's write lock; fails with [`Error::TableRetired`] when the table left
     /// this handle's storage (the caller retries on the table's new handle).
     pub(crate) async fn lock_writes(&self) -> Result<MutexGuard<'_, ()>> {
-        let guard = self.write_lock.lock().await;
+        let guard = self.lock_rows().await;
         self.check_live()?;
         Ok(guard)
     }

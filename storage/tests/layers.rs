@@ -18,6 +18,7 @@ const ORDER: &[&str] = &[
     "timeout",
     "spawn",
     "failpoint",
+    "job",
     "memory",
     "codec",
     "schema",

@@ -10,7 +10,6 @@
 //! [`collect_orphans`] removes after a grace period.
 
 use std::collections::HashSet;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use arrow::compute::{SortOptions, concat_batches, sort_to_indices, take_record_batch};
@@ -18,7 +17,7 @@ use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 
-use super::{FlushOutcome, check_cancel};
+use super::FlushOutcome;
 use crate::backend::{ScanRequest, WriteBatch, scan_all};
 use crate::delta::mark_pending;
 use crate::error::{Error, Result};
@@ -27,6 +26,7 @@ use crate::format::{
     hidden_prefix, is_delta_log_file, key_column, manifest_key, table_dir,
 };
 use crate::ids::KeyScope;
+use crate::job::JobContext;
 use crate::merge::{FilePlan, find_live, read_file};
 use crate::seq::SeqGenerator;
 use crate::table::{FileEntry, READER_WAIT, TableHandle};
@@ -71,8 +71,7 @@ pub(crate) async fn compact_scope(
     scope: &KeyScope,
     seq: &SeqGenerator,
     policy: CompactionPolicy,
-    job: &str,
-    cancel: &AtomicBool,
+    job: &JobContext,
 ) -> Result<Compacted> {
     let def = table.definition();
     let inputs: Vec<FileEntry> = table
@@ -86,7 +85,7 @@ pub(crate) async fn compact_scope(
     if inputs.is_empty() || nothing_to_gain {
         return Ok(Compacted::default());
     }
-    let output = rewrite(table, scope, seq, &inputs, job, cancel).await?;
+    let output = rewrite(table, scope, seq, &inputs, job).await?;
     let mut outcome = FlushOutcome {
         deleted: inputs.iter().map(|f| f.dv.len()).sum(),
         ..FlushOutcome::default()
@@ -96,7 +95,7 @@ pub(crate) async fn compact_scope(
         outcome.bytes = meta.size;
         outcome.files = 1;
     }
-    check_cancel(cancel, job)?;
+    job.check_cancel()?;
     table
         .storage
         .failpoints
@@ -134,14 +133,13 @@ async fn rewrite(
     scope: &KeyScope,
     seq: &SeqGenerator,
     inputs: &[FileEntry],
-    job: &str,
-    cancel: &AtomicBool,
+    job: &JobContext,
 ) -> Result<Option<FileMeta>> {
     let def = table.definition();
     let plan = FilePlan::all(def.clone(), true, true);
     let mut batches = Vec::new();
     for input in inputs {
-        check_cancel(cancel, job)?;
+        job.check_cancel()?;
         batches.extend(read_file(table, input, &plan, None).await?);
     }
     let all = concat_batches(&plan.output_schema(), &batches)
@@ -159,7 +157,7 @@ async fn rewrite(
     let mut writer = FileWriter::create(store, &table.cold_dir(scope), &def, seq.next())?;
     let mut at = 0;
     while at < sorted.num_rows() {
-        check_cancel(cancel, job)?;
+        job.check_cancel()?;
         let len = ROW_GROUP_ROWS.min(sorted.num_rows() - at);
         writer.write(&sorted.slice(at, len)).await?;
         at += len;
@@ -175,8 +173,8 @@ async fn commit(
     inputs: &[FileEntry],
     output: Option<FileMeta>,
 ) -> Result<()> {
-    let _commit = table.commit.write().await;
-    let _writes = table.write_lock.lock().await;
+    let _commit = table.lock_tiers().await;
+    let _writes = table.lock_rows().await;
     let mut batch = WriteBatch::new();
     mark_pending(table, &mut batch);
     for input in inputs {

@@ -22,7 +22,7 @@ mod pipeline;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use roaring::RoaringBitmap;
@@ -36,6 +36,7 @@ use crate::format::{
     hidden_prefix, manifest_key, split_hot_key,
 };
 use crate::ids::KeyScope;
+use crate::job::JobContext;
 use crate::seq::SeqGenerator;
 use crate::table::{FileEntry, TableHandle};
 use pipeline::{FileRows, KeyBuffer, PipelinedWriter};
@@ -77,16 +78,6 @@ pub(crate) struct ScopeFlush {
     pub(crate) range_deleted: bool,
 }
 
-/// Fails with [`Error::JobCancelled`] once the job's cancel flag is set.
-pub(crate) fn check_cancel(cancel: &AtomicBool, job: &str) -> Result<()> {
-    if cancel.load(Ordering::Relaxed) {
-        return Err(Error::JobCancelled {
-            job: job.to_owned(),
-        });
-    }
-    Ok(())
-}
-
 /// The sequence cut of a flush: hot entries with `_seq <= seq` go to the file.
 #[derive(Debug, Clone, Copy)]
 struct SequenceCut {
@@ -119,21 +110,20 @@ pub(crate) async fn flush_scope(
     table: &TableHandle,
     scope: &KeyScope,
     seq: &SeqGenerator,
-    job: &str,
-    cancel: &AtomicBool,
+    job: &JobContext,
 ) -> Result<ScopeFlush> {
     if table.buffered(scope) == 0 {
         return Ok(ScopeFlush::default());
     }
     let cut = {
-        let _writes = table.write_lock.lock().await;
+        let _writes = table.lock_rows().await;
         SequenceCut {
             seq: seq.next(),
             generation: table.write_generation.load(Ordering::Acquire),
         }
     };
-    let written = write_file(table, scope, seq, cut, job, cancel).await?;
-    check_cancel(cancel, job)?;
+    let written = write_file(table, scope, seq, cut, job).await?;
+    job.check_cancel()?;
     table.storage.failpoints.hit("flush.before_commit").await?;
     let flushed = commit(table, scope, cut, written).await?;
     table.storage.failpoints.hit("flush.after_commit").await?;
@@ -146,8 +136,7 @@ async fn write_file(
     scope: &KeyScope,
     seq: &SeqGenerator,
     cut: SequenceCut,
-    job: &str,
-    cancel: &AtomicBool,
+    job: &JobContext,
 ) -> Result<Written> {
     let def = table.definition();
     let schema = file_schema(&def);
@@ -162,7 +151,7 @@ async fn write_file(
     let mut row_bytes = 0usize;
     let mut next = Some(ScanRequest::prefix(table.scope_prefix(scope)).chunk_size(FLUSH_CHUNK));
     while let Some(request) = next {
-        check_cancel(cancel, job)?;
+        job.check_cancel()?;
         let hint = row_bytes.max(FLUSH_CHUNK * 16);
         let mut rows = FileRows::new(&def, &schema, FLUSH_CHUNK, hint)?;
         row_bytes = 0;
@@ -216,8 +205,8 @@ async fn commit(
     cut: SequenceCut,
     mut written: Written,
 ) -> Result<ScopeFlush> {
-    let _commit = table.commit.write().await;
-    let _writes = table.write_lock.lock().await;
+    let _commit = table.lock_tiers().await;
+    let _writes = table.lock_rows().await;
     let older = table.files(scope);
     let mut batch = WriteBatch::new();
     let unchanged = table.write_generation.load(Ordering::Acquire) == cut.generation;

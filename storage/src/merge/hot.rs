@@ -59,14 +59,14 @@ pub(crate) async fn snapshot(
     scopes: &Scopes,
     keys: &KeyBounds,
 ) -> Result<Snapshot> {
-    let _read = table.commit.read().await;
+    let _read = table.read_tiers().await;
     let pin = table.pins.pin();
     let schema_version = table.definition().schema.version;
     let whole = is_unbounded(keys);
     if whole && let Some(scopes) = cached(table, scopes, schema_version) {
         return Ok(Snapshot { scopes, _pin: pin });
     }
-    let _writes = table.write_lock.lock().await;
+    let _writes = table.lock_rows().await;
     let version = (table.state.read().hot_version, schema_version);
     let raw = match scopes {
         Scopes::One(scope) => vec![(

@@ -38,7 +38,7 @@ pub(crate) async fn get(
     key: &[KalamValue],
 ) -> Result<Option<Vec<KalamValue>>> {
     let pk = table.encode_primary_key(key)?;
-    let _read = table.commit.read().await;
+    let _read = table.read_tiers().await;
     let mut hot_key = table.scope_prefix(scope);
     hot_key.extend_from_slice(&pk);
     match table.hot_entry(&hot_key).await? {
@@ -64,7 +64,7 @@ pub(crate) async fn get_many(
         .iter()
         .map(|pk| [prefix.as_slice(), pk].concat())
         .collect();
-    let _read = table.commit.read().await;
+    let _read = table.read_tiers().await;
     let asked: Vec<&[u8]> = hot_keys.iter().map(Vec::as_slice).collect();
     let hot = table.storage.hot.get_many(&table.hot, &asked).await?;
     let cold: Vec<&[u8]> = pks

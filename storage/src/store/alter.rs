@@ -124,7 +124,7 @@ impl Store {
         let handle = self.handle(table).await?;
         let now = handle.definition().options.delta;
         if now == DeltaPublishing::Off {
-            let _maintenance = handle.maintenance.lock().await;
+            let _maintenance = handle.lock_files().await;
             return match before {
                 DeltaPublishing::Off => Ok(()),
                 _ => delta::unpublish(&handle).await,
@@ -135,7 +135,7 @@ impl Store {
                 .await?;
             return Ok(());
         }
-        let _maintenance = handle.maintenance.lock().await;
+        let _maintenance = handle.lock_files().await;
         let reason = match before {
             DeltaPublishing::Off => Reason::Republish,
             _ => Reason::SchemaChange,
@@ -154,8 +154,8 @@ impl Store {
         let _ddl = self.inner.ddl.lock().await;
         loop {
             let handle = self.handle(table).await?;
-            let _maintenance = handle.maintenance.lock().await;
-            let _writes = handle.write_lock.lock().await;
+            let _maintenance = handle.lock_files().await;
+            let _writes = handle.lock_rows().await;
             if handle.is_retired() {
                 continue;
             }

@@ -411,9 +411,9 @@ impl Store {
                 Err(e) => return Err(e),
             };
             let _ddl = self.inner.ddl.lock().await;
-            let _maintenance = handle.maintenance.lock().await;
-            let _commit = handle.commit.write().await;
-            let _writes = handle.write_lock.lock().await;
+            let _maintenance = handle.lock_files().await;
+            let _commit = handle.lock_tiers().await;
+            let _writes = handle.lock_rows().await;
             if handle.is_retired() {
                 continue;
             }
@@ -421,37 +421,31 @@ impl Store {
             let store = self.clone();
             let handle = handle.clone();
             // The maintenance lock is held above, with the DDL, commit and write locks.
-            self.run_job(
-                JobKind::Drop,
-                Some(id.clone()),
-                None,
-                None,
-                |job, _cancel| {
-                    let (store, handle) = (store.clone(), handle.clone());
-                    async move {
-                        let task = TableTask {
-                            job,
-                            table: handle.id.clone(),
-                            op: TableTaskOp::Drop {
-                                storage: handle.storage.def.id.clone(),
-                            },
-                        };
-                        // Catalog entry and task in one batch: once the entry is gone, what is left
-                        // of the data is the task's to remove.
-                        let mut batch = WriteBatch::new();
-                        batch.delete(&sys(TABLES), handle.id.to_string());
-                        batch.put(&sys(TASKS), handle.id.to_string(), task.encode());
-                        store.inner.system.batch(batch).await?;
-                        handle.retire();
-                        store.inner.tables.lock().await.remove(&handle.id);
-                        crash_point("drop.recorded");
-                        super::tasks::remove_table_data(&handle.storage, &handle.id).await?;
-                        crash_point("drop.data_removed");
-                        store.delete_task(&handle.id).await?;
-                        Ok(JobOutcome::default())
-                    }
-                },
-            )
+            self.run_job(JobKind::Drop, Some(id.clone()), None, None, |job| {
+                let (store, handle) = (store.clone(), handle.clone());
+                async move {
+                    let task = TableTask {
+                        job: job.id().to_owned(),
+                        table: handle.id.clone(),
+                        op: TableTaskOp::Drop {
+                            storage: handle.storage.def.id.clone(),
+                        },
+                    };
+                    // Catalog entry and task in one batch: once the entry is gone, what is left
+                    // of the data is the task's to remove.
+                    let mut batch = WriteBatch::new();
+                    batch.delete(&sys(TABLES), handle.id.to_string());
+                    batch.put(&sys(TASKS), handle.id.to_string(), task.encode());
+                    store.inner.system.batch(batch).await?;
+                    handle.retire();
+                    store.inner.tables.lock().await.remove(&handle.id);
+                    crash_point("drop.recorded");
+                    super::tasks::remove_table_data(&handle.storage, &handle.id).await?;
+                    crash_point("drop.data_removed");
+                    store.delete_task(&handle.id).await?;
+                    Ok(JobOutcome::default())
+                }
+            })
             .await?;
             return Ok(true);
         }

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::flush::compact::{CompactionPolicy, compact_scope, remove_replaced};
 use crate::flush::{FlushOutcome, flush_scope};
 use crate::ids::{KeyScope, TableId, UserId};
+use crate::job::JobContext;
 use crate::schema::TableType;
 use crate::table::TableHandle;
 
@@ -52,24 +53,23 @@ pub struct JobOutcome {
 #[derive(Debug, Clone)]
 pub struct JobProgress {
     store: Store,
-    job: String,
-    cancel: Arc<AtomicBool>,
+    job: JobContext,
 }
 
 impl JobProgress {
     /// The job's id.
     pub fn id(&self) -> &str {
-        &self.job
+        self.job.id()
     }
 
     /// Records what the job has done so far.
     pub async fn report(&self, done: &JobOutcome) -> Result<()> {
-        self.store.job_progress(&self.job, done).await
+        self.store.job_progress(self.job.id(), done).await
     }
 
     /// [`Error::JobCancelled`] once `KILL JOB` asked the job to stop: call it at safe points.
     pub fn check_cancelled(&self) -> Result<()> {
-        crate::flush::check_cancel(&self.cancel, &self.job)
+        self.job.check_cancel()
     }
 }
 
@@ -85,24 +85,15 @@ impl From<FlushOutcome> for JobOutcome {
 }
 
 impl Store {
-    /// The scopes of a table a job on `scope` covers: one user, or every scope with buffered
-    /// rows (and with files, when `with_files`).
-    fn scopes_of(handle: &TableHandle, scope: &Scope, with_files: bool) -> Result<Vec<KeyScope>> {
+    /// The scopes a flush of `scope` covers: one user, or every scope with buffered rows.
+    fn flush_scopes(handle: &TableHandle, scope: &Scope) -> Result<Vec<KeyScope>> {
         Ok(match scope {
             Scope::User(u) => vec![handle.scope(Some(u))?],
-            Scope::All => {
-                let mut s: Vec<KeyScope> = handle
-                    .buffered_scopes()
-                    .into_iter()
-                    .map(|(s, _)| s)
-                    .collect();
-                if with_files {
-                    s.extend(handle.file_scopes());
-                }
-                s.sort();
-                s.dedup();
-                s
-            }
+            Scope::All => handle
+                .buffered_scopes()
+                .into_iter()
+                .map(|(s, _)| s)
+                .collect(),
         })
     }
 
@@ -116,33 +107,27 @@ impl Store {
             });
         }
         let store = self.clone();
-        self.run_table_job(
-            JobKind::Flush,
-            handle,
-            scope,
-            move |handle, scope, job, cancel| {
-                let store = store.clone();
-                async move {
-                    let mut total = FlushOutcome::default();
-                    let mut range_deleted = false;
-                    for s in Self::scopes_of(&handle, &scope, false)? {
-                        let flushed =
-                            flush_scope(&handle, &s, &store.inner.seq, &job, &cancel).await?;
-                        total.add(flushed.outcome);
-                        range_deleted |= flushed.range_deleted;
-                    }
-                    if total.files > 0 || total.deleted > 0 {
-                        store.publish(&handle, Reason::Flush).await;
-                    }
-                    if range_deleted {
-                        // Once per table flush, not per scope: one memtable flush for all users.
-                        store.reclaim_flushed(&handle).await;
-                    }
-                    *handle.last_flush.lock() = store.now_ms();
-                    Ok(total.into())
+        self.run_table_job(JobKind::Flush, handle, scope, move |handle, scope, job| {
+            let store = store.clone();
+            async move {
+                let mut total = FlushOutcome::default();
+                let mut range_deleted = false;
+                for s in Self::flush_scopes(&handle, &scope)? {
+                    let flushed = flush_scope(&handle, &s, &store.inner.seq, &job).await?;
+                    total.add(flushed.outcome);
+                    range_deleted |= flushed.range_deleted;
                 }
-            },
-        )
+                if total.files > 0 || total.deleted > 0 {
+                    store.publish(&handle, Reason::Flush).await;
+                }
+                if range_deleted {
+                    // Once per table flush, not per scope: one memtable flush for all users.
+                    store.reclaim_flushed(&handle).await;
+                }
+                *handle.last_flush.lock() = store.now_ms();
+                Ok(total.into())
+            }
+        })
         .await
     }
 
@@ -156,14 +141,14 @@ impl Store {
         mut work: F,
     ) -> Result<JobRecord>
     where
-        F: FnMut(Arc<TableHandle>, Scope, String, Arc<AtomicBool>) -> Fut,
+        F: FnMut(Arc<TableHandle>, Scope, JobContext) -> Fut,
         Fut: std::future::Future<Output = Result<JobOutcome>>,
     {
         let user = scope.user().cloned();
         let table = handle.id.clone();
         let lock = Some(handle.clone());
-        self.run_job(kind, Some(table), user, lock, move |job, cancel| {
-            work(handle.clone(), scope.clone(), job, cancel)
+        self.run_job(kind, Some(table), user, lock, move |job| {
+            work(handle.clone(), scope.clone(), job)
         })
         .await
     }
@@ -193,11 +178,10 @@ impl Store {
     {
         let mut work = Some(work);
         let store = self.clone();
-        self.run_job(kind, None, user, None, move |job, cancel| {
+        self.run_job(kind, None, user, None, move |job| {
             let progress = JobProgress {
                 store: store.clone(),
-                job: job.clone(),
-                cancel,
+                job,
             };
             let work = work.take();
             async move {
@@ -205,7 +189,9 @@ impl Store {
                     Some(work) => work(progress).await,
                     // Invariant: `max_attempts` of application jobs is 1, so there is no
                     // second call; were there one, it fails instead of running twice.
-                    None => Err(Error::JobCancelled { job }),
+                    None => Err(Error::JobCancelled {
+                        job: progress.job.id().to_owned(),
+                    }),
                 }
             }
         })
@@ -221,31 +207,30 @@ impl Store {
     ) -> Result<JobRecord> {
         let handle = self.handle(table).await?;
         let store = self.clone();
-        let work =
-            move |handle: Arc<TableHandle>, scope: Scope, job: String, cancel: Arc<AtomicBool>| {
-                let store = store.clone();
-                async move {
-                    let mut total = FlushOutcome::default();
-                    let mut replaced = Vec::new();
-                    for s in handle.file_scopes() {
-                        if let Scope::User(u) = &scope
-                            && s.user() != Some(u)
-                        {
-                            continue;
-                        }
-                        let seq = &store.inner.seq;
-                        let done = compact_scope(&handle, &s, seq, policy, &job, &cancel).await?;
-                        total.add(done.outcome);
-                        replaced.extend(done.replaced);
+        let work = move |handle: Arc<TableHandle>, scope: Scope, job: JobContext| {
+            let store = store.clone();
+            async move {
+                let mut total = FlushOutcome::default();
+                let mut replaced = Vec::new();
+                for s in handle.file_scopes() {
+                    if let Scope::User(u) = &scope
+                        && s.user() != Some(u)
+                    {
+                        continue;
                     }
-                    // The log stops naming the replaced files before they are deleted.
-                    if !replaced.is_empty() {
-                        store.publish(&handle, Reason::Compaction).await;
-                    }
-                    remove_replaced(&handle, replaced).await?;
-                    Ok(total.into())
+                    let seq = &store.inner.seq;
+                    let done = compact_scope(&handle, &s, seq, policy, &job).await?;
+                    total.add(done.outcome);
+                    replaced.extend(done.replaced);
                 }
-            };
+                // The log stops naming the replaced files before they are deleted.
+                if !replaced.is_empty() {
+                    store.publish(&handle, Reason::Compaction).await;
+                }
+                remove_replaced(&handle, replaced).await?;
+                Ok(total.into())
+            }
+        };
         self.run_table_job(JobKind::Compaction, handle, scope, work)
             .await
     }
@@ -298,7 +283,7 @@ impl Store {
         mut work: F,
     ) -> Result<JobRecord>
     where
-        F: FnMut(String, Arc<AtomicBool>) -> Fut,
+        F: FnMut(JobContext) -> Fut,
         Fut: std::future::Future<Output = Result<JobOutcome>>,
     {
         self.check_open()?;
@@ -377,14 +362,14 @@ impl Store {
         work: &mut F,
     ) -> Result<JobOutcome>
     where
-        F: FnMut(String, Arc<AtomicBool>) -> Fut,
+        F: FnMut(JobContext) -> Fut,
         Fut: std::future::Future<Output = Result<JobOutcome>>,
     {
         let cancel = &control.cancel;
         job.status = JobStatus::Queued;
         self.put_job(job).await?;
         let _maintenance = match &lock {
-            Some(handle) => Some(handle.maintenance.lock().await),
+            Some(handle) => Some(handle.lock_files().await),
             None => None,
         };
         // A job started by a running job uses its parent's worker: waiting for another could
@@ -415,7 +400,8 @@ impl Store {
             job.started_at_ms.get_or_insert(self.now_ms());
             self.put_job(job).await?;
             let limit = self.inner.config.job_timeout_of(job.kind);
-            let attempt = IN_JOB.scope((), work(job.id.clone(), cancel.clone()));
+            let context = JobContext::new(&job.id, cancel.clone());
+            let attempt = IN_JOB.scope((), work(context));
             match watched(attempt, limit, control, &job.id).await {
                 Err(e) if e.is_transient() && job.attempts < job.kind.max_attempts() => {
                     tracing::warn!(job = %job.id, kind = %job.kind, attempt = job.attempts,

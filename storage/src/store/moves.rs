@@ -24,7 +24,6 @@
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -41,12 +40,12 @@ use crate::backend::{KeyRange, Partition, ScanRequest, WriteBatch};
 use crate::catalog::{JobKind, JobRecord, TableTask, TableTaskOp};
 use crate::error::{Error, Result};
 use crate::failpoint::crash_point;
-use crate::flush::check_cancel;
 use crate::format::{
     FileMeta, META_DEFINITION, META_DELTA_PENDING, MetaKey, ObjectFileReader, is_delta_log_file,
     log_key, table_dir,
 };
 use crate::ids::{StorageId, TableId};
+use crate::job::JobContext;
 use crate::schema::{DeltaPublishing, TableDefinition};
 use crate::table::{READER_WAIT, StorageHandle, TableHandle};
 
@@ -90,30 +89,19 @@ impl Store {
         let store = self.clone();
         let (table, to) = (table.clone(), to.clone());
         // The move takes the table's maintenance lock itself, after its checks.
-        self.run_job(
-            JobKind::Move,
-            Some(table.clone()),
-            None,
-            None,
-            move |job, cancel| {
-                let (store, table, from, to) =
-                    (store.clone(), table.clone(), from.clone(), to.clone());
-                let (source, target) = (source.clone(), target.clone());
-                async move {
-                    store
-                        .run_move(&table, &from, &to, &source, &target, &job, &cancel)
-                        .await
-                }
-            },
-        )
+        self.run_job(JobKind::Move, Some(table.clone()), None, None, move |job| {
+            let (store, table, from, to) = (store.clone(), table.clone(), from.clone(), to.clone());
+            let (source, target) = (source.clone(), target.clone());
+            async move {
+                store
+                    .run_move(&table, &from, &to, &source, &target, &job)
+                    .await
+            }
+        })
         .await
         .map(Some)
     }
 
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "both storages and the job of one move"
-    )]
     async fn run_move(
         &self,
         id: &TableId,
@@ -121,11 +109,10 @@ impl Store {
         to: &StorageId,
         source: &Arc<StorageHandle>,
         target: &Arc<StorageHandle>,
-        job: &str,
-        cancel: &AtomicBool,
+        job: &JobContext,
     ) -> Result<JobOutcome> {
         let handle = self.handle(id).await?;
-        let _maintenance = handle.maintenance.lock().await;
+        let _maintenance = handle.lock_files().await;
         handle.check_live()?;
         self.settle_task(id).await?;
         if !Arc::ptr_eq(&handle.storage, source) {
@@ -134,7 +121,7 @@ impl Store {
             });
         }
         let mut task = TableTask {
-            job: job.to_owned(),
+            job: job.id().to_owned(),
             table: id.clone(),
             op: TableTaskOp::Move {
                 from: from.clone(),
@@ -145,7 +132,7 @@ impl Store {
         self.put_task(&task).await?;
         crash_point("move.recorded");
         let copied = self
-            .copy_and_switch(&handle, &mut task, source, target, job, cancel)
+            .copy_and_switch(&handle, &mut task, source, target, job)
             .await;
         let outcome = match copied {
             Ok(outcome) => outcome,
@@ -182,8 +169,7 @@ impl Store {
         task: &mut TableTask,
         source: &StorageHandle,
         target: &StorageHandle,
-        job: &str,
-        cancel: &AtomicBool,
+        job: &JobContext,
     ) -> Result<JobOutcome> {
         let id = &handle.id;
         remove_table_data(target, id).await?;
@@ -200,7 +186,7 @@ impl Store {
         // Several files in flight at once: a copy is mostly waiting on the two stores.
         let copies: Vec<_> = files
             .iter()
-            .map(|meta| copy_relocated(source, target, meta, id, job, cancel))
+            .map(|meta| copy_relocated(source, target, meta, id, job))
             .collect();
         let mut copies = futures::stream::iter(copies).buffer_unordered(COPY_CONCURRENCY);
         while let Some((meta, to_path)) = copies.try_next().await? {
@@ -208,7 +194,7 @@ impl Store {
             outcome.bytes += meta.size;
             outcome.rows += meta.rows;
             new_paths.insert(meta.path.clone(), to_path);
-            self.job_progress(job, &outcome).await?;
+            self.job_progress(job.id(), &outcome).await?;
         }
         drop(copies);
         copy_delta_log(source, target, id).await?;
@@ -223,8 +209,8 @@ impl Store {
             .await?;
 
         // Writes wait from here to the switch.
-        let _writes = handle.write_lock.lock().await;
-        check_cancel(cancel, job)?;
+        let _writes = handle.lock_rows().await;
+        job.check_cancel()?;
         let def = TableDefinition {
             storage_id: target.def.id.clone(),
             ..(*handle.definition()).clone()
@@ -363,10 +349,9 @@ async fn copy_relocated<'a>(
     target: &StorageHandle,
     meta: &'a FileMeta,
     id: &TableId,
-    job: &str,
-    cancel: &AtomicBool,
+    job: &JobContext,
 ) -> Result<(&'a FileMeta, String)> {
-    check_cancel(cancel, job)?;
+    job.check_cancel()?;
     let to_path = relocate(source, target, &meta.path, id)?;
     copy_file(source, target, meta, &to_path, id).await?;
     Ok((meta, to_path))

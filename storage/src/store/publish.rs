@@ -7,7 +7,6 @@
 //! marker stays, and the next publish of the table, or its next open, catches up.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use super::Store;
 use crate::catalog::{JobKind, JobRecord};
@@ -16,6 +15,7 @@ use crate::error::Result;
 use crate::flush::FlushOutcome;
 use crate::flush::compact::{CompactionPolicy, compact_scope, remove_replaced};
 use crate::ids::TableId;
+use crate::job::JobContext;
 use crate::schema::DeltaPublishing;
 use crate::table::TableHandle;
 
@@ -38,8 +38,7 @@ impl Store {
         handle: &TableHandle,
         reason: Reason,
         must_publish: bool,
-        job: &str,
-        cancel: &AtomicBool,
+        job: &JobContext,
     ) -> Result<FlushOutcome> {
         let mut total = FlushOutcome::default();
         let mut replaced = Vec::new();
@@ -49,7 +48,7 @@ impl Store {
             for scope in handle.file_scopes() {
                 let seq = &self.inner.seq;
                 let policy = CompactionPolicy::all();
-                let done = compact_scope(handle, &scope, seq, policy, job, cancel).await?;
+                let done = compact_scope(handle, &scope, seq, policy, job).await?;
                 total.add(done.outcome);
                 replaced.extend(done.replaced);
             }
@@ -76,10 +75,10 @@ impl Store {
         if !pending {
             return;
         }
-        let _maintenance = handle.maintenance.lock().await;
-        let cancel = AtomicBool::new(false);
+        let _maintenance = handle.lock_files().await;
+        let job = JobContext::new("delta-repair", Default::default());
         if let Err(e) = self
-            .rewrite_and_publish(handle, Reason::Repair, false, "delta-repair", &cancel)
+            .rewrite_and_publish(handle, Reason::Repair, false, &job)
             .await
         {
             self.record_background_failure("delta publish", Some(&handle.id), &e);
@@ -111,16 +110,15 @@ impl Store {
         must_publish: bool,
     ) -> Result<JobRecord> {
         let store = self.clone();
-        let work =
-            move |handle: Arc<TableHandle>, _scope: Scope, job: String, cancel: Arc<AtomicBool>| {
-                let store = store.clone();
-                async move {
-                    let outcome = store
-                        .rewrite_and_publish(&handle, reason, must_publish, &job, &cancel)
-                        .await?;
-                    Ok(outcome.into())
-                }
-            };
+        let work = move |handle: Arc<TableHandle>, _scope: Scope, job: JobContext| {
+            let store = store.clone();
+            async move {
+                let outcome = store
+                    .rewrite_and_publish(&handle, reason, must_publish, &job)
+                    .await?;
+                Ok(outcome.into())
+            }
+        };
         self.run_table_job(kind, handle, Scope::All, work).await
     }
 }

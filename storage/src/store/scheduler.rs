@@ -254,7 +254,7 @@ impl Store {
             }
         };
         // A move or flush in progress holds the table: its log is trimmed next pass.
-        if let Ok(_maintenance) = handle.maintenance.try_lock() {
+        if let Some(_maintenance) = handle.try_lock_files() {
             match trim_log(&handle, self.now_ms()).await {
                 Ok(Some(_)) => pass.log_trims += 1,
                 Ok(None) => {}
@@ -320,7 +320,7 @@ impl Store {
                 JobKind::Expiry,
                 handle,
                 Scope::All,
-                |handle, _, _, _| async move {
+                |handle, _, _| async move {
                     Ok(JobOutcome {
                         rows: expire_stream(&handle).await?,
                         ..JobOutcome::default()
@@ -415,7 +415,7 @@ impl Store {
     /// a data dir of many idle tables costs a cleanup one seek per table.
     pub async fn cleanup(&self) -> Result<JobRecord> {
         let store = self.clone();
-        self.run_job(JobKind::Cleanup, None, None, None, move |_job, _cancel| {
+        self.run_job(JobKind::Cleanup, None, None, None, move |_job| {
             let store = store.clone();
             async move {
                 // Before old job records go: they name the tables worked on since.
@@ -438,7 +438,7 @@ impl Store {
                         done.stream_rows_expired += expire_stream(&handle).await?;
                         continue;
                     }
-                    let _m = handle.maintenance.lock().await;
+                    let _m = handle.lock_files().await;
                     if handle.is_retired() {
                         continue;
                     }
@@ -539,7 +539,7 @@ pub(super) async fn expire_stream(table: &TableHandle) -> Result<u64> {
     if table.buffered(&scope) == 0 {
         return Ok(0);
     }
-    let _writes = table.write_lock.lock().await;
+    let _writes = table.lock_rows().await;
     if table.is_retired() {
         return Ok(0);
     }

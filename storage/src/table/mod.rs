@@ -13,9 +13,9 @@
 //! |---|------|------|----------|
 //! | 0 | `Store` statement lock per table scope | async mutex | a read-modify-write statement (SQL `UPDATE`, `DELETE`; `REPLACE` waits for them) from reading its rows to its commit |
 //! | 1 | `Store` `ddl` | async mutex | catalog changes: namespaces, storages, table create/drop, ALTER |
-//! | 2 | `TableHandle::maintenance` | async mutex | a table's files and vectors: one flush, compaction, move, ALTER or drop at a time |
-//! | 3 | `TableHandle::commit` | async rwlock | the hot rows and manifest as one snapshot: readers hold it shared while they snapshot both (and a point read while it reads); commits that move rows between the tiers or swap files hold it exclusive |
-//! | 4 | `TableHandle::write_lock` | async mutex | the write path (read-modify-write of rows and counters), a flush's sequence cut and commit, a move's copy of the hot rows |
+//! | 2 | `TableHandle::lock_files` | async mutex | a table's files and vectors: one flush, compaction, move, ALTER or drop at a time |
+//! | 3 | `TableHandle::read_tiers` / `lock_tiers` | async rwlock | the hot rows and manifest as one snapshot: readers hold it shared while they snapshot both (and a point read while it reads); commits that move rows between the tiers or swap files hold it exclusive |
+//! | 4 | `TableHandle::lock_rows` | async mutex | the write path (read-modify-write of rows and counters), a flush's sequence cut and commit, a move's copy of the hot rows |
 //! | 5 | `Store` `tables` | async mutex | the map of open table handles |
 //! | 6 | `Store` `storages` | async mutex | the map of open storages |
 //! | leaf | `TableHandle::def` | rwlock | the current definition (swapped by ALTER under 2 and 4) |
@@ -74,13 +74,12 @@ pub(crate) struct TableHandle {
     pub(crate) log: Partition,
     /// The change log's tail in memory and its subscribers' wake-up (see [`feed`]).
     pub(crate) feed: Arc<ChangeHub>,
-    /// Lock 4 of the module's `# Locking` table.
-    pub(crate) write_lock: tokio::sync::Mutex<()>,
-    /// Lock 3: readers snapshot hot rows + manifest under `read`; commits that move rows
-    /// between the tiers take `write`, so a reader never sees a row twice or not at all.
-    pub(crate) commit: tokio::sync::RwLock<()>,
-    /// Lock 2: one flush, compaction, move, ALTER or drop of the table at a time.
-    pub(crate) maintenance: tokio::sync::Mutex<()>,
+    /// Lock 4 of the module's `# Locking` table ([`lock_rows`](Self::lock_rows)).
+    write_lock: tokio::sync::Mutex<()>,
+    /// Lock 3 ([`read_tiers`](Self::read_tiers), [`lock_tiers`](Self::lock_tiers)).
+    commit: tokio::sync::RwLock<()>,
+    /// Lock 2 ([`lock_files`](Self::lock_files)).
+    maintenance: tokio::sync::Mutex<()>,
     pub(crate) state: parking_lot::RwLock<TableState>,
     /// Footers and bloom filters of the table's files.
     pub(crate) file_index: FileIndexCache,
@@ -91,7 +90,7 @@ pub(crate) struct TableHandle {
     /// Set when the table moved to another storage or was dropped: this handle's storage no
     /// longer holds the table, and operations that find it set go back to the store.
     pub(crate) retired: AtomicBool,
-    /// Bumped by every write batch (under `write_lock`): a flush that sees it unchanged at its
+    /// Bumped by every write batch (under lock 4): a flush that sees it unchanged at its
     /// commit knows no row changed since its sequence cut.
     pub(crate) write_generation: AtomicU64,
     /// Decoded hot rows of the scopes last read whole (see [`HotCache`]).
@@ -150,6 +149,34 @@ pub(crate) struct FilesView {
 }
 
 impl TableHandle {
+    /// Lock 2: the table's files and deletion vectors, held by the one flush, compaction,
+    /// move, ALTER or drop that changes them.
+    pub(crate) async fn lock_files(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.maintenance.lock().await
+    }
+
+    /// [`lock_files`](Self::lock_files) when nobody holds it.
+    pub(crate) fn try_lock_files(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        self.maintenance.try_lock().ok()
+    }
+
+    /// Lock 3 shared: the hot rows and the manifest stay one snapshot while it is held (a
+    /// reader takes both under it, so it never sees a row in both tiers or in neither).
+    pub(crate) async fn read_tiers(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.commit.read().await
+    }
+
+    /// Lock 3 exclusive: for a commit that moves rows between the tiers or swaps files.
+    pub(crate) async fn lock_tiers(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.commit.write().await
+    }
+
+    /// Lock 4: the rows and counters of the write path (its read-modify-write), a flush's
+    /// sequence cut and commit, a move's copy of the hot rows.
+    pub(crate) async fn lock_rows(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.write_lock.lock().await
+    }
+
     /// Opens a table whose partitions exist, loading counters and manifest; `Some` upgrade
     /// when its stored form is older (see [`reload`](Self::reload)).
     pub(crate) async fn open(
