@@ -11,13 +11,17 @@ use tokio::sync::MutexGuard;
 
 use crate::backend::{WriteBatch, WriteOp};
 use crate::codec::{KalamValue, Row, SystemColumns};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::format::{Change, ChangeOp, EntryWriter, Hidden, Image, hidden_key, log_key};
 use crate::ids::{KeyScope, UserId};
 use crate::merge::{FlushedRow, get_flushed_many};
-use crate::schema::{ColumnDefinition, TableDefinition};
+use crate::schema::TableDefinition;
 use crate::seq::SeqGenerator;
 use crate::table::TableHandle;
+
+mod rows;
+
+use rows::Tombstones;
 
 /// One change to a table.
 #[derive(Debug, Clone, PartialEq)]
@@ -454,201 +458,4 @@ impl TableHandle {
         }
         Ok(())
     }
-
-    /// Appends the encoded primary key of a full row to `out`.
-    fn key_of_row(
-        &self,
-        def: &TableDefinition,
-        values: &[KalamValue],
-        out: &mut Vec<u8>,
-    ) -> Result<()> {
-        for (c, v) in def
-            .columns()
-            .iter()
-            .zip(values)
-            .filter(|(c, _)| c.primary_key)
-        {
-            crate::codec::encode_component(v, out).map_err(|reason| Error::InvalidValue {
-                column: c.name.clone(),
-                reason: reason.to_owned(),
-            })?;
-        }
-        Ok(())
-    }
-
-    /// Builds a full row from named values: unknown columns, type mismatches, over-long values
-    /// and missing NOT NULL values are errors naming the column. `base` is the current row of
-    /// an update: columns not named keep its values.
-    fn row_from_named(
-        &self,
-        def: &TableDefinition,
-        named: Vec<(String, KalamValue)>,
-        base: Option<Vec<KalamValue>>,
-    ) -> Result<Vec<KalamValue>> {
-        let columns = def.columns();
-        let complete = base.is_none()
-            && named.len() == columns.len()
-            && named.iter().zip(columns).all(|((n, _), c)| *n == c.name);
-        if complete {
-            // Every column named in table order (a full row from a client or the SQL front):
-            // the values move into the row in place.
-            return named
-                .into_iter()
-                .zip(columns)
-                .map(|((name, value), c)| {
-                    let value = column_value(c, name, value)?;
-                    check_not_null(c, &value)?;
-                    Ok(value)
-                })
-                .collect();
-        }
-        let given = self.given_values(def, named)?;
-        let updating = base.is_some();
-        let mut base = base.map(Vec::into_iter);
-        let mut row = Vec::with_capacity(columns.len());
-        for (c, given) in columns.iter().zip(given) {
-            let old = base
-                .as_mut()
-                .and_then(Iterator::next)
-                .unwrap_or(KalamValue::Null);
-            if updating && c.primary_key && given.as_ref().is_some_and(|v| *v != old) {
-                return Err(Error::InvalidValue {
-                    column: c.name.clone(),
-                    reason: "primary-key columns cannot be updated".into(),
-                });
-            }
-            let value = match given {
-                Some(v) => v,
-                None if updating => old,
-                None => c.default.clone().unwrap_or(KalamValue::Null),
-            };
-            check_not_null(c, &value)?;
-            row.push(value);
-        }
-        Ok(row)
-    }
-
-    /// Named values placed at their columns' positions, checked; `None` where not given.
-    fn given_values(
-        &self,
-        def: &TableDefinition,
-        named: Vec<(String, KalamValue)>,
-    ) -> Result<Vec<Option<KalamValue>>> {
-        let columns = def.columns();
-        let mut given: Vec<Option<KalamValue>> = vec![None; columns.len()];
-        for (at, (name, value)) in named.into_iter().enumerate() {
-            // Rows mostly name their columns in table order: try that position first.
-            let i = match columns.get(at) {
-                Some(c) if c.name == name => at,
-                _ => columns.iter().position(|c| c.name == name).ok_or_else(|| {
-                    Error::InvalidValue {
-                        column: name.clone(),
-                        reason: format!("table {} has no such column", self.id),
-                    }
-                })?,
-            };
-            if given[i].is_some() {
-                return Err(Error::InvalidValue {
-                    column: name,
-                    reason: "given twice".into(),
-                });
-            }
-            given[i] = Some(column_value(&columns[i], name, value)?);
-        }
-        Ok(given)
-    }
-
-    /// The error for an insert of a key that exists, naming the key.
-    fn duplicate(&self, def: &TableDefinition, row: &[KalamValue]) -> Error {
-        let key: Vec<String> = def
-            .columns()
-            .iter()
-            .zip(row)
-            .filter(|(c, _)| c.primary_key)
-            .map(|(_, v)| format!("{v:?}"))
-            .collect();
-        Error::DuplicateKey {
-            table: self.id.to_string(),
-            key: key.join(", "),
-        }
-    }
-}
-
-/// Builds tombstone values for one table: the key columns decoded from a key, NULL elsewhere.
-struct Tombstones {
-    /// Positions of the primary-key columns.
-    pk: Vec<usize>,
-    types: Vec<crate::types::KalamDataType>,
-    columns: usize,
-}
-
-impl Tombstones {
-    fn new(def: &TableDefinition) -> Self {
-        let pk: Vec<usize> = def
-            .columns()
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.primary_key)
-            .map(|(i, _)| i)
-            .collect();
-        let types = pk.iter().map(|i| def.columns()[*i].data_type).collect();
-        Self {
-            pk,
-            types,
-            columns: def.columns().len(),
-        }
-    }
-
-    fn values(&self, key: &[u8]) -> Result<Vec<KalamValue>> {
-        let mut values = vec![KalamValue::Null; self.columns];
-        for (i, v) in self
-            .pk
-            .iter()
-            .zip(crate::codec::decode_key(key, &self.types)?)
-        {
-            values[*i] = v;
-        }
-        Ok(values)
-    }
-}
-
-/// A value given for column `c` (named `name` by the caller), converted to the column's type
-/// and checked against the length limit.
-fn column_value(c: &ColumnDefinition, name: String, value: KalamValue) -> Result<KalamValue> {
-    let value = value
-        .coerce_into(c.data_type)
-        .map_err(|value| Error::InvalidValue {
-            column: name,
-            reason: format!("{value:?} is not a {}", c.data_type),
-        })?;
-    check_length(&c.name, &value)?;
-    Ok(value)
-}
-
-fn check_not_null(c: &ColumnDefinition, value: &KalamValue) -> Result<()> {
-    if value.is_null() && !c.nullable {
-        return Err(Error::InvalidValue {
-            column: c.name.clone(),
-            reason: "NOT NULL column needs a value".into(),
-        });
-    }
-    Ok(())
-}
-
-fn check_length(column: &str, value: &KalamValue) -> Result<()> {
-    let len = match value {
-        KalamValue::Text(s) | KalamValue::Json(s) => s.len(),
-        KalamValue::Bytes(b) => b.len(),
-        _ => 0,
-    };
-    if len > crate::codec::MAX_VALUE_LEN {
-        return Err(Error::InvalidValue {
-            column: column.to_owned(),
-            reason: format!(
-                "{len} bytes exceed the limit of {}",
-                crate::codec::MAX_VALUE_LEN
-            ),
-        });
-    }
-    Ok(())
 }
