@@ -11,14 +11,19 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::{SchemaProvider, TableProvider};
-use datafusion::common::{Result as DfResult, ScalarValue};
+use datafusion::common::Result as DfResult;
 use datafusion::datasource::TableType;
-use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
-use datafusion::prelude::SessionContext;
 use futures::future::BoxFuture;
 use kalamstore_storage::{KalamDataType, Store, TableDefinition};
 
 use crate::error::external;
+
+mod empty;
+mod functions;
+
+use empty::EMPTY;
+
+pub(crate) use functions::register_functions;
 use crate::leaf::{BatchSource, BatchTable, ProjectedSource};
 
 /// The schema name.
@@ -41,111 +46,6 @@ enum Table {
     /// empty, with the columns those queries read.
     Empty(&'static str),
 }
-
-/// Empty tables and the columns their queries use.
-const EMPTY: &[(&str, &[(&str, DataType)])] = &[
-    (
-        "pg_collation",
-        &[("oid", DataType::Int64), ("collname", DataType::Utf8)],
-    ),
-    (
-        "pg_constraint",
-        &[
-            ("oid", DataType::Int64),
-            ("conname", DataType::Utf8),
-            ("conrelid", DataType::Int64),
-            ("contype", DataType::Utf8),
-            ("conindid", DataType::Int64),
-            ("confrelid", DataType::Int64),
-            ("conparentid", DataType::Int64),
-            ("condeferrable", DataType::Boolean),
-            ("condeferred", DataType::Boolean),
-            ("convalidated", DataType::Boolean),
-            ("conislocal", DataType::Boolean),
-            ("connamespace", DataType::Int64),
-        ],
-    ),
-    (
-        "pg_policy",
-        &[
-            ("polname", DataType::Utf8),
-            ("polrelid", DataType::Int64),
-            ("polpermissive", DataType::Boolean),
-            ("polroles", DataType::Utf8),
-            ("polqual", DataType::Utf8),
-            ("polwithcheck", DataType::Utf8),
-            ("polcmd", DataType::Utf8),
-        ],
-    ),
-    (
-        "pg_statistic_ext",
-        &[
-            ("oid", DataType::Int64),
-            ("stxrelid", DataType::Int64),
-            ("stxname", DataType::Utf8),
-            ("stxnamespace", DataType::Int64),
-            ("stxkind", DataType::Utf8),
-            ("stxstattarget", DataType::Int32),
-        ],
-    ),
-    (
-        "pg_publication",
-        &[
-            ("oid", DataType::Int64),
-            ("pubname", DataType::Utf8),
-            ("puballtables", DataType::Boolean),
-        ],
-    ),
-    (
-        "pg_publication_rel",
-        &[("prpubid", DataType::Int64), ("prrelid", DataType::Int64)],
-    ),
-    (
-        "pg_publication_namespace",
-        &[("pnpubid", DataType::Int64), ("pnnspid", DataType::Int64)],
-    ),
-    (
-        "pg_inherits",
-        &[
-            ("inhrelid", DataType::Int64),
-            ("inhparent", DataType::Int64),
-            ("inhseqno", DataType::Int32),
-        ],
-    ),
-    (
-        "pg_trigger",
-        &[
-            ("oid", DataType::Int64),
-            ("tgrelid", DataType::Int64),
-            ("tgname", DataType::Utf8),
-            ("tgisinternal", DataType::Boolean),
-            ("tgenabled", DataType::Utf8),
-            ("tgparentid", DataType::Int64),
-        ],
-    ),
-    (
-        "pg_rewrite",
-        &[
-            ("oid", DataType::Int64),
-            ("ev_class", DataType::Int64),
-            ("rulename", DataType::Utf8),
-        ],
-    ),
-    (
-        "pg_foreign_table",
-        &[("ftrelid", DataType::Int64), ("ftserver", DataType::Int64)],
-    ),
-    ("pg_partitioned_table", &[("partrelid", DataType::Int64)]),
-    (
-        "pg_description",
-        &[
-            ("objoid", DataType::Int64),
-            ("classoid", DataType::Int64),
-            ("objsubid", DataType::Int32),
-            ("description", DataType::Utf8),
-        ],
-    ),
-];
 
 const TABLES: &[&str] = &[
     "pg_namespace",
@@ -606,118 +506,4 @@ async fn build(table: Table, store: &Store) -> DfResult<RecordBatch> {
             .collect(),
     };
     Ok(RecordBatch::try_new(schema, columns)?)
-}
-
-/// A function of the catalog queries: `name(args) -> ret`, each row mapped by `f`.
-fn udf(
-    name: &str,
-    args: Vec<DataType>,
-    ret: DataType,
-    f: impl Fn(&[ScalarValue]) -> ScalarValue + Send + Sync + 'static,
-) -> ScalarUDF {
-    let f = Arc::new(f);
-    create_udf(
-        name,
-        args,
-        ret,
-        Volatility::Stable,
-        Arc::new(move |args: &[ColumnarValue]| {
-            let rows = args.iter().find_map(|a| match a {
-                ColumnarValue::Array(a) => Some(a.len()),
-                ColumnarValue::Scalar(_) => None,
-            });
-            let Some(rows) = rows else {
-                let values: Vec<ScalarValue> = args
-                    .iter()
-                    .map(|a| match a {
-                        ColumnarValue::Scalar(s) => s.clone(),
-                        ColumnarValue::Array(_) => ScalarValue::Null,
-                    })
-                    .collect();
-                return Ok(ColumnarValue::Scalar(f(&values)));
-            };
-            let arrays = args
-                .iter()
-                .map(|a| a.clone().into_array(rows))
-                .collect::<DfResult<Vec<_>>>()?;
-            let mut out = Vec::with_capacity(rows);
-            for i in 0..rows {
-                let values = arrays
-                    .iter()
-                    .map(|a| ScalarValue::try_from_array(a, i))
-                    .collect::<DfResult<Vec<_>>>()?;
-                out.push(f(&values));
-            }
-            Ok(ColumnarValue::Array(ScalarValue::iter_to_array(out)?))
-        }),
-    )
-}
-
-fn int(v: &ScalarValue) -> Option<i64> {
-    match v.cast_to(&DataType::Int64).ok()? {
-        ScalarValue::Int64(v) => v,
-        _ => None,
-    }
-}
-
-/// Registers the catalog functions psql and drivers call.
-pub(crate) fn register_functions(ctx: &SessionContext) {
-    ctx.register_udf(udf(
-        "pg_get_userbyid",
-        vec![DataType::Int64],
-        DataType::Utf8,
-        |_| ScalarValue::Utf8(Some("kalamstore".into())),
-    ));
-    ctx.register_udf(udf(
-        "pg_table_is_visible",
-        vec![DataType::Int64],
-        DataType::Boolean,
-        |_| ScalarValue::Boolean(Some(true)),
-    ));
-    ctx.register_udf(udf(
-        "format_type",
-        vec![DataType::Int64, DataType::Int64],
-        DataType::Utf8,
-        |args| {
-            let oid = args.first().and_then(int);
-            let typmod = args.get(1).and_then(int).unwrap_or(-1);
-            let name = TYPES.iter().find(|t| Some(t.0) == oid).map(|t| t.2);
-            ScalarValue::Utf8(name.map(|n| match (n, typmod) {
-                ("numeric", m) if m >= 4 => {
-                    format!("numeric({},{})", (m - 4) >> 16, (m - 4) & 0xffff)
-                }
-                (n, _) => n.to_owned(),
-            }))
-        },
-    ));
-    ctx.register_udf(udf(
-        "pg_get_expr",
-        vec![DataType::Utf8, DataType::Int64, DataType::Boolean],
-        DataType::Utf8,
-        |args| args.first().cloned().unwrap_or(ScalarValue::Utf8(None)),
-    ));
-    ctx.register_udf(udf(
-        "pg_get_indexdef",
-        vec![DataType::Int64, DataType::Int64, DataType::Boolean],
-        DataType::Utf8,
-        |_| ScalarValue::Utf8(Some("PRIMARY KEY".into())),
-    ));
-    ctx.register_udf(udf(
-        "pg_get_constraintdef",
-        vec![DataType::Int64, DataType::Boolean],
-        DataType::Utf8,
-        |_| ScalarValue::Utf8(None),
-    ));
-    ctx.register_udf(udf(
-        "obj_description",
-        vec![DataType::Int64, DataType::Utf8],
-        DataType::Utf8,
-        |_| ScalarValue::Utf8(None),
-    ));
-    ctx.register_udf(udf(
-        "col_description",
-        vec![DataType::Int64, DataType::Int64],
-        DataType::Utf8,
-        |_| ScalarValue::Utf8(None),
-    ));
 }
