@@ -23,8 +23,8 @@ mod functions;
 
 use empty::EMPTY;
 
-pub(crate) use functions::register_functions;
 use crate::leaf::{BatchSource, BatchTable, ProjectedSource};
+pub(crate) use functions::register_functions;
 
 /// The schema name.
 pub(crate) const PG_CATALOG: &str = "pg_catalog";
