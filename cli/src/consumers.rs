@@ -7,7 +7,7 @@ use kalamstore_sql::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use kalamstore_sql::{Principal, SqlError, changes_batch};
 
 use crate::error::CliError;
-use crate::parse::{Command, table_id};
+use crate::parse::Command;
 use crate::session::{Outcome, Session};
 
 /// Rows `CONSUME FROM` returns unless given a limit.
@@ -42,7 +42,7 @@ impl Session {
                 all_users,
                 start,
             } => {
-                let id = table_id(&table)?;
+                let id = table;
                 let def = store.table(&id).await?;
                 let user = match (principal, all_users) {
                     (Principal::User(me), true) => {

@@ -9,7 +9,6 @@ use kalamstore::{
 
 use crate::error::{CliError, invalid};
 use crate::maintenance::job_line;
-use crate::parse::table_id;
 use crate::parse::{AlterAction, ColumnSpec, Command, Literal};
 use crate::session::{Outcome, Session};
 use crate::value::to_value;
@@ -73,14 +72,14 @@ impl Session {
                 columns,
                 options,
             } => {
-                let def = self.table_definition(&kind, &table, &columns, &options)?;
+                let def = self.table_definition(kind, &table, &columns, &options)?;
                 match store.create_table(def, if_not_exists).await? {
                     true => format!("CREATE {kind} TABLE {table}"),
                     false => format!("CREATE TABLE {table}: exists"),
                 }
             }
             Command::DropTable { table, if_exists } => {
-                match store.drop_table(&table_id(&table)?, if_exists).await? {
+                match store.drop_table(&table, if_exists).await? {
                     true => format!("DROP TABLE {table}"),
                     false => format!("DROP TABLE {table}: did not exist"),
                 }
@@ -193,17 +192,12 @@ impl Session {
 
     fn table_definition(
         &self,
-        kind: &str,
-        table: &str,
+        table_type: TableType,
+        id: &TableId,
         columns: &[ColumnSpec],
         options: &[(String, Literal)],
     ) -> Result<TableDefinition, CliError> {
-        let id = table_id(table)?;
-        let table_type = match kind {
-            "USER" => TableType::User,
-            "STREAM" => TableType::Stream,
-            _ => TableType::Shared,
-        };
+        let id = id.clone();
         let defs = columns
             .iter()
             .map(|c| self.column_definition(c))
@@ -241,8 +235,8 @@ impl Session {
         Ok(def)
     }
 
-    async fn alter(&self, table: &str, action: AlterAction) -> Result<String, CliError> {
-        let id = table_id(table)?;
+    async fn alter(&self, id: &TableId, action: AlterAction) -> Result<String, CliError> {
+        let id = id.clone();
         let store = &self.store;
         let change = match action {
             AlterAction::AddColumn(c) => SchemaChange::AddColumn(self.column_definition(&c)?),

@@ -6,7 +6,6 @@ use kalamstore::{
 
 use crate::error::{CliError, invalid};
 use crate::parse::Command;
-use crate::parse::table_id;
 use crate::session::{Outcome, Session};
 
 /// One line about a finished job.
@@ -28,7 +27,7 @@ impl Session {
                 user,
             } => {
                 let targets: Vec<TableDefinition> = match &table {
-                    Some(t) => vec![store.table(&table_id(t)?).await?.as_ref().clone()],
+                    Some(t) => vec![store.table(t).await?.as_ref().clone()],
                     None => {
                         let ns = namespace.map(NamespaceId::new).transpose()?;
                         store
@@ -57,8 +56,7 @@ impl Session {
                 }
                 lines.join("\n")
             }
-            Command::Compact(table) => {
-                let id = table_id(&table)?;
+            Command::Compact(id) => {
                 let bar = self.spinner(&format!("compacting {id}"));
                 let job = store
                     .compact_table(&id, Scope::All, CompactionPolicy::all())

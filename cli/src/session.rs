@@ -12,7 +12,7 @@ use kalamstore_sql::{Principal, SqlDescription, SqlOutput, SqlSession, SqlStatem
 use crate::access::Access;
 use crate::error::{CliError, invalid};
 use crate::output::LiveLimits;
-use crate::parse::{Command, table_id};
+use crate::parse::Command;
 use crate::views::view_query;
 
 /// What a statement produced.
@@ -252,7 +252,7 @@ impl Session {
                 if let Command::Describe(t) | Command::ShowManifest(t) | Command::ShowStats(t) =
                     &view
                 {
-                    self.store.table(&table_id(t)?).await?;
+                    self.store.table(t).await?;
                 }
                 let query = view_query(&view)?;
                 self.sql(&query, principal, None).await
@@ -264,7 +264,7 @@ impl Session {
                 format,
             } => {
                 let session = self.sql_session(principal).await?;
-                let def = self.store.table(&table_id(&table)?).await?;
+                let def = self.store.table(&table).await?;
                 let rows =
                     crate::copy_file::copy_from(&session, &def, &columns, &path, format).await?;
                 Ok(Outcome::Done(format!("COPY {rows}")))

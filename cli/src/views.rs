@@ -1,7 +1,9 @@
 //! `SHOW` and `DESCRIBE`: queries of the `system` tables, run through SQL like any query.
 
 use crate::error::{CliError, invalid};
-use crate::parse::{Command, table_id};
+use kalamstore::TableId;
+
+use crate::parse::Command;
 
 /// Quotes a string as a SQL literal.
 fn literal(s: &str) -> String {
@@ -10,8 +12,7 @@ fn literal(s: &str) -> String {
 
 /// The query a `SHOW` or `DESCRIBE` statement stands for.
 pub(crate) fn view_query(command: &Command) -> Result<String, CliError> {
-    let of_table = |table: &str| -> Result<String, CliError> {
-        let id = table_id(table)?;
+    let of_table = |id: &TableId| -> Result<String, CliError> {
         Ok(format!(
             "namespace = {} AND table_name = {}",
             literal(id.namespace.as_str()),

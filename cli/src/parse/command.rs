@@ -1,7 +1,7 @@
 //! [`Command`]: one statement of kalamstore's dialect as parsed, and [`Literal`], a literal as
 //! written (typed later against its column, so a prepared statement binds `$n` each time).
 
-use kalamstore::ConsumerStart;
+use kalamstore::{ConsumerStart, TableId, TableType};
 use kalamstore_sql::SubscribeRequest;
 
 use super::copy::FileFormat;
@@ -74,11 +74,11 @@ pub enum Command {
     /// `CREATE [USER|SHARED|STREAM] TABLE`.
     CreateTable {
         /// `USER`, `SHARED` (default) or `STREAM`.
-        kind: String,
+        kind: TableType,
         /// `IF NOT EXISTS`.
         if_not_exists: bool,
         /// `ns.t`.
-        table: String,
+        table: TableId,
         /// Columns.
         columns: Vec<ColumnSpec>,
         /// `WITH (K = v, ...)`, keys upper-cased.
@@ -87,36 +87,36 @@ pub enum Command {
     /// `ALTER TABLE ns.t <action>`.
     AlterTable {
         /// `ns.t`.
-        table: String,
+        table: TableId,
         /// What changes.
         action: AlterAction,
     },
     /// `DROP TABLE`.
     DropTable {
         /// `ns.t`.
-        table: String,
+        table: TableId,
         /// `IF EXISTS`.
         if_exists: bool,
     },
     /// `SHOW TABLES [IN ns]`.
     ShowTables(Option<String>),
     /// `DESCRIBE TABLE ns.t`.
-    Describe(String),
+    Describe(TableId),
     /// `STORAGE FLUSH TABLE ns.t [FOR USER 'u']` / `STORAGE FLUSH ALL [IN ns]`.
     Flush {
         /// One table, or all.
-        table: Option<String>,
+        table: Option<TableId>,
         /// Namespace of `ALL IN ns`.
         namespace: Option<String>,
         /// One user.
         user: Option<String>,
     },
     /// `STORAGE COMPACT TABLE ns.t`.
-    Compact(String),
+    Compact(TableId),
     /// `SHOW MANIFEST FOR ns.t`.
-    ShowManifest(String),
+    ShowManifest(TableId),
     /// `SHOW STATS FOR TABLE ns.t`.
-    ShowStats(String),
+    ShowStats(TableId),
     /// `SHOW STATS`: the cache counters of every opened storage.
     ShowCacheStats,
     /// `KILL JOB 'id'`.
@@ -131,7 +131,7 @@ pub enum Command {
         /// Its name.
         name: String,
         /// `ns.t`.
-        table: String,
+        table: TableId,
         /// `FOR ALL USERS`.
         all_users: bool,
         /// Where it starts (default: after what committed so far).
@@ -218,7 +218,7 @@ pub enum Command {
     /// of 10,000.
     CopyFrom {
         /// `ns.t`.
-        table: String,
+        table: TableId,
         /// The columns given (empty: all, or for Parquet and JSON the file's).
         columns: Vec<String>,
         /// The file.

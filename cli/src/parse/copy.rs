@@ -1,7 +1,7 @@
 //! `COPY ns.t FROM '<file>'` and `COPY ns.t | (query) TO '<file>'`: the file's format by its
 //! extension (Parquet, JSON lines) or the COPY options (text, CSV).
 
-use super::{Command, bad};
+use super::{Command, bad, table_id};
 use crate::error::CliError;
 
 /// How a COPY file is read or written.
@@ -42,7 +42,7 @@ pub(super) fn copy(sql: &str) -> Result<Command, CliError> {
             },
             path,
         )) => Ok(Command::CopyFrom {
-            table,
+            table: table_id(&table)?,
             columns,
             format: FileFormat::of(&path, format),
             path,

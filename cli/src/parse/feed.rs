@@ -7,7 +7,7 @@ use sqlparser::keywords::Keyword;
 use sqlparser::parser::Parser;
 
 use super::{
-    Command, Literal, err, expect_word, ident_word, name, next_word, object, properties,
+    Command, Literal, err, expect_word, ident_word, name, next_word, object, properties, table,
     whole_number,
 };
 use crate::error::{CliError, invalid};
@@ -70,7 +70,7 @@ pub(super) fn subscribe(p: &mut Parser<'_>) -> Result<Command, CliError> {
 pub(super) fn create_consumer(p: &mut Parser<'_>) -> Result<Command, CliError> {
     let consumer = name(p)?;
     p.expect_keyword(Keyword::ON).map_err(err)?;
-    let table = object(p)?;
+    let table = table(p)?;
     let all_users = p.parse_keywords(&[Keyword::FOR, Keyword::ALL]);
     if all_users {
         expect_word(p, "USERS")?;
@@ -120,8 +120,12 @@ pub(super) fn ack(p: &mut Parser<'_>) -> Result<Command, CliError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::parse;
+    use super::super::{parse, table_id};
     use super::*;
+
+    fn t(name: &str) -> kalamstore::TableId {
+        table_id(name).unwrap()
+    }
 
     #[test]
     fn subscriptions_parse() {
@@ -166,7 +170,7 @@ mod tests {
             parse("CREATE CONSUMER agent ON app.m FOR ALL USERS FROM EARLIEST").unwrap(),
             Command::CreateConsumer {
                 name: "agent".into(),
-                table: "app.m".into(),
+                table: t("app.m"),
                 all_users: true,
                 start: ConsumerStart::Earliest,
             }
@@ -175,7 +179,7 @@ mod tests {
             parse("CREATE CONSUMER agent ON app.m FROM 7").unwrap(),
             Command::CreateConsumer {
                 name: "agent".into(),
-                table: "app.m".into(),
+                table: t("app.m"),
                 all_users: false,
                 start: ConsumerStart::After(7),
             }

@@ -247,7 +247,7 @@ fn drop(p: &mut Parser<'_>) -> Result<Command, CliError> {
     }
     let if_exists = if_exists(p);
     Ok(Command::DropTable {
-        table: object(p)?,
+        table: table(p)?,
         if_exists,
     })
 }
@@ -277,7 +277,7 @@ fn show(p: &mut Parser<'_>) -> Result<Command, CliError> {
     if next_word(p, "MANIFEST") {
         p.expect_keyword(Keyword::FOR).map_err(err)?;
         let _ = p.parse_keyword(Keyword::TABLE);
-        return Ok(Command::ShowManifest(object(p)?));
+        return Ok(Command::ShowManifest(table(p)?));
     }
     if next_word(p, "LIVE") {
         expect_word(p, "QUERIES")?;
@@ -288,7 +288,7 @@ fn show(p: &mut Parser<'_>) -> Result<Command, CliError> {
             return Ok(Command::ShowCacheStats);
         }
         let _ = p.parse_keyword(Keyword::TABLE);
-        return Ok(Command::ShowStats(object(p)?));
+        return Ok(Command::ShowStats(table(p)?));
     }
     Err(bad(format!(
         "unknown SHOW `{}` (STORAGES, NAMESPACES, TABLES, MANIFEST FOR, STATS [FOR TABLE], \
@@ -351,6 +351,11 @@ fn expect_word(p: &mut Parser<'_>, word: &str) -> Result<(), CliError> {
 
 fn name(p: &mut Parser<'_>) -> Result<String, CliError> {
     Ok(p.parse_identifier().map_err(err)?.value)
+}
+
+/// A `namespace.table` name.
+fn table(p: &mut Parser<'_>) -> Result<TableId, CliError> {
+    table_id(&object(p)?)
 }
 
 fn object(p: &mut Parser<'_>) -> Result<String, CliError> {
@@ -446,6 +451,16 @@ mod tests {
     }
 
     #[test]
+    fn a_table_name_needs_its_namespace() {
+        let e = parse("SHOW STATS FOR TABLE nonamespace").unwrap_err();
+        assert!(e.to_string().contains("nonamespace"), "{e:?}");
+    }
+
+    fn t(name: &str) -> TableId {
+        table_id(name).unwrap()
+    }
+
+    #[test]
     fn show_and_kill_statements_parse() {
         for (sql, command) in [
             ("SHOW STORAGES", Command::ShowStorages),
@@ -454,15 +469,9 @@ mod tests {
                 "SHOW TABLES IN app",
                 Command::ShowTables(Some("app".into())),
             ),
-            (
-                "SHOW MANIFEST FOR app.t",
-                Command::ShowManifest("app.t".into()),
-            ),
+            ("SHOW MANIFEST FOR app.t", Command::ShowManifest(t("app.t"))),
             ("SHOW STATS", Command::ShowCacheStats),
-            (
-                "SHOW STATS FOR TABLE app.t",
-                Command::ShowStats("app.t".into()),
-            ),
+            ("SHOW STATS FOR TABLE app.t", Command::ShowStats(t("App.T"))),
             ("SHOW LIVE QUERIES", Command::ShowLiveQueries),
             ("SHOW CONSUMERS", Command::ShowConsumers),
             ("SHOW USERS", Command::ShowUsers),
@@ -474,7 +483,11 @@ mod tests {
         ] {
             assert_eq!(parse(sql).unwrap(), command, "{sql}");
         }
-        for wrong in ["SHOW NOTHING", "KILL LIVE 'x'", "SHOW STORAGES now"] {
+        for wrong in [
+            "SHOW NOTHING",
+            "KILL LIVE 'x'",
+            "SHOW STORAGES now",
+        ] {
             assert!(matches!(parse(wrong), Err(CliError::Parse(_))), "{wrong}");
         }
     }

@@ -5,7 +5,7 @@ use sqlparser::keywords::Keyword;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::Token;
 
-use super::{Command, bad, err, ident_word, name, next_word, object, string};
+use super::{Command, bad, err, ident_word, name, next_word, string, table};
 use crate::error::CliError;
 
 /// The rest of `CREATE STORAGE id TYPE ... [PATH ...] [ENGINE ...] [CACHE (...)]
@@ -95,7 +95,7 @@ pub(super) fn storage(p: &mut Parser<'_>) -> Result<Command, CliError> {
             });
         }
         p.expect_keyword(Keyword::TABLE).map_err(err)?;
-        let table = object(p)?;
+        let table = table(p)?;
         let user = if p.parse_keywords(&[Keyword::FOR, Keyword::USER]) {
             Some(string(p)?)
         } else {
@@ -109,7 +109,7 @@ pub(super) fn storage(p: &mut Parser<'_>) -> Result<Command, CliError> {
     }
     if next_word(p, "COMPACT") {
         p.expect_keyword(Keyword::TABLE).map_err(err)?;
-        return Ok(Command::Compact(object(p)?));
+        return Ok(Command::Compact(table(p)?));
     }
     Err(bad(
         "expected STORAGE CHECK, STORAGE FLUSH or STORAGE COMPACT",
@@ -118,15 +118,19 @@ pub(super) fn storage(p: &mut Parser<'_>) -> Result<Command, CliError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::parse;
+    use super::super::{parse, table_id};
     use super::*;
+
+    fn t(name: &str) -> kalamstore::TableId {
+        table_id(name).unwrap()
+    }
 
     #[test]
     fn storage_statements_parse() {
         assert_eq!(
             parse("STORAGE FLUSH TABLE app.t FOR USER 'alice'").unwrap(),
             Command::Flush {
-                table: Some("app.t".into()),
+                table: Some(t("app.t")),
                 namespace: None,
                 user: Some("alice".into())
             }
@@ -141,7 +145,7 @@ mod tests {
         );
         assert_eq!(
             parse("STORAGE COMPACT TABLE app.t").unwrap(),
-            Command::Compact("app.t".into())
+            Command::Compact(t("app.t"))
         );
         assert_eq!(
             parse("STORAGE CHECK s3").unwrap(),

@@ -6,7 +6,9 @@ use sqlparser::ast;
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::Parser;
 
-use super::{Command, Literal, bad, err, ident_word, literal, name, next_word, object, properties};
+use kalamstore::TableType;
+
+use super::{Command, Literal, bad, err, ident_word, literal, name, next_word, properties, table};
 use crate::error::CliError;
 
 /// A column of `CREATE TABLE`.
@@ -74,15 +76,19 @@ pub(super) fn create_table(p: &mut Parser<'_>) -> Result<Command, CliError> {
             p.peek_token().token
         )));
     }
-    let mut kind = "SHARED".to_owned();
-    for k in ["USER", "SHARED", "STREAM"] {
-        if next_word(p, k) {
-            kind = k.to_owned();
+    let mut kind = TableType::Shared;
+    for (word, k) in [
+        ("USER", TableType::User),
+        ("SHARED", TableType::Shared),
+        ("STREAM", TableType::Stream),
+    ] {
+        if next_word(p, word) {
+            kind = k;
         }
     }
     p.expect_keyword(Keyword::TABLE).map_err(err)?;
     let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
-    let table = object(p)?;
+    let table = table(p)?;
     let (defs, constraints) = p.parse_columns().map_err(err)?;
     let columns = defs
         .into_iter()
@@ -124,7 +130,7 @@ pub(super) fn create_table(p: &mut Parser<'_>) -> Result<Command, CliError> {
 /// The rest of `ALTER TABLE ns.t <action>`.
 pub(super) fn alter_table(p: &mut Parser<'_>) -> Result<Command, CliError> {
     p.expect_keyword(Keyword::TABLE).map_err(err)?;
-    let table = object(p)?;
+    let table = table(p)?;
     Ok(Command::AlterTable {
         table,
         action: alter_action(p)?,
@@ -134,7 +140,7 @@ pub(super) fn alter_table(p: &mut Parser<'_>) -> Result<Command, CliError> {
 /// The rest of `DESCRIBE [TABLE] ns.t`.
 pub(super) fn describe(p: &mut Parser<'_>) -> Result<Command, CliError> {
     let _ = p.parse_keyword(Keyword::TABLE);
-    Ok(Command::Describe(object(p)?))
+    Ok(Command::Describe(table(p)?))
 }
 
 fn column_spec(c: ast::ColumnDef) -> Result<ColumnSpec, CliError> {
@@ -219,8 +225,12 @@ fn alter_action(p: &mut Parser<'_>) -> Result<AlterAction, CliError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::parse;
+    use super::super::{parse, table_id};
     use super::*;
+
+    fn t(name: &str) -> kalamstore::TableId {
+        table_id(name).unwrap()
+    }
 
     #[test]
     fn namespaces_and_tables_parse() {
@@ -242,20 +252,20 @@ mod tests {
         assert_eq!(
             parse("DROP TABLE IF EXISTS app.m").unwrap(),
             Command::DropTable {
-                table: "app.m".into(),
+                table: t("app.m"),
                 if_exists: true
             }
         );
         assert_eq!(
             parse("DESCRIBE TABLE app.m").unwrap(),
-            Command::Describe("app.m".into())
+            Command::Describe(t("app.m"))
         );
         assert_eq!(
             parse("CREATE TABLE app.s (k TEXT, PRIMARY KEY (k)) STORAGE s3").unwrap(),
             Command::CreateTable {
-                kind: "SHARED".into(),
+                kind: TableType::Shared,
                 if_not_exists: false,
-                table: "app.s".into(),
+                table: t("app.s"),
                 columns: vec![ColumnSpec {
                     name: "k".into(),
                     data_type: "TEXT".into(),
@@ -268,10 +278,10 @@ mod tests {
         );
         assert!(matches!(
             parse("CREATE USER TABLE IF NOT EXISTS app.m (id BIGINT PRIMARY KEY, body TEXT NOT NULL DEFAULT 'x') WITH (FLUSH_POLICY = 'rows:10')").unwrap(),
-            Command::CreateTable { ref kind, if_not_exists: true, ref columns, .. } if kind == "USER" && columns.len() == 2
+            Command::CreateTable { ref kind, if_not_exists: true, ref columns, .. } if *kind == TableType::User && columns.len() == 2
         ));
         let alter = |sql: &str| match parse(sql).unwrap() {
-            Command::AlterTable { table, action } if table == "app.m" => action,
+            Command::AlterTable { table, action } if table == t("app.m") => action,
             other => panic!("{sql}: {other:?}"),
         };
         assert!(matches!(

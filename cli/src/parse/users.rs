@@ -120,7 +120,10 @@ mod tests {
     fn logins_parse_beside_create_user_table() {
         assert!(matches!(
             parse("CREATE USER TABLE app.t (id BIGINT PRIMARY KEY)").unwrap(),
-            Command::CreateTable { kind, .. } if kind == "USER"
+            Command::CreateTable {
+                kind: kalamstore::TableType::User,
+                ..
+            }
         ));
         assert_eq!(
             parse("CREATE USER IF NOT EXISTS alice WITH PASSWORD 'p''w' ROLE Operator").unwrap(),
