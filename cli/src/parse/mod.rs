@@ -483,11 +483,7 @@ mod tests {
         ] {
             assert_eq!(parse(sql).unwrap(), command, "{sql}");
         }
-        for wrong in [
-            "SHOW NOTHING",
-            "KILL LIVE 'x'",
-            "SHOW STORAGES now",
-        ] {
+        for wrong in ["SHOW NOTHING", "KILL LIVE 'x'", "SHOW STORAGES now"] {
             assert!(matches!(parse(wrong), Err(CliError::Parse(_))), "{wrong}");
         }
     }

@@ -252,7 +252,7 @@ impl Store {
 
     /// Asks a running job to stop before it commits.
     pub async fn cancel_job(&self, id: &str) -> Result<()> {
-        match self.inner.cancels.lock().get(id) {
+        match self.inner.jobs.cancels.lock().get(id) {
             Some(control) => {
                 control.killed.store(true, Ordering::Relaxed);
                 control.cancel.store(true, Ordering::Relaxed);
@@ -290,7 +290,7 @@ impl Store {
         // A job of this kind on this table and scope that a restart interrupted is the one
         // that runs now, under its own record.
         let resumed = {
-            let mut requeued = self.inner.requeued.lock();
+            let mut requeued = self.inner.jobs.requeued.lock();
             let same = |j: &JobRecord| j.kind == kind && j.table == table && j.user == user;
             requeued
                 .iter()
@@ -316,6 +316,7 @@ impl Store {
         self.put_job(&job).await?;
         let control = Arc::new(JobControl::default());
         self.inner
+            .jobs
             .cancels
             .lock()
             .insert(job.id.clone(), control.clone());
@@ -324,7 +325,7 @@ impl Store {
         let result = self
             .attempts(&mut job, lock, &control, &mut worker, &mut work)
             .await;
-        self.inner.cancels.lock().remove(&job.id);
+        self.inner.jobs.cancels.lock().remove(&job.id);
         job.ended_at_ms = Some(self.now_ms());
         let outcome = match result {
             Ok(done) => {
@@ -377,6 +378,7 @@ impl Store {
         if IN_JOB.try_with(|()| ()).is_err() {
             let permit = self
                 .inner
+                .jobs
                 .workers
                 .acquire()
                 .await
@@ -442,7 +444,7 @@ impl Store {
                 job.status = JobStatus::Queued;
                 job.error = Some("interrupted by a restart; queued to run again".into());
                 self.put_job(&job).await?;
-                self.inner.requeued.lock().push(job);
+                self.inner.jobs.requeued.lock().push(job);
             } else {
                 job.status = JobStatus::Failed;
                 job.ended_at_ms = Some(self.now_ms());
@@ -456,7 +458,7 @@ impl Store {
     /// Runs the jobs a restart interrupted (see `requeue_interrupted_jobs`); returns how many
     /// completed. One that cannot start (its table is gone) is marked failed.
     pub(super) async fn resume_requeued(&self) -> Result<u64> {
-        let waiting: Vec<JobRecord> = self.inner.requeued.lock().clone();
+        let waiting: Vec<JobRecord> = self.inner.jobs.requeued.lock().clone();
         let mut completed = 0;
         for job in waiting {
             let Some(table) = job.table.clone() else {
@@ -471,7 +473,7 @@ impl Store {
                 _ => self.flush_table(&table, scope).await,
             };
             let unstarted = {
-                let mut requeued = self.inner.requeued.lock();
+                let mut requeued = self.inner.jobs.requeued.lock();
                 let at = requeued.iter().position(|j| j.id == job.id);
                 at.map(|i| requeued.swap_remove(i))
             };
@@ -545,7 +547,28 @@ impl Store {
 
     /// Whether a job is running in this process.
     pub(super) fn job_is_running(&self, job: &str) -> bool {
-        self.inner.cancels.lock().contains_key(job)
+        self.inner.jobs.cancels.lock().contains_key(job)
+    }
+}
+
+/// The store's part that runs jobs: the workers a job holds a permit of while it runs, the
+/// stop controls of the jobs running in this process (a leaf lock), and the jobs a restart
+/// interrupted, queued to run again under their own records (a leaf lock).
+#[derive(Debug)]
+pub(super) struct JobRunner {
+    workers: tokio::sync::Semaphore,
+    cancels: parking_lot::Mutex<std::collections::HashMap<String, Arc<JobControl>>>,
+    requeued: parking_lot::Mutex<Vec<JobRecord>>,
+}
+
+impl JobRunner {
+    /// A runner with `workers` job workers.
+    pub(super) fn new(workers: usize) -> Self {
+        Self {
+            workers: tokio::sync::Semaphore::new(workers),
+            cancels: parking_lot::Mutex::default(),
+            requeued: parking_lot::Mutex::default(),
+        }
     }
 }
 

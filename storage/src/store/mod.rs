@@ -5,8 +5,9 @@
 //! `consumers` (the change feed: pulls, subscriptions and their streams, durable consumers),
 //! `users` (the server's logins), `sessions` (its connections), `statements` (UPDATE and
 //! DELETE of one scope one at a time), `dirlock` (one process per data directory),
-//! `jobs` (job records,
-//! flush and compaction), `scheduler` (background work, STREAM expiry, cleanup), `probe` (the
+//! `jobs` (job records, flush and compaction, and the `JobRunner` part: workers, stop
+//! controls, jobs a restart interrupted, queued again), `scheduler` (the `Scheduler` part: the
+//! background task, its failure log, STREAM expiry, cleanup), `probe` (the
 //! storage check), `alter`, `moves` and `tasks` (crash-safe multi-step operations), `publish` (each
 //! table's Delta log).
 
@@ -31,7 +32,7 @@ mod users;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::backend::{Partition, ScanRequest, StorageBackend, scan_all};
 use crate::catalog::StorageDefinition;
@@ -84,19 +85,13 @@ struct Inner {
     tables: tokio::sync::Mutex<HashMap<TableId, Arc<TableHandle>>>,
     /// Lock 1.
     ddl: tokio::sync::Mutex<()>,
-    /// Cancel flags of the jobs running in this process (a leaf lock).
-    cancels: parking_lot::Mutex<HashMap<String, Arc<jobs::JobControl>>>,
-    /// The job workers: a job holds a permit while it runs.
-    workers: tokio::sync::Semaphore,
-    scheduler: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// Failures of background work nobody waits for (a leaf lock).
-    background: scheduler::BackgroundLog,
-    /// When the last cleanup job ended (ms); `i64::MIN` until read from the job records.
-    last_cleanup_ms: AtomicI64,
+    /// The jobs running in this process: their workers, cancel flags and the interrupted
+    /// ones queued again.
+    jobs: jobs::JobRunner,
+    /// The background task and what it keeps: failures nobody waits for, the last cleanup.
+    scheduler: scheduler::Scheduler,
     /// Live subscriptions (a leaf lock).
     live: follow::LiveRegistry,
-    /// Jobs a restart interrupted, queued to run again (a leaf lock).
-    requeued: parking_lot::Mutex<Vec<crate::catalog::JobRecord>>,
     closed: AtomicBool,
     /// Lock 0: one read-modify-write statement per table scope.
     statement_locks: statements::StatementLocks,
@@ -160,12 +155,8 @@ impl Store {
                 storages: tokio::sync::Mutex::new(HashMap::new()),
                 tables: tokio::sync::Mutex::new(HashMap::new()),
                 ddl: tokio::sync::Mutex::new(()),
-                cancels: parking_lot::Mutex::new(HashMap::new()),
-                workers: tokio::sync::Semaphore::new(workers),
-                scheduler: parking_lot::Mutex::new(None),
-                background: scheduler::BackgroundLog::default(),
-                last_cleanup_ms: AtomicI64::new(i64::MIN),
-                requeued: parking_lot::Mutex::new(Vec::new()),
+                jobs: jobs::JobRunner::new(workers),
+                scheduler: scheduler::Scheduler::default(),
                 live: follow::LiveRegistry::default(),
                 closed: AtomicBool::new(false),
                 statement_locks: statements::StatementLocks::default(),
@@ -241,7 +232,7 @@ impl Store {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        if let Some(h) = self.inner.scheduler.lock().take() {
+        if let Some(h) = self.inner.scheduler.task.lock().take() {
             h.abort();
         }
         // Subscriptions wake up, find the store closed and end with `Error::Closed`.

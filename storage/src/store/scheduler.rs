@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -63,9 +63,25 @@ pub struct MaintenanceOutcome {
     pub log_trims: u64,
 }
 
-/// Background failures per kind.
-#[derive(Debug, Default)]
-pub(super) struct BackgroundLog(parking_lot::Mutex<BTreeMap<&'static str, BackgroundFailure>>);
+/// The store's part that runs background work: the task (one tick every
+/// `scheduler_interval`), the failures of work nobody waits for, per kind (a leaf lock), and
+/// when the last cleanup job ended (ms; `i64::MIN` until read from the job records).
+#[derive(Debug)]
+pub(super) struct Scheduler {
+    pub(super) task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    failures: parking_lot::Mutex<BTreeMap<&'static str, BackgroundFailure>>,
+    last_cleanup_ms: AtomicI64,
+}
+
+impl Default for Scheduler {
+    fn default() -> Self {
+        Self {
+            task: parking_lot::Mutex::default(),
+            failures: parking_lot::Mutex::default(),
+            last_cleanup_ms: AtomicI64::new(i64::MIN),
+        }
+    }
+}
 
 /// What a cleanup job did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -112,7 +128,7 @@ impl Store {
                 store.maintenance_pass(None).await;
             }
         });
-        *self.inner.scheduler.lock() = Some(handle);
+        *self.inner.scheduler.task.lock() = Some(handle);
     }
 
     /// Logs and counts a failure of background work.
@@ -127,7 +143,7 @@ impl Store {
             Some(t) => tracing::warn!(kind, table = %t, error = %report, "background work failed"),
             None => tracing::warn!(kind, error = %report, "background work failed"),
         }
-        let mut log = self.inner.background.0.lock();
+        let mut log = self.inner.scheduler.failures.lock();
         let entry = log.entry(kind).or_insert_with(|| BackgroundFailure {
             kind,
             count: 0,
@@ -144,7 +160,13 @@ impl Store {
     /// Failures of background work since the store opened, one entry per kind of work (a
     /// failed background flush also leaves a `failed` job record).
     pub fn background_failures(&self) -> Vec<BackgroundFailure> {
-        self.inner.background.0.lock().values().cloned().collect()
+        self.inner
+            .scheduler
+            .failures
+            .lock()
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Runs the maintenance that is due once, now: flushes the tables whose policy asks for
@@ -334,7 +356,7 @@ impl Store {
     /// Whether `cleanup_interval` has passed since the last cleanup job ended (in this
     /// process or, by its job record, an earlier one).
     async fn cleanup_due(&self) -> Result<bool> {
-        let mut last = self.inner.last_cleanup_ms.load(Ordering::Acquire);
+        let mut last = self.inner.scheduler.last_cleanup_ms.load(Ordering::Acquire);
         if last == i64::MIN {
             last = self
                 .jobs()
@@ -344,7 +366,10 @@ impl Store {
                 .filter_map(|j| j.ended_at_ms)
                 .max()
                 .unwrap_or(i64::MIN + 1);
-            self.inner.last_cleanup_ms.fetch_max(last, Ordering::AcqRel);
+            self.inner
+                .scheduler
+                .last_cleanup_ms
+                .fetch_max(last, Ordering::AcqRel);
         }
         let interval =
             i64::try_from(self.inner.config.cleanup_interval.as_millis()).unwrap_or(i64::MAX);
@@ -453,6 +478,7 @@ impl Store {
         .inspect(|job| {
             let ended = job.ended_at_ms.unwrap_or_else(|| self.now_ms());
             self.inner
+                .scheduler
                 .last_cleanup_ms
                 .fetch_max(ended, Ordering::AcqRel);
         })
