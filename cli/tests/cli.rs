@@ -752,19 +752,15 @@ fn catalog_statements_and_views_cover_every_kind_of_object() {
 }
 
 /// A storage on the local S3-compatible server that `make test` starts. Without the server
-/// the test fails, unless `KALAMSTORE_SKIP_S3=1` says to skip it.
+/// the test fails, unless `KALAMSTORE_SKIP_S3=1` says to skip it (`kalamstore_tests::s3_server`,
+/// the gate every S3 test shares).
 #[test]
 fn an_s3_storage_holds_a_table() {
-    let Ok(endpoint) = std::env::var("KALAMSTORE_S3_ENDPOINT") else {
-        assert_eq!(
-            std::env::var("KALAMSTORE_SKIP_S3").as_deref(),
-            Ok("1"),
-            "KALAMSTORE_S3_ENDPOINT is not set: run the tests through `make test` (it starts an \
-             S3-compatible server), or set KALAMSTORE_SKIP_S3=1 to skip the S3 tests"
-        );
+    let Some(server) = kalamstore_tests::s3_server() else {
         return;
     };
-    let bucket = std::env::var("KALAMSTORE_S3_BUCKET").unwrap_or_else(|_| "kalamstore-test".into());
+    let bucket = server.bucket;
+    let endpoint = server.options.endpoint.unwrap_or_default();
     let dir = tempfile::tempdir().unwrap();
     let prefix = format!("cli-{}", std::process::id());
     let config = format!(
