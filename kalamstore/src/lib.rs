@@ -26,9 +26,9 @@ pub use kalamstore_foyer::{FoyerBackend, FoyerConfig, RangeCachedStore};
 pub use kalamstore_object_store::{AckMode, ObjectStoreBackend, ObjectStoreConfig};
 pub use kalamstore_rocksdb::{RocksDbBackend, RocksDbConfig};
 pub use kalamstore_storage::{
-    AccessLevel, BackgroundFailure, CacheCounters, CacheRequest, CacheSpec, CacheStats, CacheTier,
-    Change, ChangeOp, ChangePage, ChangeRetention, CleanupOutcome, Clock, CmpOp, ColdTier,
-    ColumnDefinition, CompactionPolicy, ConsumerRecord, ConsumerStart, DeltaPublishing,
+    AccessLevel, BackgroundFailure, BatchMode, CacheCounters, CacheRequest, CacheSpec, CacheStats,
+    CacheTier, Change, ChangeOp, ChangePage, ChangeRetention, CleanupOutcome, Clock, CmpOp,
+    ColdTier, ColumnDefinition, CompactionPolicy, ConsumerRecord, ConsumerStart, DeltaPublishing,
     EngineProvider, Error, Failpoints, FileEntry, Filter, FlushOutcome, FlushPolicy, HotEngine,
     JobKind, JobOutcome, JobProgress, JobRecord, JobStatus, KalamDataType, KalamValue, KeyScope,
     LiveQuery, MaintenanceOutcome, ManualClock, MemoryBackend, Mutation, NamespaceId,

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::compute::concat_batches;
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue, not_impl_err};
@@ -19,10 +21,8 @@ use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, lit};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
 use futures::TryStreamExt;
-use kalamstore_storage::codec::{array_from_values, value_at};
-use kalamstore_storage::{
-    KalamValue, Mutation, ScanOptions, Store, TableDefinition, TableId, read_schema,
-};
+use kalamstore_storage::codec::array_from_values;
+use kalamstore_storage::{BatchMode, ScanOptions, Store, TableDefinition, TableId, read_schema};
 
 use crate::error::external;
 use crate::lookup::{lookup_exec, pinned_keys};
@@ -249,26 +249,32 @@ impl DataSink for InsertSink {
         _context: &Arc<TaskContext>,
     ) -> DfResult<u64> {
         let batches: Vec<_> = data.try_collect().await?;
-        let columns = self.def.columns();
-        let mut mutations = Vec::new();
-        for batch in &batches {
-            for row in 0..batch.num_rows() {
-                // DataFusion casts the input to the table's columns, in table order.
-                let named = columns
-                    .iter()
-                    .zip(batch.columns())
-                    .map(|(c, a)| Ok((c.name.clone(), value_at(a.as_ref(), c.data_type, row)?)))
-                    .collect::<kalamstore_storage::Result<Vec<(String, KalamValue)>>>()
-                    .map_err(external)?;
-                mutations.push(match self.upsert {
-                    true => Mutation::Upsert(named),
-                    false => Mutation::Insert(named),
-                });
-            }
-        }
-        if mutations.is_empty() {
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        if rows == 0 {
             return Ok(0);
         }
+        // DataFusion casts the input to the table's columns, in table order; the statement is
+        // one atomic write of all its rows.
+        let Some(first) = batches.first() else {
+            return Ok(0);
+        };
+        let fields: Vec<_> = first
+            .schema()
+            .fields()
+            .iter()
+            .zip(self.def.columns())
+            .map(|(f, c)| f.as_ref().clone().with_name(c.name.clone()))
+            .collect();
+        let schema = Arc::new(Schema::new(fields));
+        let columns = batches.iter().map(|b| b.columns().to_vec());
+        let parts = columns
+            .map(|c| RecordBatch::try_new(schema.clone(), c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let all = concat_batches(&schema, &parts)?;
+        let mode = match self.upsert {
+            true => BatchMode::Upsert,
+            false => BatchMode::Insert,
+        };
         let user = self.principal.user_for(&self.def);
         // A REPLACE overwrites rows an UPDATE may be reading: it waits for the scope's
         // read-modify-write statements, or the UPDATE would write back over it.
@@ -278,7 +284,7 @@ impl DataSink for InsertSink {
         };
         let summary = self
             .store
-            .write(&self.def.id, user, mutations)
+            .write_batch(&self.def.id, user, &all, mode)
             .await
             .map_err(external)?;
         Ok(summary.inserted + summary.updated)

@@ -86,4 +86,4 @@ pub use store::{
     Subscription, SubscriptionEvent, TablesChangePage,
 };
 pub use table::FileEntry;
-pub use write::{Mutation, WriteSummary};
+pub use write::{BatchMode, Mutation, WriteSummary};

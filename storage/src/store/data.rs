@@ -11,7 +11,7 @@ use futures::TryStreamExt;
 
 use crate::merge::{ScanOptions, TableScan};
 use crate::table::FileEntry;
-use crate::write::{Mutation, WriteSummary};
+use crate::write::{BatchMode, Mutation, Rows, WriteSummary};
 
 /// Rows and files of one scope.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -51,6 +51,29 @@ impl Store {
         user: Option<&UserId>,
         mutations: Vec<Mutation>,
     ) -> Result<WriteSummary> {
+        self.write_rows(table, user, Rows::Mutations(mutations))
+            .await
+    }
+
+    /// Writes the rows of `batch` atomically: one column per table column, in table order, of
+    /// the columns' arrow types (what [`scan`](Self::scan) returns). Each row is checked as a
+    /// named row is; `mode` says what an existing key does.
+    pub async fn write_batch(
+        &self,
+        table: &TableId,
+        user: Option<&UserId>,
+        batch: &RecordBatch,
+        mode: BatchMode,
+    ) -> Result<WriteSummary> {
+        self.write_rows(table, user, Rows::Batch(batch, mode)).await
+    }
+
+    async fn write_rows(
+        &self,
+        table: &TableId,
+        user: Option<&UserId>,
+        rows: Rows<'_>,
+    ) -> Result<WriteSummary> {
         let mut attempts = 0;
         loop {
             let handle = self.handle(table).await?;
@@ -63,7 +86,7 @@ impl Store {
                 }
                 result => result?,
             };
-            return handle.write(writes, &self.inner.seq, user, mutations).await;
+            return handle.write(writes, &self.inner.seq, user, rows).await;
         }
     }
 

@@ -44,6 +44,24 @@ pub enum Mutation {
     },
 }
 
+/// How [`Store::write_batch`](crate::Store::write_batch) treats a row whose key exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchMode {
+    /// An existing key is an error (`INSERT`).
+    Insert,
+    /// An existing key's row is replaced (`REPLACE`, upsert).
+    Upsert,
+}
+
+/// What a write applies: mutations, or the rows of a batch (a column per table column, in
+/// table order, of the columns' arrow types), read straight from the columns: no column names
+/// per value, no matching.
+#[derive(Debug)]
+pub(crate) enum Rows<'a> {
+    Mutations(Vec<Mutation>),
+    Batch(&'a arrow::record_batch::RecordBatch, BatchMode),
+}
+
 /// What a write changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteSummary {
@@ -128,18 +146,74 @@ impl TableHandle {
         _writes: MutexGuard<'_, ()>,
         seq: &SeqGenerator,
         user: Option<&UserId>,
-        mutations: Vec<Mutation>,
+        rows: Rows<'_>,
     ) -> Result<WriteSummary> {
         let scope = self.scope(user)?;
         // Read under the lock: ALTER TABLE swaps the definition while holding it.
         let def = self.definition();
-        let (keys, planned) = self.plan_mutations(&def, &scope, mutations)?;
+        let (keys, planned) = match rows {
+            Rows::Mutations(mutations) => self.plan_mutations(&def, &scope, mutations)?,
+            Rows::Batch(batch, mode) => self.plan_batch(&def, &scope, batch, mode)?,
+        };
         let current = self.read_current(&scope, &keys).await?;
         let (staged, summary) = self.stage(&def, &keys, planned, &current)?;
         if !staged.is_empty() {
             self.commit_staged(&def, &scope, seq, &keys, staged).await?;
         }
         Ok(summary)
+    }
+
+    /// Resolves every row of `batch` to its hot key and its values, checking them as
+    /// [`plan_mutations`](Self::plan_mutations) checks named rows.
+    fn plan_batch(
+        &self,
+        def: &TableDefinition,
+        scope: &KeyScope,
+        batch: &arrow::record_batch::RecordBatch,
+        mode: BatchMode,
+    ) -> Result<(BatchKeys, Vec<Planned>)> {
+        let columns = def.columns();
+        let schema = batch.schema();
+        let matches = schema.fields().len() == columns.len()
+            && schema
+                .fields()
+                .iter()
+                .zip(columns)
+                .all(|(f, c)| *f.name() == c.name);
+        if !matches {
+            let given: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            return Err(crate::error::Error::InvalidQuery {
+                table: def.id.to_string(),
+                reason: format!(
+                    "a batch of columns ({}) is not a row of every column in table order ({})",
+                    given.join(", "),
+                    columns
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+        let prefix = self.scope_prefix(scope);
+        let n = batch.num_rows();
+        let mut keys = BatchKeys {
+            bytes: Vec::with_capacity(n * (prefix.len() + 16)),
+            ends: Vec::with_capacity(n),
+            prefix_len: prefix.len(),
+        };
+        let mut planned = Vec::with_capacity(n);
+        for i in 0..n {
+            let row = self.row_at(def, batch.columns(), i)?;
+            keys.bytes.extend_from_slice(&prefix);
+            self.key_of_row(def, &row, &mut keys.bytes)?;
+            keys.ends.push(keys.bytes.len());
+            planned.push(match mode {
+                BatchMode::Insert => Planned::Insert(row),
+                BatchMode::Upsert => Planned::Upsert(row),
+            });
+        }
+        Ok((keys, planned))
     }
 
     /// Resolves every mutation to its hot key, checking rows as it goes.

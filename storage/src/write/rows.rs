@@ -28,6 +28,27 @@ impl TableHandle {
         Ok(())
     }
 
+    /// Row `i` of `arrays` (one per table column, in table order), checked like a named row:
+    /// values of another type, over-long values and NULLs in NOT NULL columns are errors
+    /// naming the column.
+    pub(super) fn row_at(
+        &self,
+        def: &TableDefinition,
+        arrays: &[arrow::array::ArrayRef],
+        i: usize,
+    ) -> Result<Vec<KalamValue>> {
+        def.columns()
+            .iter()
+            .zip(arrays)
+            .map(|(c, array)| {
+                let value = crate::codec::value_at(array.as_ref(), c.data_type, i)?;
+                check_length(&c.name, &value)?;
+                check_not_null(c, &value)?;
+                Ok(value)
+            })
+            .collect()
+    }
+
     /// Builds a full row from named values: unknown columns, type mismatches, over-long values
     /// and missing NOT NULL values are errors naming the column. `base` is the current row of
     /// an update: columns not named keep its values.

@@ -182,3 +182,106 @@ async fn scans_decoding_row_groups_in_parallel_keep_order_and_hide_changed_rows(
         assert_eq!(seen, ROWS - deleted, "flushed: {flushed}");
     }
 }
+
+/// The columns of `app.messages` for rows `ids`: body `b<id>` (NULL for id 3), score `id`.
+fn columns_of(ids: &[i64], score: Option<i32>) -> RecordBatch {
+    use arrow::array::{Int32Array, Int64Array, StringArray};
+    let def = messages(TableType::Shared);
+    let bodies: Vec<Option<String>> = ids
+        .iter()
+        .map(|i| (*i != 3).then(|| format!("b{i}")))
+        .collect();
+    let scores: Vec<Option<i32>> = ids.iter().map(|i| score.or(Some(*i as i32))).collect();
+    let schema = Arc::new(arrow::datatypes::Schema::new(
+        def.columns()
+            .iter()
+            .map(ColumnDefinition::arrow_field)
+            .collect::<Vec<_>>(),
+    ));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(ids.to_vec())),
+            Arc::new(StringArray::from(bodies)),
+            Arc::new(Int32Array::from(scores)),
+        ],
+    )
+    .unwrap()
+}
+
+/// A batch written column by column lands as the same rows written one mutation per row would,
+/// with the same refusals: an existing key in INSERT mode (nothing written), a NULL in a NOT
+/// NULL column, columns not in table order; UPSERT mode replaces.
+#[tokio::test]
+async fn a_batch_writes_its_rows_as_mutations_would() {
+    let (_dir, store) = store().await;
+    store
+        .create_table(messages(TableType::Shared), false)
+        .await
+        .unwrap();
+    let summary = store
+        .write_batch(&t(), None, &columns_of(&[1, 2, 3], None), BatchMode::Insert)
+        .await
+        .unwrap();
+    assert_eq!((summary.inserted, summary.updated), (3, 0));
+    store.flush_table(&t(), Scope::All).await.unwrap();
+    let expected: BTreeMap<i64, (Option<String>, i32)> = [
+        (1, (Some("b1".to_owned()), 1)),
+        (2, (Some("b2".to_owned()), 2)),
+        (3, (None, 3)),
+    ]
+    .into();
+    assert_eq!(contents(&store).await, expected);
+
+    // Key 2 exists (flushed): the whole batch is refused.
+    let err = store
+        .write_batch(&t(), None, &columns_of(&[4, 2], None), BatchMode::Insert)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::DuplicateKey { .. }), "{err:?}");
+    assert_eq!(contents(&store).await, expected);
+
+    // A client's batch whose schema allows what the table does not.
+    let null_score = {
+        let b = columns_of(&[5], None);
+        let fields: Vec<_> = b
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        let scores = arrow::array::Int32Array::from(vec![None::<i32>]);
+        RecordBatch::try_new(
+            Arc::new(arrow::datatypes::Schema::new(fields)),
+            vec![b.column(0).clone(), b.column(1).clone(), Arc::new(scores)],
+        )
+        .unwrap()
+    };
+    let err = store
+        .write_batch(&t(), None, &null_score, BatchMode::Insert)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("score"), "{err}");
+
+    let reordered = columns_of(&[6], None).project(&[1, 0, 2]).unwrap();
+    let err = store
+        .write_batch(&t(), None, &reordered, BatchMode::Insert)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidQuery { .. }), "{err:?}");
+
+    let summary = store
+        .write_batch(
+            &t(),
+            None,
+            &columns_of(&[2, 7], Some(70)),
+            BatchMode::Upsert,
+        )
+        .await
+        .unwrap();
+    assert_eq!((summary.inserted, summary.updated), (1, 1));
+    let mut expected = expected;
+    expected.insert(2, (Some("b2".into()), 70));
+    expected.insert(7, (Some("b7".into()), 70));
+    assert_eq!(contents(&store).await, expected);
+}
