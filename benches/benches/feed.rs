@@ -8,7 +8,6 @@
 //!   (`room = 'r<i>'`); each write goes to one random conversation. p50/p99 are printed and
 //!   go to `$CARGO_TARGET_DIR/kalamstore-bench/feed.jsonl`.
 
-use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -78,18 +77,7 @@ async fn store(dir: &std::path::Path) -> Store {
 }
 
 fn results(line: serde_json::Value) {
-    let dir = std::path::PathBuf::from(
-        std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()),
-    )
-    .join("kalamstore-bench");
-    let _ = std::fs::create_dir_all(&dir);
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("feed.jsonl"))
-    {
-        let _ = writeln!(f, "{line}");
-    }
+    kalamstore_benches::append_result("feed.jsonl", &line);
 }
 
 fn write_throughput(c: &mut Criterion) {

@@ -5,7 +5,6 @@
 //! API insert, alternately first. The ratio is printed and appended to
 //! `$CARGO_TARGET_DIR/kalamstore-bench/insert.jsonl`.
 
-use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -144,22 +143,10 @@ fn insert_select(c: &mut Criterion) {
         "insert: INSERT ... SELECT of 1M rows through SQL runs at {ratio:.2}x the speed of \
          Store::insert of the same rows (target >= 0.8x)"
     );
-    let out = std::path::PathBuf::from(
-        std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()),
-    )
-    .join("kalamstore-bench");
-    let _ = std::fs::create_dir_all(&out);
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(out.join("insert.jsonl"))
-    {
-        let _ = writeln!(
-            f,
-            "{}",
-            serde_json::json!({"bench": "insert_select_vs_api", "ratio": ratio})
-        );
-    }
+    kalamstore_benches::append_result(
+        "insert.jsonl",
+        &serde_json::json!({"bench": "insert_select_vs_api", "ratio": ratio}),
+    );
     rt.block_on(store.close()).unwrap();
 }
 

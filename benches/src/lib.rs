@@ -176,6 +176,23 @@ pub fn sql_results_path() -> PathBuf {
     results_path().with_file_name("sql.jsonl")
 }
 
+/// Appends one JSON record to `file` next to the other results (`feed.jsonl`, ...). A bench
+/// still prints its result when the file cannot be written.
+pub fn append_result(file: &str, record: &serde_json::Value) {
+    use std::io::Write as _;
+    let path = results_path().with_file_name(file);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    {
+        let _ = writeln!(f, "{record}");
+    }
+}
+
 /// Where the SQL bench writes its memory measurements (one JSON record per line).
 pub fn sql_memory_path() -> PathBuf {
     results_path().with_file_name("sql-memory.jsonl")
