@@ -471,6 +471,25 @@ pub async fn scan_all(
     Ok(out)
 }
 
+/// Runs a scan to the end, following `resume`, handing each entry to `each` one chunk at a
+/// time (memory is one chunk, not the whole range).
+pub async fn scan_each(
+    backend: &dyn StorageBackend,
+    partition: &Partition,
+    request: ScanRequest,
+    mut each: impl FnMut(Bytes, Bytes) -> Result<()>,
+) -> Result<()> {
+    let mut next = Some(request);
+    while let Some(request) = next {
+        let chunk = backend.scan(partition, &request).await?;
+        for (key, value) in chunk.entries {
+            each(key, value)?;
+        }
+        next = chunk.resume;
+    }
+    Ok(())
+}
+
 /// Whether the bounds admit no key at all (start after end, or equal with one side excluded).
 /// `BTreeMap::range` panics on such bounds, and RocksDB iterators dislike them.
 pub fn is_empty_range(start: &Bound<Bytes>, end: &Bound<Bytes>) -> bool {

@@ -47,7 +47,7 @@ pub mod testing;
 
 pub use backend::{
     BackendStats, Capabilities, Direction, KeyRange, KvPair, Partition, ScanChunk, ScanRequest,
-    StorageBackend, WriteBatch, WriteOp, scan_all,
+    StorageBackend, WriteBatch, WriteOp, scan_all, scan_each,
 };
 pub use cache::{
     CacheCounters, CacheRequest, CacheStats, CacheTier, CloseCache, ColdTier, StorageCacheStats,

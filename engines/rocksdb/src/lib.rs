@@ -411,7 +411,19 @@ impl StorageBackend for RocksDbBackend {
         let cf = rows_family(&db)?;
         // Resolve every generation first: a missing partition fails the batch before anything
         // is written. A batch touches a few partitions, mostly in runs: the last one is kept.
-        let mut rocks_batch = rocksdb::WriteBatch::default();
+        // Sized up front (a record is a tag, the family, varint lengths, the 8-byte generation
+        // of each key and the bytes): a large statement's batch does not grow by doubling.
+        let bytes = 12
+            + batch
+                .ops
+                .iter()
+                .map(|op| match op {
+                    WriteOp::Put { key, value, .. } => key.len() + value.len() + 8 + 8,
+                    WriteOp::Delete { key, .. } => key.len() + 8 + 5,
+                    WriteOp::DeleteRange { start, end, .. } => start.len() + end.len() + 2 * 8 + 8,
+                })
+                .sum::<usize>();
+        let mut rocks_batch = rocksdb::WriteBatch::with_capacity_bytes(bytes);
         {
             let registry = self.registry.read();
             let mut last: Option<(&Partition, u64)> = None;
@@ -449,8 +461,12 @@ impl StorageBackend for RocksDbBackend {
                 }
             }
         }
+        let ops = batch.len();
+        // The engine's copy is what gets written: the caller's bytes go before the memtable
+        // takes its own copy.
+        drop(batch);
         db.write_opt(rocks_batch, &self.write_options)
-            .map_err(rocks(|| format!("writing a batch of {} ops", batch.len())))
+            .map_err(rocks(|| format!("writing a batch of {ops} ops")))
     }
 
     async fn scan(&self, partition: &Partition, request: &ScanRequest) -> Result<ScanChunk> {

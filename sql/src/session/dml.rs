@@ -226,6 +226,10 @@ impl SqlSession {
         if let Some(w) = selection {
             sql.push_str(&format!(" WHERE {w}"));
         }
+        // In key order: the store then stages a large statement chunk by chunk, each one
+        // key range of its files.
+        let order: Vec<String> = pk.iter().map(|c| quoted(&c.name)).collect();
+        sql.push_str(&format!(" ORDER BY {}", order.join(", ")));
         let mut statements = DFParser::parse_sql(&sql)?;
         let Some(statement) = statements.pop_front() else {
             return Ok(Vec::new());

@@ -267,7 +267,7 @@ pub(crate) async fn oldest_logged(
 
 /// Trims the log to the table's retention: one range delete of the entries before the first
 /// one it keeps, recorded with the new floor (one above the newest change deleted) in the
-/// same batch. An entry holds one write batch and goes whole. Returns the new floor when it
+/// same batch. An entry (a write batch, or a part of a large one) goes whole. Returns the new floor when it
 /// moved. The caller holds the table's maintenance lock (a move copies the log).
 pub(crate) async fn trim_log(table: &TableHandle, now_ms: i64) -> Result<Option<i64>> {
     let def = table.definition();

@@ -1,6 +1,8 @@
-//! The change log's entries: one per committed write batch, keyed by the `_seq` of its first
-//! change (i64 BE) in the table's `log` partition, written in the same batch as the changes
-//! (one entry per batch rather than per key: a 1000-row insert adds one key to the engine).
+//! The change log's entries: a committed write batch's changes in entries of about
+//! [`ENTRY_BYTES`] each, keyed by the `_seq` of their first change (i64 BE) in the table's `log`
+//! partition, written in the same batch as the changes (entries per batch rather than per key:
+//! a 1000-row insert adds one key to the engine; capped so a million-row statement does not
+//! make one value that every read of the log's start must decode whole).
 //!
 //! Value: `[version u8 = 2][count u32 LE][scope len u32 LE][scope]`, then per changed key, in
 //! `_seq` order: `[seq i64 BE][op u8][row len u32 LE][row][old len u32 LE][old]`. A write
@@ -14,6 +16,9 @@ use crate::error::{Error, Result};
 use crate::ids::UserId;
 
 const ENTRY_VERSION: u8 = 2;
+
+/// Bytes after which a log entry is closed and the batch's next change starts another one.
+pub(crate) const ENTRY_BYTES: usize = 1 << 20;
 
 /// What a change did to its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -101,33 +106,66 @@ pub(crate) enum Image<'a> {
     Row(&'a Row),
 }
 
-/// Builds the log entry of one write batch.
+/// Builds the log entries of one write batch.
 pub(crate) struct EntryWriter {
+    scope: Vec<u8>,
     buf: Vec<u8>,
     count: u32,
     first: Option<i64>,
+    max_bytes: usize,
+    done: Vec<(i64, Vec<u8>)>,
 }
 
 impl EntryWriter {
-    /// An empty entry of the scope stored as `scope`, with room for about `bytes`.
+    /// No entry yet, for the scope stored as `scope`; the batch's changes take about `bytes`.
     pub(crate) fn new(scope: &str, bytes: usize) -> Self {
-        let mut buf = Vec::with_capacity(9 + scope.len() + bytes);
+        Self::with_entry_bytes(scope, bytes, ENTRY_BYTES)
+    }
+
+    fn with_entry_bytes(scope: &str, bytes: usize, max_bytes: usize) -> Self {
+        let mut writer = Self {
+            scope: scope.as_bytes().to_vec(),
+            buf: Vec::new(),
+            count: 0,
+            first: None,
+            max_bytes,
+            done: Vec::new(),
+        };
+        writer.start(bytes.min(max_bytes + max_bytes / 8));
+        writer
+    }
+
+    /// Starts an empty entry with room for `bytes` of changes.
+    fn start(&mut self, bytes: usize) {
+        let mut buf = Vec::with_capacity(9 + self.scope.len() + bytes);
         buf.push(ENTRY_VERSION);
         buf.extend_from_slice(&0u32.to_le_bytes());
         // Invariant: a scope's name is a user id of at most 64 bytes.
-        buf.extend_from_slice(&(scope.len() as u32).to_le_bytes());
-        buf.extend_from_slice(scope.as_bytes());
-        Self {
-            buf,
-            count: 0,
-            first: None,
-        }
+        buf.extend_from_slice(&(self.scope.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&self.scope);
+        self.buf = buf;
+        self.count = 0;
+        self.first = None;
+    }
+
+    /// Closes the current entry (if it has a change) into `done`.
+    fn seal(&mut self, next_bytes: usize) {
+        let Some(first) = self.first else {
+            return;
+        };
+        self.buf[1..5].copy_from_slice(&self.count.to_le_bytes());
+        let full = std::mem::take(&mut self.buf);
+        self.done.push((first, full));
+        self.start(next_bytes);
     }
 
     /// Appends one change; changes come in `_seq` order. `row` is the change's image, given
     /// encoded (an insert's or update's hot row, already encoded for the hot partition) or as a
     /// row encoded straight into the entry; `old` is the row an update replaced.
     pub(crate) fn push(&mut self, seq: i64, op: ChangeOp, row: Image<'_>, old: Option<&Row>) {
+        if self.buf.len() >= self.max_bytes {
+            self.seal(self.max_bytes + self.max_bytes / 8);
+        }
         self.first.get_or_insert(seq);
         self.count += 1;
         let out = &mut self.buf;
@@ -148,11 +186,10 @@ impl EntryWriter {
         }
     }
 
-    /// The entry's key seq and value, or `None` when no change was pushed.
-    pub(crate) fn finish(mut self) -> Option<(i64, Vec<u8>)> {
-        let first = self.first?;
-        self.buf[1..5].copy_from_slice(&self.count.to_le_bytes());
-        Some((first, self.buf))
+    /// The entries' key seqs and values, in `_seq` order; none when no change was pushed.
+    pub(crate) fn finish(mut self) -> Vec<(i64, Vec<u8>)> {
+        self.seal(0);
+        self.done
     }
 }
 
@@ -297,10 +334,12 @@ mod tests {
                 _ => entry.push(*seq, *op, Image::Encoded(&new.encode()), old.as_ref()),
             }
         }
-        let (first, value) = entry.finish().unwrap();
-        assert_eq!(first, 10);
-        assert_eq!(last_seq(&value).unwrap(), 12);
-        let raw = entry_changes(&value).unwrap();
+        let [(first, value)] = &entry.finish()[..] else {
+            panic!("one entry")
+        };
+        assert_eq!(*first, 10);
+        assert_eq!(last_seq(value).unwrap(), 12);
+        let raw = entry_changes(value).unwrap();
         assert_eq!((raw.scope, raw.changes.len()), (&b"alice"[..], 3));
         for (r, (seq, op, old)) in raw.changes.iter().zip(&changes) {
             let decoded = r.decode().unwrap();
@@ -308,14 +347,36 @@ mod tests {
             assert_eq!(decoded.row, row(*seq, *op == ChangeOp::Delete));
             assert_eq!(&decoded.old, old);
         }
-        assert!(EntryWriter::new("", 0).finish().is_none());
+        assert!(EntryWriter::new("", 0).finish().is_empty());
+    }
+
+    #[test]
+    fn a_large_batch_is_split_into_entries_keyed_by_their_first_seq() {
+        let mut entry = EntryWriter::with_entry_bytes("bob", 0, 100);
+        for seq in 1..=20 {
+            entry.push(seq, ChangeOp::Insert, Image::Row(&row(seq, false)), None);
+        }
+        let entries = entry.finish();
+        assert!(entries.len() > 2, "{} entries", entries.len());
+        let mut next = 1;
+        for (first, value) in &entries {
+            assert_eq!(*first, next);
+            assert!(value.len() < 100 + 60, "{} bytes", value.len());
+            let raw = entry_changes(value).unwrap();
+            assert_eq!(raw.scope, b"bob");
+            for change in &raw.changes {
+                assert_eq!(change.seq, next);
+                next += 1;
+            }
+        }
+        assert_eq!(next, 21);
     }
 
     #[test]
     fn truncated_entries_are_corrupt_not_a_panic() {
         let mut entry = EntryWriter::new("", 0);
         entry.push(1, ChangeOp::Insert, Image::Row(&row(1, false)), None);
-        let (_, value) = entry.finish().unwrap();
+        let (_, value) = entry.finish().pop().unwrap();
         for cut in 0..value.len() {
             assert!(entry_changes(&value[..cut]).is_err(), "cut at {cut}");
         }

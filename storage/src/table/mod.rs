@@ -42,7 +42,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-use crate::backend::{Partition, ScanRequest, WriteBatch, WriteOp, scan_all};
+use crate::backend::{Partition, ScanRequest, WriteBatch, WriteOp, scan_each};
 use crate::codec::{KalamValue, Row, SystemColumns, encode_key, read_system_columns};
 use crate::error::{Error, Result};
 use crate::format::{
@@ -298,14 +298,9 @@ impl TableHandle {
 
     /// The meta partition, decoded.
     async fn load_meta(&self) -> Result<state::Loaded> {
-        let entries = scan_all(
-            self.storage.hot.as_ref(),
-            &self.meta,
-            ScanRequest::default(),
-        )
-        .await?;
         let mut loaded = state::Loaded::default();
-        for (key, value) in entries {
+        // Chunk by chunk: a table with a million hidden rows has a million `h` entries.
+        let each = |key: Bytes, value: Bytes| -> Result<()> {
             match MetaKey::decode(&key, &self.id)? {
                 MetaKey::Counter(scope) => {
                     let count = HotCount::decode(&value).map_err(|len| Error::Corrupt {
@@ -338,7 +333,15 @@ impl TableHandle {
                 MetaKey::Overlay => loaded.overlay = true,
                 MetaKey::Definition | MetaKey::Other => {}
             }
-        }
+            Ok(())
+        };
+        scan_each(
+            self.storage.hot.as_ref(),
+            &self.meta,
+            ScanRequest::default(),
+            each,
+        )
+        .await?;
         Ok(loaded)
     }
 

@@ -2,7 +2,8 @@
 //! at once (hot engine, then flushed files), and commits the new rows, tombstones, the flushed
 //! rows they hide (`h` entries: reads then skip those rows without looking at hot keys) and
 //! the scope's buffered-entry count and the change-log entry of its changes in one atomic
-//! batch.
+//! batch. A large statement is read and staged [`CHUNK_ROWS`] keys at a time: its per-row
+//! values live for one chunk, and only the encoded batch stays until the commit.
 
 use std::collections::HashMap;
 
@@ -20,6 +21,10 @@ use crate::seq::SeqGenerator;
 use crate::table::TableHandle;
 
 mod rows;
+
+/// Keys a write reads and stages at a time (a statement that writes no key twice; one that
+/// does is staged whole, since a later write of a key builds on its earlier one).
+pub(crate) const CHUNK_ROWS: usize = 16_384;
 
 use rows::Tombstones;
 
@@ -90,6 +95,17 @@ struct BatchKeys {
 }
 
 impl BatchKeys {
+    /// Whether some key appears more than once (keys in increasing order, as bulk inserts
+    /// and scans give them, answer without sorting).
+    fn repeated(asked: &[&[u8]]) -> bool {
+        if asked.windows(2).all(|w| w[0] < w[1]) {
+            return false;
+        }
+        let mut sorted = asked.to_vec();
+        sorted.sort_unstable();
+        sorted.windows(2).any(|w| w[0] == w[1])
+    }
+
     /// Every hot key, in mutation order.
     fn all(&self) -> Vec<&[u8]> {
         let mut out = Vec::with_capacity(self.ends.len());
@@ -107,8 +123,6 @@ impl BatchKeys {
 struct CurrentRows {
     hot: Vec<Option<Bytes>>,
     flushed: HashMap<Vec<u8>, FlushedRow>,
-    /// Whether some key appears in more than one mutation.
-    repeated: bool,
 }
 
 /// One write the batch makes.
@@ -155,11 +169,31 @@ impl TableHandle {
             Rows::Mutations(mutations) => self.plan_mutations(&def, &scope, mutations)?,
             Rows::Batch(batch, mode) => self.plan_batch(&def, &scope, batch, mode)?,
         };
-        let current = self.read_current(&scope, &keys).await?;
-        let (staged, summary) = self.stage(&def, &keys, planned, &current)?;
-        if !staged.is_empty() {
-            self.commit_staged(&def, &scope, seq, &keys, staged).await?;
+        let asked = keys.all();
+        let repeated = BatchKeys::repeated(&asked);
+        // Chunks keep the statement's order (its `_seq` order). Keys in increasing order (bulk
+        // inserts, SQL UPDATE and DELETE) make each chunk one key range of the engine and of
+        // each file, so the chunks together read each file once. A statement writing a key
+        // twice is staged whole: a later write of a key builds on its earlier one.
+        let chunk = if repeated {
+            asked.len().max(1)
+        } else {
+            CHUNK_ROWS
+        };
+        let mut commit = Commit::new(self, &def, &scope);
+        let mut summary = WriteSummary::default();
+        let mut planned = planned.into_iter();
+        for part in asked.chunks(chunk) {
+            let plans: Vec<Planned> = planned.by_ref().take(part.len()).collect();
+            let current = self.read_current(&scope, part, keys.prefix_len).await?;
+            let (staged, s) = self.stage(&def, part, keys.prefix_len, plans, &current, repeated)?;
+            drop(current);
+            summary.inserted += s.inserted;
+            summary.updated += s.updated;
+            summary.deleted += s.deleted;
+            commit.add(seq, part, keys.prefix_len, staged)?;
         }
+        commit.finish().await?;
         Ok(summary)
     }
 
@@ -261,20 +295,24 @@ impl TableHandle {
 
     /// Reads what the batch's keys hold: their hot entries in one `get_many`, then the
     /// flushed rows of the keys that are not hot in one pass over the files.
-    async fn read_current(&self, scope: &KeyScope, keys: &BatchKeys) -> Result<CurrentRows> {
-        let asked = keys.all();
+    async fn read_current(
+        &self,
+        scope: &KeyScope,
+        asked: &[&[u8]],
+        prefix_len: usize,
+    ) -> Result<CurrentRows> {
         // Bulk inserts come in key order: their keys go to the engine as they are (new keys
         // past the stored ones: a single seek).
         let in_order = asked.windows(2).all(|w| w[0] < w[1]);
-        let (hot, repeated) = if in_order {
-            (self.storage.hot.get_many(&self.hot, &asked).await?, false)
+        let hot = if in_order {
+            self.storage.hot.get_many(&self.hot, asked).await?
         } else {
-            let mut sorted = asked.clone();
+            let mut sorted = asked.to_vec();
             sorted.sort_unstable();
             sorted.dedup();
             let values = self.storage.hot.get_many(&self.hot, &sorted).await?;
             let mut hot = Vec::with_capacity(asked.len());
-            for k in &asked {
+            for k in asked {
                 let value = sorted
                     .binary_search(k)
                     .ok()
@@ -282,20 +320,16 @@ impl TableHandle {
                     .flatten();
                 hot.push(value);
             }
-            (hot, sorted.len() < asked.len())
+            hot
         };
         let cold: Vec<&[u8]> = asked
             .iter()
             .zip(&hot)
             .filter(|(_, v)| v.is_none())
-            .map(|(k, _)| &k[keys.prefix_len..])
+            .map(|(k, _)| &k[prefix_len..])
             .collect();
         let flushed = get_flushed_many(self, scope, &cold).await?;
-        Ok(CurrentRows {
-            hot,
-            flushed,
-            repeated,
-        })
+        Ok(CurrentRows { hot, flushed })
     }
 
     /// Applies each mutation to the key's current row (or the batch's earlier write of the
@@ -303,19 +337,20 @@ impl TableHandle {
     fn stage(
         &self,
         def: &TableDefinition,
-        keys: &BatchKeys,
+        asked: &[&[u8]],
+        prefix_len: usize,
         planned: Vec<Planned>,
         current: &CurrentRows,
+        repeated: bool,
     ) -> Result<(Vec<Staged>, WriteSummary)> {
-        let asked = keys.all();
         let mut staged: Vec<Staged> = Vec::with_capacity(planned.len());
         // Only a batch that writes a key twice needs to find a key's earlier write; the
         // others just keep their order.
-        let mut slots: Option<HashMap<&[u8], usize>> = current.repeated.then(HashMap::new);
+        let mut slots: Option<HashMap<&[u8], usize>> = repeated.then(HashMap::new);
         let mut summary = WriteSummary::default();
         let logging = def.options.change_retention.is_on();
         for (i, plan) in planned.into_iter().enumerate() {
-            let key = &asked[i][keys.prefix_len..];
+            let key = &asked[i][prefix_len..];
             let slot = slots.as_ref().and_then(|s| s.get(key).copied());
             let mut before_batch = None;
             let (row_now, was_hot, was_tombstone, hides) = match slot {
@@ -392,39 +427,75 @@ impl TableHandle {
         }
         Ok((staged, summary))
     }
+}
 
-    /// Encodes the staged rows and tombstones and commits them with the scope's new counter
-    /// and their change-log entries in one batch. Every key and row goes into one buffer the
-    /// ops share, every log entry into a second one.
-    async fn commit_staged(
-        &self,
-        def: &TableDefinition,
-        scope: &KeyScope,
-        seq: &SeqGenerator,
-        keys: &BatchKeys,
+/// A statement's write batch while its chunks are staged: every chunk's rows and tombstones
+/// encoded into a buffer of its own (the ops slice it), its change-log entries, the flushed
+/// rows it hides and the scope's running counter; committed as one engine batch.
+struct Commit<'t, 'k> {
+    table: &'t TableHandle,
+    def: &'t TableDefinition,
+    scope: &'t KeyScope,
+    tombstones: Tombstones,
+    updated: i64,
+    count: crate::format::HotCount,
+    batch: WriteBatch,
+    log: Option<EntryWriter>,
+    hidden: Vec<(&'k [u8], Hidden)>,
+    ring: Option<Vec<Change>>,
+    last_seq: Option<i64>,
+    /// The chunks' `_seq` ranges stay in flight until the commit (multi-table readers wait).
+    in_flight: Vec<crate::seq::InFlight<'t>>,
+}
+
+impl<'t, 'k> Commit<'t, 'k> {
+    fn new(table: &'t TableHandle, def: &'t TableDefinition, scope: &'t KeyScope) -> Self {
+        let logging = def.options.change_retention.is_on();
+        Self {
+            table,
+            def,
+            scope,
+            tombstones: Tombstones::new(def),
+            updated: table.storage.clock.now_nanos(),
+            count: table.hot_count(scope),
+            batch: WriteBatch::new(),
+            log: logging.then(|| EntryWriter::new(scope.as_str(), 0)),
+            hidden: Vec::new(),
+            ring: table.feed.wants_changes().then(Vec::new),
+            last_seq: None,
+            in_flight: Vec::new(),
+        }
+    }
+
+    /// Encodes one chunk's staged rows and tombstones (keys `asked`, whose first `prefix_len`
+    /// bytes are the scope's) and their change-log entries, each write with its own `_seq`.
+    fn add(
+        &mut self,
+        seq: &'t SeqGenerator,
+        asked: &[&'k [u8]],
+        prefix_len: usize,
         staged: Vec<Staged>,
     ) -> Result<()> {
-        let asked = keys.all();
-        let updated = self.storage.clock.now_nanos();
-        let tombstones = Tombstones::new(def);
-        let staged_len = staged.len();
-        let logging = def.options.change_retention.is_on();
-        let mut count = self.hot_count(scope);
-        let mut hidden: Vec<(&[u8], Hidden)> = Vec::new();
-        let mut rows = Vec::with_capacity(staged_len);
-        // In flight until this function returns: multi-table readers wait for the commit.
-        let (seqs, _in_flight) = seq.take_tracked(staged_len);
+        if staged.is_empty() {
+            return Ok(());
+        }
+        let def = self.def;
+        let (seqs, in_flight) = seq.take_tracked(staged.len());
+        self.in_flight.push(in_flight);
+        let mut rows = Vec::with_capacity(staged.len());
         for (write, seq) in staged.into_iter().zip(seqs) {
             let deleted = write.row.is_none();
+            let count = &mut self.count;
             count.entries += u64::from(!write.was_hot);
             count.tombstones += u64::from(deleted);
             count.tombstones = count
                 .tombstones
                 .saturating_sub(u64::from(write.was_hot && write.was_tombstone));
+            let key = asked[write.mutation];
             if let Some(at) = write.hides {
-                hidden.push((&asked[write.mutation][keys.prefix_len..], at));
+                self.hidden.push((&key[prefix_len..], at));
             }
-            let change = match (logging, deleted, write.existed) {
+            let change = match (self.log.is_some(), deleted, write.existed) {
                 (false, ..) | (true, true, false) => None,
                 (true, true, true) => Some(ChangeOp::Delete),
                 (true, false, true) => Some(ChangeOp::Update),
@@ -433,11 +504,11 @@ impl TableHandle {
             let values = match write.row {
                 Some(values) => values,
                 // A tombstone keeps the key columns, so a flush can still read its key.
-                None => tombstones.values(&asked[write.mutation][keys.prefix_len..])?,
+                None => self.tombstones.values(&key[prefix_len..])?,
             };
             let system = SystemColumns {
                 seq,
-                updated,
+                updated: self.updated,
                 deleted,
             };
             let row = Row {
@@ -446,21 +517,18 @@ impl TableHandle {
                 system,
             };
             let logged = change.map(|op| (op, write.old));
-            rows.push((asked[write.mutation], row, logged));
+            rows.push((key, row, logged));
         }
         let size: usize = rows.iter().map(|(k, r, _)| k.len() + r.encoded_len()).sum();
         let mut buffer = Vec::with_capacity(size);
-        let mut log = logging.then(|| EntryWriter::new(scope.as_str(), size + size / 8));
         let mut spans = Vec::with_capacity(rows.len());
-        let mut ring = self.feed.wants_changes().then(Vec::new);
-        let mut last_seq = None;
         for (key, row, logged) in rows {
             let at = buffer.len();
             buffer.extend_from_slice(key);
             let key_end = buffer.len();
             row.encode_into(&mut buffer);
             spans.push((at..key_end, key_end..buffer.len()));
-            let (Some((op, old)), Some(log)) = (logged, &mut log) else {
+            let (Some((op, old)), Some(log)) = (logged, &mut self.log) else {
                 continue;
             };
             let old_row = old.map(|values| Row {
@@ -480,8 +548,8 @@ impl TableHandle {
                     old_row.as_ref(),
                 ),
             }
-            last_seq = Some(row.system.seq);
-            if let Some(ring) = &mut ring {
+            self.last_seq = Some(row.system.seq);
+            if let Some(ring) = &mut self.ring {
                 let (values, old) = match op {
                     ChangeOp::Delete => (old_row.map(|r| r.values).unwrap_or(row.values), None),
                     _ => (row.values, old_row.map(|r| r.values)),
@@ -489,47 +557,59 @@ impl TableHandle {
                 ring.push(Change {
                     seq: row.system.seq,
                     op,
-                    user: scope.user().cloned(),
+                    user: self.scope.user().cloned(),
                     values,
                     old,
-                    updated,
+                    updated: self.updated,
                 });
             }
         }
         let buffer = Bytes::from(buffer);
-        let mut batch = WriteBatch {
-            ops: Vec::with_capacity(spans.len() + hidden.len() + 2),
-        };
+        self.batch.ops.reserve(spans.len());
         for (key, value) in spans {
-            batch.ops.push(WriteOp::Put {
-                partition: self.hot.clone(),
+            self.batch.ops.push(WriteOp::Put {
+                partition: self.table.hot.clone(),
                 key: buffer.slice(key),
                 value: buffer.slice(value),
             });
         }
-        // The batch's changes as one log entry, keyed by its first seq.
-        if let Some((first, value)) = log.and_then(EntryWriter::finish) {
-            batch.ops.push(WriteOp::Put {
-                partition: self.log.clone(),
+        Ok(())
+    }
+
+    /// Commits the batch with its log entries (each keyed by its first seq), hidden rows and
+    /// the scope's counter, then applies them to the table's state and feed.
+    async fn finish(mut self) -> Result<()> {
+        if self.batch.ops.is_empty() {
+            return Ok(());
+        }
+        let table = self.table;
+        for (first, value) in self.log.take().map(EntryWriter::finish).unwrap_or_default() {
+            self.batch.ops.push(WriteOp::Put {
+                partition: table.log.clone(),
                 key: Bytes::copy_from_slice(&log_key(first)),
                 value: value.into(),
             });
         }
-        for (pk, at) in &hidden {
-            batch.put(&self.meta, hidden_key(scope, pk), at.encode());
+        for (pk, at) in &self.hidden {
+            self.batch
+                .put(&table.meta, hidden_key(self.scope, pk), at.encode());
         }
-        batch.ops.push(self.counter_op(scope, count));
-        self.storage.hot.batch(batch).await?;
-        self.write_generation
+        self.batch
+            .ops
+            .push(table.counter_op(self.scope, self.count));
+        table.storage.hot.batch(self.batch).await?;
+        table
+            .write_generation
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         {
-            let mut state = self.state.write();
-            state.set_count(scope, count);
-            state.hide(scope, hidden.into_iter().map(|(_, at)| at));
+            let mut state = table.state.write();
+            state.set_count(self.scope, self.count);
+            state.hide(self.scope, self.hidden.into_iter().map(|(_, at)| at));
         }
-        if let Some(last) = last_seq {
-            self.feed.publish(last, ring);
+        if let Some(last) = self.last_seq {
+            table.feed.publish(last, self.ring);
         }
+        drop(self.in_flight);
         Ok(())
     }
 }

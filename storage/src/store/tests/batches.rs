@@ -285,3 +285,110 @@ async fn a_batch_writes_its_rows_as_mutations_would() {
     expected.insert(7, (Some("b7".into()), 70));
     assert_eq!(contents(&store).await, expected);
 }
+
+/// A statement over more keys than the write path stages at a time (`CHUNK_ROWS`) commits as
+/// one batch: the same rows, counts, hidden flushed rows and change log as a small one, with a
+/// `_seq` per change in order; a statement writing a key twice across chunk boundaries still
+/// builds the second write on the first.
+#[tokio::test]
+async fn a_statement_larger_than_a_chunk_commits_as_one_batch() {
+    let (_dir, store) = store().await;
+    store
+        .create_table(messages(TableType::Shared), false)
+        .await
+        .unwrap();
+    let chunk = crate::write::CHUNK_ROWS as i64;
+    let flushed = 2 * chunk;
+    store
+        .insert(&t(), None, (0..flushed).map(|i| row(i, "f")).collect())
+        .await
+        .unwrap();
+    store.flush_table(&t(), Scope::All).await.unwrap();
+    let hot_end = flushed + chunk / 4;
+    store
+        .insert(
+            &t(),
+            None,
+            (flushed..hot_end).map(|i| row(i, "h")).collect(),
+        )
+        .await
+        .unwrap();
+    let before = store
+        .changes_since(&t(), None, false, 0, usize::MAX)
+        .await
+        .unwrap()
+        .cursor;
+    let mut model: BTreeMap<i64, (Option<String>, i32)> = (0..flushed)
+        .map(|i| (i, (Some("f".into()), 0)))
+        .chain((flushed..hot_end).map(|i| (i, (Some("h".into()), 0))))
+        .collect();
+    // Out of key order, no key twice: staged chunk by chunk.
+    let mut statement = Vec::new();
+    let mut expected = BTreeMap::new();
+    for i in (0..hot_end / 2).rev().map(|h| 2 * h) {
+        statement.push(delete(i));
+        model.remove(&i);
+        expected.insert(i, ChangeOp::Delete);
+    }
+    for i in (1..hot_end).step_by(4) {
+        statement.push(update(i, 4));
+        model.get_mut(&i).unwrap().1 = 4;
+        expected.insert(i, ChangeOp::Update);
+    }
+    for i in hot_end..hot_end + chunk {
+        statement.push(Mutation::Insert(row(i, "n")));
+        model.insert(i, (Some("n".into()), 0));
+        expected.insert(i, ChangeOp::Insert);
+    }
+    assert!(statement.len() as i64 > 2 * chunk, "three chunks");
+    let summary = store.write(&t(), None, statement).await.unwrap();
+    let count = |op| expected.values().filter(|o| **o == op).count() as u64;
+    assert_eq!(
+        (summary.deleted, summary.updated, summary.inserted),
+        (
+            count(ChangeOp::Delete),
+            count(ChangeOp::Update),
+            count(ChangeOp::Insert)
+        )
+    );
+    assert_eq!(contents(&store).await, model);
+    // The scope's counter and hidden rows: every chunk's, once.
+    let stats = &store.table_stats(&t()).await.unwrap()[0];
+    let hot = expected.keys().filter(|i| **i < flushed).count() as i64 + hot_end - flushed + chunk;
+    assert_eq!(stats.hot_rows, hot as u64, "{stats:?}");
+    let hidden = expected.keys().filter(|i| **i < flushed).count() as u64;
+    assert_eq!(stats.hidden_rows, hidden, "{stats:?}");
+
+    let page = store
+        .changes_since(&t(), None, false, before, usize::MAX)
+        .await
+        .unwrap();
+    assert!(page.changes.windows(2).all(|w| w[0].seq < w[1].seq));
+    let logged: BTreeMap<i64, ChangeOp> = page
+        .changes
+        .iter()
+        .map(|c| match c.values[0] {
+            KalamValue::BigInt(id) => (id, c.op),
+            ref v => panic!("key {v:?}"),
+        })
+        .collect();
+    assert_eq!(page.changes.len(), expected.len(), "one change per key");
+    assert_eq!(logged, expected);
+
+    // One key written at the start and the end of a statement of several chunks.
+    let mut statement = vec![update(1, 10)];
+    statement.extend((0..2 * chunk).map(|i| Mutation::Upsert(row(1_000_000 + i, "u"))));
+    statement.push(update(1, 11));
+    statement.push(delete(1_000_000));
+    let summary = store.write(&t(), None, statement).await.unwrap();
+    assert_eq!(
+        (summary.deleted, summary.updated, summary.inserted),
+        (1, 2, 2 * chunk as u64)
+    );
+    model.get_mut(&1).unwrap().1 = 11;
+    model.extend((1..2 * chunk).map(|i| (1_000_000 + i, (Some("u".into()), 0))));
+    assert_eq!(contents(&store).await, model);
+
+    store.flush_table(&t(), Scope::All).await.unwrap();
+    assert_eq!(contents(&store).await, model);
+}
