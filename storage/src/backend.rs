@@ -403,6 +403,14 @@ pub trait StorageBackend: Send + Sync + fmt::Debug {
     /// Applies every op of `batch` atomically.
     async fn batch(&self, batch: WriteBatch) -> Result<()>;
 
+    /// Starts one atomic write handed over in parts ([`StagedBatch`]), for a write too large
+    /// to build whole in memory: engines that can keep the parts outside memory do (RocksDB
+    /// writes them to table files it ingests at the commit); the default keeps the parts in
+    /// one [`WriteBatch`] applied by [`batch`](Self::batch).
+    async fn staged_batch(&self) -> Result<Box<dyn StagedBatch + '_>> {
+        Ok(Box::new(BufferedBatch::new(self)))
+    }
+
     /// One chunk of an ordered scan; continue with `resume`.
     async fn scan(&self, partition: &Partition, request: &ScanRequest) -> Result<ScanChunk>;
 
@@ -453,6 +461,55 @@ pub trait StorageBackend: Send + Sync + fmt::Debug {
 
     /// Flushes and releases the engine; later calls fail with [`Error::Closed`].
     async fn close(&self) -> Result<()>;
+}
+
+/// One atomic write handed to its engine in parts (see [`StorageBackend::staged_batch`]):
+/// nothing of it is visible before [`commit`](Self::commit), all of it after. The parts write
+/// each key at most once, and each partition's keys mostly in increasing order (an engine
+/// that stages sorted files starts another file where they are not).
+#[async_trait]
+pub trait StagedBatch: Send {
+    /// Adds the ops of `part`.
+    async fn add(&mut self, part: WriteBatch) -> Result<()>;
+
+    /// Applies every part atomically.
+    async fn commit(self: Box<Self>) -> Result<()>;
+}
+
+/// The default [`StagedBatch`]: the parts kept in one [`WriteBatch`], applied by the
+/// engine's [`batch`](StorageBackend::batch) at the commit.
+pub struct BufferedBatch<'a, B: ?Sized> {
+    backend: &'a B,
+    batch: WriteBatch,
+}
+
+impl<'a, B: StorageBackend + ?Sized> BufferedBatch<'a, B> {
+    /// An empty batch of `backend`.
+    pub fn new(backend: &'a B) -> Self {
+        Self {
+            backend,
+            batch: WriteBatch::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl<B: StorageBackend + ?Sized> StagedBatch for BufferedBatch<'_, B> {
+    async fn add(&mut self, part: WriteBatch) -> Result<()> {
+        if self.batch.ops.is_empty() {
+            self.batch = part;
+        } else {
+            self.batch.ops.extend(part.ops);
+        }
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        if self.batch.ops.is_empty() {
+            return Ok(());
+        }
+        self.backend.batch(self.batch).await
+    }
 }
 
 /// Runs a scan to the end, following `resume`, and collects every entry.

@@ -46,8 +46,8 @@ pub mod conformance;
 pub mod testing;
 
 pub use backend::{
-    BackendStats, Capabilities, Direction, KeyRange, KvPair, Partition, ScanChunk, ScanRequest,
-    StorageBackend, WriteBatch, WriteOp, scan_all, scan_each,
+    BackendStats, BufferedBatch, Capabilities, Direction, KeyRange, KvPair, Partition, ScanChunk,
+    ScanRequest, StagedBatch, StorageBackend, WriteBatch, WriteOp, scan_all, scan_each,
 };
 pub use cache::{
     CacheCounters, CacheRequest, CacheStats, CacheTier, CloseCache, ColdTier, StorageCacheStats,

@@ -420,6 +420,11 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
         result
     }
 
+    // Buffered here: the commit is this cache's `batch`, which keeps the cached keys and
+    // epochs coherent with the inner engine.
+    async fn staged_batch(&self) -> Result<Box<dyn kalamstore_storage::StagedBatch + '_>> {
+        Ok(Box::new(kalamstore_storage::BufferedBatch::new(self)))
+    }
     async fn batch(&self, batch: WriteBatch) -> Result<()> {
         self.check_open()?;
         // Partitions with a range delete move to a new epoch once the inner batch is applied;

@@ -89,6 +89,9 @@ impl StorageBackend for Gated {
         self.writes.fetch_add(1, Ordering::SeqCst);
         self.inner.delete(partition, key).await
     }
+    async fn staged_batch(&self) -> Result<Box<dyn kalamstore_storage::StagedBatch + '_>> {
+        Ok(Box::new(kalamstore_storage::BufferedBatch::new(self)))
+    }
     async fn batch(&self, batch: WriteBatch) -> Result<()> {
         self.writes.fetch_add(1, Ordering::SeqCst);
         self.inner.batch(batch).await

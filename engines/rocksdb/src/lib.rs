@@ -11,6 +11,7 @@ mod config;
 mod error;
 mod migrate;
 mod registry;
+mod staged;
 
 use std::sync::Arc;
 
@@ -49,6 +50,10 @@ pub struct RocksDbBackend {
     registry_writes: Mutex<()>,
     config: RocksDbConfig,
     write_options: WriteOptions,
+    /// Table-file settings of staged batches' files (the `rows` family's).
+    sst_options: Options,
+    /// Names of staged files, in this process.
+    staged_files: std::sync::atomic::AtomicU64,
     /// Partitions migrated out of the earlier layout when this backend opened.
     migrated: migrate::Migrated,
     /// Range deletes written through batches since the backend opened (`stats`: a flush
@@ -178,6 +183,10 @@ impl RocksDbBackend {
             .map_err(rocks(|| format!("opening {}", path.display())))?;
         let mut registry = load_registry(&db)?;
         let migrated = migrate::migrate(&mut db, &families, &mut registry)?;
+        staged::clear_staged(path)?;
+        // Staged files land in the newest levels, which stay uncompressed (see above).
+        let mut sst_options = cf_options.clone();
+        sst_options.set_compression_type(DBCompressionType::None);
 
         let mut write_options = WriteOptions::default();
         write_options.set_sync(config.sync_writes);
@@ -187,6 +196,8 @@ impl RocksDbBackend {
             registry_writes: Mutex::new(()),
             config,
             write_options,
+            sst_options,
+            staged_files: Default::default(),
             migrated,
             range_deletes: Default::default(),
         })
@@ -467,6 +478,12 @@ impl StorageBackend for RocksDbBackend {
         drop(batch);
         db.write_opt(rocks_batch, &self.write_options)
             .map_err(rocks(|| format!("writing a batch of {ops} ops")))
+    }
+
+    async fn staged_batch(&self) -> Result<Box<dyn kalamstore_storage::StagedBatch + '_>> {
+        // Fails once closed, like every other call.
+        drop(self.db()?);
+        Ok(Box::new(staged::SstBatch::new(self)))
     }
 
     async fn scan(&self, partition: &Partition, request: &ScanRequest) -> Result<ScanChunk> {

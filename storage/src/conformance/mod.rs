@@ -53,6 +53,7 @@ macro_rules! conformance_suite {
             large_values_round_trip,
             batch_applies_every_op_across_partitions,
             batch_with_a_failing_op_applies_nothing,
+            staged_batch_commits_every_part_at_once,
             delete_range_removes_exactly_its_range,
             scan_returns_keys_in_byte_order,
             scan_respects_range_bounds,

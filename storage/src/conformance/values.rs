@@ -148,6 +148,71 @@ pub async fn batch_applies_every_op_across_partitions(factory: &dyn BackendFacto
     backend.close().await.unwrap();
 }
 
+/// Contract: a staged batch shows nothing before its commit and every part after it, across
+/// partitions, with parts whose keys go back (another sorted run) and values that replace
+/// stored ones; one dropped uncommitted leaves nothing; one whose partition was dropped
+/// before the commit fails.
+pub async fn staged_batch_commits_every_part_at_once(factory: &dyn BackendFactory) {
+    let backend = open_with(factory, &["a", "b", "gone"]).await;
+    backend.put(&p("a"), b(b"k005"), b(b"old")).await.unwrap();
+    let mut staged = backend.staged_batch().await.unwrap();
+    let mut expected = Vec::new();
+    for part in 0..3u8 {
+        let mut batch = WriteBatch::new();
+        for i in 0..40u8 {
+            let key = Bytes::from(format!("k{:03}", part * 40 + i));
+            batch.put(&p("a"), key.clone(), Bytes::from(vec![part; 3]));
+            expected.push((key, Bytes::from(vec![part; 3])));
+        }
+        // Behind the part's keys: another run in the same partition.
+        batch.put(&p("b"), Bytes::from(format!("z{part}")), b(b"v"));
+        batch.put(&p("b"), Bytes::from(format!("a{part}")), b(b"v"));
+        staged.add(batch).await.unwrap();
+    }
+    assert_eq!(
+        backend.get(&p("a"), b"k005").await.unwrap(),
+        Some(b(b"old"))
+    );
+    assert_eq!(backend.get(&p("a"), b"k006").await.unwrap(), None);
+    staged.commit().await.unwrap();
+    let stored = scan_all(backend.as_ref(), &p("a"), ScanRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(stored, expected);
+    assert_eq!(
+        keys(backend.as_ref(), "b", ScanRequest::default()).await,
+        ["a0", "a1", "a2", "z0", "z1", "z2"]
+            .map(|k| Bytes::from(k.as_bytes()))
+            .to_vec()
+    );
+
+    let mut abandoned = backend.staged_batch().await.unwrap();
+    let mut batch = WriteBatch::new();
+    batch.put(&p("b"), b(b"never"), b(b"v"));
+    abandoned.add(batch).await.unwrap();
+    drop(abandoned);
+    assert_eq!(backend.get(&p("b"), b"never").await.unwrap(), None);
+
+    let mut late = backend.staged_batch().await.unwrap();
+    let mut batch = WriteBatch::new();
+    batch.put(&p("gone"), b(b"k"), b(b"v"));
+    late.add(batch).await.unwrap();
+    backend.drop_partition(&p("gone")).await.unwrap();
+    let err = late.commit().await.unwrap_err();
+    assert!(
+        matches!(err, crate::Error::PartitionNotFound { .. }),
+        "{err}"
+    );
+    backend
+        .staged_batch()
+        .await
+        .unwrap()
+        .commit()
+        .await
+        .expect("an empty staged batch is a no-op");
+    backend.close().await.unwrap();
+}
+
 /// Contract: with `capabilities().delete_range`, a `DeleteRange` removes exactly the keys in
 /// `[start, end)` of its partition, atomically with the rest of the batch; without it, a batch
 /// holding one is refused whole with `Error::Unsupported`.

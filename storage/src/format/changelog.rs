@@ -186,6 +186,11 @@ impl EntryWriter {
         }
     }
 
+    /// The entries closed so far (full ones), in `_seq` order; later ones follow them.
+    pub(crate) fn take_closed(&mut self) -> Vec<(i64, Vec<u8>)> {
+        std::mem::take(&mut self.done)
+    }
+
     /// The entries' key seqs and values, in `_seq` order; none when no change was pushed.
     pub(crate) fn finish(mut self) -> Vec<(i64, Vec<u8>)> {
         self.seal(0);

@@ -185,6 +185,10 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FailAfter<B> {
         self.admit(std::iter::once(partition))?;
         self.inner.delete(partition, key).await
     }
+    // Buffered here, so the commit goes through `batch` and its failure injection.
+    async fn staged_batch(&self) -> Result<Box<dyn crate::backend::StagedBatch + '_>> {
+        Ok(Box::new(crate::backend::BufferedBatch::new(self)))
+    }
     async fn batch(&self, batch: WriteBatch) -> Result<()> {
         self.admit(batch.ops.iter().map(|op| op.partition()))?;
         for op in &batch.ops {

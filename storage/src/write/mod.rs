@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use tokio::sync::MutexGuard;
 
-use crate::backend::{WriteBatch, WriteOp};
+use crate::backend::{StagedBatch, WriteBatch, WriteOp};
 use crate::codec::{KalamValue, Row, SystemColumns};
 use crate::error::Result;
 use crate::format::{Change, ChangeOp, EntryWriter, Hidden, Image, hidden_key, log_key};
@@ -181,6 +181,9 @@ impl TableHandle {
             CHUNK_ROWS
         };
         let mut commit = Commit::new(self, &def, &scope);
+        if !repeated && asked.len() > CHUNK_ROWS && asked.windows(2).all(|w| w[0] < w[1]) {
+            commit.stage_in_engine().await?;
+        }
         let mut summary = WriteSummary::default();
         let mut planned = planned.into_iter();
         for part in asked.chunks(chunk) {
@@ -191,7 +194,7 @@ impl TableHandle {
             summary.inserted += s.inserted;
             summary.updated += s.updated;
             summary.deleted += s.deleted;
-            commit.add(seq, part, keys.prefix_len, staged)?;
+            commit.add(seq, part, keys.prefix_len, staged).await?;
         }
         commit.finish().await?;
         Ok(summary)
@@ -446,6 +449,14 @@ struct Commit<'t, 'k> {
     last_seq: Option<i64>,
     /// The chunks' `_seq` ranges stay in flight until the commit (multi-table readers wait).
     in_flight: Vec<crate::seq::InFlight<'t>>,
+    /// A statement of many keys in increasing order hands each chunk's ops to the engine as
+    /// it is staged (RocksDB: sorted files ingested at the commit), so the encoded batch is
+    /// not held in memory either.
+    staged: Option<Box<dyn StagedBatch + 't>>,
+    /// `hidden` entries already handed to `staged`.
+    hidden_staged: usize,
+    /// Whether some op was handed to `staged`.
+    wrote: bool,
 }
 
 impl<'t, 'k> Commit<'t, 'k> {
@@ -464,12 +475,46 @@ impl<'t, 'k> Commit<'t, 'k> {
             ring: table.feed.wants_changes().then(Vec::new),
             last_seq: None,
             in_flight: Vec::new(),
+            staged: None,
+            hidden_staged: 0,
+            wrote: false,
         }
+    }
+
+    /// Hands every chunk to the engine's staged batch as it is encoded.
+    async fn stage_in_engine(&mut self) -> Result<()> {
+        self.staged = Some(self.table.storage.hot.staged_batch().await?);
+        Ok(())
+    }
+
+    /// Moves what is ready (the batch's ops, closed log entries, new hidden rows) into the
+    /// engine's staged batch, when there is one.
+    async fn hand_over(&mut self) -> Result<()> {
+        let Some(staged) = &mut self.staged else {
+            return Ok(());
+        };
+        let table = self.table;
+        if let Some(log) = &mut self.log {
+            for (first, value) in log.take_closed() {
+                self.batch.ops.push(WriteOp::Put {
+                    partition: table.log.clone(),
+                    key: Bytes::copy_from_slice(&log_key(first)),
+                    value: value.into(),
+                });
+            }
+        }
+        for (pk, at) in &self.hidden[self.hidden_staged..] {
+            self.batch
+                .put(&table.meta, hidden_key(self.scope, pk), at.encode());
+        }
+        self.hidden_staged = self.hidden.len();
+        self.wrote |= !self.batch.ops.is_empty();
+        staged.add(std::mem::take(&mut self.batch)).await
     }
 
     /// Encodes one chunk's staged rows and tombstones (keys `asked`, whose first `prefix_len`
     /// bytes are the scope's) and their change-log entries, each write with its own `_seq`.
-    fn add(
+    async fn add(
         &mut self,
         seq: &'t SeqGenerator,
         asked: &[&'k [u8]],
@@ -573,13 +618,13 @@ impl<'t, 'k> Commit<'t, 'k> {
                 value: buffer.slice(value),
             });
         }
-        Ok(())
+        self.hand_over().await
     }
 
     /// Commits the batch with its log entries (each keyed by its first seq), hidden rows and
     /// the scope's counter, then applies them to the table's state and feed.
     async fn finish(mut self) -> Result<()> {
-        if self.batch.ops.is_empty() {
+        if self.batch.ops.is_empty() && !self.wrote {
             return Ok(());
         }
         let table = self.table;
@@ -590,14 +635,21 @@ impl<'t, 'k> Commit<'t, 'k> {
                 value: value.into(),
             });
         }
-        for (pk, at) in &self.hidden {
+        for (pk, at) in &self.hidden[self.hidden_staged..] {
             self.batch
                 .put(&table.meta, hidden_key(self.scope, pk), at.encode());
         }
         self.batch
             .ops
             .push(table.counter_op(self.scope, self.count));
-        table.storage.hot.batch(self.batch).await?;
+        let batch = std::mem::take(&mut self.batch);
+        match self.staged.take() {
+            Some(mut staged) => {
+                staged.add(batch).await?;
+                staged.commit().await?;
+            }
+            None => table.storage.hot.batch(batch).await?,
+        }
         table
             .write_generation
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
