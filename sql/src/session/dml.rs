@@ -16,8 +16,7 @@ use datafusion::sql::sqlparser::ast::{
     TableWithJoins, Update,
 };
 use futures::TryStreamExt;
-use kalamstore_storage::codec::value_at;
-use kalamstore_storage::{KalamValue, Mutation, TableDefinition, TableId};
+use kalamstore_storage::{TableDefinition, TableId};
 
 use super::{SqlOutput, SqlSession};
 use crate::assign::{check_assignment, null_in_not_null};
@@ -51,11 +50,10 @@ impl SqlSession {
         let keys = self
             .matching(&def, &[], delete.selection.as_ref(), params)
             .await?;
-        let mutations = keys
-            .into_iter()
-            .map(|(key, _)| Mutation::Delete { key })
-            .collect();
-        let summary = self.write_changes(&def, mutations).await?;
+        let summary = self
+            .store
+            .delete_keys(&def.id, self.principal.user_for(&def), &keys)
+            .await?;
         Ok(SqlOutput::Changed {
             verb: "DELETE",
             rows: summary.deleted,
@@ -105,14 +103,11 @@ impl SqlSession {
         let rows = self
             .matching(&def, &set, update.selection.as_ref(), params)
             .await?;
-        let mutations = rows
-            .into_iter()
-            .map(|(key, values)| Mutation::Update {
-                key,
-                set: set.iter().map(|(c, _)| c.clone()).zip(values).collect(),
-            })
-            .collect();
-        let summary = self.write_changes(&def, mutations).await?;
+        let columns: Vec<String> = set.into_iter().map(|(c, _)| c).collect();
+        let summary = self
+            .store
+            .update_keys(&def.id, self.principal.user_for(&def), &rows, &columns)
+            .await?;
         Ok(SqlOutput::Changed {
             verb: "UPDATE",
             rows: summary.updated,
@@ -172,18 +167,6 @@ impl SqlSession {
         Ok(Some(def))
     }
 
-    /// Writes a statement's changes to `def`'s table, in the session's scope, as one batch.
-    async fn write_changes(
-        &self,
-        def: &TableDefinition,
-        mutations: Vec<Mutation>,
-    ) -> Result<kalamstore_storage::WriteSummary> {
-        Ok(self
-            .store
-            .write(&def.id, self.principal.user_for(def), mutations)
-            .await?)
-    }
-
     /// The table a DML statement names, with its definition.
     async fn target(&self, table: &TableWithJoins) -> Result<(TableId, Arc<TableDefinition>)> {
         let TableFactor::Table { name, .. } = &table.relation else {
@@ -203,15 +186,16 @@ impl SqlSession {
         Ok((id, def))
     }
 
-    /// The primary keys of `def`'s rows matching `selection`, each with the values of `set`'s
-    /// expressions for that row, cast to the assigned columns' types.
+    /// The primary keys of `def`'s rows matching `selection`, in key order, each with the
+    /// values of `set`'s expressions for that row cast to the assigned columns' types: one
+    /// batch of the key columns, then one column per assignment.
     async fn matching(
         &self,
         def: &TableDefinition,
         set: &[(String, SqlExpr)],
         selection: Option<&SqlExpr>,
         params: &[ScalarValue],
-    ) -> Result<Vec<(Vec<KalamValue>, Vec<KalamValue>)>> {
+    ) -> Result<RecordBatch> {
         let pk: Vec<_> = def.primary_key().collect();
         let mut items: Vec<String> = pk.iter().map(|c| quoted(&c.name)).collect();
         for (i, (_, expr)) in set.iter().enumerate() {
@@ -231,16 +215,36 @@ impl SqlSession {
         let order: Vec<String> = pk.iter().map(|c| quoted(&c.name)).collect();
         sql.push_str(&format!(" ORDER BY {}", order.join(", ")));
         let mut statements = DFParser::parse_sql(&sql)?;
-        let Some(statement) = statements.pop_front() else {
-            return Ok(Vec::new());
-        };
-        let batches: Vec<RecordBatch> =
-            self.execute(statement, params).await?.try_collect().await?;
+        let statement = statements
+            .pop_front()
+            .ok_or_else(|| SqlError::Unsupported {
+                what: "an UPDATE or DELETE that plans no query".into(),
+                hint: "write UPDATE/DELETE ... [WHERE ...]",
+            })?;
+        let stream = self.execute(statement, params).await?;
+        let schema = stream.schema();
+        let batches: Vec<RecordBatch> = stream.try_collect().await?;
         let strict = CastOptions {
             safe: false,
             ..CastOptions::default()
         };
-        let mut out = Vec::new();
+        let mut fields: Vec<Arc<arrow::datatypes::Field>> =
+            schema.fields().iter().take(pk.len()).cloned().collect();
+        for (column, _) in set {
+            let c = def.schema.column(column).ok_or_else(|| {
+                kalamstore_storage::Error::InvalidValue {
+                    column: column.clone(),
+                    reason: "no such column".into(),
+                }
+            })?;
+            fields.push(Arc::new(arrow::datatypes::Field::new(
+                column,
+                c.data_type.to_arrow(),
+                true,
+            )));
+        }
+        let out_schema = Arc::new(arrow::datatypes::Schema::new(fields));
+        let mut out = Vec::with_capacity(batches.len());
         for batch in &batches {
             let mut assigned = Vec::with_capacity(set.len());
             for (i, (column, _)) in set.iter().enumerate() {
@@ -259,22 +263,16 @@ impl SqlSession {
                             reason: format!("the new value is not a {}: {e}", c.data_type),
                         }
                     })?;
-                assigned.push((c.data_type, array));
+                assigned.push(array);
             }
-            for row in 0..batch.num_rows() {
-                let key = pk
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| value_at(batch.column(i).as_ref(), c.data_type, row))
-                    .collect::<kalamstore_storage::Result<Vec<_>>>()?;
-                let values = assigned
-                    .iter()
-                    .map(|(t, a)| value_at(a.as_ref(), *t, row))
-                    .collect::<kalamstore_storage::Result<Vec<_>>>()?;
-                out.push((key, values));
-            }
+            let mut columns: Vec<_> = batch.columns().iter().take(pk.len()).cloned().collect();
+            columns.extend(assigned);
+            let batch = RecordBatch::try_new(out_schema.clone(), columns)
+                .map_err(datafusion::error::DataFusionError::from)?;
+            out.push(batch);
         }
-        Ok(out)
+        Ok(arrow::compute::concat_batches(&out_schema, &out)
+            .map_err(datafusion::error::DataFusionError::from)?)
     }
 }
 

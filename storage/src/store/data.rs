@@ -11,7 +11,7 @@ use futures::TryStreamExt;
 
 use crate::merge::{ScanOptions, TableScan};
 use crate::table::FileEntry;
-use crate::write::{BatchMode, Mutation, Rows, WriteSummary};
+use crate::write::{BatchMode, Keyed, Mutation, Rows, WriteSummary};
 
 /// Rows and files of one scope.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -66,6 +66,34 @@ impl Store {
         mode: BatchMode,
     ) -> Result<WriteSummary> {
         self.write_rows(table, user, Rows::Batch(batch, mode)).await
+    }
+
+    /// Deletes atomically the rows whose primary keys are the rows of `keys` (one column per
+    /// key column, in key order, of the columns' arrow types); keys without a row are skipped.
+    /// Nothing per row is kept but the key bytes, so millions of keys fit a small memory.
+    pub async fn delete_keys(
+        &self,
+        table: &TableId,
+        user: Option<&UserId>,
+        keys: &RecordBatch,
+    ) -> Result<WriteSummary> {
+        self.write_rows(table, user, Rows::Keyed(keys, Keyed::Delete))
+            .await
+    }
+
+    /// Sets the columns `set` of the rows whose primary keys lead the rows of `batch`: its
+    /// columns are the key columns (key order), then one per name of `set`, each of its
+    /// column's arrow type; keys without a row are skipped. Atomic, like
+    /// [`write`](Self::write).
+    pub async fn update_keys(
+        &self,
+        table: &TableId,
+        user: Option<&UserId>,
+        batch: &RecordBatch,
+        set: &[String],
+    ) -> Result<WriteSummary> {
+        self.write_rows(table, user, Rows::Keyed(batch, Keyed::Update(set)))
+            .await
     }
 
     async fn write_rows(

@@ -65,6 +65,18 @@ pub enum BatchMode {
 pub(crate) enum Rows<'a> {
     Mutations(Vec<Mutation>),
     Batch(&'a arrow::record_batch::RecordBatch, BatchMode),
+    /// Changes by key: each row of the batch names a key in its leading key columns (key
+    /// order, the columns' arrow types); see [`Keyed`].
+    Keyed(&'a arrow::record_batch::RecordBatch, Keyed<'a>),
+}
+
+/// What [`Rows::Keyed`] does to each key.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Keyed<'a> {
+    /// Sets these columns, from the batch's columns after the key (one each, in this order).
+    Update(&'a [String]),
+    /// Deletes the row.
+    Delete,
 }
 
 /// What a write changed.
@@ -83,6 +95,9 @@ enum Planned {
     Insert(Vec<KalamValue>),
     Upsert(Vec<KalamValue>),
     Update(Vec<(String, KalamValue)>),
+    /// An update whose new values are row `usize` of a [`Rows::Keyed`] batch (read when the
+    /// key's chunk is staged).
+    UpdateAt(usize),
     Delete,
 }
 
@@ -165,9 +180,16 @@ impl TableHandle {
         let scope = self.scope(user)?;
         // Read under the lock: ALTER TABLE swaps the definition while holding it.
         let def = self.definition();
+        let mut values_of = None;
         let (keys, planned) = match rows {
             Rows::Mutations(mutations) => self.plan_mutations(&def, &scope, mutations)?,
             Rows::Batch(batch, mode) => self.plan_batch(&def, &scope, batch, mode)?,
+            Rows::Keyed(batch, keyed) => {
+                if let Keyed::Update(set) = keyed {
+                    values_of = Some(KeyedValues::new(&def, batch, set)?);
+                }
+                self.plan_keyed(&def, &scope, batch, keyed)?
+            }
         };
         let asked = keys.all();
         let repeated = BatchKeys::repeated(&asked);
@@ -175,6 +197,10 @@ impl TableHandle {
         // inserts, SQL UPDATE and DELETE) make each chunk one key range of the engine and of
         // each file, so the chunks together read each file once. A statement writing a key
         // twice is staged whole: a later write of a key builds on its earlier one.
+        let statement = Statement {
+            repeated,
+            values_of,
+        };
         let chunk = if repeated {
             asked.len().max(1)
         } else {
@@ -189,7 +215,8 @@ impl TableHandle {
         for part in asked.chunks(chunk) {
             let plans: Vec<Planned> = planned.by_ref().take(part.len()).collect();
             let current = self.read_current(&scope, part, keys.prefix_len).await?;
-            let (staged, s) = self.stage(&def, part, keys.prefix_len, plans, &current, repeated)?;
+            let (staged, s) =
+                self.stage(&def, part, keys.prefix_len, plans, &current, &statement)?;
             drop(current);
             summary.inserted += s.inserted;
             summary.updated += s.updated;
@@ -296,6 +323,65 @@ impl TableHandle {
         Ok((keys, planned))
     }
 
+    /// Resolves every row of a [`Rows::Keyed`] batch to its hot key (read from its key
+    /// columns, no value per cell kept) and its change.
+    fn plan_keyed(
+        &self,
+        def: &TableDefinition,
+        scope: &KeyScope,
+        batch: &arrow::record_batch::RecordBatch,
+        keyed: Keyed<'_>,
+    ) -> Result<(BatchKeys, Vec<Planned>)> {
+        let pk: Vec<_> = def.primary_key().collect();
+        let given = match keyed {
+            Keyed::Update(set) => pk.len() + set.len(),
+            Keyed::Delete => pk.len(),
+        };
+        if batch.num_columns() != given {
+            return Err(crate::error::Error::InvalidQuery {
+                table: def.id.to_string(),
+                reason: format!(
+                    "a batch of changes by key has {} columns, expected {given} (the {} key \
+                     column(s), then one per assigned column)",
+                    batch.num_columns(),
+                    pk.len()
+                ),
+            });
+        }
+        let prefix = self.scope_prefix(scope);
+        let n = batch.num_rows();
+        let mut keys = BatchKeys {
+            bytes: Vec::with_capacity(n * (prefix.len() + 16)),
+            ends: Vec::with_capacity(n),
+            prefix_len: prefix.len(),
+        };
+        let mut planned = Vec::with_capacity(n);
+        for i in 0..n {
+            keys.bytes.extend_from_slice(&prefix);
+            for (k, c) in pk.iter().enumerate() {
+                let value = crate::codec::value_at(batch.column(k).as_ref(), c.data_type, i)?;
+                if value.is_null() {
+                    return Err(crate::error::Error::InvalidValue {
+                        column: c.name.clone(),
+                        reason: "a key value is NULL".into(),
+                    });
+                }
+                crate::codec::encode_component(&value, &mut keys.bytes).map_err(|reason| {
+                    crate::error::Error::InvalidValue {
+                        column: c.name.clone(),
+                        reason: reason.to_owned(),
+                    }
+                })?;
+            }
+            keys.ends.push(keys.bytes.len());
+            planned.push(match keyed {
+                Keyed::Update(_) => Planned::UpdateAt(i),
+                Keyed::Delete => Planned::Delete,
+            });
+        }
+        Ok((keys, planned))
+    }
+
     /// Reads what the batch's keys hold: their hot entries in one `get_many`, then the
     /// flushed rows of the keys that are not hot in one pass over the files.
     async fn read_current(
@@ -344,8 +430,9 @@ impl TableHandle {
         prefix_len: usize,
         planned: Vec<Planned>,
         current: &CurrentRows,
-        repeated: bool,
+        statement: &Statement<'_>,
     ) -> Result<(Vec<Staged>, WriteSummary)> {
+        let (repeated, values_of) = (statement.repeated, statement.values_of.as_ref());
         let mut staged: Vec<Staged> = Vec::with_capacity(planned.len());
         // Only a batch that writes a key twice needs to find a key's earlier write; the
         // others just keep their order.
@@ -399,6 +486,13 @@ impl TableHandle {
                 Planned::Update(set) => {
                     let Some(row_now) = row_now else { continue };
                     summary.updated += 1;
+                    Some(self.row_from_named(def, set, Some(row_now))?)
+                }
+                Planned::UpdateAt(row) => {
+                    let Some(row_now) = row_now else { continue };
+                    summary.updated += 1;
+                    // Invariant: `UpdateAt` is planned only with the batch's values.
+                    let set = values_of.expect("keyed values").at(row)?;
                     Some(self.row_from_named(def, set, Some(row_now))?)
                 }
                 Planned::Delete => {
@@ -663,5 +757,56 @@ impl<'t, 'k> Commit<'t, 'k> {
         }
         drop(self.in_flight);
         Ok(())
+    }
+}
+
+/// What every chunk of a statement is staged with.
+struct Statement<'b> {
+    /// Whether some key is written twice (then the statement is one chunk).
+    repeated: bool,
+    /// The new values of a [`Keyed::Update`] batch.
+    values_of: Option<KeyedValues<'b>>,
+}
+
+/// The new values of a [`Keyed::Update`] batch: the columns after its key columns, each with
+/// the table column it sets.
+struct KeyedValues<'b> {
+    columns: Vec<(
+        &'b String,
+        crate::types::KalamDataType,
+        &'b arrow::array::ArrayRef,
+    )>,
+}
+
+impl<'b> KeyedValues<'b> {
+    fn new(
+        def: &TableDefinition,
+        batch: &'b arrow::record_batch::RecordBatch,
+        set: &'b [String],
+    ) -> Result<Self> {
+        let first = def.primary_key().count();
+        let mut columns = Vec::with_capacity(set.len());
+        for (name, array) in set.iter().zip(batch.columns().iter().skip(first)) {
+            let column =
+                def.schema
+                    .column(name)
+                    .ok_or_else(|| crate::error::Error::InvalidValue {
+                        column: name.clone(),
+                        reason: format!("table {} has no such column", def.id),
+                    })?;
+            columns.push((name, column.data_type, array));
+        }
+        Ok(Self { columns })
+    }
+
+    /// The named values of row `row`.
+    fn at(&self, row: usize) -> Result<Vec<(String, KalamValue)>> {
+        self.columns
+            .iter()
+            .map(|(name, data_type, array)| {
+                let value = crate::codec::value_at(array.as_ref(), *data_type, row)?;
+                Ok(((*name).clone(), value))
+            })
+            .collect()
     }
 }

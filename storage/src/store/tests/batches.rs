@@ -392,3 +392,96 @@ async fn a_statement_larger_than_a_chunk_commits_as_one_batch() {
     store.flush_table(&t(), Scope::All).await.unwrap();
     assert_eq!(contents(&store).await, model);
 }
+
+/// Changes by key from columns: keys without a row are skipped, the new values are checked
+/// like named ones, and a batch of the wrong shape or with a NULL key is refused whole.
+#[tokio::test]
+async fn updates_and_deletes_by_key_columns() {
+    use arrow::array::{ArrayRef, Int32Array, Int64Array};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let (_dir, store) = store().await;
+    store
+        .create_table(messages(TableType::Shared), false)
+        .await
+        .unwrap();
+    store
+        .insert(&t(), None, (0..10).map(|i| row(i, "b")).collect())
+        .await
+        .unwrap();
+    store.flush_table(&t(), Scope::All).await.unwrap();
+    let batch = |ids: Vec<Option<i64>>, scores: Option<Vec<Option<i32>>>| {
+        let mut fields = vec![Field::new("id", DataType::Int64, true)];
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(ids))];
+        if let Some(scores) = scores {
+            fields.push(Field::new("score", DataType::Int32, true));
+            columns.push(Arc::new(Int32Array::from(scores)));
+        }
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+    };
+    let set = ["score".to_owned()];
+    let summary = store
+        .update_keys(
+            &t(),
+            None,
+            &batch(
+                vec![Some(1), Some(2), Some(99)],
+                Some(vec![Some(5), Some(6), Some(7)]),
+            ),
+            &set,
+        )
+        .await
+        .unwrap();
+    assert_eq!((summary.updated, summary.inserted), (2, 0));
+    let summary = store
+        .delete_keys(&t(), None, &batch(vec![Some(3), Some(98)], None))
+        .await
+        .unwrap();
+    assert_eq!(summary.deleted, 1);
+    let all = contents(&store).await;
+    assert_eq!(all.len(), 9);
+    assert_eq!((all[&1].1, all[&2].1, all[&4].1), (5, 6, 0));
+    assert!(!all.contains_key(&3));
+
+    // Refused whole: a NULL key, a NULL for the NOT NULL `score`, a missing value column,
+    // an unknown column.
+    let err = store
+        .delete_keys(&t(), None, &batch(vec![Some(4), None], None))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidValue { column, .. } if column == "id"),
+        "{err}"
+    );
+    let err = store
+        .update_keys(
+            &t(),
+            None,
+            &batch(vec![Some(4), Some(5)], Some(vec![Some(1), None])),
+            &set,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidValue { column, .. } if column == "score"),
+        "{err}"
+    );
+    let err = store
+        .update_keys(&t(), None, &batch(vec![Some(4)], None), &set)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidQuery { .. }), "{err}");
+    let err = store
+        .update_keys(
+            &t(),
+            None,
+            &batch(vec![Some(4)], Some(vec![Some(1)])),
+            &["nope".to_owned()],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidValue { column, .. } if column == "nope"),
+        "{err}"
+    );
+    assert_eq!(contents(&store).await, all);
+}
