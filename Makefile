@@ -11,7 +11,7 @@ S3_BUCKET ?= kalamstore-test
 # delta-rs's Python `deltalake` and Polars, which read the published Delta tables in tests.
 DELTA_VENV ?= $(HOME)/.cache/kalamstore/delta-venv
 
-.PHONY: demo test setup build bench bench-engines bench-server fmt clippy s3-start s3-stop
+.PHONY: demo test setup build bench bench-engines bench-server bench-large-statements fmt clippy s3-start s3-stop
 
 # A fresh data dir for every demo run.
 DEMO_DATA ?= $(CARGO_TARGET_DIR)/demo-data
@@ -50,6 +50,10 @@ bench-engines: setup
 # pgbench against `kalamstore serve` and the machine's PostgreSQL 15, side by side (README).
 bench-server: setup
 	scripts/bench-server 20 16
+
+# Peak memory of 1M- and 9M-row statements on a 10M-row table through the CLI (README).
+bench-large-statements: setup
+	scripts/bench-large-statements 10000000
 
 fmt:
 	cargo fmt --all

@@ -98,6 +98,10 @@ enum Planned {
     /// An update whose new values are row `usize` of a [`Rows::Keyed`] batch (read when the
     /// key's chunk is staged).
     UpdateAt(usize),
+    /// [`Insert`](Self::Insert) and [`Upsert`](Self::Upsert) of row `usize` of a
+    /// [`Rows::Batch`] batch (read when the key's chunk is staged).
+    InsertAt(usize),
+    UpsertAt(usize),
     Delete,
 }
 
@@ -181,9 +185,13 @@ impl TableHandle {
         // Read under the lock: ALTER TABLE swaps the definition while holding it.
         let def = self.definition();
         let mut values_of = None;
+        let mut rows_of = None;
         let (keys, planned) = match rows {
             Rows::Mutations(mutations) => self.plan_mutations(&def, &scope, mutations)?,
-            Rows::Batch(batch, mode) => self.plan_batch(&def, &scope, batch, mode)?,
+            Rows::Batch(batch, mode) => {
+                rows_of = Some(batch);
+                self.plan_batch(&def, &scope, batch, mode)?
+            }
             Rows::Keyed(batch, keyed) => {
                 if let Keyed::Update(set) = keyed {
                     values_of = Some(KeyedValues::new(&def, batch, set)?);
@@ -200,6 +208,7 @@ impl TableHandle {
         let statement = Statement {
             repeated,
             values_of,
+            rows_of,
         };
         let chunk = if repeated {
             asked.len().max(1)
@@ -267,14 +276,14 @@ impl TableHandle {
             prefix_len: prefix.len(),
         };
         let mut planned = Vec::with_capacity(n);
+        // Keys now; each row's values when its chunk is staged.
         for i in 0..n {
-            let row = self.row_at(def, batch.columns(), i)?;
             keys.bytes.extend_from_slice(&prefix);
-            self.key_of_row(def, &row, &mut keys.bytes)?;
+            self.key_at(def, batch.columns(), i, &mut keys.bytes)?;
             keys.ends.push(keys.bytes.len());
             planned.push(match mode {
-                BatchMode::Insert => Planned::Insert(row),
-                BatchMode::Upsert => Planned::Upsert(row),
+                BatchMode::Insert => Planned::InsertAt(i),
+                BatchMode::Upsert => Planned::UpsertAt(i),
             });
         }
         Ok((keys, planned))
@@ -467,6 +476,20 @@ impl TableHandle {
                 None if logging => (row_now.is_some(), row_now.clone()),
                 None => (row_now.is_some(), None),
             };
+            // Invariant: `InsertAt`/`UpsertAt` are planned only with the batch's rows.
+            let plan = match plan {
+                Planned::InsertAt(i) => Planned::Insert(self.row_at(
+                    def,
+                    statement.rows_of.expect("batch rows").columns(),
+                    i,
+                )?),
+                Planned::UpsertAt(i) => Planned::Upsert(self.row_at(
+                    def,
+                    statement.rows_of.expect("batch rows").columns(),
+                    i,
+                )?),
+                plan => plan,
+            };
             let row = match plan {
                 Planned::Insert(row) => {
                     if row_now.is_some() {
@@ -494,6 +517,9 @@ impl TableHandle {
                     // Invariant: `UpdateAt` is planned only with the batch's values.
                     let set = values_of.expect("keyed values").at(row)?;
                     Some(self.row_from_named(def, set, Some(row_now))?)
+                }
+                Planned::InsertAt(_) | Planned::UpsertAt(_) => {
+                    unreachable!("resolved to Insert/Upsert above")
                 }
                 Planned::Delete => {
                     if row_now.is_none() {
@@ -766,6 +792,8 @@ struct Statement<'b> {
     repeated: bool,
     /// The new values of a [`Keyed::Update`] batch.
     values_of: Option<KeyedValues<'b>>,
+    /// The rows of a [`Rows::Batch`] batch.
+    rows_of: Option<&'b arrow::record_batch::RecordBatch>,
 }
 
 /// The new values of a [`Keyed::Update`] batch: the columns after its key columns, each with

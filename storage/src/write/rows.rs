@@ -28,6 +28,33 @@ impl TableHandle {
         Ok(())
     }
 
+    /// The primary key of row `i` of `arrays` (one per table column, in table order),
+    /// encoded onto `out` as [`key_of_row`](Self::key_of_row) does, its values checked like
+    /// [`row_at`](Self::row_at) checks them; the other columns are not read.
+    pub(super) fn key_at(
+        &self,
+        def: &TableDefinition,
+        arrays: &[arrow::array::ArrayRef],
+        i: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        for (c, array) in def
+            .columns()
+            .iter()
+            .zip(arrays)
+            .filter(|(c, _)| c.primary_key)
+        {
+            let value = crate::codec::value_at(array.as_ref(), c.data_type, i)?;
+            check_length(&c.name, &value)?;
+            check_not_null(c, &value)?;
+            crate::codec::encode_component(&value, out).map_err(|reason| Error::InvalidValue {
+                column: c.name.clone(),
+                reason: reason.to_owned(),
+            })?;
+        }
+        Ok(())
+    }
+
     /// Row `i` of `arrays` (one per table column, in table order), checked like a named row:
     /// values of another type, over-long values and NULLs in NOT NULL columns are errors
     /// naming the column.
