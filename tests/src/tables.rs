@@ -28,9 +28,17 @@ pub async fn open_store(dir: &std::path::Path) -> Store {
 
 /// [`open_store`] whose failure points are `failpoints` (a test arms or holds them).
 pub async fn open_store_with(dir: &std::path::Path, failpoints: kalamstore::Failpoints) -> Store {
+    open_store_configured(dir, |config| config.failpoints = failpoints).await
+}
+
+/// [`open_store`] after `configure` changed its settings.
+pub async fn open_store_configured(
+    dir: &std::path::Path,
+    configure: impl FnOnce(&mut StoreConfig),
+) -> Store {
     let mut config = StoreConfig::new(dir, Arc::new(kalamstore::Engines::default()));
     config.background = false;
-    config.failpoints = failpoints;
+    configure(&mut config);
     Store::open(config).await.expect("open store")
 }
 

@@ -11,7 +11,8 @@ use kalamstore::{
     TableId, TableType,
 };
 use kalamstore_tests::tables::{
-    chat_row, chat_table, contents, open_store, runtime, store_with_storages,
+    chat_row, chat_table, contents, open_store, open_store_configured, runtime, storages,
+    store_with_storages,
 };
 
 const CHILD_DIR: &str = "KALAMSTORE_HIDDEN_ROWS_DIR";
@@ -303,72 +304,87 @@ fn a_statement_staged_in_parts_keeps_every_row_through_a_restart() {
         })
         .collect();
     let changed = (0..FLUSHED).filter(|i| i % 3 != 2).count() as u64;
-    on_every_storage(async |store, storage, dir| {
-        let t = table();
-        store
-            .create_table(chat_table("chat", TableType::Shared, storage), false)
-            .await
-            .unwrap();
-        // The load itself is one large ordered statement.
-        store
-            .insert(&t, None, (0..FLUSHED).map(|i| chat_row(i, "v1")).collect())
-            .await
-            .unwrap();
-        store.flush_table(&t, Scope::All).await.unwrap();
-        let before = store
-            .changes_since(&t, None, false, 0, usize::MAX)
-            .await
-            .unwrap()
-            .cursor;
-        let statement = (0..ALL)
-            .filter_map(|i| match (i < FLUSHED, i % 3) {
-                (true, 0) => Some(Mutation::Delete {
-                    key: vec![KalamValue::BigInt(i)],
-                }),
-                (true, 1) => Some(Mutation::Update {
-                    key: vec![KalamValue::BigInt(i)],
-                    set: vec![("body".into(), KalamValue::Text("v2".into()))],
-                }),
-                (true, _) => None,
-                (false, _) => Some(Mutation::Insert(chat_row(i, "v1"))),
-            })
-            .collect();
-        let summary = store.write(&t, None, statement).await.unwrap();
-        assert_eq!(summary.inserted, (ALL - FLUSHED) as u64);
-        assert_eq!(summary.deleted + summary.updated, changed);
-        let check = async |store: &Store, when: &str| {
-            assert_eq!(
-                contents(store, &t, None).await,
-                expected,
-                "{storage} {when}"
-            );
-            let stats = store.table_stats(&t).await.unwrap();
-            let hidden: u64 = stats.iter().map(|s| s.hidden_rows).sum();
-            assert_eq!(hidden, changed, "{storage} {when}");
-            let page = store
-                .changes_since(&t, None, false, before, usize::MAX)
+    // Chunks of 4096 keys: the statement below is eleven of them.
+    let open = async |dir: &std::path::Path| {
+        open_store_configured(dir, |c| c.write_chunk_rows = 4_096).await
+    };
+    let rt = runtime();
+    for at in 0..2 {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        rt.block_on(async {
+            let store = &open(dir).await;
+            store
+                .create_namespace(&kalamstore::NamespaceId::new("app").unwrap(), true)
                 .await
                 .unwrap();
+            let storage = &storages(store, dir).await[at];
+            let t = table();
+            store
+                .create_table(chat_table("chat", TableType::Shared, storage), false)
+                .await
+                .unwrap();
+            // The load itself is one large ordered statement.
+            store
+                .insert(&t, None, (0..FLUSHED).map(|i| chat_row(i, "v1")).collect())
+                .await
+                .unwrap();
+            store.flush_table(&t, Scope::All).await.unwrap();
+            let before = store
+                .changes_since(&t, None, false, 0, usize::MAX)
+                .await
+                .unwrap()
+                .cursor;
+            let statement = (0..ALL)
+                .filter_map(|i| match (i < FLUSHED, i % 3) {
+                    (true, 0) => Some(Mutation::Delete {
+                        key: vec![KalamValue::BigInt(i)],
+                    }),
+                    (true, 1) => Some(Mutation::Update {
+                        key: vec![KalamValue::BigInt(i)],
+                        set: vec![("body".into(), KalamValue::Text("v2".into()))],
+                    }),
+                    (true, _) => None,
+                    (false, _) => Some(Mutation::Insert(chat_row(i, "v1"))),
+                })
+                .collect();
+            let summary = store.write(&t, None, statement).await.unwrap();
+            assert_eq!(summary.inserted, (ALL - FLUSHED) as u64);
+            assert_eq!(summary.deleted + summary.updated, changed);
+            let check = async |store: &Store, when: &str| {
+                assert_eq!(
+                    contents(store, &t, None).await,
+                    expected,
+                    "{storage} {when}"
+                );
+                let stats = store.table_stats(&t).await.unwrap();
+                let hidden: u64 = stats.iter().map(|s| s.hidden_rows).sum();
+                assert_eq!(hidden, changed, "{storage} {when}");
+                let page = store
+                    .changes_since(&t, None, false, before, usize::MAX)
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    page.changes.len() as u64,
+                    changed + (ALL - FLUSHED) as u64,
+                    "{storage} {when}"
+                );
+                assert!(page.changes.windows(2).all(|w| w[0].seq < w[1].seq));
+            };
+            check(store, "after the write").await;
+            store.close().await.unwrap();
+            let staged = dir.join("hot").join("staged");
+            let left = std::fs::read_dir(&staged).map_or(0, |d| d.count());
+            assert_eq!(left, 0, "files left in {}", staged.display());
+            let store = open(dir).await;
+            check(&store, "after a restart").await;
+            store.flush_table(&t, Scope::All).await.unwrap();
             assert_eq!(
-                page.changes.len() as u64,
-                changed + (ALL - FLUSHED) as u64,
-                "{storage} {when}"
+                contents(&store, &t, None).await,
+                expected,
+                "{storage} after a flush"
             );
-            assert!(page.changes.windows(2).all(|w| w[0].seq < w[1].seq));
-        };
-        check(store, "after the write").await;
-        store.close().await.unwrap();
-        let staged = dir.join("hot").join("staged");
-        let left = std::fs::read_dir(&staged).map_or(0, |d| d.count());
-        assert_eq!(left, 0, "files left in {}", staged.display());
-        let store = open_store(dir).await;
-        check(&store, "after a restart").await;
-        store.flush_table(&t, Scope::All).await.unwrap();
-        assert_eq!(
-            contents(&store, &t, None).await,
-            expected,
-            "{storage} after a flush"
-        );
-        store.close().await.unwrap();
-    });
+            store.close().await.unwrap();
+        });
+    }
 }

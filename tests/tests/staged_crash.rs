@@ -8,13 +8,18 @@ use std::time::Duration;
 
 use kalamstore::{Mutation, StorageId, TableId, TableType};
 use kalamstore_tests::tables::{
-    chat_row, chat_table, contents, open_store, run_child_and_kill, runtime,
+    chat_row, chat_table, contents, open_store_configured, run_child_and_kill, runtime,
 };
 
 const CHILD_DIR: &str = "KALAMSTORE_STAGED_CRASH_DIR";
 const CHILD_FIRST: &str = "KALAMSTORE_STAGED_CRASH_FIRST";
-/// Rows per statement: more than one staging chunk.
+/// Rows per statement: five staging chunks of [`CHUNK_ROWS`].
 const ROWS: i64 = 20_000;
+const CHUNK_ROWS: usize = 4_096;
+
+async fn open(dir: &std::path::Path) -> kalamstore::Store {
+    open_store_configured(dir, |c| c.write_chunk_rows = CHUNK_ROWS).await
+}
 
 fn table() -> TableId {
     "app.big".parse().unwrap()
@@ -33,7 +38,7 @@ fn staged_crash_child() {
         .expect("a number");
     let rt = runtime();
     rt.block_on(async move {
-        let store = open_store(std::path::Path::new(&dir)).await;
+        let store = open(std::path::Path::new(&dir)).await;
         store
             .create_namespace(&kalamstore::NamespaceId::new("app").unwrap(), true)
             .await
@@ -77,7 +82,7 @@ fn a_kill_during_a_staged_statement_leaves_one_statement_whole() {
         acked_any |= acked.is_some();
         let staged = dir.path().join("hot").join("staged");
         let seen = rt.block_on(async {
-            let store = open_store(dir.path()).await;
+            let store = open(dir.path()).await;
             // Opening cleared what the killed statement had staged.
             let left = std::fs::read_dir(&staged).map_or(0, |d| d.count());
             assert_eq!(left, 0, "staged files left in {}", staged.display());

@@ -177,6 +177,7 @@ impl Store {
             metadata: Arc::new(MetadataCache::new(
                 usize::try_from(metadata_budget).unwrap_or(usize::MAX),
             )),
+            write_chunk_rows: config.write_chunk_rows.max(1),
         })
     }
 

@@ -123,11 +123,15 @@ pub struct StoreConfig {
     /// Byte budget of each storage's Parquet metadata cache (footers with page indexes,
     /// `_key` page directories and bloom filters), unless the storage sets its own.
     pub metadata_cache_bytes: u64,
+    /// Keys a large statement reads and stages at a time: its per-row values live for one
+    /// chunk, its encoded rows go to the engine's staged batch. Larger chunks read the files
+    /// in fewer, longer runs; smaller ones hold less.
+    pub write_chunk_rows: usize,
 }
 
 impl StoreConfig {
     /// Defaults: background work on, every second; 4 job workers; a 64 MiB metadata cache
-    /// per storage; cleanup every minute; jobs
+    /// per storage; statements staged 64Ki keys at a time; cleanup every minute; jobs
     /// kept a day (at most 1000); orphans collected after an hour; a job attempt may run 6 hours, an
     /// object-store call a minute; the first retry after 200 ms.
     pub fn new(data_dir: impl Into<PathBuf>, engines: Arc<dyn EngineProvider>) -> Self {
@@ -149,6 +153,7 @@ impl StoreConfig {
             failpoints: Failpoints::default(),
             job_workers: 4,
             metadata_cache_bytes: DEFAULT_METADATA_CACHE_BYTES,
+            write_chunk_rows: 65_536,
         }
     }
 }

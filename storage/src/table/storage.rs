@@ -26,6 +26,8 @@ pub(crate) struct StorageHandle {
     pub(crate) failpoints: crate::failpoint::Failpoints,
     /// What reads keep of the storage's Parquet files.
     pub(crate) metadata: Arc<crate::format::MetadataCache>,
+    /// Keys a large statement stages at a time (`StoreConfig::write_chunk_rows`).
+    pub(crate) write_chunk_rows: usize,
 }
 
 impl std::fmt::Debug for StorageHandle {

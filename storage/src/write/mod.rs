@@ -2,8 +2,9 @@
 //! at once (hot engine, then flushed files), and commits the new rows, tombstones, the flushed
 //! rows they hide (`h` entries: reads then skip those rows without looking at hot keys) and
 //! the scope's buffered-entry count and the change-log entry of its changes in one atomic
-//! batch. A large statement is read and staged [`CHUNK_ROWS`] keys at a time: its per-row
-//! values live for one chunk, and only the encoded batch stays until the commit.
+//! batch. A large statement is read and staged `StoreConfig::write_chunk_rows` keys at a time:
+//! its per-row values live for one chunk, and its encoded rows go to the engine's staged batch
+//! (keys in order) or one batch kept until the commit.
 
 use std::collections::HashMap;
 
@@ -21,10 +22,6 @@ use crate::seq::SeqGenerator;
 use crate::table::TableHandle;
 
 mod rows;
-
-/// Keys a write reads and stages at a time (a statement that writes no key twice; one that
-/// does is staged whole, since a later write of a key builds on its earlier one).
-pub(crate) const CHUNK_ROWS: usize = 16_384;
 
 use rows::Tombstones;
 
@@ -103,6 +100,63 @@ enum Planned {
     InsertAt(usize),
     UpsertAt(usize),
     Delete,
+}
+
+/// A statement's plans, one per key, in the order of its keys.
+enum Plans {
+    /// Mutations, each resolved on its own.
+    Each(Vec<Planned>),
+    /// Rows of the statement's batch (`rows[k]` for key `k`), all with one change: four
+    /// bytes per key, not a plan each.
+    Rows {
+        rows: Vec<u32>,
+        change: fn(usize) -> Planned,
+    },
+}
+
+impl Plans {
+    /// One plan per row `0..n` of a batch, each made by `change`.
+    fn rows(n: usize, change: fn(usize) -> Planned, table: &TableDefinition) -> Result<Self> {
+        let n = u32::try_from(n).map_err(|_| crate::error::Error::InvalidQuery {
+            table: table.id.to_string(),
+            reason: format!("a statement of {n} rows (at most {} at once)", u32::MAX),
+        })?;
+        Ok(Self::Rows {
+            rows: (0..n).collect(),
+            change,
+        })
+    }
+
+    /// Puts the plans in the order of their keys (`asked`, sorted with them).
+    fn sort_by_key(self, asked: Vec<&[u8]>) -> (Vec<&[u8]>, Self) {
+        match self {
+            Self::Each(plans) => {
+                let mut pairs: Vec<(&[u8], Planned)> = asked.into_iter().zip(plans).collect();
+                pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                let (asked, plans) = pairs.into_iter().unzip();
+                (asked, Self::Each(plans))
+            }
+            Self::Rows { rows, change } => {
+                let mut pairs: Vec<(&[u8], u32)> = asked.into_iter().zip(rows).collect();
+                pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                let (asked, rows) = pairs.into_iter().unzip();
+                (asked, Self::Rows { rows, change })
+            }
+        }
+    }
+
+    /// The plans of the next `n` keys, `done` of them already taken.
+    fn next_chunk(&mut self, done: usize, n: usize) -> Vec<Planned> {
+        match self {
+            Self::Each(plans) => plans.drain(..n.min(plans.len())).collect(),
+            Self::Rows { rows, change } => rows
+                .iter()
+                .skip(done)
+                .take(n)
+                .map(|r| change(*r as usize))
+                .collect(),
+        }
+    }
 }
 
 /// The hot keys of a batch's mutations (scope prefix + primary key), back to back in one
@@ -186,7 +240,7 @@ impl TableHandle {
         let def = self.definition();
         let mut values_of = None;
         let mut rows_of = None;
-        let (keys, planned) = match rows {
+        let (keys, mut planned) = match rows {
             Rows::Mutations(mutations) => self.plan_mutations(&def, &scope, mutations)?,
             Rows::Batch(batch, mode) => {
                 rows_of = Some(batch);
@@ -199,12 +253,19 @@ impl TableHandle {
                 self.plan_keyed(&def, &scope, batch, keyed)?
             }
         };
-        let asked = keys.all();
+        let mut asked = keys.all();
         let repeated = BatchKeys::repeated(&asked);
-        // Chunks keep the statement's order (its `_seq` order). Keys in increasing order (bulk
-        // inserts, SQL UPDATE and DELETE) make each chunk one key range of the engine and of
-        // each file, so the chunks together read each file once. A statement writing a key
-        // twice is staged whole: a later write of a key builds on its earlier one.
+        let chunk_rows = self.storage.write_chunk_rows;
+        let large = asked.len() > chunk_rows;
+        // A large statement of distinct keys is staged in key order (its changes take their
+        // `_seq` in that order): each chunk is then one key range of the engine and of each
+        // file, so the chunks together read each file once, and the engine can stage sorted
+        // runs outside memory. Smaller statements keep their order. A statement writing a key
+        // twice is staged whole, in its order: a later write of a key builds on its earlier
+        // one.
+        if large && !repeated && !asked.windows(2).all(|w| w[0] < w[1]) {
+            (asked, planned) = planned.sort_by_key(asked);
+        }
         let statement = Statement {
             repeated,
             values_of,
@@ -213,16 +274,15 @@ impl TableHandle {
         let chunk = if repeated {
             asked.len().max(1)
         } else {
-            CHUNK_ROWS
+            chunk_rows
         };
         let mut commit = Commit::new(self, &def, &scope);
-        if !repeated && asked.len() > CHUNK_ROWS && asked.windows(2).all(|w| w[0] < w[1]) {
+        if large && !repeated {
             commit.stage_in_engine().await?;
         }
         let mut summary = WriteSummary::default();
-        let mut planned = planned.into_iter();
-        for part in asked.chunks(chunk) {
-            let plans: Vec<Planned> = planned.by_ref().take(part.len()).collect();
+        for (n, part) in asked.chunks(chunk).enumerate() {
+            let plans = planned.next_chunk(n * chunk, part.len());
             let current = self.read_current(&scope, part, keys.prefix_len).await?;
             let (staged, s) =
                 self.stage(&def, part, keys.prefix_len, plans, &current, &statement)?;
@@ -244,7 +304,7 @@ impl TableHandle {
         scope: &KeyScope,
         batch: &arrow::record_batch::RecordBatch,
         mode: BatchMode,
-    ) -> Result<(BatchKeys, Vec<Planned>)> {
+    ) -> Result<(BatchKeys, Plans)> {
         let columns = def.columns();
         let schema = batch.schema();
         let matches = schema.fields().len() == columns.len()
@@ -275,18 +335,17 @@ impl TableHandle {
             ends: Vec::with_capacity(n),
             prefix_len: prefix.len(),
         };
-        let mut planned = Vec::with_capacity(n);
         // Keys now; each row's values when its chunk is staged.
         for i in 0..n {
             keys.bytes.extend_from_slice(&prefix);
             self.key_at(def, batch.columns(), i, &mut keys.bytes)?;
             keys.ends.push(keys.bytes.len());
-            planned.push(match mode {
-                BatchMode::Insert => Planned::InsertAt(i),
-                BatchMode::Upsert => Planned::UpsertAt(i),
-            });
         }
-        Ok((keys, planned))
+        let change = match mode {
+            BatchMode::Insert => Planned::InsertAt,
+            BatchMode::Upsert => Planned::UpsertAt,
+        };
+        Ok((keys, Plans::rows(n, change, def)?))
     }
 
     /// Resolves every mutation to its hot key, checking rows as it goes.
@@ -295,7 +354,7 @@ impl TableHandle {
         def: &TableDefinition,
         scope: &KeyScope,
         mutations: Vec<Mutation>,
-    ) -> Result<(BatchKeys, Vec<Planned>)> {
+    ) -> Result<(BatchKeys, Plans)> {
         let prefix = self.scope_prefix(scope);
         let mut keys = BatchKeys {
             bytes: Vec::with_capacity(mutations.len() * (prefix.len() + 16)),
@@ -329,7 +388,7 @@ impl TableHandle {
             });
             keys.ends.push(keys.bytes.len());
         }
-        Ok((keys, planned))
+        Ok((keys, Plans::Each(planned)))
     }
 
     /// Resolves every row of a [`Rows::Keyed`] batch to its hot key (read from its key
@@ -340,7 +399,7 @@ impl TableHandle {
         scope: &KeyScope,
         batch: &arrow::record_batch::RecordBatch,
         keyed: Keyed<'_>,
-    ) -> Result<(BatchKeys, Vec<Planned>)> {
+    ) -> Result<(BatchKeys, Plans)> {
         let pk: Vec<_> = def.primary_key().collect();
         let given = match keyed {
             Keyed::Update(set) => pk.len() + set.len(),
@@ -364,7 +423,6 @@ impl TableHandle {
             ends: Vec::with_capacity(n),
             prefix_len: prefix.len(),
         };
-        let mut planned = Vec::with_capacity(n);
         for i in 0..n {
             keys.bytes.extend_from_slice(&prefix);
             for (k, c) in pk.iter().enumerate() {
@@ -383,12 +441,12 @@ impl TableHandle {
                 })?;
             }
             keys.ends.push(keys.bytes.len());
-            planned.push(match keyed {
-                Keyed::Update(_) => Planned::UpdateAt(i),
-                Keyed::Delete => Planned::Delete,
-            });
         }
-        Ok((keys, planned))
+        let change = match keyed {
+            Keyed::Update(_) => Planned::UpdateAt,
+            Keyed::Delete => |_| Planned::Delete,
+        };
+        Ok((keys, Plans::rows(n, change, def)?))
     }
 
     /// Reads what the batch's keys hold: their hot entries in one `get_many`, then the
@@ -564,7 +622,11 @@ struct Commit<'t, 'k> {
     count: crate::format::HotCount,
     batch: WriteBatch,
     log: Option<EntryWriter>,
-    hidden: Vec<(&'k [u8], Hidden)>,
+    /// Every flushed row the statement hides (for the table's state after the commit).
+    hidden: Vec<Hidden>,
+    /// The keys of the `hidden` entries not yet in the batch or handed to `staged` (the
+    /// last ones of `hidden`).
+    hidden_keys: Vec<&'k [u8]>,
     ring: Option<Vec<Change>>,
     last_seq: Option<i64>,
     /// The chunks' `_seq` ranges stay in flight until the commit (multi-table readers wait).
@@ -573,8 +635,6 @@ struct Commit<'t, 'k> {
     /// it is staged (RocksDB: sorted files ingested at the commit), so the encoded batch is
     /// not held in memory either.
     staged: Option<Box<dyn StagedBatch + 't>>,
-    /// `hidden` entries already handed to `staged`.
-    hidden_staged: usize,
     /// Whether some op was handed to `staged`.
     wrote: bool,
 }
@@ -592,11 +652,11 @@ impl<'t, 'k> Commit<'t, 'k> {
             batch: WriteBatch::new(),
             log: logging.then(|| EntryWriter::new(scope.as_str(), 0)),
             hidden: Vec::new(),
+            hidden_keys: Vec::new(),
             ring: table.feed.wants_changes().then(Vec::new),
             last_seq: None,
             in_flight: Vec::new(),
             staged: None,
-            hidden_staged: 0,
             wrote: false,
         }
     }
@@ -607,12 +667,22 @@ impl<'t, 'k> Commit<'t, 'k> {
         Ok(())
     }
 
+    /// Adds the `h` entries of the hidden rows whose keys are pending to the batch.
+    fn batch_hidden(&mut self) {
+        let pending = self.hidden_keys.len();
+        let ats = &self.hidden[self.hidden.len() - pending..];
+        for (pk, at) in self.hidden_keys.drain(..).zip(ats) {
+            self.batch
+                .put(&self.table.meta, hidden_key(self.scope, pk), at.encode());
+        }
+    }
+
     /// Moves what is ready (the batch's ops, closed log entries, new hidden rows) into the
     /// engine's staged batch, when there is one.
     async fn hand_over(&mut self) -> Result<()> {
-        let Some(staged) = &mut self.staged else {
+        if self.staged.is_none() {
             return Ok(());
-        };
+        }
         let table = self.table;
         if let Some(log) = &mut self.log {
             for (first, value) in log.take_closed() {
@@ -623,13 +693,13 @@ impl<'t, 'k> Commit<'t, 'k> {
                 });
             }
         }
-        for (pk, at) in &self.hidden[self.hidden_staged..] {
-            self.batch
-                .put(&table.meta, hidden_key(self.scope, pk), at.encode());
-        }
-        self.hidden_staged = self.hidden.len();
+        self.batch_hidden();
         self.wrote |= !self.batch.ops.is_empty();
-        staged.add(std::mem::take(&mut self.batch)).await
+        let part = std::mem::take(&mut self.batch);
+        match &mut self.staged {
+            Some(staged) => staged.add(part).await,
+            None => Ok(()),
+        }
     }
 
     /// Encodes one chunk's staged rows and tombstones (keys `asked`, whose first `prefix_len`
@@ -658,7 +728,8 @@ impl<'t, 'k> Commit<'t, 'k> {
                 .saturating_sub(u64::from(write.was_hot && write.was_tombstone));
             let key = asked[write.mutation];
             if let Some(at) = write.hides {
-                self.hidden.push((&key[prefix_len..], at));
+                self.hidden.push(at);
+                self.hidden_keys.push(&key[prefix_len..]);
             }
             let change = match (self.log.is_some(), deleted, write.existed) {
                 (false, ..) | (true, true, false) => None,
@@ -755,10 +826,7 @@ impl<'t, 'k> Commit<'t, 'k> {
                 value: value.into(),
             });
         }
-        for (pk, at) in &self.hidden[self.hidden_staged..] {
-            self.batch
-                .put(&table.meta, hidden_key(self.scope, pk), at.encode());
-        }
+        self.batch_hidden();
         self.batch
             .ops
             .push(table.counter_op(self.scope, self.count));
@@ -776,7 +844,7 @@ impl<'t, 'k> Commit<'t, 'k> {
         {
             let mut state = table.state.write();
             state.set_count(self.scope, self.count);
-            state.hide(self.scope, self.hidden.into_iter().map(|(_, at)| at));
+            state.hide(self.scope, self.hidden);
         }
         if let Some(last) = self.last_seq {
             table.feed.publish(last, self.ring);

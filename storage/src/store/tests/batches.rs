@@ -286,18 +286,19 @@ async fn a_batch_writes_its_rows_as_mutations_would() {
     assert_eq!(contents(&store).await, expected);
 }
 
-/// A statement over more keys than the write path stages at a time (`CHUNK_ROWS`) commits as
+/// A statement over more keys than the write path stages at a time (`write_chunk_rows`) commits as
 /// one batch: the same rows, counts, hidden flushed rows and change log as a small one, with a
 /// `_seq` per change in order; a statement writing a key twice across chunk boundaries still
 /// builds the second write on the first.
 #[tokio::test]
 async fn a_statement_larger_than_a_chunk_commits_as_one_batch() {
-    let (_dir, store) = store().await;
+    const CHUNK_ROWS: usize = 4_096;
+    let (_dir, store) = store_with(|c| c.write_chunk_rows = CHUNK_ROWS).await;
     store
         .create_table(messages(TableType::Shared), false)
         .await
         .unwrap();
-    let chunk = crate::write::CHUNK_ROWS as i64;
+    let chunk = CHUNK_ROWS as i64;
     let flushed = 2 * chunk;
     store
         .insert(&t(), None, (0..flushed).map(|i| row(i, "f")).collect())
