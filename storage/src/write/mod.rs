@@ -168,6 +168,15 @@ struct BatchKeys {
 }
 
 impl BatchKeys {
+    /// No key yet; room for `n` keys behind a scope prefix of `prefix_len` bytes.
+    fn with_capacity(prefix_len: usize, n: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(n * (prefix_len + 16)),
+            ends: Vec::with_capacity(n),
+            prefix_len,
+        }
+    }
+
     /// Whether some key appears more than once (keys in increasing order, as bulk inserts
     /// and scans give them, answer without sorting).
     fn repeated(asked: &[&[u8]]) -> bool {
@@ -330,11 +339,7 @@ impl TableHandle {
         }
         let prefix = self.scope_prefix(scope);
         let n = batch.num_rows();
-        let mut keys = BatchKeys {
-            bytes: Vec::with_capacity(n * (prefix.len() + 16)),
-            ends: Vec::with_capacity(n),
-            prefix_len: prefix.len(),
-        };
+        let mut keys = BatchKeys::with_capacity(prefix.len(), n);
         // Keys now; each row's values when its chunk is staged.
         for i in 0..n {
             keys.bytes.extend_from_slice(&prefix);
@@ -356,11 +361,7 @@ impl TableHandle {
         mutations: Vec<Mutation>,
     ) -> Result<(BatchKeys, Plans)> {
         let prefix = self.scope_prefix(scope);
-        let mut keys = BatchKeys {
-            bytes: Vec::with_capacity(mutations.len() * (prefix.len() + 16)),
-            ends: Vec::with_capacity(mutations.len()),
-            prefix_len: prefix.len(),
-        };
+        let mut keys = BatchKeys::with_capacity(prefix.len(), mutations.len());
         let mut planned = Vec::with_capacity(mutations.len());
         for mutation in mutations {
             keys.bytes.extend_from_slice(&prefix);
@@ -418,11 +419,7 @@ impl TableHandle {
         }
         let prefix = self.scope_prefix(scope);
         let n = batch.num_rows();
-        let mut keys = BatchKeys {
-            bytes: Vec::with_capacity(n * (prefix.len() + 16)),
-            ends: Vec::with_capacity(n),
-            prefix_len: prefix.len(),
-        };
+        let mut keys = BatchKeys::with_capacity(prefix.len(), n);
         for i in 0..n {
             keys.bytes.extend_from_slice(&prefix);
             for (k, c) in pk.iter().enumerate() {
