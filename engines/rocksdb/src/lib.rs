@@ -23,12 +23,10 @@ use kalamstore_storage::backend::{
 };
 use kalamstore_storage::{Error, Result};
 use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock, RwLockReadGuard};
-use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, DBCompressionType, DBWithThreadMode, Options,
-    ReadOptions, SingleThreaded, WriteOptions,
-};
+use rocksdb::{ColumnFamily, DBWithThreadMode, Options, ReadOptions, SingleThreaded, WriteOptions};
 
 pub use config::RocksDbConfig;
+use config::Tuning;
 use error::{ENGINE, RocksDbError, rocks};
 use registry::{
     GENERATION_BYTES, NEXT_GENERATION, PARTITION_PREFIX, ROWS_CF, Registry, decode_generation,
@@ -123,46 +121,11 @@ impl RocksDbBackend {
             }
             .during("opening the database")
         })?;
-        let cache = Cache::new_lru_cache(config.block_cache_bytes);
-        let mut table = BlockBasedOptions::default();
-        table.set_block_cache(&cache);
-        if config.bloom_bits_per_key > 0.0 {
-            table.set_bloom_filter(config.bloom_bits_per_key, false);
-        }
-        table.set_cache_index_and_filter_blocks(true);
-        // 16 KiB blocks: a flush's scan of the hot rows pays per block (read, checksum, cache
-        // insert); a point read decodes one block either way.
-        table.set_block_size(16 << 10);
-
-        let mut cf_options = Options::default();
-        cf_options.set_block_based_table_factory(&table);
-        cf_options.set_write_buffer_size(config.write_buffer_bytes);
-        cf_options.set_max_write_buffer_number(4);
-        // Hot rows live in the newest levels until a table flush takes them to Parquet: those
-        // levels stay uncompressed (no compression on memtable flushes, none on the flush's
-        // scan); rows that stay longer (stream tables, idle scopes) move down and are compressed.
-        cf_options.set_compression_per_level(&[
-            DBCompressionType::None,
-            DBCompressionType::None,
-            DBCompressionType::Lz4,
-            DBCompressionType::Lz4,
-            DBCompressionType::Lz4,
-            DBCompressionType::Lz4,
-            DBCompressionType::Lz4,
-        ]);
-        cf_options.set_bottommost_compression_type(DBCompressionType::Zstd);
-        cf_options.set_level_compaction_dynamic_level_bytes(true);
-
-        let mut db_options = cf_options.clone();
-        db_options.create_if_missing(true);
-        db_options.create_missing_column_families(true);
-        db_options.set_max_background_jobs(config.max_background_jobs);
-        db_options.set_db_write_buffer_size(config.total_write_buffer_bytes);
-        db_options.set_bytes_per_sync(1 << 20);
-        // Table files are read through a mapping: an uncompressed block (the newest levels,
-        // see above) is used in place, without a read call and a copy per block.
-        db_options.set_allow_mmap_reads(true);
-        db_options.set_enable_pipelined_write(true);
+        let Tuning {
+            cf: cf_options,
+            db: db_options,
+            sst: sst_options,
+        } = Tuning::of(&config);
 
         // Opening must name every existing family, so list them first; a new directory has
         // none. A database of the earlier layout also has one family per partition.
@@ -184,9 +147,6 @@ impl RocksDbBackend {
         let mut registry = load_registry(&db)?;
         let migrated = migrate::migrate(&mut db, &families, &mut registry)?;
         staged::clear_staged(path)?;
-        // Staged files land in the newest levels, which stay uncompressed (see above).
-        let mut sst_options = cf_options.clone();
-        sst_options.set_compression_type(DBCompressionType::None);
 
         let mut write_options = WriteOptions::default();
         write_options.set_sync(config.sync_writes);

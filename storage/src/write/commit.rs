@@ -1,0 +1,264 @@
+//! A statement's write batch while its chunks are staged (`Commit`): encoded rows and
+//! tombstones, change-log entries, hidden rows and the scope's counter, handed to the engine's
+//! staged batch as they are made or kept for one batch, then committed and applied to the
+//! table's state and feed.
+
+use bytes::Bytes;
+
+use super::{Staged, Tombstones};
+use crate::backend::{StagedBatch, WriteBatch, WriteOp};
+use crate::codec::{Row, SystemColumns};
+use crate::error::Result;
+use crate::format::{Change, ChangeOp, EntryWriter, Hidden, Image, hidden_key, log_key};
+use crate::ids::KeyScope;
+use crate::schema::TableDefinition;
+use crate::seq::SeqGenerator;
+use crate::table::TableHandle;
+
+/// A statement's write batch while its chunks are staged: every chunk's rows and tombstones
+/// encoded into a buffer of its own (the ops slice it), its change-log entries, the flushed
+/// rows it hides and the scope's running counter; committed as one engine batch.
+pub(super) struct Commit<'t, 'k> {
+    table: &'t TableHandle,
+    def: &'t TableDefinition,
+    scope: &'t KeyScope,
+    tombstones: Tombstones,
+    updated: i64,
+    count: crate::format::HotCount,
+    batch: WriteBatch,
+    log: Option<EntryWriter>,
+    /// Every flushed row the statement hides (for the table's state after the commit).
+    hidden: Vec<Hidden>,
+    /// The keys of the `hidden` entries not yet in the batch or handed to `staged` (the
+    /// last ones of `hidden`).
+    hidden_keys: Vec<&'k [u8]>,
+    ring: Option<Vec<Change>>,
+    last_seq: Option<i64>,
+    /// The chunks' `_seq` ranges stay in flight until the commit (multi-table readers wait).
+    in_flight: Vec<crate::seq::InFlight<'t>>,
+    /// A statement of many keys in increasing order hands each chunk's ops to the engine as
+    /// it is staged (RocksDB: sorted files ingested at the commit), so the encoded batch is
+    /// not held in memory either.
+    staged: Option<Box<dyn StagedBatch + 't>>,
+    /// Whether some op was handed to `staged`.
+    wrote: bool,
+}
+
+impl<'t, 'k> Commit<'t, 'k> {
+    pub(super) fn new(
+        table: &'t TableHandle,
+        def: &'t TableDefinition,
+        scope: &'t KeyScope,
+    ) -> Self {
+        let logging = def.options.change_retention.is_on();
+        Self {
+            table,
+            def,
+            scope,
+            tombstones: Tombstones::new(def),
+            updated: table.storage.clock.now_nanos(),
+            count: table.hot_count(scope),
+            batch: WriteBatch::new(),
+            log: logging.then(|| EntryWriter::new(scope.as_str(), 0)),
+            hidden: Vec::new(),
+            hidden_keys: Vec::new(),
+            ring: table.feed.wants_changes().then(Vec::new),
+            last_seq: None,
+            in_flight: Vec::new(),
+            staged: None,
+            wrote: false,
+        }
+    }
+
+    /// Hands every chunk to the engine's staged batch as it is encoded.
+    pub(super) async fn stage_in_engine(&mut self) -> Result<()> {
+        self.staged = Some(self.table.storage.hot.staged_batch().await?);
+        Ok(())
+    }
+
+    /// Adds the `h` entries of the hidden rows whose keys are pending to the batch.
+    pub(super) fn batch_hidden(&mut self) {
+        let pending = self.hidden_keys.len();
+        let ats = &self.hidden[self.hidden.len() - pending..];
+        for (pk, at) in self.hidden_keys.drain(..).zip(ats) {
+            self.batch
+                .put(&self.table.meta, hidden_key(self.scope, pk), at.encode());
+        }
+    }
+
+    /// Moves what is ready (the batch's ops, closed log entries, new hidden rows) into the
+    /// engine's staged batch, when there is one.
+    pub(super) async fn hand_over(&mut self) -> Result<()> {
+        if self.staged.is_none() {
+            return Ok(());
+        }
+        let table = self.table;
+        if let Some(log) = &mut self.log {
+            for (first, value) in log.take_closed() {
+                self.batch.ops.push(WriteOp::Put {
+                    partition: table.log.clone(),
+                    key: Bytes::copy_from_slice(&log_key(first)),
+                    value: value.into(),
+                });
+            }
+        }
+        self.batch_hidden();
+        self.wrote |= !self.batch.ops.is_empty();
+        let part = std::mem::take(&mut self.batch);
+        match &mut self.staged {
+            Some(staged) => staged.add(part).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Encodes one chunk's staged rows and tombstones (keys `asked`, whose first `prefix_len`
+    /// bytes are the scope's) and their change-log entries, each write with its own `_seq`.
+    pub(super) async fn add(
+        &mut self,
+        seq: &'t SeqGenerator,
+        asked: &[&'k [u8]],
+        prefix_len: usize,
+        staged: Vec<Staged>,
+    ) -> Result<()> {
+        if staged.is_empty() {
+            return Ok(());
+        }
+        let def = self.def;
+        let (seqs, in_flight) = seq.take_tracked(staged.len());
+        self.in_flight.push(in_flight);
+        let mut rows = Vec::with_capacity(staged.len());
+        for (write, seq) in staged.into_iter().zip(seqs) {
+            let deleted = write.row.is_none();
+            let count = &mut self.count;
+            count.entries += u64::from(!write.was_hot);
+            count.tombstones += u64::from(deleted);
+            count.tombstones = count
+                .tombstones
+                .saturating_sub(u64::from(write.was_hot && write.was_tombstone));
+            let key = asked[write.mutation];
+            if let Some(at) = write.hides {
+                self.hidden.push(at);
+                self.hidden_keys.push(&key[prefix_len..]);
+            }
+            let change = match (self.log.is_some(), deleted, write.existed) {
+                (false, ..) | (true, true, false) => None,
+                (true, true, true) => Some(ChangeOp::Delete),
+                (true, false, true) => Some(ChangeOp::Update),
+                (true, false, false) => Some(ChangeOp::Insert),
+            };
+            let values = match write.row {
+                Some(values) => values,
+                // A tombstone keeps the key columns, so a flush can still read its key.
+                None => self.tombstones.values(&key[prefix_len..])?,
+            };
+            let system = SystemColumns {
+                seq,
+                updated: self.updated,
+                deleted,
+            };
+            let row = Row {
+                schema_version: def.schema.version,
+                values,
+                system,
+            };
+            let logged = change.map(|op| (op, write.old));
+            rows.push((key, row, logged));
+        }
+        let size: usize = rows.iter().map(|(k, r, _)| k.len() + r.encoded_len()).sum();
+        let mut buffer = Vec::with_capacity(size);
+        let mut spans = Vec::with_capacity(rows.len());
+        for (key, row, logged) in rows {
+            let at = buffer.len();
+            buffer.extend_from_slice(key);
+            let key_end = buffer.len();
+            row.encode_into(&mut buffer);
+            spans.push((at..key_end, key_end..buffer.len()));
+            let (Some((op, old)), Some(log)) = (logged, &mut self.log) else {
+                continue;
+            };
+            let old_row = old.map(|values| Row {
+                schema_version: def.schema.version,
+                values,
+                system: row.system,
+            });
+            // A delete logs the row it removed; an update the row it replaced after the new one.
+            match (op, &old_row) {
+                (ChangeOp::Delete, Some(removed)) => {
+                    log.push(row.system.seq, op, Image::Row(removed), None)
+                }
+                _ => log.push(
+                    row.system.seq,
+                    op,
+                    Image::Encoded(&buffer[key_end..]),
+                    old_row.as_ref(),
+                ),
+            }
+            self.last_seq = Some(row.system.seq);
+            if let Some(ring) = &mut self.ring {
+                let (values, old) = match op {
+                    ChangeOp::Delete => (old_row.map(|r| r.values).unwrap_or(row.values), None),
+                    _ => (row.values, old_row.map(|r| r.values)),
+                };
+                ring.push(Change {
+                    seq: row.system.seq,
+                    op,
+                    user: self.scope.user().cloned(),
+                    values,
+                    old,
+                    updated: self.updated,
+                });
+            }
+        }
+        let buffer = Bytes::from(buffer);
+        self.batch.ops.reserve(spans.len());
+        for (key, value) in spans {
+            self.batch.ops.push(WriteOp::Put {
+                partition: self.table.hot.clone(),
+                key: buffer.slice(key),
+                value: buffer.slice(value),
+            });
+        }
+        self.hand_over().await
+    }
+
+    /// Commits the batch with its log entries (each keyed by its first seq), hidden rows and
+    /// the scope's counter, then applies them to the table's state and feed.
+    pub(super) async fn finish(mut self) -> Result<()> {
+        if self.batch.ops.is_empty() && !self.wrote {
+            return Ok(());
+        }
+        let table = self.table;
+        for (first, value) in self.log.take().map(EntryWriter::finish).unwrap_or_default() {
+            self.batch.ops.push(WriteOp::Put {
+                partition: table.log.clone(),
+                key: Bytes::copy_from_slice(&log_key(first)),
+                value: value.into(),
+            });
+        }
+        self.batch_hidden();
+        self.batch
+            .ops
+            .push(table.counter_op(self.scope, self.count));
+        let batch = std::mem::take(&mut self.batch);
+        match self.staged.take() {
+            Some(mut staged) => {
+                staged.add(batch).await?;
+                staged.commit().await?;
+            }
+            None => table.storage.hot.batch(batch).await?,
+        }
+        table
+            .write_generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        {
+            let mut state = table.state.write();
+            state.set_count(self.scope, self.count);
+            state.hide(self.scope, self.hidden);
+        }
+        if let Some(last) = self.last_seq {
+            table.feed.publish(last, self.ring);
+        }
+        drop(self.in_flight);
+        Ok(())
+    }
+}
