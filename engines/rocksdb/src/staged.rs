@@ -34,7 +34,6 @@ pub(crate) fn clear_staged(db_path: &Path) -> Result<()> {
 
 /// The file being written for one partition.
 struct Open<'a> {
-    generation: u64,
     writer: SstFileWriter<'a>,
     /// The last stored key written: a smaller one starts another file.
     last: Vec<u8>,
@@ -49,7 +48,6 @@ pub(crate) struct SstBatch<'a> {
     /// The generation each staged partition had.
     generations: HashMap<Partition, u64>,
     key: Vec<u8>,
-    end: Vec<u8>,
 }
 
 impl<'a> SstBatch<'a> {
@@ -60,12 +58,11 @@ impl<'a> SstBatch<'a> {
             files: Vec::new(),
             generations: HashMap::new(),
             key: Vec::new(),
-            end: Vec::new(),
         }
     }
 
     /// A new file for `partition`, opened under `staged/`.
-    fn start(&mut self, partition: &Partition, generation: u64) -> Result<Open<'a>> {
+    fn start(&mut self, partition: &Partition) -> Result<Open<'a>> {
         let dir = self.backend.config.path.join(STAGED_DIR);
         std::fs::create_dir_all(&dir).map_err(|source| {
             RocksDbError::CreateDir {
@@ -82,7 +79,6 @@ impl<'a> SstBatch<'a> {
         }))?;
         self.files.push(path);
         Ok(Open {
-            generation,
             writer,
             last: Vec::new(),
         })
@@ -90,33 +86,33 @@ impl<'a> SstBatch<'a> {
 
     /// The open file of `partition` that can take `key` next (stored form in `self.key`).
     fn file_for(&mut self, partition: &Partition, key: &[u8]) -> Result<&mut Open<'a>> {
-        let generation = match self.generations.get(partition) {
-            Some(g) => *g,
-            None => {
-                let g = self.backend.generation(partition)?;
-                self.generations.insert(partition.clone(), g);
-                g
-            }
-        };
+        let generation = self.generation_of(partition)?;
         stored_key_into(&mut self.key, generation, key);
-        let fresh = match self.open.get(partition) {
-            Some(open) => open.last.as_slice() >= self.key.as_slice(),
-            None => true,
-        };
-        if fresh {
-            if let Some(mut done) = self.open.remove(partition) {
-                done.writer
-                    .finish()
-                    .map_err(rocks(|| format!("finishing a staged file of {partition}")))?;
+        let open = match self.open.remove(partition) {
+            Some(open) if open.last.as_slice() < self.key.as_slice() => open,
+            behind => {
+                if let Some(mut done) = behind {
+                    done.writer
+                        .finish()
+                        .map_err(rocks(|| format!("finishing a staged file of {partition}")))?;
+                }
+                self.start(partition)?
             }
-            let open = self.start(partition, generation)?;
-            self.open.insert(partition.clone(), open);
-        }
-        // Invariant: inserted just above when missing.
-        let open = self.open.get_mut(partition).expect("open file");
+        };
+        let open = self.open.entry(partition.clone()).or_insert(open);
         open.last.clear();
         open.last.extend_from_slice(&self.key);
         Ok(open)
+    }
+
+    /// The generation `partition` had when this batch first wrote to it.
+    fn generation_of(&mut self, partition: &Partition) -> Result<u64> {
+        if let Some(g) = self.generations.get(partition) {
+            return Ok(*g);
+        }
+        let g = self.backend.generation(partition)?;
+        self.generations.insert(partition.clone(), g);
+        Ok(g)
     }
 
     fn remove_files(&self) {
@@ -155,13 +151,11 @@ impl StagedBatch for SstBatch<'_> {
                     start,
                     end,
                 } if start < end => {
-                    let generation = self.file_for(&partition, &start)?.generation;
-                    stored_key_into(&mut self.end, generation, &end);
-                    let (open, end) = (self.open.get_mut(&partition), &self.end);
-                    // Invariant: `file_for` just opened or kept the partition's file.
-                    let open = open.expect("open file");
+                    let mut stored_end = Vec::new();
+                    stored_key_into(&mut stored_end, self.generation_of(&partition)?, &end);
+                    let open = self.file_for(&partition, &start)?;
                     open.writer
-                        .delete_range(&open.last, end)
+                        .delete_range(&open.last, &stored_end)
                         .map_err(rocks(|| format!("staging a range delete in {partition}")))?;
                 }
                 WriteOp::DeleteRange { .. } => {}

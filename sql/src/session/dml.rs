@@ -197,7 +197,8 @@ impl SqlSession {
         params: &[ScalarValue],
     ) -> Result<RecordBatch> {
         let pk: Vec<_> = def.primary_key().collect();
-        let mut items: Vec<String> = pk.iter().map(|c| quoted(&c.name)).collect();
+        let key_columns: Vec<String> = pk.iter().map(|c| quoted(&c.name)).collect();
+        let mut items = key_columns.clone();
         for (i, (_, expr)) in set.iter().enumerate() {
             items.push(format!("({expr}) AS \"__kalamstore_set_{i}\""));
         }
@@ -212,8 +213,7 @@ impl SqlSession {
         }
         // In key order: the store then stages a large statement chunk by chunk, each one
         // key range of its files.
-        let order: Vec<String> = pk.iter().map(|c| quoted(&c.name)).collect();
-        sql.push_str(&format!(" ORDER BY {}", order.join(", ")));
+        sql.push_str(&format!(" ORDER BY {}", key_columns.join(", ")));
         let mut statements = DFParser::parse_sql(&sql)?;
         let statement = statements
             .pop_front()

@@ -25,7 +25,7 @@ mod plan;
 mod rows;
 
 use commit::Commit;
-use plan::{KeyedValues, Plans, Statement};
+use plan::{KeyedValues, Plans, RowSource};
 
 use rows::Tombstones;
 
@@ -96,13 +96,6 @@ enum Planned {
     Insert(Vec<KalamValue>),
     Upsert(Vec<KalamValue>),
     Update(Vec<(String, KalamValue)>),
-    /// An update whose new values are row `usize` of a [`Rows::Keyed`] batch (read when the
-    /// key's chunk is staged).
-    UpdateAt(usize),
-    /// [`Insert`](Self::Insert) and [`Upsert`](Self::Upsert) of row `usize` of a
-    /// [`Rows::Batch`] batch (read when the key's chunk is staged).
-    InsertAt(usize),
-    UpsertAt(usize),
     Delete,
 }
 
@@ -194,20 +187,10 @@ impl TableHandle {
         let scope = self.scope(user)?;
         // Read under the lock: ALTER TABLE swaps the definition while holding it.
         let def = self.definition();
-        let mut values_of = None;
-        let mut rows_of = None;
         let (keys, mut planned) = match rows {
             Rows::Mutations(mutations) => self.plan_mutations(&def, &scope, mutations)?,
-            Rows::Batch(batch, mode) => {
-                rows_of = Some(batch);
-                self.plan_batch(&def, &scope, batch, mode)?
-            }
-            Rows::Keyed(batch, keyed) => {
-                if let Keyed::Update(set) = keyed {
-                    values_of = Some(KeyedValues::new(&def, batch, set)?);
-                }
-                self.plan_keyed(&def, &scope, batch, keyed)?
-            }
+            Rows::Batch(batch, mode) => self.plan_batch(&def, &scope, batch, mode)?,
+            Rows::Keyed(batch, keyed) => self.plan_keyed(&def, &scope, batch, keyed)?,
         };
         let mut asked = keys.all();
         let repeated = BatchKeys::repeated(&asked);
@@ -222,11 +205,6 @@ impl TableHandle {
         if large && !repeated && !asked.windows(2).all(|w| w[0] < w[1]) {
             (asked, planned) = planned.sort_by_key(asked);
         }
-        let statement = Statement {
-            repeated,
-            values_of,
-            rows_of,
-        };
         let chunk = if repeated {
             asked.len().max(1)
         } else {
@@ -238,10 +216,9 @@ impl TableHandle {
         }
         let mut summary = WriteSummary::default();
         for (n, part) in asked.chunks(chunk).enumerate() {
-            let plans = planned.next_chunk(n * chunk, part.len());
+            let plans = planned.next_chunk(self, &def, n * chunk, part.len())?;
             let current = self.read_current(&scope, part, keys.prefix_len).await?;
-            let (staged, s) =
-                self.stage(&def, part, keys.prefix_len, plans, &current, &statement)?;
+            let (staged, s) = self.stage(&def, part, keys.prefix_len, plans, &current, repeated)?;
             drop(current);
             summary.inserted += s.inserted;
             summary.updated += s.updated;
@@ -254,13 +231,13 @@ impl TableHandle {
 
     /// Resolves every row of `batch` to its hot key and its values, checking them as
     /// [`plan_mutations`](Self::plan_mutations) checks named rows.
-    fn plan_batch(
+    fn plan_batch<'b>(
         &self,
         def: &TableDefinition,
         scope: &KeyScope,
-        batch: &arrow::record_batch::RecordBatch,
+        batch: &'b arrow::record_batch::RecordBatch,
         mode: BatchMode,
-    ) -> Result<(BatchKeys, Plans)> {
+    ) -> Result<(BatchKeys, Plans<'b>)> {
         let columns = def.columns();
         let schema = batch.schema();
         let matches = schema.fields().len() == columns.len()
@@ -293,11 +270,11 @@ impl TableHandle {
             self.key_at(def, batch.columns(), i, &mut keys.bytes)?;
             keys.ends.push(keys.bytes.len());
         }
-        let change = match mode {
-            BatchMode::Insert => Planned::InsertAt,
-            BatchMode::Upsert => Planned::UpsertAt,
+        let source = match mode {
+            BatchMode::Insert => RowSource::Insert(batch),
+            BatchMode::Upsert => RowSource::Upsert(batch),
         };
-        Ok((keys, Plans::rows(n, change, def)?))
+        Ok((keys, Plans::rows(n, source, def)?))
     }
 
     /// Resolves every mutation to its hot key, checking rows as it goes.
@@ -306,7 +283,7 @@ impl TableHandle {
         def: &TableDefinition,
         scope: &KeyScope,
         mutations: Vec<Mutation>,
-    ) -> Result<(BatchKeys, Plans)> {
+    ) -> Result<(BatchKeys, Plans<'static>)> {
         let prefix = self.scope_prefix(scope);
         let mut keys = BatchKeys::with_capacity(prefix.len(), mutations.len());
         let mut planned = Vec::with_capacity(mutations.len());
@@ -341,13 +318,13 @@ impl TableHandle {
 
     /// Resolves every row of a [`Rows::Keyed`] batch to its hot key (read from its key
     /// columns, no value per cell kept) and its change.
-    fn plan_keyed(
+    fn plan_keyed<'b>(
         &self,
         def: &TableDefinition,
         scope: &KeyScope,
-        batch: &arrow::record_batch::RecordBatch,
-        keyed: Keyed<'_>,
-    ) -> Result<(BatchKeys, Plans)> {
+        batch: &'b arrow::record_batch::RecordBatch,
+        keyed: Keyed<'b>,
+    ) -> Result<(BatchKeys, Plans<'b>)> {
         let pk: Vec<_> = def.primary_key().collect();
         let given = match keyed {
             Keyed::Update(set) => pk.len() + set.len(),
@@ -386,11 +363,11 @@ impl TableHandle {
             }
             keys.ends.push(keys.bytes.len());
         }
-        let change = match keyed {
-            Keyed::Update(_) => Planned::UpdateAt,
-            Keyed::Delete => |_| Planned::Delete,
+        let source = match keyed {
+            Keyed::Update(set) => RowSource::Update(KeyedValues::new(def, batch, set)?),
+            Keyed::Delete => RowSource::Delete,
         };
-        Ok((keys, Plans::rows(n, change, def)?))
+        Ok((keys, Plans::rows(n, source, def)?))
     }
 
     /// Reads what the batch's keys hold: their hot entries in one `get_many`, then the
@@ -441,9 +418,8 @@ impl TableHandle {
         prefix_len: usize,
         planned: Vec<Planned>,
         current: &CurrentRows,
-        statement: &Statement<'_>,
+        repeated: bool,
     ) -> Result<(Vec<Staged>, WriteSummary)> {
-        let (repeated, values_of) = (statement.repeated, statement.values_of.as_ref());
         let mut staged: Vec<Staged> = Vec::with_capacity(planned.len());
         // Only a batch that writes a key twice needs to find a key's earlier write; the
         // others just keep their order.
@@ -478,20 +454,6 @@ impl TableHandle {
                 None if logging => (row_now.is_some(), row_now.clone()),
                 None => (row_now.is_some(), None),
             };
-            // Invariant: `InsertAt`/`UpsertAt` are planned only with the batch's rows.
-            let plan = match plan {
-                Planned::InsertAt(i) => Planned::Insert(self.row_at(
-                    def,
-                    statement.rows_of.expect("batch rows").columns(),
-                    i,
-                )?),
-                Planned::UpsertAt(i) => Planned::Upsert(self.row_at(
-                    def,
-                    statement.rows_of.expect("batch rows").columns(),
-                    i,
-                )?),
-                plan => plan,
-            };
             let row = match plan {
                 Planned::Insert(row) => {
                     if row_now.is_some() {
@@ -512,16 +474,6 @@ impl TableHandle {
                     let Some(row_now) = row_now else { continue };
                     summary.updated += 1;
                     Some(self.row_from_named(def, set, Some(row_now))?)
-                }
-                Planned::UpdateAt(row) => {
-                    let Some(row_now) = row_now else { continue };
-                    summary.updated += 1;
-                    // Invariant: `UpdateAt` is planned only with the batch's values.
-                    let set = values_of.expect("keyed values").at(row)?;
-                    Some(self.row_from_named(def, set, Some(row_now))?)
-                }
-                Planned::InsertAt(_) | Planned::UpsertAt(_) => {
-                    unreachable!("resolved to Insert/Upsert above")
                 }
                 Planned::Delete => {
                     if row_now.is_none() {
