@@ -13,6 +13,7 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::{Arc, LazyLock};
 
+use arrow::array::BooleanBufferBuilder;
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
@@ -352,7 +353,10 @@ fn cached_access_plan(metadata: &ParquetMetaData, file: &ScanFile) -> DfResult<P
     Ok(plan)
 }
 
-/// The row groups and rows of a file to read: every row not in its dead set.
+/// The row groups and rows of a file to read: every row not in its dead set. A row group
+/// with many scattered dead rows gets a bitmap (one bit a row) rather than runs (16 bytes
+/// each, two per dead row when dead rows are apart): 1M deletes spread over a 10M-row file
+/// would otherwise take 32 MB per plan, and the plan is kept and cloned per read.
 fn access_plan(metadata: &ParquetMetaData, file: &ScanFile) -> DfResult<ParquetAccessPlan> {
     let mut plan = ParquetAccessPlan::new_all(metadata.num_row_groups());
     let mut dead = file.dead.iter().peekable();
@@ -360,29 +364,45 @@ fn access_plan(metadata: &ParquetMetaData, file: &ScanFile) -> DfResult<ParquetA
     for (i, rg) in metadata.row_groups().iter().enumerate() {
         let rows = u64::try_from(rg.num_rows()).unwrap_or(0);
         let end = start + rows;
-        let mut live: Vec<Range<usize>> = Vec::new();
-        let mut run = start;
-        let mut any_dead = false;
+        let mut dead_here: Vec<usize> = Vec::new();
         while let Some(d) = dead.next_if(|d| *d < end) {
-            if d < start {
-                continue;
+            if d >= start {
+                dead_here.push((d - start) as usize);
             }
-            any_dead = true;
-            if d > run {
-                live.push((run - start) as usize..(d - start) as usize);
-            }
-            run = d + 1;
-        }
-        if run < end {
-            live.push((run - start) as usize..(end - start) as usize);
-        }
-        if live.is_empty() {
-            plan.skip(i);
-        } else if any_dead {
-            let selection = RowSelection::from_consecutive_ranges(live.into_iter(), rows as usize);
-            plan.set(i, RowGroupAccess::Selection(selection));
         }
         start = end;
+        let rows = rows as usize;
+        if dead_here.is_empty() {
+            continue;
+        }
+        if dead_here.len() >= rows {
+            plan.skip(i);
+            continue;
+        }
+        // Live runs: at most one more than the dead rows that end one.
+        let runs = 1 + dead_here.windows(2).filter(|w| w[1] > w[0] + 1).count();
+        let selection = if runs.saturating_mul(256) > rows {
+            let mut live = BooleanBufferBuilder::new(rows);
+            live.append_n(rows, true);
+            for d in dead_here {
+                live.set_bit(d, false);
+            }
+            RowSelection::from_boolean_buffer(live.finish())
+        } else {
+            let mut live: Vec<Range<usize>> = Vec::with_capacity(runs + 1);
+            let mut run = 0;
+            for d in dead_here {
+                if d > run {
+                    live.push(run..d);
+                }
+                run = d + 1;
+            }
+            if run < rows {
+                live.push(run..rows);
+            }
+            RowSelection::from_consecutive_ranges(live.into_iter(), rows)
+        };
+        plan.set(i, RowGroupAccess::Selection(selection));
     }
     Ok(plan)
 }

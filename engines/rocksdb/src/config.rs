@@ -25,6 +25,9 @@ pub struct RocksDbConfig {
     /// `reclaim` flushes the shared memtable only when it holds at least this many bytes:
     /// entries under a range delete in a smaller one cost scans little.
     pub reclaim_min_memtable_bytes: usize,
+    /// `reclaim` compacts a partition's key range when its table files hold at least this
+    /// many bytes (entries under the range delete, read past by every scan until dropped).
+    pub reclaim_min_file_bytes: usize,
 }
 
 impl RocksDbConfig {
@@ -44,6 +47,7 @@ impl RocksDbConfig {
             sync_writes: false,
             bloom_bits_per_key: 10.0,
             reclaim_min_memtable_bytes: 16 << 20,
+            reclaim_min_file_bytes: 64 << 20,
         }
     }
 

@@ -487,13 +487,29 @@ impl StorageBackend for RocksDbBackend {
     }
 
     async fn reclaim(&self, partition: &Partition) -> Result<()> {
+        let db = self.db()?;
+        let generation = self.generation(partition)?;
+        let cf = rows_family(&db)?;
+        // Entries under a range delete in table files stay until a compaction drops them:
+        // every scan of the range reads past them, and their mapped pages count toward the
+        // process's memory. When the partition's files hold enough to matter, its key range
+        // is compacted now (RocksDB flushes the memtable first when it overlaps the range).
+        let (lower, upper) = (generation.to_be_bytes(), (generation + 1).to_be_bytes());
+        let on_disk = db
+            .get_approximate_sizes_cf(&cf, &[rocksdb::Range::new(&lower, &upper)])
+            .first()
+            .copied()
+            .unwrap_or(0);
+        if on_disk >= self.config.reclaim_min_file_bytes as u64 {
+            let mut options = rocksdb::CompactOptions::default();
+            options.set_exclusive_manual_compaction(false);
+            db.compact_range_cf_opt(&cf, Some(lower), Some(upper), &options);
+            return Ok(());
+        }
         // A memtable flush drops the entries a range delete in the same memtable covers; until
         // then every scan of that range steps over them one by one. The memtable is shared by
         // every partition, so it is flushed only when it holds enough to matter. Scheduled,
         // not awaited (RocksDB first waits while switching the memtable would stall writes).
-        let db = self.db()?;
-        self.generation(partition)?;
-        let cf = rows_family(&db)?;
         let active = db
             .property_int_value_cf(&cf, rocksdb::properties::CUR_SIZE_ACTIVE_MEM_TABLE)
             .map_err(rocks(|| "reading the memtable size"))?

@@ -103,6 +103,50 @@ async fn reclaim_after_a_range_delete_empties_the_memtable() {
     backend.close().await.unwrap();
 }
 
+#[tokio::test]
+async fn reclaim_compacts_range_deleted_entries_out_of_table_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = RocksDbConfig {
+        reclaim_min_file_bytes: 0,
+        ..RocksDbConfig::new(dir.path())
+    };
+    let backend = RocksDbBackend::open(config).unwrap();
+    let p = Partition::new("t").unwrap();
+    backend.create_partition(&p).await.unwrap();
+    let mut batch = WriteBatch::new();
+    for i in 0..10_000u32 {
+        batch.put(
+            &p,
+            Bytes::from(i.to_be_bytes().to_vec()),
+            Bytes::from(vec![7u8; 100]),
+        );
+    }
+    backend.batch(batch).await.unwrap();
+    let sst_bytes = || {
+        let db = backend.db().unwrap();
+        let cf = rows_family(&db).unwrap();
+        db.property_int_value_cf(&cf, "rocksdb.total-sst-files-size")
+            .unwrap()
+            .unwrap()
+    };
+    {
+        let db = backend.db().unwrap();
+        db.flush_cf(rows_family(&db).unwrap()).unwrap();
+    }
+    assert!(sst_bytes() > 500_000, "{}", sst_bytes());
+    let mut batch = WriteBatch::new();
+    batch.delete_range(&p, Bytes::new(), Bytes::from_static(&[0xff; 5]));
+    backend.batch(batch).await.unwrap();
+    backend.reclaim(&p).await.unwrap();
+    // The covered entries are gone from the files, not only hidden by the range delete.
+    assert!(sst_bytes() < 50_000, "{}", sst_bytes());
+    let all = kalamstore_storage::backend::scan_all(&backend, &p, ScanRequest::default())
+        .await
+        .unwrap();
+    assert!(all.is_empty());
+    backend.close().await.unwrap();
+}
+
 /// Writes a database of the earlier layout: one column family `p:<name>` per partition.
 fn write_old_layout(path: &std::path::Path, partitions: &[(&str, u32)]) {
     let mut options = Options::default();

@@ -155,13 +155,30 @@ impl Builder {
             Self::Time(mut b) => Arc::new(b.finish()),
             Self::Float(mut b) => Arc::new(b.finish()),
             Self::Double(mut b) => Arc::new(b.finish()),
-            Self::Str(mut b) => Arc::new(b.finish()),
-            Self::Bin(mut b) => Arc::new(b.finish()),
+            Self::Str(mut b) => trimmed(b.finish()),
+            Self::Bin(mut b) => trimmed(b.finish()),
             Self::Uuid(mut b) => Arc::new(b.finish()),
             Self::Decimal(mut b) => Arc::new(b.finish()),
             Self::Embedding(mut b, _) => Arc::new(b.finish()),
         }
     }
+}
+
+/// Unused reserve a variable-length column may keep: past it, the finished array is shrunk
+/// (the reserve is a guess of 16 bytes a value, far too much for a column of short or null
+/// values, and decoded batches can be kept, e.g. hot rows between reads).
+const KEPT_SLACK: usize = 1 << 20;
+
+/// `array` as an `ArrayRef`, shrunk to its contents when the reserve left over is more than
+/// [`KEPT_SLACK`].
+fn trimmed<T: arrow::datatypes::ByteArrayType>(
+    mut array: arrow::array::GenericByteArray<T>,
+) -> ArrayRef {
+    let values = array.values();
+    if values.capacity().saturating_sub(values.len()) > KEPT_SLACK {
+        arrow::array::Array::shrink_to_fit(&mut array);
+    }
+    Arc::new(array)
 }
 
 /// Decodes rows into one `RecordBatch` with the user columns of `schema`, followed by `_seq`,

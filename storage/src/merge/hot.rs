@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::backend::{KeyRange, ScanRequest, prefix_successor, scan_all};
+use crate::backend::{KeyRange, ScanRequest, prefix_successor};
 use crate::error::{Error, Result};
 use crate::format::{KeyBounds, is_unbounded, split_hot_key};
 use crate::ids::KeyScope;
 use crate::schema::TableType;
-use crate::table::{FileEntry, HotRows, ReaderPin, TableHandle};
+use crate::table::{FileEntry, HotDecoder, HotRows, ReaderPin, TableHandle};
 
 /// Hot entries read per chunk of a snapshot.
 const SNAPSHOT_CHUNK: usize = 4096;
@@ -47,9 +47,6 @@ pub(crate) struct Snapshot {
     _pin: ReaderPin,
 }
 
-/// Hot entries of one scope, key and value.
-type HotEntries = Vec<(Bytes, Bytes)>;
-
 /// Takes a [`Snapshot`] of `scopes` of a table, hot entries within `keys`. A read of whole
 /// scopes takes decoded hot rows from the table's cache when no commit changed them since;
 /// otherwise the hot entries are read under the write lock, so no write lands between them
@@ -72,16 +69,13 @@ pub(crate) async fn snapshot(
         Scopes::One(scope) => vec![(
             scope.clone(),
             table.files(scope),
-            hot_entries(table, scope, keys).await?,
+            hot_rows(table, scope, keys).await?,
         )],
         Scopes::AllUsers => all_scopes(table).await?,
     };
     let mut out = Vec::with_capacity(raw.len());
     for (scope, files, hot) in raw {
-        let hot = match hot.is_empty() {
-            true => None,
-            false => Some(Arc::new(HotRows::decode(table, &hot)?)),
-        };
+        let hot = hot.map(Arc::new);
         if whole && let Some(rows) = &hot {
             table
                 .hot_cache
@@ -108,7 +102,8 @@ fn cached(table: &TableHandle, scopes: &Scopes, schema_version: u32) -> Option<V
     };
     let mut out = Vec::with_capacity(wanted.len());
     for scope in wanted {
-        let hot = match state.count(&scope).entries {
+        // A scope of only tombstones has no hot rows to read (see `HotDecoder::push`).
+        let hot = match state.count(&scope).rows() {
             0 => None,
             _ => Some(cache.get(&scope, version)?),
         };
@@ -118,45 +113,77 @@ fn cached(table: &TableHandle, scopes: &Scopes, schema_version: u32) -> Option<V
     Some(out)
 }
 
-/// The hot entries of one scope within `keys`.
-async fn hot_entries(
+/// The hot entries of one scope within `keys`, decoded as the engine lends them.
+async fn hot_rows(
     table: &TableHandle,
     scope: &KeyScope,
     keys: &KeyBounds,
-) -> Result<HotEntries> {
-    if table.buffered(scope) == 0 {
-        return Ok(Vec::new());
+) -> Result<Option<HotRows>> {
+    let count = table.hot_count(scope);
+    if count.entries == 0 {
+        return Ok(None);
     }
+    // A whole scope is sized by its rows (tombstones are skipped); a key range grows as it
+    // finds rows.
+    let capacity = match is_unbounded(keys) {
+        true => usize::try_from(count.rows()).unwrap_or(usize::MAX),
+        false => SNAPSHOT_CHUNK,
+    };
+    let mut decoder = HotDecoder::new(table, capacity)?;
     let prefix = table.scope_prefix(scope);
-    scan_all(
-        table.storage.hot.as_ref(),
-        &table.hot,
-        ScanRequest::new(hot_range(&prefix, keys)).chunk_size(SNAPSHOT_CHUNK),
-    )
-    .await
+    let mut next = Some(ScanRequest::new(hot_range(&prefix, keys)).chunk_size(SNAPSHOT_CHUNK));
+    while let Some(request) = next {
+        next = table
+            .storage
+            .hot
+            .scan_with(&table.hot, &request, &mut |k, v| decoder.push(k, v))
+            .await?;
+    }
+    decoder.finish()
 }
 
-/// Every scope of a table with its files and hot entries (the whole hot partition, split by
-/// scope; key bounds are applied when the rows are read).
-async fn all_scopes(table: &TableHandle) -> Result<Vec<(KeyScope, Vec<FileEntry>, HotEntries)>> {
+/// Every scope of a table with its files and hot rows (the whole hot partition, split by
+/// scope and decoded as the engine lends it; key bounds are applied when the rows are read).
+async fn all_scopes(
+    table: &TableHandle,
+) -> Result<Vec<(KeyScope, Vec<FileEntry>, Option<HotRows>)>> {
     let kind = table.definition().table_type;
-    let entries = scan_all(
-        table.storage.hot.as_ref(),
-        &table.hot,
-        ScanRequest::default().chunk_size(SNAPSHOT_CHUNK),
-    )
-    .await?;
-    let mut hot: BTreeMap<KeyScope, HotEntries> = BTreeMap::new();
-    for (key, value) in entries {
-        let scope = hot_key_scope(table, kind, &key)?.0;
-        hot.entry(scope).or_default().push((key, value));
+    let mut decoders: BTreeMap<KeyScope, HotDecoder<'_>> = BTreeMap::new();
+    // Keys are ordered by scope: the decoder of the current run is found once per run.
+    let mut current: Option<(Vec<u8>, KeyScope)> = None;
+    let mut next = Some(ScanRequest::default().chunk_size(SNAPSHOT_CHUNK));
+    while let Some(request) = next {
+        next = table
+            .storage
+            .hot
+            .scan_with(&table.hot, &request, &mut |k, v| {
+                let name = split_hot_key(kind, k).0;
+                let scope = match &current {
+                    Some((n, scope)) if n.as_slice() == name => scope,
+                    _ => {
+                        let scope = hot_key_scope(table, kind, k)?.0;
+                        &current.insert((name.to_vec(), scope)).1
+                    }
+                };
+                let decoder = match decoders.get_mut(scope) {
+                    Some(d) => d,
+                    None => {
+                        let capacity = usize::try_from(table.hot_count(scope).rows()).unwrap_or(0);
+                        decoders
+                            .entry(scope.clone())
+                            .or_insert(HotDecoder::new(table, capacity)?)
+                    }
+                };
+                decoder.push(k, v)
+            })
+            .await?;
     }
-    let mut scopes: BTreeMap<KeyScope, (Vec<FileEntry>, HotEntries)> = BTreeMap::new();
+    let mut scopes: BTreeMap<KeyScope, (Vec<FileEntry>, Option<HotRows>)> = BTreeMap::new();
     for (scope, files) in &table.state.read().files {
         scopes.entry(scope.clone()).or_default().0 = files.clone();
     }
-    for (scope, entries) in hot {
-        scopes.entry(scope).or_default().1 = entries;
+    for (scope, decoder) in decoders {
+        scopes.entry(scope).or_default().1 = decoder.finish()?;
     }
     Ok(scopes
         .into_iter()

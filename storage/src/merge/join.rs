@@ -12,6 +12,9 @@ use crate::error::{Error, Result};
 use crate::format::{KEY_COLUMN, RowGroupKeys, key_column};
 use crate::table::{FileEntry, TableHandle};
 
+/// Keys found in one row group from which the join takes itself for dense.
+const DENSE_HITS: usize = 4;
+
 /// A cursor over the sorted `_key` column of one file; keys must be sought in increasing
 /// order.
 struct KeyCursor {
@@ -26,6 +29,12 @@ struct KeyCursor {
     loaded: Option<(usize, BinaryArray)>,
     /// Where the last key sought in the loaded row group landed.
     at: usize,
+    /// Keys found in the loaded row group.
+    hits: usize,
+    /// Whether the last loaded row group held several sought keys: the join is dense, so a
+    /// row group's bloom filter would say "maybe" anyway and is not read (a 1M-row UPDATE
+    /// would otherwise read and cache every row group's filter).
+    dense: bool,
 }
 
 impl KeyCursor {
@@ -53,6 +62,8 @@ impl KeyCursor {
             row_group: 0,
             loaded: None,
             at: 0,
+            hits: 0,
+            dense: false,
         })
     }
 
@@ -81,8 +92,12 @@ impl KeyCursor {
         }
         let rg = self.row_group;
         if self.loaded.as_ref().is_none_or(|(at, _)| *at != rg) {
+            if self.loaded.is_some() {
+                self.dense = self.hits >= DENSE_HITS;
+            }
             let file = table.data_file(&entry.meta);
-            if let Some(bloom) = table.file_index.key_bloom(file, &self.footer, rg).await?
+            if !self.dense
+                && let Some(bloom) = table.file_index.key_bloom(file, &self.footer, rg).await?
                 && !bloom.check(key)
             {
                 return Ok(None);
@@ -90,6 +105,7 @@ impl KeyCursor {
             let keys = self.load_keys(table, entry, rg).await?;
             self.loaded = Some((rg, keys));
             self.at = 0;
+            self.hits = 0;
         }
         let Some((_, keys)) = &self.loaded else {
             return Ok(None);
@@ -114,6 +130,7 @@ impl KeyCursor {
         }
         let found = lo < keys.len() && keys.value(lo) == key;
         self.at = lo;
+        self.hits += usize::from(found);
         Ok(found.then(|| self.starts[rg] + lo as u64))
     }
 
@@ -126,6 +143,8 @@ impl KeyCursor {
     ) -> Result<BinaryArray> {
         let file = table.data_file(&entry.meta);
         let what = format!("merge-joining keys of {}", file.describe());
+        let rows =
+            usize::try_from(self.footer.metadata().row_group(row_group).num_rows()).unwrap_or(0);
         let parquet = |source| Error::Parquet {
             op: what.clone(),
             source,
@@ -137,7 +156,9 @@ impl KeyCursor {
                     [self.key_index],
                 ))
                 .with_row_groups(vec![row_group])
-                .with_batch_size(usize::MAX >> 1)
+                // One batch of the row group's rows: the reader reserves its buffers for a
+                // whole batch, so no larger size.
+                .with_batch_size(rows.max(1))
                 .build()
                 .map_err(parquet)?;
         let batches: Vec<_> = stream.try_collect().await.map_err(parquet)?;

@@ -26,6 +26,8 @@ use crate::table::TableHandle;
 pub use file::BatchStream;
 pub(crate) use file::read_file;
 pub(crate) use hot::Scopes;
+#[cfg(test)]
+pub(crate) use hot::snapshot;
 pub(crate) use lookup::{FlushedRow, get, get_flushed_many, get_many};
 pub(crate) use overlay::{find_live, upgrade_overlay};
 pub(crate) use plan::FilePlan;

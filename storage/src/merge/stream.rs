@@ -304,9 +304,9 @@ impl TableScan {
                         mask = boolean::and_kleene(&mask, &f.evaluate(&rows.batch)?)
                             .map_err(Error::arrow("filtering hot rows"))?;
                     }
-                    let filtered = filter_record_batch(&rows.batch, &mask)
-                        .map_err(Error::arrow("filtering hot rows"))?;
-                    project(&filtered, &schema)?
+                    // Projected first (no copy), so only the read's columns are filtered.
+                    filter_record_batch(&project(&rows.batch, &schema)?, &mask)
+                        .map_err(Error::arrow("filtering hot rows"))?
                 }
             };
             let mut at = 0;

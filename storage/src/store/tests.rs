@@ -175,6 +175,49 @@ async fn insert_flush_delete_flush_returns_nothing_also_after_compaction() {
     );
 }
 
+/// A read leaves hot tombstones out (the flushed rows they delete are hidden in their files),
+/// so a large DELETE left hot is not decoded by every read: a scope of only tombstones has no
+/// hot rows, a live row among tombstones is the only one decoded, and the deleted rows stay
+/// hidden.
+#[tokio::test]
+async fn reads_decode_no_hot_tombstones_and_still_hide_the_deleted_rows() {
+    let (_dir, store) = store().await;
+    store
+        .create_table(messages(TableType::Shared), false)
+        .await
+        .unwrap();
+    store
+        .insert(&t(), None, (0..100).map(|i| row(i, "hi")).collect())
+        .await
+        .unwrap();
+    store.flush_table(&t(), Scope::All).await.unwrap();
+    let deletes = (0..50)
+        .map(|i| Mutation::Delete {
+            key: vec![KalamValue::BigInt(i)],
+        })
+        .collect();
+    store.write(&t(), None, deletes).await.unwrap();
+    let handle = store.handle(&t()).await.unwrap();
+    let scope = crate::merge::Scopes::One(handle.scope(None).unwrap());
+    let whole = (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded);
+    let hot_rows = || async {
+        let snapshot = crate::merge::snapshot(&handle, &scope, &whole)
+            .await
+            .unwrap();
+        snapshot.scopes[0].hot.as_ref().map(|h| h.batch.num_rows())
+    };
+    assert_eq!(hot_rows().await, None, "50 tombstones, no hot row");
+    assert_eq!(ids(&store, None, None).await, (50..100).collect::<Vec<_>>());
+    store
+        .insert(&t(), None, vec![row(7, "back")])
+        .await
+        .unwrap();
+    assert_eq!(hot_rows().await, Some(1), "the re-inserted row only");
+    let mut expected: Vec<i64> = (50..100).collect();
+    expected.insert(0, 7);
+    assert_eq!(ids(&store, None, None).await, expected);
+}
+
 #[tokio::test]
 async fn insert_of_an_existing_key_fails_and_changes_nothing() {
     let (_dir, store) = store().await;

@@ -4,13 +4,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
-use arrow::array::{Array, BinaryArray, BooleanArray, Int64Array};
+use arrow::array::{Array, BinaryArray, BinaryBuilder, BooleanArray, Int64Array};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
-use bytes::Bytes;
 
 use super::{TableHandle, upgrade_row};
-use crate::codec::{DELETED_COLUMN, Row, UPDATED_COLUMN, decode_batch, read_header};
+use crate::codec::{
+    BatchDecoder, DELETED_COLUMN, Row, UPDATED_COLUMN, read_header, read_system_columns,
+};
 use crate::error::{Error, Result};
 use crate::format::{KEY_COLUMN, split_hot_key};
 use crate::ids::KeyScope;
@@ -42,6 +43,12 @@ impl HotCache {
         }
         self.scopes.insert(scope, rows);
     }
+
+    /// Drops every kept scope: a statement about to change hot entries makes them stale, and
+    /// holding them through it would add the last read's decoded rows to its memory.
+    pub(crate) fn forget(&mut self) {
+        self.scopes = HashMap::new();
+    }
 }
 
 /// Hot entries decoded: a batch of the current user columns, then `_seq`, `_updated`,
@@ -61,56 +68,28 @@ pub(crate) struct HotRows {
 }
 
 impl HotRows {
-    /// Decodes hot entries of `table`.
-    pub(crate) fn decode(table: &TableHandle, entries: &[(Bytes, Bytes)]) -> Result<Self> {
-        let def = table.definition();
-        let def = def.as_ref();
-        let current = def.schema.version;
-        let mut upgraded: Vec<Vec<u8>> = Vec::new();
-        let mut rows: Vec<&[u8]> = Vec::with_capacity(entries.len());
-        let needs_upgrade = entries
-            .iter()
-            .any(|(_, v)| read_header(v).map_or(true, |h| h.schema_version != current));
-        if needs_upgrade {
-            for (_, v) in entries {
-                upgraded.push(upgrade_hot_row(def, v)?);
-            }
-            rows.extend(upgraded.iter().map(Vec::as_slice));
-        } else {
-            rows.extend(entries.iter().map(|(_, v)| v.as_ref()));
-        }
-        let schema = def.arrow_schema(false);
-        let nullable = Arc::new(Schema::new_with_metadata(
-            schema
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone().with_nullable(true))
-                .collect::<Vec<_>>(),
-            schema.metadata().clone(),
-        ));
-        let decoded = decode_batch(rows, &nullable, true)?;
-        let kind = def.table_type;
-        let keys =
-            BinaryArray::from_iter_values(entries.iter().map(|(k, _)| split_hot_key(kind, k).1));
-        let system = |name: &str| {
-            decoded.column_by_name(name).ok_or_else(|| Error::Corrupt {
-                what: format!("hot rows of table {}", table.id),
-                reason: format!("decoded without `{name}`"),
-            })
+    /// Assembles the hot rows from a finished decoder's batch (user and system columns) and
+    /// their keys.
+    fn assemble(table: &TableHandle, decoded: RecordBatch, keys: BinaryArray) -> Result<Self> {
+        let corrupt = |reason: String| Error::Corrupt {
+            what: format!("hot rows of table {}", table.id),
+            reason,
         };
-        let deleted = system(DELETED_COLUMN)?
+        let column = |name: &str| {
+            decoded
+                .column_by_name(name)
+                .ok_or_else(|| corrupt(format!("decoded without `{name}`")))
+        };
+        let deleted = column(DELETED_COLUMN)?
             .as_any()
             .downcast_ref::<BooleanArray>()
             .cloned();
-        let updated = system(UPDATED_COLUMN)?
+        let updated = column(UPDATED_COLUMN)?
             .as_any()
             .downcast_ref::<Int64Array>()
             .cloned();
         let (Some(deleted), Some(updated)) = (deleted, updated) else {
-            return Err(Error::Corrupt {
-                what: format!("hot rows of table {}", table.id),
-                reason: "system columns of the wrong type".into(),
-            });
+            return Err(corrupt("system columns of the wrong type".into()));
         };
         let mut fields: Vec<Field> = decoded
             .schema()
@@ -158,6 +137,68 @@ impl HotRows {
                 Some(!self.deleted.value(i) && !expired)
             })
             .collect()
+    }
+}
+
+/// Decodes a scope's hot entries into [`HotRows`] as a read visits them, a chunk at a time:
+/// straight into the columns (sized by the scope's entry count), so neither the entries as
+/// the engine returned them nor partial batches are held alongside the result.
+pub(crate) struct HotDecoder<'t> {
+    table: &'t TableHandle,
+    def: Arc<TableDefinition>,
+    rows: BatchDecoder,
+    keys: BinaryBuilder,
+}
+
+impl<'t> HotDecoder<'t> {
+    /// A decoder for about `capacity` entries of `table`.
+    pub(crate) fn new(table: &'t TableHandle, capacity: usize) -> Result<Self> {
+        let def = table.definition();
+        let schema = def.arrow_schema(false);
+        let nullable = Arc::new(Schema::new_with_metadata(
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+            schema.metadata().clone(),
+        ));
+        Ok(Self {
+            table,
+            rows: BatchDecoder::new(&nullable, true, capacity)?,
+            keys: BinaryBuilder::with_capacity(capacity, capacity.saturating_mul(8)),
+            def,
+        })
+    }
+
+    /// Decodes one entry (its full hot key and value); entries come in key order. Tombstones
+    /// are left out: the flushed rows they delete are already hidden in their files (the
+    /// write recorded their positions), so a read has nothing to take from them, and a large
+    /// DELETE left hot would otherwise be decoded by every read.
+    pub(crate) fn push(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let system = read_system_columns(value).map_err(|e| Error::decode("hot row", e))?;
+        if system.deleted {
+            return Ok(());
+        }
+        let current = self.def.schema.version;
+        match read_header(value).map_or(true, |h| h.schema_version != current) {
+            true => self.rows.push(&upgrade_hot_row(&self.def, value)?)?,
+            false => self.rows.push(value)?,
+        }
+        self.keys
+            .append_value(split_hot_key(self.def.table_type, key).1);
+        Ok(())
+    }
+
+    /// The decoded rows, `None` when no entry was pushed.
+    pub(crate) fn finish(mut self) -> Result<Option<HotRows>> {
+        let mut keys = self.keys.finish();
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        keys.shrink_to_fit();
+        let decoded = self.rows.finish()?;
+        HotRows::assemble(self.table, decoded, keys).map(Some)
     }
 }
 

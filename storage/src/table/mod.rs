@@ -56,7 +56,7 @@ use crate::schema::{DeltaPublishing, TableDefinition, TableType};
 #[cfg(test)]
 pub(crate) use feed::RING_CAPACITY;
 pub(crate) use feed::{ChangeHub, Listening, RingRead};
-pub(crate) use hot::{HotCache, HotRows, upgrade_hot_row};
+pub(crate) use hot::{HotCache, HotDecoder, HotRows, upgrade_hot_row};
 pub(crate) use pins::{READER_WAIT, ReaderPin, ReaderPins};
 pub use state::FileEntry;
 pub(crate) use state::TableState;

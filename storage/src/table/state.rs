@@ -66,6 +66,12 @@ impl FileEntry {
         self.dead = Arc::default();
     }
 
+    /// Marks the rows of a set hidden.
+    pub(crate) fn hide_set(&mut self, positions: &DeletionVector) {
+        Arc::make_mut(&mut self.hidden).union_with(positions);
+        self.dead = Arc::default();
+    }
+
     /// Rows a read returns.
     pub fn live_rows(&self) -> u64 {
         self.meta
@@ -113,16 +119,25 @@ impl TableState {
 
     /// Marks rows hidden (in memory; the caller committed their `h` entries).
     pub(crate) fn hide(&mut self, scope: &KeyScope, rows: impl IntoIterator<Item = Hidden>) {
+        let mut by_file: BTreeMap<i64, DeletionVector> = BTreeMap::new();
+        for at in rows {
+            by_file.entry(at.file).or_default().insert(at.position);
+        }
+        self.hide_by_file(scope, &by_file);
+    }
+
+    /// Marks rows hidden, given by file (in memory; the caller committed their `h` entries).
+    pub(crate) fn hide_by_file(
+        &mut self,
+        scope: &KeyScope,
+        by_file: &BTreeMap<i64, DeletionVector>,
+    ) {
         let Some(files) = self.files.get_mut(scope) else {
             return;
         };
-        let mut by_file: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
-        for at in rows {
-            by_file.entry(at.file).or_default().push(at.position);
-        }
         for (file, positions) in by_file {
-            if let Some(f) = files.iter_mut().find(|f| f.meta.id == file) {
-                f.hide(positions);
+            if let Some(f) = files.iter_mut().find(|f| f.meta.id == *file) {
+                f.hide_set(positions);
             }
         }
     }

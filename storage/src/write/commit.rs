@@ -3,13 +3,17 @@
 //! staged batch as they are made or kept for one batch, then committed and applied to the
 //! table's state and feed.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 
 use super::{Staged, Tombstones};
 use crate::backend::{StagedBatch, WriteBatch, WriteOp};
 use crate::codec::{Row, SystemColumns};
 use crate::error::Result;
-use crate::format::{Change, ChangeOp, EntryWriter, Hidden, Image, hidden_key, log_key};
+use crate::format::{
+    Change, ChangeOp, DeletionVector, EntryWriter, Hidden, Image, hidden_key, log_key,
+};
 use crate::ids::KeyScope;
 use crate::schema::TableDefinition;
 use crate::seq::SeqGenerator;
@@ -27,11 +31,11 @@ pub(super) struct Commit<'t, 'k> {
     count: crate::format::HotCount,
     batch: WriteBatch,
     log: Option<EntryWriter>,
-    /// Every flushed row the statement hides (for the table's state after the commit).
-    hidden: Vec<Hidden>,
-    /// The keys of the `hidden` entries not yet in the batch or handed to `staged` (the
-    /// last ones of `hidden`).
-    hidden_keys: Vec<&'k [u8]>,
+    /// Every flushed row the statement hides, by file (for the table's state after the
+    /// commit; a bitmap, so a million hidden rows take a few MB, not 16 bytes each).
+    hidden: BTreeMap<i64, DeletionVector>,
+    /// Hidden rows whose `h` entries are not yet in the batch or handed to `staged`.
+    pending_hidden: Vec<(&'k [u8], Hidden)>,
     ring: Option<Vec<Change>>,
     last_seq: Option<i64>,
     /// The chunks' `_seq` ranges stay in flight until the commit (multi-table readers wait).
@@ -60,8 +64,8 @@ impl<'t, 'k> Commit<'t, 'k> {
             count: table.hot_count(scope),
             batch: WriteBatch::new(),
             log: logging.then(|| EntryWriter::new(scope.as_str(), 0)),
-            hidden: Vec::new(),
-            hidden_keys: Vec::new(),
+            hidden: BTreeMap::new(),
+            pending_hidden: Vec::new(),
             ring: table.feed.wants_changes().then(Vec::new),
             last_seq: None,
             in_flight: Vec::new(),
@@ -76,11 +80,9 @@ impl<'t, 'k> Commit<'t, 'k> {
         Ok(())
     }
 
-    /// Adds the `h` entries of the hidden rows whose keys are pending to the batch.
+    /// Adds the `h` entries of the pending hidden rows to the batch.
     pub(super) fn batch_hidden(&mut self) {
-        let pending = self.hidden_keys.len();
-        let ats = &self.hidden[self.hidden.len() - pending..];
-        for (pk, at) in self.hidden_keys.drain(..).zip(ats) {
+        for (pk, at) in self.pending_hidden.drain(..) {
             self.batch
                 .put(&self.table.meta, hidden_key(self.scope, pk), at.encode());
         }
@@ -137,8 +139,8 @@ impl<'t, 'k> Commit<'t, 'k> {
                 .saturating_sub(u64::from(write.was_hot && write.was_tombstone));
             let key = asked[write.mutation];
             if let Some(at) = write.hides {
-                self.hidden.push(at);
-                self.hidden_keys.push(&key[prefix_len..]);
+                self.hidden.entry(at.file).or_default().insert(at.position);
+                self.pending_hidden.push((&key[prefix_len..], at));
             }
             let change = match (self.log.is_some(), deleted, write.existed) {
                 (false, ..) | (true, true, false) => None,
@@ -253,7 +255,7 @@ impl<'t, 'k> Commit<'t, 'k> {
         {
             let mut state = table.state.write();
             state.set_count(self.scope, self.count);
-            state.hide(self.scope, self.hidden);
+            state.hide_by_file(self.scope, &self.hidden);
         }
         if let Some(last) = self.last_seq {
             table.feed.publish(last, self.ring);

@@ -99,6 +99,10 @@ enum Planned {
     Delete,
 }
 
+/// Keys a statement larger than `StoreConfig::write_chunk_rows` (staged in key order) reads
+/// and stages at a time.
+const SORTED_CHUNK_ROWS: usize = 16_384;
+
 /// The hot keys of a batch's mutations (scope prefix + primary key), back to back in one
 /// buffer, in mutation order.
 struct BatchKeys {
@@ -205,11 +209,14 @@ impl TableHandle {
         if large && !repeated && !asked.windows(2).all(|w| w[0] < w[1]) {
             (asked, planned) = planned.sort_by_key(asked);
         }
-        let chunk = if repeated {
-            asked.len().max(1)
-        } else {
-            chunk_rows
+        let chunk = match (repeated, large) {
+            (true, _) => asked.len().max(1),
+            // Sorted keys: each chunk is a key range, so smaller chunks still read every file
+            // once, in key order, and hold fewer rows (and their old and new images) at a time.
+            (false, true) => chunk_rows.min(SORTED_CHUNK_ROWS),
+            (false, false) => chunk_rows,
         };
+        self.hot_cache.lock().forget();
         let mut commit = Commit::new(self, &def, &scope);
         if large && !repeated {
             commit.stage_in_engine().await?;
