@@ -63,13 +63,8 @@ async fn a_second_open_of_the_same_directory_fails_clearly() {
     );
 }
 
-#[tokio::test]
-async fn reclaim_after_a_range_delete_empties_the_memtable() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = RocksDbConfig {
-        reclaim_min_memtable_bytes: 0,
-        ..RocksDbConfig::new(dir.path())
-    };
+/// A backend on `config` with a partition `t` of 10k entries of 100 bytes.
+async fn ten_thousand_entries(config: RocksDbConfig) -> (RocksDbBackend, Partition) {
     let backend = RocksDbBackend::open(config).unwrap();
     let p = Partition::new("t").unwrap();
     backend.create_partition(&p).await.unwrap();
@@ -81,6 +76,19 @@ async fn reclaim_after_a_range_delete_empties_the_memtable() {
             Bytes::from(vec![7u8; 100]),
         );
     }
+    backend.batch(batch).await.unwrap();
+    (backend, p)
+}
+
+#[tokio::test]
+async fn reclaim_after_a_range_delete_empties_the_memtable() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = RocksDbConfig {
+        reclaim_min_memtable_bytes: 0,
+        ..RocksDbConfig::new(dir.path())
+    };
+    let (backend, p) = ten_thousand_entries(config).await;
+    let mut batch = WriteBatch::new();
     batch.delete_range(&p, Bytes::new(), Bytes::from_static(&[0xff; 5]));
     backend.batch(batch).await.unwrap();
     let memtable_entries = || {
@@ -110,18 +118,7 @@ async fn reclaim_compacts_range_deleted_entries_out_of_table_files() {
         reclaim_min_file_bytes: 0,
         ..RocksDbConfig::new(dir.path())
     };
-    let backend = RocksDbBackend::open(config).unwrap();
-    let p = Partition::new("t").unwrap();
-    backend.create_partition(&p).await.unwrap();
-    let mut batch = WriteBatch::new();
-    for i in 0..10_000u32 {
-        batch.put(
-            &p,
-            Bytes::from(i.to_be_bytes().to_vec()),
-            Bytes::from(vec![7u8; 100]),
-        );
-    }
-    backend.batch(batch).await.unwrap();
+    let (backend, p) = ten_thousand_entries(config).await;
     let sst_bytes = || {
         let db = backend.db().unwrap();
         let cf = rows_family(&db).unwrap();

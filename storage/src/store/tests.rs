@@ -84,6 +84,21 @@ async fn ids(store: &Store, user: Option<&UserId>, filter: Option<Filter>) -> Ve
     out
 }
 
+/// A store with the SHARED messages table holding rows `0..n` (body `body`), flushed.
+async fn flushed_shared(n: i64, body: &str) -> (tempfile::TempDir, Store) {
+    let (dir, store) = store().await;
+    store
+        .create_table(messages(TableType::Shared), false)
+        .await
+        .unwrap();
+    store
+        .insert(&t(), None, (0..n).map(|i| row(i, body)).collect())
+        .await
+        .unwrap();
+    store.flush_table(&t(), Scope::All).await.unwrap();
+    (dir, store)
+}
+
 #[tokio::test]
 async fn insert_flush_delete_flush_returns_nothing_also_after_compaction() {
     let (_dir, store) = store().await;
@@ -181,16 +196,7 @@ async fn insert_flush_delete_flush_returns_nothing_also_after_compaction() {
 /// hidden.
 #[tokio::test]
 async fn reads_decode_no_hot_tombstones_and_still_hide_the_deleted_rows() {
-    let (_dir, store) = store().await;
-    store
-        .create_table(messages(TableType::Shared), false)
-        .await
-        .unwrap();
-    store
-        .insert(&t(), None, (0..100).map(|i| row(i, "hi")).collect())
-        .await
-        .unwrap();
-    store.flush_table(&t(), Scope::All).await.unwrap();
+    let (_dir, store) = flushed_shared(100, "hi").await;
     let deletes = (0..50)
         .map(|i| Mutation::Delete {
             key: vec![KalamValue::BigInt(i)],

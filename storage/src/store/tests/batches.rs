@@ -400,16 +400,7 @@ async fn a_statement_larger_than_a_chunk_commits_as_one_batch() {
 async fn updates_and_deletes_by_key_columns() {
     use arrow::array::{ArrayRef, Int32Array, Int64Array};
     use arrow::datatypes::{DataType, Field, Schema};
-    let (_dir, store) = store().await;
-    store
-        .create_table(messages(TableType::Shared), false)
-        .await
-        .unwrap();
-    store
-        .insert(&t(), None, (0..10).map(|i| row(i, "b")).collect())
-        .await
-        .unwrap();
-    store.flush_table(&t(), Scope::All).await.unwrap();
+    let (_dir, store) = flushed_shared(10, "b").await;
     let batch = |ids: Vec<Option<i64>>, scores: Option<Vec<Option<i32>>>| {
         let mut fields = vec![Field::new("id", DataType::Int64, true)];
         let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(ids))];

@@ -97,16 +97,7 @@ async fn the_log_follows_flushes_deletes_and_compaction() {
 
 #[tokio::test]
 async fn schema_changes_rewrite_what_delta_would_misread_and_options_turn_it_off_and_on() {
-    let (dir, store) = store().await;
-    store
-        .create_table(messages(TableType::Shared), false)
-        .await
-        .unwrap();
-    store
-        .insert(&t(), None, (0..10).map(|i| row(i, "v1")).collect())
-        .await
-        .unwrap();
-    store.flush_table(&t(), Scope::All).await.unwrap();
+    let (dir, store) = flushed_shared(10, "v1").await;
     let before = manifest_files(&store).await;
 
     // Adding a column needs no rewrite: Delta readers give old files NULLs for it.
