@@ -38,7 +38,11 @@ struct KeyCursor {
 }
 
 impl KeyCursor {
-    async fn open(table: &TableHandle, entry: &FileEntry) -> Result<Self> {
+    async fn open(
+        table: &TableHandle,
+        entry: &FileEntry,
+        expected: Option<&Expected>,
+    ) -> Result<Self> {
         let file = table.data_file(&entry.meta);
         let footer = table.file_index.footer(file).await?;
         let key_index = footer
@@ -54,8 +58,10 @@ impl KeyCursor {
             starts.push(at);
             at += rg.num_rows() as u64;
         }
+        let key_stats = RowGroupKeys::of(&footer);
+        let dense = expected.is_some_and(|e| e.dense_in(&key_stats));
         Ok(Self {
-            key_stats: RowGroupKeys::of(&footer),
+            key_stats,
             footer,
             starts,
             key_index,
@@ -63,7 +69,7 @@ impl KeyCursor {
             loaded: None,
             at: 0,
             hits: 0,
-            dense: false,
+            dense,
         })
     }
 
@@ -184,11 +190,36 @@ impl KeyCursor {
     }
 }
 
+/// How many keys a join will seek, between which bounds.
+struct Expected {
+    keys: usize,
+    first: Vec<u8>,
+    last: Vec<u8>,
+}
+
+impl Expected {
+    /// Whether the keys come [`DENSE_HITS`] or more to a row group that their range overlaps:
+    /// then the row groups' bloom filters would all say "maybe".
+    fn dense_in(&self, stats: &RowGroupKeys) -> bool {
+        let overlapped = stats
+            .mins
+            .iter()
+            .zip(&stats.maxes)
+            .filter(|(min, max)| {
+                min.as_deref().is_none_or(|m| m <= self.last.as_slice())
+                    && max.as_deref().is_none_or(|m| m >= self.first.as_slice())
+            })
+            .count();
+        self.keys >= DENSE_HITS * overlapped.max(1)
+    }
+}
+
 /// The merge-join of one file with increasing keys: the file's `_key` column is opened on the
 /// first key inside the file's key range, and each key is found by a forward seek.
 pub(crate) struct FileKeyJoin {
     entry: FileEntry,
     cursor: Option<KeyCursor>,
+    expected: Option<Expected>,
 }
 
 impl FileKeyJoin {
@@ -197,6 +228,20 @@ impl FileKeyJoin {
         Self {
             entry,
             cursor: None,
+            expected: None,
+        }
+    }
+
+    /// A join with `entry` that will seek `keys` keys from `first` to `last`: when they are
+    /// dense in the row groups they span, no bloom filter is read.
+    pub(crate) fn expecting(entry: FileEntry, keys: usize, first: &[u8], last: &[u8]) -> Self {
+        Self {
+            expected: Some(Expected {
+                keys,
+                first: first.to_vec(),
+                last: last.to_vec(),
+            }),
+            ..Self::new(entry)
         }
     }
 
@@ -214,8 +259,42 @@ impl FileKeyJoin {
             Some(c) => c,
             None => self
                 .cursor
-                .insert(KeyCursor::open(table, &self.entry).await?),
+                .insert(KeyCursor::open(table, &self.entry, self.expected.as_ref()).await?),
         };
         cursor.seek(table, &self.entry, key).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(ranges: &[(&[u8], &[u8])]) -> RowGroupKeys {
+        RowGroupKeys {
+            mins: ranges.iter().map(|(min, _)| Some(min.to_vec())).collect(),
+            maxes: ranges.iter().map(|(_, max)| Some(max.to_vec())).collect(),
+        }
+    }
+
+    #[test]
+    fn keys_are_dense_by_the_row_groups_their_range_overlaps() {
+        let groups = stats(&[(b"a", b"c"), (b"d", b"f"), (b"g", b"i"), (b"j", b"l")]);
+        let expected = |keys, first: &[u8], last: &[u8]| Expected {
+            keys,
+            first: first.to_vec(),
+            last: last.to_vec(),
+        };
+        // Two row groups overlapped: dense from 2 * DENSE_HITS keys.
+        assert!(expected(2 * DENSE_HITS, b"b", b"e").dense_in(&groups));
+        assert!(!expected(2 * DENSE_HITS - 1, b"b", b"e").dense_in(&groups));
+        // The same keys over all four row groups are sparse.
+        assert!(!expected(2 * DENSE_HITS, b"a", b"z").dense_in(&groups));
+        // Row groups without statistics count as overlapped.
+        let unknown = RowGroupKeys {
+            mins: vec![None; 4],
+            maxes: vec![None; 4],
+        };
+        assert!(!expected(2 * DENSE_HITS, b"b", b"e").dense_in(&unknown));
+        assert!(expected(4 * DENSE_HITS, b"b", b"e").dense_in(&unknown));
     }
 }

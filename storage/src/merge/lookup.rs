@@ -148,7 +148,10 @@ async fn read_joined(
     wanted: &[&[u8]],
     found: &mut HashMap<Vec<u8>, FlushedRow>,
 ) -> Result<()> {
-    let mut join = FileKeyJoin::new(entry.clone());
+    let (Some(first), Some(last)) = (wanted.first(), wanted.last()) else {
+        return Ok(());
+    };
+    let mut join = FileKeyJoin::expecting(entry.clone(), wanted.len(), first, last);
     let mut live = Vec::new();
     let mut positions: HashMap<&[u8], u64> = HashMap::new();
     for key in wanted {
@@ -159,9 +162,6 @@ async fn read_joined(
             positions.insert(key, pos);
         }
     }
-    let (Some(first), Some(last)) = (wanted.first(), wanted.last()) else {
-        return Ok(());
-    };
     if live.is_empty() {
         return Ok(());
     }

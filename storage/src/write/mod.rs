@@ -121,12 +121,9 @@ impl BatchKeys {
         }
     }
 
-    /// Whether some key appears more than once (keys in increasing order, as bulk inserts
-    /// and scans give them, answer without sorting).
+    /// Whether some key appears more than once (asked of keys not in increasing order: those
+    /// are distinct, see [`in_order`](Self::in_order)).
     fn repeated(asked: &[&[u8]]) -> bool {
-        if asked.windows(2).all(|w| w[0] < w[1]) {
-            return false;
-        }
         let mut sorted = asked.to_vec();
         sorted.sort_unstable();
         sorted.windows(2).any(|w| w[0] == w[1])
@@ -134,13 +131,41 @@ impl BatchKeys {
 
     /// Every hot key, in mutation order.
     fn all(&self) -> Vec<&[u8]> {
-        let mut out = Vec::with_capacity(self.ends.len());
-        let mut start = 0;
-        for end in &self.ends {
-            out.push(&self.bytes[start..*end]);
-            start = *end;
+        self.range(0, self.ends.len())
+    }
+
+    /// How many keys.
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// The `len` keys from the `start`th, in mutation order.
+    fn range(&self, start: usize, len: usize) -> Vec<&[u8]> {
+        let mut out = Vec::with_capacity(len);
+        let mut from = match start {
+            0 => 0,
+            _ => self.ends[start - 1],
+        };
+        for end in &self.ends[start..start + len] {
+            out.push(&self.bytes[from..*end]);
+            from = *end;
         }
         out
+    }
+
+    /// Whether the keys increase strictly, mutation by mutation.
+    fn in_order(&self) -> bool {
+        let mut previous: Option<&[u8]> = None;
+        let mut from = 0;
+        for end in &self.ends {
+            let key = &self.bytes[from..*end];
+            if previous.is_some_and(|p| p >= key) {
+                return false;
+            }
+            previous = Some(key);
+            from = *end;
+        }
+        true
     }
 }
 
@@ -196,21 +221,29 @@ impl TableHandle {
             Rows::Batch(batch, mode) => self.plan_batch(&def, &scope, batch, mode)?,
             Rows::Keyed(batch, keyed) => self.plan_keyed(&def, &scope, batch, keyed)?,
         };
-        let mut asked = keys.all();
-        let repeated = BatchKeys::repeated(&asked);
+        // Keys in increasing order (SQL UPDATE and DELETE ask for them so, bulk inserts come
+        // so) are distinct and need no list of them all: each chunk takes its own.
+        let in_order = keys.in_order();
+        let mut asked: Option<Vec<&[u8]>> = (!in_order).then(|| keys.all());
+        let repeated = asked.as_deref().is_some_and(BatchKeys::repeated);
         let chunk_rows = self.storage.write_chunk_rows;
-        let large = asked.len() > chunk_rows;
+        let n = keys.len();
+        let large = n > chunk_rows;
         // A large statement of distinct keys is staged in key order (its changes take their
         // `_seq` in that order): each chunk is then one key range of the engine and of each
         // file, so the chunks together read each file once, and the engine can stage sorted
         // runs outside memory. Smaller statements keep their order. A statement writing a key
         // twice is staged whole, in its order: a later write of a key builds on its earlier
         // one.
-        if large && !repeated && !asked.windows(2).all(|w| w[0] < w[1]) {
-            (asked, planned) = planned.sort_by_key(asked);
+        if large
+            && !repeated
+            && let Some(all) = asked.take()
+        {
+            let (sorted, resorted) = planned.sort_by_key(all);
+            (asked, planned) = (Some(sorted), resorted);
         }
         let chunk = match (repeated, large) {
-            (true, _) => asked.len().max(1),
+            (true, _) => n.max(1),
             // Sorted keys: each chunk is a key range, so smaller chunks still read every file
             // once, in key order, and hold fewer rows (and their old and new images) at a time.
             (false, true) => chunk_rows.min(SORTED_CHUNK_ROWS),
@@ -222,8 +255,17 @@ impl TableHandle {
             commit.stage_in_engine().await?;
         }
         let mut summary = WriteSummary::default();
-        for (n, part) in asked.chunks(chunk).enumerate() {
-            let plans = planned.next_chunk(self, &def, n * chunk, part.len())?;
+        for start in (0..n).step_by(chunk) {
+            let len = chunk.min(n - start);
+            let taken;
+            let part: &[&[u8]] = match &asked {
+                Some(all) => &all[start..start + len],
+                None => {
+                    taken = keys.range(start, len);
+                    &taken
+                }
+            };
+            let plans = planned.next_chunk(self, &def, start, len)?;
             let current = self.read_current(&scope, part, keys.prefix_len).await?;
             let (staged, s) = self.stage(&def, part, keys.prefix_len, plans, &current, repeated)?;
             drop(current);
