@@ -288,12 +288,12 @@ impl TableScan {
         let mut out = Vec::new();
         for scope in &snapshot.scopes {
             let Some(rows) = &scope.hot else { continue };
-            // Without a key bound, filter or TTL, the rows are the cached tombstone-free batch.
+            // Without a key bound, filter or TTL, the rows are the cached batch as it is.
             let whole = plan.filter.is_none()
                 && is_unbounded(&plan.keys)
                 && self.state.table.expiry_cutoff().is_none();
             let projected = match whole {
-                true => project(rows.without_tombstones()?, &schema)?,
+                true => project(&rows.batch, &schema)?,
                 false => {
                     let mut mask = boolean::and(
                         &rows.alive(&self.state.table),

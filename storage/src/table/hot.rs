@@ -2,16 +2,14 @@
 //! write times), and the cache that keeps them decoded while no commit changes them.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use arrow::array::{Array, BinaryArray, BinaryBuilder, BooleanArray, Int64Array};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 
 use super::{TableHandle, upgrade_row};
-use crate::codec::{
-    BatchDecoder, DELETED_COLUMN, Row, UPDATED_COLUMN, read_header, read_system_columns,
-};
+use crate::codec::{BatchDecoder, Row, UPDATED_COLUMN, read_header, read_system_columns};
 use crate::error::{Error, Result};
 use crate::format::{KEY_COLUMN, split_hot_key};
 use crate::ids::KeyScope;
@@ -51,20 +49,16 @@ impl HotCache {
     }
 }
 
-/// Hot entries decoded: a batch of the current user columns, then `_seq`, `_updated`,
-/// `_deleted` and `_key` (the encoded primary key after the scope prefix), every column
-/// nullable (tombstones hold only their key columns).
+/// Hot rows decoded (tombstones left out, see [`HotDecoder::push`]): a batch of the current
+/// user columns, then `_seq`, `_updated`, `_deleted` and `_key` (the encoded primary key after
+/// the scope prefix), every column nullable.
 pub(crate) struct HotRows {
-    /// The decoded entries.
+    /// The decoded rows.
     pub(crate) batch: RecordBatch,
     /// Their encoded primary keys, in key order.
     pub(crate) keys: BinaryArray,
-    /// Which are tombstones.
-    pub(crate) deleted: BooleanArray,
     /// When each was written, ns since the epoch.
     pub(crate) updated: Int64Array,
-    /// `batch` without its tombstones, computed by the first read that wants it.
-    live: OnceLock<RecordBatch>,
 }
 
 impl HotRows {
@@ -80,16 +74,12 @@ impl HotRows {
                 .column_by_name(name)
                 .ok_or_else(|| corrupt(format!("decoded without `{name}`")))
         };
-        let deleted = column(DELETED_COLUMN)?
-            .as_any()
-            .downcast_ref::<BooleanArray>()
-            .cloned();
-        let updated = column(UPDATED_COLUMN)?
+        let Some(updated) = column(UPDATED_COLUMN)?
             .as_any()
             .downcast_ref::<Int64Array>()
-            .cloned();
-        let (Some(deleted), Some(updated)) = (deleted, updated) else {
-            return Err(corrupt("system columns of the wrong type".into()));
+            .cloned()
+        else {
+            return Err(corrupt(format!("`{UPDATED_COLUMN}` of the wrong type")));
         };
         let mut fields: Vec<Field> = decoded
             .schema()
@@ -105,37 +95,15 @@ impl HotRows {
         Ok(Self {
             batch,
             keys,
-            deleted,
             updated,
-            live: OnceLock::new(),
         })
     }
 
-    /// The entries that are not tombstones, filtered once per decoded version: what every
-    /// read of a table without a TTL takes when no key bound or filter narrows it (a STREAM
-    /// table's rows expire with time, so its reads use [`alive`](Self::alive)).
-    pub(crate) fn without_tombstones(&self) -> Result<&RecordBatch> {
-        if let Some(live) = self.live.get() {
-            return Ok(live);
-        }
-        // As in `alive`: a tombstone is a set `_deleted` value.
-        let keep: BooleanArray = (0..self.deleted.len())
-            .map(|i| Some(!self.deleted.value(i)))
-            .collect();
-        let live = arrow::compute::filter_record_batch(&self.batch, &keep)
-            .map_err(Error::arrow("dropping hot tombstones"))?;
-        // Two reads may both compute it; either result is the same.
-        Ok(self.live.get_or_init(|| live))
-    }
-
-    /// Which entries are live rows: not tombstones, not past a STREAM table's TTL.
+    /// Which rows are live: not past a STREAM table's TTL.
     pub(crate) fn alive(&self, table: &TableHandle) -> BooleanArray {
         let cutoff = table.expiry_cutoff();
         (0..self.batch.num_rows())
-            .map(|i| {
-                let expired = cutoff.is_some_and(|c| self.updated.value(i) < c);
-                Some(!self.deleted.value(i) && !expired)
-            })
+            .map(|i| Some(cutoff.is_none_or(|c| self.updated.value(i) >= c)))
             .collect()
     }
 }
