@@ -1,5 +1,5 @@
-//! A table's hot entries decoded into arrow columns (with their keys, tombstone flags and
-//! write times), and the cache that keeps them decoded while no commit changes them.
+//! A table's hot rows decoded into arrow columns (with their keys and write times; tombstones
+//! are left out), and the cache that keeps them decoded while no commit changes them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
