@@ -368,3 +368,42 @@ async fn a_table_flush_has_rocksdb_drop_the_flushed_rows_at_most_once() {
     }
     store.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_moved_elsewhere_reads_its_own_flushed_files() {
+    let parent = tempfile::tempdir().unwrap();
+    let (before, after) = (parent.path().join("before"), parent.path().join("after"));
+    let store = kalamstore_tests::tables::open_store(&before).await;
+    store
+        .create_namespace(&NamespaceId::new("app").unwrap(), true)
+        .await
+        .unwrap();
+    let def = chat_table("moved", TableType::Shared, &StorageId::local());
+    let t = def.id.clone();
+    store.create_table(def, false).await.unwrap();
+    store
+        .insert(&t, None, (0..10).map(|i| chat_row(i, "flushed")).collect())
+        .await
+        .unwrap();
+    store.flush_table(&t, Scope::All).await.unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    std::fs::rename(&before, &after).unwrap();
+
+    let store = kalamstore_tests::tables::open_store(&after).await;
+    let rows = contents(&store, &t, None).await;
+    assert_eq!(rows.len(), 10, "the moved dir's rows: {rows:?}");
+    let local = store
+        .storages()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.id == StorageId::local())
+        .unwrap();
+    assert_eq!(
+        std::path::Path::new(&local.cold_url),
+        after.join("cold"),
+        "the local storage's files are the moved dir's"
+    );
+    store.close().await.unwrap();
+}

@@ -255,7 +255,8 @@ impl<'a> Column<'a> {
                     buf[*c] = tag::EMBEDDING;
                     buf[*c + 1..*c + 5].copy_from_slice(&(*dim as u32).to_le_bytes());
                     *c += 5;
-                    let start = i * *dim;
+                    // Where row i's floats start in the (sliced with the list) child values.
+                    let start = a.value_offset(i) as usize;
                     for x in &values[start..start + dim] {
                         buf[*c..*c + 4].copy_from_slice(&x.to_le_bytes());
                         *c += 4;
@@ -296,10 +297,27 @@ pub fn encode_batch(
         .iter()
         .map(|f| kalam_type_of_field(f))
         .collect::<Result<Vec<_>>>()?;
-    let columns: Vec<Column<'_>> = batch
-        .columns()
+    Ok(encode_arrays(
+        batch.columns(),
+        &types,
+        schema_version,
+        system,
+    ))
+}
+
+/// Encodes `system.len()` rows from `arrays` (user columns in table order), each array of
+/// exactly the arrow type of its entry in `types` (the caller checked it: a `RecordBatch`'s
+/// own field types, or the write path's column checks), at most [`MAX_COLUMNS`] of them.
+pub(crate) fn encode_arrays(
+    arrays: &[ArrayRef],
+    types: &[KalamDataType],
+    schema_version: u32,
+    system: &[SystemColumns],
+) -> EncodedRows {
+    let n = system.len();
+    let columns: Vec<Column<'_>> = arrays
         .iter()
-        .zip(&types)
+        .zip(types)
         .map(|(array, t)| Column::resolve(array, *t))
         .collect();
 
@@ -317,7 +335,7 @@ pub fn encode_batch(
     let mut buf = vec![0u8; total];
     let mut cursors = Vec::with_capacity(n);
     for &start in &offsets[..n] {
-        // Checked against MAX_COLUMNS above.
+        // At most MAX_COLUMNS columns (the caller's contract), so the count fits a u16.
         write_header(&mut buf[start..], schema_version, columns.len() as u16);
         cursors.push(start + ROW_HEADER_LEN);
     }
@@ -333,5 +351,5 @@ pub fn encode_batch(
         );
         write_trailer(&mut buf[end - ROW_TRAILER_LEN..end], meta);
     }
-    Ok(EncodedRows { buf, offsets })
+    EncodedRows { buf, offsets }
 }

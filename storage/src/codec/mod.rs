@@ -6,9 +6,11 @@ mod key;
 mod row;
 mod value;
 
+pub(crate) use batch::encode_arrays;
 pub use batch::{EncodedRows, encode_batch};
 pub use batch_decode::{BatchDecoder, decode_batch};
 pub use key::{decode_key, encode_component, encode_key};
+pub(crate) use row::set_system_columns;
 pub use row::{
     DELETED_COLUMN, MAX_COLUMNS, MAX_VALUE_LEN, ROW_FORMAT_VERSION, ROW_HEADER_LEN,
     ROW_TRAILER_LEN, Row, RowHeader, SEQ_COLUMN, SystemColumns, UPDATED_COLUMN, read_header,

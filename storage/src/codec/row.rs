@@ -97,6 +97,12 @@ pub(crate) fn write_trailer(out: &mut [u8], system: &SystemColumns) {
     system.write(out);
 }
 
+/// Overwrites the system columns of an encoded row (`row` is one whole row).
+pub(crate) fn set_system_columns(row: &mut [u8], system: &SystemColumns) {
+    let at = row.len() - ROW_TRAILER_LEN;
+    write_trailer(&mut row[at..], system);
+}
+
 impl Row {
     /// Encodes the row. Values must have been checked against their columns (lengths below
     /// [`MAX_VALUE_LEN`], at most [`MAX_COLUMNS`] columns): the table layer does that on write.

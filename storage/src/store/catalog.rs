@@ -111,14 +111,26 @@ impl Store {
             .system
             .get(&sys(STORAGES), id.as_str().as_bytes())
             .await?
-            .map(|b| StorageDefinition::decode(&b))
+            .map(|b| StorageDefinition::decode(&b).map(|def| self.located(def)))
             .transpose()
     }
 
     /// Every registered storage, sorted by id.
     pub async fn storages(&self) -> Result<Vec<StorageDefinition>> {
-        self.catalog(STORAGES, |_, v| StorageDefinition::decode(v))
-            .await
+        self.catalog(STORAGES, |_, v| {
+            StorageDefinition::decode(v).map(|def| self.located(def))
+        })
+        .await
+    }
+
+    /// `def` where it is now: the built-in `local` storage's files are the data dir's `cold`
+    /// directory wherever the data dir was created (a data dir copied or moved elsewhere keeps
+    /// reading its own files, not the original's).
+    fn located(&self, mut def: StorageDefinition) -> StorageDefinition {
+        if def.id == StorageId::local() {
+            def.cold_url = local_cold_url(&self.inner.config.data_dir);
+        }
+        def
     }
 
     /// The caches of the storages this process has opened, by storage id then tier: hits,
@@ -468,4 +480,9 @@ impl Store {
             }
         }
     }
+}
+
+/// The cold location of the built-in `local` storage of the data dir `data_dir`.
+pub(super) fn local_cold_url(data_dir: &std::path::Path) -> String {
+    data_dir.join("cold").to_string_lossy().into_owned()
 }

@@ -167,11 +167,10 @@ impl Store {
         };
         let local = StorageId::local();
         if store.storage_definition(&local).await?.is_none() {
-            let cold_url = store.inner.config.data_dir.join("cold");
             let def = StorageDefinition {
                 id: local.clone(),
                 hot: engine,
-                cold_url: cold_url.to_string_lossy().into_owned(),
+                cold_url: catalog::local_cold_url(&store.inner.config.data_dir),
                 s3: S3Options::default(),
                 cache: None,
                 metadata_cache_bytes: None,

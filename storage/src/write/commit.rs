@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use super::{Staged, Tombstones};
+use super::{NewRow, Staged, Tombstones};
 use crate::backend::{StagedBatch, WriteBatch, WriteOp};
-use crate::codec::{Row, SystemColumns};
-use crate::error::Result;
+use crate::codec::{EncodedRows, Row, SystemColumns, set_system_columns};
+use crate::error::{Error, Result};
 use crate::format::{
     Change, ChangeOp, DeletionVector, EntryWriter, Hidden, Image, hidden_key, log_key,
 };
@@ -46,6 +46,12 @@ pub(super) struct Commit<'t, 'k> {
     staged: Option<Box<dyn StagedBatch + 't>>,
     /// Whether some op was handed to `staged`.
     wrote: bool,
+}
+
+/// What a staged write encodes: a row of values, or row `.0` of its chunk's encoded rows.
+enum Body {
+    Row(Row),
+    Encoded(usize),
 }
 
 impl<'t, 'k> Commit<'t, 'k> {
@@ -114,13 +120,15 @@ impl<'t, 'k> Commit<'t, 'k> {
     }
 
     /// Encodes one chunk's staged rows and tombstones (keys `asked`, whose first `prefix_len`
-    /// bytes are the scope's) and their change-log entries, each write with its own `_seq`.
+    /// bytes are the scope's; rows encoded from a batch point into `encoded`) and their
+    /// change-log entries, each write with its own `_seq`.
     pub(super) async fn add(
         &mut self,
         seq: &'t SeqGenerator,
         asked: &[&'k [u8]],
         prefix_len: usize,
         staged: Vec<Staged>,
+        encoded: &EncodedRows,
     ) -> Result<()> {
         if staged.is_empty() {
             return Ok(());
@@ -148,32 +156,53 @@ impl<'t, 'k> Commit<'t, 'k> {
                 (true, false, true) => Some(ChangeOp::Update),
                 (true, false, false) => Some(ChangeOp::Insert),
             };
-            let values = match write.row {
-                Some(values) => values,
-                // A tombstone keeps the key columns, so a flush can still read its key.
-                None => self.tombstones.values(&key[prefix_len..])?,
-            };
             let system = SystemColumns {
                 seq,
                 updated: self.updated,
                 deleted,
             };
-            let row = Row {
-                schema_version: def.schema.version,
-                values,
-                system,
+            let body = match write.row {
+                Some(NewRow::Values(values)) => Body::Row(Row {
+                    schema_version: def.schema.version,
+                    values,
+                    system,
+                }),
+                Some(NewRow::Encoded(at)) => Body::Encoded(at),
+                // A tombstone keeps the key columns, so a flush can still read its key.
+                None => Body::Row(Row {
+                    schema_version: def.schema.version,
+                    values: self.tombstones.values(&key[prefix_len..])?,
+                    system,
+                }),
             };
             let logged = change.map(|op| (op, write.old));
-            rows.push((key, row, logged));
+            rows.push((key, body, system, logged));
         }
-        let size: usize = rows.iter().map(|(k, r, _)| k.len() + r.encoded_len()).sum();
+        let encoded_len = |body: &Body| match body {
+            Body::Row(row) => row.encoded_len(),
+            Body::Encoded(at) => encoded.get(*at).map_or(0, <[u8]>::len),
+        };
+        let size: usize = rows.iter().map(|(k, b, ..)| k.len() + encoded_len(b)).sum();
         let mut buffer = Vec::with_capacity(size);
         let mut spans = Vec::with_capacity(rows.len());
-        for (key, row, logged) in rows {
+        for (key, body, system, logged) in rows {
             let at = buffer.len();
             buffer.extend_from_slice(key);
             let key_end = buffer.len();
-            row.encode_into(&mut buffer);
+            let new_values = match body {
+                Body::Row(row) => {
+                    row.encode_into(&mut buffer);
+                    Some(row.values)
+                }
+                Body::Encoded(row) => {
+                    buffer.extend_from_slice(encoded.get(row).ok_or_else(|| Error::Corrupt {
+                        what: format!("row {row} of a statement's chunk"),
+                        reason: format!("the chunk encoded {} rows", encoded.len()),
+                    })?);
+                    set_system_columns(&mut buffer[key_end..], &system);
+                    None
+                }
+            };
             spans.push((at..key_end, key_end..buffer.len()));
             let (Some((op, old)), Some(log)) = (logged, &mut self.log) else {
                 continue;
@@ -181,28 +210,37 @@ impl<'t, 'k> Commit<'t, 'k> {
             let old_row = old.map(|values| Row {
                 schema_version: def.schema.version,
                 values,
-                system: row.system,
+                system,
             });
             // A delete logs the row it removed; an update the row it replaced after the new one.
             match (op, &old_row) {
                 (ChangeOp::Delete, Some(removed)) => {
-                    log.push(row.system.seq, op, Image::Row(removed), None)
+                    log.push(system.seq, op, Image::Row(removed), None)
                 }
                 _ => log.push(
-                    row.system.seq,
+                    system.seq,
                     op,
                     Image::Encoded(&buffer[key_end..]),
                     old_row.as_ref(),
                 ),
             }
-            self.last_seq = Some(row.system.seq);
+            self.last_seq = Some(system.seq);
             if let Some(ring) = &mut self.ring {
+                // Rows encoded from a batch are decoded for the feed's ring only.
+                let new_values = match new_values {
+                    Some(values) => values,
+                    None => {
+                        Row::decode(&buffer[key_end..])
+                            .map_err(|e| Error::decode("a statement's encoded row", e))?
+                            .values
+                    }
+                };
                 let (values, old) = match op {
-                    ChangeOp::Delete => (old_row.map(|r| r.values).unwrap_or(row.values), None),
-                    _ => (row.values, old_row.map(|r| r.values)),
+                    ChangeOp::Delete => (old_row.map(|r| r.values).unwrap_or(new_values), None),
+                    _ => (new_values, old_row.map(|r| r.values)),
                 };
                 ring.push(Change {
-                    seq: row.system.seq,
+                    seq: system.seq,
                     op,
                     user: self.scope.user().cloned(),
                     values,

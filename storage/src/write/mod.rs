@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use tokio::sync::MutexGuard;
 
-use crate::codec::KalamValue;
-use crate::error::Result;
+use crate::codec::{EncodedRows, KalamValue};
+use crate::error::{Error, Result};
 use crate::format::Hidden;
 use crate::ids::{KeyScope, UserId};
 use crate::merge::{FlushedRow, get_flushed_many};
@@ -25,7 +25,7 @@ mod plan;
 mod rows;
 
 use commit::Commit;
-use plan::{KeyedValues, Plans, RowSource};
+use plan::{BatchRows, KeyedValues, Plans, RowSource};
 
 use rows::Tombstones;
 
@@ -93,10 +93,39 @@ pub struct WriteSummary {
 
 /// A mutation resolved to its row (inserts and upserts) or its change.
 enum Planned {
-    Insert(Vec<KalamValue>),
-    Upsert(Vec<KalamValue>),
+    Insert(NewRow),
+    Upsert(NewRow),
     Update(Vec<(String, KalamValue)>),
     Delete,
+}
+
+/// A row a statement writes: its values, or row `.0` of its chunk's rows encoded from a batch's
+/// columns (no value per cell).
+#[derive(Debug, Clone)]
+enum NewRow {
+    Values(Vec<KalamValue>),
+    Encoded(usize),
+}
+
+impl NewRow {
+    /// The row's values (an encoded row is decoded from `encoded`, its chunk's rows).
+    fn into_values(self, encoded: &EncodedRows) -> Result<Vec<KalamValue>> {
+        match self {
+            Self::Values(values) => Ok(values),
+            Self::Encoded(at) => decode_encoded(encoded, at),
+        }
+    }
+}
+
+/// Row `at` of a chunk's encoded rows, decoded.
+fn decode_encoded(encoded: &EncodedRows, at: usize) -> Result<Vec<KalamValue>> {
+    let bytes = encoded.get(at).ok_or_else(|| Error::Corrupt {
+        what: format!("row {at} of a statement's chunk"),
+        reason: format!("the chunk encoded {} rows", encoded.len()),
+    })?;
+    Ok(crate::codec::Row::decode(bytes)
+        .map_err(|e| Error::decode("a statement's encoded row", e))?
+        .values)
 }
 
 /// Keys a statement larger than `StoreConfig::write_chunk_rows` (staged in key order) reads
@@ -181,7 +210,7 @@ struct Staged {
     /// The mutation whose hot key it writes.
     mutation: usize,
     /// The new row; `None` for a tombstone.
-    row: Option<Vec<KalamValue>>,
+    row: Option<NewRow>,
     /// Whether the key was hot before the batch (the scope's counter does not grow then).
     was_hot: bool,
     /// Whether that hot entry was a tombstone.
@@ -265,14 +294,23 @@ impl TableHandle {
                     &taken
                 }
             };
-            let plans = planned.next_chunk(self, &def, start, len)?;
+            let (plans, encoded) = planned.next_chunk(start, len)?;
             let current = self.read_current(&scope, part, keys.prefix_len).await?;
-            let (staged, s) = self.stage(&def, part, keys.prefix_len, plans, &current, repeated)?;
+            let (staged, s) = self.stage(
+                &def,
+                part,
+                keys.prefix_len,
+                (plans, &encoded),
+                &current,
+                repeated,
+            )?;
             drop(current);
             summary.inserted += s.inserted;
             summary.updated += s.updated;
             summary.deleted += s.deleted;
-            commit.add(seq, part, keys.prefix_len, staged).await?;
+            commit
+                .add(seq, part, keys.prefix_len, staged, &encoded)
+                .await?;
         }
         commit.finish().await?;
         Ok(summary)
@@ -310,18 +348,19 @@ impl TableHandle {
                 ),
             });
         }
+        // Every column checked once; keys now, each chunk's rows encoded when it is staged.
+        let rows = BatchRows::new(def, batch)?;
         let prefix = self.scope_prefix(scope);
         let n = batch.num_rows();
         let mut keys = BatchKeys::with_capacity(prefix.len(), n);
-        // Keys now; each row's values when its chunk is staged.
         for i in 0..n {
             keys.bytes.extend_from_slice(&prefix);
-            self.key_at(def, batch.columns(), i, &mut keys.bytes)?;
+            self.key_at(def, rows.arrays(), i, &mut keys.bytes)?;
             keys.ends.push(keys.bytes.len());
         }
         let source = match mode {
-            BatchMode::Insert => RowSource::Insert(batch),
-            BatchMode::Upsert => RowSource::Upsert(batch),
+            BatchMode::Insert => RowSource::Insert(rows),
+            BatchMode::Upsert => RowSource::Upsert(rows),
         };
         Ok((keys, Plans::rows(n, source, def)?))
     }
@@ -342,12 +381,12 @@ impl TableHandle {
                 Mutation::Insert(named) => {
                     let row = self.row_from_named(def, named, None)?;
                     self.key_of_row(def, &row, &mut keys.bytes)?;
-                    Planned::Insert(row)
+                    Planned::Insert(NewRow::Values(row))
                 }
                 Mutation::Upsert(named) => {
                     let row = self.row_from_named(def, named, None)?;
                     self.key_of_row(def, &row, &mut keys.bytes)?;
-                    Planned::Upsert(row)
+                    Planned::Upsert(NewRow::Values(row))
                 }
                 Mutation::Update { key, set } => {
                     keys.bytes
@@ -465,7 +504,7 @@ impl TableHandle {
         def: &TableDefinition,
         asked: &[&[u8]],
         prefix_len: usize,
-        planned: Vec<Planned>,
+        (planned, encoded): (Vec<Planned>, &EncodedRows),
         current: &CurrentRows,
         repeated: bool,
     ) -> Result<(Vec<Staged>, WriteSummary)> {
@@ -489,10 +528,16 @@ impl TableHandle {
                 None => match &current.hot[i] {
                     Some(bytes) => {
                         let tombstone = Self::system_of(bytes)?.deleted;
-                        (self.hot_values(bytes)?, true, tombstone, None)
+                        let values = self.hot_values(bytes)?.map(NewRow::Values);
+                        (values, true, tombstone, None)
                     }
                     None => match current.flushed.get(key) {
-                        Some(f) => (Some(f.values.clone()), false, false, Some(f.at)),
+                        Some(f) => (
+                            Some(NewRow::Values(f.values.clone())),
+                            false,
+                            false,
+                            Some(f.at),
+                        ),
                         None => (None, false, false, None),
                     },
                 },
@@ -500,13 +545,19 @@ impl TableHandle {
             // The log records one change per key and batch, against the row before the batch.
             let (existed, old) = match before_batch {
                 Some(before) => before,
-                None if logging => (row_now.is_some(), row_now.clone()),
+                None if logging => (
+                    row_now.is_some(),
+                    row_now
+                        .clone()
+                        .map(|r| r.into_values(encoded))
+                        .transpose()?,
+                ),
                 None => (row_now.is_some(), None),
             };
             let row = match plan {
                 Planned::Insert(row) => {
                     if row_now.is_some() {
-                        return Err(self.duplicate(def, &row));
+                        return Err(self.duplicate(def, key));
                     }
                     summary.inserted += 1;
                     Some(row)
@@ -522,7 +573,8 @@ impl TableHandle {
                 Planned::Update(set) => {
                     let Some(row_now) = row_now else { continue };
                     summary.updated += 1;
-                    Some(self.row_from_named(def, set, Some(row_now))?)
+                    let base = row_now.into_values(encoded)?;
+                    Some(NewRow::Values(self.row_from_named(def, set, Some(base))?))
                 }
                 Planned::Delete => {
                     if row_now.is_none() {

@@ -1,13 +1,14 @@
 //! What a statement's chunks are staged from: its plans (one per key, or a row index per key
 //! of its batch), and the new values of a by-key update batch.
 
+use arrow::array::{ArrayRef, UInt32Array};
 use arrow::record_batch::RecordBatch;
 
-use super::Planned;
-use crate::codec::KalamValue;
+use super::{NewRow, Planned};
+use crate::codec::{EncodedRows, KalamValue, SystemColumns, encode_arrays};
 use crate::error::Result;
 use crate::schema::TableDefinition;
-use crate::table::TableHandle;
+use crate::types::KalamDataType;
 
 /// A statement's plans, one per key, in the order of its keys.
 pub(super) enum Plans<'b> {
@@ -24,9 +25,9 @@ pub(super) enum Plans<'b> {
 /// What each row of a batch statement does, with what it reads the row from.
 pub(super) enum RowSource<'b> {
     /// Inserts the row (every table column, in table order).
-    Insert(&'b RecordBatch),
+    Insert(BatchRows),
     /// Inserts or replaces the row.
-    Upsert(&'b RecordBatch),
+    Upsert(BatchRows),
     /// Sets columns of the key's row to the row's values.
     Update(KeyedValues<'b>),
     /// Deletes the key's row.
@@ -64,36 +65,107 @@ impl<'b> Plans<'b> {
         }
     }
 
-    /// The plans of the next `n` keys, `done` of them already taken; batch rows are read
-    /// (and checked like named rows) here.
+    /// The plans of the next `n` keys, `done` of them already taken, and the encoded rows
+    /// the plans of full batch rows point into (encoded here, a column at a time).
     pub(super) fn next_chunk(
         &mut self,
-        table: &TableHandle,
-        def: &TableDefinition,
         done: usize,
         n: usize,
-    ) -> Result<Vec<Planned>> {
+    ) -> Result<(Vec<Planned>, EncodedRows)> {
         let (rows, source) = match self {
-            Self::Each(plans) => return Ok(plans.drain(..n.min(plans.len())).collect()),
+            Self::Each(plans) => {
+                return Ok((
+                    plans.drain(..n.min(plans.len())).collect(),
+                    EncodedRows::default(),
+                ));
+            }
             Self::Rows { rows, source } => (rows, source),
         };
-        rows.iter()
-            .skip(done)
-            .take(n)
-            .map(|r| {
-                let r = *r as usize;
-                Ok(match source {
-                    RowSource::Insert(batch) => {
-                        Planned::Insert(table.row_at(def, batch.columns(), r)?)
-                    }
-                    RowSource::Upsert(batch) => {
-                        Planned::Upsert(table.row_at(def, batch.columns(), r)?)
-                    }
-                    RowSource::Update(values) => Planned::Update(values.at(r)?),
-                    RowSource::Delete => Planned::Delete,
-                })
+        let chunk = &rows[done.min(rows.len())..(done + n).min(rows.len())];
+        let (full, upsert) = match source {
+            RowSource::Insert(full) => (full, false),
+            RowSource::Upsert(full) => (full, true),
+            RowSource::Update(values) => {
+                let plans = chunk
+                    .iter()
+                    .map(|r| Ok(Planned::Update(values.at(*r as usize)?)))
+                    .collect::<Result<_>>()?;
+                return Ok((plans, EncodedRows::default()));
+            }
+            RowSource::Delete => {
+                return Ok((
+                    chunk.iter().map(|_| Planned::Delete).collect(),
+                    EncodedRows::default(),
+                ));
+            }
+        };
+        let encoded = full.encode(chunk)?;
+        let plans = (0..chunk.len())
+            .map(|at| {
+                let row = NewRow::Encoded(at);
+                if upsert {
+                    Planned::Upsert(row)
+                } else {
+                    Planned::Insert(row)
+                }
             })
-            .collect()
+            .collect();
+        Ok((plans, encoded))
+    }
+}
+
+/// The full rows of a batch statement: its columns, checked once for every row
+/// ([`batch_columns`](super::rows::batch_columns)), encoded a chunk at a time.
+pub(super) struct BatchRows {
+    arrays: Vec<ArrayRef>,
+    types: Vec<KalamDataType>,
+    schema_version: u32,
+}
+
+impl BatchRows {
+    pub(super) fn new(def: &TableDefinition, batch: &RecordBatch) -> Result<Self> {
+        Ok(Self {
+            arrays: super::rows::batch_columns(def, batch)?,
+            types: def.columns().iter().map(|c| c.data_type).collect(),
+            schema_version: def.schema.version,
+        })
+    }
+
+    /// The checked columns, one per table column.
+    pub(super) fn arrays(&self) -> &[ArrayRef] {
+        &self.arrays
+    }
+
+    /// Encodes the rows `rows` (indices into the batch), in that order, with placeholder
+    /// system columns (the commit writes each row's own).
+    fn encode(&self, rows: &[u32]) -> Result<EncodedRows> {
+        let Some(&first) = rows.first() else {
+            return Ok(EncodedRows::default());
+        };
+        // Statements in key order come as runs of consecutive rows: those are slices.
+        let consecutive = rows.windows(2).all(|w| w[1] == w[0] + 1);
+        let arrays = if consecutive {
+            self.arrays
+                .iter()
+                .map(|a| a.slice(first as usize, rows.len()))
+                .collect::<Vec<_>>()
+        } else {
+            let indices = UInt32Array::from(rows.to_vec());
+            self.arrays
+                .iter()
+                .map(|a| arrow::compute::take(a.as_ref(), &indices, None))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(crate::error::Error::arrow(
+                    "gathering a chunk of a statement's rows",
+                ))?
+        };
+        let system = vec![SystemColumns::default(); rows.len()];
+        Ok(encode_arrays(
+            &arrays,
+            &self.types,
+            self.schema_version,
+            &system,
+        ))
     }
 }
 

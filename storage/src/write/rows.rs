@@ -30,7 +30,7 @@ impl TableHandle {
 
     /// The primary key of row `i` of `arrays` (one per table column, in table order),
     /// encoded onto `out` as [`key_of_row`](Self::key_of_row) does, its values checked like
-    /// [`row_at`](Self::row_at) checks them; the other columns are not read.
+    /// [`batch_columns`] checks them; the other columns are not read.
     pub(super) fn key_at(
         &self,
         def: &TableDefinition,
@@ -53,27 +53,6 @@ impl TableHandle {
             })?;
         }
         Ok(())
-    }
-
-    /// Row `i` of `arrays` (one per table column, in table order), checked like a named row:
-    /// values of another type, over-long values and NULLs in NOT NULL columns are errors
-    /// naming the column.
-    pub(super) fn row_at(
-        &self,
-        def: &TableDefinition,
-        arrays: &[arrow::array::ArrayRef],
-        i: usize,
-    ) -> Result<Vec<KalamValue>> {
-        def.columns()
-            .iter()
-            .zip(arrays)
-            .map(|(c, array)| {
-                let value = crate::codec::value_at(array.as_ref(), c.data_type, i)?;
-                check_length(&c.name, &value)?;
-                check_not_null(c, &value)?;
-                Ok(value)
-            })
-            .collect()
     }
 
     /// Builds a full row from named values: unknown columns, type mismatches, over-long values
@@ -158,20 +137,77 @@ impl TableHandle {
         Ok(given)
     }
 
-    /// The error for an insert of a key that exists, naming the key.
-    pub(super) fn duplicate(&self, def: &TableDefinition, row: &[KalamValue]) -> Error {
-        let key: Vec<String> = def
-            .columns()
-            .iter()
-            .zip(row)
-            .filter(|(c, _)| c.primary_key)
-            .map(|(_, v)| format!("{v:?}"))
-            .collect();
+    /// The error for an insert of a key that exists (`key`: its encoded primary key), naming
+    /// the key.
+    pub(super) fn duplicate(&self, def: &TableDefinition, key: &[u8]) -> Error {
+        let types: Vec<_> = def.primary_key().map(|c| c.data_type).collect();
+        let key = match crate::codec::decode_key(key, &types) {
+            Ok(values) => values
+                .iter()
+                .map(|v| format!("{v:?}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            // The key was encoded from these columns a moment ago; show its bytes otherwise.
+            Err(_) => format!("{key:02x?}"),
+        };
         Error::DuplicateKey {
             table: self.id.to_string(),
-            key: key.join(", "),
+            key,
         }
     }
+}
+
+/// The columns of a batch of full rows (one per table column, in table order), checked once
+/// for every row the way a named row's values are: a column of another arrow type and a NULL
+/// in a NOT NULL column are errors naming the column (arrow's 32-bit offsets keep every value
+/// under [`MAX_VALUE_LEN`](crate::codec::MAX_VALUE_LEN)). Text and bytes read as views
+/// (DataFusion's Parquet strings) come back as the columns' own arrow types.
+pub(super) fn batch_columns(
+    def: &TableDefinition,
+    batch: &arrow::record_batch::RecordBatch,
+) -> Result<Vec<arrow::array::ArrayRef>> {
+    use crate::types::KalamDataType as T;
+    use arrow::array::Array;
+    use arrow::datatypes::DataType;
+    def.columns()
+        .iter()
+        .zip(batch.columns())
+        .map(|(c, array)| {
+            let expected = c.data_type.to_arrow();
+            let view = matches!(
+                (c.data_type, array.data_type()),
+                (T::Text | T::Json, DataType::Utf8View) | (T::Bytes, DataType::BinaryView)
+            );
+            let array = if array.data_type() == &expected {
+                array.clone()
+            } else if view {
+                arrow::compute::cast(array, &expected).map_err(|e| Error::InvalidValue {
+                    column: c.name.clone(),
+                    reason: format!(
+                        "reading {} values as {}: {e}",
+                        array.data_type(),
+                        c.data_type
+                    ),
+                })?
+            } else {
+                return Err(Error::InvalidValue {
+                    column: c.name.clone(),
+                    reason: format!(
+                        "a column of {} values given for a {} column",
+                        array.data_type(),
+                        c.data_type
+                    ),
+                });
+            };
+            if !c.nullable && array.logical_null_count() > 0 {
+                return Err(Error::InvalidValue {
+                    column: c.name.clone(),
+                    reason: "NOT NULL column needs a value".into(),
+                });
+            }
+            Ok(array)
+        })
+        .collect()
 }
 
 /// Builds tombstone values for one table: the key columns decoded from a key, NULL elsewhere.

@@ -477,3 +477,146 @@ async fn updates_and_deletes_by_key_columns() {
     );
     assert_eq!(contents(&store).await, all);
 }
+
+/// `app.messages` rows `ids` with body `b<id>` as a `Utf8View` column (DataFusion's Parquet
+/// strings) and score `score`.
+fn view_columns_of(ids: &[i64], score: i32) -> RecordBatch {
+    use arrow::array::{Int32Array, Int64Array, StringViewArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let bodies: StringViewArray = ids.iter().map(|i| Some(format!("b{i}"))).collect();
+    let schema = Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("body", DataType::Utf8View, true),
+        Field::new("score", DataType::Int32, false),
+    ]);
+    RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(Int64Array::from(ids.to_vec())),
+            Arc::new(bodies),
+            Arc::new(Int32Array::from(vec![score; ids.len()])),
+        ],
+    )
+    .unwrap()
+}
+
+/// Batches encoded column by column, chunk by chunk: out of key order (rows gathered), in key
+/// order (rows sliced) and writing a key twice, each row landing with its own `_seq` in the
+/// table and in the change log (read back from the log and, with a subscriber, from the
+/// feed's ring); a column of the wrong type is refused naming the column.
+#[tokio::test]
+async fn batch_rows_are_encoded_a_chunk_at_a_time_with_their_own_seq() {
+    for subscribed in [false, true] {
+        let (_dir, store) = store_with(|c| c.write_chunk_rows = 1_000).await;
+        store
+            .create_table(messages(TableType::Shared), false)
+            .await
+            .unwrap();
+        let _sub = match subscribed {
+            true => Some(
+                store
+                    .subscribe(&t(), SubscribeOptions::default())
+                    .await
+                    .unwrap(),
+            ),
+            false => None,
+        };
+        let descending: Vec<i64> = (0..2_500).rev().collect();
+        let ascending: Vec<i64> = (2_500..5_000).collect();
+        for ids in [&descending, &ascending] {
+            let s = store
+                .write_batch(&t(), None, &view_columns_of(ids, 1), BatchMode::Insert)
+                .await
+                .unwrap();
+            assert_eq!(s.inserted, ids.len() as u64);
+        }
+        let s = store
+            .write_batch(
+                &t(),
+                None,
+                &view_columns_of(&[5_000, 1, 5_000], 2),
+                BatchMode::Upsert,
+            )
+            .await
+            .unwrap();
+        assert_eq!((s.inserted, s.updated), (1, 2));
+
+        let mut model: BTreeMap<i64, (Option<String>, i32)> = (0..5_001)
+            .map(|i| (i, (Some(format!("b{i}")), 1)))
+            .collect();
+        model.insert(1, (Some("b1".into()), 2));
+        model.insert(5_000, (Some("b5000".into()), 2));
+        assert_eq!(contents(&store).await, model, "subscribed: {subscribed}");
+
+        // Every row's `_seq` is its own and is the seq of its last change in the log.
+        let options = ScanOptions {
+            with_system: true,
+            ..ScanOptions::default()
+        };
+        let mut seqs = BTreeMap::new();
+        for b in store.scan(&t(), None, &options).await.unwrap() {
+            let ids = b.column(0).as_primitive::<Int64Type>();
+            let seq = b
+                .column_by_name("_seq")
+                .unwrap()
+                .as_primitive::<Int64Type>();
+            for i in 0..b.num_rows() {
+                seqs.insert(ids.value(i), seq.value(i));
+            }
+        }
+        let page = store
+            .changes_since(&t(), None, false, 0, usize::MAX)
+            .await
+            .unwrap();
+        let mut logged = BTreeMap::new();
+        for c in &page.changes {
+            let KalamValue::BigInt(id) = c.values[0] else {
+                panic!("key {:?}", c.values[0]);
+            };
+            let body = c.values[1].clone();
+            assert_eq!(body, KalamValue::Text(format!("b{id}")), "change {c:?}");
+            logged.insert(id, c.seq);
+        }
+        let wrong: Vec<_> = seqs
+            .iter()
+            .filter(|(id, seq)| logged.get(id) != Some(seq))
+            .take(3)
+            .collect();
+        assert!(
+            wrong.is_empty() && logged.len() == seqs.len(),
+            "subscribed: {subscribed}: rows whose `_seq` is not their change's: {wrong:?}"
+        );
+        let distinct: std::collections::BTreeSet<i64> = seqs.values().copied().collect();
+        assert_eq!(distinct.len(), seqs.len(), "one seq per row");
+    }
+
+    let (_dir, store) = store().await;
+    store
+        .create_table(messages(TableType::Shared), false)
+        .await
+        .unwrap();
+    let wrong_type = {
+        let b = view_columns_of(&[1], 1);
+        let ids = arrow::array::Int32Array::from(vec![1]);
+        let mut fields: Vec<_> = b.schema().fields().iter().cloned().collect();
+        fields[0] = Arc::new(arrow::datatypes::Field::new(
+            "id",
+            arrow::datatypes::DataType::Int32,
+            false,
+        ));
+        RecordBatch::try_new(
+            Arc::new(arrow::datatypes::Schema::new(fields)),
+            vec![Arc::new(ids), b.column(1).clone(), b.column(2).clone()],
+        )
+        .unwrap()
+    };
+    let err = store
+        .write_batch(&t(), None, &wrong_type, BatchMode::Insert)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidValue { column, .. } if column == "id"),
+        "{err:?}"
+    );
+    assert!(contents(&store).await.is_empty(), "nothing written");
+}
