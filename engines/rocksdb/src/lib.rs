@@ -15,6 +15,7 @@ mod staged;
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use bytes::Bytes;
 use kalamstore_storage::backend::{
@@ -22,7 +23,7 @@ use kalamstore_storage::backend::{
     StorageBackend, WriteBatch, WriteOp,
 };
 use kalamstore_storage::{Error, Result};
-use parking_lot::{MappedRwLockReadGuard, Mutex, RwLock, RwLockReadGuard};
+use parking_lot::{Mutex, RwLock};
 use rocksdb::{ColumnFamily, DBWithThreadMode, Options, ReadOptions, SingleThreaded, WriteOptions};
 
 pub use config::RocksDbConfig;
@@ -41,7 +42,7 @@ type Db = DBWithThreadMode<SingleThreaded>;
 /// A [`StorageBackend`] on RocksDB.
 pub struct RocksDbBackend {
     /// `None` once closed.
-    db: RwLock<Option<Arc<Db>>>,
+    db: ArcSwapOption<Db>,
     /// Partitions that exist, by generation.
     registry: RwLock<Registry>,
     /// Serialises creations and drops (each reads and advances the registry).
@@ -151,7 +152,7 @@ impl RocksDbBackend {
         let mut write_options = WriteOptions::default();
         write_options.set_sync(config.sync_writes);
         Ok(Self {
-            db: RwLock::new(Some(Arc::new(db))),
+            db: ArcSwapOption::from_pointee(db),
             registry: RwLock::new(registry),
             registry_writes: Mutex::new(()),
             config,
@@ -168,18 +169,36 @@ impl RocksDbBackend {
         &self.config
     }
 
-    /// The open database, held for the call: `close` waits for calls in flight. A read guard,
-    /// not a clone of the `Arc`: every operation passes here, and from many tasks the
-    /// reference count's cache line was a measurable share of a point read.
-    fn db(&self) -> Result<MappedRwLockReadGuard<'_, Db>> {
-        RwLockReadGuard::try_map(self.db.read(), |db| db.as_deref()).map_err(|_| Error::Closed {
-            engine: ENGINE,
-            reason: "close() was called",
-        })
+    /// The open database, held for the call: `close` waits for calls in flight. Loaded
+    /// through `arc_swap`, not a lock or a clone of the `Arc`: every operation passes here,
+    /// and from many tasks the lock word's (or reference count's) cache line bouncing between
+    /// cores was a measurable share of a point read.
+    fn db(&self) -> Result<OpenDb> {
+        let guard = self.db.load();
+        if guard.is_none() {
+            return Err(Error::Closed {
+                engine: ENGINE,
+                reason: "close() was called",
+            });
+        }
+        Ok(OpenDb(guard))
     }
 
     fn generation(&self, partition: &Partition) -> Result<u64> {
         self.registry.read().generation(partition)
+    }
+}
+
+/// The open database for one call (see [`RocksDbBackend::db`]).
+pub(crate) struct OpenDb(arc_swap::Guard<Option<Arc<Db>>>);
+
+impl std::ops::Deref for OpenDb {
+    type Target = Db;
+
+    fn deref(&self) -> &Db {
+        // `RocksDbBackend::db` hands out a guard only after seeing `Some`, and a guard keeps
+        // the value it loaded.
+        self.0.as_deref().expect("an OpenDb holds an open database")
     }
 }
 
@@ -593,12 +612,17 @@ impl StorageBackend for RocksDbBackend {
     }
 
     async fn close(&self) -> Result<()> {
-        let Some(db) = self.db.write().take() else {
+        let Some(db) = self.db.swap(None) else {
             return Ok(());
         };
+        // New calls now fail with `Closed`; calls in flight hold the database through their
+        // guards (RocksDB runs inline, never across an await): wait for them, so the WAL sync
+        // covers their writes and the database closes here, releasing its lock file.
+        while Arc::strong_count(&db) > 1 {
+            std::thread::yield_now();
+        }
         db.flush_wal(true)
             .map_err(rocks(|| "syncing the WAL on close"))?;
-        // The database closes when the last in-flight call drops its handle.
         drop(db);
         Ok(())
     }

@@ -7,6 +7,10 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
+/// Further attempts to take a held lock, [`RETRY_PAUSE`] apart, before the dir is in use.
+const RETRIES: usize = 20;
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(25);
+
 /// The held lock; released when dropped (and by the kernel when the process dies).
 #[derive(Debug)]
 pub(super) struct DirLock {
@@ -28,7 +32,18 @@ impl DirLock {
             .truncate(false)
             .open(&path)
             .map_err(io("opening"))?;
-        match file.try_lock() {
+        // A lock released a moment ago can still be held for a moment: a process that forks
+        // (to run a child) shares the lock through the forked copy of the file until the
+        // child execs. A few short retries tell that apart from an owner that stays.
+        let mut locked = file.try_lock();
+        for _ in 0..RETRIES {
+            if !matches!(locked, Err(TryLockError::WouldBlock)) {
+                break;
+            }
+            std::thread::sleep(RETRY_PAUSE);
+            locked = file.try_lock();
+        }
+        match locked {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let mut text = String::new();
