@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use super::{NewRow, Staged, Tombstones};
+use super::{NewRow, Staged, Tombstones, decode_encoded, encoded_row};
 use crate::backend::{StagedBatch, WriteBatch, WriteOp};
 use crate::codec::{EncodedRows, Row, SystemColumns, set_system_columns};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::format::{
     Change, ChangeOp, DeletionVector, EntryWriter, Hidden, Image, hidden_key, log_key,
 };
@@ -195,10 +195,7 @@ impl<'t, 'k> Commit<'t, 'k> {
                     Some(row.values)
                 }
                 Body::Encoded(row) => {
-                    buffer.extend_from_slice(encoded.get(row).ok_or_else(|| Error::Corrupt {
-                        what: format!("row {row} of a statement's chunk"),
-                        reason: format!("the chunk encoded {} rows", encoded.len()),
-                    })?);
+                    buffer.extend_from_slice(encoded_row(encoded, row)?);
                     set_system_columns(&mut buffer[key_end..], &system);
                     None
                 }
@@ -229,11 +226,7 @@ impl<'t, 'k> Commit<'t, 'k> {
                 // Rows encoded from a batch are decoded for the feed's ring only.
                 let new_values = match new_values {
                     Some(values) => values,
-                    None => {
-                        Row::decode(&buffer[key_end..])
-                            .map_err(|e| Error::decode("a statement's encoded row", e))?
-                            .values
-                    }
+                    None => decode_encoded(&buffer[key_end..])?,
                 };
                 let (values, old) = match op {
                     ChangeOp::Delete => (old_row.map(|r| r.values).unwrap_or(new_values), None),

@@ -112,17 +112,21 @@ impl NewRow {
     fn into_values(self, encoded: &EncodedRows) -> Result<Vec<KalamValue>> {
         match self {
             Self::Values(values) => Ok(values),
-            Self::Encoded(at) => decode_encoded(encoded, at),
+            Self::Encoded(at) => decode_encoded(encoded_row(encoded, at)?),
         }
     }
 }
 
-/// Row `at` of a chunk's encoded rows, decoded.
-fn decode_encoded(encoded: &EncodedRows, at: usize) -> Result<Vec<KalamValue>> {
-    let bytes = encoded.get(at).ok_or_else(|| Error::Corrupt {
+/// Row `at` of a chunk's encoded rows.
+fn encoded_row(encoded: &EncodedRows, at: usize) -> Result<&[u8]> {
+    encoded.get(at).ok_or_else(|| Error::Corrupt {
         what: format!("row {at} of a statement's chunk"),
         reason: format!("the chunk encoded {} rows", encoded.len()),
-    })?;
+    })
+}
+
+/// An encoded row's values.
+fn decode_encoded(bytes: &[u8]) -> Result<Vec<KalamValue>> {
     Ok(crate::codec::Row::decode(bytes)
         .map_err(|e| Error::decode("a statement's encoded row", e))?
         .values)

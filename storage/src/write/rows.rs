@@ -28,9 +28,9 @@ impl TableHandle {
         Ok(())
     }
 
-    /// The primary key of row `i` of `arrays` (one per table column, in table order),
-    /// encoded onto `out` as [`key_of_row`](Self::key_of_row) does, its values checked like
-    /// [`batch_columns`] checks them; the other columns are not read.
+    /// The primary key of row `i` of `arrays` (one per table column, in table order, already
+    /// checked by [`batch_columns`]), encoded onto `out` as [`key_of_row`](Self::key_of_row)
+    /// does; the other columns are not read.
     pub(super) fn key_at(
         &self,
         def: &TableDefinition,
@@ -45,8 +45,6 @@ impl TableHandle {
             .filter(|(c, _)| c.primary_key)
         {
             let value = crate::codec::value_at(array.as_ref(), c.data_type, i)?;
-            check_length(&c.name, &value)?;
-            check_not_null(c, &value)?;
             crate::codec::encode_component(&value, out).map_err(|reason| Error::InvalidValue {
                 column: c.name.clone(),
                 reason: reason.to_owned(),
