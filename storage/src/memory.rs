@@ -1,6 +1,7 @@
 //! `MemoryBackend`: a `BTreeMap` per partition behind a lock, for tests and embedding.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -129,30 +130,35 @@ impl StorageBackend for MemoryBackend {
     async fn batch(&self, batch: WriteBatch) -> Result<()> {
         self.write(|s| {
             // Check every op before applying any, so a failing batch changes nothing.
-            if let Some(op) = batch.ops.iter().find(|op| !s.contains_key(op.partition())) {
-                return Err(not_found(op.partition()));
+            if let Some(partition) = batch.partitions().iter().find(|p| !s.contains_key(*p)) {
+                return Err(not_found(partition));
             }
-            for op in batch.ops {
+            for op in batch.ops() {
                 match op {
                     WriteOp::Put {
                         partition,
                         key,
                         value,
                     } => {
-                        s.entry(partition).or_default().insert(key, value);
+                        s.entry(partition.clone())
+                            .or_default()
+                            .insert(Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
                     }
                     WriteOp::Delete { partition, key } => {
-                        s.entry(partition).or_default().remove(&key);
+                        s.entry(partition.clone()).or_default().remove(key);
                     }
                     WriteOp::DeleteRange {
                         partition,
                         start,
                         end,
                     } => {
-                        let tree = s.entry(partition).or_default();
+                        let tree = s.entry(partition.clone()).or_default();
                         if start < end {
-                            let doomed: Vec<Bytes> =
-                                tree.range(start..end).map(|(k, _)| k.clone()).collect();
+                            let range = (Bound::Included(start), Bound::Excluded(end));
+                            let doomed: Vec<Bytes> = tree
+                                .range::<[u8], _>(range)
+                                .map(|(k, _)| k.clone())
+                                .collect();
                             for key in doomed {
                                 tree.remove(&key);
                             }

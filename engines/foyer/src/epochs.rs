@@ -1,9 +1,11 @@
 //! Partition epochs: every cache key carries its partition's epoch, so moving a partition to a
-//! fresh epoch (a drop, a range delete) makes all its old entries unreachable at once. Also the
-//! epochs a clean close hands to the next open (the warm marker's payload) and their codec.
+//! fresh epoch (a drop, a range delete) makes all its old entries unreachable at once; whether
+//! the cache may hold anything of an epoch (a bulk write into one it cannot hold skips the
+//! per-key work). Also the epochs a clean close hands to the next open (the warm marker's
+//! payload) and their codec.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 
 use kalamstore_storage::backend::Partition;
 use parking_lot::RwLock;
@@ -15,6 +17,19 @@ use parking_lot::RwLock;
 struct PartitionEpoch {
     epoch: u64,
     written: AtomicBool,
+    /// Whether the cache may hold entries of this epoch or a read or write may be about to
+    /// put one there: set before any of them reaches the inner engine, never cleared.
+    cached: AtomicBool,
+}
+
+impl PartitionEpoch {
+    fn fresh(epoch: u64, cached: bool) -> Self {
+        Self {
+            epoch,
+            written: AtomicBool::new(false),
+            cached: AtomicBool::new(cached),
+        }
+    }
 }
 
 /// The current epoch of each partition seen so far, and the next fresh one.
@@ -37,25 +52,60 @@ impl Epochs {
         }
     }
 
-    /// The partition's epoch; a write marks the partition as changed by this process first.
+    /// The partition's epoch for a read or write that may fill or update the cache; a write
+    /// marks the partition as changed by this process first. Marks the epoch as one the cache
+    /// may hold, before the caller reaches the inner engine (see [`may_hold`](Self::may_hold)).
     pub(crate) fn of(&self, partition: &Partition, write: bool) -> u64 {
-        if let Some(state) = self.current.read().get(partition) {
+        let epoch = self.with_state(partition, |state| {
             if write && !state.written.load(Ordering::Relaxed) {
                 state.written.store(true, Ordering::Relaxed);
             }
-            return state.epoch;
+            // Loaded first: the flag's cache line stays shared once it is set.
+            if !state.cached.load(Ordering::Relaxed) {
+                state.cached.store(true, Ordering::Relaxed);
+            }
+            state.epoch
+        });
+        // Pairs with the fence in `may_hold`: either a bulk write sees this mark, or this
+        // caller's inner read or write comes after the bulk write's.
+        fence(Ordering::SeqCst);
+        epoch
+    }
+
+    /// The partition's epoch for a bulk write, which caches nothing: marks the partition as
+    /// changed by this process, not the epoch as cached.
+    pub(crate) fn of_bulk(&self, partition: &Partition) -> u64 {
+        self.with_state(partition, |state| {
+            if !state.written.load(Ordering::Relaxed) {
+                state.written.store(true, Ordering::Relaxed);
+            }
+            state.epoch
+        })
+    }
+
+    /// Whether the cache may hold entries of the partition's `epoch`, asked by a bulk write
+    /// once the inner engine applied it. `false` means no entry of it exists and no read or
+    /// write that could cache one had reached the inner engine before the bulk write applied
+    /// (a later one reads or writes after it): the bulk write has nothing to take out of the
+    /// cache. A partition moved to another epoch since holds nothing reachable of `epoch`.
+    pub(crate) fn may_hold(&self, partition: &Partition, epoch: u64) -> bool {
+        fence(Ordering::SeqCst);
+        self.current
+            .read()
+            .get(partition)
+            .is_some_and(|s| s.epoch == epoch && s.cached.load(Ordering::Relaxed))
+    }
+
+    /// Runs `f` on the partition's state, giving it a fresh epoch on its first access.
+    fn with_state<R>(&self, partition: &Partition, f: impl FnOnce(&PartitionEpoch) -> R) -> R {
+        if let Some(state) = self.current.read().get(partition) {
+            return f(state);
         }
         let mut current = self.current.write();
-        let state = current
-            .entry(partition.clone())
-            .or_insert_with(|| PartitionEpoch {
-                epoch: self.next.fetch_add(1, Ordering::Relaxed),
-                written: AtomicBool::new(false),
-            });
-        if write {
-            state.written.store(true, Ordering::Relaxed);
-        }
-        state.epoch
+        let state = current.entry(partition.clone()).or_insert_with(|| {
+            PartitionEpoch::fresh(self.next.fetch_add(1, Ordering::Relaxed), false)
+        });
+        f(state)
     }
 
     /// Moves `partition` to a fresh epoch (on its next access), making every cached key of
@@ -108,12 +158,10 @@ fn decode(bytes: &[u8]) -> Option<(u64, HashMap<Partition, PartitionEpoch>)> {
         let (name, tail) = tail.split_at_checked(usize::from(u16::from_le_bytes(*len)))?;
         let (epoch, tail) = tail.split_first_chunk::<8>()?;
         let partition = Partition::new(std::str::from_utf8(name).ok()?).ok()?;
+        // The last process's entries of a handed-over epoch may still be on disk.
         epochs.insert(
             partition,
-            PartitionEpoch {
-                epoch: u64::from_le_bytes(*epoch),
-                written: AtomicBool::new(false),
-            },
+            PartitionEpoch::fresh(u64::from_le_bytes(*epoch), true),
         );
         rest = tail;
     }
@@ -138,5 +186,27 @@ mod tests {
         // A written partition starts at a fresh epoch, past every handed-out one.
         assert!(next.of(&written, false) > read_epoch);
         assert!(Epochs::open(Some(b"short")).current.read().is_empty());
+        // A handed-over epoch may have entries on disk.
+        assert!(next.may_hold(&read, read_epoch));
+    }
+
+    #[test]
+    fn only_an_epoch_read_or_written_through_the_cache_may_hold_entries() {
+        let epochs = Epochs::open(None);
+        let (loaded, read) = (
+            Partition::new("loaded").unwrap(),
+            Partition::new("read").unwrap(),
+        );
+        let bulk = epochs.of_bulk(&loaded);
+        assert!(!epochs.may_hold(&loaded, bulk));
+        assert_eq!(epochs.of(&loaded, false), bulk);
+        assert!(epochs.may_hold(&loaded, bulk));
+        let epoch = epochs.of(&read, true);
+        assert!(epochs.may_hold(&read, epoch));
+        // Moved to a new epoch: nothing of the old one is reachable.
+        epochs.forget(&read);
+        assert!(!epochs.may_hold(&read, epoch));
+        let fresh = epochs.of_bulk(&read);
+        assert!(!epochs.may_hold(&read, fresh));
     }
 }

@@ -8,7 +8,9 @@
 //!   as negative entries);
 //! - writes go to the inner engine first, then replace the cached entry (insert the new value,
 //!   and tombstone the disk copy when the disk tier holds or queues one); a bulk batch (more
-//!   than `BULK_OPS` ops) only takes its keys out of memory, so a load keeps the cache;
+//!   than `BULK_OPS` ops) only takes its keys out of memory, so a load keeps the cache, and
+//!   into a partition the cache holds nothing of (nothing read or written through it in its
+//!   epoch) it adds nothing to the inner write;
 //! - no lock is held across a call to the inner engine. Keys hash to stripes, each with a
 //!   generation that every write bumps before and after its inner write (two short critical
 //!   sections; a bulk batch, which caches nothing, only after). A fill inserts what it read
@@ -66,6 +68,21 @@ use stripes::Stripes;
 struct CacheKey {
     epoch: u64,
     key: Bytes,
+}
+
+/// A [`CacheKey`] borrowed from elsewhere: it hashes like one (the derived `Hash` of both
+/// writes the epoch, then the key's slice), so it finds the same stripe and memory entry
+/// without an allocation of its own.
+#[derive(Debug, Clone, Copy, Hash)]
+struct CacheKeyRef<'a> {
+    epoch: u64,
+    key: &'a [u8],
+}
+
+impl equivalent::Equivalent<CacheKey> for CacheKeyRef<'_> {
+    fn equivalent(&self, key: &CacheKey) -> bool {
+        self.epoch == key.epoch && self.key == key.key.as_ref()
+    }
 }
 
 /// A batch of more ops than this is a bulk write: it only takes its keys out of memory.
@@ -213,11 +230,9 @@ impl<B: StorageBackend + ?Sized> FoyerBackend<B> {
 
     /// A bulk write's end for the keys of one stripe, once the inner engine applied it (or
     /// failed): takes them out of memory, so a read fills them.
-    fn end_bulk_write<'k>(&self, stripe: usize, keys: impl IntoIterator<Item = &'k CacheKey>) {
-        self.stripes.end_bulk_write(stripe, || {
-            for key in keys {
-                self.cache.cache.memory().remove(key);
-            }
+    fn end_bulk_write(&self, key: CacheKeyRef<'_>) {
+        self.stripes.end_bulk_write(self.stripes.of(&key), || {
+            self.cache.cache.memory().remove(&key);
         });
     }
 
@@ -429,54 +444,76 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FoyerBackend<B> {
         self.check_open()?;
         // Partitions with a range delete move to a new epoch once the inner batch is applied;
         // their keys are not cached here (the next read fills them under the new epoch).
-        let ranged: Vec<Partition> = batch
-            .ops
+        let partitions = batch.partitions();
+        let mut has_range = vec![false; partitions.len()];
+        for (partition, op) in batch.indexed_ops() {
+            has_range[partition] |= matches!(op, WriteOp::DeleteRange { .. });
+        }
+        let ranged: Vec<Partition> = partitions
             .iter()
-            .filter(|op| matches!(op, WriteOp::DeleteRange { .. }))
-            .map(|op| op.partition().clone())
+            .zip(&has_range)
+            .filter(|(_, ranged)| **ranged)
+            .map(|(p, _)| p.clone())
             .collect();
-        // A batch touches a few partitions, mostly in runs: each one's epoch is looked up once
-        // (which also marks the partition written before the write begins).
-        let mut epochs: Vec<(&Partition, u64)> = Vec::new();
-        let mut keys: Vec<(CacheKey, Option<Bytes>)> = Vec::with_capacity(batch.len());
         let bulk = batch.len() > BULK_OPS;
-        for op in &batch.ops {
-            let partition = op.partition();
-            if ranged.contains(partition) {
-                continue;
-            }
-            let epoch = match epochs.iter().rev().find(|(p, _)| *p == partition) {
-                Some((_, epoch)) => *epoch,
-                None => {
-                    let epoch = self.epochs.of(partition, true);
-                    epochs.push((partition, epoch));
-                    epoch
+        // Each partition's epoch is looked up once (which also marks the partition written
+        // before the write begins).
+        let epochs: Vec<Option<u64>> = partitions
+            .iter()
+            .zip(&has_range)
+            .map(|(p, ranged)| {
+                (!ranged).then(|| match bulk {
+                    true => self.epochs.of_bulk(p),
+                    false => self.epochs.of(p, true),
+                })
+            })
+            .collect();
+        if bulk {
+            // The keys are copied into one buffer (the batch goes to the inner engine) and
+            // taken out of memory once it applied, each under its stripe's lock; none of a
+            // partition the cache cannot hold anything of (a load into a partition nobody
+            // read through the cache costs no per-key work).
+            let partitions = partitions.to_vec();
+            let mut bytes = Vec::with_capacity(batch.len() * 32);
+            let mut written: Vec<(usize, std::ops::Range<usize>)> = Vec::with_capacity(batch.len());
+            for (partition, op) in batch.indexed_ops() {
+                if epochs[partition].is_some() {
+                    let at = bytes.len();
+                    bytes.extend_from_slice(op.key());
+                    written.push((partition, at..bytes.len()));
                 }
+            }
+            let result = self.inner.batch(batch).await;
+            self.forget_all(&ranged);
+            let held: Vec<Option<u64>> = partitions
+                .iter()
+                .zip(&epochs)
+                .map(|(p, epoch)| epoch.filter(|e| self.epochs.may_hold(p, *e)))
+                .collect();
+            for (partition, span) in written {
+                if let Some(epoch) = held[partition] {
+                    self.end_bulk_write(CacheKeyRef {
+                        epoch,
+                        key: &bytes[span],
+                    });
+                }
+            }
+            return result;
+        }
+        let mut keys: Vec<(CacheKey, Option<Bytes>)> = Vec::with_capacity(batch.len());
+        for (partition, op) in batch.indexed_ops() {
+            let Some(epoch) = epochs[partition] else {
+                continue;
             };
             let ck = CacheKey {
                 epoch,
                 key: Bytes::copy_from_slice(op.key()),
             };
             let value = match op {
-                WriteOp::Put { value, .. } if !bulk => Some(value.clone()),
+                WriteOp::Put { value, .. } => Some(Bytes::copy_from_slice(value)),
                 _ => None,
             };
             keys.push((ck, value));
-        }
-        if bulk {
-            let result = self.inner.batch(batch).await;
-            self.forget_all(&ranged);
-            // Stripe by stripe, in memory order: one lock per stripe.
-            let mut order: Vec<(usize, usize)> = keys
-                .iter()
-                .enumerate()
-                .map(|(at, (ck, _))| (self.stripes.of(ck), at))
-                .collect();
-            order.sort_unstable();
-            for run in order.chunk_by(|a, b| a.0 == b.0) {
-                self.end_bulk_write(run[0].0, run.iter().map(|(_, at)| &keys[*at].0));
-            }
-            return result;
         }
         // Each stripe's keys begin and end one write together. Sorted by stripe; the sort is
         // stable, so a later op on the same key is cached after the earlier one and wins, as

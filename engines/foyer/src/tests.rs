@@ -713,3 +713,38 @@ async fn a_range_delete_through_the_cache_serves_no_deleted_row() {
     assert_eq!(stats.misses, 10, "the partition moved to a new epoch");
     backend.close().await.unwrap();
 }
+
+/// A borrowed key lands on the same stripe and memory entry as the owned key it stands for
+/// (the bulk path removes keys through it).
+#[test]
+fn a_borrowed_cache_key_hashes_and_compares_like_the_owned_one() {
+    use equivalent::Equivalent;
+    use std::hash::BuildHasher;
+    let owned = CacheKey {
+        epoch: 7,
+        key: Bytes::from_static(b"user-42"),
+    };
+    let borrowed = CacheKeyRef {
+        epoch: 7,
+        key: b"user-42",
+    };
+    let hasher = std::hash::RandomState::new();
+    assert_eq!(hasher.hash_one(&owned), hasher.hash_one(borrowed));
+    let stripes = Stripes::new();
+    assert_eq!(stripes.of(&owned), stripes.of(&borrowed));
+    assert!(borrowed.equivalent(&owned));
+    assert!(
+        !CacheKeyRef {
+            epoch: 8,
+            ..borrowed
+        }
+        .equivalent(&owned)
+    );
+    assert!(
+        !CacheKeyRef {
+            key: b"user-4",
+            ..borrowed
+        }
+        .equivalent(&owned)
+    );
+}

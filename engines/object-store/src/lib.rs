@@ -426,15 +426,25 @@ impl StorageBackend for ObjectStoreBackend {
         if batch.is_empty() {
             return Ok(());
         }
-        let generations = self.partitions.read().await.clone();
+        // Each partition's generation is looked up once, under the lock, not per op.
+        let generations: Vec<u64> = {
+            let known = self.partitions.read().await;
+            batch
+                .partitions()
+                .iter()
+                .map(|p| {
+                    known
+                        .get(p)
+                        .copied()
+                        .ok_or_else(|| Error::PartitionNotFound {
+                            partition: p.to_string(),
+                        })
+                })
+                .collect::<Result<_>>()?
+        };
         let mut slate_batch = slatedb::WriteBatch::new();
-        for op in &batch.ops {
-            let generation =
-                *generations
-                    .get(op.partition())
-                    .ok_or_else(|| Error::PartitionNotFound {
-                        partition: op.partition().to_string(),
-                    })?;
+        for (partition, op) in batch.indexed_ops() {
+            let generation = generations[partition];
             match op {
                 WriteOp::Put { key, value, .. } => {
                     slate_batch.put(data_key(generation, key), value)

@@ -399,56 +399,43 @@ impl StorageBackend for RocksDbBackend {
     async fn batch(&self, batch: WriteBatch) -> Result<()> {
         let db = self.db()?;
         let cf = rows_family(&db)?;
-        // Resolve every generation first: a missing partition fails the batch before anything
-        // is written. A batch touches a few partitions, mostly in runs: the last one is kept.
+        // Resolve every partition's generation first (each once): a missing partition fails
+        // the batch before anything is written.
+        let generations: Vec<u64> = {
+            let registry = self.registry.read();
+            batch
+                .partitions()
+                .iter()
+                .map(|p| registry.generation(p))
+                .collect::<Result<_>>()?
+        };
         // Sized up front (a record is a tag, the family, varint lengths, the 8-byte generation
         // of each key and the bytes): a large statement's batch does not grow by doubling.
-        let bytes = 12
-            + batch
-                .ops
-                .iter()
-                .map(|op| match op {
-                    WriteOp::Put { key, value, .. } => key.len() + value.len() + 8 + 8,
-                    WriteOp::Delete { key, .. } => key.len() + 8 + 5,
-                    WriteOp::DeleteRange { start, end, .. } => start.len() + end.len() + 2 * 8 + 8,
-                })
-                .sum::<usize>();
+        let bytes = 12 + batch.data_len() + batch.len() * (2 * 8 + 8);
         let mut rocks_batch = rocksdb::WriteBatch::with_capacity_bytes(bytes);
-        {
-            let registry = self.registry.read();
-            let mut last: Option<(&Partition, u64)> = None;
-            let mut key = Vec::new();
-            let mut end = Vec::new();
-            for op in &batch.ops {
-                let partition = op.partition();
-                let generation = match last {
-                    Some((p, g)) if p == partition => g,
-                    _ => {
-                        let g = registry.generation(partition)?;
-                        last = Some((partition, g));
-                        g
-                    }
-                };
-                match op {
-                    WriteOp::Put { key: k, value, .. } => {
-                        stored_key_into(&mut key, generation, k);
-                        rocks_batch.put_cf(&cf, &key, value);
-                    }
-                    WriteOp::Delete { key: k, .. } => {
-                        stored_key_into(&mut key, generation, k);
-                        rocks_batch.delete_cf(&cf, &key);
-                    }
-                    // RocksDB rejects a range whose end sorts before its start; it is empty
-                    // anyway.
-                    WriteOp::DeleteRange { start, end: e, .. } if start < e => {
-                        stored_key_into(&mut key, generation, start);
-                        stored_key_into(&mut end, generation, e);
-                        rocks_batch.delete_range_cf(&cf, &key, &end);
-                        self.range_deletes
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    WriteOp::DeleteRange { .. } => {}
+        let mut key = Vec::new();
+        let mut end = Vec::new();
+        for (partition, op) in batch.indexed_ops() {
+            let generation = generations[partition];
+            match op {
+                WriteOp::Put { key: k, value, .. } => {
+                    stored_key_into(&mut key, generation, k);
+                    rocks_batch.put_cf(&cf, &key, value);
                 }
+                WriteOp::Delete { key: k, .. } => {
+                    stored_key_into(&mut key, generation, k);
+                    rocks_batch.delete_cf(&cf, &key);
+                }
+                // RocksDB rejects a range whose end sorts before its start; it is empty
+                // anyway.
+                WriteOp::DeleteRange { start, end: e, .. } if start < e => {
+                    stored_key_into(&mut key, generation, start);
+                    stored_key_into(&mut end, generation, e);
+                    rocks_batch.delete_range_cf(&cf, &key, &end);
+                    self.range_deletes
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                WriteOp::DeleteRange { .. } => {}
             }
         }
         let ops = batch.len();

@@ -126,21 +126,21 @@ impl<'a> SstBatch<'a> {
 #[async_trait]
 impl StagedBatch for SstBatch<'_> {
     async fn add(&mut self, part: WriteBatch) -> Result<()> {
-        for op in part.ops {
+        for op in part.ops() {
             match op {
                 WriteOp::Put {
                     partition,
                     key,
                     value,
                 } => {
-                    let open = self.file_for(&partition, &key)?;
+                    let open = self.file_for(partition, key)?;
                     let stored = &open.last;
                     open.writer
-                        .put(stored, &value)
+                        .put(stored, value)
                         .map_err(rocks(|| format!("staging a put into {partition}")))?;
                 }
                 WriteOp::Delete { partition, key } => {
-                    let open = self.file_for(&partition, &key)?;
+                    let open = self.file_for(partition, key)?;
                     let stored = &open.last;
                     open.writer
                         .delete(stored)
@@ -152,8 +152,8 @@ impl StagedBatch for SstBatch<'_> {
                     end,
                 } if start < end => {
                     let mut stored_end = Vec::new();
-                    stored_key_into(&mut stored_end, self.generation_of(&partition)?, &end);
-                    let open = self.file_for(&partition, &start)?;
+                    stored_key_into(&mut stored_end, self.generation_of(partition)?, end);
+                    let open = self.file_for(partition, start)?;
                     open.writer
                         .delete_range(&open.last, &stored_end)
                         .map_err(rocks(|| format!("staging a range delete in {partition}")))?;

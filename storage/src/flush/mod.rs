@@ -27,7 +27,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use roaring::RoaringBitmap;
 
-use crate::backend::{ScanRequest, WriteBatch, WriteOp, prefix_successor};
+use crate::backend::{ScanRequest, WriteBatch, prefix_successor};
 use crate::codec::read_row_meta;
 use crate::delta::mark_pending;
 use crate::error::{Error, Result};
@@ -271,11 +271,7 @@ async fn commit(
         let mut dv = (*entry.dv).clone();
         dv.extend_sorted(positions);
         outcome.deleted += dv.len() - entry.dv.len();
-        batch.ops.push(WriteOp::Put {
-            partition: table.meta.clone(),
-            key: dv_key(scope, entry.meta.id),
-            value: dv.encode().into(),
-        });
+        batch.put(&table.meta, dv_key(scope, entry.meta.id), dv.encode());
         let mut hidden = (*entry.hidden).clone();
         for p in positions.iter() {
             hidden.remove(*p);
@@ -287,11 +283,7 @@ async fn commit(
         ));
     }
     if let Some(meta) = &written.file {
-        batch.ops.push(WriteOp::Put {
-            partition: table.meta.clone(),
-            key: manifest_key(scope, meta.id),
-            value: meta.encode().into(),
-        });
+        batch.put(&table.meta, manifest_key(scope, meta.id), meta.encode());
         outcome.rows = meta.rows;
         outcome.bytes = meta.size;
         outcome.files = 1;
@@ -299,7 +291,7 @@ async fn commit(
     if written.file.is_some() || !grown.is_empty() {
         mark_pending(table, &mut batch);
     }
-    batch.ops.push(table.counter_op(scope, remaining));
+    table.put_counter(&mut batch, scope, remaining);
     table.storage.hot.batch(batch).await?;
     let mut state = table.state.write();
     state.set_count(scope, remaining);

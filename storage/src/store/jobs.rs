@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{JOBS, ORPHAN_WATCH, Store, sys};
-use crate::backend::{WriteBatch, WriteOp};
+use crate::backend::WriteBatch;
 use crate::catalog::{JobKind, JobRecord, JobStatus};
 use crate::delta::Reason;
 use crate::error::{Error, Result};
@@ -518,13 +518,10 @@ impl Store {
                     batch.put(
                         &sys(ORPHAN_WATCH),
                         table.to_string(),
-                        ended.to_be_bytes().to_vec(),
+                        ended.to_be_bytes(),
                     );
                 }
-                batch.ops.push(WriteOp::Delete {
-                    partition: sys(JOBS),
-                    key: job.id.into(),
-                });
+                batch.delete(&sys(JOBS), job.id);
             }
         }
         let n = batch.len() as u64;

@@ -583,7 +583,7 @@ pub(super) async fn expire_stream(table: &TableHandle) -> Result<u64> {
         entries: kept,
         tombstones: 0,
     };
-    batch.ops.push(table.counter_op(&scope, count));
+    table.put_counter(&mut batch, &scope, count);
     table.storage.hot.batch(batch).await?;
     table.state.write().set_count(&scope, count);
     Ok(removed)

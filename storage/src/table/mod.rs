@@ -42,7 +42,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-use crate::backend::{Partition, ScanRequest, WriteBatch, WriteOp, scan_each};
+use crate::backend::{Partition, ScanRequest, WriteBatch, scan_each};
 use crate::codec::{KalamValue, Row, SystemColumns, encode_key, read_system_columns};
 use crate::error::{Error, Result};
 use crate::format::{
@@ -454,13 +454,9 @@ impl TableHandle {
         self.state.read().files.keys().cloned().collect()
     }
 
-    /// The write of a scope's buffered-entry counter, for a commit batch.
-    pub(crate) fn counter_op(&self, scope: &KeyScope, count: HotCount) -> WriteOp {
-        WriteOp::Put {
-            partition: self.meta.clone(),
-            key: counter_key(scope),
-            value: count.encode(),
-        }
+    /// Adds the write of a scope's buffered-entry counter to a commit batch.
+    pub(crate) fn put_counter(&self, batch: &mut WriteBatch, scope: &KeyScope, count: HotCount) {
+        batch.put(&self.meta, counter_key(scope), count.encode());
     }
 
     /// Encodes primary-key values, checking count and types.

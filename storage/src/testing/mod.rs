@@ -190,8 +190,8 @@ impl<B: StorageBackend + ?Sized> StorageBackend for FailAfter<B> {
         Ok(Box::new(crate::backend::BufferedBatch::new(self)))
     }
     async fn batch(&self, batch: WriteBatch) -> Result<()> {
-        self.admit(batch.ops.iter().map(|op| op.partition()))?;
-        for op in &batch.ops {
+        self.admit(batch.partitions().iter())?;
+        for op in batch.ops() {
             if let crate::backend::WriteOp::Put {
                 partition,
                 key,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use super::{NewRow, Staged, Tombstones, decode_encoded, encoded_row};
-use crate::backend::{StagedBatch, WriteBatch, WriteOp};
+use crate::backend::{StagedBatch, WriteBatch};
 use crate::codec::{EncodedRows, Row, SystemColumns, set_system_columns};
 use crate::error::Result;
 use crate::format::{
@@ -103,15 +103,12 @@ impl<'t, 'k> Commit<'t, 'k> {
         let table = self.table;
         if let Some(log) = &mut self.log {
             for (first, value) in log.take_closed() {
-                self.batch.ops.push(WriteOp::Put {
-                    partition: table.log.clone(),
-                    key: Bytes::copy_from_slice(&log_key(first)),
-                    value: value.into(),
-                });
+                self.batch
+                    .put_bytes(&table.log, log_key(first), value.into());
             }
         }
         self.batch_hidden();
-        self.wrote |= !self.batch.ops.is_empty();
+        self.wrote |= !self.batch.is_empty();
         let part = std::mem::take(&mut self.batch);
         match &mut self.staged {
             Some(staged) => staged.add(part).await,
@@ -242,36 +239,24 @@ impl<'t, 'k> Commit<'t, 'k> {
                 });
             }
         }
-        let buffer = Bytes::from(buffer);
-        self.batch.ops.reserve(spans.len());
-        for (key, value) in spans {
-            self.batch.ops.push(WriteOp::Put {
-                partition: self.table.hot.clone(),
-                key: buffer.slice(key),
-                value: buffer.slice(value),
-            });
-        }
+        self.batch
+            .put_slices(&self.table.hot, Bytes::from(buffer), spans);
         self.hand_over().await
     }
 
     /// Commits the batch with its log entries (each keyed by its first seq), hidden rows and
     /// the scope's counter, then applies them to the table's state and feed.
     pub(super) async fn finish(mut self) -> Result<()> {
-        if self.batch.ops.is_empty() && !self.wrote {
+        if self.batch.is_empty() && !self.wrote {
             return Ok(());
         }
         let table = self.table;
         for (first, value) in self.log.take().map(EntryWriter::finish).unwrap_or_default() {
-            self.batch.ops.push(WriteOp::Put {
-                partition: table.log.clone(),
-                key: Bytes::copy_from_slice(&log_key(first)),
-                value: value.into(),
-            });
+            self.batch
+                .put_bytes(&table.log, log_key(first), value.into());
         }
         self.batch_hidden();
-        self.batch
-            .ops
-            .push(table.counter_op(self.scope, self.count));
+        table.put_counter(&mut self.batch, self.scope, self.count);
         let batch = std::mem::take(&mut self.batch);
         match self.staged.take() {
             Some(mut staged) => {

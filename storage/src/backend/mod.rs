@@ -8,14 +8,18 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result};
 
+mod batch;
+
+pub use batch::{WriteBatch, WriteOp};
+
 /// Longest partition name, in bytes.
 pub const MAX_PARTITION_NAME_LEN: usize = 200;
 
 /// A validated partition name: 1..=200 bytes of `[A-Za-z0-9_.:-]`.
 ///
 /// The character set keeps names safe as RocksDB column-family names, file names and
-/// object-store path segments alike. Cloning is cheap (a shared string): every op of a
-/// write batch carries its partition.
+/// object-store path segments alike. Cloning is cheap (a shared string); a write batch names
+/// each of its partitions once, not per op.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Partition(std::sync::Arc<str>);
 
@@ -198,113 +202,6 @@ pub struct ScanChunk {
     pub entries: Vec<KvPair>,
     /// The request for the next chunk, `None` when the scan is complete.
     pub resume: Option<ScanRequest>,
-}
-
-/// One write inside a [`WriteBatch`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WriteOp {
-    /// Set `key` to `value`.
-    Put {
-        /// Target partition.
-        partition: Partition,
-        /// Key bytes.
-        key: Bytes,
-        /// Value bytes.
-        value: Bytes,
-    },
-    /// Remove `key`.
-    Delete {
-        /// Target partition.
-        partition: Partition,
-        /// Key bytes.
-        key: Bytes,
-    },
-    /// Remove every key in `[start, end)`. Only engines whose
-    /// [`Capabilities::delete_range`] is true take it; others refuse the whole batch with
-    /// [`Error::Unsupported`].
-    DeleteRange {
-        /// Target partition.
-        partition: Partition,
-        /// First key removed.
-        start: Bytes,
-        /// First key kept after the range.
-        end: Bytes,
-    },
-}
-
-impl WriteOp {
-    /// The partition this op writes to.
-    pub fn partition(&self) -> &Partition {
-        match self {
-            Self::Put { partition, .. }
-            | Self::Delete { partition, .. }
-            | Self::DeleteRange { partition, .. } => partition,
-        }
-    }
-
-    /// The key this op writes (a range delete: its first key).
-    pub fn key(&self) -> &Bytes {
-        match self {
-            Self::Put { key, .. } | Self::Delete { key, .. } => key,
-            Self::DeleteRange { start, .. } => start,
-        }
-    }
-}
-
-/// Writes applied all together or not at all, across partitions.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WriteBatch {
-    /// The writes, in order; a later write to the same key wins.
-    pub ops: Vec<WriteOp>,
-}
-
-impl WriteBatch {
-    /// An empty batch.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds a put.
-    pub fn put(&mut self, partition: &Partition, key: impl Into<Bytes>, value: impl Into<Bytes>) {
-        self.ops.push(WriteOp::Put {
-            partition: partition.clone(),
-            key: key.into(),
-            value: value.into(),
-        });
-    }
-
-    /// Adds a delete.
-    pub fn delete(&mut self, partition: &Partition, key: impl Into<Bytes>) {
-        self.ops.push(WriteOp::Delete {
-            partition: partition.clone(),
-            key: key.into(),
-        });
-    }
-
-    /// Adds a removal of every key in `[start, end)` (engines with
-    /// [`Capabilities::delete_range`] only).
-    pub fn delete_range(
-        &mut self,
-        partition: &Partition,
-        start: impl Into<Bytes>,
-        end: impl Into<Bytes>,
-    ) {
-        self.ops.push(WriteOp::DeleteRange {
-            partition: partition.clone(),
-            start: start.into(),
-            end: end.into(),
-        });
-    }
-
-    /// Number of writes.
-    pub fn len(&self) -> usize {
-        self.ops.len()
-    }
-
-    /// Whether the batch holds no writes.
-    pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-    }
 }
 
 /// What an engine guarantees; conformance cases branch on these.
@@ -496,16 +393,12 @@ impl<'a, B: StorageBackend + ?Sized> BufferedBatch<'a, B> {
 #[async_trait]
 impl<B: StorageBackend + ?Sized> StagedBatch for BufferedBatch<'_, B> {
     async fn add(&mut self, part: WriteBatch) -> Result<()> {
-        if self.batch.ops.is_empty() {
-            self.batch = part;
-        } else {
-            self.batch.ops.extend(part.ops);
-        }
+        self.batch.append(part);
         Ok(())
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {
-        if self.batch.ops.is_empty() {
+        if self.batch.is_empty() {
             return Ok(());
         }
         self.backend.batch(self.batch).await
