@@ -515,11 +515,7 @@ impl Store {
             let ended = job.ended_at_ms.unwrap_or(job.created_at_ms);
             if i < over || ended < cutoff {
                 if let Some(table) = job.table.as_ref().filter(|_| ended >= recent) {
-                    batch.put(
-                        &sys(ORPHAN_WATCH),
-                        table.to_string(),
-                        ended.to_be_bytes(),
-                    );
+                    batch.put(&sys(ORPHAN_WATCH), table.to_string(), ended.to_be_bytes());
                 }
                 batch.delete(&sys(JOBS), job.id);
             }
