@@ -56,6 +56,7 @@ impl CliError {
             Self::Sql(e) => match e {
                 kalamstore_sql::SqlError::Forbidden { .. } => return "42501",
                 kalamstore_sql::SqlError::Unsupported { .. } => return "0A000",
+                kalamstore_sql::SqlError::UnqualifiedTable { .. } => return "42P01",
                 other => other.store_error(),
             },
         };
@@ -79,11 +80,6 @@ impl CliError {
             None => match self {
                 Self::Sql(kalamstore_sql::SqlError::DataFusion(e)) => match e.find_root() {
                     kalamstore_sql::datafusion::error::DataFusionError::SQL(..) => "42601",
-                    kalamstore_sql::datafusion::error::DataFusionError::Plan(msg)
-                        if msg.starts_with("table '") && msg.contains("not found") =>
-                    {
-                        "42P01"
-                    }
                     kalamstore_sql::datafusion::error::DataFusionError::Plan(msg)
                         if msg.contains("function") =>
                     {

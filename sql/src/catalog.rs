@@ -8,11 +8,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
-use datafusion::common::Result as DfResult;
+use datafusion::common::{Result as DfResult, TableReference};
+use datafusion::execution::session_state::SessionState;
+use datafusion::sql::parser::Statement as DfStatement;
 use kalamstore_storage::{Error, Store, TableId};
 
 use crate::changes::Definitions;
-use crate::error::{Result, external};
+use crate::error::{Result, SqlError, external};
 use crate::pg_catalog::{PG_CATALOG, PgCatalog};
 use crate::principal::Principal;
 use crate::system::{INFORMATION_SCHEMA, SYSTEM, SystemSchema};
@@ -60,6 +62,49 @@ impl KalamCatalog {
         }
         *self.names.write() = names;
         *self.definitions.write() = definitions;
+        Ok(())
+    }
+}
+
+impl KalamCatalog {
+    /// Fails with a typed error when `statement` names a table that does not exist: a name
+    /// without a namespace ([`SqlError::UnqualifiedTable`]), or a namespace's table the store
+    /// does not hold (the store's `TableNotFound`). DataFusion would only report them as plan
+    /// text; table functions and the system schemas are left to it.
+    pub(crate) async fn check_tables(
+        &self,
+        state: &SessionState,
+        statement: &DfStatement,
+    ) -> Result<()> {
+        for reference in state.resolve_table_references(statement)? {
+            let (schema, table) = match &reference {
+                TableReference::Bare { table }
+                    if state.table_functions().contains_key(table.as_ref()) =>
+                {
+                    continue;
+                }
+                TableReference::Bare { table } => {
+                    return Err(SqlError::UnqualifiedTable {
+                        name: table.to_string(),
+                    });
+                }
+                TableReference::Partial { schema, table } => (schema, table),
+                TableReference::Full {
+                    catalog,
+                    schema,
+                    table,
+                } if catalog.as_ref() == CATALOG => (schema, table),
+                TableReference::Full { .. } => continue,
+            };
+            if [SYSTEM, INFORMATION_SCHEMA, PG_CATALOG].contains(&schema.as_ref()) {
+                continue;
+            }
+            let table = table.strip_suffix(META_SUFFIX).unwrap_or(table);
+            // A name that is no table id is left to DataFusion's own error.
+            if let Ok(id) = format!("{schema}.{table}").parse::<TableId>() {
+                self.store.table(&id).await?;
+            }
+        }
         Ok(())
     }
 }

@@ -19,6 +19,12 @@ pub enum SqlError {
         /// What was refused.
         what: String,
     },
+    /// A query named a table without its namespace (SQLSTATE 42P01).
+    #[error("table `{name}` not found: name tables as namespace.table")]
+    UnqualifiedTable {
+        /// The name as written.
+        name: String,
+    },
     /// A statement this layer does not run.
     #[error("{what} is not supported: {hint}")]
     Unsupported {
@@ -56,15 +62,7 @@ fn clear(e: &DataFusionError) -> String {
         DataFusionError::SchemaError(inner, _) => inner.to_string(),
         other => other.to_string(),
     };
-    let line = text.lines().next().unwrap_or_default();
-    // A name without a namespace resolves in schema `public`, which never exists.
-    match line.split_once("'kalamstore.public.") {
-        Some((_, rest)) => format!(
-            "table `{}` not found: name tables as namespace.table",
-            rest.split('\'').next().unwrap_or(rest)
-        ),
-        None => line.replace("kalamstore.", ""),
-    }
+    text.lines().next().unwrap_or_default().to_owned()
 }
 
 /// A store error for DataFusion (kept whole, so [`SqlError`] can show its causes).
@@ -81,7 +79,9 @@ impl SqlError {
                 DataFusionError::External(inner) => inner.downcast_ref(),
                 _ => None,
             },
-            Self::Unsupported { .. } | Self::Forbidden { .. } => None,
+            Self::Unsupported { .. } | Self::Forbidden { .. } | Self::UnqualifiedTable { .. } => {
+                None
+            }
         }
     }
 }

@@ -187,11 +187,11 @@ impl SqlSession {
             DfStatement::Statement(s)
                 if matches!(**s, Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_))
         );
-        let plan = self
-            .ctx
-            .state()
-            .statement_to_plan(statement.statement.clone())
+        let state = self.ctx.state();
+        self.catalog
+            .check_tables(&state, &statement.statement)
             .await?;
+        let plan = state.statement_to_plan(statement.statement.clone()).await?;
         let types = plan.get_parameter_types()?;
         let count = types
             .keys()
@@ -383,6 +383,7 @@ impl SqlSession {
         check: impl Fn(&LogicalPlan) -> Result<()>,
     ) -> Result<SendableRecordBatchStream> {
         let state = self.ctx.state();
+        self.catalog.check_tables(&state, &statement).await?;
         let plan = state.statement_to_plan(statement).await?;
         check(&plan)?;
         SQLOptions::new()

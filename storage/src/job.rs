@@ -1,6 +1,6 @@
 //! [`JobContext`]: the running job a piece of work (a flush, compaction, move or rewrite)
 //! belongs to: its id, for errors and progress records, and the flag `KILL JOB` and the job
-//! watchdog set, which the work checks at its safe points.
+//! watchdog set, which the work checks at its safe points. [`JobOutcome`]: what a job did.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,4 +37,17 @@ impl JobContext {
         }
         Ok(())
     }
+}
+
+/// What a job did, as its record shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobOutcome {
+    /// Rows written (flush, compaction, move, export, import) or removed (expiry, cleanup).
+    pub rows: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Files written (or removed, by cleanup).
+    pub files: u64,
+    /// What it did, in words, where the counters do not say it all.
+    pub summary: Option<String>,
 }

@@ -36,6 +36,7 @@
 //!   stamped by an earlier process is served while this process has not written its partition.
 
 mod config;
+mod entry;
 mod epochs;
 mod error;
 mod owned;
@@ -55,60 +56,17 @@ use kalamstore_storage::backend::{
     WriteOp,
 };
 use kalamstore_storage::{CacheCounters, Error, Result};
-use serde::{Deserialize, Serialize};
 
 pub use config::FoyerConfig;
+use entry::{CacheKey, CacheKeyRef, CacheValue, Stamp};
 use epochs::Epochs;
 use error::ENGINE;
 use owned::OwnedCache;
 pub use range_cache::RangeCachedStore;
 use stripes::Stripes;
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, Serialize, Deserialize)]
-struct CacheKey {
-    epoch: u64,
-    key: Bytes,
-}
-
-/// A [`CacheKey`] borrowed from elsewhere: it hashes like one (the derived `Hash` of both
-/// writes the epoch, then the key's slice), so it finds the same stripe and memory entry
-/// without an allocation of its own.
-#[derive(Debug, Clone, Copy, Hash)]
-struct CacheKeyRef<'a> {
-    epoch: u64,
-    key: &'a [u8],
-}
-
-impl equivalent::Equivalent<CacheKey> for CacheKeyRef<'_> {
-    fn equivalent(&self, key: &CacheKey) -> bool {
-        self.epoch == key.epoch && self.key == key.key.as_ref()
-    }
-}
-
 /// A batch of more ops than this is a bulk write: it only takes its keys out of memory.
 const BULK_OPS: usize = 64;
-
-/// What the cache holds for a key: its value (`None`: the key is absent) and when that was
-/// the inner engine's value.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct CacheValue {
-    stamp: Stamp,
-    value: Option<Bytes>,
-}
-
-impl CacheValue {
-    fn len(&self) -> usize {
-        self.value.as_ref().map_or(0, Bytes::len)
-    }
-}
-
-/// When a cached value was current: the process that cached it and its stripe's generation
-/// then. The value stays current while that generation does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct Stamp {
-    incarnation: u64,
-    generation: u64,
-}
 
 /// A read cache in front of a durable [`StorageBackend`].
 pub struct FoyerBackend<B: ?Sized> {

@@ -24,14 +24,14 @@ use kalamstore_storage::backend::{
 };
 use kalamstore_storage::{Error, Result};
 use parking_lot::{Mutex, RwLock};
-use rocksdb::{ColumnFamily, DBWithThreadMode, Options, ReadOptions, SingleThreaded, WriteOptions};
+use rocksdb::{DBWithThreadMode, Options, ReadOptions, SingleThreaded, WriteOptions};
 
 pub use config::RocksDbConfig;
 use config::Tuning;
 use error::{ENGINE, RocksDbError, rocks};
 use registry::{
-    GENERATION_BYTES, NEXT_GENERATION, PARTITION_PREFIX, ROWS_CF, Registry, decode_generation,
-    registry_key, stored_bounds, stored_key, stored_key_into,
+    GENERATION_BYTES, NEXT_GENERATION, ROWS_CF, Registry, load_registry, registry_family,
+    registry_key, rows_family, stored_bounds, stored_key, stored_key_into,
 };
 
 /// Column families are fixed once the database is open (partitions are key ranges), so the
@@ -200,65 +200,6 @@ impl std::ops::Deref for OpenDb {
         // the value it loaded.
         self.0.as_deref().expect("an OpenDb holds an open database")
     }
-}
-
-/// The family holding every partition's keys.
-pub(crate) fn rows_family(db: &Db) -> Result<&ColumnFamily> {
-    family_named(db, ROWS_CF)
-}
-
-/// The family holding the partition registry.
-pub(crate) fn registry_family(db: &Db) -> Result<&ColumnFamily> {
-    family_named(db, "default")
-}
-
-fn family_named<'a>(db: &'a Db, name: &str) -> Result<&'a ColumnFamily> {
-    // Both families are created when the database opens.
-    db.cf_handle(name).ok_or_else(|| {
-        RocksDbError::MissingFamily {
-            family: name.to_owned(),
-        }
-        .during("resolving a column family")
-    })
-}
-
-/// Reads the registry: every partition's generation and the next generation.
-fn load_registry(db: &Db) -> Result<Registry> {
-    let cf = registry_family(db)?;
-    let what = || "reading the partition registry";
-    let next = db
-        .get_cf(&cf, NEXT_GENERATION)
-        .map_err(rocks(what))?
-        .map(|v| decode_generation(&v, "next generation"))
-        .transpose()?
-        .unwrap_or(1);
-    let mut registry = Registry {
-        next,
-        ..Registry::default()
-    };
-    let mut options = ReadOptions::default();
-    options.set_iterate_upper_bound(
-        kalamstore_storage::backend::prefix_successor(PARTITION_PREFIX)
-            .map(|b| b.to_vec())
-            .unwrap_or_default(),
-    );
-    let mut it = db.raw_iterator_cf_opt(&cf, options);
-    it.seek(PARTITION_PREFIX);
-    while let (Some(k), Some(v)) = (it.key(), it.value()) {
-        let name =
-            std::str::from_utf8(&k[PARTITION_PREFIX.len()..]).map_err(|_| Error::Corrupt {
-                what: format!("{ENGINE} registry key {k:02x?}"),
-                reason: "the partition name is not UTF-8".into(),
-            })?;
-        let generation = decode_generation(v, name)?;
-        registry.next = registry.next.max(generation + 1);
-        registry
-            .partitions
-            .insert(Partition::new(name)?, generation);
-        it.next();
-    }
-    it.status().map_err(rocks(what))?;
-    Ok(registry)
 }
 
 #[async_trait]

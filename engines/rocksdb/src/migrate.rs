@@ -70,7 +70,7 @@ fn copy_family(
         .ok_or_else(|| kalamstore_storage::Error::PartitionNotFound {
             partition: partition.to_string(),
         })?;
-    let rows = crate::rows_family(db)?;
+    let rows = crate::registry::rows_family(db)?;
     let generation = registry.next;
     // A copy that a crash interrupted may have left keys under this generation.
     let mut batch = WriteBatch::default();
@@ -94,7 +94,7 @@ fn copy_family(
     // Every key is copied; the registry does not name the copy yet.
     db.write(std::mem::take(&mut batch)).map_err(rocks(what))?;
     crash_point("rocksdb.migrate.copied");
-    let registry_family = crate::registry_family(db)?;
+    let registry_family = crate::registry::registry_family(db)?;
     batch.put_cf(
         &registry_family,
         registry_key(partition),

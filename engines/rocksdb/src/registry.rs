@@ -1,5 +1,6 @@
 //! The partition registry and key layout: every partition is a key range of one `rows`
 //! column family, prefixed with a generation; the registry in the `default` family names them.
+//! Also how the two families are resolved and how the registry is loaded at open.
 //!
 //! | family    | key                          | value         | meaning                     |
 //! |-----------|------------------------------|---------------|-----------------------------|
@@ -18,8 +19,10 @@ use std::ops::Bound;
 use bytes::Bytes;
 use kalamstore_storage::backend::Partition;
 use kalamstore_storage::{Error, Result};
+use rocksdb::{ColumnFamily, ReadOptions};
 
-use crate::error::ENGINE;
+use crate::Db;
+use crate::error::{ENGINE, RocksDbError, rocks};
 
 /// The column family holding every partition's keys.
 pub(crate) const ROWS_CF: &str = "rows";
@@ -106,6 +109,65 @@ impl Registry {
                 partition: partition.to_string(),
             })
     }
+}
+
+/// The family holding every partition's keys.
+pub(crate) fn rows_family(db: &Db) -> Result<&ColumnFamily> {
+    family_named(db, ROWS_CF)
+}
+
+/// The family holding the partition registry.
+pub(crate) fn registry_family(db: &Db) -> Result<&ColumnFamily> {
+    family_named(db, "default")
+}
+
+fn family_named<'a>(db: &'a Db, name: &str) -> Result<&'a ColumnFamily> {
+    // Both families are created when the database opens.
+    db.cf_handle(name).ok_or_else(|| {
+        RocksDbError::MissingFamily {
+            family: name.to_owned(),
+        }
+        .during("resolving a column family")
+    })
+}
+
+/// Reads the registry: every partition's generation and the next generation.
+pub(crate) fn load_registry(db: &Db) -> Result<Registry> {
+    let cf = registry_family(db)?;
+    let what = || "reading the partition registry";
+    let next = db
+        .get_cf(&cf, NEXT_GENERATION)
+        .map_err(rocks(what))?
+        .map(|v| decode_generation(&v, "next generation"))
+        .transpose()?
+        .unwrap_or(1);
+    let mut registry = Registry {
+        next,
+        ..Registry::default()
+    };
+    let mut options = ReadOptions::default();
+    options.set_iterate_upper_bound(
+        kalamstore_storage::backend::prefix_successor(PARTITION_PREFIX)
+            .map(|b| b.to_vec())
+            .unwrap_or_default(),
+    );
+    let mut it = db.raw_iterator_cf_opt(&cf, options);
+    it.seek(PARTITION_PREFIX);
+    while let (Some(k), Some(v)) = (it.key(), it.value()) {
+        let name =
+            std::str::from_utf8(&k[PARTITION_PREFIX.len()..]).map_err(|_| Error::Corrupt {
+                what: format!("{ENGINE} registry key {k:02x?}"),
+                reason: "the partition name is not UTF-8".into(),
+            })?;
+        let generation = decode_generation(v, name)?;
+        registry.next = registry.next.max(generation + 1);
+        registry
+            .partitions
+            .insert(Partition::new(name)?, generation);
+        it.next();
+    }
+    it.status().map_err(rocks(what))?;
+    Ok(registry)
 }
 
 #[cfg(test)]

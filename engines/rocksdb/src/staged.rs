@@ -14,9 +14,9 @@ use kalamstore_storage::backend::{Partition, StagedBatch, WriteBatch, WriteOp};
 use kalamstore_storage::{Error, Result};
 use rocksdb::{IngestExternalFileOptions, SstFileWriter};
 
+use crate::RocksDbBackend;
 use crate::error::{RocksDbError, rocks};
-use crate::registry::stored_key_into;
-use crate::{RocksDbBackend, rows_family};
+use crate::registry::{rows_family, stored_key_into};
 
 /// The directory of staged files, inside the database directory.
 pub(crate) const STAGED_DIR: &str = "staged";

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::jobs::JobOutcome;
 use super::probe::check_storage_handle;
 use super::{NAMESPACES, STORAGES, Store, TABLES, TASKS, sys};
 use crate::backend::{StorageBackend, WriteBatch};
@@ -15,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::failpoint::crash_point;
 use crate::format::{META_DEFINITION, MetadataCache, meta_partition};
 use crate::ids::{NamespaceId, StorageId, TableId};
+use crate::job::JobOutcome;
 use crate::location::open_store;
 use crate::schema::TableDefinition;
 use crate::table::{StorageHandle, TableHandle};

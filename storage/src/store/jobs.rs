@@ -1,9 +1,10 @@
-//! Jobs: their records in `sys.jobs`, the runner that records each job's life, and the jobs a
-//! user starts on a table (flush, compaction).
+//! Jobs: their records in `sys.jobs`, each job's life recorded around the runner's attempts
+//! (`runner.rs`), and the jobs a user starts on a table (flush, compaction).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
+use super::runner::{IN_JOB, JobControl, watched};
 use super::{JOBS, ORPHAN_WATCH, Store, sys};
 use crate::backend::WriteBatch;
 use crate::catalog::{JobKind, JobRecord, JobStatus};
@@ -12,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::flush::compact::{CompactionPolicy, compact_scope, remove_replaced};
 use crate::flush::{FlushOutcome, flush_scope};
 use crate::ids::{KeyScope, TableId, UserId};
-use crate::job::JobContext;
+use crate::job::{JobContext, JobOutcome};
 use crate::schema::TableType;
 use crate::table::TableHandle;
 
@@ -33,19 +34,6 @@ impl Scope {
             Self::All => None,
         }
     }
-}
-
-/// What a job did, as its record shows it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct JobOutcome {
-    /// Rows written (flush, compaction, move, export, import) or removed (expiry, cleanup).
-    pub rows: u64,
-    /// Bytes written.
-    pub bytes: u64,
-    /// Files written (or removed, by cleanup).
-    pub files: u64,
-    /// What it did, in words, where the counters do not say it all.
-    pub summary: Option<String>,
 }
 
 /// What an application job ([`Store::run_app_job`]) uses while it runs: its id, progress
@@ -541,71 +529,5 @@ impl Store {
     /// Whether a job is running in this process.
     pub(super) fn job_is_running(&self, job: &str) -> bool {
         self.inner.jobs.cancels.lock().contains_key(job)
-    }
-}
-
-/// The store's part that runs jobs: the workers a job holds a permit of while it runs, the
-/// stop controls of the jobs running in this process (a leaf lock), and the jobs a restart
-/// interrupted, queued to run again under their own records (a leaf lock).
-#[derive(Debug)]
-pub(super) struct JobRunner {
-    workers: tokio::sync::Semaphore,
-    cancels: parking_lot::Mutex<std::collections::HashMap<String, Arc<JobControl>>>,
-    requeued: parking_lot::Mutex<Vec<JobRecord>>,
-}
-
-impl JobRunner {
-    /// A runner with `workers` job workers.
-    pub(super) fn new(workers: usize) -> Self {
-        Self {
-            workers: tokio::sync::Semaphore::new(workers),
-            cancels: parking_lot::Mutex::default(),
-            requeued: parking_lot::Mutex::default(),
-        }
-    }
-}
-
-/// How a running job is stopped: `cancel` is what the work checks at its safe points; `killed`
-/// says a `KILL JOB` set it (not the watchdog).
-#[derive(Debug, Default)]
-pub(super) struct JobControl {
-    cancel: Arc<AtomicBool>,
-    killed: AtomicBool,
-}
-
-tokio::task_local! {
-    /// Set while a job's attempt runs: jobs it starts run on its worker.
-    static IN_JOB: ();
-}
-
-/// Runs one attempt of a job under the watchdog: past `limit` the attempt is asked to stop
-/// (its cancel flag) and, once it has stopped at a safe point, fails as
-/// [`Error::JobTimedOut`], which is retried. An attempt that finishes anyway keeps its result;
-/// one that a `KILL JOB` had already stopped stays cancelled.
-async fn watched<Fut>(
-    attempt: Fut,
-    limit: std::time::Duration,
-    control: &JobControl,
-    job: &str,
-) -> Result<JobOutcome>
-where
-    Fut: std::future::Future<Output = Result<JobOutcome>>,
-{
-    tokio::pin!(attempt);
-    tokio::select! {
-        result = &mut attempt => return result,
-        () = tokio::time::sleep(limit) => {}
-    }
-    control.cancel.store(true, Ordering::Relaxed);
-    match attempt.await {
-        // A `KILL JOB` before or after the watchdog fired wins: the job stays cancelled.
-        Err(Error::JobCancelled { .. }) if !control.killed.load(Ordering::Relaxed) => {
-            control.cancel.store(false, Ordering::Relaxed);
-            Err(Error::JobTimedOut {
-                job: job.to_owned(),
-                limit,
-            })
-        }
-        other => other,
     }
 }

@@ -23,6 +23,7 @@ mod jobs;
 mod moves;
 mod probe;
 mod publish;
+mod runner;
 mod scheduler;
 mod sessions;
 mod statements;
@@ -42,13 +43,14 @@ use crate::location::S3Options;
 use crate::seq::SeqGenerator;
 use crate::table::{StorageHandle, TableHandle};
 
+pub use crate::job::JobOutcome;
 pub use alter::OptionsChange;
 pub use config::{EngineProvider, MemoryEngines, StoreConfig};
 pub use consumers::ConsumerStart;
 pub use data::ScopeStats;
 pub use feed::{DEFAULT_BATCH, LiveQuery, SubscribeOptions, Subscription, TablesChangePage};
 pub use follow::{StartAt, SubscriptionEvent};
-pub use jobs::{JobOutcome, JobProgress, Scope};
+pub use jobs::{JobProgress, Scope};
 pub use scheduler::{BackgroundFailure, CleanupOutcome, MaintenanceOutcome};
 pub use sessions::{SessionHandle, SessionInfo};
 pub use statements::StatementGuard;
@@ -87,7 +89,7 @@ struct Inner {
     ddl: tokio::sync::Mutex<()>,
     /// The jobs running in this process: their workers, cancel flags and the interrupted
     /// ones queued again.
-    jobs: jobs::JobRunner,
+    jobs: runner::JobRunner,
     /// The background task and what it keeps: failures nobody waits for, the last cleanup.
     scheduler: scheduler::Scheduler,
     /// Live subscriptions (a leaf lock).
@@ -155,7 +157,7 @@ impl Store {
                 storages: tokio::sync::Mutex::new(HashMap::new()),
                 tables: tokio::sync::Mutex::new(HashMap::new()),
                 ddl: tokio::sync::Mutex::new(()),
-                jobs: jobs::JobRunner::new(workers),
+                jobs: runner::JobRunner::new(workers),
                 scheduler: scheduler::Scheduler::default(),
                 live: follow::LiveRegistry::default(),
                 closed: AtomicBool::new(false),

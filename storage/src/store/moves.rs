@@ -32,7 +32,6 @@ use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use tokio::io::AsyncWriteExt;
 
-use super::jobs::JobOutcome;
 use super::probe::check_storage_handle;
 use super::tasks::remove_table_data;
 use super::{Store, TABLES, TASKS, sys};
@@ -46,6 +45,7 @@ use crate::format::{
 };
 use crate::ids::{StorageId, TableId};
 use crate::job::JobContext;
+use crate::job::JobOutcome;
 use crate::schema::{DeltaPublishing, TableDefinition};
 use crate::table::{READER_WAIT, StorageHandle, TableHandle};
 

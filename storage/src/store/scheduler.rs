@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::jobs::{JobOutcome, Scope};
+use super::jobs::Scope;
 use super::{ORPHAN_WATCH, Store, sys};
 use crate::backend::{ScanRequest, WriteBatch};
 use crate::catalog::{JobKind, JobRecord, JobStatus};
@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::flush::compact::collect_orphans;
 use crate::format::{HotCount, hot_partition, log_partition};
 use crate::ids::{KeyScope, TableId};
+use crate::job::JobOutcome;
 use crate::schema::{ChangeRetention, TableDefinition, TableType};
 use crate::table::TableHandle;
 

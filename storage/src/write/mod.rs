@@ -25,7 +25,7 @@ mod plan;
 mod rows;
 
 use commit::Commit;
-use plan::{BatchRows, KeyedValues, Plans, RowSource};
+use plan::{BatchKeys, BatchRows, KeyedValues, Plans, RowSource};
 
 use rows::Tombstones;
 
@@ -135,72 +135,6 @@ fn decode_encoded(bytes: &[u8]) -> Result<Vec<KalamValue>> {
 /// Keys a statement larger than `StoreConfig::write_chunk_rows` (staged in key order) reads
 /// and stages at a time.
 const SORTED_CHUNK_ROWS: usize = 16_384;
-
-/// The hot keys of a batch's mutations (scope prefix + primary key), back to back in one
-/// buffer, in mutation order.
-struct BatchKeys {
-    bytes: Vec<u8>,
-    ends: Vec<usize>,
-    prefix_len: usize,
-}
-
-impl BatchKeys {
-    /// No key yet; room for `n` keys behind a scope prefix of `prefix_len` bytes.
-    fn with_capacity(prefix_len: usize, n: usize) -> Self {
-        Self {
-            bytes: Vec::with_capacity(n * (prefix_len + 16)),
-            ends: Vec::with_capacity(n),
-            prefix_len,
-        }
-    }
-
-    /// Whether some key appears more than once (asked of keys not in increasing order: those
-    /// are distinct, see [`in_order`](Self::in_order)).
-    fn repeated(asked: &[&[u8]]) -> bool {
-        let mut sorted = asked.to_vec();
-        sorted.sort_unstable();
-        sorted.windows(2).any(|w| w[0] == w[1])
-    }
-
-    /// Every hot key, in mutation order.
-    fn all(&self) -> Vec<&[u8]> {
-        self.range(0, self.ends.len())
-    }
-
-    /// How many keys.
-    fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    /// The `len` keys from the `start`th, in mutation order.
-    fn range(&self, start: usize, len: usize) -> Vec<&[u8]> {
-        let mut out = Vec::with_capacity(len);
-        let mut from = match start {
-            0 => 0,
-            _ => self.ends[start - 1],
-        };
-        for end in &self.ends[start..start + len] {
-            out.push(&self.bytes[from..*end]);
-            from = *end;
-        }
-        out
-    }
-
-    /// Whether the keys increase strictly, mutation by mutation.
-    fn in_order(&self) -> bool {
-        let mut previous: Option<&[u8]> = None;
-        let mut from = 0;
-        for end in &self.ends {
-            let key = &self.bytes[from..*end];
-            if previous.is_some_and(|p| p >= key) {
-                return false;
-            }
-            previous = Some(key);
-            from = *end;
-        }
-        true
-    }
-}
 
 /// What the keys of a batch hold before it: the hot entry of each mutation's key, and the
 /// live flushed rows of the keys that are not hot.

@@ -1,5 +1,5 @@
-//! What a statement's chunks are staged from: its plans (one per key, or a row index per key
-//! of its batch), and the new values of a by-key update batch.
+//! What a statement's chunks are staged from: its keys, its plans (one per key, or a row index
+//! per key of its batch), and the new values of a by-key update batch.
 
 use arrow::array::{ArrayRef, UInt32Array};
 use arrow::record_batch::RecordBatch;
@@ -209,5 +209,71 @@ impl<'b> KeyedValues<'b> {
                 Ok(((*name).clone(), value))
             })
             .collect()
+    }
+}
+
+/// The hot keys of a batch's mutations (scope prefix + primary key), back to back in one
+/// buffer, in mutation order.
+pub(super) struct BatchKeys {
+    pub(super) bytes: Vec<u8>,
+    pub(super) ends: Vec<usize>,
+    pub(super) prefix_len: usize,
+}
+
+impl BatchKeys {
+    /// No key yet; room for `n` keys behind a scope prefix of `prefix_len` bytes.
+    pub(super) fn with_capacity(prefix_len: usize, n: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(n * (prefix_len + 16)),
+            ends: Vec::with_capacity(n),
+            prefix_len,
+        }
+    }
+
+    /// Whether some key appears more than once (asked of keys not in increasing order: those
+    /// are distinct, see [`in_order`](Self::in_order)).
+    pub(super) fn repeated(asked: &[&[u8]]) -> bool {
+        let mut sorted = asked.to_vec();
+        sorted.sort_unstable();
+        sorted.windows(2).any(|w| w[0] == w[1])
+    }
+
+    /// Every hot key, in mutation order.
+    pub(super) fn all(&self) -> Vec<&[u8]> {
+        self.range(0, self.ends.len())
+    }
+
+    /// How many keys.
+    pub(super) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// The `len` keys from the `start`th, in mutation order.
+    pub(super) fn range(&self, start: usize, len: usize) -> Vec<&[u8]> {
+        let mut out = Vec::with_capacity(len);
+        let mut from = match start {
+            0 => 0,
+            _ => self.ends[start - 1],
+        };
+        for end in &self.ends[start..start + len] {
+            out.push(&self.bytes[from..*end]);
+            from = *end;
+        }
+        out
+    }
+
+    /// Whether the keys increase strictly, mutation by mutation.
+    pub(super) fn in_order(&self) -> bool {
+        let mut previous: Option<&[u8]> = None;
+        let mut from = 0;
+        for end in &self.ends {
+            let key = &self.bytes[from..*end];
+            if previous.is_some_and(|p| p >= key) {
+                return false;
+            }
+            previous = Some(key);
+            from = *end;
+        }
+        true
     }
 }
