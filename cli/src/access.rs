@@ -5,7 +5,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::CliError;
-use crate::parse::Command;
+use crate::parse::{Command, StorageKind};
 
 /// What a session may do beyond reading and writing rows.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -104,7 +104,7 @@ impl Access {
                         cache,
                         metadata_cache,
                         config,
-                    } if kind == "filesystem" => Command::CreateStorage {
+                    } if kind == StorageKind::Filesystem => Command::CreateStorage {
                         id,
                         kind,
                         path: Some(inside(path)?),

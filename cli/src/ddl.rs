@@ -9,7 +9,7 @@ use kalamstore::{
 
 use crate::error::{CliError, invalid};
 use crate::maintenance::job_line;
-use crate::parse::{AlterAction, ColumnSpec, Command, Literal};
+use crate::parse::{AlterAction, ColumnSpec, Command, Literal, StorageKind};
 use crate::session::{Outcome, Session};
 use crate::value::to_value;
 
@@ -27,7 +27,7 @@ impl Session {
                 metadata_cache,
                 config,
             } => {
-                let mut def = self.storage_definition(&id, &kind, path, engine, cache, config)?;
+                let mut def = self.storage_definition(&id, kind, path, engine, cache, config)?;
                 def.metadata_cache_bytes = metadata_cache.as_deref().map(parse_size).transpose()?;
                 store.create_storage(def).await?;
                 format!("CREATE STORAGE {id}")
@@ -92,7 +92,7 @@ impl Session {
     fn storage_definition(
         &self,
         id: &str,
-        kind: &str,
+        kind: StorageKind,
         path: Option<String>,
         engine: Option<String>,
         cache: Option<(String, Option<String>)>,
@@ -128,7 +128,7 @@ impl Session {
             }
         }
         let (hot, cold_url) = match kind {
-            "filesystem" => {
+            StorageKind::Filesystem => {
                 // Without PATH the storage lives in the data directory.
                 let base = path.map_or_else(|| local_dir.clone(), std::path::PathBuf::from);
                 let base = base.as_path();
@@ -144,7 +144,7 @@ impl Session {
                 };
                 (hot, base.join("cold").to_string_lossy().into_owned())
             }
-            "s3" => {
+            StorageKind::S3 => {
                 let base =
                     path.ok_or_else(|| invalid("TYPE s3 needs PATH 's3://bucket/prefix'"))?;
                 if !base.starts_with("s3://") {
@@ -163,12 +163,7 @@ impl Session {
                 };
                 (hot, format!("{base}/cold"))
             }
-            "memory" => (HotEngine::Memory, "memory://".to_owned()),
-            other => {
-                return Err(invalid(format!(
-                    "unknown storage TYPE `{other}` (filesystem, s3, memory)"
-                )));
-            }
+            StorageKind::Memory => (HotEngine::Memory, "memory://".to_owned()),
         };
         let cache = cache
             .map(|(memory, disk)| -> Result<CacheSpec, CliError> {
@@ -240,16 +235,7 @@ impl Session {
         let store = &self.store;
         let change = match action {
             AlterAction::AddColumn(c) => SchemaChange::AddColumn(self.column_definition(&c)?),
-            AlterAction::DropColumn(c) => SchemaChange::DropColumn(c.to_ascii_lowercase()),
-            AlterAction::RenameColumn { from, to } => SchemaChange::RenameColumn {
-                from: from.to_ascii_lowercase(),
-                to: to.to_ascii_lowercase(),
-            },
-            AlterAction::ModifyColumn { name, data_type } => SchemaChange::ModifyColumn {
-                data_type: kalamstore::types::parse_sql_type(&data_type)
-                    .map_err(|e| invalid(format!("column `{name}`: {e}")))?,
-                name: name.to_ascii_lowercase(),
-            },
+            AlterAction::Change(change) => change,
             AlterAction::SetStorage(storage) => return self.move_to(&id, &storage).await,
             AlterAction::Republish => {
                 let job = store.republish_table(&id).await?;

@@ -5,6 +5,7 @@ use kalamstore::{ConsumerStart, TableId, TableType};
 use kalamstore_sql::SubscribeRequest;
 
 use super::copy::FileFormat;
+use super::storages::StorageKind;
 use super::tables::{AlterAction, ColumnSpec};
 
 /// A literal as written, typed later against its column.
@@ -29,8 +30,8 @@ pub enum Command {
     CreateStorage {
         /// Storage id.
         id: String,
-        /// `filesystem`, `s3` or `memory`.
-        kind: String,
+        /// `TYPE`.
+        kind: StorageKind,
         /// `PATH` / `BASE_DIRECTORY`.
         path: Option<String>,
         /// `ENGINE`.

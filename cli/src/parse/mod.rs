@@ -24,6 +24,7 @@ use crate::error::{CliError, invalid};
 
 pub use command::{Command, Literal};
 pub use copy::FileFormat;
+pub use storages::StorageKind;
 pub use tables::{AlterAction, ColumnSpec};
 
 /// Longest text literal accepted (bytes); larger values belong in a file import, not SQL.

@@ -8,6 +8,30 @@ use sqlparser::tokenizer::Token;
 use super::{Command, bad, err, ident_word, name, next_word, string, table};
 use crate::error::CliError;
 
+/// What kind of place a storage is (`CREATE STORAGE ... TYPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageKind {
+    /// A directory: `PATH`, or one of the data dir's.
+    Filesystem,
+    /// An S3 bucket and prefix (`PATH 's3://...'`).
+    S3,
+    /// Process memory.
+    Memory,
+}
+
+impl StorageKind {
+    fn parse(word: &str) -> Result<Self, CliError> {
+        match word.to_ascii_lowercase().as_str() {
+            "filesystem" => Ok(Self::Filesystem),
+            "s3" => Ok(Self::S3),
+            "memory" => Ok(Self::Memory),
+            other => Err(crate::error::invalid(format!(
+                "unknown storage TYPE `{other}` (filesystem, s3, memory)"
+            ))),
+        }
+    }
+}
+
 /// The rest of `CREATE STORAGE id TYPE ... [PATH ...] [ENGINE ...] [CACHE (...)]
 /// [METADATA CACHE ...] [CONFIG ...]`.
 pub(super) fn create_storage(p: &mut Parser<'_>) -> Result<Command, CliError> {
@@ -20,7 +44,7 @@ pub(super) fn create_storage(p: &mut Parser<'_>) -> Result<Command, CliError> {
     let mut config = None;
     loop {
         if p.parse_keyword(Keyword::TYPE) {
-            kind = Some(name(p)?.to_ascii_lowercase());
+            kind = Some(StorageKind::parse(&name(p)?)?);
         } else if p.parse_keyword(Keyword::PATH) || ident_word(p, "BASE_DIRECTORY") {
             if ident_word(p, "BASE_DIRECTORY") {
                 p.next_token();
@@ -155,7 +179,7 @@ mod tests {
             parse("CREATE STORAGE s3c TYPE s3 PATH 's3://b/p' ENGINE rocksdb CACHE (MEMORY '64MB', DISK '1GB') CONFIG '{}'").unwrap(),
             Command::CreateStorage {
                 id: "s3c".into(),
-                kind: "s3".into(),
+                kind: StorageKind::S3,
                 path: Some("s3://b/p".into()),
                 engine: Some("rocksdb".into()),
                 cache: Some(("64MB".into(), Some("1GB".into()))),
@@ -163,6 +187,7 @@ mod tests {
                 config: Some("{}".into()),
             }
         );
+        assert!(parse("CREATE STORAGE x TYPE nowhere").is_err());
         assert!(matches!(
             parse("CREATE STORAGE m TYPE memory METADATA CACHE '8MB'").unwrap(),
             Command::CreateStorage { metadata_cache: Some(ref size), .. } if size == "8MB"

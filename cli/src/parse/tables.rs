@@ -6,7 +6,7 @@ use sqlparser::ast;
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::Parser;
 
-use kalamstore::TableType;
+use kalamstore::{SchemaChange, TableType};
 
 use super::{Command, Literal, bad, err, ident_word, literal, name, next_word, properties, table};
 use crate::error::CliError;
@@ -31,22 +31,11 @@ pub struct ColumnSpec {
 pub enum AlterAction {
     /// `ADD [COLUMN] c <type> [NOT NULL] [DEFAULT v]`.
     AddColumn(ColumnSpec),
-    /// `DROP [COLUMN] c`.
-    DropColumn(String),
-    /// `RENAME COLUMN a TO b`.
-    RenameColumn {
-        /// The current name.
-        from: String,
-        /// The new name.
-        to: String,
-    },
-    /// `MODIFY [COLUMN] c <type>` or `ALTER COLUMN c TYPE <type>`.
-    ModifyColumn {
-        /// The column.
-        name: String,
-        /// The new type as written.
-        data_type: String,
-    },
+    /// `DROP [COLUMN] c`, `RENAME COLUMN a TO b`, `MODIFY [COLUMN] c <type>` or
+    /// `ALTER COLUMN c TYPE <type>`: the store's change itself (names lower-cased). An added
+    /// column stays a [`ColumnSpec`] until its default is evaluated with the statement's
+    /// parameters.
+    Change(SchemaChange),
     /// `SET TBLPROPERTIES (K = v, ...)`, keys upper-cased.
     SetProperties(Vec<(String, Literal)>),
     /// `SET STORAGE <id>`.
@@ -164,8 +153,14 @@ fn column_spec(c: ast::ColumnDef) -> Result<ColumnSpec, CliError> {
 }
 
 fn alter_action(p: &mut Parser<'_>) -> Result<AlterAction, CliError> {
-    let column_type = |p: &mut Parser<'_>| -> Result<String, CliError> {
-        Ok(p.parse_data_type().map_err(err)?.to_string())
+    let modify = |p: &mut Parser<'_>, name: String| -> Result<AlterAction, CliError> {
+        let written = p.parse_data_type().map_err(err)?.to_string();
+        let data_type = kalamstore::types::parse_sql_type(&written)
+            .map_err(|e| crate::error::invalid(format!("column `{name}`: {e}")))?;
+        Ok(AlterAction::Change(SchemaChange::ModifyColumn {
+            name: name.to_ascii_lowercase(),
+            data_type,
+        }))
     };
     if p.parse_keyword(Keyword::ADD) {
         let _ = p.parse_keyword(Keyword::COLUMN);
@@ -175,32 +170,31 @@ fn alter_action(p: &mut Parser<'_>) -> Result<AlterAction, CliError> {
     }
     if p.parse_keyword(Keyword::DROP) {
         let _ = p.parse_keyword(Keyword::COLUMN);
-        return Ok(AlterAction::DropColumn(name(p)?));
+        return Ok(AlterAction::Change(SchemaChange::DropColumn(
+            name(p)?.to_ascii_lowercase(),
+        )));
     }
     if p.parse_keyword(Keyword::RENAME) {
         p.expect_keyword(Keyword::COLUMN).map_err(err)?;
         let from = name(p)?;
         p.expect_keyword(Keyword::TO).map_err(err)?;
-        return Ok(AlterAction::RenameColumn { from, to: name(p)? });
+        return Ok(AlterAction::Change(SchemaChange::RenameColumn {
+            from: from.to_ascii_lowercase(),
+            to: name(p)?.to_ascii_lowercase(),
+        }));
     }
     if ident_word(p, "MODIFY") {
         p.next_token();
         let _ = p.parse_keyword(Keyword::COLUMN);
         let name = name(p)?;
-        return Ok(AlterAction::ModifyColumn {
-            name,
-            data_type: column_type(p)?,
-        });
+        return modify(p, name);
     }
     if p.parse_keyword(Keyword::ALTER) {
         let _ = p.parse_keyword(Keyword::COLUMN);
         let name = name(p)?;
         let _ = p.parse_keywords(&[Keyword::SET, Keyword::DATA]);
         p.expect_keyword(Keyword::TYPE).map_err(err)?;
-        return Ok(AlterAction::ModifyColumn {
-            name,
-            data_type: column_type(p)?,
-        });
+        return modify(p, name);
     }
     if ident_word(p, "REPUBLISH") {
         p.next_token();
@@ -289,28 +283,29 @@ mod tests {
             AlterAction::AddColumn(ColumnSpec { ref name, not_null: true, default: Some(_), .. }) if name == "tag"
         ));
         assert_eq!(
-            alter("ALTER TABLE app.m DROP COLUMN tag"),
-            AlterAction::DropColumn("tag".into())
+            alter("ALTER TABLE app.m DROP COLUMN Tag"),
+            AlterAction::Change(SchemaChange::DropColumn("tag".into()))
         );
         assert_eq!(
-            alter("ALTER TABLE app.m RENAME COLUMN a TO b"),
-            AlterAction::RenameColumn {
+            alter("ALTER TABLE app.m RENAME COLUMN a TO B"),
+            AlterAction::Change(SchemaChange::RenameColumn {
                 from: "a".into(),
                 to: "b".into()
-            }
+            })
         );
         for sql in [
-            "ALTER TABLE app.m MODIFY COLUMN n BIGINT",
+            "ALTER TABLE app.m MODIFY COLUMN N BIGINT",
             "ALTER TABLE app.m ALTER COLUMN n TYPE BIGINT",
         ] {
             assert_eq!(
                 alter(sql),
-                AlterAction::ModifyColumn {
+                AlterAction::Change(SchemaChange::ModifyColumn {
                     name: "n".into(),
-                    data_type: "BIGINT".into()
-                }
+                    data_type: kalamstore::KalamDataType::BigInt
+                })
             );
         }
+        assert!(parse("ALTER TABLE app.m MODIFY COLUMN n GEOMETRY").is_err());
         assert_eq!(
             alter("ALTER TABLE app.m SET TBLPROPERTIES (STORAGE_ID = 's3', TTL_SECONDS = 60)"),
             AlterAction::SetProperties(vec![
