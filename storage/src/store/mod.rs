@@ -124,8 +124,9 @@ impl Store {
     }
 
     /// Opens (creating if needed) a data directory: the system storage on the default engine
-    /// in `<data-dir>/hot`, storage `local` with Parquet in `<data-dir>/cold`. Jobs a crash
-    /// interrupted are marked failed.
+    /// in `<data-dir>/hot`, storage `local` with Parquet in `<data-dir>/cold`. Flushes and
+    /// compactions a crash interrupted are queued to run again; other interrupted jobs are
+    /// marked failed (moves and drops finish through their table task).
     pub async fn open(config: StoreConfig) -> Result<Self> {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::Io {
             op: format!("creating {}", config.data_dir.display()),
