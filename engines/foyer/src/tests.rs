@@ -748,3 +748,50 @@ fn a_borrowed_cache_key_hashes_and_compares_like_the_owned_one() {
         .equivalent(&owned)
     );
 }
+
+/// Bulk writes into partitions nothing was read from yet skip the per-key work; readers that
+/// start at the same moment must still never leave an older value cached: after each bulk
+/// write returns, a read sees it. Many fresh partitions, so the first fill and the first bulk
+/// write race many times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bulk_writes_racing_the_first_reads_of_a_fresh_partition_leave_nothing_stale() {
+    let backend = Arc::new(
+        FoyerBackend::new(Arc::new(MemoryBackend::new()), FoyerConfig::memory(1 << 20))
+            .await
+            .unwrap(),
+    );
+    let key = Bytes::from_static(b"k");
+    for round in 0..200 {
+        let t = p(&format!("fresh{round}"));
+        backend.create_partition(&t).await.unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let (backend, t, stop) = (backend.clone(), t.clone(), stop.clone());
+                tokio::spawn(async move {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        backend.get(&t, b"k").await.unwrap();
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        for version in 0..5u8 {
+            let mut batch = WriteBatch::new();
+            batch.put(&t, key.clone(), [version]);
+            for other in 0..BULK_OPS as u32 {
+                batch.put(&t, other.to_be_bytes(), [version]);
+            }
+            backend.batch(batch).await.unwrap();
+            assert_eq!(
+                backend.get(&t, b"k").await.unwrap().as_deref(),
+                Some([version].as_slice()),
+                "partition {t}, version {version}"
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for r in readers {
+            r.await.unwrap();
+        }
+    }
+}
