@@ -121,14 +121,15 @@ impl WriteBatch {
     pub fn put_bytes(&mut self, partition: &Partition, key: impl AsRef<[u8]>, value: Bytes) {
         let partition = self.partition_index(partition);
         let first = self.copy(key.as_ref());
-        let second_segment = self.share(value.clone());
+        let second = 0..value.len();
+        let second_segment = self.share(value);
         self.records.push(Record {
             kind: Kind::Put,
             partition,
             first_segment: OPEN,
             second_segment,
             first,
-            second: 0..value.len(),
+            second,
         });
     }
 
