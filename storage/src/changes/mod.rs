@@ -8,11 +8,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::backend::{Direction, KeyRange, ScanRequest, WriteBatch};
+mod resolve;
+
+use crate::backend::{Direction, KeyRange, KvPair, ScanRequest, WriteBatch};
 use crate::error::{Error, Result};
 use crate::filter::RowFilter;
 use crate::format::{
-    Change, ChangeOp, META_LOG_FLOOR, RawChange, entry_changes, last_seq, log_key, seq_of_log_key,
+    Change, ChangeOp, LogImage, META_LOG_FLOOR, RawChange, entry_changes, last_seq, log_key,
+    seq_of_log_key,
 };
 use crate::ids::{KeyScope, UserId};
 use crate::schema::{ChangeRetention, TableDefinition, TableType};
@@ -33,6 +36,15 @@ pub struct ChangePage {
     /// The table's last committed `_seq` when the page was read: `cursor < committed` means
     /// more changes are waiting.
     pub committed: i64,
+}
+
+/// A change read from the log.
+pub(super) struct Logged {
+    pub(super) change: Change,
+    /// The row's encoded primary key (empty in entries written before references).
+    pub(super) key: Vec<u8>,
+    /// Whether the log names the new row by reference (`change.values` still to be found).
+    pub(super) by_reference: bool,
 }
 
 /// Whose changes a read returns.
@@ -116,6 +128,54 @@ fn in_scope(change: &Change, scope: &FeedScope) -> bool {
     }
 }
 
+/// The log's entries that hold changes after a cursor, a chunk at a time.
+pub(super) struct LogAfter<'t> {
+    table: &'t TableHandle,
+    first: Option<Vec<KvPair>>,
+    next: Option<ScanRequest>,
+}
+
+impl<'t> LogAfter<'t> {
+    /// From the entry holding the change right after `after` (an entry is keyed by its first
+    /// change, so it may start at or before the cursor).
+    pub(super) async fn new(table: &'t TableHandle, after: i64) -> Result<Self> {
+        let holding = ScanRequest::new(KeyRange::Range(
+            Bound::Unbounded,
+            Bound::Included(Bytes::copy_from_slice(&log_key(after))),
+        ))
+        .direction(Direction::Reverse)
+        .limit(1);
+        let first = table.storage.hot.scan(&table.log, &holding).await?.entries;
+        let range = KeyRange::Range(
+            Bound::Excluded(Bytes::copy_from_slice(&log_key(after))),
+            Bound::Unbounded,
+        );
+        Ok(Self {
+            table,
+            first: Some(first),
+            next: Some(ScanRequest::new(range).chunk_size(64)),
+        })
+    }
+
+    /// The next entries; `None` at the end of the log.
+    pub(super) async fn next_chunk(&mut self) -> Result<Option<Vec<KvPair>>> {
+        if let Some(first) = self.first.take() {
+            return Ok(Some(first));
+        }
+        let Some(request) = self.next.take() else {
+            return Ok(None);
+        };
+        let chunk = self
+            .table
+            .storage
+            .hot
+            .scan(&self.table.log, &request)
+            .await?;
+        self.next = chunk.resume;
+        Ok(Some(chunk.entries))
+    }
+}
+
 /// [`read_changes`] from the `log` partition.
 async fn read_log(
     table: &TableHandle,
@@ -128,22 +188,13 @@ async fn read_log(
     let mut changes = Vec::new();
     let mut examined = 0usize;
     let mut cursor = after;
-    // An entry is keyed by its first change: the one holding the changes right after the
-    // cursor may start at or before it.
-    let holding = ScanRequest::new(KeyRange::Range(
-        Bound::Unbounded,
-        Bound::Included(Bytes::copy_from_slice(&log_key(after))),
-    ))
-    .direction(Direction::Reverse)
-    .limit(1);
-    let first = table.storage.hot.scan(&table.log, &holding).await?.entries;
-    let range = KeyRange::Range(
-        Bound::Excluded(Bytes::copy_from_slice(&log_key(after))),
-        Bound::Unbounded,
-    );
-    let mut next = Some(ScanRequest::new(range).chunk_size(64));
-    let mut entries = first;
+    let mut log = LogAfter::new(table, after).await?;
     'pages: loop {
+        let Some(entries) = log.next_chunk().await? else {
+            // The end of the log: nothing up to the committed seq is missing.
+            cursor = cursor.max(committed);
+            break;
+        };
         for (_, value) in &entries {
             let entry = entry_changes(value)?;
             let user = scope
@@ -164,17 +215,10 @@ async fn read_log(
                 }
             }
         }
-        let Some(request) = next.take() else {
-            // The end of the log: nothing up to the committed seq is missing.
-            cursor = cursor.max(committed);
-            break;
-        };
-        let chunk = table.storage.hot.scan(&table.log, &request).await?;
-        next = chunk.resume;
-        entries = chunk.entries;
     }
+    resolve::resolve(table, def, &mut changes, cursor).await?;
     Ok(ChangePage {
-        changes,
+        changes: changes.into_iter().map(|c| c.change).collect(),
         cursor,
         committed: committed.max(cursor),
     })
@@ -192,23 +236,33 @@ fn user_of(def: &TableDefinition, name: &[u8]) -> Result<Option<UserId>> {
     Ok(Some(UserId::new(name)?))
 }
 
-/// A logged change of `user` in the table's current schema.
+/// A logged change of `user` in the table's current schema; one whose new row the log names
+/// by reference has no values until [`resolve::resolve`] finds them.
 fn decode_change(
     def: &TableDefinition,
     user: Option<UserId>,
     raw: &RawChange<'_>,
-) -> Result<Change> {
+) -> Result<Logged> {
     let entry = raw.decode()?;
-    let updated = entry.row.system.updated;
-    let values = upgrade_row(def, entry.row)?;
+    let (values, updated, by_reference) = match entry.row {
+        LogImage::Row(row) => {
+            let updated = row.system.updated;
+            (upgrade_row(def, row)?, updated, false)
+        }
+        LogImage::Reference { updated } => (Vec::new(), updated, true),
+    };
     let old = entry.old.map(|row| upgrade_row(def, row)).transpose()?;
-    Ok(Change {
-        seq: raw.seq,
-        op: entry.op,
-        user,
-        values,
-        old,
-        updated,
+    Ok(Logged {
+        change: Change {
+            seq: raw.seq,
+            op: entry.op,
+            user,
+            values,
+            old,
+            updated,
+        },
+        key: raw.key.to_vec(),
+        by_reference,
     })
 }
 

@@ -4,18 +4,32 @@
 //! a 1000-row insert adds one key to the engine; capped so a million-row statement does not
 //! make one value that every read of the log's start must decode whole).
 //!
-//! Value: `[version u8 = 2][count u32 LE][scope len u32 LE][scope]`, then per changed key, in
-//! `_seq` order: `[seq i64 BE][op u8][row len u32 LE][row][old len u32 LE][old]`. A write
-//! batch has one scope: its stored name (`KeyScope::as_str`, empty for SHARED and STREAM
-//! tables). `row` is a [`Row`]: the new image of an insert or update, the old image of a
-//! delete (with `_deleted` set), key columns included; `old` (updates only, else empty) is the
-//! image the update replaced.
+//! Value: `[version u8 = 3][count u32 LE][scope len u32 LE][scope]`, then per changed key, in
+//! `_seq` order: `[seq i64 BE][op u8][key len u32 LE][key][row len u32 LE][row][old len u32
+//! LE][old]`. A write batch has one scope: its stored name (`KeyScope::as_str`, empty for
+//! SHARED and STREAM tables); `key` is the row's encoded primary key. `row` is a [`Row`]: the
+//! new image of an insert or update, the old image of a delete (with `_deleted` set), key
+//! columns included; `old` (updates only, else empty) is the image the update replaced.
+//!
+//! Each image is stored once. An insert's or update's new image is the table's row of that
+//! key until a later change replaces it, and that change logs it (as an update's `old`, a
+//! delete's `row`): so such a change may name its row by reference (op with
+//! [`BY_REFERENCE`] set, `row` = its `_updated` as i64 LE) and a reader takes the image from
+//! the next change of the key, or else from the table (hot or flushed, same `_seq`). Tables
+//! whose rows vanish without a change (STREAM tables' TTL) log every image.
+//!
+//! Version 2 (before references) has no key and no reference; it is still read.
 
 use crate::codec::{KalamValue, Row};
 use crate::error::{Error, Result};
 use crate::ids::UserId;
 
-const ENTRY_VERSION: u8 = 2;
+const ENTRY_VERSION: u8 = 3;
+/// The entries written before references (no key per change, every image stored).
+const ENTRY_VERSION_2: u8 = 2;
+
+/// Set in a change's op byte: its new image is the table's row (see the module doc).
+const BY_REFERENCE: u8 = 0x80;
 
 /// Bytes after which a log entry is closed and the batch's next change starts another one.
 pub(crate) const ENTRY_BYTES: usize = 1 << 20;
@@ -104,6 +118,8 @@ pub(crate) enum Image<'a> {
     Encoded(&'a [u8]),
     /// Encoded into the entry.
     Row(&'a Row),
+    /// The table's row of the change's key and `_seq`, written at `updated` (ns): not stored.
+    Reference { updated: i64 },
 }
 
 /// Builds the log entries of one write batch.
@@ -159,10 +175,18 @@ impl EntryWriter {
         self.start(next_bytes);
     }
 
-    /// Appends one change; changes come in `_seq` order. `row` is the change's image, given
-    /// encoded (an insert's or update's hot row, already encoded for the hot partition) or as a
-    /// row encoded straight into the entry; `old` is the row an update replaced.
-    pub(crate) fn push(&mut self, seq: i64, op: ChangeOp, row: Image<'_>, old: Option<&Row>) {
+    /// Appends one change of the row whose encoded primary key is `key`; changes come in
+    /// `_seq` order. `row` is the change's image: given encoded (an insert's or update's hot
+    /// row, already encoded for the hot partition), as a row encoded straight into the entry,
+    /// or by reference; `old` is the row an update replaced.
+    pub(crate) fn push(
+        &mut self,
+        seq: i64,
+        op: ChangeOp,
+        key: &[u8],
+        row: Image<'_>,
+        old: Option<&Row>,
+    ) {
         if self.buf.len() >= self.max_bytes {
             self.seal(self.max_bytes + self.max_bytes / 8);
         }
@@ -170,20 +194,19 @@ impl EntryWriter {
         self.count += 1;
         let out = &mut self.buf;
         out.extend_from_slice(&seq.to_be_bytes());
-        out.push(op.tag());
-        for part in [Some(row), old.map(Image::Row)] {
-            let at = out.len();
-            out.extend_from_slice(&[0; 4]);
-            match part {
-                Some(Image::Encoded(bytes)) => out.extend_from_slice(bytes),
-                Some(Image::Row(row)) => row.encode_into(out),
-                None => {}
+        let by_reference = matches!(row, Image::Reference { .. });
+        out.push(op.tag() | if by_reference { BY_REFERENCE } else { 0 });
+        put_part(out, |out| out.extend_from_slice(key));
+        put_part(out, |out| match row {
+            Image::Encoded(bytes) => out.extend_from_slice(bytes),
+            Image::Row(row) => row.encode_into(out),
+            Image::Reference { updated } => out.extend_from_slice(&updated.to_le_bytes()),
+        });
+        put_part(out, |out| {
+            if let Some(old) = old {
+                old.encode_into(out);
             }
-            // Invariant: rows are bounded by MAX_VALUE_LEN per column and the column count,
-            // far below 4 GiB.
-            let len = (out.len() - at - 4) as u32;
-            out[at..at + 4].copy_from_slice(&len.to_le_bytes());
-        }
+        });
     }
 
     /// The entries closed so far (full ones), in `_seq` order; later ones follow them.
@@ -196,6 +219,17 @@ impl EntryWriter {
         self.seal(0);
         self.done
     }
+}
+
+/// Appends `[len u32 LE]` and what `write` appends.
+fn put_part(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    write(out);
+    // Invariant: rows are bounded by MAX_VALUE_LEN per column and the column count, and keys
+    // by the key limit: far below 4 GiB.
+    let len = (out.len() - at - 4) as u32;
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
 }
 
 /// A log entry, its rows not decoded yet.
@@ -212,14 +246,28 @@ pub(crate) struct RawEntry<'a> {
 pub(crate) struct RawChange<'a> {
     pub(crate) seq: i64,
     pub(crate) op: ChangeOp,
-    row: &'a [u8],
+    /// The row's encoded primary key (empty in version 2 entries).
+    pub(crate) key: &'a [u8],
+    row: RawImage<'a>,
     old: &'a [u8],
+}
+
+/// A change's stored image.
+#[derive(Debug, Clone, Copy)]
+enum RawImage<'a> {
+    Row(&'a [u8]),
+    Reference { updated: i64 },
 }
 
 impl RawChange<'_> {
     /// The change with its rows decoded.
     pub(crate) fn decode(&self) -> Result<LogEntry> {
-        let row = Row::decode(self.row).map_err(|e| Error::decode("change log row", e))?;
+        let row = match self.row {
+            RawImage::Row(bytes) => {
+                LogImage::Row(Row::decode(bytes).map_err(|e| Error::decode("change log row", e))?)
+            }
+            RawImage::Reference { updated } => LogImage::Reference { updated },
+        };
         let old = if self.old.is_empty() {
             None
         } else {
@@ -239,9 +287,10 @@ pub(crate) fn entry_changes(value: &[u8]) -> Result<RawEntry<'_>> {
         what: "change log entry".into(),
         reason: reason.to_owned(),
     };
-    if value.first() != Some(&ENTRY_VERSION) {
-        return Err(corrupt("unknown entry version"));
-    }
+    let version = match value.first() {
+        Some(&v) if v == ENTRY_VERSION || v == ENTRY_VERSION_2 => v,
+        _ => return Err(corrupt("unknown entry version")),
+    };
     let count = read_u32(value, 1).ok_or_else(|| corrupt("truncated header"))?;
     let scope_len = read_u32(value, 5).ok_or_else(|| corrupt("truncated header"))?;
     let scope = value
@@ -249,31 +298,51 @@ pub(crate) fn entry_changes(value: &[u8]) -> Result<RawEntry<'_>> {
         .ok_or_else(|| corrupt("truncated scope"))?;
     let mut at = 9 + scope_len;
     let mut changes = Vec::with_capacity(count.min(value.len() / 17));
+    let part = |at: &mut usize| {
+        let len = read_u32(value, *at).ok_or_else(|| corrupt("truncated length"))?;
+        let bytes = value
+            .get(*at + 4..*at + 4 + len)
+            .ok_or_else(|| corrupt("truncated change"))?;
+        *at += 4 + len;
+        Ok::<_, Error>(bytes)
+    };
     for _ in 0..count {
         let seq = value
             .get(at..at + 8)
             .and_then(|b| <[u8; 8]>::try_from(b).ok())
             .map(i64::from_be_bytes)
             .ok_or_else(|| corrupt("truncated seq"))?;
-        let op = value
+        let tag = value
             .get(at + 8)
             .copied()
-            .and_then(ChangeOp::from_tag)
+            .ok_or_else(|| corrupt("truncated op"))?;
+        let by_reference = version == ENTRY_VERSION && tag & BY_REFERENCE != 0;
+        let op = ChangeOp::from_tag(tag & !BY_REFERENCE)
+            .filter(|_| version == ENTRY_VERSION || tag & BY_REFERENCE == 0)
             .ok_or_else(|| corrupt("unknown op"))?;
         at += 9;
-        let mut parts = [&value[..0]; 2];
-        for part in &mut parts {
-            let len = read_u32(value, at).ok_or_else(|| corrupt("truncated length"))?;
-            *part = value
-                .get(at + 4..at + 4 + len)
-                .ok_or_else(|| corrupt("truncated change"))?;
-            at += 4 + len;
-        }
+        let key = if version == ENTRY_VERSION {
+            part(&mut at)?
+        } else {
+            &value[..0]
+        };
+        let row = part(&mut at)?;
+        let row = if by_reference {
+            let updated =
+                <[u8; 8]>::try_from(row).map_err(|_| corrupt("a reference is not 8 bytes"))?;
+            RawImage::Reference {
+                updated: i64::from_le_bytes(updated),
+            }
+        } else {
+            RawImage::Row(row)
+        };
+        let old = part(&mut at)?;
         changes.push(RawChange {
             seq,
             op,
-            row: parts[0],
-            old: parts[1],
+            key,
+            row,
+            old,
         });
     }
     if at != value.len() {
@@ -298,8 +367,18 @@ pub(crate) fn last_seq(value: &[u8]) -> Result<i64> {
 #[derive(Debug)]
 pub(crate) struct LogEntry {
     pub(crate) op: ChangeOp,
-    pub(crate) row: Row,
+    pub(crate) row: LogImage,
     pub(crate) old: Option<Row>,
+}
+
+/// A change's image as the log holds it.
+#[derive(Debug, PartialEq)]
+pub(crate) enum LogImage {
+    /// Stored in the entry.
+    Row(Row),
+    /// The table's row of the change's key and `_seq` (or the next change's old image),
+    /// written at `updated`.
+    Reference { updated: i64 },
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> Option<usize> {
@@ -330,43 +409,97 @@ mod tests {
             (10, ChangeOp::Insert, None),
             (11, ChangeOp::Update, Some(row(1, false))),
             (12, ChangeOp::Delete, None),
+            (13, ChangeOp::Insert, None),
         ];
         let mut entry = EntryWriter::new("alice", 0);
         for (seq, op, old) in &changes {
             let new = row(*seq, *op == ChangeOp::Delete);
-            match seq % 2 {
-                0 => entry.push(*seq, *op, Image::Row(&new), old.as_ref()),
-                _ => entry.push(*seq, *op, Image::Encoded(&new.encode()), old.as_ref()),
+            let key = seq.to_be_bytes();
+            match seq % 3 {
+                0 => entry.push(*seq, *op, &key, Image::Row(&new), old.as_ref()),
+                1 => entry.push(*seq, *op, &key, Image::Encoded(&new.encode()), old.as_ref()),
+                _ => entry.push(
+                    *seq,
+                    *op,
+                    &key,
+                    Image::Reference {
+                        updated: *seq * 100,
+                    },
+                    None,
+                ),
             }
         }
         let [(first, value)] = &entry.finish()[..] else {
             panic!("one entry")
         };
         assert_eq!(*first, 10);
-        assert_eq!(last_seq(value).unwrap(), 12);
+        assert_eq!(last_seq(value).unwrap(), 13);
         let raw = entry_changes(value).unwrap();
-        assert_eq!((raw.scope, raw.changes.len()), (&b"alice"[..], 3));
+        assert_eq!((raw.scope, raw.changes.len()), (&b"alice"[..], 4));
         for (r, (seq, op, old)) in raw.changes.iter().zip(&changes) {
             let decoded = r.decode().unwrap();
-            assert_eq!((r.seq, r.op), (*seq, *op));
-            assert_eq!(decoded.row, row(*seq, *op == ChangeOp::Delete));
+            assert_eq!((r.seq, r.op, r.key), (*seq, *op, &seq.to_be_bytes()[..]));
+            let image = match seq % 3 {
+                2 => LogImage::Reference {
+                    updated: *seq * 100,
+                },
+                _ => LogImage::Row(row(*seq, *op == ChangeOp::Delete)),
+            };
+            assert_eq!(decoded.row, image);
+            let old = if seq % 3 == 2 { &None } else { old };
             assert_eq!(&decoded.old, old);
         }
         assert!(EntryWriter::new("", 0).finish().is_empty());
+    }
+
+    /// A version 2 entry (written before references): no key, every image stored.
+    #[test]
+    fn version_2_entries_still_read() {
+        let (new, old) = (row(5, false), row(4, false));
+        let mut value = vec![ENTRY_VERSION_2];
+        value.extend_from_slice(&1u32.to_le_bytes());
+        value.extend_from_slice(&3u32.to_le_bytes());
+        value.extend_from_slice(b"bob");
+        value.extend_from_slice(&5i64.to_be_bytes());
+        value.push(ChangeOp::Update.tag());
+        for part in [new.encode(), old.encode()] {
+            value.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            value.extend_from_slice(&part);
+        }
+        let raw = entry_changes(&value).unwrap();
+        let [change] = &raw.changes[..] else {
+            panic!("one change")
+        };
+        assert_eq!(
+            (change.seq, change.op, change.key),
+            (5, ChangeOp::Update, &[][..])
+        );
+        let decoded = change.decode().unwrap();
+        assert_eq!(decoded.row, LogImage::Row(new));
+        assert_eq!(decoded.old, Some(old));
+        // A version 2 entry cannot hold a reference.
+        value[9 + 3 + 8] |= BY_REFERENCE;
+        assert!(entry_changes(&value).is_err());
     }
 
     #[test]
     fn a_large_batch_is_split_into_entries_keyed_by_their_first_seq() {
         let mut entry = EntryWriter::with_entry_bytes("bob", 0, 100);
         for seq in 1..=20 {
-            entry.push(seq, ChangeOp::Insert, Image::Row(&row(seq, false)), None);
+            entry.push(
+                seq,
+                ChangeOp::Insert,
+                b"k",
+                Image::Row(&row(seq, false)),
+                None,
+            );
         }
         let entries = entry.finish();
         assert!(entries.len() > 2, "{} entries", entries.len());
         let mut next = 1;
         for (first, value) in &entries {
             assert_eq!(*first, next);
-            assert!(value.len() < 100 + 60, "{} bytes", value.len());
+            assert!(value.len() < 100 + 70, "{} bytes", value.len());
             let raw = entry_changes(value).unwrap();
             assert_eq!(raw.scope, b"bob");
             for change in &raw.changes {
@@ -380,7 +513,14 @@ mod tests {
     #[test]
     fn truncated_entries_are_corrupt_not_a_panic() {
         let mut entry = EntryWriter::new("", 0);
-        entry.push(1, ChangeOp::Insert, Image::Row(&row(1, false)), None);
+        entry.push(1, ChangeOp::Insert, b"k1", Image::Row(&row(1, false)), None);
+        entry.push(
+            2,
+            ChangeOp::Insert,
+            b"k2",
+            Image::Reference { updated: 3 },
+            None,
+        );
         let (_, value) = entry.finish().pop().unwrap();
         for cut in 0..value.len() {
             assert!(entry_changes(&value[..cut]).is_err(), "cut at {cut}");

@@ -45,7 +45,7 @@ mod writer;
 
 pub use changelog::{Change, ChangeOp};
 pub(crate) use changelog::{
-    EntryWriter, Image, RawChange, entry_changes, last_seq, log_key, seq_of_log_key,
+    EntryWriter, Image, LogImage, RawChange, entry_changes, last_seq, log_key, seq_of_log_key,
 };
 pub(crate) use columns::{
     ALL_KEYS, KeyBounds, bounds_overlap, is_unbounded, key_column, key_mask, output_schema,

@@ -29,6 +29,8 @@ pub(crate) struct FlushedRow {
     pub(crate) values: Vec<KalamValue>,
     /// Its file and position.
     pub(crate) at: Hidden,
+    /// Its `_seq`, when the read asked for it.
+    pub(crate) seq: Option<i64>,
 }
 
 /// Point read of one row by primary key.
@@ -134,18 +136,47 @@ pub(crate) async fn get_flushed_many(
                 }
             }
         } else {
-            read_joined(table, &def, entry, &wanted, &mut found).await?;
+            read_joined(table, &def, entry, &wanted, false, &mut found).await?;
         }
     }
     Ok(found)
 }
 
-/// Finds `wanted` (sorted) in one file by a merge-join and reads only their live rows.
+/// The live flushed rows of many encoded keys of one scope (any order) with their `_seq`, by
+/// key: each file asked for its keys by a merge-join (the change log finds its rows so).
+pub(crate) async fn get_flushed_versions(
+    table: &TableHandle,
+    scope: &KeyScope,
+    keys: &[&[u8]],
+) -> Result<HashMap<Vec<u8>, FlushedRow>> {
+    let mut found: HashMap<Vec<u8>, FlushedRow> = HashMap::new();
+    let view = table.files_view(scope);
+    let mut keys = keys.to_vec();
+    keys.sort_unstable();
+    keys.dedup();
+    let def = table.definition();
+    // Newest file first: a key has at most one live flushed row.
+    for entry in view.files.iter().rev() {
+        let wanted: Vec<&[u8]> = keys
+            .iter()
+            .copied()
+            .filter(|k| entry.meta.may_hold(k) && !found.contains_key(*k))
+            .collect();
+        if !wanted.is_empty() {
+            read_joined(table, &def, entry, &wanted, true, &mut found).await?;
+        }
+    }
+    Ok(found)
+}
+
+/// Finds `wanted` (sorted) in one file by a merge-join and reads only their live rows (with
+/// their `_seq` when `with_system`).
 async fn read_joined(
     table: &TableHandle,
     def: &Arc<TableDefinition>,
     entry: &FileEntry,
     wanted: &[&[u8]],
+    with_system: bool,
     found: &mut HashMap<Vec<u8>, FlushedRow>,
 ) -> Result<()> {
     let (Some(first), Some(last)) = (wanted.first(), wanted.last()) else {
@@ -172,7 +203,7 @@ async fn read_joined(
             Bound::Included(first.to_vec()),
             Bound::Included(last.to_vec()),
         ),
-        ..FilePlan::all(def.clone(), false, true)
+        ..FilePlan::all(def.clone(), with_system, true)
     };
     let what = table.data_file(&entry.meta).describe();
     for batch in read_file(table, entry, &plan, Some(&dead)).await? {
@@ -185,7 +216,11 @@ async fn read_joined(
             })?;
             let values = row_of(&batch, def, row)?;
             let at = Hidden { file, position };
-            found.insert(key.to_vec(), FlushedRow { values, at });
+            let seq = match with_system {
+                true => Some(seq_at(&batch, def, row, &what)?),
+                false => None,
+            };
+            found.insert(key.to_vec(), FlushedRow { values, at, seq });
         }
     }
     Ok(())
@@ -294,7 +329,11 @@ async fn read_row_at(
     let at = Hidden { file, position };
     if let Some(values) = table.file_index.row(file, position, version) {
         let values = values.to_vec();
-        return Ok(Some(FlushedRow { values, at }));
+        return Ok(Some(FlushedRow {
+            values,
+            at,
+            seq: None,
+        }));
     }
     let key_types: Vec<_> = def.primary_key().map(|c| c.data_type).collect();
     let mut key_values = decode_key(key, &key_types)?.into_iter();
@@ -346,7 +385,11 @@ async fn read_row_at(
     table
         .file_index
         .keep_row(file, position, version, values.as_slice().into());
-    Ok(Some(FlushedRow { values, at }))
+    Ok(Some(FlushedRow {
+        values,
+        at,
+        seq: None,
+    }))
 }
 
 /// The live row of `key` in a file without `_key` page statistics: its position by a
@@ -363,6 +406,20 @@ async fn get_in_file_by_join(
         Some(position) => read_row_at(table, def, entry, position, key).await,
         None => Ok(None),
     }
+}
+
+/// The `_seq` of one row of a file read with the system columns (right after the user
+/// columns).
+fn seq_at(batch: &RecordBatch, def: &TableDefinition, row: usize, what: &str) -> Result<i64> {
+    batch
+        .column(def.columns().len())
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .map(|seqs| seqs.value(row))
+        .ok_or_else(|| Error::Corrupt {
+            what: what.to_owned(),
+            reason: "its `_seq` column is not Int64".into(),
+        })
 }
 
 /// The user-column values of one row of a file read, in column order.

@@ -28,7 +28,7 @@ pub(crate) use file::read_file;
 pub(crate) use hot::Scopes;
 #[cfg(test)]
 pub(crate) use hot::snapshot;
-pub(crate) use lookup::{FlushedRow, get, get_flushed_many, get_many};
+pub(crate) use lookup::{FlushedRow, get, get_flushed_many, get_flushed_versions, get_many};
 pub(crate) use overlay::{find_live, upgrade_overlay};
 pub(crate) use plan::FilePlan;
 pub use stream::{FileAccess, RowEstimate, ScanFile, ScanSnapshot, TableScan, USER_COLUMN};

@@ -31,6 +31,9 @@ pub(super) struct Commit<'t, 'k> {
     count: crate::format::HotCount,
     batch: WriteBatch,
     log: Option<EntryWriter>,
+    /// Whether inserts and updates log their new rows by reference (see `format::changelog`):
+    /// not in STREAM tables, whose rows expire without a change.
+    by_reference: bool,
     /// Every flushed row the statement hides, by file (for the table's state after the
     /// commit; a bitmap, so a million hidden rows take a few MB, not 16 bytes each).
     hidden: BTreeMap<i64, DeletionVector>,
@@ -70,6 +73,7 @@ impl<'t, 'k> Commit<'t, 'k> {
             count: table.hot_count(scope),
             batch: WriteBatch::new(),
             log: logging.then(|| EntryWriter::new(scope.as_str(), 0)),
+            by_reference: def.table_type != crate::schema::TableType::Stream,
             hidden: BTreeMap::new(),
             pending_hidden: Vec::new(),
             ring: table.feed.wants_changes().then(Vec::new),
@@ -206,14 +210,26 @@ impl<'t, 'k> Commit<'t, 'k> {
                 values,
                 system,
             });
-            // A delete logs the row it removed; an update the row it replaced after the new one.
+            // A delete logs the row it removed; an update the row it replaced. Their new rows
+            // are the table's (by reference) unless rows can vanish without a change.
+            let pk = &key[prefix_len..];
             match (op, &old_row) {
                 (ChangeOp::Delete, Some(removed)) => {
-                    log.push(system.seq, op, Image::Row(removed), None)
+                    log.push(system.seq, op, pk, Image::Row(removed), None)
                 }
+                _ if self.by_reference && op != ChangeOp::Delete => log.push(
+                    system.seq,
+                    op,
+                    pk,
+                    Image::Reference {
+                        updated: system.updated,
+                    },
+                    old_row.as_ref(),
+                ),
                 _ => log.push(
                     system.seq,
                     op,
+                    pk,
                     Image::Encoded(&buffer[key_end..]),
                     old_row.as_ref(),
                 ),

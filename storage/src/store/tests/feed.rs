@@ -126,6 +126,65 @@ async fn the_log_holds_every_change_with_its_seq_also_of_flushed_and_compacted_r
     assert_eq!(page.cursor, page.committed);
 }
 
+/// Inserts and updates name their new rows by reference: each change still reads its own
+/// image, from the next change of its key (in the same page or a later one), a hot row or a
+/// flushed one.
+#[tokio::test]
+async fn each_change_reads_its_own_image_from_the_next_change_or_the_table() {
+    let (_dir, store) = store().await;
+    store
+        .create_table(messages(TableType::Shared), false)
+        .await
+        .unwrap();
+    store
+        .insert(&t(), None, (1..=3).map(|i| row(i, "a")).collect())
+        .await
+        .unwrap();
+    store.write(&t(), None, vec![upd(1, "b")]).await.unwrap();
+    store.flush_table(&t(), Scope::All).await.unwrap();
+    store
+        .write(&t(), None, vec![upd(1, "c"), upd(2, "b")])
+        .await
+        .unwrap();
+    store.flush_table(&t(), Scope::All).await.unwrap();
+    store
+        .write(&t(), None, vec![del(2), upd(3, "d")])
+        .await
+        .unwrap();
+    use ChangeOp::*;
+    let expected = vec![
+        (Insert, 1, "a".to_owned()),
+        (Insert, 2, "a".into()),
+        (Insert, 3, "a".into()),
+        (Update, 1, "b".into()),
+        (Update, 1, "c".into()),
+        (Update, 2, "b".into()),
+        (Delete, 2, "b".into()),
+        (Update, 3, "d".into()),
+    ];
+    for limit in [1, 3, 100] {
+        let mut changes = Vec::new();
+        let mut cursor = 0;
+        while cursor
+            < store
+                .changes_since(&t(), None, false, cursor, 1)
+                .await
+                .unwrap()
+                .committed
+        {
+            let page = store
+                .changes_since(&t(), None, false, cursor, limit)
+                .await
+                .unwrap();
+            cursor = page.cursor;
+            changes.extend(page.changes);
+        }
+        assert_eq!(ops(&changes), expected, "pages of {limit}");
+        let updated: Vec<i64> = changes.iter().map(|c| c.updated).collect();
+        assert!(updated.iter().all(|u| *u > 0), "{updated:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_user_reads_only_their_own_changes_and_all_users_carry_their_user() {
     let (_dir, store) = store().await;
