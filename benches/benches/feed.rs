@@ -222,22 +222,26 @@ fn latency(c: &mut Criterion) {
             },
         );
         samples.sort_unstable();
-        let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
-        let (p50, p99) = (pct(0.50), pct(0.99));
-        println!(
-            "feed: {subscribers} subscribers, commit to event p50 {:.3} ms, p99 {:.3} ms \
-             ({} writes; target p99 <= 5 ms at 1,000)",
-            p50.as_secs_f64() * 1e3,
-            p99.as_secs_f64() * 1e3,
-            samples.len()
-        );
-        results(serde_json::json!({
-            "bench": "commit_to_event",
-            "subscribers": subscribers,
-            "p50_ms": p50.as_secs_f64() * 1e3,
-            "p99_ms": p99.as_secs_f64() * 1e3,
-            "writes": samples.len(),
-        }));
+        // Empty when filtered out (`cargo bench -- <filter>`).
+        if !samples.is_empty() {
+            let pct =
+                |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
+            let (p50, p99) = (pct(0.50), pct(0.99));
+            println!(
+                "feed: {subscribers} subscribers, commit to event p50 {:.3} ms, p99 {:.3} ms \
+                 ({} writes; target p99 <= 5 ms at 1,000)",
+                p50.as_secs_f64() * 1e3,
+                p99.as_secs_f64() * 1e3,
+                samples.len()
+            );
+            results(serde_json::json!({
+                "bench": "commit_to_event",
+                "subscribers": subscribers,
+                "p50_ms": p50.as_secs_f64() * 1e3,
+                "p99_ms": p99.as_secs_f64() * 1e3,
+                "writes": samples.len(),
+            }));
+        }
         for task in tasks {
             task.abort();
         }
