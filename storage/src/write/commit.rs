@@ -64,15 +64,16 @@ impl<'t, 'k> Commit<'t, 'k> {
         scope: &'t KeyScope,
     ) -> Self {
         let logging = def.options.change_retention.is_on();
+        let updated = table.storage.clock.now_nanos();
         Self {
             table,
             def,
             scope,
             tombstones: Tombstones::new(def),
-            updated: table.storage.clock.now_nanos(),
+            updated,
             count: table.hot_count(scope),
             batch: WriteBatch::new(),
-            log: logging.then(|| EntryWriter::new(scope.as_str(), 0)),
+            log: logging.then(|| EntryWriter::new(scope.as_str(), updated)),
             by_reference: def.table_type != crate::schema::TableType::Stream,
             hidden: BTreeMap::new(),
             pending_hidden: Vec::new(),
@@ -217,15 +218,9 @@ impl<'t, 'k> Commit<'t, 'k> {
                 (ChangeOp::Delete, Some(removed)) => {
                     log.push(system.seq, op, pk, Image::Row(removed), None)
                 }
-                _ if self.by_reference && op != ChangeOp::Delete => log.push(
-                    system.seq,
-                    op,
-                    pk,
-                    Image::Reference {
-                        updated: system.updated,
-                    },
-                    old_row.as_ref(),
-                ),
+                _ if self.by_reference && op != ChangeOp::Delete => {
+                    log.push(system.seq, op, pk, Image::Reference, old_row.as_ref())
+                }
                 _ => log.push(
                     system.seq,
                     op,
