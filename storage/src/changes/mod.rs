@@ -101,15 +101,16 @@ pub(crate) async fn read_changes(
                     changes.push(Change::clone(&c));
                 }
             }
-            ChangePage {
+            Ok(ChangePage {
                 changes,
                 cursor,
                 committed: table.feed.committed(),
-            }
+            })
         }
-        RingRead::Behind => read_log(table, &def, scope, after, limit).await?,
+        RingRead::Behind => read_log(table, &def, scope, after, limit).await,
     };
-    // After the read: a trim that raced with it shows here.
+    // After the read: a trim that raced with it shows here (also as a failed read, when it
+    // took the later change a change by reference needed).
     let floor = table.feed.floor();
     if after < floor.saturating_sub(1) {
         return Err(Error::ChangeGap {
@@ -118,7 +119,7 @@ pub(crate) async fn read_changes(
             oldest: floor,
         });
     }
-    Ok(page)
+    page
 }
 
 fn in_scope(change: &Change, scope: &FeedScope) -> bool {
