@@ -11,7 +11,7 @@
 //! |                      | `o`                                   | empty: `h` entries are kept (the table's overlay is resolved at write time) |
 //! |                      | `P`                                   | empty: the Delta log is behind |
 //! |                      | `l`                                   | the change log's floor (i64 BE): entries below it may be trimmed |
-//! | `t.<ns>.<table>.log` | first `_seq` of a write batch (i64 BE) | the batch's changes (`changelog`): op, hot key, row images |
+//! | `t.<ns>.<table>.log` | first `_seq` of a write batch (i64 BE) | the batch's changes (`changelog`): op, primary key, row images (new rows of inserts and updates by reference) |
 //!
 //! `<user>` is the scope's stored name ([`KeyScope::as_str`]): empty for SHARED and STREAM
 //! tables. User ids never contain 0x00, so the scope prefix is unambiguous.
