@@ -9,7 +9,7 @@ use arrow::array::{
     Int32Builder, Int64Builder, NullArray, RecordBatch, StringBuilder, Time64MicrosecondBuilder,
     TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use super::row::{ROW_HEADER_LEN, ROW_TRAILER_LEN, read_header, system_fields};
 use super::value::{Reader, tag};
@@ -33,6 +33,8 @@ enum Builder {
     Uuid(FixedSizeBinaryBuilder),
     Decimal(Decimal128Builder),
     Embedding(FixedSizeListBuilder<Float32Builder>, usize),
+    /// A column not asked for: its values are read past, its array is all NULL.
+    Skip(KalamDataType, usize),
 }
 
 impl Builder {
@@ -79,7 +81,7 @@ impl Builder {
 
     fn append_null(&mut self) {
         match self {
-            Self::Null(n) => *n += 1,
+            Self::Null(n) | Self::Skip(_, n) => *n += 1,
             Self::Bool(b) => b.append_null(),
             Self::SmallInt(b) => b.append_null(),
             Self::Int(b) => b.append_null(),
@@ -104,6 +106,10 @@ impl Builder {
     fn append_payload(&mut self, reader: &mut Reader<'_>) -> Result<(), DecodeError> {
         match self {
             Self::Null(_) => unreachable!("only the NULL tag matches a NULL column"),
+            Self::Skip(data_type, n) => {
+                skip_payload(*data_type, reader)?;
+                *n += 1;
+            }
             Self::Bool(b) => b.append_value(reader.bool()?),
             Self::SmallInt(b) => b.append_value(i16::from_le_bytes(reader.array()?)),
             Self::Int(b) => b.append_value(reader.i32()?),
@@ -145,7 +151,7 @@ impl Builder {
 
     fn finish(self) -> ArrayRef {
         match self {
-            Self::Null(n) => Arc::new(NullArray::new(n)),
+            Self::Null(n) | Self::Skip(_, n) => Arc::new(NullArray::new(n)),
             Self::Bool(mut b) => Arc::new(b.finish()),
             Self::SmallInt(mut b) => Arc::new(b.finish()),
             Self::Int(mut b) => Arc::new(b.finish()),
@@ -162,6 +168,39 @@ impl Builder {
             Self::Embedding(mut b, _) => Arc::new(b.finish()),
         }
     }
+}
+
+/// Reads past the payload of a non-NULL value of `data_type`.
+fn skip_payload(data_type: KalamDataType, reader: &mut Reader<'_>) -> Result<(), DecodeError> {
+    use KalamDataType as T;
+    match data_type {
+        T::Null => unreachable!("only the NULL tag matches a NULL column"),
+        T::Boolean => {
+            reader.bool()?;
+        }
+        T::SmallInt => {
+            reader.array::<2>()?;
+        }
+        T::Int | T::Date | T::Float => {
+            reader.array::<4>()?;
+        }
+        T::BigInt | T::Timestamp | T::DateTime | T::Time | T::Double => {
+            reader.array::<8>()?;
+        }
+        T::Text | T::Json | T::Bytes => {
+            reader.len_prefixed()?;
+        }
+        T::Uuid => {
+            reader.take(16)?;
+        }
+        T::Decimal { .. } => {
+            reader.array::<16>()?;
+        }
+        T::Embedding { .. } => {
+            reader.f32_vector()?;
+        }
+    }
+    Ok(())
 }
 
 /// Unused reserve a variable-length column may keep: past it, the finished array is shrunk
@@ -202,6 +241,7 @@ pub fn decode_batch<'r>(
 /// [`decode_batch`] a row at a time: for callers that decode rows while they visit them (a
 /// flush decodes hot rows straight out of the engine's iterator).
 pub struct BatchDecoder {
+    /// The user columns decoded: the asked-for schema, skipped columns typed `Null`.
     schema: SchemaRef,
     tags: Vec<u8>,
     builders: Vec<Builder>,
@@ -226,17 +266,44 @@ impl BatchDecoder {
         capacity: usize,
         data: usize,
     ) -> Result<Self> {
+        Self::projected(schema, with_system, capacity, data, None)
+    }
+
+    /// [`BatchDecoder::with_data_capacity`] that decodes only the user columns `keep` marks
+    /// (all when `None`): the others are read past, and come out as all-NULL columns of type
+    /// `Null` (a read that needs a few columns of wide rows holds only those).
+    pub fn projected(
+        schema: &SchemaRef,
+        with_system: bool,
+        capacity: usize,
+        data: usize,
+        keep: Option<&[bool]>,
+    ) -> Result<Self> {
         let types = schema
             .fields()
             .iter()
             .map(|f| kalam_type_of_field(f))
             .collect::<Result<Vec<_>>>()?;
+        let kept = |i: usize| keep.is_none_or(|k| k.get(i).copied().unwrap_or(true));
         let builders = types
             .iter()
-            .map(|t| Builder::new(*t, capacity, data))
+            .enumerate()
+            .map(|(i, t)| match kept(i) {
+                true => Builder::new(*t, capacity, data),
+                false => Ok(Builder::Skip(*t, 0)),
+            })
             .collect::<Result<Vec<_>>>()?;
+        let fields: Vec<_> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| match kept(i) {
+                true => f.clone(),
+                false => Arc::new(Field::new(f.name(), DataType::Null, true)),
+            })
+            .collect();
         Ok(Self {
-            schema: schema.clone(),
+            schema: Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())),
             tags: types.iter().map(|t| t.tag()).collect(),
             builders,
             system: with_system.then(|| {

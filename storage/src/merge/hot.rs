@@ -47,14 +47,17 @@ pub(crate) struct Snapshot {
     _pin: ReaderPin,
 }
 
-/// Takes a [`Snapshot`] of `scopes` of a table, hot entries within `keys`. A read of whole
-/// scopes takes decoded hot rows from the table's cache when no commit changed them since;
-/// otherwise the hot entries are read under the write lock, so no write lands between them
-/// and the files' hidden rows (and, for whole scopes, kept decoded for the next read).
+/// Takes a [`Snapshot`] of `scopes` of a table, hot entries within `keys`, of the user
+/// columns `keep` marks (all when `None`). A read of whole scopes takes decoded hot rows from
+/// the table's cache when no commit changed them since; otherwise the hot entries are read
+/// under the write lock, so no write lands between them and the files' hidden rows (and, for
+/// whole scopes of every column, kept decoded for the next read). A read of a few columns
+/// decodes only those: a DELETE of millions of hot rows holds their keys, not their text.
 pub(crate) async fn snapshot(
     table: &TableHandle,
     scopes: &Scopes,
     keys: &KeyBounds,
+    keep: Option<&[bool]>,
 ) -> Result<Snapshot> {
     let _read = table.read_tiers().await;
     let pin = table.pins.pin();
@@ -69,14 +72,17 @@ pub(crate) async fn snapshot(
         Scopes::One(scope) => vec![(
             scope.clone(),
             table.files(scope),
-            hot_rows(table, scope, keys).await?,
+            hot_rows(table, scope, keys, keep).await?,
         )],
-        Scopes::AllUsers => all_scopes(table).await?,
+        Scopes::AllUsers => all_scopes(table, keep).await?,
     };
     let mut out = Vec::with_capacity(raw.len());
     for (scope, files, hot) in raw {
         let hot = hot.map(Arc::new);
-        if whole && let Some(rows) = &hot {
+        if whole
+            && keep.is_none()
+            && let Some(rows) = &hot
+        {
             table
                 .hot_cache
                 .lock()
@@ -118,6 +124,7 @@ async fn hot_rows(
     table: &TableHandle,
     scope: &KeyScope,
     keys: &KeyBounds,
+    keep: Option<&[bool]>,
 ) -> Result<Option<HotRows>> {
     let count = table.hot_count(scope);
     if count.entries == 0 {
@@ -129,7 +136,7 @@ async fn hot_rows(
         true => usize::try_from(count.rows()).unwrap_or(usize::MAX),
         false => SNAPSHOT_CHUNK,
     };
-    let mut decoder = HotDecoder::new(table, capacity)?;
+    let mut decoder = HotDecoder::new(table, capacity, keep)?;
     let prefix = table.scope_prefix(scope);
     let mut next = Some(ScanRequest::new(hot_range(&prefix, keys)).chunk_size(SNAPSHOT_CHUNK));
     while let Some(request) = next {
@@ -146,6 +153,7 @@ async fn hot_rows(
 /// scope and decoded as the engine lends it; key bounds are applied when the rows are read).
 async fn all_scopes(
     table: &TableHandle,
+    keep: Option<&[bool]>,
 ) -> Result<Vec<(KeyScope, Vec<FileEntry>, Option<HotRows>)>> {
     let kind = table.definition().table_type;
     let mut decoders: BTreeMap<KeyScope, HotDecoder<'_>> = BTreeMap::new();
@@ -171,7 +179,7 @@ async fn all_scopes(
                         let capacity = usize::try_from(table.hot_count(scope).rows()).unwrap_or(0);
                         decoders
                             .entry(scope.clone())
-                            .or_insert(HotDecoder::new(table, capacity)?)
+                            .or_insert(HotDecoder::new(table, capacity, keep)?)
                     }
                 };
                 decoder.push(k, v)

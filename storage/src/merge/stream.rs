@@ -273,12 +273,35 @@ impl TableScan {
         state
             .snapshot
             .get_or_try_init(|| async {
-                snapshot(&state.table, &state.scopes, &state.plan.keys)
-                    .await
-                    .map(Arc::new)
+                let keep = self.hot_columns();
+                snapshot(
+                    &state.table,
+                    &state.scopes,
+                    &state.plan.keys,
+                    keep.as_deref(),
+                )
+                .await
+                .map(Arc::new)
             })
             .await
             .cloned()
+    }
+
+    /// The user columns the hot rows must be decoded with (the read's and its filter's, by
+    /// the table's current column order), `None` when that is all of them.
+    fn hot_columns(&self) -> Option<Vec<bool>> {
+        let plan = &self.state.plan;
+        let mut needed: Vec<&str> = plan.columns.iter().map(|c| c.name.as_str()).collect();
+        if let Some(filter) = &plan.filter {
+            needed.extend(filter.columns());
+        }
+        let def = self.state.table.definition();
+        let keep: Vec<bool> = def
+            .columns()
+            .iter()
+            .map(|c| needed.contains(&c.name.as_str()))
+            .collect();
+        keep.contains(&false).then_some(keep)
     }
 
     /// The live hot rows of every scope that match the plan, projected, in batches.

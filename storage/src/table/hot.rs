@@ -119,8 +119,13 @@ pub(crate) struct HotDecoder<'t> {
 }
 
 impl<'t> HotDecoder<'t> {
-    /// A decoder for about `capacity` entries of `table`.
-    pub(crate) fn new(table: &'t TableHandle, capacity: usize) -> Result<Self> {
+    /// A decoder for about `capacity` entries of `table`, of the user columns `keep` marks
+    /// (all when `None`; the others come out all NULL, typed `Null`).
+    pub(crate) fn new(
+        table: &'t TableHandle,
+        capacity: usize,
+        keep: Option<&[bool]>,
+    ) -> Result<Self> {
         let def = table.definition();
         let schema = def.arrow_schema(false);
         let nullable = Arc::new(Schema::new_with_metadata(
@@ -133,7 +138,13 @@ impl<'t> HotDecoder<'t> {
         ));
         Ok(Self {
             table,
-            rows: BatchDecoder::new(&nullable, true, capacity)?,
+            rows: BatchDecoder::projected(
+                &nullable,
+                true,
+                capacity,
+                capacity.saturating_mul(16),
+                keep,
+            )?,
             keys: BinaryBuilder::with_capacity(capacity, capacity.saturating_mul(8)),
             def,
         })
