@@ -110,6 +110,25 @@ pub(crate) async fn get_flushed_many(
     scope: &KeyScope,
     keys: &[&[u8]],
 ) -> Result<HashMap<Vec<u8>, FlushedRow>> {
+    flushed_rows(table, scope, keys, false).await
+}
+
+/// [`get_flushed_many`] with each row's `_seq`: every file asked for its keys by a merge-join
+/// (the change log finds its rows so).
+pub(crate) async fn get_flushed_versions(
+    table: &TableHandle,
+    scope: &KeyScope,
+    keys: &[&[u8]],
+) -> Result<HashMap<Vec<u8>, FlushedRow>> {
+    flushed_rows(table, scope, keys, true).await
+}
+
+async fn flushed_rows(
+    table: &TableHandle,
+    scope: &KeyScope,
+    keys: &[&[u8]],
+    with_seq: bool,
+) -> Result<HashMap<Vec<u8>, FlushedRow>> {
     let mut found: HashMap<Vec<u8>, FlushedRow> = HashMap::new();
     let view = table.files_view(scope);
     if view.files.is_empty() || keys.is_empty() {
@@ -129,41 +148,14 @@ pub(crate) async fn get_flushed_many(
         if wanted.is_empty() {
             continue;
         }
-        if wanted.len() < MERGE_JOIN_KEYS {
+        if !with_seq && wanted.len() < MERGE_JOIN_KEYS {
             for key in &wanted {
                 if let Some(row) = get_in_file(table, &def, entry, key).await? {
                     found.insert(key.to_vec(), row);
                 }
             }
         } else {
-            read_joined(table, &def, entry, &wanted, false, &mut found).await?;
-        }
-    }
-    Ok(found)
-}
-
-/// The live flushed rows of many encoded keys of one scope (any order) with their `_seq`, by
-/// key: each file asked for its keys by a merge-join (the change log finds its rows so).
-pub(crate) async fn get_flushed_versions(
-    table: &TableHandle,
-    scope: &KeyScope,
-    keys: &[&[u8]],
-) -> Result<HashMap<Vec<u8>, FlushedRow>> {
-    let mut found: HashMap<Vec<u8>, FlushedRow> = HashMap::new();
-    let view = table.files_view(scope);
-    let mut keys = keys.to_vec();
-    keys.sort_unstable();
-    keys.dedup();
-    let def = table.definition();
-    // Newest file first: a key has at most one live flushed row.
-    for entry in view.files.iter().rev() {
-        let wanted: Vec<&[u8]> = keys
-            .iter()
-            .copied()
-            .filter(|k| entry.meta.may_hold(k) && !found.contains_key(*k))
-            .collect();
-        if !wanted.is_empty() {
-            read_joined(table, &def, entry, &wanted, true, &mut found).await?;
+            read_joined(table, &def, entry, &wanted, with_seq, &mut found).await?;
         }
     }
     Ok(found)
