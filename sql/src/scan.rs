@@ -89,6 +89,31 @@ pub(crate) fn to_schema(batch: &RecordBatch, schema: &SchemaRef) -> DfResult<Rec
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
+/// `batch`'s columns named by `schema`'s fields, in its order and types.
+fn by_name(batch: &RecordBatch, schema: &SchemaRef) -> DfResult<RecordBatch> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let c = batch.column_by_name(f.name()).ok_or_else(|| {
+                datafusion::error::DataFusionError::Internal(format!(
+                    "hot rows without column {}",
+                    f.name()
+                ))
+            })?;
+            match c.data_type() == f.data_type() {
+                true => Ok(c.clone()),
+                false => Ok(cast(c, f.data_type())?),
+            }
+        })
+        .collect::<DfResult<Vec<_>>>()?;
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )?)
+}
+
 /// What a table read plans over.
 pub(crate) struct ReadPlan<'a> {
     /// The table's current definition.
@@ -120,12 +145,17 @@ pub(crate) async fn plan_read(
     if projection.as_ref().is_some_and(Vec::is_empty) && read.filters.is_empty() {
         return Ok(count_only(&read));
     }
+    // The hot rows hold the projected columns only (see `KalamTable::scan`).
+    let hot_schema = match &projection {
+        Some(p) => Arc::new(read.schema.project(p)?),
+        None => read.schema.clone(),
+    };
     let hot = read
         .snapshot
         .hot
         .iter()
         .filter(|b| b.num_rows() > 0)
-        .map(|b| to_schema(b, &read.schema))
+        .map(|b| by_name(b, &hot_schema))
         .collect::<DfResult<Vec<_>>>()?;
     // The hot rows come first: they are in memory, so a TopK above has seen them (and
     // tightened its dynamic filter) before the files are opened and pruned by it. With the
@@ -133,11 +163,7 @@ pub(crate) async fn plan_read(
     // reach the filter.
     let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
     if !hot.is_empty() {
-        inputs.push(MemorySourceConfig::try_new_exec(
-            &[hot],
-            read.schema.clone(),
-            projection.clone(),
-        )?);
+        inputs.push(MemorySourceConfig::try_new_exec(&[hot], hot_schema, None)?);
     }
     if !read.snapshot.files.is_empty() {
         inputs.push(files_exec(state, &read).await?);

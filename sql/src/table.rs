@@ -137,7 +137,17 @@ impl TableProvider for KalamTable {
                 projection.cloned(),
             )?));
         }
+        // The hot rows are decoded only for the columns the plan reads (its projection covers
+        // the filters DataFusion applies above the scan).
+        let columns = projection.map(|p| {
+            p.iter()
+                .map(|&i| self.schema.field(i).name())
+                .filter(|name| self.def.schema.column(name).is_some())
+                .cloned()
+                .collect()
+        });
         let options = ScanOptions {
+            columns,
             with_system: self.with_system,
             all_users,
             ..ScanOptions::default()
