@@ -39,6 +39,7 @@ mod system;
 mod table;
 mod text_rows;
 mod update_row;
+mod views;
 
 pub use catalog::META_SUFFIX;
 pub use changes::{

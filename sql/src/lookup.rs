@@ -18,7 +18,7 @@ use kalamstore_storage::{CmpOp, Filter, KalamValue, Store, TableDefinition, User
 use crate::error::external;
 use crate::filter::to_filter;
 use crate::leaf::{BatchExec, BatchSource};
-use crate::scan::to_schema;
+use crate::views::to_schema;
 
 /// Most keys a query may pin and still be answered by point reads.
 pub(crate) const MAX_LOOKUP_KEYS: usize = 4096;

@@ -52,67 +52,11 @@ use futures::future::BoxFuture;
 use kalamstore_storage::codec::array_from_values;
 use kalamstore_storage::format::{DeletionVector, FileMeta, ObjectFileReader};
 use kalamstore_storage::schema::SCHEMA_VERSION_METADATA;
-use kalamstore_storage::{FileAccess, ScanFile, ScanSnapshot, TableDefinition, USER_COLUMN};
+use kalamstore_storage::{FileAccess, ScanFile, ScanSnapshot, TableDefinition};
 use parking_lot::Mutex;
 
 use crate::error::external;
-
-/// The provider's view of a table's schema: the storage's arrow types with text and binary
-/// columns as their view types (`Utf8View`, `BinaryView`), the types DataFusion reads
-/// Parquet strings as and computes on fastest.
-pub(crate) fn view_schema(schema: &Schema) -> SchemaRef {
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| match f.data_type() {
-            DataType::Utf8 if f.name() != USER_COLUMN => {
-                f.as_ref().clone().with_data_type(DataType::Utf8View)
-            }
-            DataType::Binary => f.as_ref().clone().with_data_type(DataType::BinaryView),
-            _ => f.as_ref().clone(),
-        })
-        .collect();
-    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
-}
-
-/// `batch`'s columns cast to `schema`'s types (the storage's types to the view types).
-pub(crate) fn to_schema(batch: &RecordBatch, schema: &SchemaRef) -> DfResult<RecordBatch> {
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(c, f)| match c.data_type() == f.data_type() {
-            true => Ok(c.clone()),
-            false => cast(c, f.data_type()),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
-}
-
-/// `batch`'s columns named by `schema`'s fields, in its order and types.
-fn by_name(batch: &RecordBatch, schema: &SchemaRef) -> DfResult<RecordBatch> {
-    let columns = schema
-        .fields()
-        .iter()
-        .map(|f| {
-            let c = batch.column_by_name(f.name()).ok_or_else(|| {
-                datafusion::error::DataFusionError::Internal(format!(
-                    "hot rows without column {}",
-                    f.name()
-                ))
-            })?;
-            match c.data_type() == f.data_type() {
-                true => Ok(c.clone()),
-                false => Ok(cast(c, f.data_type())?),
-            }
-        })
-        .collect::<DfResult<Vec<_>>>()?;
-    Ok(RecordBatch::try_new_with_options(
-        schema.clone(),
-        columns,
-        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
-    )?)
-}
+use crate::views::by_name;
 
 /// What a table read plans over.
 pub(crate) struct ReadPlan<'a> {

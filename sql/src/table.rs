@@ -27,7 +27,8 @@ use kalamstore_storage::{BatchMode, ScanOptions, Store, TableDefinition, TableId
 use crate::error::external;
 use crate::lookup::{lookup_exec, pinned_keys};
 use crate::principal::Principal;
-use crate::scan::{ReadPlan, plan_read, view_schema};
+use crate::scan::{ReadPlan, plan_read};
+use crate::views::view_schema;
 
 /// One table as a session's principal sees it.
 pub(crate) struct KalamTable {
