@@ -65,17 +65,23 @@ fn del(id: i64) -> Mutation {
     }
 }
 
-#[tokio::test]
-async fn the_log_holds_every_change_with_its_seq_also_of_flushed_and_compacted_rows() {
-    let (_dir, store) = store().await;
+/// A store with the SHARED messages table holding rows `ids`, each with body "a".
+async fn shared_with(ids: std::ops::RangeInclusive<i64>) -> (tempfile::TempDir, Store) {
+    let (dir, store) = store().await;
     store
         .create_table(messages(TableType::Shared), false)
         .await
         .unwrap();
     store
-        .insert(&t(), None, (1..=4).map(|i| row(i, "a")).collect())
+        .insert(&t(), None, ids.map(|i| row(i, "a")).collect())
         .await
         .unwrap();
+    (dir, store)
+}
+
+#[tokio::test]
+async fn the_log_holds_every_change_with_its_seq_also_of_flushed_and_compacted_rows() {
+    let (_dir, store) = shared_with(1..=4).await;
     store.flush_table(&t(), Scope::All).await.unwrap();
     store
         .write(&t(), None, vec![upd(2, "b"), del(3)])
@@ -131,15 +137,7 @@ async fn the_log_holds_every_change_with_its_seq_also_of_flushed_and_compacted_r
 /// flushed one.
 #[tokio::test]
 async fn each_change_reads_its_own_image_from_the_next_change_or_the_table() {
-    let (_dir, store) = store().await;
-    store
-        .create_table(messages(TableType::Shared), false)
-        .await
-        .unwrap();
-    store
-        .insert(&t(), None, (1..=3).map(|i| row(i, "a")).collect())
-        .await
-        .unwrap();
+    let (_dir, store) = shared_with(1..=3).await;
     store.write(&t(), None, vec![upd(1, "b")]).await.unwrap();
     store.flush_table(&t(), Scope::All).await.unwrap();
     store
