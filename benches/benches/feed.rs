@@ -6,7 +6,10 @@
 //! - end-to-end latency from a single-row write to its subscriber's event with 1, 100 and
 //!   1,000 in-process subscribers on one table, each filtered to its own conversation
 //!   (`room = 'r<i>'`); each write goes to one random conversation. p50/p99 are printed and
-//!   go to `$CARGO_TARGET_DIR/kalamstore-bench/feed.jsonl`.
+//!   go to `$CARGO_TARGET_DIR/kalamstore-bench/feed.jsonl`;
+//! - a catch-up read: every change of 100k inserts through `changes_since` pages of 1000, with
+//!   the rows hot and after a flush (the log names each insert's row by reference, so the
+//!   images come from the hot engine or the files), next to a scan of the same rows.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -141,15 +144,96 @@ fn write_throughput(c: &mut Criterion) {
     });
     group.finish();
     let ratio = off.as_secs_f64() / on.as_secs_f64();
-    println!(
-        "feed: inserts with the change log on run at {ratio:.2}x the throughput of the same \
-         table with it off (target >= 0.8x)"
-    );
-    results(serde_json::json!({"bench": "write_log_on_vs_off", "ratio": ratio}));
+    // NaN when filtered out (`cargo bench -- <filter>`).
+    if !ratio.is_nan() {
+        println!(
+            "feed: inserts with the change log on run at {ratio:.2}x the throughput of the \
+             same table with it off (target >= 0.8x)"
+        );
+        results(serde_json::json!({"bench": "write_log_on_vs_off", "ratio": ratio}));
+    }
     rt.block_on(async {
         store_on.close().await.unwrap();
         store_off.close().await.unwrap();
     });
+}
+
+/// Reads every change after 0 in pages of 1000; how many it read.
+async fn catch_up(store: &Store, t: &TableId) -> usize {
+    let (mut cursor, mut read) = (0, 0);
+    loop {
+        let page = store
+            .changes_since(t, None, false, cursor, 1000)
+            .await
+            .unwrap();
+        read += page.changes.len();
+        cursor = page.cursor;
+        if page.changes.is_empty() && cursor >= page.committed {
+            return read;
+        }
+    }
+}
+
+fn catch_up_reads(c: &mut Criterion) {
+    const ROWS: i64 = 100_000;
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store = rt.block_on(store(dir.path()));
+    let t: TableId = "bench.history".parse().unwrap();
+    rt.block_on(async {
+        store
+            .create_table(def("history", ChangeRetention::DEFAULT), false)
+            .await
+            .unwrap();
+        for at in (0..ROWS).step_by(BATCH as usize) {
+            let rows = (at..at + BATCH).map(|k| row(k, k % 100)).collect();
+            store.insert(&t, None, rows).await.unwrap();
+        }
+    });
+    for tier in ["hot", "flushed"] {
+        if tier == "flushed" {
+            rt.block_on(store.flush_table(&t, kalamstore::Scope::All))
+                .unwrap();
+        }
+        let (mut ours, mut scans, mut runs) = (Duration::ZERO, Duration::ZERO, 0u32);
+        c.bench_function(&format!("feed/catch-up read of 100k {tier} inserts"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    assert_eq!(rt.block_on(catch_up(&store, &t)), ROWS as usize);
+                    let took = start.elapsed();
+                    let start = Instant::now();
+                    let scanned = rt
+                        .block_on(store.scan(&t, None, &kalamstore::ScanOptions::default()))
+                        .unwrap();
+                    assert_eq!(scanned.iter().map(|b| b.num_rows()).sum::<usize>(), 100_000);
+                    scans += start.elapsed();
+                    ours += took;
+                    runs += 1;
+                    total += took;
+                }
+                total
+            })
+        });
+        if runs > 0 {
+            let (ours, scan) = (ours / runs, scans / runs);
+            println!(
+                "feed: catch-up read of 100k {tier} inserts {:.1} ms ({:.0} changes/s), a scan \
+                 of the same rows {:.1} ms",
+                ours.as_secs_f64() * 1e3,
+                ROWS as f64 / ours.as_secs_f64(),
+                scan.as_secs_f64() * 1e3
+            );
+            results(serde_json::json!({
+                "bench": "catch_up_read",
+                "tier": tier,
+                "ms": ours.as_secs_f64() * 1e3,
+                "scan_ms": scan.as_secs_f64() * 1e3,
+            }));
+        }
+    }
+    rt.block_on(store.close()).unwrap();
 }
 
 fn latency(c: &mut Criterion) {
@@ -255,6 +339,6 @@ criterion_group! {
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5));
-    targets = write_throughput, latency
+    targets = write_throughput, catch_up_reads, latency
 }
 criterion_main!(benches);
