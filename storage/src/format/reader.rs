@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow::array::{Array, BinaryArray};
+use arrow::array::{Array, BinaryArray, RecordBatch};
 use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -15,7 +15,6 @@ use futures::future::BoxFuture;
 use super::columns::{KEY_COLUMN, KeyBounds, bounds_overlap, is_unbounded};
 use super::manifest::FileMeta;
 use crate::cache::CacheCounters;
-use crate::codec::KalamValue;
 use crate::error::{Error, Result};
 use crate::ids::TableId;
 use object_store::ObjectStore;
@@ -145,8 +144,9 @@ enum MetaPart {
     Bloom(usize),
     /// The `_key` values of the `_key` page starting at this row.
     Keys(u64),
-    /// The decoded user columns of the row at this position, under this schema version.
-    Row(u64, u32),
+    /// The decoded non-key user columns of the rows from this position on (a `_key` page's
+    /// rows, or one row), under this schema version.
+    Rows(u64, u32),
 }
 
 #[derive(Clone)]
@@ -155,7 +155,7 @@ enum MetaValue {
     /// `None`: the row group has no `_key` bloom filter.
     Bloom(Option<Arc<Sbbf>>),
     Keys(BinaryArray),
-    Row(Arc<[KalamValue]>),
+    Rows(RecordBatch),
 }
 
 /// Shards of a metadata cache (each holds a share of the budget under its own lock).
@@ -171,7 +171,7 @@ impl MetaValue {
                 Self::Index(index) => index.bytes,
                 Self::Bloom(bloom) => bloom.as_ref().map_or(0, |b| b.num_blocks() * 32),
                 Self::Keys(keys) => keys.get_array_memory_size(),
-                Self::Row(values) => values.iter().map(KalamValue::memory_size).sum(),
+                Self::Rows(rows) => rows.get_array_memory_size(),
             }
     }
 }
@@ -266,7 +266,7 @@ impl KeyPages {
 }
 
 /// One storage's cache of what reads need from its Parquet files (footers with page
-/// indexes, `_key` page directories, `_key` bloom filters), bounded by a byte budget and
+/// indexes, `_key` page directories, `_key` bloom filters, pages point reads decoded), bounded by a byte budget and
 /// evicting the least recently used. Files are immutable, so entries never go stale.
 pub(crate) struct MetadataCache {
     cache: foyer_memory::Cache<MetaKey, MetaValue>,
@@ -365,30 +365,24 @@ impl FileIndexCache {
         );
     }
 
-    /// The user-column values of the file's row at `position` decoded under schema version
-    /// `version`, if kept.
-    pub(crate) fn row(&self, file: i64, position: u64, version: u32) -> Option<Arc<[KalamValue]>> {
+    /// The non-key user columns of the file's rows from `first_row` on, decoded under schema
+    /// version `version`, if kept.
+    pub(crate) fn rows(&self, file: i64, first_row: u64, version: u32) -> Option<RecordBatch> {
         match self
             .cache
-            .get(&self.key(file, MetaPart::Row(position, version)))?
+            .get(&self.key(file, MetaPart::Rows(first_row, version)))?
         {
-            MetaValue::Row(values) => Some(values),
+            MetaValue::Rows(rows) => Some(rows),
             _ => None,
         }
     }
 
-    /// Keeps the user-column values of the file's row at `position`, decoded under schema
-    /// version `version`.
-    pub(crate) fn keep_row(
-        &self,
-        file: i64,
-        position: u64,
-        version: u32,
-        values: Arc<[KalamValue]>,
-    ) {
+    /// Keeps the non-key user columns of the file's rows from `first_row` on, decoded under
+    /// schema version `version`.
+    pub(crate) fn keep_rows(&self, file: i64, first_row: u64, version: u32, rows: RecordBatch) {
         self.cache.insert(
-            self.key(file, MetaPart::Row(position, version)),
-            MetaValue::Row(values),
+            self.key(file, MetaPart::Rows(first_row, version)),
+            MetaValue::Rows(rows),
         );
     }
 

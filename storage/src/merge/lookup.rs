@@ -2,7 +2,7 @@
 //! newest file first; and the batched lookup of many keys that the write path uses.
 
 use std::collections::HashMap;
-use std::ops::Bound;
+use std::ops::{Bound, Range};
 use std::sync::Arc;
 
 use arrow::array::Array;
@@ -253,7 +253,8 @@ async fn get_in_file(
             continue;
         }
         if let Some(position) = position_in_page(table, def, entry, page, key).await? {
-            return read_row_at(table, def, entry, position, key).await;
+            let rows = page.first_row..page.first_row + page.rows;
+            return read_row_at(table, def, entry, rows, position, key).await;
         }
     }
     Ok(None)
@@ -304,12 +305,14 @@ async fn position_in_page(
 
 /// The row at `position` of a file, whose encoded key is `key`, unless its deletion vector
 /// holds it: its primary-key values decoded from `key` (a key round-trips exactly), the other
-/// columns read from the file; kept decoded in the storage's metadata cache after its first
-/// read.
+/// columns taken from the decoded rows `span` (the `_key` page holding `position`). The span
+/// is decoded whole on first use and then kept in the storage's metadata cache, so a later read
+/// of any row of the page decodes nothing (a warm point read is a cache lookup).
 async fn read_row_at(
     table: &TableHandle,
     def: &Arc<TableDefinition>,
     entry: &FileEntry,
+    span: Range<u64>,
     position: u64,
     key: &[u8],
 ) -> Result<Option<FlushedRow>> {
@@ -317,18 +320,64 @@ async fn read_row_at(
         return Ok(None);
     }
     let file = entry.meta.id;
-    let version = def.schema.version;
     let at = Hidden { file, position };
-    if let Some(values) = table.file_index.row(file, position, version) {
-        let values = values.to_vec();
-        return Ok(Some(FlushedRow {
-            values,
-            at,
-            seq: None,
-        }));
-    }
+    let what = || table.data_file(&entry.meta).describe();
+    let columns: Vec<_> = def.columns().iter().filter(|c| !c.primary_key).collect();
+    // A table of key columns only reads nothing: its row is its key.
+    let rows = match columns.is_empty() {
+        true => None,
+        false => Some(span_rows(table, def, entry, &span).await?),
+    };
+    let offset = (position - span.start) as usize;
     let key_types: Vec<_> = def.primary_key().map(|c| c.data_type).collect();
     let mut key_values = decode_key(key, &key_types)?.into_iter();
+    let mut read = columns
+        .iter()
+        .zip(rows.as_ref().map(RecordBatch::columns).unwrap_or_default());
+    let values = def
+        .columns()
+        .iter()
+        .map(|c| {
+            if c.primary_key {
+                return key_values.next().ok_or_else(|| Error::Corrupt {
+                    what: what(),
+                    reason: format!("key {key:02x?} holds fewer values than the primary key"),
+                });
+            }
+            match read.next() {
+                Some((read, array)) => value_at(array.as_ref(), read.data_type, offset),
+                None => Err(Error::Corrupt {
+                    what: what(),
+                    reason: format!("row {position} lacks column {}", c.name),
+                }),
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(FlushedRow {
+        values,
+        at,
+        seq: None,
+    }))
+}
+
+/// The non-key user columns of a file's rows `span` in the current schema, from the metadata
+/// cache or decoded (every row, dead ones too: positions are of the whole file) and kept.
+async fn span_rows(
+    table: &TableHandle,
+    def: &Arc<TableDefinition>,
+    entry: &FileEntry,
+    span: &Range<u64>,
+) -> Result<RecordBatch> {
+    let file = entry.meta.id;
+    let version = def.schema.version;
+    let wanted = (span.end - span.start) as usize;
+    // A span kept from a one-row read (a file without page statistics) may start where a
+    // page does: only a batch covering the whole span answers.
+    if let Some(rows) = table.file_index.rows(file, span.start, version)
+        && rows.num_rows() >= wanted
+    {
+        return Ok(rows);
+    }
     let plan = FilePlan {
         columns: def
             .columns()
@@ -336,52 +385,36 @@ async fn read_row_at(
             .filter(|c| !c.primary_key)
             .cloned()
             .collect(),
-        positions: Some(position..position + 1),
+        positions: Some(span.clone()),
         ..FilePlan::all(def.clone(), false, false)
     };
-    // A table of key columns only reads nothing: its row is its key.
-    let batch = if plan.columns.is_empty() {
-        None
-    } else {
-        // Positions are of the whole file, so the decode must not skip dead rows.
-        let read = read_file(table, entry, &plan, Some(&DeletionVector::new())).await?;
-        let batch = read.into_iter().find(|b| b.num_rows() > 0);
-        Some(batch.ok_or_else(|| Error::Corrupt {
-            what: table.data_file(&entry.meta).describe(),
-            reason: format!("row {position} could not be read"),
-        })?)
+    let mut read = read_file(table, entry, &plan, Some(&DeletionVector::new())).await?;
+    let rows = match read.len() {
+        1 => read.remove(0),
+        _ => arrow::compute::concat_batches(&plan.output_schema(), &read)
+            .map_err(Error::arrow("joining a page's rows"))?,
     };
-    let mut read_columns = plan
-        .columns
-        .iter()
-        .zip(batch.as_ref().map(RecordBatch::columns).unwrap_or_default());
-    let values = def
-        .columns()
-        .iter()
-        .map(|c| {
-            if c.primary_key {
-                return key_values.next().ok_or_else(|| Error::Corrupt {
-                    what: table.data_file(&entry.meta).describe(),
-                    reason: format!("key {key:02x?} holds fewer values than the primary key"),
-                });
-            }
-            match read_columns.next() {
-                Some((read, array)) => value_at(array.as_ref(), read.data_type, 0),
-                None => Err(Error::Corrupt {
-                    what: table.data_file(&entry.meta).describe(),
-                    reason: format!("row {position} lacks column {}", c.name),
-                }),
-            }
-        })
-        .collect::<Result<Vec<_>>>()?;
+    // The decoder's buffers are sized for its batches, not for these rows: a kept page holds
+    // only its own bytes.
+    let (schema, mut columns, _) = rows.into_parts();
+    columns.iter_mut().for_each(Array::shrink_to_fit);
+    let rows =
+        RecordBatch::try_new(schema, columns).map_err(Error::arrow("keeping a page's rows"))?;
+    if rows.num_rows() != wanted {
+        return Err(Error::Corrupt {
+            what: table.data_file(&entry.meta).describe(),
+            reason: format!(
+                "rows {}..{} read as {} rows",
+                span.start,
+                span.end,
+                rows.num_rows()
+            ),
+        });
+    }
     table
         .file_index
-        .keep_row(file, position, version, values.as_slice().into());
-    Ok(Some(FlushedRow {
-        values,
-        at,
-        seq: None,
-    }))
+        .keep_rows(file, span.start, version, rows.clone());
+    Ok(rows)
 }
 
 /// The live row of `key` in a file without `_key` page statistics: its position by a
@@ -395,7 +428,9 @@ async fn get_in_file_by_join(
 ) -> Result<Option<FlushedRow>> {
     let mut join = FileKeyJoin::new(entry.clone());
     match join.position(table, key).await? {
-        Some(position) => read_row_at(table, def, entry, position, key).await,
+        Some(position) => {
+            read_row_at(table, def, entry, position..position + 1, position, key).await
+        }
         None => Ok(None),
     }
 }

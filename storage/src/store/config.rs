@@ -70,8 +70,9 @@ impl EngineProvider for MemoryEngines {
 }
 
 /// The default budget of a storage's Parquet metadata cache: the footers, page indexes and
-/// bloom filters of about 500M rows of typical tables.
-const DEFAULT_METADATA_CACHE_BYTES: u64 = 64 << 20;
+/// bloom filters of billions of rows, or the decoded pages point reads keep of a few million
+/// (a ceiling: the cache holds only what reads touched).
+const DEFAULT_METADATA_CACHE_BYTES: u64 = 256 << 20;
 
 /// How a `Store` opens and runs.
 #[derive(Clone)]
@@ -121,7 +122,8 @@ pub struct StoreConfig {
     /// Failure points a test arms to make flushes, compactions, moves and drops fail.
     pub failpoints: Failpoints,
     /// Byte budget of each storage's Parquet metadata cache (footers with page indexes,
-    /// `_key` page directories and bloom filters), unless the storage sets its own.
+    /// `_key` page directories and bloom filters, the pages point reads decoded), unless the
+    /// storage sets its own.
     pub metadata_cache_bytes: u64,
     /// Keys a large statement reads and stages at a time: its per-row values live for one
     /// chunk, its encoded rows go to the engine's staged batch. Larger chunks read the files
@@ -130,7 +132,7 @@ pub struct StoreConfig {
 }
 
 impl StoreConfig {
-    /// Defaults: background work on, every second; 4 job workers; a 64 MiB metadata cache
+    /// Defaults: background work on, every second; 4 job workers; a 256 MiB metadata cache
     /// per storage; statements staged 64Ki keys at a time; cleanup every minute; jobs
     /// kept a day (at most 1000); orphans collected after an hour; a job attempt may run 6 hours, an
     /// object-store call a minute; the first retry after 200 ms.

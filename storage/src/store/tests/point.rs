@@ -221,3 +221,80 @@ async fn a_storage_sets_its_own_metadata_cache_budget() {
         "{budgets:?}"
     );
 }
+
+/// A 200-byte body.
+fn body_of(i: i64) -> String {
+    format!("{i:0>200}")
+}
+
+#[tokio::test]
+async fn a_point_read_decodes_its_page_once_and_later_reads_of_the_page_hit_the_cache() {
+    let (_dir, store) = store().await;
+    store
+        .create_table(messages(TableType::Shared), false)
+        .await
+        .unwrap();
+    let rows = (0..3000)
+        .map(|i| Mutation::Upsert(row(i, &body_of(i))))
+        .collect();
+    store.write(&t(), None, rows).await.unwrap();
+    store.flush_table(&t(), Scope::All).await.unwrap();
+    let metadata = || async {
+        let all = store.cache_stats().await.unwrap();
+        let m = all
+            .into_iter()
+            .find(|c| c.tier == crate::cache::CacheTier::Metadata)
+            .unwrap();
+        (m.stats, m.used_bytes.unwrap())
+    };
+    let store = &store;
+    let body = |i: i64| async move {
+        let got = store.get(&t(), None, &[KalamValue::BigInt(i)]).await;
+        match got.unwrap().map(|r| r[1].clone()) {
+            Some(KalamValue::Text(b)) => b,
+            other => panic!("get({i}): {other:?}"),
+        }
+    };
+    // The first read loads the footer, bloom filter, the page's keys and its rows (1024
+    // bodies of 200 bytes: more than the keys and footer take).
+    assert_eq!(body(1500).await, body_of(1500));
+    let (first, used) = metadata().await;
+    assert!(first.misses > 0, "{first:?}");
+    assert!(
+        used > 1024 * 200,
+        "the page's rows are kept: {used} bytes used"
+    );
+    // Every other row of the same `_key` page (1024 rows from 1024) is a cache answer.
+    for i in (1024..2048).step_by(37) {
+        assert_eq!(body(i).await, body_of(i));
+    }
+    let (then, used_then) = metadata().await;
+    assert_eq!(then.misses, first.misses, "{then:?}");
+    assert!(then.hits > first.hits, "{then:?}");
+    assert_eq!(used_then, used, "nothing new kept");
+    // A row of another page decodes that page, once.
+    assert_eq!(body(10).await, body_of(10));
+    let (other, _) = metadata().await;
+    assert!(other.misses > then.misses, "{other:?}");
+    assert_eq!(body(11).await, body_of(11));
+    assert_eq!(metadata().await.0.misses, other.misses);
+    // A column added later reads NULL from the kept page (the page is kept per schema
+    // version, so the new version decodes again).
+    store
+        .alter_table(
+            &t(),
+            &crate::schema::SchemaChange::AddColumn(ColumnDefinition::new(
+                "mood",
+                KalamDataType::Text,
+            )),
+        )
+        .await
+        .unwrap();
+    let got = store
+        .get(&t(), None, &[KalamValue::BigInt(1500)])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.last(), Some(&KalamValue::Null), "{got:?}");
+    assert_eq!(got[1], KalamValue::Text(body_of(1500)));
+}
