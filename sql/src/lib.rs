@@ -21,6 +21,7 @@
 //!
 //! [`Store`]: kalamstore_storage::Store
 
+mod access;
 mod assign;
 mod catalog;
 mod changes;

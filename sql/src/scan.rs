@@ -13,7 +13,6 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::{Arc, LazyLock};
 
-use arrow::array::BooleanBufferBuilder;
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
@@ -27,14 +26,13 @@ use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::object_store::ObjectStoreUrl;
 use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
-use datafusion::datasource::physical_plan::parquet::{ParquetAccessPlan, RowGroupAccess};
 use datafusion::datasource::physical_plan::{
     FileGroup, FileScanConfigBuilder, ParquetFileMetrics, ParquetFileReaderFactory, ParquetSource,
 };
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::logical_expr::Expr;
-use datafusion::parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection};
+use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
 use datafusion::parquet::arrow::async_reader::AsyncFileReader;
 use datafusion::parquet::errors::ParquetError;
 use datafusion::parquet::file::metadata::ParquetMetaData;
@@ -50,11 +48,12 @@ use datafusion::physical_plan::union::UnionExec;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use kalamstore_storage::codec::array_from_values;
-use kalamstore_storage::format::{DeletionVector, FileMeta, ObjectFileReader};
+use kalamstore_storage::format::{FileMeta, ObjectFileReader};
 use kalamstore_storage::schema::SCHEMA_VERSION_METADATA;
 use kalamstore_storage::{FileAccess, ScanFile, ScanSnapshot, TableDefinition};
 use parking_lot::Mutex;
 
+use crate::access::{cached_access_plan, pieces};
 use crate::error::external;
 use crate::views::by_name;
 
@@ -156,16 +155,24 @@ async fn files_exec(state: &dyn Session, read: &ReadPlan<'_>) -> DfResult<Arc<dy
         false => (read.schema.clone(), Vec::new()),
     };
     let mut files = Vec::with_capacity(read.snapshot.files.len());
+    let mut statistics = Vec::with_capacity(read.snapshot.files.len());
     for file in &read.snapshot.files {
         let metadata = read.access.metadata(&file.meta).await.map_err(external)?;
-        files.push(partitioned_file(
+        let whole = partitioned_file(
             &read.def,
             &file_schema,
             file,
             metadata.metadata(),
             read.all_users,
-        )?);
+        )?;
+        statistics.extend(whole.statistics.clone());
+        match file.dead.is_empty() {
+            true => files.push(whole),
+            false => files.extend(pieces(whole, metadata.metadata())),
+        }
     }
+    // The scan's statistics are the whole files' (exact row counts); a piece's are inexact.
+    let statistics = Statistics::try_merge_iter(statistics.iter().map(Arc::as_ref), &read.schema)?;
     let target = state.config().target_partitions().max(1);
     let groups = split_files(files, target)
         .into_iter()
@@ -175,10 +182,6 @@ async fn files_exec(state: &dyn Session, read: &ReadPlan<'_>) -> DfResult<Arc<dy
             Ok(group.with_statistics(Arc::new(merged)))
         })
         .collect::<DfResult<Vec<_>>>()?;
-    let statistics = Statistics::try_merge_iter(
-        groups.iter().filter_map(|g| g.file_statistics(None)),
-        &read.schema,
-    )?;
     let table_schema = TableSchema::builder(file_schema.clone())
         .with_table_partition_cols(partition_cols)
         .build();
@@ -297,84 +300,6 @@ fn footer_statistics(
     }
     kept.insert(file, (key, stats.clone()));
     Ok(stats)
-}
-
-/// Access plans of files with dead rows, by path, with the dead set each was built from: a
-/// file's dead set is the same `Arc` for every read until a write or flush changes it.
-type AccessPlans = HashMap<String, (Arc<DeletionVector>, ParquetAccessPlan)>;
-static ACCESS_PLANS: LazyLock<Mutex<AccessPlans>> = LazyLock::new(Mutex::default);
-
-/// Files whose access plans are kept.
-const KEPT_ACCESS_PLANS: usize = 256;
-
-/// [`access_plan`], kept for the next read of the same dead set.
-fn cached_access_plan(metadata: &ParquetMetaData, file: &ScanFile) -> DfResult<ParquetAccessPlan> {
-    if let Some((dead, plan)) = ACCESS_PLANS.lock().get(&file.meta.path)
-        && Arc::ptr_eq(dead, &file.dead)
-    {
-        return Ok(plan.clone());
-    }
-    let plan = access_plan(metadata, file)?;
-    let mut kept = ACCESS_PLANS.lock();
-    if kept.len() >= KEPT_ACCESS_PLANS {
-        kept.clear();
-    }
-    kept.insert(file.meta.path.clone(), (file.dead.clone(), plan.clone()));
-    Ok(plan)
-}
-
-/// The row groups and rows of a file to read: every row not in its dead set. A row group
-/// with many scattered dead rows gets a bitmap (one bit a row) rather than runs (16 bytes
-/// each, two per dead row when dead rows are apart): 1M deletes spread over a 10M-row file
-/// would otherwise take 32 MB per plan, and the plan is kept and cloned per read.
-fn access_plan(metadata: &ParquetMetaData, file: &ScanFile) -> DfResult<ParquetAccessPlan> {
-    let mut plan = ParquetAccessPlan::new_all(metadata.num_row_groups());
-    let mut dead = file.dead.iter().peekable();
-    let mut start = 0u64;
-    for (i, rg) in metadata.row_groups().iter().enumerate() {
-        let rows = u64::try_from(rg.num_rows()).unwrap_or(0);
-        let end = start + rows;
-        let mut dead_here: Vec<usize> = Vec::new();
-        while let Some(d) = dead.next_if(|d| *d < end) {
-            if d >= start {
-                dead_here.push((d - start) as usize);
-            }
-        }
-        start = end;
-        let rows = rows as usize;
-        if dead_here.is_empty() {
-            continue;
-        }
-        if dead_here.len() >= rows {
-            plan.skip(i);
-            continue;
-        }
-        // Live runs: at most one more than the dead rows that end one.
-        let runs = 1 + dead_here.windows(2).filter(|w| w[1] > w[0] + 1).count();
-        let selection = if runs.saturating_mul(256) > rows {
-            let mut live = BooleanBufferBuilder::new(rows);
-            live.append_n(rows, true);
-            for d in dead_here {
-                live.set_bit(d, false);
-            }
-            RowSelection::from_boolean_buffer(live.finish())
-        } else {
-            let mut live: Vec<Range<usize>> = Vec::with_capacity(runs + 1);
-            let mut run = 0;
-            for d in dead_here {
-                if d > run {
-                    live.push(run..d);
-                }
-                run = d + 1;
-            }
-            if run < rows {
-                live.push(run..rows);
-            }
-            RowSelection::from_consecutive_ranges(live.into_iter(), rows)
-        };
-        plan.set(i, RowGroupAccess::Selection(selection));
-    }
-    Ok(plan)
 }
 
 /// Readers of a table's files for DataFusion's Parquet scan: bytes through the storage's

@@ -52,6 +52,43 @@ async fn a_database_with_500_partitions_reopens_with_all_of_them() {
     );
 }
 
+/// Bytes of write-ahead log in a database directory.
+fn wal_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_clean_close_leaves_no_log_to_replay_and_every_row_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = RocksDbBackend::open(RocksDbConfig::new(dir.path())).unwrap();
+    let p = Partition::new("rows").unwrap();
+    backend.create_partition(&p).await.unwrap();
+    let value = Bytes::from(vec![7u8; 100]);
+    for i in 0..10_000u32 {
+        backend
+            .put(&p, Bytes::copy_from_slice(&i.to_be_bytes()), value.clone())
+            .await
+            .unwrap();
+    }
+    // The rows are in the log and the memtable until the close writes them out.
+    assert!(wal_bytes(dir.path()) > 10_000 * 100);
+    backend.close().await.unwrap();
+    drop(backend);
+    assert_eq!(wal_bytes(dir.path()), 0, "a reopen would replay the log");
+    let reopened = RocksDbBackend::open(RocksDbConfig::new(dir.path())).unwrap();
+    for i in [0u32, 4_999, 9_999] {
+        assert_eq!(
+            reopened.get(&p, &i.to_be_bytes()).await.unwrap(),
+            Some(value.clone())
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_second_open_of_the_same_directory_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
