@@ -127,9 +127,12 @@ pub(crate) async fn plan_read(
 fn count_only(read: &ReadPlan<'_>) -> Arc<dyn ExecutionPlan> {
     let files: u64 = read.snapshot.files.iter().map(ScanFile::live_rows).sum();
     let hot: usize = read.snapshot.hot.iter().map(RecordBatch::num_rows).sum();
-    let rows = usize::try_from(files)
-        .unwrap_or(usize::MAX)
-        .saturating_add(hot);
+    count_exec(files.saturating_add(hot as u64))
+}
+
+/// A plan of one batch without columns holding `rows` rows.
+pub(crate) fn count_exec(rows: u64) -> Arc<dyn ExecutionPlan> {
+    let rows = usize::try_from(rows).unwrap_or(usize::MAX);
     let schema = Arc::new(Schema::empty());
     let options = RecordBatchOptions::new().with_row_count(Some(rows));
     // Invariant: a batch without columns takes any row count.

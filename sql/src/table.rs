@@ -27,7 +27,7 @@ use kalamstore_storage::{BatchMode, ScanOptions, Store, TableDefinition, TableId
 use crate::error::external;
 use crate::lookup::{lookup_exec, pinned_keys};
 use crate::principal::Principal;
-use crate::scan::{ReadPlan, plan_read};
+use crate::scan::{ReadPlan, count_exec, plan_read};
 use crate::views::view_schema;
 
 /// One table as a session's principal sees it.
@@ -164,6 +164,14 @@ impl TableProvider for KalamTable {
                 "table {} changed while the statement was planned; run it again",
                 self.def.id
             )));
+        }
+        // `COUNT(*)`: the table's counters hold the exact count (each file's live rows and the
+        // hot entries that are not tombstones, read together), so no hot row is decoded.
+        if projection.is_some_and(Vec::is_empty) && filters.is_empty() && !self.with_system {
+            let estimate = scan.estimate();
+            if estimate.exact {
+                return Ok(count_exec(estimate.rows));
+            }
         }
         let snapshot = scan.snapshot_files().await.map_err(external)?;
         let read = ReadPlan {
