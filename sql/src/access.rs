@@ -96,14 +96,16 @@ fn access_plan(metadata: &ParquetMetaData, file: &ScanFile) -> DfResult<ParquetA
     Ok(plan)
 }
 
-/// Rows of a piece of a file with dead rows.
-const PIECE_ROWS: i64 = 1 << 20;
+/// Rows of a piece of a file with dead rows (two row groups).
+const PIECE_ROWS: i64 = 1 << 18;
 
 /// A file with dead rows as byte ranges of whole row groups of about [`PIECE_ROWS`] rows
 /// each. DataFusion turns a range's dead rows into one row selection when it opens the
 /// range (16 bytes per run of live rows, two runs per scattered dead row): a whole 10M-row
-/// file with 1M scattered dead rows would take 32 MB per partition at once, a piece a tenth.
-/// A range holds the row groups whose first page starts in it (DataFusion's rule).
+/// file with 1M scattered dead rows would take 32 MB per partition at once, a piece 1/40 of
+/// that. And a TopK's dynamic filter, once tight, prunes every piece opened after it (a whole
+/// file opened before is decoded). A range holds the row groups whose first page starts in
+/// it (DataFusion's rule).
 pub(crate) fn pieces(file: PartitionedFile, metadata: &ParquetMetaData) -> Vec<PartitionedFile> {
     pieces_of(file, metadata, PIECE_ROWS)
 }
