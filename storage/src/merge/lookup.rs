@@ -15,7 +15,7 @@ use crate::codec::{KalamValue, decode_key, value_at};
 use crate::error::{Error, Result};
 use crate::format::{DeletionVector, Hidden, KeyPage, key_column};
 use crate::ids::KeyScope;
-use crate::schema::TableDefinition;
+use crate::schema::{ColumnDefinition, TableDefinition};
 use crate::table::{FileEntry, TableHandle};
 
 /// Keys a batch must look up in one file before a merge-join with the file's `_key` column
@@ -326,7 +326,7 @@ async fn read_row_at(
     // A table of key columns only reads nothing: its row is its key.
     let rows = match columns.is_empty() {
         true => None,
-        false => Some(span_rows(table, def, entry, &span).await?),
+        false => Some(span_rows(table, def, entry, &columns, &span).await?),
     };
     let offset = (position - span.start) as usize;
     let key_types: Vec<_> = def.primary_key().map(|c| c.data_type).collect();
@@ -345,7 +345,7 @@ async fn read_row_at(
                 });
             }
             match read.next() {
-                Some((read, array)) => value_at(array.as_ref(), read.data_type, offset),
+                Some((column, array)) => value_at(array.as_ref(), column.data_type, offset),
                 None => Err(Error::Corrupt {
                     what: what(),
                     reason: format!("row {position} lacks column {}", c.name),
@@ -360,12 +360,14 @@ async fn read_row_at(
     }))
 }
 
-/// The non-key user columns of a file's rows `span` in the current schema, from the metadata
-/// cache or decoded (every row, dead ones too: positions are of the whole file) and kept.
+/// The non-key user `columns` of a file's rows `span` in the current schema, from the
+/// metadata cache or decoded (every row, dead ones too: positions are of the whole file) and
+/// kept.
 async fn span_rows(
     table: &TableHandle,
     def: &Arc<TableDefinition>,
     entry: &FileEntry,
+    columns: &[&ColumnDefinition],
     span: &Range<u64>,
 ) -> Result<RecordBatch> {
     let file = entry.meta.id;
@@ -379,12 +381,7 @@ async fn span_rows(
         return Ok(rows);
     }
     let plan = FilePlan {
-        columns: def
-            .columns()
-            .iter()
-            .filter(|c| !c.primary_key)
-            .cloned()
-            .collect(),
+        columns: columns.iter().map(|&c| c.clone()).collect(),
         positions: Some(span.clone()),
         ..FilePlan::all(def.clone(), false, false)
     };
