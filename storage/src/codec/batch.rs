@@ -51,6 +51,36 @@ impl EncodedRows {
     pub fn total_bytes(&self) -> usize {
         self.buf.len()
     }
+
+    /// Starts a row of `columns` values of schema `schema_version`: its header is written and
+    /// the returned buffer takes the values ([`KalamValue::encode`](super::KalamValue::encode),
+    /// each checked by the caller); [`finish_row`](Self::finish_row) ends it.
+    pub(crate) fn start_row(&mut self, schema_version: u32, columns: u16) -> &mut Vec<u8> {
+        debug_assert!(usize::from(columns) <= MAX_COLUMNS, "checked by the schema");
+        if self.offsets.is_empty() {
+            self.offsets.push(0);
+        }
+        let start = self.buf.len();
+        self.buf.resize(start + ROW_HEADER_LEN, 0);
+        write_header(&mut self.buf[start..], schema_version, columns);
+        &mut self.buf
+    }
+
+    /// Makes room for `rows` more rows of the average size of those so far (none yet: only
+    /// their offsets).
+    pub(crate) fn reserve_rows(&mut self, rows: usize) {
+        let average = self.buf.len() / self.len().max(1);
+        self.buf.reserve(rows.saturating_mul(average));
+        self.offsets.reserve(rows);
+    }
+
+    /// Ends the row [`start_row`](Self::start_row) began, with placeholder system columns.
+    pub(crate) fn finish_row(&mut self) {
+        let at = self.buf.len();
+        self.buf.resize(at + ROW_TRAILER_LEN, 0);
+        write_trailer(&mut self.buf[at..], &SystemColumns::default());
+        self.offsets.push(self.buf.len());
+    }
 }
 
 /// A typed view of one input column, resolved once per batch.

@@ -114,7 +114,12 @@ impl Row {
 
     /// The length of [`Row::encode`]'s output.
     pub fn encoded_len(&self) -> usize {
-        let body: usize = self.values.iter().map(KalamValue::encoded_len).sum();
+        Self::encoded_len_of(&self.values)
+    }
+
+    /// The encoded length of a row of `values`.
+    pub fn encoded_len_of(values: &[KalamValue]) -> usize {
+        let body: usize = values.iter().map(KalamValue::encoded_len).sum();
         ROW_HEADER_LEN + body + ROW_TRAILER_LEN
     }
 

@@ -19,6 +19,14 @@ use crate::schema::TableDefinition;
 use crate::seq::SeqGenerator;
 use crate::table::TableHandle;
 
+/// One chunk's writes while they are staged: their `_seq`s, and their keys and encoded rows
+/// in one buffer (`spans`: each write's key and row in it).
+pub(super) struct Chunk {
+    seqs: std::vec::IntoIter<i64>,
+    buffer: Vec<u8>,
+    spans: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+}
+
 /// A statement's write batch while its chunks are staged: every chunk's rows and tombstones
 /// encoded into a buffer of its own (the ops slice it), its change-log entries, the flushed
 /// rows it hides and the scope's running counter; committed as one engine batch.
@@ -49,12 +57,6 @@ pub(super) struct Commit<'t, 'k> {
     staged: Option<Box<dyn StagedBatch + 't>>,
     /// Whether some op was handed to `staged`.
     wrote: bool,
-}
-
-/// What a staged write encodes: a row of values, or row `.0` of its chunk's encoded rows.
-enum Body {
-    Row(Row),
-    Encoded(usize),
 }
 
 impl<'t, 'k> Commit<'t, 'k> {
@@ -121,138 +123,145 @@ impl<'t, 'k> Commit<'t, 'k> {
         }
     }
 
-    /// Encodes one chunk's staged rows and tombstones (keys `asked`, whose first `prefix_len`
-    /// bytes are the scope's; rows encoded from a batch point into `encoded`) and their
-    /// change-log entries, each write with its own `_seq`.
-    pub(super) async fn add(
-        &mut self,
-        seq: &'t SeqGenerator,
-        asked: &[&'k [u8]],
-        prefix_len: usize,
-        staged: Vec<Staged>,
-        encoded: &EncodedRows,
-    ) -> Result<()> {
-        if staged.is_empty() {
+    /// Starts a chunk of at most `n` writes whose keys and rows take about `bytes`: each
+    /// write's `_seq` is taken now, in order, and stays in flight until the commit.
+    pub(super) fn start_chunk(&mut self, seq: &'t SeqGenerator, n: usize, bytes: usize) -> Chunk {
+        let (seqs, in_flight) = seq.take_tracked(n);
+        self.in_flight.push(in_flight);
+        Chunk {
+            seqs: seqs.into_iter(),
+            buffer: Vec::with_capacity(bytes),
+            spans: Vec::with_capacity(n),
+        }
+    }
+
+    /// Hands a chunk's rows and tombstones to the batch (and what is ready to the engine's
+    /// staged batch).
+    pub(super) async fn end_chunk(&mut self, chunk: Chunk) -> Result<()> {
+        if chunk.spans.is_empty() {
             return Ok(());
         }
-        let def = self.def;
-        let (seqs, in_flight) = seq.take_tracked(staged.len());
-        self.in_flight.push(in_flight);
-        let mut rows = Vec::with_capacity(staged.len());
-        for (write, seq) in staged.into_iter().zip(seqs) {
-            let deleted = write.row.is_none();
-            let count = &mut self.count;
-            count.entries += u64::from(!write.was_hot);
-            count.tombstones += u64::from(deleted);
-            count.tombstones = count
-                .tombstones
-                .saturating_sub(u64::from(write.was_hot && write.was_tombstone));
-            let key = asked[write.mutation];
-            if let Some(at) = write.hides {
-                self.hidden.entry(at.file).or_default().insert(at.position);
-                self.pending_hidden.push((&key[prefix_len..], at));
-            }
-            let change = match (self.log.is_some(), deleted, write.existed) {
-                (false, ..) | (true, true, false) => None,
-                (true, true, true) => Some(ChangeOp::Delete),
-                (true, false, true) => Some(ChangeOp::Update),
-                (true, false, false) => Some(ChangeOp::Insert),
-            };
-            let system = SystemColumns {
-                seq,
-                updated: self.updated,
-                deleted,
-            };
-            let body = match write.row {
-                Some(NewRow::Values(values)) => Body::Row(Row {
-                    schema_version: def.schema.version,
-                    values,
-                    system,
-                }),
-                Some(NewRow::Encoded(at)) => Body::Encoded(at),
-                // A tombstone keeps the key columns, so a flush can still read its key.
-                None => Body::Row(Row {
-                    schema_version: def.schema.version,
-                    values: self.tombstones.values(&key[prefix_len..])?,
-                    system,
-                }),
-            };
-            let logged = change.map(|op| (op, write.old));
-            rows.push((key, body, system, logged));
-        }
-        let encoded_len = |body: &Body| match body {
-            Body::Row(row) => row.encoded_len(),
-            Body::Encoded(at) => encoded.get(*at).map_or(0, <[u8]>::len),
-        };
-        let size: usize = rows.iter().map(|(k, b, ..)| k.len() + encoded_len(b)).sum();
-        let mut buffer = Vec::with_capacity(size);
-        let mut spans = Vec::with_capacity(rows.len());
-        for (key, body, system, logged) in rows {
-            let at = buffer.len();
-            buffer.extend_from_slice(key);
-            let key_end = buffer.len();
-            let new_values = match body {
-                Body::Row(row) => {
-                    row.encode_into(&mut buffer);
-                    Some(row.values)
-                }
-                Body::Encoded(row) => {
-                    buffer.extend_from_slice(encoded_row(encoded, row)?);
-                    set_system_columns(&mut buffer[key_end..], &system);
-                    None
-                }
-            };
-            spans.push((at..key_end, key_end..buffer.len()));
-            let (Some((op, old)), Some(log)) = (logged, &mut self.log) else {
-                continue;
-            };
-            let old_row = old.map(|values| Row {
-                schema_version: def.schema.version,
-                values,
-                system,
-            });
-            // A delete logs the row it removed; an update the row it replaced. Their new rows
-            // are the table's (by reference) unless rows can vanish without a change.
-            let pk = &key[prefix_len..];
-            match (op, &old_row) {
-                (ChangeOp::Delete, Some(removed)) => {
-                    log.push(system.seq, op, pk, Image::Row(removed), None)
-                }
-                _ if self.by_reference && op != ChangeOp::Delete => {
-                    log.push(system.seq, op, pk, Image::Reference, old_row.as_ref())
-                }
-                _ => log.push(
-                    system.seq,
-                    op,
-                    pk,
-                    Image::Encoded(&buffer[key_end..]),
-                    old_row.as_ref(),
-                ),
-            }
-            self.last_seq = Some(system.seq);
-            if let Some(ring) = &mut self.ring {
-                // Rows encoded from a batch are decoded for the feed's ring only.
-                let new_values = match new_values {
-                    Some(values) => values,
-                    None => decode_encoded(&buffer[key_end..])?,
-                };
-                let (values, old) = match op {
-                    ChangeOp::Delete => (old_row.map(|r| r.values).unwrap_or(new_values), None),
-                    _ => (new_values, old_row.map(|r| r.values)),
-                };
-                ring.push(Change {
-                    seq: system.seq,
-                    op,
-                    user: self.scope.user().cloned(),
-                    values,
-                    old,
-                    updated: self.updated,
-                });
-            }
-        }
         self.batch
-            .put_slices(&self.table.hot, Bytes::from(buffer), spans);
+            .put_slices(&self.table.hot, Bytes::from(chunk.buffer), chunk.spans);
         self.hand_over().await
+    }
+
+    /// Encodes one staged write of key `key` (whose first `prefix_len` bytes are the
+    /// scope's; a row encoded from the statement points into `encoded`) into `chunk`, with
+    /// the chunk's next `_seq`, and its change-log entry.
+    pub(super) fn put(
+        &mut self,
+        chunk: &mut Chunk,
+        key: &'k [u8],
+        prefix_len: usize,
+        write: Staged,
+        encoded: &EncodedRows,
+    ) -> Result<()> {
+        let def = self.def;
+        let seq = chunk
+            .seqs
+            .next()
+            .ok_or_else(|| crate::error::Error::Corrupt {
+                what: format!("the write batch of table {}", def.id),
+                reason: "a chunk staged more writes than it has keys".into(),
+            })?;
+        let Chunk { buffer, spans, .. } = chunk;
+        let deleted = write.row.is_none();
+        let count = &mut self.count;
+        count.entries += u64::from(!write.was_hot);
+        count.tombstones += u64::from(deleted);
+        count.tombstones = count
+            .tombstones
+            .saturating_sub(u64::from(write.was_hot && write.was_tombstone));
+        if let Some(at) = write.hides {
+            self.hidden.entry(at.file).or_default().insert(at.position);
+            self.pending_hidden.push((&key[prefix_len..], at));
+        }
+        let change = match (self.log.is_some(), deleted, write.existed) {
+            (false, ..) | (true, true, false) => None,
+            (true, true, true) => Some(ChangeOp::Delete),
+            (true, false, true) => Some(ChangeOp::Update),
+            (true, false, false) => Some(ChangeOp::Insert),
+        };
+        let system = SystemColumns {
+            seq,
+            updated: self.updated,
+            deleted,
+        };
+        let logged = change.map(|op| (op, write.old));
+        let at = buffer.len();
+        buffer.extend_from_slice(key);
+        let key_end = buffer.len();
+        let row = match write.row {
+            Some(NewRow::Values(values)) => Some(values),
+            Some(NewRow::Encoded(row)) => {
+                buffer.extend_from_slice(encoded_row(encoded, row)?);
+                set_system_columns(&mut buffer[key_end..], &system);
+                None
+            }
+            // A tombstone keeps the key columns, so a flush can still read its key.
+            None => Some(self.tombstones.values(&key[prefix_len..])?),
+        };
+        let new_values = match row {
+            Some(values) => {
+                let row = Row {
+                    schema_version: def.schema.version,
+                    values,
+                    system,
+                };
+                row.encode_into(buffer);
+                Some(row.values)
+            }
+            None => None,
+        };
+        spans.push((at..key_end, key_end..buffer.len()));
+        let (Some((op, old)), Some(log)) = (logged, &mut self.log) else {
+            return Ok(());
+        };
+        let old_row = old.map(|values| Row {
+            schema_version: def.schema.version,
+            values,
+            system,
+        });
+        // A delete logs the row it removed; an update the row it replaced. Their new rows
+        // are the table's (by reference) unless rows can vanish without a change.
+        let pk = &key[prefix_len..];
+        match (op, &old_row) {
+            (ChangeOp::Delete, Some(removed)) => {
+                log.push(system.seq, op, pk, Image::Row(removed), None)
+            }
+            _ if self.by_reference && op != ChangeOp::Delete => {
+                log.push(system.seq, op, pk, Image::Reference, old_row.as_ref())
+            }
+            _ => log.push(
+                system.seq,
+                op,
+                pk,
+                Image::Encoded(&buffer[key_end..]),
+                old_row.as_ref(),
+            ),
+        }
+        self.last_seq = Some(system.seq);
+        if let Some(ring) = &mut self.ring {
+            // Rows encoded from a batch are decoded for the feed's ring only.
+            let new_values = match new_values {
+                Some(values) => values,
+                None => decode_encoded(&buffer[key_end..])?,
+            };
+            let (values, old) = match op {
+                ChangeOp::Delete => (old_row.map(|r| r.values).unwrap_or(new_values), None),
+                _ => (new_values, old_row.map(|r| r.values)),
+            };
+            ring.push(Change {
+                seq: system.seq,
+                op,
+                user: self.scope.user().cloned(),
+                values,
+                old,
+                updated: self.updated,
+            });
+        }
+        Ok(())
     }
 
     /// Commits the batch with its log entries (each keyed by its first seq), hidden rows and

@@ -24,7 +24,7 @@ mod commit;
 mod plan;
 mod rows;
 
-use commit::Commit;
+use commit::{Chunk, Commit};
 use plan::{BatchKeys, BatchRows, KeyedValues, Plans, RowSource};
 
 use rows::Tombstones;
@@ -132,6 +132,22 @@ fn decode_encoded(bytes: &[u8]) -> Result<Vec<KalamValue>> {
         .values)
 }
 
+/// About the bytes a chunk's keys and rows take: the keys, and the new rows' encoded sizes
+/// (a change's row, known only once staged, may grow the buffer).
+fn chunk_bytes(keys: &[&[u8]], plans: &[Planned], encoded: &EncodedRows) -> usize {
+    let rows: usize = plans
+        .iter()
+        .map(|plan| match plan {
+            Planned::Insert(row) | Planned::Upsert(row) => match row {
+                NewRow::Values(values) => crate::codec::Row::encoded_len_of(values),
+                NewRow::Encoded(at) => encoded.get(*at).map_or(0, <[u8]>::len),
+            },
+            Planned::Update(_) | Planned::Delete => 0,
+        })
+        .sum();
+    keys.iter().map(|k| k.len()).sum::<usize>() + rows
+}
+
 /// Keys a statement larger than `StoreConfig::write_chunk_rows` (staged in key order) reads
 /// and stages at a time.
 const SORTED_CHUNK_ROWS: usize = 16_384;
@@ -233,22 +249,24 @@ impl TableHandle {
                 }
             };
             let (plans, encoded) = planned.next_chunk(start, len)?;
+            let encoded: &EncodedRows = &encoded;
             let current = self.read_current(&scope, part, keys.prefix_len).await?;
-            let (staged, s) = self.stage(
+            let mut chunk =
+                commit.start_chunk(seq, plans.len(), chunk_bytes(part, &plans, encoded));
+            let s = self.stage(
                 &def,
                 part,
                 keys.prefix_len,
-                (plans, &encoded),
+                (plans, encoded),
                 &current,
                 repeated,
+                (&mut commit, &mut chunk),
             )?;
             drop(current);
             summary.inserted += s.inserted;
             summary.updated += s.updated;
             summary.deleted += s.deleted;
-            commit
-                .add(seq, part, keys.prefix_len, staged, &encoded)
-                .await?;
+            commit.end_chunk(chunk).await?;
         }
         commit.finish().await?;
         Ok(summary)
@@ -313,18 +331,20 @@ impl TableHandle {
         let prefix = self.scope_prefix(scope);
         let mut keys = BatchKeys::with_capacity(prefix.len(), mutations.len());
         let mut planned = Vec::with_capacity(mutations.len());
+        // New rows are encoded as they are checked (row `k` of the statement's rows): their
+        // values are dropped here, not carried to the commit.
+        let mut encoded = EncodedRows::default();
+        let (n, mut reserved) = (mutations.len(), false);
         for mutation in mutations {
             keys.bytes.extend_from_slice(&prefix);
             planned.push(match mutation {
                 Mutation::Insert(named) => {
-                    let row = self.row_from_named(def, named, None)?;
-                    self.key_of_row(def, &row, &mut keys.bytes)?;
-                    Planned::Insert(NewRow::Values(row))
+                    self.encode_named(def, named, &mut encoded, &mut keys.bytes)?;
+                    Planned::Insert(NewRow::Encoded(encoded.len() - 1))
                 }
                 Mutation::Upsert(named) => {
-                    let row = self.row_from_named(def, named, None)?;
-                    self.key_of_row(def, &row, &mut keys.bytes)?;
-                    Planned::Upsert(NewRow::Values(row))
+                    self.encode_named(def, named, &mut encoded, &mut keys.bytes)?;
+                    Planned::Upsert(NewRow::Encoded(encoded.len() - 1))
                 }
                 Mutation::Update { key, set } => {
                     keys.bytes
@@ -338,8 +358,13 @@ impl TableHandle {
                 }
             });
             keys.ends.push(keys.bytes.len());
+            if encoded.len() == 1 && !reserved {
+                // A statement's rows are mostly alike: room for the rest at once.
+                encoded.reserve_rows(n - planned.len());
+                reserved = true;
+            }
         }
-        Ok((keys, Plans::Each(planned)))
+        Ok((keys, Plans::Each(planned, encoded)))
     }
 
     /// Resolves every row of a [`Rows::Keyed`] batch to its hot key (read from its key
@@ -436,19 +461,21 @@ impl TableHandle {
     }
 
     /// Applies each mutation to the key's current row (or the batch's earlier write of the
-    /// key): the writes to make and what they change.
-    fn stage(
+    /// key) and puts the writes into `chunk` of `commit`: what they change.
+    #[allow(clippy::too_many_arguments)]
+    fn stage<'t, 'k>(
         &self,
         def: &TableDefinition,
-        asked: &[&[u8]],
+        asked: &[&'k [u8]],
         prefix_len: usize,
         (planned, encoded): (Vec<Planned>, &EncodedRows),
         current: &CurrentRows,
         repeated: bool,
-    ) -> Result<(Vec<Staged>, WriteSummary)> {
-        let mut staged: Vec<Staged> = Vec::with_capacity(planned.len());
-        // Only a batch that writes a key twice needs to find a key's earlier write; the
-        // others just keep their order.
+        (commit, chunk): (&mut Commit<'t, 'k>, &mut Chunk),
+    ) -> Result<WriteSummary> {
+        // Only a batch that writes a key twice keeps its writes until all are staged (a later
+        // write of a key replaces its earlier one); the others go to the chunk as they come.
+        let mut staged: Vec<Staged> = Vec::new();
         let mut slots: Option<HashMap<&[u8], usize>> = repeated.then(HashMap::new);
         let mut summary = WriteSummary::default();
         let logging = def.options.change_retention.is_on();
@@ -531,16 +558,18 @@ impl TableHandle {
                 existed,
                 old,
             };
-            match slot {
-                Some(at) => staged[at] = write,
-                None => {
-                    if let Some(slots) = &mut slots {
-                        slots.insert(key, staged.len());
-                    }
+            match (slot, &mut slots) {
+                (Some(at), _) => staged[at] = write,
+                (None, Some(slots)) => {
+                    slots.insert(key, staged.len());
                     staged.push(write);
                 }
+                (None, None) => commit.put(chunk, asked[i], prefix_len, write, encoded)?,
             }
         }
-        Ok((staged, summary))
+        for write in staged {
+            commit.put(chunk, asked[write.mutation], prefix_len, write, encoded)?;
+        }
+        Ok(summary)
     }
 }

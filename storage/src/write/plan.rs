@@ -1,6 +1,8 @@
 //! What a statement's chunks are staged from: its keys, its plans (one per key, or a row index
 //! per key of its batch), and the new values of a by-key update batch.
 
+use std::borrow::Cow;
+
 use arrow::array::{ArrayRef, UInt32Array};
 use arrow::record_batch::RecordBatch;
 
@@ -12,8 +14,9 @@ use crate::types::KalamDataType;
 
 /// A statement's plans, one per key, in the order of its keys.
 pub(super) enum Plans<'b> {
-    /// Mutations, each resolved on its own.
-    Each(Vec<Planned>),
+    /// Mutations, each resolved on its own; the new rows of their inserts and upserts,
+    /// encoded (`NewRow::Encoded(k)` is row `k` of the statement's).
+    Each(Vec<Planned>, EncodedRows),
     /// Rows of the statement's batch (`rows[k]` for key `k`), all with one change: four
     /// bytes per key, each row read when its chunk is staged.
     Rows {
@@ -50,11 +53,11 @@ impl<'b> Plans<'b> {
     /// Puts the plans in the order of their keys (`asked`, sorted with them).
     pub(super) fn sort_by_key(self, asked: Vec<&[u8]>) -> (Vec<&[u8]>, Self) {
         match self {
-            Self::Each(plans) => {
+            Self::Each(plans, encoded) => {
                 let mut pairs: Vec<(&[u8], Planned)> = asked.into_iter().zip(plans).collect();
                 pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
                 let (asked, plans) = pairs.into_iter().unzip();
-                (asked, Self::Each(plans))
+                (asked, Self::Each(plans, encoded))
             }
             Self::Rows { rows, source } => {
                 let mut pairs: Vec<(&[u8], u32)> = asked.into_iter().zip(rows).collect();
@@ -66,18 +69,17 @@ impl<'b> Plans<'b> {
     }
 
     /// The plans of the next `n` keys, `done` of them already taken, and the encoded rows
-    /// the plans of full batch rows point into (encoded here, a column at a time).
+    /// their new rows point into (the statement's, or a batch chunk's encoded here, a column
+    /// at a time).
     pub(super) fn next_chunk(
         &mut self,
         done: usize,
         n: usize,
-    ) -> Result<(Vec<Planned>, EncodedRows)> {
+    ) -> Result<(Vec<Planned>, Cow<'_, EncodedRows>)> {
         let (rows, source) = match self {
-            Self::Each(plans) => {
-                return Ok((
-                    plans.drain(..n.min(plans.len())).collect(),
-                    EncodedRows::default(),
-                ));
+            Self::Each(plans, encoded) => {
+                let plans = plans.drain(..n.min(plans.len())).collect();
+                return Ok((plans, Cow::Borrowed(encoded)));
             }
             Self::Rows { rows, source } => (rows, source),
         };
@@ -90,12 +92,12 @@ impl<'b> Plans<'b> {
                     .iter()
                     .map(|r| Ok(Planned::Update(values.at(*r as usize)?)))
                     .collect::<Result<_>>()?;
-                return Ok((plans, EncodedRows::default()));
+                return Ok((plans, Cow::Owned(EncodedRows::default())));
             }
             RowSource::Delete => {
                 return Ok((
                     chunk.iter().map(|_| Planned::Delete).collect(),
-                    EncodedRows::default(),
+                    Cow::Owned(EncodedRows::default()),
                 ));
             }
         };
@@ -110,7 +112,7 @@ impl<'b> Plans<'b> {
                 }
             })
             .collect();
-        Ok((plans, encoded))
+        Ok((plans, Cow::Owned(encoded)))
     }
 }
 

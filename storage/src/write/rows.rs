@@ -1,7 +1,7 @@
 //! Rows of the write path: a full row from named values (defaults, NOT NULL, lengths), its
 //! primary key, the values a tombstone keeps (the key columns), and the duplicate-key error.
 
-use crate::codec::KalamValue;
+use crate::codec::{EncodedRows, KalamValue};
 use crate::error::{Error, Result};
 use crate::schema::{ColumnDefinition, TableDefinition};
 use crate::table::TableHandle;
@@ -50,6 +50,49 @@ impl TableHandle {
                 reason: reason.to_owned(),
             })?;
         }
+        Ok(())
+    }
+
+    /// Encodes the full row of named values onto `encoded` (checked as
+    /// [`row_from_named`](Self::row_from_named) checks them, placeholder system columns) and
+    /// appends its primary key to `key`. A row naming every column in table order (a client's
+    /// or the SQL front's) is checked and encoded value by value, with no row of values built.
+    pub(super) fn encode_named(
+        &self,
+        def: &TableDefinition,
+        named: Vec<(String, KalamValue)>,
+        encoded: &mut EncodedRows,
+        key: &mut Vec<u8>,
+    ) -> Result<()> {
+        let columns = def.columns();
+        let complete = named.len() == columns.len()
+            && named.iter().zip(columns).all(|((n, _), c)| *n == c.name);
+        let version = def.schema.version;
+        // The schema holds at most `MAX_COLUMNS` (< 2^16) columns.
+        let count = columns.len() as u16;
+        if !complete {
+            let row = self.row_from_named(def, named, None)?;
+            self.key_of_row(def, &row, key)?;
+            let out = encoded.start_row(version, count);
+            row.iter().for_each(|v| v.encode(out));
+            encoded.finish_row();
+            return Ok(());
+        }
+        let out = encoded.start_row(version, count);
+        for ((name, value), c) in named.into_iter().zip(columns) {
+            let value = column_value(c, name, value)?;
+            check_not_null(c, &value)?;
+            if c.primary_key {
+                crate::codec::encode_component(&value, key).map_err(|reason| {
+                    Error::InvalidValue {
+                        column: c.name.clone(),
+                        reason: reason.to_owned(),
+                    }
+                })?;
+            }
+            value.encode(out);
+        }
+        encoded.finish_row();
         Ok(())
     }
 
