@@ -3,8 +3,9 @@
 //! rows they hide (`h` entries: reads then skip those rows without looking at hot keys) and
 //! the scope's buffered-entry count and the change-log entry of its changes in one atomic
 //! batch. A large statement is read and staged `StoreConfig::write_chunk_rows` keys at a time:
-//! its per-row values live for one chunk, and its encoded rows go to the engine's staged batch
-//! (keys in order) or one batch kept until the commit.
+//! its per-row values live for one chunk (named rows are encoded when planned, so they are
+//! kept as their encoded bytes), and its encoded rows go to the engine's staged batch (keys in
+//! order) or one batch kept until the commit.
 
 use std::collections::HashMap;
 
