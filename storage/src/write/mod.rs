@@ -406,12 +406,7 @@ impl TableHandle {
                         reason: "a key value is NULL".into(),
                     });
                 }
-                crate::codec::encode_component(&value, &mut keys.bytes).map_err(|reason| {
-                    crate::error::Error::InvalidValue {
-                        column: c.name.clone(),
-                        reason: reason.to_owned(),
-                    }
-                })?;
+                rows::key_component(c, &value, &mut keys.bytes)?;
             }
             keys.ends.push(keys.bytes.len());
         }

@@ -20,10 +20,7 @@ impl TableHandle {
             .zip(values)
             .filter(|(c, _)| c.primary_key)
         {
-            crate::codec::encode_component(v, out).map_err(|reason| Error::InvalidValue {
-                column: c.name.clone(),
-                reason: reason.to_owned(),
-            })?;
+            key_component(c, v, out)?;
         }
         Ok(())
     }
@@ -45,10 +42,7 @@ impl TableHandle {
             .filter(|(c, _)| c.primary_key)
         {
             let value = crate::codec::value_at(array.as_ref(), c.data_type, i)?;
-            crate::codec::encode_component(&value, out).map_err(|reason| Error::InvalidValue {
-                column: c.name.clone(),
-                reason: reason.to_owned(),
-            })?;
+            key_component(c, &value, out)?;
         }
         Ok(())
     }
@@ -83,12 +77,7 @@ impl TableHandle {
             let value = column_value(c, name, value)?;
             check_not_null(c, &value)?;
             if c.primary_key {
-                crate::codec::encode_component(&value, key).map_err(|reason| {
-                    Error::InvalidValue {
-                        column: c.name.clone(),
-                        reason: reason.to_owned(),
-                    }
-                })?;
+                key_component(c, &value, key)?;
             }
             value.encode(out);
         }
@@ -287,6 +276,19 @@ impl Tombstones {
         }
         Ok(values)
     }
+}
+
+/// Appends `value`, the value of key column `c`, to an encoded primary key; a value a key
+/// cannot hold is an error naming the column.
+pub(super) fn key_component(
+    c: &ColumnDefinition,
+    value: &KalamValue,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    crate::codec::encode_component(value, out).map_err(|reason| Error::InvalidValue {
+        column: c.name.clone(),
+        reason: reason.to_owned(),
+    })
 }
 
 /// A value given for column `c` (named `name` by the caller), converted to the column's type
