@@ -1,18 +1,25 @@
-//! A data dir written by the family-per-partition RocksDB layout (`tests/fixtures/
-//! data-dir-cf-per-partition.tar.gz`, made by the code before the prefix layout: a USER table
-//! with flushed, deleted, updated and hot rows of two users, a SHARED table with a flushed file
-//! and a hot row) opens with every row, also after SIGKILLs in the middle of its migration.
+//! Data dirs written by earlier RocksDB layouts open with every row: the family-per-partition
+//! layout (`tests/fixtures/data-dir-cf-per-partition.tar.gz`, migrated at open, also after
+//! SIGKILLs in the middle of its migration) and the wide prefix layout (`data-dir-prefix-
+//! layout.tar.gz`, rows in a `rows` family under 8-byte generations, kept as it is). Both hold
+//! the same content, made by the code of their time: a USER table with flushed, deleted,
+//! updated and hot rows of two users, a SHARED table with a flushed file and a hot row.
 
 use kalamstore::{KalamValue, Mutation, Scope, TableId, UserId};
 use kalamstore_tests::tables::{contents, open_store, run_child_to_failpoint, runtime};
 
 const CHILD_DIR: &str = "KALAMSTORE_MIGRATION_CRASH_DIR";
 
-/// Unpacks the fixture into a fresh temp dir.
-fn fixture() -> tempfile::TempDir {
+/// The family-per-partition layout's data dir.
+const FAMILY_PER_PARTITION: &str = "data-dir-cf-per-partition.tar.gz";
+/// The wide prefix layout's data dir.
+const WIDE_PREFIX: &str = "data-dir-prefix-layout.tar.gz";
+
+/// Unpacks the fixture `name` into a fresh temp dir.
+fn fixture(name: &str) -> tempfile::TempDir {
     // Read when the test runs: cargo may reuse this binary for another checkout.
     let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets it");
-    let archive = std::path::Path::new(&manifest).join("fixtures/data-dir-cf-per-partition.tar.gz");
+    let archive = std::path::Path::new(&manifest).join("fixtures").join(name);
     let dir = tempfile::tempdir().unwrap();
     let status = std::process::Command::new("tar")
         .arg("xzf")
@@ -65,8 +72,17 @@ async fn assert_fixture_rows(store: &kalamstore::Store, what: &str) {
 }
 
 #[test]
-fn a_data_dir_of_the_earlier_layout_opens_with_every_row_and_keeps_working() {
-    let dir = fixture();
+fn a_data_dir_of_the_family_per_partition_layout_opens_with_every_row_and_keeps_working() {
+    opens_with_every_row_and_keeps_working(FAMILY_PER_PARTITION);
+}
+
+#[test]
+fn a_data_dir_of_the_wide_prefix_layout_opens_with_every_row_and_keeps_working() {
+    opens_with_every_row_and_keeps_working(WIDE_PREFIX);
+}
+
+fn opens_with_every_row_and_keeps_working(name: &str) {
+    let dir = fixture(name);
     let rt = runtime();
     rt.block_on(async {
         let store = open_store(dir.path()).await;
@@ -112,7 +128,7 @@ fn migration_crash_child() {
 
 #[test]
 fn a_migration_killed_at_any_step_resumes_and_loses_nothing() {
-    let dir = fixture();
+    let dir = fixture(FAMILY_PER_PARTITION);
     let dir_text = dir.path().to_string_lossy().into_owned();
     // Each kill lands later in the migration: after a partition's copy (before the registry
     // names it) or after its registration (before the old family is dropped); the next open

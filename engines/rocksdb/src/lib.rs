@@ -1,5 +1,5 @@
 //! `RocksDbBackend`: kalamstore's embedded default engine. Every partition is a key range of
-//! one `rows` column family, prefixed with its generation, and named in a registry (see
+//! one rows column family, prefixed with its generation, and named in a registry (see
 //! `registry`): creating or dropping a partition costs the same with 10 partitions as with
 //! 10,000, and all partitions share one memtable budget. A database of the earlier layout (a
 //! family per partition) is migrated when opened (see `migrate`).
@@ -29,10 +29,7 @@ use rocksdb::{DBWithThreadMode, Options, ReadOptions, SingleThreaded, WriteOptio
 pub use config::RocksDbConfig;
 use config::Tuning;
 use error::{ENGINE, RocksDbError, rocks};
-use registry::{
-    GENERATION_BYTES, NEXT_GENERATION, ROWS_CF, Registry, load_registry, registry_family,
-    registry_key, rows_family, stored_bounds, stored_key, stored_key_into,
-};
+use registry::{KeyPrefix, Layout, NEXT_GENERATION, Registry, load_registry, registry_key};
 
 /// Column families are fixed once the database is open (partitions are key ranges), so the
 /// single-threaded handle mode serves: its family handles are plain references, looked up
@@ -43,6 +40,8 @@ type Db = DBWithThreadMode<SingleThreaded>;
 pub struct RocksDbBackend {
     /// `None` once closed.
     db: ArcSwapOption<Db>,
+    /// Where the rows and the registry live (fixed when the database was created).
+    layout: Layout,
     /// Partitions that exist, by generation.
     registry: RwLock<Registry>,
     /// Serialises creations and drops (each reads and advances the registry).
@@ -78,14 +77,14 @@ impl RocksDbBackend {
         mut visit: impl FnMut(&[u8], &[u8]) -> Result<()>,
     ) -> Result<usize> {
         let db = self.db()?;
-        let generation = self.generation(partition)?;
-        let cf = rows_family(&db)?;
+        let prefix = self.prefix(partition)?;
+        let cf = self.layout.rows_family(&db)?;
         let budget = request.chunk_budget();
         let (start, end) = request.range.bounds();
         if budget == 0 || kalamstore_storage::backend::is_empty_range(&start, &end) {
             return Ok(0);
         }
-        let (lower, upper) = stored_bounds(generation, &start, &end);
+        let (lower, upper) = prefix.bounds(&start, &end);
         let mut options = ReadOptions::default();
         options.set_iterate_lower_bound(lower);
         options.set_iterate_upper_bound(upper);
@@ -99,8 +98,8 @@ impl RocksDbBackend {
             let (Some(k), Some(v)) = (it.key(), it.value()) else {
                 break;
             };
-            // Every key within the bounds carries the generation prefix.
-            visit(&k[GENERATION_BYTES..], v)?;
+            // Every key within the bounds carries the partition's prefix.
+            visit(&k[prefix.len()..], v)?;
             visited += 1;
             match request.direction {
                 Direction::Forward => it.next(),
@@ -130,22 +129,26 @@ impl RocksDbBackend {
 
         // Opening must name every existing family, so list them first; a new directory has
         // none. A database of the earlier layout also has one family per partition.
-        let mut families = if path.join("CURRENT").exists() {
+        let existed = path.join("CURRENT").exists();
+        let mut families = if existed {
             Db::list_cf(&db_options, path).map_err(rocks(|| {
                 format!("listing column families in {}", path.display())
             }))?
         } else {
             vec!["default".to_owned()]
         };
-        if !families.iter().any(|f| f == ROWS_CF) {
-            families.push(ROWS_CF.to_owned());
+        let layout = Layout::of(existed, &families);
+        for family in [layout.rows_cf(), layout.registry_cf()] {
+            if !families.iter().any(|f| f == family) {
+                families.push(family.to_owned());
+            }
         }
         let descriptors = families
             .iter()
             .map(|name| rocksdb::ColumnFamilyDescriptor::new(name, cf_options.clone()));
         let mut db = Db::open_cf_descriptors(&db_options, path, descriptors)
             .map_err(rocks(|| format!("opening {}", path.display())))?;
-        let mut registry = load_registry(&db)?;
+        let mut registry = load_registry(&db, layout)?;
         let migrated = migrate::migrate(&mut db, &families, &mut registry)?;
         staged::clear_staged(path)?;
 
@@ -153,6 +156,7 @@ impl RocksDbBackend {
         write_options.set_sync(config.sync_writes);
         Ok(Self {
             db: ArcSwapOption::from_pointee(db),
+            layout,
             registry: RwLock::new(registry),
             registry_writes: Mutex::new(()),
             config,
@@ -186,6 +190,11 @@ impl RocksDbBackend {
 
     fn generation(&self, partition: &Partition) -> Result<u64> {
         self.registry.read().generation(partition)
+    }
+
+    /// The key prefix of `partition`, or `PartitionNotFound`.
+    fn prefix(&self, partition: &Partition) -> Result<KeyPrefix> {
+        self.registry.read().prefix(partition)
     }
 }
 
@@ -229,7 +238,7 @@ impl StorageBackend for RocksDbBackend {
             }
             registry.next
         };
-        let cf = registry_family(&db)?;
+        let cf = self.layout.registry_family(&db)?;
         let mut batch = rocksdb::WriteBatch::default();
         batch.put_cf(&cf, registry_key(partition), generation.to_be_bytes());
         batch.put_cf(&cf, NEXT_GENERATION, (generation + 1).to_be_bytes());
@@ -249,12 +258,13 @@ impl StorageBackend for RocksDbBackend {
         };
         // The name and every key go in one atomic batch; the range delete's covered entries
         // are dropped by RocksDB's compactions.
+        let prefix = self.layout.prefix(generation);
         let mut batch = rocksdb::WriteBatch::default();
-        batch.delete_cf(&registry_family(&db)?, registry_key(partition));
+        batch.delete_cf(&self.layout.registry_family(&db)?, registry_key(partition));
         batch.delete_range_cf(
-            &rows_family(&db)?,
-            generation.to_be_bytes(),
-            (generation + 1).to_be_bytes(),
+            &self.layout.rows_family(&db)?,
+            prefix.as_bytes(),
+            &prefix.end(),
         );
         db.write_opt(batch, &self.write_options)
             .map_err(rocks(|| format!("dropping partition `{partition}`")))?;
@@ -277,9 +287,9 @@ impl StorageBackend for RocksDbBackend {
 
     async fn get(&self, partition: &Partition, key: &[u8]) -> Result<Option<Bytes>> {
         let db = self.db()?;
-        let stored = stored_key(self.generation(partition)?, key);
+        let stored = self.prefix(partition)?.key(key);
         let value = db
-            .get_pinned_cf(&rows_family(&db)?, stored)
+            .get_pinned_cf(&self.layout.rows_family(&db)?, stored)
             .map_err(rocks(|| {
                 format!("reading a key of partition `{partition}`")
             }))?;
@@ -288,27 +298,27 @@ impl StorageBackend for RocksDbBackend {
 
     async fn get_many(&self, partition: &Partition, keys: &[&[u8]]) -> Result<Vec<Option<Bytes>>> {
         let db = self.db()?;
-        let generation = self.generation(partition)?;
+        let prefix = self.prefix(partition)?;
         let (Some(lo), Some(hi)) = (keys.iter().min(), keys.iter().max()) else {
             return Ok(Vec::new());
         };
-        let cf = rows_family(&db)?;
+        let cf = self.layout.rows_family(&db)?;
         let what = || format!("reading {} keys of partition `{partition}`", keys.len());
         // One seek proves the whole batch absent when no stored key lies in its range: the
         // common case of new keys appended past the stored ones.
         let mut options = ReadOptions::default();
-        let mut upper = stored_key(generation, hi);
+        let mut upper = prefix.key(hi);
         upper.push(0);
         options.set_iterate_upper_bound(upper);
         let mut it = db.raw_iterator_cf_opt(&cf, options);
-        it.seek(stored_key(generation, lo));
+        it.seek(prefix.key(lo));
         if !it.valid() {
             it.status().map_err(rocks(what))?;
             return Ok(vec![None; keys.len()]);
         }
         drop(it);
         let sorted = keys.is_sorted();
-        let stored: Vec<Vec<u8>> = keys.iter().map(|k| stored_key(generation, k)).collect();
+        let stored: Vec<Vec<u8>> = keys.iter().map(|k| prefix.key(k)).collect();
         db.batched_multi_get_cf(&cf, &stored, sorted)
             .into_iter()
             .map(|value| {
@@ -321,17 +331,22 @@ impl StorageBackend for RocksDbBackend {
 
     async fn put(&self, partition: &Partition, key: Bytes, value: Bytes) -> Result<()> {
         let db = self.db()?;
-        let stored = stored_key(self.generation(partition)?, &key);
-        db.put_cf_opt(&rows_family(&db)?, stored, value, &self.write_options)
-            .map_err(rocks(|| {
-                format!("writing a key of partition `{partition}`")
-            }))
+        let stored = self.prefix(partition)?.key(&key);
+        db.put_cf_opt(
+            &self.layout.rows_family(&db)?,
+            stored,
+            value,
+            &self.write_options,
+        )
+        .map_err(rocks(|| {
+            format!("writing a key of partition `{partition}`")
+        }))
     }
 
     async fn delete(&self, partition: &Partition, key: &[u8]) -> Result<()> {
         let db = self.db()?;
-        let stored = stored_key(self.generation(partition)?, key);
-        db.delete_cf_opt(&rows_family(&db)?, stored, &self.write_options)
+        let stored = self.prefix(partition)?.key(key);
+        db.delete_cf_opt(&self.layout.rows_family(&db)?, stored, &self.write_options)
             .map_err(rocks(|| {
                 format!("deleting a key of partition `{partition}`")
             }))
@@ -339,39 +354,39 @@ impl StorageBackend for RocksDbBackend {
 
     async fn batch(&self, batch: WriteBatch) -> Result<()> {
         let db = self.db()?;
-        let cf = rows_family(&db)?;
-        // Resolve every partition's generation first (each once): a missing partition fails
-        // the batch before anything is written.
-        let generations: Vec<u64> = {
+        let cf = self.layout.rows_family(&db)?;
+        // Resolve every partition's prefix first (each once): a missing partition fails the
+        // batch before anything is written.
+        let prefixes: Vec<KeyPrefix> = {
             let registry = self.registry.read();
             batch
                 .partitions()
                 .iter()
-                .map(|p| registry.generation(p))
+                .map(|p| registry.prefix(p))
                 .collect::<Result<_>>()?
         };
-        // Sized up front (a record is a tag, the family, varint lengths, the 8-byte generation
-        // of each key and the bytes): a large statement's batch does not grow by doubling.
-        let bytes = 12 + batch.data_len() + batch.len() * (2 * 8 + 8);
+        // Sized up front (a record is a tag, the family, varint lengths, the prefix of each
+        // key and the bytes): a large statement's batch does not grow by doubling.
+        let bytes = 12 + batch.data_len() + batch.len() * (2 * 8 + 9);
         let mut rocks_batch = rocksdb::WriteBatch::with_capacity_bytes(bytes);
         let mut key = Vec::new();
         let mut end = Vec::new();
         for (partition, op) in batch.indexed_ops() {
-            let generation = generations[partition];
+            let prefix = &prefixes[partition];
             match op {
                 WriteOp::Put { key: k, value, .. } => {
-                    stored_key_into(&mut key, generation, k);
+                    prefix.key_into(&mut key, k);
                     rocks_batch.put_cf(&cf, &key, value);
                 }
                 WriteOp::Delete { key: k, .. } => {
-                    stored_key_into(&mut key, generation, k);
+                    prefix.key_into(&mut key, k);
                     rocks_batch.delete_cf(&cf, &key);
                 }
                 // RocksDB rejects a range whose end sorts before its start; it is empty
                 // anyway.
                 WriteOp::DeleteRange { start, end: e, .. } if start < e => {
-                    stored_key_into(&mut key, generation, start);
-                    stored_key_into(&mut end, generation, e);
+                    prefix.key_into(&mut key, start);
+                    prefix.key_into(&mut end, e);
                     rocks_batch.delete_range_cf(&cf, &key, &end);
                     self.range_deletes
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -435,15 +450,15 @@ impl StorageBackend for RocksDbBackend {
 
     async fn reclaim(&self, partition: &Partition) -> Result<()> {
         let db = self.db()?;
-        let generation = self.generation(partition)?;
-        let cf = rows_family(&db)?;
+        let prefix = self.prefix(partition)?;
+        let cf = self.layout.rows_family(&db)?;
         // Entries under a range delete in table files stay until a compaction drops them:
         // every scan of the range reads past them, and their mapped pages count toward the
         // process's memory. When the partition's files hold enough to matter, its key range
         // is compacted now (RocksDB flushes the memtable first when it overlaps the range).
-        let (lower, upper) = (generation.to_be_bytes(), (generation + 1).to_be_bytes());
+        let (lower, upper) = (prefix.as_bytes(), prefix.end());
         let on_disk = db
-            .get_approximate_sizes_cf(&cf, &[rocksdb::Range::new(&lower, &upper)])
+            .get_approximate_sizes_cf(&cf, &[rocksdb::Range::new(lower, &upper)])
             .first()
             .copied()
             .unwrap_or(0);
@@ -492,7 +507,7 @@ impl StorageBackend for RocksDbBackend {
     async fn stats(&self) -> Result<BackendStats> {
         let db = self.db()?;
         let partitions = self.registry.read().partitions.len();
-        let cf = rows_family(&db)?;
+        let cf = self.layout.rows_family(&db)?;
         let int = |name: &std::ffi::CStr| -> Result<u64> {
             Ok(db
                 .property_int_value_cf(&cf, name)
@@ -519,6 +534,7 @@ impl StorageBackend for RocksDbBackend {
             approximate_bytes: Some(bytes),
             details: vec![
                 ("path".into(), self.config.path.display().to_string()),
+                ("layout".into(), format!("{:?}", self.layout).to_lowercase()),
                 ("sync_writes".into(), self.config.sync_writes.to_string()),
                 ("table_files".into(), table_files.to_string()),
                 ("flushes_pending".into(), flushes.to_string()),
@@ -554,7 +570,10 @@ impl StorageBackend for RocksDbBackend {
         // memory before the first read (hundreds of MB after a large statement).
         let mut options = rocksdb::FlushOptions::default();
         options.set_wait(true);
-        let families = [registry_family(&db)?, rows_family(&db)?];
+        let families = [
+            self.layout.registry_family(&db)?,
+            self.layout.rows_family(&db)?,
+        ];
         db.flush_cfs_opt(&families, &options)
             .map_err(rocks(|| "flushing the memtables on close"))?;
         db.flush_wal(true)

@@ -1,6 +1,6 @@
 //! Opening a database written by the earlier layout (one column family `p:<name>` per
-//! partition): each such family is copied into the `rows` family under a fresh generation and
-//! then dropped, once, at open.
+//! partition): each such family is copied into the rows family (of the `Wide` layout, which
+//! such a database takes) under a fresh generation and then dropped, once, at open.
 //!
 //! Crash-safe by order: the keys are copied first (into a generation the registry does not
 //! name yet, cleared before the copy), then one atomic batch names the partition and advances
@@ -15,7 +15,7 @@ use rocksdb::{IteratorMode, WriteBatch};
 
 use crate::Db;
 use crate::error::rocks;
-use crate::registry::{NEXT_GENERATION, Registry, registry_key, stored_key_into};
+use crate::registry::{NEXT_GENERATION, Registry, registry_key};
 
 /// Column families of the earlier layout carry this prefix.
 pub(crate) const OLD_FAMILY_PREFIX: &str = "p:";
@@ -32,7 +32,7 @@ pub(crate) struct Migrated {
     pub(crate) keys: u64,
 }
 
-/// Moves every partition family named in `families` into the `rows` family, registering it in
+/// Moves every partition family named in `families` into the rows family, registering it in
 /// `registry`.
 pub(crate) fn migrate(
     db: &mut Db,
@@ -70,20 +70,17 @@ fn copy_family(
         .ok_or_else(|| kalamstore_storage::Error::PartitionNotFound {
             partition: partition.to_string(),
         })?;
-    let rows = crate::registry::rows_family(db)?;
+    let rows = registry.layout.rows_family(db)?;
     let generation = registry.next;
+    let prefix = registry.layout.prefix(generation);
     // A copy that a crash interrupted may have left keys under this generation.
     let mut batch = WriteBatch::default();
-    batch.delete_range_cf(
-        &rows,
-        generation.to_be_bytes(),
-        (generation + 1).to_be_bytes(),
-    );
+    batch.delete_range_cf(&rows, prefix.as_bytes(), &prefix.end());
     let mut copied = 0u64;
     let mut key = Vec::new();
     for entry in db.iterator_cf(&old, IteratorMode::Start) {
         let (k, v) = entry.map_err(rocks(what))?;
-        stored_key_into(&mut key, generation, &k);
+        prefix.key_into(&mut key, &k);
         batch.put_cf(&rows, &key, &v);
         copied += 1;
         if batch.len() >= COPY_BATCH {
@@ -94,7 +91,7 @@ fn copy_family(
     // Every key is copied; the registry does not name the copy yet.
     db.write(std::mem::take(&mut batch)).map_err(rocks(what))?;
     crash_point("rocksdb.migrate.copied");
-    let registry_family = crate::registry::registry_family(db)?;
+    let registry_family = registry.layout.registry_family(db)?;
     batch.put_cf(
         &registry_family,
         registry_key(partition),

@@ -1,12 +1,16 @@
-//! The partition registry and key layout: every partition is a key range of one `rows`
-//! column family, prefixed with a generation; the registry in the `default` family names them.
-//! Also how the two families are resolved and how the registry is loaded at open.
+//! The partition registry and key layout: every partition is a key range of one rows column
+//! family, prefixed with its generation; a registry in another family names them. Also how the
+//! families are resolved and how the registry is loaded at open.
 //!
-//! | family    | key                          | value         | meaning                     |
-//! |-----------|------------------------------|---------------|-----------------------------|
-//! | `default` | `"gen"`                      | u64 BE        | next partition generation   |
-//! | `default` | `"p" <name>`                 | u64 BE        | partition `name` exists     |
-//! | `rows`    | `<generation u64 BE> <key>`  | value         | a key of a partition        |
+//! Two layouts (see [`Layout`]); a database keeps the one it was created with:
+//!
+//! | layout    | rows family | key of a row                     | registry family |
+//! |-----------|-------------|----------------------------------|-----------------|
+//! | `Compact` | `default`   | `<generation, 1-9 bytes> <key>`  | `registry`      |
+//! | `Wide`    | `rows`      | `<generation u64 BE> <key>`      | `default`       |
+//!
+//! The registry holds `"gen"` -> the next generation (u64 BE) and `"p" <name>` -> the
+//! generation of partition `name` (u64 BE).
 //!
 //! Each creation of a partition takes a fresh generation, so a partition dropped and created
 //! again never sees the old keys, even before the range delete of a drop is compacted away.
@@ -24,75 +28,182 @@ use rocksdb::{ColumnFamily, ReadOptions};
 use crate::Db;
 use crate::error::{ENGINE, RocksDbError, rocks};
 
-/// The column family holding every partition's keys.
-pub(crate) const ROWS_CF: &str = "rows";
+/// The rows family of the `Wide` layout.
+pub(crate) const WIDE_ROWS_CF: &str = "rows";
+/// The registry family of the `Compact` layout.
+pub(crate) const COMPACT_REGISTRY_CF: &str = "registry";
 /// Registry key of the next generation.
 pub(crate) const NEXT_GENERATION: &[u8] = b"gen";
 /// Prefix of the registry keys naming partitions.
 pub(crate) const PARTITION_PREFIX: &[u8] = b"p";
-/// Bytes of the generation prefix of every key in [`ROWS_CF`].
-pub(crate) const GENERATION_BYTES: usize = 8;
+/// Generations below this take one byte in the `Compact` layout.
+const ONE_BYTE_GENERATIONS: u64 = 0xF0;
+
+/// Where a database keeps its rows and registry, and how a row's key carries its partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// Rows in the `default` family (RocksDB resolves it without a lookup per write) under a
+    /// generation of 1 byte (below 240) to 9 bytes; the registry in the `registry` family.
+    /// Every database created since this layout exists.
+    Compact,
+    /// Rows in the `rows` family under an 8-byte big-endian generation; the registry in
+    /// `default`. Databases created before the compact layout keep it (nothing to migrate),
+    /// and so do those migrated out of the family-per-partition layout.
+    Wide,
+}
+
+impl Layout {
+    /// The layout of a database with column families `families`; `existed` is whether the
+    /// database was there before this open. A new database takes `Compact`; one the `Compact`
+    /// layout made has its `registry` family. Any other existing database is `Wide` (also one
+    /// of the family-per-partition layout, which migrates into it, and one whose first open
+    /// stopped before its families were created: empty, so either layout serves it).
+    pub(crate) fn of(existed: bool, families: &[String]) -> Self {
+        let has = |name: &str| families.iter().any(|f| f == name);
+        if !existed || (has(COMPACT_REGISTRY_CF) && !has(WIDE_ROWS_CF)) {
+            Self::Compact
+        } else {
+            Self::Wide
+        }
+    }
+
+    /// Name of the family holding every partition's keys.
+    pub(crate) fn rows_cf(self) -> &'static str {
+        match self {
+            Self::Compact => "default",
+            Self::Wide => WIDE_ROWS_CF,
+        }
+    }
+
+    /// Name of the family holding the registry.
+    pub(crate) fn registry_cf(self) -> &'static str {
+        match self {
+            Self::Compact => COMPACT_REGISTRY_CF,
+            Self::Wide => "default",
+        }
+    }
+
+    /// The family holding every partition's keys.
+    pub(crate) fn rows_family(self, db: &Db) -> Result<&ColumnFamily> {
+        family_named(db, self.rows_cf())
+    }
+
+    /// The family holding the partition registry.
+    pub(crate) fn registry_family(self, db: &Db) -> Result<&ColumnFamily> {
+        family_named(db, self.registry_cf())
+    }
+
+    /// The prefix of every key of the partition of `generation`.
+    pub(crate) fn prefix(self, generation: u64) -> KeyPrefix {
+        let mut bytes = [0u8; 9];
+        let len = match self {
+            Self::Wide => {
+                bytes[..8].copy_from_slice(&generation.to_be_bytes());
+                8
+            }
+            Self::Compact if generation < ONE_BYTE_GENERATIONS => {
+                bytes[0] = generation as u8;
+                1
+            }
+            // A marker byte 0xF0 + (n - 1), then the generation's n significant bytes: no
+            // prefix starts another (a one-byte prefix is below 0xF0, a marker fixes the
+            // length), and prefixes sort like their generations.
+            Self::Compact => {
+                let n = 8 - (generation.leading_zeros() / 8) as usize;
+                bytes[0] = 0xF0 + (n as u8 - 1);
+                bytes[1..=n].copy_from_slice(&generation.to_be_bytes()[8 - n..]);
+                n + 1
+            }
+        };
+        KeyPrefix { bytes, len }
+    }
+}
+
+/// The bytes before every key of one partition (see [`Layout::prefix`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct KeyPrefix {
+    bytes: [u8; 9],
+    len: usize,
+}
+
+impl KeyPrefix {
+    /// The prefix itself.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    /// Its length: a stored key's own bytes start there.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The first stored key past the partition: every one of its keys sorts below it.
+    pub(crate) fn end(&self) -> Vec<u8> {
+        // A prefix is never all 0xFF bytes: the first byte is at most 0xF7 (`Compact`), and
+        // generations never reach u64::MAX (`Wide`).
+        kalamstore_storage::backend::prefix_successor(self.as_bytes())
+            .map(|b| b.to_vec())
+            .unwrap_or_default()
+    }
+
+    /// `key` as stored, written into `out`.
+    pub(crate) fn key_into(&self, out: &mut Vec<u8>, key: &[u8]) {
+        out.clear();
+        out.extend_from_slice(self.as_bytes());
+        out.extend_from_slice(key);
+    }
+
+    /// `key` as stored.
+    pub(crate) fn key(&self, key: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len + key.len());
+        self.key_into(&mut out, key);
+        out
+    }
+
+    /// The stored range `[lower, upper)` of the partition's keys within `start` and `end` (the
+    /// caller handles an empty range).
+    pub(crate) fn bounds(&self, start: &Bound<Bytes>, end: &Bound<Bytes>) -> (Vec<u8>, Vec<u8>) {
+        let lower = match start {
+            Bound::Included(s) => self.key(s),
+            Bound::Excluded(s) => {
+                let mut k = self.key(s);
+                k.push(0);
+                k
+            }
+            Bound::Unbounded => self.as_bytes().to_vec(),
+        };
+        let upper = match end {
+            Bound::Included(e) => {
+                let mut k = self.key(e);
+                k.push(0);
+                k
+            }
+            Bound::Excluded(e) => self.key(e),
+            Bound::Unbounded => self.end(),
+        };
+        (lower, upper)
+    }
+}
 
 /// Registry key of `partition`.
 pub(crate) fn registry_key(partition: &Partition) -> Vec<u8> {
     [PARTITION_PREFIX, partition.as_str().as_bytes()].concat()
 }
 
-/// `key` of the partition of generation `generation`, as stored, written into `out`.
-pub(crate) fn stored_key_into(out: &mut Vec<u8>, generation: u64, key: &[u8]) {
-    out.clear();
-    out.extend_from_slice(&generation.to_be_bytes());
-    out.extend_from_slice(key);
-}
-
-/// `key` of the partition of generation `generation`, as stored.
-pub(crate) fn stored_key(generation: u64, key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(GENERATION_BYTES + key.len());
-    stored_key_into(&mut out, generation, key);
-    out
-}
-
-/// The stored range `[lower, upper)` of the partition of `generation`'s keys within `start` and
-/// `end` (the caller handles an empty range).
-pub(crate) fn stored_bounds(
-    generation: u64,
-    start: &Bound<Bytes>,
-    end: &Bound<Bytes>,
-) -> (Vec<u8>, Vec<u8>) {
-    let lower = match start {
-        Bound::Included(s) => stored_key(generation, s),
-        Bound::Excluded(s) => {
-            let mut k = stored_key(generation, s);
-            k.push(0);
-            k
-        }
-        Bound::Unbounded => generation.to_be_bytes().to_vec(),
-    };
-    let upper = match end {
-        Bound::Included(e) => {
-            let mut k = stored_key(generation, e);
-            k.push(0);
-            k
-        }
-        Bound::Excluded(e) => stored_key(generation, e),
-        // Generations are allocated from 1 upwards and never reach u64::MAX.
-        Bound::Unbounded => (generation + 1).to_be_bytes().to_vec(),
-    };
-    (lower, upper)
-}
-
 /// Decodes a stored generation.
 pub(crate) fn decode_generation(bytes: &[u8], what: &str) -> Result<u64> {
-    let raw: [u8; GENERATION_BYTES] = bytes.try_into().map_err(|_| Error::Corrupt {
+    let raw: [u8; 8] = bytes.try_into().map_err(|_| Error::Corrupt {
         what: format!("{ENGINE} registry: {what}"),
-        reason: format!("{} bytes, not {GENERATION_BYTES}", bytes.len()),
+        reason: format!("{} bytes, not 8", bytes.len()),
     })?;
     Ok(u64::from_be_bytes(raw))
 }
 
 /// The partitions that exist, by name, and the next generation to hand out.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Registry {
+    /// The database's key layout.
+    pub(crate) layout: Layout,
     /// Partition -> generation.
     pub(crate) partitions: HashMap<Partition, u64>,
     /// The generation the next created partition takes (at least 1).
@@ -109,20 +220,15 @@ impl Registry {
                 partition: partition.to_string(),
             })
     }
-}
 
-/// The family holding every partition's keys.
-pub(crate) fn rows_family(db: &Db) -> Result<&ColumnFamily> {
-    family_named(db, ROWS_CF)
-}
-
-/// The family holding the partition registry.
-pub(crate) fn registry_family(db: &Db) -> Result<&ColumnFamily> {
-    family_named(db, "default")
+    /// The key prefix of `partition`, or `PartitionNotFound`.
+    pub(crate) fn prefix(&self, partition: &Partition) -> Result<KeyPrefix> {
+        Ok(self.layout.prefix(self.generation(partition)?))
+    }
 }
 
 fn family_named<'a>(db: &'a Db, name: &str) -> Result<&'a ColumnFamily> {
-    // Both families are created when the database opens.
+    // Both families of the layout are created when the database opens.
     db.cf_handle(name).ok_or_else(|| {
         RocksDbError::MissingFamily {
             family: name.to_owned(),
@@ -132,8 +238,8 @@ fn family_named<'a>(db: &'a Db, name: &str) -> Result<&'a ColumnFamily> {
 }
 
 /// Reads the registry: every partition's generation and the next generation.
-pub(crate) fn load_registry(db: &Db) -> Result<Registry> {
-    let cf = registry_family(db)?;
+pub(crate) fn load_registry(db: &Db, layout: Layout) -> Result<Registry> {
+    let cf = layout.registry_family(db)?;
     let what = || "reading the partition registry";
     let next = db
         .get_cf(&cf, NEXT_GENERATION)
@@ -142,8 +248,9 @@ pub(crate) fn load_registry(db: &Db) -> Result<Registry> {
         .transpose()?
         .unwrap_or(1);
     let mut registry = Registry {
+        layout,
         next,
-        ..Registry::default()
+        partitions: HashMap::new(),
     };
     let mut options = ReadOptions::default();
     options.set_iterate_upper_bound(
@@ -175,15 +282,56 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stored_bounds_keep_a_partition_inside_its_generation() {
+    fn bounds_keep_a_partition_inside_its_prefix() {
         let b = |s: &'static [u8]| Bytes::from_static(s);
-        let (lo, hi) = stored_bounds(7, &Bound::Unbounded, &Bound::Unbounded);
+        let wide = Layout::Wide.prefix(7);
+        let (lo, hi) = wide.bounds(&Bound::Unbounded, &Bound::Unbounded);
         assert_eq!(lo, 7u64.to_be_bytes());
-        assert_eq!(hi, 8u64.to_be_bytes());
-        let (lo, hi) = stored_bounds(7, &Bound::Excluded(b(b"a")), &Bound::Included(b(b"c")));
+        assert_eq!(hi, 8u64.to_be_bytes()[..8].to_vec());
+        let (lo, hi) = wide.bounds(&Bound::Excluded(b(b"a")), &Bound::Included(b(b"c")));
         assert_eq!(lo, [&7u64.to_be_bytes()[..], b"a\0"].concat());
         assert_eq!(hi, [&7u64.to_be_bytes()[..], b"c\0"].concat());
-        // A key of all 0xff bytes still sorts below the next generation.
-        assert!(stored_key(7, &[0xff; 40]) < 8u64.to_be_bytes().to_vec());
+        // A key of all 0xff bytes still sorts below the partition's end.
+        assert!(wide.key(&[0xff; 40]) < wide.end());
+        let compact = Layout::Compact.prefix(7);
+        assert_eq!(
+            compact.bounds(&Bound::Unbounded, &Bound::Unbounded),
+            (vec![7], vec![8])
+        );
+        assert!(compact.key(&[0xff; 40]) < compact.end());
+    }
+
+    #[test]
+    fn compact_prefixes_are_short_ordered_and_never_start_one_another() {
+        let generations = [
+            1u64,
+            2,
+            0xEF,
+            0xF0,
+            0xFF,
+            0x100,
+            0xFFFF,
+            0x1_0000,
+            1 << 40,
+            (1 << 56) - 1,
+            1 << 56,
+            u64::MAX - 1,
+        ];
+        let prefixes: Vec<KeyPrefix> = generations
+            .iter()
+            .map(|g| Layout::Compact.prefix(*g))
+            .collect();
+        assert_eq!(prefixes[0].as_bytes(), [1]);
+        assert_eq!(prefixes[3].as_bytes(), [0xF0, 0xF0]);
+        assert_eq!(prefixes[5].as_bytes(), [0xF1, 1, 0]);
+        assert_eq!(prefixes[11].len(), 9);
+        for (i, a) in prefixes.iter().enumerate() {
+            for b in &prefixes[i + 1..] {
+                assert!(a.as_bytes() < b.as_bytes(), "{a:?} {b:?}");
+                assert!(!b.as_bytes().starts_with(a.as_bytes()), "{a:?} {b:?}");
+                // Every key of `a`'s partition sorts below `b`'s first key.
+                assert!(a.end() <= b.as_bytes().to_vec(), "{a:?} {b:?}");
+            }
+        }
     }
 }

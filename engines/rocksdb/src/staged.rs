@@ -16,7 +16,7 @@ use rocksdb::{IngestExternalFileOptions, SstFileWriter};
 
 use crate::RocksDbBackend;
 use crate::error::{RocksDbError, rocks};
-use crate::registry::{rows_family, stored_key_into};
+use crate::registry::KeyPrefix;
 
 /// The directory of staged files, inside the database directory.
 pub(crate) const STAGED_DIR: &str = "staged";
@@ -86,8 +86,8 @@ impl<'a> SstBatch<'a> {
 
     /// The open file of `partition` that can take `key` next (stored form in `self.key`).
     fn file_for(&mut self, partition: &Partition, key: &[u8]) -> Result<&mut Open<'a>> {
-        let generation = self.generation_of(partition)?;
-        stored_key_into(&mut self.key, generation, key);
+        let prefix = self.prefix_of(partition)?;
+        prefix.key_into(&mut self.key, key);
         let open = match self.open.remove(partition) {
             Some(open) if open.last.as_slice() < self.key.as_slice() => open,
             behind => {
@@ -105,14 +105,17 @@ impl<'a> SstBatch<'a> {
         Ok(open)
     }
 
-    /// The generation `partition` had when this batch first wrote to it.
-    fn generation_of(&mut self, partition: &Partition) -> Result<u64> {
-        if let Some(g) = self.generations.get(partition) {
-            return Ok(*g);
-        }
-        let g = self.backend.generation(partition)?;
-        self.generations.insert(partition.clone(), g);
-        Ok(g)
+    /// The key prefix of the generation `partition` had when this batch first wrote to it.
+    fn prefix_of(&mut self, partition: &Partition) -> Result<KeyPrefix> {
+        let generation = match self.generations.get(partition) {
+            Some(g) => *g,
+            None => {
+                let g = self.backend.generation(partition)?;
+                self.generations.insert(partition.clone(), g);
+                g
+            }
+        };
+        Ok(self.backend.layout.prefix(generation))
     }
 
     fn remove_files(&self) {
@@ -151,8 +154,7 @@ impl StagedBatch for SstBatch<'_> {
                     start,
                     end,
                 } if start < end => {
-                    let mut stored_end = Vec::new();
-                    stored_key_into(&mut stored_end, self.generation_of(partition)?, end);
+                    let stored_end = self.prefix_of(partition)?.key(end);
                     let open = self.file_for(partition, start)?;
                     open.writer
                         .delete_range(&open.last, &stored_end)
@@ -174,7 +176,7 @@ impl StagedBatch for SstBatch<'_> {
             return Ok(());
         }
         let db = self.backend.db()?;
-        let cf = rows_family(&db)?;
+        let cf = self.backend.layout.rows_family(&db)?;
         let mut options = IngestExternalFileOptions::default();
         options.set_move_files(true);
         // A drop between staging and now would leave the rows under a dead generation: hold

@@ -1,5 +1,6 @@
-//! RocksDB against the conformance suite, plus reopening with many partitions, a second
-//! opener of the same directory, and the migration out of the family-per-partition layout.
+//! RocksDB against the conformance suite (in both key layouts), plus reopening with many
+//! partitions, a second opener of the same directory, partitions past the one-byte prefixes,
+//! and the migration out of the family-per-partition layout.
 
 use std::sync::Arc;
 
@@ -28,6 +29,81 @@ impl BackendFactory for Factory {
 }
 
 kalamstore_storage::conformance_suite!(Factory::new());
+
+/// The conformance suite on a database of the `Wide` layout (the one databases created before
+/// the compact layout keep).
+mod wide {
+    use super::*;
+
+    /// Opens RocksDB in its own temp dir, made `Wide` before the first open: an existing
+    /// database without the compact layout's `registry` family.
+    pub(crate) struct WideFactory(tempfile::TempDir);
+
+    impl WideFactory {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().expect("temp dir");
+            drop(Db::open_default(dir.path()).expect("create a plain database"));
+            Self(dir)
+        }
+    }
+
+    #[async_trait]
+    impl BackendFactory for WideFactory {
+        async fn open(&self) -> Result<Arc<dyn StorageBackend>> {
+            let backend = RocksDbBackend::open(RocksDbConfig::new(self.0.path()))?;
+            assert_eq!(backend.layout, Layout::Wide);
+            Ok(Arc::new(backend))
+        }
+    }
+
+    kalamstore_storage::conformance_suite!(WideFactory::new());
+}
+
+#[tokio::test]
+async fn partitions_past_the_one_byte_prefixes_keep_to_their_own_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = RocksDbBackend::open(RocksDbConfig::new(dir.path())).unwrap();
+    assert_eq!(backend.layout, Layout::Compact);
+    // Generations 1..=300 cross from one-byte prefixes to a marker and one byte, then two.
+    let keys: [&[u8]; 4] = [b"", b"\x00", b"k", &[0xff; 12]];
+    let partitions: Vec<Partition> = (0..300)
+        .map(|i| Partition::new(format!("t{i:03}")).unwrap())
+        .collect();
+    for (i, p) in partitions.iter().enumerate() {
+        backend.create_partition(p).await.unwrap();
+        let mut batch = WriteBatch::new();
+        for k in keys {
+            batch.put(p, Bytes::copy_from_slice(k), Bytes::from(format!("{i}")));
+        }
+        backend.batch(batch).await.unwrap();
+    }
+    for (i, p) in partitions.iter().enumerate().filter(|(i, _)| i % 3 == 0) {
+        backend.drop_partition(p).await.unwrap();
+        assert!(backend.get(p, b"k").await.is_err(), "{i}");
+    }
+    backend.close().await.unwrap();
+    drop(backend);
+    let backend = RocksDbBackend::open(RocksDbConfig::new(dir.path())).unwrap();
+    for (i, p) in partitions.iter().enumerate().filter(|(i, _)| i % 3 != 0) {
+        let all = kalamstore_storage::backend::scan_all(&backend, p, ScanRequest::default())
+            .await
+            .unwrap();
+        let expected: Vec<(Bytes, Bytes)> = keys
+            .iter()
+            .map(|k| (Bytes::copy_from_slice(k), Bytes::from(format!("{i}"))))
+            .collect();
+        assert_eq!(all, expected, "partition {p}");
+        let reverse = ScanRequest {
+            direction: Direction::Reverse,
+            ..ScanRequest::default()
+        };
+        let back = kalamstore_storage::backend::scan_all(&backend, p, reverse)
+            .await
+            .unwrap();
+        assert_eq!(back.len(), keys.len(), "partition {p} reversed");
+    }
+    backend.close().await.unwrap();
+}
 
 #[tokio::test]
 async fn a_database_with_500_partitions_reopens_with_all_of_them() {
@@ -130,7 +206,7 @@ async fn reclaim_after_a_range_delete_empties_the_memtable() {
     backend.batch(batch).await.unwrap();
     let memtable_entries = || {
         let db = backend.db().unwrap();
-        let cf = rows_family(&db).unwrap();
+        let cf = backend.layout.rows_family(&db).unwrap();
         let int = |name: &str| db.property_int_value_cf(&cf, name).unwrap().unwrap();
         int("rocksdb.num-entries-active-mem-table") + int("rocksdb.num-entries-imm-mem-tables")
     };
@@ -158,14 +234,15 @@ async fn reclaim_compacts_range_deleted_entries_out_of_table_files() {
     let (backend, p) = ten_thousand_entries(config).await;
     let sst_bytes = || {
         let db = backend.db().unwrap();
-        let cf = rows_family(&db).unwrap();
+        let cf = backend.layout.rows_family(&db).unwrap();
         db.property_int_value_cf(&cf, "rocksdb.total-sst-files-size")
             .unwrap()
             .unwrap()
     };
     {
         let db = backend.db().unwrap();
-        db.flush_cf(rows_family(&db).unwrap()).unwrap();
+        db.flush_cf(backend.layout.rows_family(&db).unwrap())
+            .unwrap();
     }
     assert!(sst_bytes() > 500_000, "{}", sst_bytes());
     let mut batch = WriteBatch::new();
@@ -303,5 +380,5 @@ async fn creating_and_dropping_partitions_leaves_no_column_family_behind() {
     backend.close().await.unwrap();
     drop(backend);
     let families = Db::list_cf(&Options::default(), dir.path()).unwrap();
-    assert_eq!(families, ["default", "rows"]);
+    assert_eq!(families, ["default", "registry"]);
 }
