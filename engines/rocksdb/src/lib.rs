@@ -299,7 +299,13 @@ impl StorageBackend for RocksDbBackend {
     async fn get_many(&self, partition: &Partition, keys: &[&[u8]]) -> Result<Vec<Option<Bytes>>> {
         let db = self.db()?;
         let prefix = self.prefix(partition)?;
-        let (Some(lo), Some(hi)) = (keys.iter().min(), keys.iter().max()) else {
+        // Callers mostly ask in key order (the write path does): then the ends bound the keys.
+        let sorted = keys.is_sorted();
+        let bounds = match sorted {
+            true => keys.first().zip(keys.last()),
+            false => keys.iter().min().zip(keys.iter().max()),
+        };
+        let Some((lo, hi)) = bounds else {
             return Ok(Vec::new());
         };
         let cf = self.layout.rows_family(&db)?;
@@ -317,7 +323,6 @@ impl StorageBackend for RocksDbBackend {
             return Ok(vec![None; keys.len()]);
         }
         drop(it);
-        let sorted = keys.is_sorted();
         let stored: Vec<Vec<u8>> = keys.iter().map(|k| prefix.key(k)).collect();
         db.batched_multi_get_cf(&cf, &stored, sorted)
             .into_iter()

@@ -251,7 +251,12 @@ impl TableHandle {
             };
             let (plans, encoded) = planned.next_chunk(start, len)?;
             let encoded: &EncodedRows = &encoded;
-            let current = self.read_current(&scope, part, keys.prefix_len).await?;
+            // A statement's keys in increasing order are so in every chunk; a larger one is
+            // sorted above.
+            let sorted = in_order || (large && !repeated);
+            let current = self
+                .read_current(&scope, part, keys.prefix_len, sorted)
+                .await?;
             let mut chunk =
                 commit.start_chunk(seq, plans.len(), chunk_bytes(part, &plans, encoded));
             let s = self.stage(
@@ -418,17 +423,18 @@ impl TableHandle {
     }
 
     /// Reads what the batch's keys hold: their hot entries in one `get_many`, then the
-    /// flushed rows of the keys that are not hot in one pass over the files.
+    /// flushed rows of the keys that are not hot in one pass over the files. `in_order`:
+    /// the caller knows `asked` is strictly increasing.
     async fn read_current(
         &self,
         scope: &KeyScope,
         asked: &[&[u8]],
         prefix_len: usize,
+        in_order: bool,
     ) -> Result<CurrentRows> {
         // Bulk inserts come in key order: their keys go to the engine as they are (new keys
         // past the stored ones: a single seek).
-        let in_order = asked.windows(2).all(|w| w[0] < w[1]);
-        let hot = if in_order {
+        let hot = if in_order || asked.windows(2).all(|w| w[0] < w[1]) {
             self.storage.hot.get_many(&self.hot, asked).await?
         } else {
             let mut sorted = asked.to_vec();

@@ -73,11 +73,20 @@ impl TableHandle {
             return Ok(());
         }
         let out = encoded.start_row(version, count);
-        for ((name, value), c) in named.into_iter().zip(columns) {
-            let value = column_value(c, name, value)?;
-            check_not_null(c, &value)?;
+        // Read in place: a value of its column's type (the common case) is checked and encoded
+        // where it lies; only one that needs converting is copied.
+        for ((name, value), c) in named.iter().zip(columns) {
+            let converted;
+            let value = if value.fits(c.data_type) {
+                check_length(&c.name, value)?;
+                value
+            } else {
+                converted = column_value(c, name.clone(), value.clone())?;
+                &converted
+            };
+            check_not_null(c, value)?;
             if c.primary_key {
-                key_component(c, &value, key)?;
+                key_component(c, value, key)?;
             }
             value.encode(out);
         }
