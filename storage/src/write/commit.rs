@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::{NewRow, Staged, Tombstones, decode_encoded, encoded_row};
 use crate::backend::{StagedBatch, WriteBatch};
-use crate::codec::{EncodedRows, Row, SystemColumns, set_system_columns};
+use crate::codec::{EncodedRows, KalamValue, Row, SystemColumns, set_system_columns};
 use crate::error::Result;
 use crate::format::{
     Change, ChangeOp, DeletionVector, EntryWriter, Hidden, Image, hidden_key, log_key,
@@ -146,6 +146,48 @@ impl<'t, 'k> Commit<'t, 'k> {
         self.hand_over().await
     }
 
+    /// The chunk's next `_seq`.
+    fn next_seq(&self, chunk: &mut Chunk) -> Result<i64> {
+        chunk
+            .seqs
+            .next()
+            .ok_or_else(|| crate::error::Error::Corrupt {
+                what: format!("the write batch of table {}", self.def.id),
+                reason: "a chunk staged more writes than it has keys".into(),
+            })
+    }
+
+    /// Puts a new row (`row`, encoded when planned) of key `key`, which had no row before,
+    /// into `chunk` with the chunk's next `_seq`, and logs its insert: the common write,
+    /// without the bookkeeping of [`put`](Self::put).
+    pub(super) fn put_new(
+        &mut self,
+        chunk: &mut Chunk,
+        key: &'k [u8],
+        prefix_len: usize,
+        row: &[u8],
+    ) -> Result<()> {
+        let seq = self.next_seq(chunk)?;
+        self.count.entries += 1;
+        let system = SystemColumns {
+            seq,
+            updated: self.updated,
+            deleted: false,
+        };
+        let Chunk { buffer, spans, .. } = chunk;
+        let at = buffer.len();
+        buffer.extend_from_slice(key);
+        let key_end = buffer.len();
+        buffer.extend_from_slice(row);
+        set_system_columns(&mut buffer[key_end..], &system);
+        spans.push((at..key_end, key_end..buffer.len()));
+        if self.log.is_some() {
+            let pk = &key[prefix_len..];
+            self.log_change(ChangeOp::Insert, pk, system, &buffer[key_end..], None, None)?;
+        }
+        Ok(())
+    }
+
     /// Encodes one staged write of key `key` (whose first `prefix_len` bytes are the
     /// scope's; a row encoded from the statement points into `encoded`) into `chunk`, with
     /// the chunk's next `_seq`, and its change-log entry.
@@ -158,13 +200,7 @@ impl<'t, 'k> Commit<'t, 'k> {
         encoded: &EncodedRows,
     ) -> Result<()> {
         let def = self.def;
-        let seq = chunk
-            .seqs
-            .next()
-            .ok_or_else(|| crate::error::Error::Corrupt {
-                what: format!("the write batch of table {}", def.id),
-                reason: "a chunk staged more writes than it has keys".into(),
-            })?;
+        let seq = self.next_seq(chunk)?;
         let Chunk { buffer, spans, .. } = chunk;
         let deleted = write.row.is_none();
         let count = &mut self.count;
@@ -215,7 +251,7 @@ impl<'t, 'k> Commit<'t, 'k> {
             None => None,
         };
         spans.push((at..key_end, key_end..buffer.len()));
-        let (Some((op, old)), Some(log)) = (logged, &mut self.log) else {
+        let Some((op, old)) = logged else {
             return Ok(());
         };
         let old_row = old.map(|values| Row {
@@ -223,9 +259,27 @@ impl<'t, 'k> Commit<'t, 'k> {
             values,
             system,
         });
+        let pk = &key[prefix_len..];
+        self.log_change(op, pk, system, &buffer[key_end..], old_row, new_values)
+    }
+
+    /// Logs change `op` of key `pk` (its new row `row` as written, with `system`; `old_row`
+    /// the row it replaced or removed; `new_values` the new row's values when at hand) and
+    /// hands it to the feed's ring. No-op when the change log is off.
+    fn log_change(
+        &mut self,
+        op: ChangeOp,
+        pk: &[u8],
+        system: SystemColumns,
+        row: &[u8],
+        old_row: Option<Row>,
+        new_values: Option<Vec<KalamValue>>,
+    ) -> Result<()> {
+        let Some(log) = &mut self.log else {
+            return Ok(());
+        };
         // A delete logs the row it removed; an update the row it replaced. Their new rows
         // are the table's (by reference) unless rows can vanish without a change.
-        let pk = &key[prefix_len..];
         match (op, &old_row) {
             (ChangeOp::Delete, Some(removed)) => {
                 log.push(system.seq, op, pk, Image::Row(removed), None)
@@ -233,20 +287,14 @@ impl<'t, 'k> Commit<'t, 'k> {
             _ if self.by_reference && op != ChangeOp::Delete => {
                 log.push(system.seq, op, pk, Image::Reference, old_row.as_ref())
             }
-            _ => log.push(
-                system.seq,
-                op,
-                pk,
-                Image::Encoded(&buffer[key_end..]),
-                old_row.as_ref(),
-            ),
+            _ => log.push(system.seq, op, pk, Image::Encoded(row), old_row.as_ref()),
         }
         self.last_seq = Some(system.seq);
         if let Some(ring) = &mut self.ring {
             // Rows encoded from a batch are decoded for the feed's ring only.
             let new_values = match new_values {
                 Some(values) => values,
-                None => decode_encoded(&buffer[key_end..])?,
+                None => decode_encoded(row)?,
             };
             let (values, old) = match op {
                 ChangeOp::Delete => (old_row.map(|r| r.values).unwrap_or(new_values), None),

@@ -483,6 +483,18 @@ impl TableHandle {
         let logging = def.options.change_retention.is_on();
         for (i, plan) in planned.into_iter().enumerate() {
             let key = &asked[i][prefix_len..];
+            // The common write: a row encoded when planned, for a key with nothing before
+            // it that the batch writes once.
+            if let Planned::Insert(NewRow::Encoded(row)) | Planned::Upsert(NewRow::Encoded(row)) =
+                plan
+                && slots.is_none()
+                && current.hot[i].is_none()
+                && !current.flushed.contains_key(key)
+            {
+                summary.inserted += 1;
+                commit.put_new(chunk, asked[i], prefix_len, encoded_row(encoded, row)?)?;
+                continue;
+            }
             let slot = slots.as_ref().and_then(|s| s.get(key).copied());
             let mut before_batch = None;
             let (row_now, was_hot, was_tombstone, hides) = match slot {

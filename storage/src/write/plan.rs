@@ -78,7 +78,11 @@ impl<'b> Plans<'b> {
     ) -> Result<(Vec<Planned>, Cow<'_, EncodedRows>)> {
         let (rows, source) = match self {
             Self::Each(plans, encoded) => {
-                let plans = plans.drain(..n.min(plans.len())).collect();
+                let plans = match n >= plans.len() {
+                    // The last (mostly the only) chunk takes the list itself.
+                    true => std::mem::take(plans),
+                    false => plans.drain(..n).collect(),
+                };
                 return Ok((plans, Cow::Borrowed(encoded)));
             }
             Self::Rows { rows, source } => (rows, source),
