@@ -46,6 +46,11 @@ pub struct RocksDbBackend {
     registry: RwLock<Registry>,
     /// Serialises creations and drops (each reads and advances the registry).
     registry_writes: Mutex<()>,
+    /// Bumped by every change of the registry: a thread's cached prefix (see `prefix`) is
+    /// valid while it has not moved.
+    registry_epoch: std::sync::atomic::AtomicU64,
+    /// This backend's number in the process (the key of the threads' cached prefixes).
+    id: u64,
     config: RocksDbConfig,
     write_options: WriteOptions,
     /// Table-file settings of staged batches' files (the `rows` family's).
@@ -159,6 +164,8 @@ impl RocksDbBackend {
             layout,
             registry: RwLock::new(registry),
             registry_writes: Mutex::new(()),
+            registry_epoch: Default::default(),
+            id: NEXT_BACKEND_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             config,
             write_options,
             sst_options,
@@ -192,10 +199,42 @@ impl RocksDbBackend {
         self.registry.read().generation(partition)
     }
 
-    /// The key prefix of `partition`, or `PartitionNotFound`.
+    /// The key prefix of `partition`, or `PartitionNotFound`. The thread's last answer is
+    /// reused while the registry has not changed: point reads of one partition from many
+    /// tasks then share no lock word (its cache line bounced between the cores on each read).
     fn prefix(&self, partition: &Partition) -> Result<KeyPrefix> {
-        self.registry.read().prefix(partition)
+        use std::sync::atomic::Ordering;
+        let epoch = self.registry_epoch.load(Ordering::Acquire);
+        let cached = LAST_PREFIX.with_borrow(|last| match last {
+            Some((id, e, p, prefix)) if *id == self.id && *e == epoch && p == partition => {
+                Some(*prefix)
+            }
+            _ => None,
+        });
+        if let Some(prefix) = cached {
+            return Ok(prefix);
+        }
+        let prefix = self.registry.read().prefix(partition)?;
+        LAST_PREFIX
+            .with_borrow_mut(|last| *last = Some((self.id, epoch, partition.clone(), prefix)));
+        Ok(prefix)
     }
+
+    /// Records a change of the registry (under its write lock, after the change).
+    fn registry_changed(&self) {
+        self.registry_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Numbers of the backends opened in this process.
+static NEXT_BACKEND_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+thread_local! {
+    /// The partition this thread resolved last: its backend's id, the registry epoch then, the
+    /// partition and its prefix.
+    static LAST_PREFIX: std::cell::RefCell<Option<(u64, u64, Partition, KeyPrefix)>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// The open database for one call (see [`RocksDbBackend::db`]).
@@ -247,6 +286,7 @@ impl StorageBackend for RocksDbBackend {
         let mut registry = self.registry.write();
         registry.partitions.insert(partition.clone(), generation);
         registry.next = generation + 1;
+        self.registry_changed();
         Ok(())
     }
 
@@ -268,7 +308,9 @@ impl StorageBackend for RocksDbBackend {
         );
         db.write_opt(batch, &self.write_options)
             .map_err(rocks(|| format!("dropping partition `{partition}`")))?;
-        self.registry.write().partitions.remove(partition);
+        let mut registry = self.registry.write();
+        registry.partitions.remove(partition);
+        self.registry_changed();
         Ok(())
     }
 
@@ -287,9 +329,10 @@ impl StorageBackend for RocksDbBackend {
 
     async fn get(&self, partition: &Partition, key: &[u8]) -> Result<Option<Bytes>> {
         let db = self.db()?;
-        let stored = self.prefix(partition)?.key(key);
-        let value = db
-            .get_pinned_cf(&self.layout.rows_family(&db)?, stored)
+        let cf = self.layout.rows_family(&db)?;
+        let value = self
+            .prefix(partition)?
+            .with_key(key, |stored| db.get_pinned_cf(&cf, stored))
             .map_err(rocks(|| {
                 format!("reading a key of partition `{partition}`")
             }))?;

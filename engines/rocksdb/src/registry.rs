@@ -153,6 +153,20 @@ impl KeyPrefix {
         out.extend_from_slice(key);
     }
 
+    /// Calls `f` with `key` as stored, built on the stack when it is short (a point read's).
+    pub(crate) fn with_key<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
+        let mut buf = [0u8; 128];
+        let len = self.len + key.len();
+        match buf.get_mut(..len) {
+            Some(stored) => {
+                stored[..self.len].copy_from_slice(self.as_bytes());
+                stored[self.len..].copy_from_slice(key);
+                f(stored)
+            }
+            None => f(&self.key(key)),
+        }
+    }
+
     /// `key` as stored.
     pub(crate) fn key(&self, key: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.len + key.len());
