@@ -382,3 +382,37 @@ async fn creating_and_dropping_partitions_leaves_no_column_family_behind() {
     let families = Db::list_cf(&Options::default(), dir.path()).unwrap();
     assert_eq!(families, ["default", "registry"]);
 }
+
+#[tokio::test]
+async fn a_thread_never_reads_through_the_prefix_of_a_dropped_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = RocksDbBackend::open(RocksDbConfig::new(dir.path())).unwrap();
+    let p = Partition::new("t").unwrap();
+    backend.create_partition(&p).await.unwrap();
+    backend
+        .put(&p, Bytes::from_static(b"k"), Bytes::from_static(b"old"))
+        .await
+        .unwrap();
+    // This thread's last prefix is now `t`'s.
+    assert!(backend.get(&p, b"k").await.unwrap().is_some());
+    backend.drop_partition(&p).await.unwrap();
+    assert!(matches!(
+        backend.get(&p, b"k").await,
+        Err(Error::PartitionNotFound { .. })
+    ));
+    backend.create_partition(&p).await.unwrap();
+    assert_eq!(backend.get(&p, b"k").await.unwrap(), None);
+    backend
+        .put(&p, Bytes::from_static(b"k"), Bytes::from_static(b"new"))
+        .await
+        .unwrap();
+    backend.close().await.unwrap();
+    drop(backend);
+    // The write went to the new generation: a fresh process reads it.
+    let reopened = RocksDbBackend::open(RocksDbConfig::new(dir.path())).unwrap();
+    assert_eq!(
+        reopened.get(&p, b"k").await.unwrap(),
+        Some(Bytes::from_static(b"new"))
+    );
+    reopened.close().await.unwrap();
+}
