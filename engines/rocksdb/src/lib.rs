@@ -29,7 +29,9 @@ use rocksdb::{DBWithThreadMode, Options, ReadOptions, SingleThreaded, WriteOptio
 pub use config::RocksDbConfig;
 use config::Tuning;
 use error::{ENGINE, RocksDbError, rocks};
-use registry::{KeyPrefix, Layout, NEXT_GENERATION, Registry, load_registry, registry_key};
+use registry::{
+    KeyPrefix, Layout, NEXT_GENERATION, Registry, Resolver, load_registry, registry_key,
+};
 
 /// Column families are fixed once the database is open (partitions are key ranges), so the
 /// single-threaded handle mode serves: its family handles are plain references, looked up
@@ -46,11 +48,8 @@ pub struct RocksDbBackend {
     registry: RwLock<Registry>,
     /// Serialises creations and drops (each reads and advances the registry).
     registry_writes: Mutex<()>,
-    /// Bumped by every change of the registry: a thread's cached prefix (see `prefix`) is
-    /// valid while it has not moved.
-    registry_epoch: std::sync::atomic::AtomicU64,
-    /// This backend's number in the process (the key of the threads' cached prefixes).
-    id: u64,
+    /// Resolves partitions' prefixes from the registry (a thread reuses its last answer).
+    resolver: Resolver,
     config: RocksDbConfig,
     write_options: WriteOptions,
     /// Table-file settings of staged batches' files (the `rows` family's).
@@ -164,8 +163,7 @@ impl RocksDbBackend {
             layout,
             registry: RwLock::new(registry),
             registry_writes: Mutex::new(()),
-            registry_epoch: Default::default(),
-            id: NEXT_BACKEND_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            resolver: Resolver::new(),
             config,
             write_options,
             sst_options,
@@ -199,42 +197,10 @@ impl RocksDbBackend {
         self.registry.read().generation(partition)
     }
 
-    /// The key prefix of `partition`, or `PartitionNotFound`. The thread's last answer is
-    /// reused while the registry has not changed: point reads of one partition from many
-    /// tasks then share no lock word (its cache line bounced between the cores on each read).
+    /// The key prefix of `partition`, or `PartitionNotFound`.
     fn prefix(&self, partition: &Partition) -> Result<KeyPrefix> {
-        use std::sync::atomic::Ordering;
-        let epoch = self.registry_epoch.load(Ordering::Acquire);
-        let cached = LAST_PREFIX.with_borrow(|last| match last {
-            Some((id, e, p, prefix)) if *id == self.id && *e == epoch && p == partition => {
-                Some(*prefix)
-            }
-            _ => None,
-        });
-        if let Some(prefix) = cached {
-            return Ok(prefix);
-        }
-        let prefix = self.registry.read().prefix(partition)?;
-        LAST_PREFIX
-            .with_borrow_mut(|last| *last = Some((self.id, epoch, partition.clone(), prefix)));
-        Ok(prefix)
+        self.resolver.prefix(&self.registry, partition)
     }
-
-    /// Records a change of the registry (under its write lock, after the change).
-    fn registry_changed(&self) {
-        self.registry_epoch
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-    }
-}
-
-/// Numbers of the backends opened in this process.
-static NEXT_BACKEND_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-thread_local! {
-    /// The partition this thread resolved last: its backend's id, the registry epoch then, the
-    /// partition and its prefix.
-    static LAST_PREFIX: std::cell::RefCell<Option<(u64, u64, Partition, KeyPrefix)>> =
-        const { std::cell::RefCell::new(None) };
 }
 
 /// The open database for one call (see [`RocksDbBackend::db`]).
@@ -286,7 +252,7 @@ impl StorageBackend for RocksDbBackend {
         let mut registry = self.registry.write();
         registry.partitions.insert(partition.clone(), generation);
         registry.next = generation + 1;
-        self.registry_changed();
+        self.resolver.changed();
         Ok(())
     }
 
@@ -310,7 +276,7 @@ impl StorageBackend for RocksDbBackend {
             .map_err(rocks(|| format!("dropping partition `{partition}`")))?;
         let mut registry = self.registry.write();
         registry.partitions.remove(partition);
-        self.registry_changed();
+        self.resolver.changed();
         Ok(())
     }
 

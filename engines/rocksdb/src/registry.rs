@@ -17,12 +17,15 @@
 //! A create is one registry write and a drop one registry delete plus one range delete, in
 //! one atomic batch: neither depends on how many partitions exist.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use kalamstore_storage::backend::Partition;
 use kalamstore_storage::{Error, Result};
+use parking_lot::RwLock;
 use rocksdb::{ColumnFamily, ReadOptions};
 
 use crate::Db;
@@ -202,6 +205,64 @@ impl KeyPrefix {
 /// Registry key of `partition`.
 pub(crate) fn registry_key(partition: &Partition) -> Vec<u8> {
     [PARTITION_PREFIX, partition.as_str().as_bytes()].concat()
+}
+
+/// Resolves partitions to their key prefixes. A thread reuses its last answer while the
+/// registry has not changed: point reads of one partition from many tasks then share no lock
+/// word (the registry lock's cache line bounced between the cores on each read).
+#[derive(Debug)]
+pub(crate) struct Resolver {
+    /// Bumped by every change of the registry: a cached prefix is valid while it has not moved.
+    epoch: AtomicU64,
+    /// The backend's number in the process (the key of the threads' cached prefixes).
+    id: u64,
+}
+
+/// Numbers of the resolvers (backends) made in this process.
+static NEXT_RESOLVER: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The partition this thread resolved last: its resolver's id, the registry epoch then,
+    /// the partition and its prefix.
+    static LAST_PREFIX: RefCell<Option<(u64, u64, Partition, KeyPrefix)>> =
+        const { RefCell::new(None) };
+}
+
+impl Resolver {
+    /// The resolver of a backend being opened (nothing cached for it yet).
+    pub(crate) fn new() -> Self {
+        Self {
+            epoch: AtomicU64::new(0),
+            id: NEXT_RESOLVER.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// The key prefix of `partition` in `registry`, or `PartitionNotFound`.
+    pub(crate) fn prefix(
+        &self,
+        registry: &RwLock<Registry>,
+        partition: &Partition,
+    ) -> Result<KeyPrefix> {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let cached = LAST_PREFIX.with_borrow(|last| match last {
+            Some((id, e, p, prefix)) if *id == self.id && *e == epoch && p == partition => {
+                Some(*prefix)
+            }
+            _ => None,
+        });
+        if let Some(prefix) = cached {
+            return Ok(prefix);
+        }
+        let prefix = registry.read().prefix(partition)?;
+        LAST_PREFIX
+            .with_borrow_mut(|last| *last = Some((self.id, epoch, partition.clone(), prefix)));
+        Ok(prefix)
+    }
+
+    /// Records a change of the registry (made under its write lock, before this call).
+    pub(crate) fn changed(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 /// Decodes a stored generation.
