@@ -1449,7 +1449,11 @@ const JDBC_JAR: &str = "/usr/share/java/postgresql.jar";
 
 #[test]
 fn jdbc_runs_prepared_statements_and_reads_typed_results() {
-    if Command::new("java").arg("-version").output().is_err() {
+    if Command::new("java")
+        .args(["-XX:-UsePerfData", "-version"])
+        .output()
+        .is_err()
+    {
         assert_eq!(
             std::env::var("KALAMSTORE_SKIP_JDBC").as_deref(),
             Ok("1"),
@@ -1505,6 +1509,8 @@ public class Jdbc {
     .unwrap();
     let stdout = client_output(
         Command::new("java")
+            // No `hsperfdata_<user>` directory left in the temp dir.
+            .arg("-XX:-UsePerfData")
             .args(["-cp", JDBC_JAR])
             .arg(&source)
             .args([&s.port.to_string(), ROOT_PASSWORD]),
