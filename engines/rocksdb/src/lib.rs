@@ -52,7 +52,7 @@ pub struct RocksDbBackend {
     resolver: Resolver,
     config: RocksDbConfig,
     write_options: WriteOptions,
-    /// Table-file settings of staged batches' files (the `rows` family's).
+    /// Table-file settings of staged batches' files (the rows family's).
     sst_options: Options,
     /// Names of staged files, in this process.
     staged_files: std::sync::atomic::AtomicU64,
