@@ -181,11 +181,8 @@ impl<'t, 'k> Commit<'t, 'k> {
         buffer.extend_from_slice(row);
         set_system_columns(&mut buffer[key_end..], &system);
         spans.push((at..key_end, key_end..buffer.len()));
-        if self.log.is_some() {
-            let pk = &key[prefix_len..];
-            self.log_change(ChangeOp::Insert, pk, system, &buffer[key_end..], None, None)?;
-        }
-        Ok(())
+        let pk = &key[prefix_len..];
+        self.log_change(ChangeOp::Insert, pk, system, &buffer[key_end..], None, None)
     }
 
     /// Encodes one staged write of key `key` (whose first `prefix_len` bytes are the
